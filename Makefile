@@ -1,0 +1,79 @@
+# strata — build, test and run.  `make test` is the first command on a fresh
+# Debian 12 machine: it installs the Debian packages it needs, builds, and tests.
+
+BUILD   ?= build
+SHARED  ?= $(abspath ../shared)
+CC      ?= cc
+PKGS    := jansson libpcre2-8 libutf8proc openblas
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS  ?= -O2
+CFLAGS  += -std=c11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
+           -Iengine/include -Iengine $(PKG_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS  := $(PKG_LIBS) -lm -pthread
+
+ENGINE_SRC := $(shell find engine -name '*.c' | sort)
+TOOLS_SRC  := $(sort $(wildcard tools/*.c))
+TEST_SRC   := $(sort $(wildcard tests/*.c))
+BENCH_SRC  := $(sort $(wildcard bench/*.c))
+
+ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
+TOOLS_OBJ  := $(TOOLS_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_OBJ   := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
+
+LIB := $(BUILD)/libstrata.a
+CLI := $(BUILD)/strata
+TESTS := $(BUILD)/strata-tests
+
+.PHONY: all deps test asan bench clean valgrind
+all: $(LIB) $(CLI)
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(LIB): $(ENGINE_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(CLI): $(TOOLS_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(TOOLS_OBJ) $(LIB) $(LDLIBS)
+
+$(TESTS): $(TEST_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LDLIBS) -lcriterion
+
+$(BUILD)/bench_%: bench/%.c $(LIB)
+	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+# Tests find the fixtures through STRATA_SHARED and the CLI through STRATA_CLI.
+TEST_ENV = STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) STRATA_ROOT=$(CURDIR)
+
+test: deps
+	@$(MAKE) --no-print-directory all $(TESTS)
+	$(TEST_ENV) $(TESTS) $(TEST_ARGS)
+
+# AddressSanitizer + UndefinedBehaviorSanitizer build of everything, in its own tree.
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan \
+	  CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  all build/asan/strata-tests
+	STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath build/asan/strata) STRATA_ROOT=$(CURDIR) \
+	  ASAN_OPTIONS=detect_leaks=1 build/asan/strata-tests $(TEST_ARGS)
+
+valgrind: all $(TESTS)
+	$(TEST_ENV) valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	  --error-exitcode=1 --trace-children=no $(TESTS) --jobs 1 --no-early-exit $(TEST_ARGS)
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BENCH_BIN)
+	@for b in $(BENCH_BIN); do STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) $$b || exit 1; done
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

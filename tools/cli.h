@@ -1,0 +1,20 @@
+/*
+ * cli.h — the subcommands of build/strata. Each takes the arguments after its name
+ * and returns the process exit status; errors go to stderr.
+ */
+#ifndef STRATA_TOOLS_CLI_H
+#define STRATA_TOOLS_CLI_H
+
+#include "strata.h"
+
+typedef int (*strata_cli_fn)(int argc, char **argv);
+
+int cli_info(int argc, char **argv);
+int cli_run(int argc, char **argv);
+int cli_generate(int argc, char **argv);
+
+/* Print "strata CMD: message" to stderr and return 1. */
+int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cli_fail_err(const char *cmd, const strata_error *err);
+
+#endif

@@ -1,0 +1,56 @@
+/*
+ * strata.c — the CLI entry point: dispatches to one function per subcommand.
+ * The subcommands and their flags are a stable interface that tools and tests call.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    strata_cli_fn fn;
+    const char *usage;
+} commands[] = {
+    {"info", cli_info, "info MODEL_DIR"},
+    {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] --out OUT.safetensors"},
+    {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24]"},
+};
+
+int cli_fail(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "strata %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return 1;
+}
+
+int cli_fail_err(const char *cmd, const strata_error *err)
+{
+    return cli_fail(cmd, "%s (%s)", err->message, strata_status_name(err->status));
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: strata COMMAND ...\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  strata %s\n", commands[i].usage);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "strata: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
