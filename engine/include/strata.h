@@ -136,6 +136,11 @@ strata_status strata_capture_get(const strata_capture *capture, int index,
 /* Drop captured data, keep the requested names. */
 void strata_capture_clear(strata_capture *capture);
 
+/* Write tensors as a .safetensors file; metadata_json is NULL or the text of a JSON
+ * object of strings (stored as __metadata__). */
+strata_status strata_safetensors_write(const char *path, const strata_tensor_view *tensors, int n,
+                                       const char *metadata_json, strata_error *err);
+
 /* ---------------------------------------------------------------- forward steps */
 
 /* Scratch memory for forward steps; grows to the largest step seen. */

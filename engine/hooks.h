@@ -1,0 +1,50 @@
+/*
+ * hooks.h — the catalogue of named hook points and the capture of tensors there.
+ * The forward pass calls hook_rows() at each point; when no sequence of the step
+ * captures anything this is one predictable branch.
+ */
+#ifndef STRATA_HOOKS_H
+#define STRATA_HOOKS_H
+
+#include "model/model.h"
+
+typedef enum hook_point {
+    HOOK_EMBED_OUT,
+    HOOK_BLOCK_IN, HOOK_MIXER_IN, HOOK_MIXER_OUT, HOOK_BLOCK_OUT,
+    /* Mamba */
+    HOOK_IN_PROJ_OUT, HOOK_CONV_ACT, HOOK_SSM_DT, HOOK_SSM_Y, HOOK_INNER_NORM_OUT,
+    HOOK_SSM_STATE, HOOK_CONV_STATE,
+    /* attention */
+    HOOK_Q, HOOK_K, HOOK_V, HOOK_PATTERN, HOOK_Z, HOOK_K_CACHE, HOOK_V_CACHE,
+    /* MLP */
+    HOOK_MLP_PRE, HOOK_MLP_POST,
+    /* MoE */
+    HOOK_ROUTER_LOGITS, HOOK_EXPERT_INDICES, HOOK_EXPERT_WEIGHTS, HOOK_SHARED_OUT,
+    /* head */
+    HOOK_LN_FINAL_OUT, HOOK_LOGITS,
+    HOOK_COUNT
+} hook_point;
+
+/* What the step-end capture of state hooks reads. */
+struct strata_cache;
+
+/* Index of the capture entry for (point, layer) or -1; layer -1 for global hooks. */
+int capture_entry(const strata_capture *cap, hook_point point, int layer);
+/* Make room for `rows` more rows in every per-position entry (called before a step,
+ * so that nothing can fail once caches start changing). `keys` = the sequence's
+ * tokens after the step (for the attention pattern). */
+strata_status capture_reserve(strata_capture *cap, int rows, int keys, strata_error *err);
+/* Append rows (each `width` values of dtype) to entry `e`. */
+void capture_append(strata_capture *cap, int e, const void *rows, int n_rows);
+/* Overwrite the pattern entry with (heads, n_rows, keys). */
+float *capture_pattern_slot(strata_capture *cap, int e, int n_rows, int keys);
+/* Copy every requested state hook out of `cache`. */
+void capture_states(strata_capture *cap, const struct strata_cache *cache);
+/* The model a capture resolves names against. */
+const strata_model *capture_model(const strata_capture *cap);
+/* Elements per captured row of entry e (per-position hooks). */
+size_t capture_row_elems(const strata_capture *cap, int e);
+/* Whether the capture wants full-sequence logits. */
+int capture_wants_logits(const strata_capture *cap);
+
+#endif

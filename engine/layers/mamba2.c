@@ -1,0 +1,136 @@
+/*
+ * mamba2.c — the Mamba-2 (SSD) mixer `M`, exactly as docs/model.md §4.4:
+ *
+ *   zxbcdt = h·W_inᵀ                      split z | xBC | dt (after 2·d_mlp ignored columns)
+ *   xBC'   = silu(causal_conv1d(xBC))      the conv window continues from the cache
+ *   x, B, C = split(xBC')                  head h reads B/C group h / (H/G)
+ *   dt     = clamp(softplus(dt + dt_bias), limit)
+ *   S      = exp(dt·A)·S + dt·(x ⊗ B);  y = S·C + D·x       per token, fp32 state
+ *   out    = W_out · (groupwise_rmsnorm(y · silu(z)) · norm_w)
+ *
+ * The scan is the per-token recurrence, exact for prefill chunks and decode alike.
+ */
+#include <string.h>
+
+#include "forward.h"
+
+typedef struct dims {
+    int H, P, N, G, K, d_inner, conv_dim, in_dim, z_off, xbc_off, dt_off;
+} dims;
+
+static dims dims_of(const strata_model *model)
+{
+    const strata_model_info *m = &model->cfg.info;
+    int d_mlp = model->cfg.d_mlp;
+    return (dims){
+        .H = m->mamba_heads, .P = m->mamba_head_dim, .N = m->ssm_state_size, .G = m->n_groups,
+        .K = m->conv_kernel, .d_inner = m->d_inner, .conv_dim = m->conv_dim, .in_dim = m->in_proj_dim,
+        .z_off = 2 * d_mlp, .xbc_off = 2 * d_mlp + m->d_inner, .dt_off = 2 * d_mlp + m->d_inner + m->conv_dim,
+    };
+}
+
+size_t mamba2_scratch(const strata_model *model, int R, int max_rows)
+{
+    dims D = dims_of(model);
+    size_t r = (size_t)R;
+    return r * (size_t)(D.in_dim + D.conv_dim + D.H + D.d_inner) +
+           (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + 64;
+}
+
+/* Causal depthwise conv over one sequence's n rows, continuing from its conv state;
+ * leaves the last K-1 pre-conv rows in the state. */
+static void conv_sequence(const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
+                          int n, float *window, float *out)
+{
+    size_t cd = (size_t)D->conv_dim, K1 = (size_t)(D->K - 1);
+    memcpy(window, state, sizeof(float) * K1 * cd);                  // (K-1+n, conv_dim)
+    for (int t = 0; t < n; t++)
+        memcpy(window + (K1 + (size_t)t) * cd, zxbcdt + (size_t)t * (size_t)D->in_dim + D->xbc_off,
+               sizeof(float) * cd);
+    for (int t = 0; t < n; t++)
+        for (size_t c = 0; c < cd; c++) {
+            float acc = w->conv_b[c];
+            for (int k = 0; k < D->K; k++)
+                acc += w->conv_w[c * (size_t)D->K + (size_t)k] * window[((size_t)t + (size_t)k) * cd + c];
+            out[(size_t)t * cd + c] = silu(acc);
+        }
+    memcpy(state, window + (size_t)n * cd, sizeof(float) * K1 * cd);
+}
+
+/* The selective scan over one sequence's n rows, from and into its SSM state. */
+static void scan_sequence(const dims *D, const mamba_weights *w, float *S, const float *xbc,
+                          const float *dt, int n, float *y)
+{
+    int heads_per_group = D->H / D->G;
+    for (int t = 0; t < n; t++) {
+        const float *row = xbc + (size_t)t * (size_t)D->conv_dim;   // x | B | C
+        for (int h = 0; h < D->H; h++) {
+            int g = h / heads_per_group;
+            const float *B = row + D->d_inner + g * D->N, *C = row + D->d_inner + (D->G + g) * D->N;
+            float dth = dt[(size_t)t * (size_t)D->H + (size_t)h], a = expf(dth * w->A[h]);
+            for (int p = 0; p < D->P; p++) {
+                float x = row[h * D->P + p], *s = S + ((size_t)h * (size_t)D->P + (size_t)p) * (size_t)D->N;
+                float dx = dth * x, acc = 0.0f;
+                for (int k = 0; k < D->N; k++) {
+                    s[k] = a * s[k] + dx * B[k];
+                    acc += s[k] * C[k];
+                }
+                y[(size_t)t * (size_t)D->d_inner + (size_t)(h * D->P + p)] = acc + w->D[h] * x;
+            }
+        }
+    }
+}
+
+/* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise). */
+static void gated_norm(const dims *D, const mamba_weights *w, const float *zxbcdt, float *y, int R, float eps)
+{
+    int gs = D->d_inner / D->G;
+    for (int r = 0; r < R; r++) {
+        float *yr = y + (size_t)r * (size_t)D->d_inner;
+        const float *z = zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
+        for (int i = 0; i < D->d_inner; i++)
+            yr[i] *= silu(z[i]);
+        for (int g = 0; g < D->G; g++)
+            rmsnorm(yr + g * gs, yr + g * gs, w->norm_w + g * gs, gs, eps);
+    }
+}
+
+void mamba2_forward(step *s, int li, const float *h, float *out)
+{
+    const strata_model *model = s->model;
+    const strata_model_info *m = &model->cfg.info;
+    const layer *l = &model->layers[li];
+    const mamba_weights *w = &l->mamba;
+    dims D = dims_of(model);
+    size_t R = (size_t)s->R;
+    float *zxbcdt = step_alloc(s, R * (size_t)D.in_dim);     // (R, in_proj_dim) z | xBC | dt
+    float *xbc = step_alloc(s, R * (size_t)D.conv_dim);      // (R, conv_dim) after conv + SiLU
+    float *dt = step_alloc(s, R * (size_t)D.H);              // (R, H)
+    float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
+    float *window = step_alloc(s, (size_t)(D.K - 1 + s->max_rows) * (size_t)D.conv_dim);
+
+    matmul(zxbcdt, h, s->R, &w->in_proj, s->panel);
+    hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
+    for (int q = 0; q < s->n_seqs; q++) {
+        int r0 = s->off[q], n = s->off[q + 1] - r0;
+        conv_sequence(&D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
+                      window, xbc + (size_t)r0 * (size_t)D.conv_dim);
+    }
+    hook_rows(s, HOOK_CONV_ACT, li, xbc);
+    for (size_t r = 0; r < R; r++)
+        for (int hh = 0; hh < D.H; hh++) {
+            float v = softplus(zxbcdt[r * (size_t)D.in_dim + (size_t)(D.dt_off + hh)] + w->dt_bias[hh]);
+            v = v < m->dt_limit_lo ? m->dt_limit_lo : v;
+            dt[r * (size_t)D.H + (size_t)hh] = v > m->dt_limit_hi ? m->dt_limit_hi : v;
+        }
+    hook_rows(s, HOOK_SSM_DT, li, dt);
+    for (int q = 0; q < s->n_seqs; q++) {
+        int r0 = s->off[q], n = s->off[q + 1] - r0;
+        scan_sequence(&D, w, s->seqs[q].cache->ssm[l->state_index], xbc + (size_t)r0 * (size_t)D.conv_dim,
+                      dt + (size_t)r0 * (size_t)D.H, n, y + (size_t)r0 * (size_t)D.d_inner);
+    }
+    hook_rows(s, HOOK_SSM_Y, li, y);
+    gated_norm(&D, w, zxbcdt, y, s->R, m->norm_eps);
+    hook_rows(s, HOOK_INNER_NORM_OUT, li, y);
+    matmul(out, y, s->R, &w->out_proj, s->panel);
+}

@@ -1,0 +1,495 @@
+/*
+ * model.c — strata_model_load: config.json + safetensors (one file or shards) →
+ * the layer plan with every weight bound, shape-checked and ready. Any failure
+ * frees everything: there is never a partial model.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "core/json.h"
+#include "model/model.h"
+
+typedef struct loader {
+    strata_model *m;
+    const char *dir;
+    char prefix[64];        /* "backbone." in released files */
+    strata_error *err;
+} loader;
+
+/* ---------------------------------------------------------------- dtype conversion */
+
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, u;
+    if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else if (exp) {
+        u = sign | ((exp + 112) << 23) | (mant << 13);
+    } else if (mant) { /* subnormal: renormalise */
+        int e = -1;
+        do {
+            mant <<= 1;
+            e++;
+        } while (!(mant & 0x400));
+        u = sign | ((uint32_t)(112 - e) << 23) | ((mant & 0x3ff) << 13);
+    } else {
+        u = sign;
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+float mat_elem(const void *data, st_dtype dtype, size_t i)
+{
+    switch (dtype) {
+    case ST_F32: return ((const float *)data)[i];
+    case ST_BF16: return bf16_to_f32(((const uint16_t *)data)[i]);
+    case ST_F16: return f16_to_f32(((const uint16_t *)data)[i]);
+    default: return 0.0f; /* never bound: the loader admits float dtypes only */
+    }
+}
+
+void mat_row_f32(const strata_mat *w, int r, float *out)
+{
+    size_t base = (size_t)r * (size_t)w->cols;
+    if (w->dtype == ST_F32) {
+        memcpy(out, (const float *)w->data + base, sizeof(float) * (size_t)w->cols);
+    } else if (w->dtype == ST_BF16) {
+        const uint16_t *src = (const uint16_t *)w->data + base;
+        for (int c = 0; c < w->cols; c++)
+            out[c] = bf16_to_f32(src[c]);
+    } else {
+        for (int c = 0; c < w->cols; c++)
+            out[c] = mat_elem(w->data, w->dtype, base + (size_t)c);
+    }
+}
+
+/* ---------------------------------------------------------------- opening files */
+
+static strata_status add_file(strata_model *m, const char *path, strata_error *err)
+{
+    st_file **grown = realloc(m->files, sizeof *grown * (size_t)(m->n_files + 1));
+    if (!grown)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    m->files = grown;
+    STRATA_TRY(st_open(path, &m->files[m->n_files], err));
+    m->n_files++;
+    return STRATA_OK;
+}
+
+static int file_exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Shards listed by model.safetensors.index.json's weight_map, each opened once. */
+static strata_status open_shards(strata_model *m, const char *dir, const char *index, strata_error *err)
+{
+    json_t *root;
+    STRATA_TRY(json_load_python(index, &root, err));
+    json_t *map = json_object_get(root, "weight_map");
+    strata_status s = json_is_object(map) ? STRATA_OK
+                      : strata_fail(err, STRATA_E_FORMAT, "%s: no weight_map object", index);
+    const char *name;
+    json_t *file;
+    json_object_foreach(map, name, file) {
+        if (s != STRATA_OK)
+            break;
+        const char *fn = json_string_value(file);
+        if (!fn || !*fn || strchr(fn, '/') || !strcmp(fn, "..")) {
+            s = strata_fail(err, STRATA_E_FORMAT, "%s: tensor %s: shard name must be a plain file name",
+                            index, name);
+            break;
+        }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, fn);
+        int seen = 0;
+        for (int i = 0; i < m->n_files && !seen; i++)
+            seen = !strcmp(m->files[i]->path, path);
+        if (!seen)
+            s = add_file(m, path, err);
+    }
+    json_decref(root);
+    return s;
+}
+
+static strata_status open_weights(strata_model *m, const char *dir, strata_error *err)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+    if (file_exists(path))
+        return open_shards(m, dir, path, err);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    if (!file_exists(path))
+        return strata_fail(err, STRATA_E_IO, "%s: no model.safetensors or model.safetensors.index.json", dir);
+    return add_file(m, path, err);
+}
+
+/* ---------------------------------------------------------------- finding tensors */
+
+static const st_tensor *find_tensor(const strata_model *m, const char *name, const st_file **where)
+{
+    for (int i = 0; i < m->n_files; i++) {
+        const st_tensor *t = st_find(m->files[i], name);
+        if (t) {
+            if (where)
+                *where = m->files[i];
+            return t;
+        }
+    }
+    return NULL;
+}
+
+/* The prefix under which the language model's tensors sit: "backbone." as released,
+ * "model." after vLLM/transformers re-saves, "model.language_model." in VL releases. */
+static strata_status find_prefix(loader *L)
+{
+    static const char *const prefixes[] = {"backbone.", "model.", "model.language_model.",
+                                           "language_model.backbone.", "language_model.model.",
+                                           "model.backbone.", ""};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        char name[256];
+        snprintf(name, sizeof name, "%snorm_f.weight", prefixes[i]);
+        if (find_tensor(L->m, name, NULL)) {
+            snprintf(L->prefix, sizeof L->prefix, "%s", prefixes[i]);
+            return STRATA_OK;
+        }
+    }
+    return strata_fail(L->err, STRATA_E_WEIGHTS, "%s: tensor backbone.norm_f.weight not found "
+                       "(nor under the prefixes model., model.language_model.)", L->m->files[0]->path);
+}
+
+static const char *shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int d = 0; d < ndim && o < len; d++)
+        o += (size_t)snprintf(buf + o, len - o, d ? ", %lld" : "%lld", (long long)shape[d]);
+    if (o < len)
+        snprintf(buf + o, len - o, "]");
+    return buf;
+}
+
+/* Look up `name` (under the prefix unless it starts with '/') and check its shape. */
+static strata_status lookup(loader *L, const char *name, int ndim, const int64_t *shape,
+                            const st_tensor **out)
+{
+    char full[512];
+    if (name[0] == '/')
+        snprintf(full, sizeof full, "%s", name + 1);
+    else
+        snprintf(full, sizeof full, "%s%s", L->prefix, name);
+    const st_file *file = NULL;
+    const st_tensor *t = find_tensor(L->m, full, &file);
+    if (!t)
+        return strata_fail(L->err, STRATA_E_WEIGHTS, "%s: tensor %s is missing",
+                           L->m->n_files == 1 ? L->m->files[0]->path : L->dir, full);
+    int ok = t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++)
+        ok = t->shape[d] == shape[d];
+    if (!ok) {
+        char got[128], want[128];
+        return strata_fail(L->err, STRATA_E_WEIGHTS, "%s: tensor %s has shape %s, expected %s", file->path,
+                           full, shape_str(t->shape, t->ndim, got, sizeof got),
+                           shape_str(shape, ndim, want, sizeof want));
+    }
+    if (t->dtype != ST_F32 && t->dtype != ST_BF16 && t->dtype != ST_F16)
+        return strata_fail(L->err, STRATA_E_WEIGHTS, "%s: tensor %s has dtype %s (expected BF16, F16 or F32)",
+                           file->path, full, st_dtype_name(t->dtype));
+    strata_model_info *info = &L->m->cfg.info;
+    info->n_params += (uint64_t)t->numel;
+    info->weight_bytes += t->nbytes;
+    *out = t;
+    return STRATA_OK;
+}
+
+static strata_status bind_mat(loader *L, strata_mat *w, int rows, int cols, const char *fmt, ...)
+    STRATA_PRINTF(5, 6);
+static strata_status bind_mat(loader *L, strata_mat *w, int rows, int cols, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const st_tensor *t;
+    STRATA_TRY(lookup(L, name, 2, (int64_t[]){rows, cols}, &t));
+    *w = (strata_mat){.data = t->data, .dtype = t->dtype, .rows = rows, .cols = cols};
+    return STRATA_OK;
+}
+
+static strata_status own(strata_model *m, void *p, strata_error *err)
+{
+    if (m->n_owned == m->cap_owned) {
+        int cap = m->cap_owned ? m->cap_owned * 2 : 64;
+        void **grown = realloc(m->owned, sizeof *grown * (size_t)cap);
+        if (!grown) {
+            free(p);
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        }
+        m->owned = grown;
+        m->cap_owned = cap;
+    }
+    m->owned[m->n_owned++] = p;
+    return STRATA_OK;
+}
+
+/* A small parameter of `n` elements (any shape with that many) converted to fp32. */
+static strata_status bind_f32(loader *L, float **out, int ndim, const int64_t *shape, const char *fmt, ...)
+    STRATA_PRINTF(5, 6);
+static strata_status bind_f32(loader *L, float **out, int ndim, const int64_t *shape, const char *fmt, ...)
+{
+    char name[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(name, sizeof name, fmt, ap);
+    va_end(ap);
+    const st_tensor *t;
+    STRATA_TRY(lookup(L, name, ndim, shape, &t));
+    float *p = malloc(sizeof(float) * (size_t)(t->numel ? t->numel : 1));
+    if (!p)
+        return strata_fail(L->err, STRATA_E_NOMEM, "out of memory converting %s", name);
+    for (int64_t i = 0; i < t->numel; i++)
+        p[i] = mat_elem(t->data, t->dtype, (size_t)i);
+    STRATA_TRY(own(L->m, p, L->err));
+    *out = p;
+    return STRATA_OK;
+}
+
+#define VEC(n) 1, (int64_t[]){(n)}
+
+static strata_status bind_bias(loader *L, int enabled, strata_mat *w, const char *name)
+{
+    if (!enabled)
+        return STRATA_OK;
+    float *b;
+    STRATA_TRY(bind_f32(L, &b, VEC(w->rows), "%s", name));
+    w->bias = b;
+    return STRATA_OK;
+}
+
+/* ---------------------------------------------------------------- per layer kind */
+
+static strata_status bind_mamba(loader *L, int i, mamba_weights *w)
+{
+    model_config *c = &L->m->cfg;
+    strata_model_info *m = &c->info;
+    const char *p = "layers";
+    int H = m->mamba_heads, d = m->hidden_size, K = m->conv_kernel;
+    /* in_proj rows = 2·d_mlp + d_inner + conv_dim + H; d_mlp is 0 in released models */
+    char name[256];
+    snprintf(name, sizeof name, "%s%s.%d.mixer.in_proj.weight", L->prefix, p, i);
+    const st_tensor *t = find_tensor(L->m, name, NULL);
+    int base = m->d_inner + m->conv_dim + H;
+    if (t && t->ndim == 2 && t->shape[0] > base && (t->shape[0] - base) % 2 == 0 && t->shape[0] < (1 << 24)) {
+        c->d_mlp = (int)(t->shape[0] - base) / 2;
+        m->in_proj_dim = 2 * c->d_mlp + base;
+    }
+    STRATA_TRY(bind_mat(L, &w->in_proj, m->in_proj_dim, d, "%s.%d.mixer.in_proj.weight", p, i));
+    snprintf(name, sizeof name, "%s.%d.mixer.in_proj.bias", p, i);
+    STRATA_TRY(bind_bias(L, c->use_bias, &w->in_proj, name));
+    STRATA_TRY(bind_mat(L, &w->out_proj, d, m->d_inner, "%s.%d.mixer.out_proj.weight", p, i));
+    snprintf(name, sizeof name, "%s.%d.mixer.out_proj.bias", p, i);
+    STRATA_TRY(bind_bias(L, c->use_bias, &w->out_proj, name));
+    STRATA_TRY(bind_f32(L, &w->conv_w, 3, (int64_t[]){m->conv_dim, 1, K}, "%s.%d.mixer.conv1d.weight", p, i));
+    if (c->use_conv_bias) {
+        STRATA_TRY(bind_f32(L, &w->conv_b, VEC(m->conv_dim), "%s.%d.mixer.conv1d.bias", p, i));
+    } else {
+        w->conv_b = calloc((size_t)m->conv_dim, sizeof(float));
+        if (!w->conv_b)
+            return strata_fail(L->err, STRATA_E_NOMEM, "out of memory");
+        STRATA_TRY(own(L->m, w->conv_b, L->err));
+    }
+    STRATA_TRY(bind_f32(L, &w->dt_bias, VEC(H), "%s.%d.mixer.dt_bias", p, i));
+    STRATA_TRY(bind_f32(L, &w->A, VEC(H), "%s.%d.mixer.A_log", p, i));
+    for (int h = 0; h < H; h++)
+        w->A[h] = -expf(w->A[h]);
+    STRATA_TRY(bind_f32(L, &w->D, VEC(H), "%s.%d.mixer.D", p, i));
+    return bind_f32(L, &w->norm_w, VEC(m->d_inner), "%s.%d.mixer.norm.weight", p, i);
+}
+
+static strata_status bind_attention(loader *L, int i, attn_weights *w)
+{
+    const model_config *c = &L->m->cfg;
+    const strata_model_info *m = &c->info;
+    int d = m->hidden_size, q = m->attn_heads * m->head_dim, kv = m->kv_heads * m->head_dim;
+    struct { strata_mat *w; int rows, cols; const char *name; } mats[] = {
+        {&w->q, q, d, "q_proj"}, {&w->k, kv, d, "k_proj"}, {&w->v, kv, d, "v_proj"}, {&w->o, d, q, "o_proj"}};
+    for (int j = 0; j < 4; j++) {
+        char name[256];
+        STRATA_TRY(bind_mat(L, mats[j].w, mats[j].rows, mats[j].cols, "layers.%d.mixer.%s.weight", i, mats[j].name));
+        snprintf(name, sizeof name, "layers.%d.mixer.%s.bias", i, mats[j].name);
+        STRATA_TRY(bind_bias(L, c->attention_bias, mats[j].w, name));
+    }
+    return STRATA_OK;
+}
+
+/* up [F, d_in] and down [d_in, F] under `base` ("layers.3.mixer", "...experts.5"). */
+static strata_status bind_mlp(loader *L, const char *base, int d_in, int F, mlp_weights *w)
+{
+    int bias = L->m->cfg.mlp_bias;
+    char name[256];
+    STRATA_TRY(bind_mat(L, &w->up, F, d_in, "%s.up_proj.weight", base));
+    snprintf(name, sizeof name, "%s.up_proj.bias", base);
+    STRATA_TRY(bind_bias(L, bias, &w->up, name));
+    STRATA_TRY(bind_mat(L, &w->down, d_in, F, "%s.down_proj.weight", base));
+    snprintf(name, sizeof name, "%s.down_proj.bias", base);
+    return bind_bias(L, bias, &w->down, name);
+}
+
+static strata_status bind_moe(loader *L, int i, moe_weights *w)
+{
+    const model_config *c = &L->m->cfg;
+    const strata_model_info *m = &c->info;
+    int d = m->hidden_size, E = m->n_experts, d_moe = c->moe_latent_size ? c->moe_latent_size : d;
+    char base[256];
+    STRATA_TRY(bind_f32(L, &w->router, 2, (int64_t[]){E, d}, "layers.%d.mixer.gate.weight", i));
+    STRATA_TRY(bind_f32(L, &w->score_bias, VEC(E), "layers.%d.mixer.gate.e_score_correction_bias", i));
+    w->experts = calloc((size_t)E, sizeof *w->experts);
+    if (!w->experts)
+        return strata_fail(L->err, STRATA_E_NOMEM, "out of memory");
+    STRATA_TRY(own(L->m, w->experts, L->err));
+    for (int e = 0; e < E; e++) {
+        snprintf(base, sizeof base, "layers.%d.mixer.experts.%d", i, e);
+        STRATA_TRY(bind_mlp(L, base, d_moe, m->moe_intermediate_size, &w->experts[e]));
+    }
+    snprintf(base, sizeof base, "layers.%d.mixer.shared_experts", i);
+    STRATA_TRY(bind_mlp(L, base, d, m->shared_intermediate_size, &w->shared));
+    if (c->moe_latent_size) {
+        STRATA_TRY(bind_mat(L, &w->fc1_latent, d_moe, d, "layers.%d.mixer.fc1_latent_proj.weight", i));
+        STRATA_TRY(bind_mat(L, &w->fc2_latent, d, d_moe, "layers.%d.mixer.fc2_latent_proj.weight", i));
+    }
+    return STRATA_OK;
+}
+
+static strata_status bind_layer(loader *L, int i)
+{
+    strata_model *m = L->m;
+    layer *l = &m->layers[i];
+    int d = m->cfg.info.hidden_size;
+    char base[64];
+    l->kind = m->cfg.pattern[i];
+    STRATA_TRY(bind_f32(L, &l->norm_w, VEC(d), "layers.%d.norm.weight", i));
+    switch (l->kind) {
+    case 'M':
+        l->state_index = m->n_mamba++;
+        return bind_mamba(L, i, &l->mamba);
+    case '*':
+        l->state_index = m->n_attn++;
+        return bind_attention(L, i, &l->attn);
+    case '-':
+        snprintf(base, sizeof base, "layers.%d.mixer", i);
+        return bind_mlp(L, base, d, m->cfg.info.intermediate_size, &l->mlp);
+    default:
+        return bind_moe(L, i, &l->moe);
+    }
+}
+
+/* The embedding under its released name or the aliases vLLM / transformers write. */
+static strata_status bind_embeddings(loader *L)
+{
+    strata_model_info *m = &L->m->cfg.info;
+    static const char *const names[] = {"embeddings.weight", "embedding.weight", "embed_tokens.weight"};
+    const char *name = names[0];
+    for (size_t i = 0; i < 3; i++) {
+        char full[256];
+        snprintf(full, sizeof full, "%s%s", L->prefix, names[i]);
+        if (find_tensor(L->m, full, NULL)) {
+            name = names[i];
+            break;
+        }
+    }
+    return bind_mat(L, &L->m->embed, m->vocab_size, m->hidden_size, "%s", name);
+}
+
+/* lm_head sits at the top level ("lm_head.weight") or beside the backbone in VL files. */
+static strata_status bind_lm_head(loader *L)
+{
+    strata_model_info *m = &L->m->cfg.info;
+    if (m->tie_word_embeddings) {
+        L->m->lm_head = L->m->embed;
+        return STRATA_OK;
+    }
+    char parent[64];
+    snprintf(parent, sizeof parent, "%s", L->prefix);
+    char *dot = strstr(parent, "language_model.");
+    if (dot)
+        dot[strlen("language_model.")] = '\0';
+    else
+        parent[0] = '\0';
+    char alt[128];
+    snprintf(alt, sizeof alt, "%slm_head.weight", parent);
+    const char *name = find_tensor(L->m, alt, NULL) ? alt : "lm_head.weight";
+    return bind_mat(L, &L->m->lm_head, m->vocab_size, m->hidden_size, "/%s", name);
+}
+
+void strata_model_free(strata_model *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_owned; i++)
+        free(m->owned[i]);
+    free(m->owned);
+    for (int i = 0; i < m->n_files; i++)
+        st_close(m->files[i]);
+    free(m->files);
+    free(m->layers);
+    free(m);
+}
+
+static strata_status load(loader *L, const char *dir)
+{
+    strata_model *m = L->m;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    STRATA_TRY(config_load(path, &m->cfg, L->err));
+    m->cfg.info.pattern = m->cfg.pattern;
+    STRATA_TRY(open_weights(m, dir, L->err));
+    STRATA_TRY(find_prefix(L));
+    STRATA_TRY(bind_embeddings(L));
+    m->layers = calloc((size_t)m->cfg.info.n_layers, sizeof *m->layers);
+    if (!m->layers)
+        return strata_fail(L->err, STRATA_E_NOMEM, "out of memory");
+    for (int i = 0; i < m->cfg.info.n_layers; i++)
+        STRATA_TRY(bind_layer(L, i));
+    STRATA_TRY(bind_f32(L, &m->norm_f, VEC(m->cfg.info.hidden_size), "norm_f.weight"));
+    return bind_lm_head(L);
+}
+
+strata_status strata_model_load(const char *dir, strata_model **out, strata_error *err)
+{
+    *out = NULL;
+    if (!dir)
+        return strata_fail(err, STRATA_E_INVALID, "no model directory given");
+    strata_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    loader L = {.m = m, .dir = dir, .err = err};
+    strata_status s = load(&L, dir);
+    if (s != STRATA_OK) {
+        strata_model_free(m);
+        return s;
+    }
+    *out = m;
+    return STRATA_OK;
+}
+
+const strata_model_info *strata_model_get_info(const strata_model *model)
+{
+    return &model->cfg.info;
+}

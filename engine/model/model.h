@@ -1,0 +1,77 @@
+/*
+ * model.h — the loaded model: config, the layer plan and each layer's weights.
+ * Matrices stay in the mmapped safetensors in their stored dtype (strata_mat);
+ * small 1-D parameters are converted to fp32 at load. Immutable after load.
+ */
+#ifndef STRATA_MODEL_MODEL_H
+#define STRATA_MODEL_MODEL_H
+
+#include "model/config.h"
+#include "model/safetensors.h"
+
+/* A weight matrix W [rows, cols] as stored (y = x·Wᵀ + bias). */
+typedef struct strata_mat {
+    const void *data;
+    st_dtype dtype;         /* ST_F32, ST_BF16 or ST_F16 */
+    int rows, cols;
+    const float *bias;      /* (rows) or NULL */
+} strata_mat;
+
+typedef struct mamba_weights {
+    strata_mat in_proj;     /* [d_mlp*2 + d_inner + conv_dim + H, d] rows: z | xBC | dt */
+    strata_mat out_proj;    /* [d, d_inner] */
+    float *conv_w;          /* (conv_dim, K) tap K-1 multiplies the current token */
+    float *conv_b;          /* (conv_dim) zeros when use_conv_bias is false */
+    float *dt_bias;         /* (H) */
+    float *A;               /* (H) = -exp(A_log) */
+    float *D;               /* (H) */
+    float *norm_w;          /* (d_inner) gated RMSNorm weight */
+} mamba_weights;
+
+typedef struct attn_weights {
+    strata_mat q, k, v, o;  /* q [nh*hd, d], k/v [nkv*hd, d], o [d, nh*hd] */
+} attn_weights;
+
+typedef struct mlp_weights {
+    strata_mat up, down;    /* up [F, d_in], down [d_in, F] */
+} mlp_weights;
+
+typedef struct moe_weights {
+    float *router;          /* (E, d) fp32: routing is always fp32 */
+    float *score_bias;      /* (E) e_score_correction_bias, steers selection only */
+    mlp_weights *experts;   /* (E) acting on u = h, or fc1_latent(h) */
+    mlp_weights shared;     /* acts on h */
+    strata_mat fc1_latent, fc2_latent; /* only when moe_latent_size > 0 */
+} moe_weights;
+
+typedef struct layer {
+    char kind;              /* 'M', '*', '-', 'E' */
+    int state_index;        /* index among the Mamba layers, or among the attention layers */
+    float *norm_w;          /* (d) block pre-norm */
+    union {
+        mamba_weights mamba;
+        attn_weights attn;
+        mlp_weights mlp;
+        moe_weights moe;
+    };
+} layer;
+
+struct strata_model {
+    model_config cfg;
+    int n_mamba, n_attn;
+    layer *layers;          /* (n_layers) */
+    strata_mat embed;       /* [V, d] */
+    strata_mat lm_head;     /* [V, d] (= embed when tied) */
+    float *norm_f;          /* (d) */
+    st_file **files;        /* the mmapped shards */
+    int n_files;
+    void **owned;           /* fp32 conversions made at load */
+    int n_owned, cap_owned;
+};
+
+/* Convert element i of a stored tensor to fp32. */
+float mat_elem(const void *data, st_dtype dtype, size_t i);
+/* Convert row r of W to fp32 into out (cols). */
+void mat_row_f32(const strata_mat *w, int r, float *out);
+
+#endif

@@ -1,0 +1,266 @@
+/*
+ * runner.c — strata_runner_step: one forward step over several sequences, reading
+ * top-down like the math:
+ *
+ *   x = E[tokens]                               (R, d)
+ *   for each layer i:  x = x + mixer_i(rmsnorm(x))
+ *   logits = rmsnorm(x; norm_f) · W_lmᵀ         rows each sequence asked for
+ *
+ * Invariant: everything that can fail (validation, KV growth, capture storage,
+ * workspace) happens before the first cache is touched, so a failed step leaves
+ * every cache as it was.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "forward.h"
+
+struct strata_runner {
+    const strata_model *model;
+    float *ws;              /* step workspace */
+    size_t ws_cap;
+    float *panel;           /* MATMUL_PANEL_ROWS * widest matmul input */
+    int *off;
+    int off_cap;
+};
+
+static int widest_input(const strata_model *model)
+{
+    const strata_model_info *m = &model->cfg.info;
+    int w[] = {m->hidden_size, m->d_inner, m->intermediate_size, m->moe_intermediate_size,
+               m->shared_intermediate_size, m->attn_heads * m->head_dim, model->cfg.moe_latent_size};
+    int best = 1;
+    for (size_t i = 0; i < sizeof w / sizeof w[0]; i++)
+        best = w[i] > best ? w[i] : best;
+    return best;
+}
+
+strata_status strata_runner_new(const strata_model *model, strata_runner **out, strata_error *err)
+{
+    *out = NULL;
+    if (!model)
+        return strata_fail(err, STRATA_E_INVALID, "no model");
+    strata_runner *r = calloc(1, sizeof *r);
+    if (r)
+        r->panel = malloc(sizeof(float) * MATMUL_PANEL_ROWS * (size_t)widest_input(model));
+    if (!r || !r->panel) {
+        free(r);
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    }
+    r->model = model;
+    *out = r;
+    return STRATA_OK;
+}
+
+void strata_runner_free(strata_runner *r)
+{
+    if (!r)
+        return;
+    free(r->ws);
+    free(r->panel);
+    free(r->off);
+    free(r);
+}
+
+void hook_rows(step *s, hook_point p, int li, const void *rows)
+{
+    if (!s->capturing)
+        return;
+    for (int q = 0; q < s->n_seqs; q++) {
+        strata_capture *cap = s->seqs[q].capture;
+        int e = cap ? capture_entry(cap, p, li) : -1;
+        if (e < 0)
+            continue;
+        size_t row_elems = capture_row_elems(cap, e);
+        capture_append(cap, e, (const char *)rows + (size_t)s->off[q] * row_elems * 4, s->off[q + 1] - s->off[q]);
+    }
+}
+
+/* Rows of sequence q that need logits: all of them, or the last one. */
+static int wants_all_logits(const strata_seq *seq)
+{
+    return seq->all_logits || (seq->capture && capture_wants_logits(seq->capture));
+}
+
+static int logit_rows(const strata_seq *seq)
+{
+    return wants_all_logits(seq) ? seq->n_tokens : (seq->logits ? 1 : 0);
+}
+
+static strata_status validate(strata_runner *run, strata_seq *seqs, int n, strata_error *err)
+{
+    const strata_model_info *m = &run->model->cfg.info;
+    if (n <= 0 || !seqs)
+        return strata_fail(err, STRATA_E_INVALID, "a step needs at least one sequence");
+    for (int q = 0; q < n; q++) {
+        const strata_seq *s = &seqs[q];
+        if (!s->cache || s->cache->model != run->model)
+            return strata_fail(err, STRATA_E_INVALID, "sequence %d: cache missing or of another model", q);
+        if (s->n_tokens <= 0 || !s->tokens)
+            return strata_fail(err, STRATA_E_INVALID, "sequence %d: no tokens", q);
+        if (s->n_tokens > (1 << 24) || s->cache->n_tokens > (1 << 28) - s->n_tokens)
+            return strata_fail(err, STRATA_E_LIMIT, "sequence %d: too many tokens", q);
+        for (int t = 0; t < s->n_tokens; t++)
+            if (s->tokens[t] < 0 || s->tokens[t] >= m->vocab_size)
+                return strata_fail(err, STRATA_E_RANGE, "sequence %d: token %d at position %d is outside "
+                                   "the vocabulary [0, %d)", q, s->tokens[t], t, m->vocab_size);
+        for (int p = 0; p < q; p++)
+            if (seqs[p].cache == s->cache)
+                return strata_fail(err, STRATA_E_INVALID, "sequences %d and %d share a cache", p, q);
+        if (s->capture && capture_model(s->capture) != run->model)
+            return strata_fail(err, STRATA_E_INVALID, "sequence %d: capture of another model", q);
+    }
+    return STRATA_OK;
+}
+
+/* Workspace floats for the whole step: residual, norm and mixer rows, the largest
+ * layer's needs, and the logits rows. */
+static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int max_rows)
+{
+    const strata_model_info *m = &model->cfg.info;
+    int max_keys = 0, lrows = 0;
+    for (int q = 0; q < n; q++) {
+        int keys = seqs[q].cache->n_tokens + seqs[q].n_tokens;
+        max_keys = keys > max_keys ? keys : max_keys;
+        lrows += logit_rows(&seqs[q]);
+    }
+    size_t layer = mlp_scratch(model, R);
+    size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R, max_rows) : 0,
+                     model->n_attn ? attention_scratch(model, R, max_keys) : 0,
+                     strchr(m->pattern, 'E') ? moe_scratch(model, R) : 0};
+    for (size_t i = 0; i < 3; i++)
+        layer = cand[i] > layer ? cand[i] : layer;
+    size_t head = (size_t)lrows * ((size_t)m->hidden_size + (size_t)m->vocab_size) + 64;
+    return 3 * ((size_t)R * (size_t)m->hidden_size + 16) + (layer > head ? layer : head);
+}
+
+static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R, int max_rows, strata_error *err)
+{
+    for (int q = 0; q < n; q++) {
+        STRATA_TRY(cache_reserve(seqs[q].cache, seqs[q].cache->n_tokens + seqs[q].n_tokens, err));
+        if (seqs[q].capture)
+            STRATA_TRY(capture_reserve(seqs[q].capture, seqs[q].n_tokens, seqs[q].cache->n_tokens + seqs[q].n_tokens, err));
+    }
+    if (n + 1 > run->off_cap) {
+        int *grown = realloc(run->off, sizeof *grown * (size_t)(n + 1));
+        if (!grown)
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        run->off = grown;
+        run->off_cap = n + 1;
+    }
+    size_t need = workspace_need(run->model, seqs, n, R, max_rows);
+    if (need > run->ws_cap) {
+        float *grown = realloc(run->ws, sizeof(float) * need);
+        if (!grown)
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory: a step of %d rows needs %zu MiB of workspace",
+                               R, need * 4 >> 20);
+        run->ws = grown;
+        run->ws_cap = need;
+    }
+    return STRATA_OK;
+}
+
+static void embed(step *s, float *x)
+{
+    const strata_model *model = s->model;
+    size_t d = (size_t)model->cfg.info.hidden_size;
+    for (int q = 0; q < s->n_seqs; q++)
+        for (int t = 0; t < s->seqs[q].n_tokens; t++)
+            mat_row_f32(&model->embed, s->seqs[q].tokens[t], x + (size_t)(s->off[q] + t) * d);
+}
+
+static void run_layer(step *s, int li, float *x, float *h, float *mix)
+{
+    const strata_model *model = s->model;
+    const layer *l = &model->layers[li];
+    int d = model->cfg.info.hidden_size;
+    size_t mark = s->ws_used;
+    hook_rows(s, HOOK_BLOCK_IN, li, x);
+    for (int r = 0; r < s->R; r++)
+        rmsnorm(h + (size_t)r * (size_t)d, x + (size_t)r * (size_t)d, l->norm_w, d, model->cfg.info.norm_eps);
+    hook_rows(s, HOOK_MIXER_IN, li, h);
+    switch (l->kind) {
+    case 'M': mamba2_forward(s, li, h, mix); break;
+    case '*': attention_forward(s, li, h, mix); break;
+    case '-': mlp_forward(s, li, h, mix); break;
+    default: moe_forward(s, li, h, mix); break;
+    }
+    hook_rows(s, HOOK_MIXER_OUT, li, mix);
+    for (size_t i = 0; i < (size_t)s->R * (size_t)d; i++)
+        x[i] += mix[i];
+    hook_rows(s, HOOK_BLOCK_OUT, li, x);
+    s->ws_used = mark;
+}
+
+/* Final norm, then logits for the rows each sequence asked for. */
+static void head(step *s, float *x, float *h)
+{
+    const strata_model *model = s->model;
+    const strata_model_info *m = &model->cfg.info;
+    size_t d = (size_t)m->hidden_size, V = (size_t)m->vocab_size;
+    for (int r = 0; r < s->R; r++)
+        rmsnorm(h + (size_t)r * d, x + (size_t)r * d, model->norm_f, (int)d, m->norm_eps);
+    hook_rows(s, HOOK_LN_FINAL_OUT, -1, h);
+    int total = 0;
+    for (int q = 0; q < s->n_seqs; q++)
+        total += logit_rows(&s->seqs[q]);
+    if (!total)
+        return;
+    float *hsel = step_alloc(s, (size_t)total * d);    // (rows, d)
+    float *lsel = step_alloc(s, (size_t)total * V);    // (rows, V)
+    int o = 0;
+    for (int q = 0; q < s->n_seqs; q++) {
+        int n = logit_rows(&s->seqs[q]), first = s->off[q + 1] - n;
+        memcpy(hsel + (size_t)o * d, h + (size_t)first * d, sizeof(float) * (size_t)n * d);
+        o += n;
+    }
+    matmul(lsel, hsel, total, &model->lm_head, s->panel);
+    o = 0;
+    for (int q = 0; q < s->n_seqs; q++) {
+        strata_seq *seq = &s->seqs[q];
+        int n = logit_rows(seq);
+        if (seq->logits)
+            memcpy(seq->logits, lsel + (size_t)(seq->all_logits ? o : o + n - 1) * V,
+                   sizeof(float) * (seq->all_logits ? (size_t)n : 1) * V);
+        int e = seq->capture ? capture_entry(seq->capture, HOOK_LOGITS, -1) : -1;
+        if (e >= 0)
+            capture_append(seq->capture, e, lsel + (size_t)o * V, n);
+        o += n;
+    }
+}
+
+strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, strata_error *err)
+{
+    if (!run)
+        return strata_fail(err, STRATA_E_INVALID, "no runner");
+    STRATA_TRY(validate(run, seqs, n, err));
+    int R = 0, max_rows = 0, capturing = 0;
+    for (int q = 0; q < n; q++) {
+        R += seqs[q].n_tokens;
+        max_rows = seqs[q].n_tokens > max_rows ? seqs[q].n_tokens : max_rows;
+        capturing |= seqs[q].capture != NULL && strata_capture_count(seqs[q].capture) > 0;
+    }
+    STRATA_TRY(reserve(run, seqs, n, R, max_rows, err));
+    run->off[0] = 0;
+    for (int q = 0; q < n; q++)
+        run->off[q + 1] = run->off[q] + seqs[q].n_tokens;
+
+    step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R, .max_rows = max_rows,
+              .capturing = capturing, .ws = run->ws, .ws_cap = run->ws_cap, .panel = run->panel};
+    size_t d = (size_t)run->model->cfg.info.hidden_size;
+    float *x = step_alloc(&s, (size_t)R * d);      // (R, d) residual stream
+    float *h = step_alloc(&s, (size_t)R * d);      // (R, d) normed input of the mixer
+    float *mix = step_alloc(&s, (size_t)R * d);    // (R, d) mixer output
+    embed(&s, x);
+    hook_rows(&s, HOOK_EMBED_OUT, -1, x);
+    for (int li = 0; li < run->model->cfg.info.n_layers; li++)
+        run_layer(&s, li, x, h, mix);
+    head(&s, x, h);
+    for (int q = 0; q < n; q++) {
+        seqs[q].cache->n_tokens += seqs[q].n_tokens;
+        if (seqs[q].capture)
+            capture_states(seqs[q].capture, seqs[q].cache);
+    }
+    return STRATA_OK;
+}

@@ -1,0 +1,293 @@
+/*
+ * test_fixtures.c — the engine against the reference outputs of NVIDIA's own
+ * modeling code (the fixture models and strata-demo): every hook,
+ * the final states, step-by-step decode, batched steps and greedy generation,
+ * through the library and through the CLI.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+typedef struct fixture {
+    char dir[4096];
+    strata_model *model;
+    st_file *expected;
+    const int32_t *ids;
+    int T, T0, V;
+} fixture;
+
+static void fixture_open(int index, fixture *f)
+{
+    strata_error err;
+    snprintf(f->dir, sizeof f->dir, "%s", shared_path(fixture_models[index]));
+    char path[4200];
+    snprintf(path, sizeof path, "%s/expected.safetensors", f->dir);
+    cr_assert_eq(strata_model_load(f->dir, &f->model, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(st_open(path, &f->expected, &err), STRATA_OK, "%s", err.message);
+    const st_tensor *ids = st_find(f->expected, "input_ids");
+    cr_assert(ids && ids->dtype == ST_I32);
+    f->ids = ids->data;
+    f->T = (int)ids->numel;
+    f->V = strata_model_get_info(f->model)->vocab_size;
+    json_t *meta = json_loads(f->expected->metadata_json, 0, NULL);
+    f->T0 = atoi(json_string_value(json_object_get(meta, "T0")) ? json_string_value(json_object_get(meta, "T0")) : "17");
+    json_decref(meta);
+}
+
+static void fixture_close(fixture *f)
+{
+    strata_model_free(f->model);
+    st_close(f->expected);
+}
+
+static const st_tensor *expect(const fixture *f, const char *name)
+{
+    const st_tensor *t = st_find(f->expected, name);
+    cr_assert(t, "%s: expected.safetensors lacks %s", f->dir, name);
+    return t;
+}
+
+static int is_hook_name(const char *name)
+{
+    return strcmp(name, "input_ids") && strncmp(name, "decode.", 7) && strncmp(name, "greedy.", 7);
+}
+
+static void check_tensor(const fixture *f, const strata_tensor_view *v)
+{
+    const st_tensor *e = expect(f, v->name);
+    size_t n = 1;
+    for (int d = 0; d < v->ndim; d++)
+        n *= (size_t)v->shape[d];
+    cr_assert_eq((int64_t)n, e->numel, "%s: %s has %zu values, expected %lld", f->dir, v->name, n,
+                 (long long)e->numel);
+    cr_assert_eq(v->ndim, e->ndim, "%s: %s rank", f->dir, v->name);
+    for (int d = 0; d < v->ndim; d++)
+        cr_assert_eq(v->shape[d], e->shape[d], "%s: %s dim %d", f->dir, v->name, d);
+    if (v->dtype == STRATA_I32) {
+        cr_assert(e->dtype == ST_I32 && !memcmp(v->data, e->data, n * 4), "%s: %s differs", f->dir, v->name);
+        return;
+    }
+    double diff, tol;
+    cr_assert(within_tolerance(v->data, e->data, n, &diff, &tol), "%s: %s max diff %g > tolerance %g", f->dir,
+              v->name, diff, tol);
+}
+
+static void check_argmax_rows(const fixture *f, const float *logits, const float *expected, int rows)
+{
+    for (int r = 0; r < rows; r++)
+        cr_assert_eq(argmax_f(logits + (size_t)r * (size_t)f->V, f->V),
+                     argmax_f(expected + (size_t)r * (size_t)f->V, f->V), "%s: argmax of row %d", f->dir, r);
+}
+
+/* Every hook the expected file carries, from one full forward. */
+static void check_full_forward(int index)
+{
+    fixture f;
+    fixture_open(index, &f);
+    strata_error err;
+    strata_capture *cap;
+    strata_cache *cache;
+    strata_runner *run;
+    cr_assert_eq(strata_capture_new(f.model, &cap, &err), STRATA_OK);
+    for (int i = 0; i < f.expected->n_tensors; i++)
+        if (is_hook_name(f.expected->tensors[i].name))
+            cr_assert_eq(strata_capture_add(cap, f.expected->tensors[i].name, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_cache_new(f.model, &cache, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
+    strata_seq seq = {.cache = cache, .tokens = f.ids, .n_tokens = f.T, .capture = cap};
+    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_cache_n_tokens(cache), f.T);
+    int checked = 0;
+    for (int i = 0; i < strata_capture_count(cap); i++) {
+        strata_tensor_view v;
+        cr_assert_eq(strata_capture_get(cap, i, &v, &err), STRATA_OK);
+        check_tensor(&f, &v);
+        if (!strcmp(v.name, "logits"))
+            check_argmax_rows(&f, v.data, expect(&f, "logits")->data, f.T);
+        checked++;
+    }
+    cr_assert_gt(checked, 5);
+    strata_runner_free(run);
+    strata_cache_free(cache);
+    strata_capture_free(cap);
+    fixture_close(&f);
+}
+
+/* Prefill T0 tokens, then one token per step: decode.logits. */
+static void check_decode(int index)
+{
+    fixture f;
+    fixture_open(index, &f);
+    strata_error err;
+    strata_cache *cache;
+    strata_runner *run;
+    cr_assert_eq(strata_cache_new(f.model, &cache, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
+    int rows = f.T - f.T0;
+    float *logits = malloc(sizeof(float) * (size_t)rows * (size_t)f.V);
+    strata_seq seq = {.cache = cache, .tokens = f.ids, .n_tokens = f.T0};
+    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    for (int t = f.T0; t < f.T; t++) {
+        seq = (strata_seq){.cache = cache, .tokens = f.ids + t, .n_tokens = 1,
+                           .logits = logits + (size_t)(t - f.T0) * (size_t)f.V};
+        cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    }
+    const st_tensor *e = expect(&f, "decode.logits");
+    double diff, tol;
+    cr_assert(within_tolerance(logits, e->data, (size_t)rows * (size_t)f.V, &diff, &tol),
+              "%s: decode.logits max diff %g > %g", f.dir, diff, tol);
+    check_argmax_rows(&f, logits, e->data, rows);
+    free(logits);
+    strata_runner_free(run);
+    strata_cache_free(cache);
+    fixture_close(&f);
+}
+
+/* Sequence q's plan: per step, the slice of input_ids it feeds. */
+typedef struct slice { int from, n; } slice;
+static const slice batch_plan[3][3] = {
+    {{0, 40}, {40, 1}, {41, 1}},   /* a long prefill, then decode */
+    {{0, 5}, {5, 7}, {12, 1}},     /* chunked prefill */
+    {{3, 1}, {4, 1}, {5, 9}},      /* decode, then a chunk */
+};
+
+static void run_plan(const fixture *f, strata_runner *run, strata_cache **caches, const int *seq_ids, int n_seqs,
+                     int stepi, float **logits)
+{
+    strata_seq seqs[3];
+    strata_error err;
+    for (int k = 0; k < n_seqs; k++) {
+        const slice *sl = &batch_plan[seq_ids[k]][stepi];
+        int from = sl->from < f->T ? sl->from : 0;
+        seqs[k] = (strata_seq){.cache = caches[seq_ids[k]], .tokens = f->ids + from, .n_tokens = sl->n,
+                               .logits = logits[seq_ids[k]], .all_logits = 1};
+    }
+    cr_assert_eq(strata_runner_step(run, seqs, n_seqs, &err), STRATA_OK, "%s", err.message);
+}
+
+/* Several sequences in one step give what each gives alone (≤ 1e-5). */
+static void check_batched(int index)
+{
+    fixture f;
+    fixture_open(index, &f);
+    if (f.T < 42)
+        cr_skip_test("needs 42 tokens");
+    strata_error err;
+    strata_runner *run;
+    strata_cache *alone[3], *batched[3];
+    float *la[3], *lb[3];
+    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
+    for (int q = 0; q < 3; q++) {
+        cr_assert_eq(strata_cache_new(f.model, &alone[q], &err), STRATA_OK);
+        cr_assert_eq(strata_cache_new(f.model, &batched[q], &err), STRATA_OK);
+        la[q] = malloc(sizeof(float) * 40 * (size_t)f.V);
+        lb[q] = malloc(sizeof(float) * 40 * (size_t)f.V);
+    }
+    int all[3] = {0, 1, 2};
+    for (int stepi = 0; stepi < 3; stepi++) {
+        for (int q = 0; q < 3; q++)
+            run_plan(&f, run, alone, &all[q], 1, stepi, la);
+        run_plan(&f, run, batched, all, 3, stepi, lb);
+        for (int q = 0; q < 3; q++) {
+            size_t n = (size_t)batch_plan[q][stepi].n * (size_t)f.V;
+            double d = max_abs_diff(la[q], lb[q], n);
+            cr_assert_leq(d, 1e-5, "%s: step %d sequence %d batched differs by %g", f.dir, stepi, q, d);
+        }
+    }
+    for (int q = 0; q < 3; q++) {
+        cr_assert_eq(strata_cache_n_tokens(batched[q]), strata_cache_n_tokens(alone[q]));
+        strata_cache_free(alone[q]);
+        strata_cache_free(batched[q]);
+        free(la[q]);
+        free(lb[q]);
+    }
+    strata_runner_free(run);
+    fixture_close(&f);
+}
+
+static char *ids_csv(const int32_t *ids, int n)
+{
+    char *s = malloc((size_t)n * 12 + 2);
+    size_t o = 0;
+    for (int i = 0; i < n; i++)
+        o += (size_t)sprintf(s + o, i ? ",%d" : "%d", ids[i]);
+    s[o] = '\0';
+    return s;
+}
+
+/* `strata generate` prints the greedy continuation as a JSON array on line one. */
+static void check_cli_generate(int index)
+{
+    fixture f;
+    fixture_open(index, &f);
+    const st_tensor *prompt = expect(&f, "greedy.prompt_ids"), *want = expect(&f, "greedy.output_ids");
+    char *csv = ids_csv(prompt->data, (int)prompt->numel), *out, cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s generate %s --tokens %s -n %lld", cli_path(), f.dir, csv, (long long)want->numel);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s failed", cmd);
+    json_error_t jerr;
+    json_t *arr = json_loadb(out, strcspn(out, "\n"), 0, &jerr);
+    cr_assert(json_is_array(arr), "first line is not a JSON array: %s", out);
+    cr_assert_eq((int64_t)json_array_size(arr), want->numel);
+    for (size_t i = 0; i < json_array_size(arr); i++)
+        cr_assert_eq(json_integer_value(json_array_get(arr, i)), ((const int32_t *)want->data)[i],
+                     "%s: greedy token %zu", f.dir, i);
+    cr_assert(strstr(out, "tokens/s"), "generate reports speed");
+    json_decref(arr);
+    free(out);
+    free(csv);
+    fixture_close(&f);
+}
+
+/* `strata run` writes every hook to a safetensors file; --prefill gives the same. */
+static void check_cli_run(int index)
+{
+    fixture f;
+    fixture_open(index, &f);
+    char *dir = make_temp_dir(), *csv = ids_csv(f.ids, f.T), *out, cmd[16384], path[4200];
+    strata_error err;
+    for (int prefill = 0; prefill <= 1; prefill++) {
+        snprintf(path, sizeof path, "%s/out%d.safetensors", dir, prefill);
+        snprintf(cmd, sizeof cmd, "%s run %s --tokens %s --hooks 'logits,embed.hook_out,blocks.*.hook_out,"
+                 "blocks.*.mixer.hook_out,ln_final.hook_out,blocks.*.mixer.ssm_state' %s --out %s", cli_path(),
+                 f.dir, csv, prefill ? "--prefill 17" : "", path);
+        cr_assert_eq(run_capture(cmd, &out), 0, "%s failed", cmd);
+        free(out);
+        st_file *got;
+        cr_assert_eq(st_open(path, &got, &err), STRATA_OK, "%s", err.message);
+        const st_tensor *ids = st_find(got, "input_ids");
+        cr_assert(ids && ids->dtype == ST_I32 && !memcmp(ids->data, f.ids, (size_t)f.T * 4));
+        int hooks = 0;
+        for (int i = 0; i < got->n_tensors; i++) {
+            const st_tensor *t = &got->tensors[i];
+            if (!strcmp(t->name, "input_ids"))
+                continue;
+            strata_tensor_view v = {.name = t->name, .dtype = STRATA_F32, .ndim = t->ndim, .data = t->data};
+            memcpy(v.shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+            check_tensor(&f, &v);
+            hooks++;
+        }
+        cr_assert_gt(hooks, 4);
+        st_close(got);
+    }
+    remove_tree(dir);
+    free(dir);
+    free(csv);
+    fixture_close(&f);
+}
+
+#define FIXTURE_TESTS(name, i)                                                         \
+    Test(name, full_forward_matches_every_hook, .timeout = 120) { check_full_forward(i); } \
+    Test(name, decode_matches_step_by_step, .timeout = 120) { check_decode(i); }        \
+    Test(name, batched_step_equals_alone, .timeout = 120) { check_batched(i); }         \
+    Test(name, cli_generate_is_greedy, .timeout = 120) { check_cli_generate(i); }       \
+    Test(name, cli_run_writes_hooks, .timeout = 120) { check_cli_run(i); }
+
+FIXTURE_TESTS(hybrid_small, 0)
+FIXTURE_TESTS(moe_small, 1)
+FIXTURE_TESTS(tied_small, 2)
+FIXTURE_TESTS(nano_like, 3)
+FIXTURE_TESTS(strata_demo, 4)
