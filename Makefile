@@ -9,7 +9,7 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
 CFLAGS  ?= -O2
-CFLAGS  += -std=c11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
+override CFLAGS += -std=c11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
            -Iengine/include -Iengine $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lm -pthread
 

@@ -282,10 +282,7 @@ void tk_strmap_free(tk_strmap *m)
 
 static inline size_t pair_hash(uint64_t key)
 {
-    key ^= key >> 31;
-    key *= 0x7fb5d329728ea185ULL;
-    key ^= key >> 27;
-    return (size_t)key;
+    return (size_t)tk_mix(key);
 }
 
 int tk_pairmap_init(tk_pairmap *m, size_t expected)

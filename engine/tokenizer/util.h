@@ -74,22 +74,29 @@ uint32_t tk_byte_to_char(unsigned char b);
 int tk_char_to_byte(uint32_t cp);                  /* -1 when cp is not in the map */
 
 /* ---- hashing */
+static inline uint64_t tk_mix(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
 static inline uint64_t tk_hash(const char *s, size_t n)
 {
-    uint64_t h = 0x9E3779B97F4A7C15ULL ^ (n * 0x100000001B3ULL);
+    uint64_t h = 0x9E3779B97F4A7C15ULL ^ n;
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
-        h = (h ^ w) * 0xff51afd7ed558ccdULL;
-        h ^= h >> 32;
+        h = tk_mix(h ^ w);
         s += 8;
         n -= 8;
     }
     uint64_t w = 0;
     memcpy(&w, s, n);
-    h = (h ^ w) * 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 29;
-    return h;
+    return tk_mix(h ^ w ^ ((uint64_t)n << 59));
 }
 
 /* ---- string -> id (keys are borrowed, not copied) */
