@@ -16,6 +16,8 @@ static const struct {
     {"info", cli_info, "info MODEL_DIR"},
     {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] --out OUT.safetensors"},
     {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24]"},
+    {"tokenize", cli_tokenize, "tokenize PATH [--add-special] [--parse-special]  (text on stdin)"},
+    {"detokenize", cli_detokenize, "detokenize PATH [--skip-special]  (JSON array of ids on stdin)"},
 };
 
 int cli_fail(const char *cmd, const char *fmt, ...)

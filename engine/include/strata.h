@@ -164,6 +164,82 @@ void strata_runner_free(strata_runner *runner);
 strata_status strata_runner_step(strata_runner *runner, strata_seq *seqs, int n_seqs,
                                  strata_error *err);
 
+/* ---------------------------------------------------------------- tokenizer */
+
+/* A Hugging Face tokenizer.json (BPE model), reproducing the Rust `tokenizers` library
+ * id for id. Supported parts: normalizers Sequence, Prepend, Replace, NFC, NFD, NFKC,
+ * NFKD, Lowercase, Strip; pre-tokenizers Sequence, Split, ByteLevel, Metaspace, Digits,
+ * Whitespace, WhitespaceSplit; post-processors TemplateProcessing, BertProcessing,
+ * RobertaProcessing, ByteLevel, Sequence; decoders ByteLevel, Metaspace, ByteFallback,
+ * Fuse, Strip, Replace, Sequence. A file using anything else (or non-null truncation /
+ * padding) fails to load with STRATA_E_UNSUPPORTED naming the part. A loaded tokenizer
+ * is immutable and may be shared by threads. */
+typedef struct strata_tokenizer strata_tokenizer;
+
+/* path: a tokenizer.json file, or a directory holding one. */
+strata_status strata_tokenizer_load(const char *path, strata_tokenizer **out, strata_error *err);
+/* The same from the bytes of a tokenizer.json already in memory (copied). */
+strata_status strata_tokenizer_load_json(const char *json, size_t len, strata_tokenizer **out,
+                                         strata_error *err);
+void strata_tokenizer_free(strata_tokenizer *tok);
+
+/* Encode flags. */
+enum {
+    /* Apply tokenizer.json's post_processor (e.g. prepend <s>), as HF's
+     * add_special_tokens=True. tokenizer_config.json flags are not consulted. */
+    STRATA_TOKENIZE_ADD_SPECIAL = 1u << 0,
+    /* Recognise added tokens marked "special": true when they appear in the text (HF's
+     * behaviour). Without this flag their strings are tokenized as ordinary text, so
+     * untrusted user text cannot inject control tokens; added tokens with
+     * "special": false (e.g. <think> in Nemotron 3) are recognised either way, as in
+     * llama.cpp. The server passes 0 for user content. */
+    STRATA_TOKENIZE_PARSE_SPECIAL = 1u << 1
+};
+
+/* Encode len bytes of UTF-8 text (may contain NUL). *ids receives a malloc'd array of
+ * *n_ids ids (release with free()). Text that is not valid UTF-8 fails with
+ * STRATA_E_INVALID naming the byte offset of the first invalid byte; text over 1 GiB
+ * fails with STRATA_E_LIMIT. */
+strata_status strata_tokenizer_encode(const strata_tokenizer *tok, const char *text, size_t len,
+                                      unsigned flags, int32_t **ids, size_t *n_ids, strata_error *err);
+
+/* Decode ids to text (HF decode): *text receives a malloc'd NUL-terminated string of
+ * *len bytes (release with free()). skip_special drops added tokens marked special.
+ * Invalid UTF-8 produced by byte tokens becomes U+FFFD. An id with no token fails
+ * with STRATA_E_RANGE. */
+strata_status strata_tokenizer_decode(const strata_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                                      int skip_special, char **text, size_t *len, strata_error *err);
+
+/* Number of ids: the largest id of the vocab or the added tokens, plus one. */
+int32_t strata_tokenizer_vocab_size(const strata_tokenizer *tok);
+/* The token string of an id (added tokens first, as HF), or NULL; *len (may be NULL)
+ * receives its byte length. Valid while tok lives. */
+const char *strata_tokenizer_id_to_token(const strata_tokenizer *tok, int32_t id, size_t *len);
+/* The id of a token string (added tokens first), or -1. Use it for bos/eos by name. */
+int32_t strata_tokenizer_token_to_id(const strata_tokenizer *tok, const char *token, size_t len);
+/* 1 when id is an added token marked "special": true, else 0. */
+int strata_tokenizer_is_special(const strata_tokenizer *tok, int32_t id);
+
+/* Streaming decoder: push ids one at a time and get text pieces whose concatenation,
+ * after strata_detok_flush, equals strata_tokenizer_decode of all ids. A piece never
+ * ends inside a UTF-8 character: an incomplete sequence is held back until a later
+ * id completes it (or flush turns it into U+FFFD). Leading-space rules of the
+ * decoders (Metaspace, Strip) apply only at the very start of the stream. One
+ * strata_detok belongs to one thread at a time. */
+typedef struct strata_detok strata_detok;
+
+strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, strata_detok **out,
+                               strata_error *err);
+void strata_detok_free(strata_detok *detok);
+/* Feed one id; *text / *len receive the newly completed text (possibly empty),
+ * valid until the next call on detok. */
+strata_status strata_detok_push(strata_detok *detok, int32_t id, const char **text, size_t *len,
+                                strata_error *err);
+/* End of stream: the held-back rest (possibly empty); detok is then ready for a new
+ * stream. */
+strata_status strata_detok_flush(strata_detok *detok, const char **text, size_t *len,
+                                 strata_error *err);
+
 #ifdef __cplusplus
 }
 #endif

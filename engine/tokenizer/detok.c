@@ -1,0 +1,151 @@
+/*
+ * detok.c — streaming decode (HF's DecodeStream): the ids since the last emitted
+ * piece are kept with one batch of context before them; each push decodes that
+ * window and emits what extends the previous decode of the context, unless the
+ * result ends in U+FFFD (an incomplete UTF-8 character, held back). Because the
+ * context is decoded the same way both times, decoder rules for the stream start
+ * (Strip, Metaspace) cancel out, and the pieces concatenate to the whole decode.
+ */
+#include <stdlib.h>
+
+#include "tokenizer/internal.h"
+
+struct strata_detok {
+    const strata_tokenizer *tok;
+    int skip_special;
+    int32_t *ids;               /* context + pending ids */
+    size_t n, cap;
+    size_t prefix_index;        /* ids[0..prefix_index) are context */
+    tk_buf prefix;              /* decode of the context */
+    tk_buf text;                /* decode of the window */
+    tk_buf piece;               /* what the last call returned */
+    tk_scratch sc;
+};
+
+static strata_status nomem(strata_error *err)
+{
+    return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+}
+
+strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, strata_detok **out,
+                               strata_error *err)
+{
+    if (!tok || !out)
+        return strata_fail(err, STRATA_E_INVALID, "strata_detok_new: NULL argument");
+    strata_detok *d = calloc(1, sizeof *d);
+    if (!d || tk_buf_reserve(&d->prefix, 0) || tk_buf_reserve(&d->text, 0) || tk_buf_reserve(&d->piece, 0)) {
+        strata_detok_free(d);
+        return nomem(err);
+    }
+    d->tok = tok;
+    d->skip_special = skip_special;
+    *out = d;
+    return STRATA_OK;
+}
+
+void strata_detok_free(strata_detok *d)
+{
+    if (!d)
+        return;
+    free(d->ids);
+    tk_buf_free(&d->prefix);
+    tk_buf_free(&d->text);
+    tk_buf_free(&d->piece);
+    tk_scratch_free(&d->sc);
+    free(d);
+}
+
+static strata_status decode_into(strata_detok *d, const int32_t *ids, size_t n, tk_buf *out, strata_error *err)
+{
+    out->len = 0;
+    STRATA_TRY(tk_decode_ids(d->tok, &d->sc, ids, n, d->skip_special, out, err));
+    out->p[out->len] = '\0';
+    return STRATA_OK;
+}
+
+static int ends_in_fffd(const tk_buf *b)
+{
+    return b->len >= 3 && !memcmp(b->p + b->len - 3, "\xEF\xBF\xBD", 3);
+}
+
+static strata_status set_piece(strata_detok *d, const char *s, size_t n, const char **text, size_t *len,
+                               strata_error *err)
+{
+    d->piece.len = 0;
+    if (tk_buf_append(&d->piece, s, n))
+        return nomem(err);
+    *text = d->piece.p;
+    *len = d->piece.len;
+    return STRATA_OK;
+}
+
+/* The window's decode minus the context's; an error if it does not extend it. */
+static strata_status new_text(strata_detok *d, const char **s, size_t *n, strata_error *err)
+{
+    if (d->text.len < d->prefix.len || memcmp(d->text.p, d->prefix.p, d->prefix.len))
+        return strata_fail(err, STRATA_E_INVALID, "streaming decode: text does not extend its context");
+    *s = d->text.p + d->prefix.len;
+    *n = d->text.len - d->prefix.len;
+    return STRATA_OK;
+}
+
+strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, size_t *len, strata_error *err)
+{
+    if (!d || !text || !len)
+        return strata_fail(err, STRATA_E_INVALID, "strata_detok_push: NULL argument");
+    *text = "";
+    *len = 0;
+    if (id < 0 || id >= d->tok->n_ids || !d->tok->tok_str[id])
+        return strata_fail(err, STRATA_E_RANGE, "token id %d is not in the vocabulary", id);
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? d->cap * 2 : 16;
+        int32_t *ids = realloc(d->ids, cap * sizeof *ids);
+        if (!ids)
+            return nomem(err);
+        d->ids = ids;
+        d->cap = cap;
+    }
+    if (d->prefix.len == 0 && d->n) {   /* context decoding to nothing yet: retry it */
+        STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
+        if (!ends_in_fffd(&d->text)) {
+            tk_buf t = d->prefix;
+            d->prefix = d->text;
+            d->text = t;
+            d->prefix_index = d->n;
+        }
+    }
+    d->ids[d->n++] = id;
+    STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
+    if (d->text.len <= d->prefix.len || ends_in_fffd(&d->text))
+        return STRATA_OK;
+    const char *s = NULL;
+    size_t n = 0;
+    STRATA_TRY(new_text(d, &s, &n, err));
+    STRATA_TRY(set_piece(d, s, n, text, len, err));
+    /* the ids since the old context become the new context */
+    size_t keep = d->n - d->prefix_index;
+    memmove(d->ids, d->ids + d->prefix_index, keep * sizeof *d->ids);
+    d->n = keep;
+    d->prefix_index = keep;
+    return decode_into(d, d->ids, d->n, &d->prefix, err);
+}
+
+strata_status strata_detok_flush(strata_detok *d, const char **text, size_t *len, strata_error *err)
+{
+    if (!d || !text || !len)
+        return strata_fail(err, STRATA_E_INVALID, "strata_detok_flush: NULL argument");
+    *text = "";
+    *len = 0;
+    strata_status st = STRATA_OK;
+    if (d->n > d->prefix_index) {
+        const char *s = NULL;
+        size_t n = 0;
+        st = decode_into(d, d->ids, d->n, &d->text, err);
+        if (st == STRATA_OK && d->text.len > d->prefix.len && (st = new_text(d, &s, &n, err)) == STRATA_OK)
+            st = set_piece(d, s, n, text, len, err);
+    }
+    d->n = 0;
+    d->prefix_index = 0;
+    d->prefix.len = 0;
+    return st;
+}

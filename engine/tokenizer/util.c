@@ -1,0 +1,361 @@
+/*
+ * util.c — buffers, pieces, UTF-8 and hash tables shared by the tokenizer stages.
+ */
+#include <stdlib.h>
+#include <utf8proc.h>
+
+#include "tokenizer/util.h"
+
+int tk_buf_reserve(tk_buf *b, size_t extra)
+{
+    if (b->cap - b->len > extra)
+        return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap - b->len <= extra) {
+        if (cap > SIZE_MAX / 2)
+            return -1;
+        cap *= 2;
+    }
+    char *p = realloc(b->p, cap);
+    if (!p)
+        return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int tk_buf_append(tk_buf *b, const void *s, size_t n)
+{
+    if (tk_buf_reserve(b, n))
+        return -1;
+    if (n)
+        memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+void tk_buf_free(tk_buf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+void tk_pieces_clear(tk_pieces *p)
+{
+    p->text.len = 0;
+    p->n = 0;
+}
+
+int tk_pieces_open(tk_pieces *p, int at_origin)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 16;
+        size_t *off = realloc(p->off, cap * sizeof *off);
+        if (!off)
+            return -1;
+        p->off = off;
+        size_t *len = realloc(p->len, cap * sizeof *len);
+        if (!len)
+            return -1;
+        p->len = len;
+        uint8_t *o = realloc(p->at_origin, cap);
+        if (!o)
+            return -1;
+        p->at_origin = o;
+        p->cap = cap;
+    }
+    p->off[p->n] = p->text.len;
+    p->len[p->n] = 0;
+    p->at_origin[p->n] = (uint8_t)at_origin;
+    return 0;
+}
+
+void tk_pieces_close(tk_pieces *p)
+{
+    p->len[p->n] = p->text.len - p->off[p->n];
+    p->n++;
+}
+
+int tk_pieces_add(tk_pieces *p, const char *s, size_t n, int at_origin)
+{
+    if (tk_pieces_open(p, at_origin) || tk_buf_append(&p->text, s, n))
+        return -1;
+    tk_pieces_close(p);
+    return 0;
+}
+
+void tk_pieces_free(tk_pieces *p)
+{
+    tk_buf_free(&p->text);
+    free(p->off);
+    free(p->len);
+    free(p->at_origin);
+    memset(p, 0, sizeof *p);
+}
+
+/* Bytes of the valid char at s[0..n), or 0 when s starts an invalid or incomplete
+ * sequence; *consumed is set to the length of the maximal subpart either way. */
+static size_t utf8_char(const unsigned char *s, size_t n, size_t *consumed)
+{
+    unsigned char c = s[0];
+    size_t need;
+    unsigned char lo = 0x80, hi = 0xBF;
+    *consumed = 1;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) need = 2;
+    else if (c == 0xE0) { need = 3; lo = 0xA0; }
+    else if (c >= 0xE1 && c <= 0xEC) need = 3;
+    else if (c == 0xED) { need = 3; hi = 0x9F; }
+    else if (c >= 0xEE && c <= 0xEF) need = 3;
+    else if (c == 0xF0) { need = 4; lo = 0x90; }
+    else if (c >= 0xF1 && c <= 0xF3) need = 4;
+    else if (c == 0xF4) { need = 4; hi = 0x8F; }
+    else return 0;
+    for (size_t i = 1; i < need; i++) {
+        if (i >= n)
+            return 0;
+        unsigned char lower = i == 1 ? lo : 0x80, upper = i == 1 ? hi : 0xBF;
+        if (s[i] < lower || s[i] > upper)
+            return 0;
+        *consumed = i + 1;
+    }
+    return need;
+}
+
+size_t tk_utf8_valid_prefix(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0, consumed;
+    while (i < n) {
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t k = utf8_char(u + i, n - i, &consumed);
+        if (!k)
+            return i;
+        i += k;
+    }
+    return n;
+}
+
+int tk_utf8_append_lossy(tk_buf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t good = tk_utf8_valid_prefix(s + i, n - i);
+        if (tk_buf_append(b, s + i, good))
+            return -1;
+        i += good;
+        if (i < n) {
+            size_t consumed;
+            utf8_char((const unsigned char *)s + i, n - i, &consumed);
+            if (tk_buf_append(b, "\xEF\xBF\xBD", 3))
+                return -1;
+            i += consumed;
+        }
+    }
+    return 0;
+}
+
+int tk_utf8_encode(uint32_t cp, char *o)
+{
+    if (cp < 0x80) { o[0] = (char)cp; return 1; }
+    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xE0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (char)(0xF0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+int tk_is_whitespace(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F ||
+           c == 0x205F || c == 0x3000;
+}
+
+/* GPT-2's map: printable Latin-1 bytes stand for themselves; the other 68 bytes
+ * (0..32, 127..160, 173) take 256, 257, ... in byte order. */
+uint32_t tk_byte_to_char(unsigned char b)
+{
+    if (b <= 32)
+        return 256u + b;
+    if (b >= 127 && b <= 160)
+        return (uint32_t)b + 162u;
+    if (b == 173)
+        return 323;
+    return b;
+}
+
+int tk_char_to_byte(uint32_t cp)
+{
+    if (cp >= 256 && cp <= 288)
+        return (int)(cp - 256);
+    if (cp >= 289 && cp <= 322)
+        return (int)(cp - 162);
+    if (cp == 323)
+        return 173;
+    if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 255 && cp != 173))
+        return (int)cp;
+    return -1;
+}
+
+static size_t table_size(size_t expected)
+{
+    size_t size = 16;
+    while (size < expected * 2 + 1)
+        size *= 2;
+    return size;
+}
+
+int tk_strmap_init(tk_strmap *m, size_t expected)
+{
+    size_t size = table_size(expected);
+    m->slots = calloc(size, sizeof *m->slots);
+    m->mask = size - 1;
+    m->count = 0;
+    return m->slots ? 0 : -1;
+}
+
+static int strmap_grow(tk_strmap *m)
+{
+    tk_strmap old = *m;
+    if (tk_strmap_init(m, (old.mask + 1)))
+        return *m = old, -1;
+    for (size_t i = 0; i <= old.mask; i++)
+        if (old.slots[i].key)
+            tk_strmap_put(m, old.slots[i].key, old.slots[i].len, old.slots[i].value);
+    free(old.slots);
+    return 0;
+}
+
+int tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t value)
+{
+    if ((m->count + 1) * 2 > m->mask + 1 && strmap_grow(m))
+        return -1;
+    size_t i = tk_hash(key, len) & m->mask;
+    for (;; i = (i + 1) & m->mask) {
+        tk_strmap_slot *s = &m->slots[i];
+        if (!s->key) {
+            s->key = key;
+            s->len = (uint32_t)len;
+            s->value = value;
+            m->count++;
+            return 0;
+        }
+        if (s->len == len && !memcmp(s->key, key, len)) {
+            s->value = value;
+            return 0;
+        }
+    }
+}
+
+int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len)
+{
+    if (!m->slots)
+        return -1;
+    size_t i = tk_hash(key, len) & m->mask;
+    for (;; i = (i + 1) & m->mask) {
+        const tk_strmap_slot *s = &m->slots[i];
+        if (!s->key)
+            return -1;
+        if (s->len == len && !memcmp(s->key, key, len))
+            return s->value;
+    }
+}
+
+void tk_strmap_free(tk_strmap *m)
+{
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+static inline size_t pair_hash(uint64_t key)
+{
+    return (size_t)tk_mix(key);
+}
+
+int tk_pairmap_init(tk_pairmap *m, size_t expected)
+{
+    size_t size = table_size(expected);
+    m->slots = malloc(size * sizeof *m->slots);
+    if (!m->slots)
+        return -1;
+    for (size_t i = 0; i < size; i++)
+        m->slots[i].key = UINT64_MAX;
+    m->mask = size - 1;
+    m->count = 0;
+    return 0;
+}
+
+int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged)
+{
+    if ((m->count + 1) * 2 > m->mask + 1) {
+        tk_pairmap old = *m;
+        if (tk_pairmap_init(m, old.mask + 1))
+            return *m = old, -1;
+        for (size_t i = 0; i <= old.mask; i++)
+            if (old.slots[i].key != UINT64_MAX)
+                tk_pairmap_put(m, (int32_t)(old.slots[i].key >> 32), (int32_t)(uint32_t)old.slots[i].key,
+                               old.slots[i].rank, old.slots[i].merged);
+        free(old.slots);
+    }
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    for (size_t i = pair_hash(key) & m->mask;; i = (i + 1) & m->mask) {
+        tk_pairmap_slot *s = &m->slots[i];
+        if (s->key == key) {            /* a repeated merge: the later rank wins, as in HF */
+            s->rank = rank;
+            s->merged = merged;
+            return 0;
+        }
+        if (s->key == UINT64_MAX) {
+            s->key = key;
+            s->rank = rank;
+            s->merged = merged;
+            m->count++;
+            return 0;
+        }
+    }
+}
+
+const tk_pairmap_slot *tk_pairmap_get(const tk_pairmap *m, int32_t a, int32_t b)
+{
+    uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+    for (size_t i = pair_hash(key) & m->mask;; i = (i + 1) & m->mask) {
+        const tk_pairmap_slot *s = &m->slots[i];
+        if (s->key == key)
+            return s;
+        if (s->key == UINT64_MAX)
+            return NULL;
+    }
+}
+
+void tk_pairmap_free(tk_pairmap *m)
+{
+    free(m->slots);
+    memset(m, 0, sizeof *m);
+}
+
+int tk_is_word_char(uint32_t cp)
+{
+    if (cp == '_')
+        return 1;
+    switch (utf8proc_category((utf8proc_int32_t)cp)) {
+    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_NO:
+        return 1;
+    default:
+        return 0;
+    }
+}
