@@ -166,3 +166,29 @@ int cache_copy_kv(const strata_cache *c, int j, int keys, float *out)
                    keys ? cache_k(c, j, h, t) : cache_v(c, j, h, t), sizeof(float) * hd);
     return c->n_tokens;
 }
+
+strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, strata_error *err)
+{
+    *out = NULL;
+    strata_cache *c;
+    STRATA_TRY(strata_cache_new(src->model, &c, err));
+    strata_status s = cache_reserve(c, src->n_tokens, err);
+    if (s != STRATA_OK) {
+        strata_cache_free(c);
+        return s;
+    }
+    const strata_model_info *m = &src->model->cfg.info;
+    for (int i = 0; i < src->model->n_mamba; i++) {
+        memcpy(c->conv[i], src->conv[i], sizeof(float) * conv_elems(m));
+        memcpy(c->ssm[i], src->ssm[i], sizeof(float) * ssm_elems(m));
+    }
+    size_t hd = (size_t)m->head_dim;
+    for (int j = 0; src->n_tokens > 0 && j < src->model->n_attn; j++)
+        for (int h = 0; h < m->kv_heads; h++) {
+            memcpy(cache_k(c, j, h, 0), cache_k(src, j, h, 0), sizeof(float) * hd * (size_t)src->n_tokens);
+            memcpy(cache_v(c, j, h, 0), cache_v(src, j, h, 0), sizeof(float) * hd * (size_t)src->n_tokens);
+        }
+    c->n_tokens = src->n_tokens;
+    *out = c;
+    return STRATA_OK;
+}

@@ -105,6 +105,8 @@ int strata_cache_n_tokens(const strata_cache *cache);
 uint64_t strata_cache_state_bytes(const strata_cache *cache);
 /* Forget every token: back to the empty state (capacity is kept). */
 void strata_cache_reset(strata_cache *cache);
+/* A new cache holding the same state as src. */
+strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, strata_error *err);
 
 /* ---------------------------------------------------------------- hooks */
 
@@ -163,6 +165,130 @@ void strata_runner_free(strata_runner *runner);
  * cache is changed. */
 strata_status strata_runner_step(strata_runner *runner, strata_seq *seqs, int n_seqs,
                                  strata_error *err);
+
+/* ---------------------------------------------------------------- sampling */
+
+/* How to pick the next token. Applied in this order: logit_bias, repetition /
+ * presence / frequency penalties, then temperature 0 → argmax; otherwise temperature,
+ * top_k, top_p, min_p, and a draw from the request's own random stream. */
+typedef struct strata_sampling {
+    float temperature;          /* 0: greedy */
+    float top_p;                /* 1: off */
+    int top_k;                  /* 0: off */
+    float min_p;                /* 0: off */
+    float presence_penalty;     /* OpenAI semantics, on generated tokens; 0: off */
+    float frequency_penalty;    /* OpenAI semantics, on generated tokens; 0: off */
+    float repetition_penalty;   /* HF/CTRL semantics, on prompt and generated tokens; 1: off */
+    uint64_t seed;              /* the random stream; same seed + same request = same output */
+    const int32_t *bias_ids;    /* logit_bias: ids and values added to their logits */
+    const float *bias_values;
+    int n_bias;
+    int top_logprobs;           /* alternatives to report per token, 0..STRATA_MAX_TOP_LOGPROBS */
+} strata_sampling;
+
+#define STRATA_MAX_TOP_LOGPROBS 20
+
+/* temperature 1, top_p 1, top_k 0, min_p 0, no penalties, seed 0. */
+void strata_sampling_default(strata_sampling *s);
+
+typedef struct strata_token_logprob {
+    int32_t id;
+    float logprob;              /* log softmax of the model's raw logits */
+} strata_token_logprob;
+
+typedef struct strata_sample {
+    int32_t token;
+    float logprob;
+    int n_top;
+    strata_token_logprob top[STRATA_MAX_TOP_LOGPROBS];
+} strata_sample;
+
+typedef struct strata_sampler strata_sampler;
+
+/* The sampler copies what it needs of params (bias arrays included). */
+strata_status strata_sampler_new(const strata_sampling *params, int vocab, strata_sampler **out,
+                                 strata_error *err);
+void strata_sampler_free(strata_sampler *s);
+/* Count a token of the context: prompt tokens (generated = 0) feed the repetition
+ * penalty only; generated tokens feed all penalties. */
+void strata_sampler_accept(strata_sampler *s, int32_t token, int generated);
+/* Pick a token from logits (vocab); logits are not modified. */
+strata_status strata_sampler_sample(strata_sampler *s, const float *logits, strata_sample *out,
+                                    strata_error *err);
+/* log softmax of logits at id (for echoing prompt logprobs). */
+float strata_logprob_of(const float *logits, int vocab, int32_t id);
+
+/* ---------------------------------------------------------------- scheduler */
+
+/* Continuous batching: requests arrive from any thread; the thread that calls
+ * strata_scheduler_run advances all of them together, step by step. Each step mixes
+ * one decode token of every running choice with a bounded chunk of a prompt still
+ * being prefilled, so a long prompt never stalls the streams of others. */
+typedef struct strata_scheduler strata_scheduler;
+
+typedef enum strata_finish {
+    STRATA_FINISH_STOP = 1,     /* a stop id, or on_token asked to stop */
+    STRATA_FINISH_LENGTH,       /* max_tokens reached */
+    STRATA_FINISH_CANCELLED,    /* strata_scheduler_cancel or shutdown */
+    STRATA_FINISH_ERROR         /* the engine failed (e.g. out of memory) */
+} strata_finish;
+
+#define STRATA_MAX_CHOICES 16
+
+typedef struct strata_request {
+    const int32_t *prompt;      /* (n_prompt) copied at submit */
+    int n_prompt;
+    int max_tokens;             /* tokens to generate per choice, >= 0 */
+    int n;                      /* choices, 1..STRATA_MAX_CHOICES; choice i draws from seed + i */
+    strata_sampling sampling;
+    const int32_t *stop_ids;    /* end-of-sequence ids (copied); ignored with ignore_eos */
+    int n_stop_ids;
+    int ignore_eos;
+    int prompt_logprobs;        /* report each prompt token's logprob (echo + logprobs) */
+    /* Called on the scheduler's thread. user is passed back untouched. */
+    void *user;
+    /* A token of choice `choice` was sampled; return 1 to finish that choice ("stop"). */
+    int (*on_token)(void *user, int choice, const strata_sample *sample);
+    /* Prompt token `pos` (>= 1) and its logprob given the tokens before it. */
+    void (*on_prompt_token)(void *user, int pos, const strata_sample *sample);
+    /* n_prefilled of n_prompt tokens are in the cache (after each prefill chunk). */
+    void (*on_progress)(void *user, int n_prefilled, int n_prompt);
+    void (*on_finish)(void *user, int choice, strata_finish reason);
+    /* Last call for this request: the scheduler holds no reference to user after it. */
+    void (*on_done)(void *user);
+} strata_request;
+
+typedef struct strata_scheduler_limits {
+    int max_running;            /* requests advanced together */
+    int max_queued;             /* waiting beyond that; more is STRATA_E_LIMIT */
+    int max_step_tokens;        /* rows per step (decode tokens + prefill chunk) */
+    int max_context;            /* prompt + generated tokens per choice */
+} strata_scheduler_limits;
+
+typedef struct strata_scheduler_stats {
+    uint64_t requests_submitted, requests_finished, requests_cancelled;
+    uint64_t prompt_tokens, generated_tokens, steps;
+    double prefill_seconds, decode_seconds; /* time in steps with prefill rows / decode only */
+    int running, queued;
+    uint64_t state_bytes;       /* held by running requests */
+} strata_scheduler_stats;
+
+strata_status strata_scheduler_new(const strata_model *model, const strata_scheduler_limits *limits,
+                                   strata_scheduler **out, strata_error *err);
+/* Call after strata_scheduler_run has returned (or was never called). */
+void strata_scheduler_free(strata_scheduler *s);
+/* Any thread. *id identifies the request for cancel. The queue being full is
+ * STRATA_E_LIMIT; a request the model cannot run is STRATA_E_INVALID / _RANGE. */
+strata_status strata_scheduler_submit(strata_scheduler *s, const strata_request *req, uint64_t *id,
+                                      strata_error *err);
+/* Any thread; the request finishes (CANCELLED) and frees its state at the next step.
+ * Unknown or finished ids are ignored. */
+void strata_scheduler_cancel(strata_scheduler *s, uint64_t id);
+/* The engine thread: runs steps until strata_scheduler_stop, sleeping while idle. */
+void strata_scheduler_run(strata_scheduler *s);
+/* Any thread: run returns after the current step; unfinished requests are cancelled. */
+void strata_scheduler_stop(strata_scheduler *s);
+void strata_scheduler_get_stats(strata_scheduler *s, strata_scheduler_stats *out);
 
 /* ---------------------------------------------------------------- tokenizer */
 

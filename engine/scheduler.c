@@ -1,0 +1,545 @@
+/*
+ * scheduler.c — continuous batching. Requests wait in a bounded queue, are admitted
+ * up to max_running, and advance together: every step carries one decode row per
+ * running choice plus prefill chunks of admitted prompts within max_step_tokens.
+ *
+ * Threads: submit / cancel / stop / get_stats take the mutex from any thread; the
+ * run loop (one thread) owns every request's caches and samplers, and calls the
+ * request callbacks. Other threads touch only the queue, the `cancelled` flags and
+ * the stats; the run loop reads flags and changes list links only under the mutex.
+ * A request is freed only by the run loop, after on_done.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cache.h"
+#include "core/error.h"
+
+typedef struct choice {
+    strata_cache *cache;
+    strata_sampler *sampler;
+    int32_t last;               /* the token to feed next */
+    int n_generated;
+    int finished;
+} choice;
+
+typedef struct request {
+    uint64_t id;
+    strata_request r;           /* prompt / stop_ids point at the copies below */
+    int32_t *prompt, *stop_ids;
+    int32_t *bias_ids;
+    float *bias_values;
+    int prefilled;              /* prompt tokens in choice 0's cache */
+    int admitted;
+    int cancelled;              /* set under the mutex */
+    int n_finished;
+    choice ch[STRATA_MAX_CHOICES];
+    struct request *next;
+} request;
+
+struct strata_scheduler {
+    const strata_model *model;
+    strata_scheduler_limits lim;
+    strata_runner *runner;
+    pthread_mutex_t mu;
+    pthread_cond_t wake;
+    request *queue;             /* submitted, not admitted (shared: under mu) */
+    request *running;           /* admitted; links change only in gather, under mu */
+    int n_queued, n_running;
+    int stopping;
+    uint64_t next_id;
+    strata_scheduler_stats stats;
+    /* step buffers, owned by the run loop */
+    strata_seq *seqs;
+    request **seq_req;
+    int *seq_choice;            /* -1: a prefill chunk */
+    float *logits;
+    size_t logits_cap;
+    int seq_cap;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+strata_status strata_scheduler_new(const strata_model *model, const strata_scheduler_limits *limits,
+                                   strata_scheduler **out, strata_error *err)
+{
+    *out = NULL;
+    if (!model || !limits || limits->max_running < 1 || limits->max_queued < 0 || limits->max_step_tokens < 1 ||
+        limits->max_context < 1)
+        return strata_fail(err, STRATA_E_INVALID, "scheduler: invalid limits");
+    strata_scheduler *s = calloc(1, sizeof *s);
+    if (!s)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    s->model = model;
+    s->lim = *limits;
+    s->next_id = 1;
+    strata_status st = strata_runner_new(model, &s->runner, err);
+    if (st != STRATA_OK) {
+        free(s);
+        return st;
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    *out = s;
+    return STRATA_OK;
+}
+
+static void request_free(request *q)
+{
+    for (int i = 0; i < q->r.n; i++) {
+        strata_cache_free(q->ch[i].cache);
+        strata_sampler_free(q->ch[i].sampler);
+    }
+    free(q->prompt);
+    free(q->stop_ids);
+    free(q->bias_ids);
+    free(q->bias_values);
+    free(q);
+}
+
+void strata_scheduler_free(strata_scheduler *s)
+{
+    if (!s)
+        return;
+    request *lists[2] = {s->queue, s->running};
+    for (int l = 0; l < 2; l++)
+        while (lists[l]) {
+            request *q = lists[l];
+            lists[l] = q->next;
+            request_free(q);
+        }
+    strata_runner_free(s->runner);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->wake);
+    free(s->seqs);
+    free(s->seq_req);
+    free(s->seq_choice);
+    free(s->logits);
+    free(s);
+}
+
+static strata_status check_request(const strata_scheduler *s, const strata_request *r, strata_error *err)
+{
+    int vocab = s->model->cfg.info.vocab_size;
+    if (!r->prompt || r->n_prompt < 1)
+        return strata_fail(err, STRATA_E_INVALID, "the prompt is empty");
+    if (r->n < 1 || r->n > STRATA_MAX_CHOICES)
+        return strata_fail(err, STRATA_E_INVALID, "n must be in [1, %d]", STRATA_MAX_CHOICES);
+    if (r->max_tokens < 0 || r->n_prompt > s->lim.max_context || r->max_tokens > s->lim.max_context - r->n_prompt)
+        return strata_fail(err, STRATA_E_LIMIT, "prompt (%d tokens) + max_tokens (%d) exceeds the context limit "
+                           "of %d tokens", r->n_prompt, r->max_tokens, s->lim.max_context);
+    for (int i = 0; i < r->n_prompt; i++)
+        if (r->prompt[i] < 0 || r->prompt[i] >= vocab)
+            return strata_fail(err, STRATA_E_RANGE, "prompt token %d at position %d is outside the vocabulary "
+                               "[0, %d)", r->prompt[i], i, vocab);
+    if (r->n_stop_ids < 0 || (r->n_stop_ids && !r->stop_ids))
+        return strata_fail(err, STRATA_E_INVALID, "stop ids missing");
+    return STRATA_OK;
+}
+
+static void *dup_array(const void *src, size_t bytes)
+{
+    void *p = malloc(bytes ? bytes : 1);
+    if (p && bytes)
+        memcpy(p, src, bytes);
+    return p;
+}
+
+/* The request's own copies and one sampler per choice. */
+static strata_status request_build(const strata_scheduler *s, const strata_request *r, request **out,
+                                   strata_error *err)
+{
+    request *q = calloc(1, sizeof *q);
+    if (!q)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    q->r = *r;
+    const strata_sampling *sp = &r->sampling;
+    q->prompt = dup_array(r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
+    q->stop_ids = dup_array(r->stop_ids, sizeof(int32_t) * (size_t)r->n_stop_ids);
+    q->bias_ids = dup_array(sp->bias_ids, sizeof(int32_t) * (size_t)sp->n_bias);
+    q->bias_values = dup_array(sp->bias_values, sizeof(float) * (size_t)sp->n_bias);
+    strata_status st = q->prompt && q->stop_ids && q->bias_ids && q->bias_values
+                           ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    q->r.prompt = q->prompt;
+    q->r.stop_ids = q->stop_ids;
+    q->r.sampling.bias_ids = q->bias_ids;
+    q->r.sampling.bias_values = q->bias_values;
+    for (int i = 0; st == STRATA_OK && i < r->n; i++) {
+        strata_sampling p = q->r.sampling;
+        p.seed += (uint64_t)i;
+        st = strata_sampler_new(&p, s->model->cfg.info.vocab_size, &q->ch[i].sampler, err);
+        for (int t = 0; st == STRATA_OK && t < r->n_prompt; t++)
+            strata_sampler_accept(q->ch[i].sampler, q->prompt[t], 0);
+    }
+    if (st != STRATA_OK) {
+        request_free(q);
+        return st;
+    }
+    *out = q;
+    return STRATA_OK;
+}
+
+strata_status strata_scheduler_submit(strata_scheduler *s, const strata_request *r, uint64_t *id,
+                                      strata_error *err)
+{
+    if (!s || !r)
+        return strata_fail(err, STRATA_E_INVALID, "scheduler: missing request");
+    STRATA_TRY(check_request(s, r, err));
+    request *q = NULL;
+    STRATA_TRY(request_build(s, r, &q, err));
+    pthread_mutex_lock(&s->mu);
+    strata_status st = STRATA_OK;
+    if (s->stopping)
+        st = strata_fail(err, STRATA_E_LIMIT, "the server is shutting down");
+    else if (s->n_queued >= s->lim.max_queued + (s->lim.max_running - s->n_running))
+        st = strata_fail(err, STRATA_E_LIMIT, "the request queue is full (%d waiting)", s->n_queued);
+    if (st == STRATA_OK) {
+        q->id = s->next_id++;
+        request **tail = &s->queue;
+        while (*tail)
+            tail = &(*tail)->next;
+        *tail = q;
+        s->n_queued++;
+        s->stats.requests_submitted++;
+        if (id)
+            *id = q->id;
+        pthread_cond_signal(&s->wake);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (st != STRATA_OK)
+        request_free(q);
+    return st;
+}
+
+void strata_scheduler_cancel(strata_scheduler *s, uint64_t id)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int l = 0; l < 2; l++)
+        for (request *q = l ? s->running : s->queue; q; q = q->next)
+            if (q->id == id)
+                q->cancelled = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void strata_scheduler_stop(strata_scheduler *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void strata_scheduler_get_stats(strata_scheduler *s, strata_scheduler_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    *out = s->stats;
+    out->running = s->n_running;
+    out->queued = s->n_queued;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---------------------------------------------------------------- the run loop */
+
+static void finish_choice(request *q, int i, strata_finish reason)
+{
+    if (q->ch[i].finished)
+        return;
+    q->ch[i].finished = 1;
+    q->n_finished++;
+    if (q->r.on_finish)
+        q->r.on_finish(q->r.user, i, reason);
+}
+
+/* Sample choice i from logits, report it, and decide whether it goes on. */
+static void advance_choice(strata_scheduler *s, request *q, int i, const float *logits)
+{
+    choice *c = &q->ch[i];
+    strata_sample smp;
+    if (strata_sampler_sample(c->sampler, logits, &smp, NULL) != STRATA_OK) {
+        finish_choice(q, i, STRATA_FINISH_ERROR);
+        return;
+    }
+    strata_sampler_accept(c->sampler, smp.token, 1);
+    c->last = smp.token;
+    c->n_generated++;
+    s->stats.generated_tokens++;
+    int is_stop = 0;
+    for (int k = 0; !q->r.ignore_eos && k < q->r.n_stop_ids; k++)
+        is_stop |= smp.token == q->stop_ids[k];
+    int halt = q->r.on_token ? q->r.on_token(q->r.user, i, &smp) : 0;
+    if (is_stop || halt)
+        finish_choice(q, i, STRATA_FINISH_STOP);
+    else if (c->n_generated >= q->r.max_tokens)
+        finish_choice(q, i, STRATA_FINISH_LENGTH);
+}
+
+/* The prompt is in choice 0's cache: give every other choice a copy, then sample
+ * each choice's first token from the prompt's last logits. */
+static void start_choices(strata_scheduler *s, request *q, const float *last_logits)
+{
+    for (int i = 1; i < q->r.n; i++)
+        if (strata_cache_copy(q->ch[0].cache, &q->ch[i].cache, NULL) != STRATA_OK)
+            finish_choice(q, i, STRATA_FINISH_ERROR);
+    for (int i = 0; i < q->r.n; i++) {
+        if (q->ch[i].finished)
+            continue;
+        if (q->r.max_tokens == 0)
+            finish_choice(q, i, STRATA_FINISH_LENGTH);
+        else
+            advance_choice(s, q, i, last_logits);
+    }
+}
+
+/* Move finished or cancelled requests of `list` to *done. */
+static void reap(strata_scheduler *s, request **list, int admitted, request **done)
+{
+    for (request **pp = list; *pp;) {
+        request *q = *pp;
+        if (!q->cancelled && q->n_finished < q->r.n) {
+            pp = &q->next;
+            continue;
+        }
+        *pp = q->next;
+        if (admitted)
+            s->n_running--;
+        else
+            s->n_queued--;
+        s->stats.requests_finished++;
+        s->stats.requests_cancelled += q->cancelled && q->n_finished < q->r.n;
+        q->next = *done;
+        *done = q;
+    }
+}
+
+/* Admit queued requests in arrival order while there is room. */
+static void admit(strata_scheduler *s)
+{
+    request **tail = &s->running;
+    while (*tail)
+        tail = &(*tail)->next;
+    while (s->queue && s->n_running < s->lim.max_running) {
+        request *q = s->queue;
+        s->queue = q->next;
+        q->next = NULL;
+        q->admitted = 1;
+        *tail = q;
+        tail = &q->next;
+        s->n_queued--;
+        s->n_running++;
+    }
+}
+
+/* Drop finished and cancelled requests, admit queued ones; sleeps while idle.
+ * Returns 0 when the scheduler is stopping. */
+static int gather(strata_scheduler *s, request **done)
+{
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        reap(s, &s->running, 1, done);
+        reap(s, &s->queue, 0, done);
+        admit(s);
+        if (s->stopping || s->n_running > 0 || *done)
+            break;
+        pthread_cond_wait(&s->wake, &s->mu);
+    }
+    int stopping = s->stopping;
+    pthread_mutex_unlock(&s->mu);
+    return !stopping;
+}
+
+static void release(strata_scheduler *s, request *done)
+{
+    while (done) {
+        request *q = done;
+        done = q->next;
+        for (int i = 0; i < q->r.n; i++)
+            finish_choice(q, i, STRATA_FINISH_CANCELLED);
+        for (int i = 0; i < q->r.n; i++)
+            if (q->ch[i].cache)
+                s->stats.state_bytes -= strata_cache_state_bytes(q->ch[i].cache);
+        if (q->r.on_done)
+            q->r.on_done(q->r.user);
+        request_free(q);
+    }
+}
+
+static int grow_step_buffers(strata_scheduler *s, int seqs, size_t logit_rows)
+{
+    size_t V = (size_t)s->model->cfg.info.vocab_size;
+    if (seqs > s->seq_cap) {
+        int cap = seqs * 2;
+        strata_seq *a = realloc(s->seqs, sizeof *a * (size_t)cap);
+        if (a)
+            s->seqs = a;
+        request **b = realloc(s->seq_req, sizeof *b * (size_t)cap);
+        if (b)
+            s->seq_req = b;
+        int *c = realloc(s->seq_choice, sizeof *c * (size_t)cap);
+        if (c)
+            s->seq_choice = c;
+        if (!a || !b || !c)
+            return 0;
+        s->seq_cap = cap;
+    }
+    if (logit_rows * V > s->logits_cap) {
+        float *l = realloc(s->logits, sizeof(float) * logit_rows * V);
+        if (!l)
+            return 0;
+        s->logits = l;
+        s->logits_cap = logit_rows * V;
+    }
+    return 1;
+}
+
+/* Lay out this step: decode rows first, then prefill chunks within the budget. */
+static int plan_step(strata_scheduler *s, int *n_prefill_rows)
+{
+    int n = 0, budget = s->lim.max_step_tokens;
+    size_t rows = 0;
+    *n_prefill_rows = 0;
+    for (request *q = s->running; q; q = q->next) {
+        if (q->n_finished == q->r.n)
+            continue;
+        if (q->prefilled < q->r.n_prompt) {
+            int chunk = q->r.n_prompt - q->prefilled;
+            int room = budget - n; /* decode rows of later requests still fit: they are few */
+            if (room < 1)
+                continue;
+            chunk = chunk < room ? chunk : room;
+            if (!q->ch[0].cache && strata_cache_new(s->model, &q->ch[0].cache, NULL) != STRATA_OK) {
+                finish_choice(q, 0, STRATA_FINISH_ERROR);
+                continue;
+            }
+            if (!grow_step_buffers(s, n + 1, rows + (size_t)chunk))
+                return n;
+            int all = q->r.prompt_logprobs;
+            s->seqs[n] = (strata_seq){.cache = q->ch[0].cache, .tokens = q->prompt + q->prefilled,
+                                      .n_tokens = chunk, .all_logits = all};
+            s->seq_req[n] = q;
+            s->seq_choice[n++] = -1;
+            rows += all ? (size_t)chunk : 1;
+            budget -= chunk - 1;
+            *n_prefill_rows += chunk;
+            continue;
+        }
+        for (int i = 0; i < q->r.n; i++) {
+            if (q->ch[i].finished)
+                continue;
+            if (!grow_step_buffers(s, n + 1, rows + 1))
+                return n;
+            s->seqs[n] = (strata_seq){.cache = q->ch[i].cache, .tokens = &q->ch[i].last, .n_tokens = 1};
+            s->seq_req[n] = q;
+            s->seq_choice[n++] = i;
+            rows++;
+        }
+    }
+    size_t V = (size_t)s->model->cfg.info.vocab_size, o = 0;
+    for (int k = 0; k < n; k++) {
+        s->seqs[k].logits = s->logits + o * V;
+        o += s->seqs[k].all_logits ? (size_t)s->seqs[k].n_tokens : 1;
+    }
+    return n;
+}
+
+static void report_prompt_logprobs(request *q, const strata_seq *seq)
+{
+    if (!q->r.on_prompt_token)
+        return;
+    const strata_model_info *m = &seq->cache->model->cfg.info;
+    int first = q->prefilled; /* row t predicts prompt[first + t + 1] */
+    for (int t = 0; t < seq->n_tokens && first + t + 1 < q->r.n_prompt; t++) {
+        const float *l = seq->logits + (size_t)t * (size_t)m->vocab_size;
+        strata_sample smp = {.token = q->prompt[first + t + 1]};
+        smp.logprob = strata_logprob_of(l, m->vocab_size, smp.token);
+        q->r.on_prompt_token(q->r.user, first + t + 1, &smp);
+    }
+}
+
+/* After the step: sample decode rows, account prefill chunks. */
+static void consume_step(strata_scheduler *s, int n)
+{
+    const strata_model_info *m = &s->model->cfg.info;
+    for (int k = 0; k < n; k++) {
+        request *q = s->seq_req[k];
+        strata_seq *seq = &s->seqs[k];
+        if (s->seq_choice[k] >= 0) {
+            advance_choice(s, q, s->seq_choice[k], seq->logits);
+            continue;
+        }
+        if (q->r.prompt_logprobs)
+            report_prompt_logprobs(q, seq);
+        q->prefilled += seq->n_tokens;
+        s->stats.prompt_tokens += (uint64_t)seq->n_tokens;
+        if (q->r.on_progress)
+            q->r.on_progress(q->r.user, q->prefilled, q->r.n_prompt);
+        if (q->prefilled == q->r.n_prompt) {
+            const float *last = seq->logits + (seq->all_logits ? (size_t)(seq->n_tokens - 1) * (size_t)m->vocab_size : 0);
+            start_choices(s, q, last);
+        }
+    }
+}
+
+static void run_one_step(strata_scheduler *s)
+{
+    int prefill_rows;
+    uint64_t before = 0, after = 0;
+    for (request *q = s->running; q; q = q->next)
+        for (int i = 0; i < q->r.n; i++)
+            before += q->ch[i].cache ? strata_cache_state_bytes(q->ch[i].cache) : 0;
+    int n = plan_step(s, &prefill_rows);
+    if (n == 0)
+        return;
+    double t0 = now_s();
+    strata_error err;
+    if (strata_runner_step(s->runner, s->seqs, n, &err) != STRATA_OK) {
+        for (int k = 0; k < n; k++)
+            for (int i = 0; i < s->seq_req[k]->r.n; i++)
+                finish_choice(s->seq_req[k], i, STRATA_FINISH_ERROR);
+        return;
+    }
+    double dt = now_s() - t0;
+    consume_step(s, n);
+    for (request *q = s->running; q; q = q->next)
+        for (int i = 0; i < q->r.n; i++)
+            after += q->ch[i].cache ? strata_cache_state_bytes(q->ch[i].cache) : 0;
+    pthread_mutex_lock(&s->mu);
+    s->stats.steps++;
+    if (prefill_rows)
+        s->stats.prefill_seconds += dt;
+    else
+        s->stats.decode_seconds += dt;
+    s->stats.state_bytes += after - before;
+    pthread_mutex_unlock(&s->mu);
+}
+
+void strata_scheduler_run(strata_scheduler *s)
+{
+    for (;;) {
+        request *done = NULL;
+        int go_on = gather(s, &done);
+        release(s, done);
+        if (!go_on)
+            break;
+        run_one_step(s);
+    }
+    /* shutdown: everything left is cancelled */
+    pthread_mutex_lock(&s->mu);
+    request *rest = s->running;
+    for (request **pp = &rest; ; pp = &(*pp)->next)
+        if (!*pp) {
+            *pp = s->queue;
+            break;
+        }
+    s->running = s->queue = NULL;
+    s->n_running = s->n_queued = 0;
+    pthread_mutex_unlock(&s->mu);
+    release(s, rest);
+}

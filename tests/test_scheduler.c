@@ -1,0 +1,222 @@
+/*
+ * test_scheduler.c — continuous batching and sampling: greedy generation through the
+ * scheduler equals the fixture's greedy ids, concurrent requests equal solo runs,
+ * seeds reproduce, penalties and biases act, cancellation frees the request.
+ */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+typedef struct collected {
+    int32_t tokens[STRATA_MAX_CHOICES][256];
+    int n[STRATA_MAX_CHOICES];
+    strata_finish finish[STRATA_MAX_CHOICES];
+    int progress_calls, done, stop_after;
+} collected;
+
+static int on_token(void *user, int choice, const strata_sample *smp)
+{
+    collected *c = user;
+    cr_assert_leq(smp->logprob, 0.0f);
+    if (c->n[choice] < 256)
+        c->tokens[choice][c->n[choice]++] = smp->token;
+    return c->stop_after && c->n[choice] >= c->stop_after;
+}
+
+static void on_finish(void *user, int choice, strata_finish reason)
+{
+    ((collected *)user)->finish[choice] = reason;
+}
+
+static void on_progress(void *user, int done, int total)
+{
+    (void)done;
+    (void)total;
+    ((collected *)user)->progress_calls++;
+}
+
+static void on_done(void *user)
+{
+    __atomic_store_n(&((collected *)user)->done, 1, __ATOMIC_SEQ_CST);
+}
+
+typedef struct harness {
+    strata_model *model;
+    strata_scheduler *sched;
+    pthread_t thread;
+} harness;
+
+static void *run_thread(void *arg)
+{
+    strata_scheduler_run(arg);
+    return NULL;
+}
+
+static void harness_start(harness *h, const char *rel, int max_step_tokens)
+{
+    strata_error err;
+    cr_assert_eq(strata_model_load(shared_path(rel), &h->model, &err), STRATA_OK, "%s", err.message);
+    strata_scheduler_limits lim = {.max_running = 8, .max_queued = 8, .max_step_tokens = max_step_tokens,
+                                   .max_context = 4096};
+    cr_assert_eq(strata_scheduler_new(h->model, &lim, &h->sched, &err), STRATA_OK);
+    pthread_create(&h->thread, NULL, run_thread, h->sched);
+}
+
+static void harness_stop(harness *h)
+{
+    strata_scheduler_stop(h->sched);
+    pthread_join(h->thread, NULL);
+    strata_scheduler_free(h->sched);
+    strata_model_free(h->model);
+}
+
+static void wait_done(collected *c)
+{
+    while (!__atomic_load_n(&c->done, __ATOMIC_SEQ_CST))
+        sched_yield();
+}
+
+static strata_request greedy_request(const int32_t *prompt, int n, int max_tokens, collected *c)
+{
+    strata_request r = {.prompt = prompt, .n_prompt = n, .max_tokens = max_tokens, .n = 1, .ignore_eos = 1,
+                        .user = c, .on_token = on_token, .on_finish = on_finish, .on_done = on_done,
+                        .on_progress = on_progress};
+    strata_sampling_default(&r.sampling);
+    r.sampling.temperature = 0;
+    return r;
+}
+
+static const int32_t hybrid_prompt[] = {1, 83, 510, 389, 385, 277, 453, 64};
+
+Test(scheduler, greedy_generation_matches_the_fixture, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 3); /* a 3-token budget: the prompt is chunked */
+    st_file *exp;
+    strata_error err;
+    cr_assert_eq(st_open(shared_path("fixtures/models/hybrid-small/expected.safetensors"), &exp, &err), STRATA_OK);
+    const st_tensor *want = st_find(exp, "greedy.output_ids");
+    collected c = {0};
+    strata_request r = greedy_request(hybrid_prompt, 8, (int)want->numel, &c);
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK, "%s", err.message);
+    wait_done(&c);
+    cr_assert_eq(c.n[0], want->numel);
+    cr_assert_eq(memcmp(c.tokens[0], want->data, sizeof(int32_t) * (size_t)want->numel), 0);
+    cr_assert_eq(c.finish[0], STRATA_FINISH_LENGTH);
+    cr_assert_geq(c.progress_calls, 3, "the prompt went in chunks");
+    st_close(exp);
+    harness_stop(&h);
+}
+
+Test(scheduler, concurrent_requests_equal_solo_runs, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/moe-small", 16);
+    enum { N = 6 };
+    static int32_t prompts[N][12];
+    collected solo[N], many[N];
+    memset(solo, 0, sizeof solo);
+    memset(many, 0, sizeof many);
+    strata_error err;
+    for (int k = 0; k < N; k++)
+        for (int t = 0; t < 12; t++)
+            prompts[k][t] = (int32_t)((k * 37 + t * 11) % 500);
+    for (int k = 0; k < N; k++) {
+        strata_request r = greedy_request(prompts[k], 3 + k, 10 + k, &solo[k]);
+        cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+        wait_done(&solo[k]);
+    }
+    for (int k = 0; k < N; k++) {
+        strata_request r = greedy_request(prompts[k], 3 + k, 10 + k, &many[k]);
+        r.sampling.temperature = 0.8f; /* seeded sampling is batch-independent too */
+        r.sampling.seed = (uint64_t)k;
+        cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+    }
+    for (int k = 0; k < N; k++)
+        wait_done(&many[k]);
+    for (int k = 0; k < N; k++) {
+        collected again = {0};
+        strata_request r = greedy_request(prompts[k], 3 + k, 10 + k, &again);
+        r.sampling.temperature = 0.8f;
+        r.sampling.seed = (uint64_t)k;
+        cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+        wait_done(&again);
+        cr_assert_eq(again.n[0], 10 + k);
+        cr_assert_eq(memcmp(again.tokens[0], many[k].tokens[0], sizeof(int32_t) * (size_t)(10 + k)), 0,
+                     "request %d: same seed, batched vs alone", k);
+    }
+    strata_scheduler_stats st;
+    strata_scheduler_get_stats(h.sched, &st);
+    cr_assert_eq(st.requests_finished, 3 * N);
+    cr_assert_eq(st.running + st.queued, 0);
+    cr_assert_eq(st.state_bytes, 0, "finished requests hold no state");
+    harness_stop(&h);
+}
+
+Test(scheduler, choices_share_the_prompt_and_stop_callbacks_stop, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 64);
+    strata_error err;
+    collected c = {.stop_after = 5};
+    strata_request r = greedy_request(hybrid_prompt, 8, 20, &c);
+    r.n = 3;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+    wait_done(&c);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(c.n[i], 5);
+        cr_assert_eq(c.finish[i], STRATA_FINISH_STOP);
+        cr_assert_eq(memcmp(c.tokens[i], c.tokens[0], 5 * sizeof(int32_t)), 0, "greedy choices agree");
+    }
+    /* a bias that forbids the greedy first token changes it */
+    collected b = {0};
+    float minus = -1e9f;
+    strata_request rb = greedy_request(hybrid_prompt, 8, 1, &b);
+    rb.sampling.bias_ids = &c.tokens[0][0];
+    rb.sampling.bias_values = &minus;
+    rb.sampling.n_bias = 1;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &rb, NULL, &err), STRATA_OK);
+    wait_done(&b);
+    cr_assert_neq(b.tokens[0][0], c.tokens[0][0]);
+    /* stop ids end a choice with "stop" */
+    collected e = {0};
+    strata_request re = greedy_request(hybrid_prompt, 8, 20, &e);
+    re.ignore_eos = 0;
+    re.stop_ids = &c.tokens[0][2];
+    re.n_stop_ids = 1;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &re, NULL, &err), STRATA_OK);
+    wait_done(&e);
+    cr_assert_eq(e.finish[0], STRATA_FINISH_STOP);
+    cr_assert_leq(e.n[0], 3);
+    harness_stop(&h);
+}
+
+Test(scheduler, bad_requests_and_cancellation, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 64);
+    strata_error err;
+    collected c = {0};
+    int32_t bad[2] = {1, 9999};
+    strata_request r = greedy_request(bad, 2, 4, &c);
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_E_RANGE);
+    r = greedy_request(hybrid_prompt, 8, 5000, &c);
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_E_LIMIT);
+    cr_assert(strstr(err.message, "context limit"), "%s", err.message);
+    r = greedy_request(hybrid_prompt, 0, 4, &c);
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_E_INVALID);
+    r = greedy_request(hybrid_prompt, 8, 4000, &c);
+    uint64_t id;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, &id, &err), STRATA_OK);
+    strata_scheduler_cancel(h.sched, id);
+    wait_done(&c);
+    cr_assert_eq(c.finish[0], STRATA_FINISH_CANCELLED);
+    cr_assert_lt(c.n[0], 4000);
+    strata_scheduler_stats st;
+    strata_scheduler_get_stats(h.sched, &st);
+    cr_assert_eq(st.requests_cancelled, 1);
+    harness_stop(&h);
+}
