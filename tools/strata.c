@@ -16,6 +16,7 @@ static const struct {
     {"info", cli_info, "info MODEL_DIR"},
     {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] --out OUT.safetensors"},
     {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24]"},
+    {"chat-template", cli_chat_template, "chat-template PATH < vars.json  (PATH: checkpoint dir or .jinja)"},
 };
 
 int cli_fail(const char *cmd, const char *fmt, ...)
