@@ -544,6 +544,7 @@ static int exec_for(tpl_render *r, const tpl_node *n)
     tpl_loop *L = tpl_alloc(r->arena, sizeof *L);
     L->items = items;
     for (size_t i = 0; i < items->n; i++) {
+        step(r);
         s->n = 0; /* each iteration starts afresh, as in Jinja */
         L->index0 = i;
         bind_targets(r, n, s, items->items[i]);

@@ -19,8 +19,8 @@
 
 /* ---- limits: a runaway template ends with STRATA_E_LIMIT, never a hang or crash */
 #define TPL_MAX_STEPS 5000000ull          /* statements + expressions evaluated */
-#define TPL_MAX_OUTPUT (16u << 20)        /* bytes of rendered text */
-#define TPL_MAX_MEMORY (512u << 20)       /* bytes of values one render may allocate */
+#define TPL_MAX_OUTPUT (16u << 20)        /* bytes of rendered text, and of any one string */
+#define TPL_MAX_MEMORY (256u << 20)       /* bytes of values one render may allocate */
 #define TPL_MAX_CALL_DEPTH 100            /* nested macro calls */
 #define TPL_MAX_NESTING 200               /* nested expressions / blocks when parsing */
 #define TPL_MAX_RANGE 100000              /* as Jinja's sandbox (MAX_RANGE) */

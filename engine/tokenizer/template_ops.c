@@ -34,6 +34,8 @@ static tv repeat(tpl_render *r, tv seq, int64_t times)
     }
     tv l = tv_list(r->arena, 0);
     l.is_tuple = seq.is_tuple;
+    if (seq.u.l->n && times > (int64_t)(TPL_MAX_OUTPUT / seq.u.l->n))
+        tpl_throw(r->arena, STRATA_E_LIMIT, "chat template: list repetition too large");
     for (int64_t i = 0; i < times; i++)
         for (size_t k = 0; k < seq.u.l->n; k++)
             tpl_list_push(r->arena, l.u.l, seq.u.l->items[k]);
@@ -102,9 +104,12 @@ static tv float_op(tpl_render *r, const tpl_node *at, int op, double x, double y
     return tv_float(floor(x / y));
 }
 
-static tv concat_seq(tpl_render *r, tv a, tv b)
+static tv concat_seq(tpl_render *r, const tpl_node *at, tv a, tv b)
 {
     if (a.kind == TV_STR) {
+        if (a.u.s.n + b.u.s.n > TPL_MAX_OUTPUT)
+            tpl_throw(r->arena, STRATA_E_LIMIT, "chat template line %d: string longer than %u bytes",
+                      at->line, TPL_MAX_OUTPUT);
         char *p = tpl_alloc(r->arena, a.u.s.n + b.u.s.n + 1);
         memcpy(p, a.u.s.p, a.u.s.n);
         memcpy(p + a.u.s.n, b.u.s.p, b.u.s.n);
@@ -123,7 +128,7 @@ tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b)
 {
     if (op == OP_CONCAT) {
         tv x = tv_to_str(r->arena, a), y = tv_to_str(r->arena, b);
-        return concat_seq(r, x, y);
+        return concat_seq(r, at, x, y);
     }
     if (tv_is_num(a) && tv_is_num(b)) {
         if (a.kind != TV_FLOAT && b.kind != TV_FLOAT)
@@ -131,7 +136,7 @@ tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b)
         return float_op(r, at, op, tv_num(a), tv_num(b));
     }
     if (op == OP_ADD && a.kind == b.kind && (a.kind == TV_STR || (a.kind == TV_LIST && a.is_tuple == b.is_tuple)))
-        return concat_seq(r, a, b);
+        return concat_seq(r, at, a, b);
     if (op == OP_MUL) {
         if ((a.kind == TV_STR || a.kind == TV_LIST) && (b.kind == TV_INT || b.kind == TV_BOOL))
             return repeat(r, a, as_int(b));

@@ -734,8 +734,12 @@ static tpl_node *parse_body(parser *P, const char *const *ends, const char **whi
     for (;;) {
         tpl_token *t = cur(P);
         if (t->kind == T_EOF) {
-            if (ends)
-                fail_at(P, t->line, "unexpected end of template, expected '%s'", ends[0]);
+            if (ends) {
+                const char *const *last = ends;
+                while (last[1])
+                    last++;
+                fail_at(P, t->line, "unexpected end of template, expected '%s'", *last);
+            }
             break;
         }
         if (t->kind == T_TEXT) {
