@@ -8,8 +8,8 @@ PKGS    := jansson libpcre2-8 libutf8proc openblas
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
-CFLAGS  ?= -O2
-CFLAGS  += -std=c11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
+OPTFLAGS ?= -O2
+CFLAGS  := $(OPTFLAGS) -std=c11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
            -Iengine/include -Iengine $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lm -pthread
 
@@ -60,14 +60,14 @@ test: deps
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, in its own tree.
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan \
-	  CFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  OPTFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  all build/asan/strata-tests
 	STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath build/asan/strata) STRATA_ROOT=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1 build/asan/strata-tests $(TEST_ARGS)
 
 valgrind: all $(TESTS)
 	$(TEST_ENV) valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --error-exitcode=1 --trace-children=no $(TESTS) --jobs 1 --no-early-exit $(TEST_ARGS)
+	  --error-exitcode=1 --trace-children=yes --trace-children-skip=/bin/sh,/usr/bin/sh $(TESTS) --jobs 1 $(TEST_ARGS)
 
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
