@@ -326,6 +326,12 @@ Test(chat_template, expressions)
                   NULL, "{'a': 1, 'b': 'x'} [0, 1, 2] [1, 3, 5] [3, 2, 1]");
     expect_render("{{ 'a\\tb\\n\\u00e9\\x41' }}|{{ \"q\\\"\" }}|{{ 'ab' 'cd' }}", NULL, "a\tb\né\x41|q\"|abcd");
     expect_render("{{ strftime_now('%Y-%m-%d %A %B %H:%M') }}", NULL, "2025-06-15 Sunday June 12:00");
+    expect_render("{{ '%s=%d %05.2f|%-3s|%r %%' % ('a', 3.9, 3.14159, 'x', 'q') }} {{ 'hi %s' % 'bob' }} "
+                  "{{ '%s'|format([1]) }} {{ '%(a)s-%(b)03d'|format(a=1, b=7) }}", NULL,
+                  "a=3 03.14|x  |'q' % hi bob [1] 1-007");
+    expect_fail("{{ '%s %s' % (1,) }}", NULL, STRATA_E_TEMPLATE, "not enough arguments");
+    expect_render("a {% raw %}{{ x }} {% if %}{% endraw %} b\n  {%- raw -%}  c  {%- endraw %}\nd", NULL,
+                  "a {{ x }} {% if %} bcd");
 }
 
 Test(chat_template, string_methods)

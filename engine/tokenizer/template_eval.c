@@ -496,8 +496,6 @@ tv tpl_eval(tpl_render *r, const tpl_node *e)
     return v;
 }
 
-tv tpl_str_value(tpl_render *r, tv v) { return tv_to_str(r->arena, v); }
-
 /* ---- statements */
 
 static void bind_targets(tpl_render *r, const tpl_node *n, tpl_scope *s, tv v)

@@ -569,10 +569,28 @@ FILTER(center)
     return tpl_buf_value(&b);
 }
 
+FILTER(format)
+{
+    if (args->n && args->nkw)
+        tpl_fail(r, at, "format: can't handle positional and keyword arguments at the same time");
+    tv operand;
+    if (args->nkw) {
+        operand = tv_dict(A, args->nkw);
+        for (size_t i = 0; i < args->nkw; i++)
+            tpl_dict_set(A, operand.u.d, tv_cstr(args->kwnames[i]), args->kw[i]);
+    } else {
+        operand = tv_list(A, args->n);
+        operand.is_tuple = 1;
+        for (size_t i = 0; i < args->n; i++)
+            tpl_list_push(A, operand.u.l, args->pos[i]);
+    }
+    return tpl_percent_format(r, at, need_str(r, v), operand);
+}
+
 static const struct { const char *name; tpl_filter_fn fn; } filters[] = {
     {"abs", f_abs}, {"batch", f_batch}, {"capitalize", f_capitalize}, {"center", f_center},
     {"count", f_length}, {"d", f_default}, {"default", f_default}, {"dictsort", f_dictsort},
-    {"e", f_escape}, {"escape", f_escape}, {"first", f_first}, {"float", f_float},
+    {"e", f_escape}, {"escape", f_escape}, {"first", f_first}, {"float", f_float}, {"format", f_format},
     {"indent", f_indent}, {"int", f_int}, {"items", f_items}, {"join", f_join}, {"last", f_last},
     {"length", f_length}, {"list", f_list}, {"lower", f_lower}, {"map", f_map}, {"max", f_max},
     {"min", f_min}, {"reject", f_reject}, {"rejectattr", f_rejectattr}, {"replace", f_replace},

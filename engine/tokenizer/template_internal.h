@@ -226,9 +226,10 @@ tv tpl_call(tpl_render *r, const tpl_node *at, tv fn, tpl_args *args);
 /* Iterate like Python's iter(): lists as is, dicts by key, strings by character. */
 tpl_list *tpl_iterate(tpl_render *r, const tpl_node *at, tv v);
 tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b);
+/* Python's fmt % args (template_format.c). */
+tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args);
 /* Positional argument i, or keyword name, or dflt. */
 tv tpl_arg(const tpl_args *args, size_t i, const char *name, tv dflt);
-tv tpl_str_value(tpl_render *r, tv v);          /* str(v), arena-backed */
 void tpl_scope_set_global(tpl_render *r, const char *name, tv v);
 
 #endif

@@ -287,6 +287,48 @@ static void lex_tag(lexer *L, int is_block)
     }
 }
 
+/* Match "\s*word\s*[-+]?%}" at pos; returns the position after it (0: no match)
+ * and the modifier before "%}". */
+static size_t match_tag_word(lexer *L, size_t pos, const char *word, char *mod)
+{
+    size_t n = strlen(word);
+    while (pos < L->n && is_ws(L->s[pos]))
+        pos++;
+    if (pos + n > L->n || strncmp(L->s + pos, word, n))
+        return 0;
+    pos += n;
+    while (pos < L->n && is_ws(L->s[pos]))
+        pos++;
+    *mod = pos < L->n && (L->s[pos] == '-' || L->s[pos] == '+') ? L->s[pos++] : 0;
+    return pos + 1 < L->n && L->s[pos] == '%' && L->s[pos + 1] == '}' ? pos + 2 : 0;
+}
+
+/* {% raw %}...{% endraw %}: the body is text, tags in it are not interpreted. */
+static int lex_raw(lexer *L)
+{
+    char mod;
+    size_t body = match_tag_word(L, L->pos, "raw", &mod);
+    if (!body)
+        return 0;
+    count_lines(L, L->pos, body);
+    L->pos = body;
+    after_tag_end(L, mod == '-' ? '-' : '+', 0);
+    for (size_t i = L->pos; i + 1 < L->n; i++) {
+        if (L->s[i] != '{' || L->s[i + 1] != '%')
+            continue;
+        char begin_mod = i + 2 < L->n && (L->s[i + 2] == '-' || L->s[i + 2] == '+') ? L->s[i + 2] : 0;
+        size_t after = match_tag_word(L, i + 2 + (begin_mod != 0), "endraw", &mod);
+        if (!after)
+            continue;
+        emit_text(L, L->pos, i, '{', begin_mod);
+        count_lines(L, i, after);
+        L->pos = after;
+        after_tag_end(L, mod, 1);
+        return 1;
+    }
+    lex_fail(L, "unexpected end of template, expected 'endraw'");
+}
+
 tpl_token *tpl_lex(tpl_arena *a, const char *src, size_t len, size_t *ntok)
 {
     lexer L = {.a = a, .s = src, .n = len, .line = 1, .line_starting = 1};
@@ -311,6 +353,8 @@ tpl_token *tpl_lex(tpl_arena *a, const char *src, size_t len, size_t *ntok)
         L.line_starting = 0;
         if (kind == '#')
             lex_comment(&L);
+        else if (kind == '%' && lex_raw(&L))
+            continue;
         else {
             emit(&L, kind == '%' ? T_BLOCK_BEGIN : T_VAR_BEGIN, NULL, 0);
             lex_tag(&L, kind == '%');

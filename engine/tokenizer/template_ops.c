@@ -137,6 +137,8 @@ tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b)
     }
     if (op == OP_ADD && a.kind == b.kind && (a.kind == TV_STR || (a.kind == TV_LIST && a.is_tuple == b.is_tuple)))
         return concat_seq(r, at, a, b);
+    if (op == OP_MOD && a.kind == TV_STR)
+        return tpl_percent_format(r, at, a, b);
     if (op == OP_MUL) {
         if ((a.kind == TV_STR || a.kind == TV_LIST) && (b.kind == TV_INT || b.kind == TV_BOOL))
             return repeat(r, a, as_int(b));

@@ -693,7 +693,7 @@ static tpl_node *parse_macro(parser *P, int line)
 }
 
 static const char *const unsupported_tags[] = {
-    "raw", "block", "extends", "include", "import", "from", "call", "filter", "with",
+    "block", "extends", "include", "import", "from", "call", "filter", "with",
     "do", "autoescape", "trans", "pluralize", NULL};
 
 static tpl_node *parse_statement(parser *P)
