@@ -88,12 +88,11 @@ FILTER(capitalize) { (void)at; (void)args; return tpl_case(A, need_str(r, v), TP
 
 FILTER(replace)
 {
-    tv s = need_str(r, v), old = tpl_arg(args, 0, "old", tv_undef("old"));
-    tv new = tpl_arg(args, 1, "new", tv_undef("new")), count = tpl_arg(args, 2, "count", tv_none());
-    if (old.kind != TV_STR || new.kind != TV_STR)
-        tpl_fail(r, at, "replace: old and new must be strings");
+    tv old = need_str(r, tpl_arg(args, 0, "old", tv_undef("old")));
+    tv new = need_str(r, tpl_arg(args, 1, "new", tv_undef("new")));
+    tv count = tpl_arg(args, 2, "count", tv_none());
     tpl_args m = {.n = count.kind == TV_NONE ? 2 : 3, .pos = (tv[]){old, new, count}};
-    tpl_method meth = {.self = s, .name = "replace"};
+    tpl_method meth = {.self = need_str(r, v), .name = "replace"};
     return tpl_method_call(r, at, &meth, &m);
 }
 
@@ -307,6 +306,9 @@ FILTER(round)
     tv method = tpl_arg(args, 1, "method", tv_cstr("common"));
     if (!tv_is_num(v))
         tpl_fail(r, at, "round: expected a number, not '%s'", tv_type_name(v));
+    int common = method.kind != TV_STR || (method.u.s.n == 6 && !memcmp(method.u.s.p, "common", 6));
+    if (common && v.kind != TV_FLOAT && prec >= 0) /* Python's round(int, n) is that int */
+        return tv_int(v.kind == TV_INT ? v.u.i : v.u.b);
     double x = tv_num(v), scale = pow(10.0, (double)prec), y = x * scale;
     if (method.kind == TV_STR && method.u.s.n == 4 && !memcmp(method.u.s.p, "ceil", 4)) y = ceil(y);
     else if (method.kind == TV_STR && method.u.s.n == 5 && !memcmp(method.u.s.p, "floor", 5)) y = floor(y);
@@ -522,10 +524,9 @@ FILTER(wordcount)
     tv s = need_str(r, v);
     int64_t words = 0;
     int in_word = 0;
-    for (size_t pos = 0; pos < s.u.s.n;) {
+    for (size_t pos = 0; pos < s.u.s.n;) { /* runs of \w, as Jinja's re.findall(r"\w+") */
         int32_t c = tpl_utf8_next(s.u.s.p, s.u.s.n, &pos);
-        int w = c == '_' || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                (c > 127 && !tpl_is_space(c));
+        int w = c == '_' || tpl_is_alnum(c);
         words += w && !in_word;
         in_word = w;
     }

@@ -117,6 +117,8 @@ size_t tpl_utf8_len(const char *s, size_t n);           /* code points */
 size_t tpl_utf8_offset(const char *s, size_t n, size_t cp);   /* byte offset of cp */
 int32_t tpl_utf8_next(const char *s, size_t n, size_t *pos);
 int tpl_is_space(int32_t c);                            /* Python str.isspace */
+int tpl_is_alnum(int32_t c);                            /* Python str.isalnum */
+int tpl_is_alpha(int32_t c);                            /* Python str.isalpha */
 /* strip chars (NULL: whitespace) from the left (mode 1), right (2) or both (3) */
 tv tpl_strip(tv s, const char *chars, size_t nchars, int mode);
 tv tpl_case(tpl_arena *a, tv s, int how);               /* how: TPL_CASE_* */

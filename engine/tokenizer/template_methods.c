@@ -213,9 +213,9 @@ static tv char_class(tv s, const char *name)
         return tv_bool(0);
     for (size_t pos = 0; pos < s.u.s.n;) {
         int32_t c = tpl_utf8_next(s.u.s.p, s.u.s.n, &pos);
-        int digit = c >= '0' && c <= '9', alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c > 127;
-        int ok = !strcmp(name, "isdigit") ? digit : !strcmp(name, "isalpha") ? alpha && !tpl_is_space(c)
-               : !strcmp(name, "isalnum") ? (digit || alpha) && !tpl_is_space(c) : tpl_is_space(c);
+        int ok = !strcmp(name, "isdigit") ? c >= '0' && c <= '9'
+               : !strcmp(name, "isalpha") ? tpl_is_alpha(c)
+               : !strcmp(name, "isalnum") ? tpl_is_alnum(c) : tpl_is_space(c);
         if (!ok)
             return tv_bool(0);
     }

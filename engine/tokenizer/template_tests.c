@@ -19,7 +19,12 @@ TEST(integer) { UNUSED; return v.kind == TV_INT; }
 TEST(float) { UNUSED; return v.kind == TV_FLOAT; }
 TEST(boolean) { UNUSED; return v.kind == TV_BOOL; }
 TEST(mapping) { UNUSED; return v.kind == TV_DICT; }
-TEST(sequence) { UNUSED; return v.kind == TV_STR || v.kind == TV_LIST || v.kind == TV_DICT; }
+/* Undefined counts: it has __len__ and __getitem__ (which raises when called). */
+TEST(sequence)
+{
+    UNUSED;
+    return v.kind == TV_STR || v.kind == TV_LIST || v.kind == TV_DICT || v.kind == TV_UNDEF;
+}
 TEST(iterable)
 {
     UNUSED;

@@ -44,6 +44,21 @@ int tpl_is_space(int32_t c)
            c == 0x202f || c == 0x205f || c == 0x3000;
 }
 
+int tpl_is_alnum(int32_t c)
+{
+    if (c < 128)
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    int cat = utf8proc_category(c);
+    return (cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO) ||
+           (cat >= UTF8PROC_CATEGORY_ND && cat <= UTF8PROC_CATEGORY_NO);
+}
+
+int tpl_is_alpha(int32_t c)
+{
+    int cat = utf8proc_category(c);
+    return cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_LO;
+}
+
 static int in_set(int32_t c, const char *chars, size_t nchars)
 {
     if (!chars)
