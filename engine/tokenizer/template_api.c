@@ -153,7 +153,6 @@ strata_status strata_template_render(const strata_template *tmpl, const char *va
     tpl_render *r = tpl_alloc(&j->arena, sizeof *r);
     tpl_buf *buf = tpl_alloc(&j->arena, sizeof *buf);
     buf->limit = TPL_MAX_OUTPUT;
-    tpl_buf_put(&j->arena, buf, "", 0);
     r->arena = &j->arena;
     r->out = buf;
     if (now) {
@@ -172,7 +171,9 @@ strata_status strata_template_render(const strata_template *tmpl, const char *va
     char *text = malloc(buf->n + 1);
     if (!text)
         tpl_throw(&j->arena, STRATA_E_NOMEM, "chat template: out of memory");
-    memcpy(text, buf->p, buf->n + 1);
+    if (buf->n)
+        memcpy(text, buf->p, buf->n);
+    text[buf->n] = '\0';
     *out = text;
     if (out_len)
         *out_len = buf->n;

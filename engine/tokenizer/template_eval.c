@@ -260,7 +260,6 @@ static tv eval_slice(tpl_render *r, const tpl_node *e)
     }
     tpl_list *chars = tpl_iterate(r, e, obj);
     tpl_buf b = {0};
-    tpl_buf_put(r->arena, &b, "", 0);
     for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st)
         tpl_buf_put(r->arena, &b, chars->items[i].u.s.p, chars->items[i].u.s.n);
     return tpl_buf_value(&b);
@@ -310,7 +309,6 @@ static tv call_macro(tpl_render *r, const tpl_node *at, const tpl_node *m, tpl_a
                   at->line, TPL_MAX_CALL_DEPTH);
     tpl_scope *saved = r->scope;
     tpl_buf *saved_out = r->out, buf = {.limit = TPL_MAX_OUTPUT};
-    tpl_buf_put(r->arena, &buf, "", 0);
     r->scope = scope_new(r, r->globals);
     for (size_t p = 0; p < m->nnames; p++) {
         tv missing = {.kind = TV_UNDEF, .u.s = {NULL, SIZE_MAX}};
@@ -570,7 +568,6 @@ static void exec_set(tpl_render *r, const tpl_node *n)
 static void exec_setblock(tpl_render *r, const tpl_node *n)
 {
     tpl_buf *saved = r->out, buf = {.limit = TPL_MAX_OUTPUT};
-    tpl_buf_put(r->arena, &buf, "", 0);
     r->out = &buf;
     exec_body(r, n->b);
     r->out = saved;

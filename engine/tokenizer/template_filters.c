@@ -72,7 +72,6 @@ FILTER(tojson)
     } else if (seps.kind != TV_NONE)
         tpl_fail(r, at, "tojson: separators must be a pair of strings");
     tpl_buf b = {0};
-    tpl_buf_put(A, &b, "", 0);
     tv bad;
     if (tpl_json_dump(A, &b, v, &o, &bad))
         tpl_fail(r, at, "Object of type %s is not JSON serializable", tv_type_name(bad));
@@ -126,7 +125,6 @@ FILTER(join)
     tpl_list *items = tpl_iterate(r, at, v);
     sep = need_str(r, sep);
     tpl_buf b = {0};
-    tpl_buf_put(A, &b, "", 0);
     for (size_t i = 0; i < items->n; i++) {
         if (i)
             tpl_buf_put(A, &b, sep.u.s.p, sep.u.s.n);
@@ -451,7 +449,6 @@ FILTER(reverse)
     if (v.kind == TV_STR) {
         tpl_list *chars = tpl_iterate(r, at, v);
         tpl_buf b = {0};
-        tpl_buf_put(A, &b, "", 0);
         for (size_t i = chars->n; i-- > 0;)
             tpl_buf_put(A, &b, chars->items[i].u.s.p, chars->items[i].u.s.n);
         return tpl_buf_value(&b);
@@ -478,7 +475,6 @@ FILTER(indent)
     }
     tv s = need_str(r, v);
     tpl_buf b = {0};
-    tpl_buf_put(A, &b, "", 0);
     if (first)
         tpl_buf_put(A, &b, ind.u.s.p, ind.u.s.n);
     /* lines as Python's splitlines() of s + "\n": every "\n" ends a line */
@@ -504,7 +500,6 @@ FILTER(escape)
     (void)at; (void)args;
     tv s = need_str(r, v);
     tpl_buf b = {0};
-    tpl_buf_put(A, &b, "", 0);
     for (size_t i = 0; i < s.u.s.n; i++) {
         switch (s.u.s.p[i]) {
         case '&': tpl_buf_put(A, &b, "&amp;", 5); break;
@@ -563,7 +558,6 @@ FILTER(center)
         return s;
     int64_t pad = w - len, left = pad / 2 + (pad & w & 1);
     tpl_buf b = {0};
-    tpl_buf_put(A, &b, "", 0);
     for (int64_t i = 0; i < left; i++) tpl_buf_putc(A, &b, ' ');
     tpl_buf_put(A, &b, s.u.s.p, s.u.s.n);
     for (int64_t i = left; i < pad; i++) tpl_buf_putc(A, &b, ' ');

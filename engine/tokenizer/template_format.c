@@ -64,7 +64,6 @@ tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args)
 {
     fmt_args fa = {.all = args};
     tpl_buf b = {.limit = TPL_MAX_OUTPUT};
-    tpl_buf_put(r->arena, &b, "", 0);
     const char *p = fmt.u.s.p, *end = p + fmt.u.s.n;
     int used_mapping = 0;
     while (p < end) {
@@ -109,7 +108,6 @@ tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args)
             v = next_arg(r, at, &fa);
         if (conv == 's' || conv == 'r' || conv == 'a') {
             tpl_buf t = {0};
-            tpl_buf_put(r->arena, &t, "", 0);
             if (conv == 's')
                 tpl_put_str(r->arena, &t, v);
             else

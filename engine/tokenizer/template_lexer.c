@@ -132,7 +132,6 @@ static void lex_string(lexer *L)
     size_t i = L->pos + 1;
     int line = L->line;
     tpl_buf b = {0};
-    tpl_buf_put(L->a, &b, "", 0);
     for (;;) {
         if (i >= L->n)
             lex_fail(L, "unterminated string literal");

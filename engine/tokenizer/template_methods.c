@@ -151,7 +151,6 @@ static tv replace(tpl_render *r, const tpl_node *at, tv s, tpl_args *args)
     if (old.kind != TV_STR || new.kind != TV_STR)
         tpl_fail(r, at, "replace() takes two string arguments");
     tpl_buf b = {.limit = TPL_MAX_OUTPUT};
-    tpl_buf_put(A, &b, "", 0);
     size_t pos = 0;
     if (!old.u.s.n) { /* Python inserts new around every character */
         while (pos <= s.u.s.n) {
@@ -261,7 +260,6 @@ static tv str_method(tpl_render *r, const tpl_node *at, tv s, const char *name, 
     if (!strcmp(name, "join")) {
         tpl_list *items = tpl_iterate(r, at, tpl_arg(args, 0, NULL, tv_list(A, 0)));
         tpl_buf b = {0};
-        tpl_buf_put(A, &b, "", 0);
         for (size_t i = 0; i < items->n; i++) {
             if (items->items[i].kind != TV_STR)
                 tpl_fail(r, at, "sequence item %zu: expected str instance, %s found", i,

@@ -27,7 +27,6 @@ static tv repeat(tpl_render *r, tv seq, int64_t times)
 {
     if (seq.kind == TV_STR) {
         tpl_buf b = {.limit = TPL_MAX_OUTPUT};
-        tpl_buf_put(r->arena, &b, "", 0);
         for (int64_t i = 0; i < times; i++)
             tpl_buf_put(r->arena, &b, seq.u.s.p, seq.u.s.n);
         return tpl_buf_value(&b);

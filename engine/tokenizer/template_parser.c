@@ -324,7 +324,6 @@ static tpl_node *parse_primary(parser *P)
         return n;
     case T_STRING: {
         tpl_buf b = {0};
-        tpl_buf_put(P->a, &b, "", 0);
         while (cur(P)->kind == T_STRING) { /* adjacent literals concatenate */
             tpl_buf_put(P->a, &b, cur(P)->p, cur(P)->n);
             advance(P);
