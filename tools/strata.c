@@ -18,6 +18,7 @@ static const struct {
     {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24]"},
     {"tokenize", cli_tokenize, "tokenize PATH [--add-special] [--parse-special]  (text on stdin)"},
     {"detokenize", cli_detokenize, "detokenize PATH [--skip-special]  (JSON array of ids on stdin)"},
+    {"chat-template", cli_chat_template, "chat-template PATH < vars.json  (PATH: checkpoint dir or .jinja)"},
 };
 
 int cli_fail(const char *cmd, const char *fmt, ...)

@@ -365,6 +365,40 @@ strata_status strata_detok_push(strata_detok *detok, int32_t id, const char **te
  * stream. */
 strata_status strata_detok_flush(strata_detok *detok, const char **text, size_t *len,
                                  strata_error *err);
+/* ---------------------------------------------------------------- chat templates */
+
+/* A parsed Hugging Face chat template (a Jinja subset rendered byte for byte as
+ * transformers renders it: trim_blocks, lstrip_blocks, loopcontrols, tojson as
+ * json.dumps, raise_exception, strftime_now). Immutable after parse: one template
+ * may be rendered by several threads at once. */
+typedef struct strata_template strata_template;
+
+/* Parse template text. A syntax error, or a tag, filter or test outside the
+ * supported subset, fails here with STRATA_E_TEMPLATE and a message naming the line
+ * and the construct ("chat template line 12: filter 'xmlattr' is not supported"). */
+strata_status strata_template_parse(const char *src, size_t len, strata_template **out,
+                                    strata_error *err);
+
+/* Load the template of a checkpoint directory (chat_template.jinja, else the
+ * "chat_template" of chat_template.json, else of tokenizer_config.json, where it may
+ * be a list of {name, template}: "default" is taken), or of a single template file.
+ * The special tokens of tokenizer_config.json (bos_token, eos_token, unk_token, ...)
+ * become default variables of every render. */
+strata_status strata_template_load(const char *path, strata_template **out, strata_error *err);
+
+/* Render with the variables of vars_json, the text of a JSON object ("messages",
+ * "add_generation_prompt", "tools", any template kwargs; NULL means {}). Its values
+ * override the loader's defaults; "tools" and "documents" are none and
+ * "add_generation_prompt" false unless given. now is the ISO-8601 time strftime_now
+ * formats ("2025-06-15T12:00:00"), or NULL for the local clock. On success *out is a
+ * malloc'd NUL-terminated string of *out_len bytes (out_len may be NULL); free() it.
+ * raise_exception(msg) fails with STRATA_E_TEMPLATE and exactly msg as the message;
+ * a runaway template (too many steps, too much output or memory, recursion too deep,
+ * range() over 100000 items) fails with STRATA_E_LIMIT. */
+strata_status strata_template_render(const strata_template *tmpl, const char *vars_json,
+                                     const char *now, char **out, size_t *out_len,
+                                     strata_error *err);
+void strata_template_free(strata_template *tmpl);
 
 #ifdef __cplusplus
 }
