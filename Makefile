@@ -12,23 +12,29 @@ OPTFLAGS ?= -O2
 CFLAGS  := $(OPTFLAGS) -std=c11 -g -Wall -Wextra -Werror -D_GNU_SOURCE -pthread \
            -Iengine/include -Iengine $(PKG_CFLAGS) $(EXTRA_CFLAGS)
 LDLIBS  := $(PKG_LIBS) -lm -pthread
+SERVER_LIBS = $(shell pkg-config --libs libmicrohttpd libuv 2>/dev/null)
 
 ENGINE_SRC := $(shell find engine -name '*.c' | sort)
 TOOLS_SRC  := $(sort $(wildcard tools/*.c))
+SERVER_SRC := $(sort $(wildcard server/*.c))
 TEST_SRC   := $(sort $(wildcard tests/*.c))
 BENCH_SRC  := $(sort $(wildcard bench/*.c))
 
 ENGINE_OBJ := $(ENGINE_SRC:%.c=$(BUILD)/obj/%.o)
 TOOLS_OBJ  := $(TOOLS_SRC:%.c=$(BUILD)/obj/%.o)
+SERVER_OBJ := $(SERVER_SRC:%.c=$(BUILD)/obj/%.o)
 TEST_OBJ   := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_BIN  := $(BENCH_SRC:bench/%.c=$(BUILD)/bench_%)
 
 LIB := $(BUILD)/libstrata.a
 CLI := $(BUILD)/strata
+SERVER := $(BUILD)/strata-server
 TESTS := $(BUILD)/strata-tests
 
-.PHONY: all deps test asan bench clean valgrind
-all: $(LIB) $(CLI)
+.PHONY: all deps test asan bench clean valgrind run
+MODEL ?= models/strata-demo
+PORT  ?= 8080
+all: $(LIB) $(CLI) $(SERVER)
 
 deps:
 	@scripts/install-deps.sh
@@ -44,6 +50,9 @@ $(LIB): $(ENGINE_OBJ)
 $(CLI): $(TOOLS_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(TOOLS_OBJ) $(LIB) $(LDLIBS)
 
+$(SERVER): $(SERVER_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(SERVER_OBJ) $(LIB) $(LDLIBS) $(SERVER_LIBS)
+
 $(TESTS): $(TEST_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LDLIBS) -lcriterion
 
@@ -51,7 +60,7 @@ $(BUILD)/bench_%: bench/%.c $(LIB)
 	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # Tests find the fixtures through STRATA_SHARED and the CLI through STRATA_CLI.
-TEST_ENV = STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) STRATA_ROOT=$(CURDIR)
+TEST_ENV = STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) STRATA_SERVER=$(abspath $(SERVER)) STRATA_ROOT=$(CURDIR)
 
 test: deps
 	@$(MAKE) --no-print-directory all $(TESTS)
@@ -62,7 +71,7 @@ asan: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan \
 	  OPTFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  all build/asan/strata-tests
-	STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath build/asan/strata) STRATA_ROOT=$(CURDIR) \
+	STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath build/asan/strata) STRATA_SERVER=$(abspath build/asan/strata-server) STRATA_ROOT=$(CURDIR) \
 	  ASAN_OPTIONS=detect_leaks=1 build/asan/strata-tests $(TEST_ARGS)
 
 valgrind: all $(TESTS)
@@ -72,6 +81,11 @@ valgrind: all $(TESTS)
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) $$b || exit 1; done
+
+# Serve MODEL (default: the built-in strata-demo) on 127.0.0.1:PORT.
+run: deps
+	@$(MAKE) --no-print-directory all
+	$(SERVER) --model $(MODEL) --port $(PORT) $(ARGS)
 
 clean:
 	rm -rf $(BUILD)

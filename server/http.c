@@ -1,0 +1,327 @@
+/*
+ * http.c — libmicrohttpd in external-event mode, driven by the libuv loop: MHD's
+ * epoll fd is watched by a uv_poll_t and its timeout by a uv_timer_t, so the whole
+ * HTTP side runs on the loop thread and MHD has no threads of its own. This file
+ * also owns request plumbing: body accumulation with a size bound, API keys,
+ * dispatch to the routes, error objects, and the one log line per request.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+struct http {
+    struct MHD_Daemon *d;
+    uv_poll_t poll;
+    uv_timer_t timer;
+    int open_connections;
+    int port;
+    int quiesced;
+};
+
+static const char *status_type(int status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 409: return "conflict_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "service_unavailable";
+    default: return status >= 500 ? "server_error" : "invalid_request_error";
+    }
+}
+
+enum MHD_Result http_send(http_req *r, int status, const char *content_type, const char *body, size_t len)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", content_type);
+    if (status == 429)
+        MHD_add_response_header(resp, "Retry-After", "1");
+    r->status = status;
+    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+enum MHD_Result http_send_json(http_req *r, int status, const strbuf *json)
+{
+    if (json->failed)
+        return http_send_error(r, 500, NULL, "internal_error", "out of memory building the response");
+    return http_send(r, status, "application/json", json->data ? json->data : "", json->len);
+}
+
+enum MHD_Result http_send_error(http_req *r, int status, const char *param, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    strbuf b = {0};
+    sb_puts(&b, "{\"error\":{\"message\":");
+    sb_json_string(&b, msg, strlen(msg));
+    sb_printf(&b, ",\"type\":\"%s\",\"param\":", status_type(status));
+    if (param)
+        sb_json_string(&b, param, strlen(param));
+    else
+        sb_puts(&b, "null");
+    sb_puts(&b, ",\"code\":");
+    sb_json_string(&b, code, strlen(code));
+    sb_puts(&b, "}}");
+    enum MHD_Result ret = b.failed ? MHD_NO : http_send(r, status, "application/json", b.data, b.len);
+    sb_free(&b);
+    return ret;
+}
+
+void http_suspend(http_req *r)
+{
+    if (!r->suspended) {
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+    }
+}
+
+void http_resume(http_req *r)
+{
+    if (r->suspended) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+/* ---------------------------------------------------------------- auth */
+
+/* Compare without an early exit, so the time taken does not reveal how much of a
+ * key matched. */
+static int equal_constant_time(const char *a, size_t la, const char *b, size_t lb)
+{
+    unsigned char diff = (unsigned char)(la != lb);
+    for (size_t i = 0; i < la; i++)
+        diff |= (unsigned char)(a[i] ^ b[i % (lb ? lb : 1)]);
+    return diff == 0;
+}
+
+static int authorized(http_req *r)
+{
+    server *srv = r->srv;
+    if (srv->n_api_keys == 0)
+        return 1;
+    const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncmp(h, "Bearer ", 7))
+        return 0;
+    const char *key = h + 7;
+    int ok = 0;
+    for (int i = 0; i < srv->n_api_keys; i++)
+        ok |= equal_constant_time(key, strlen(key), srv->api_keys[i], strlen(srv->api_keys[i]));
+    return ok;
+}
+
+/* ---------------------------------------------------------------- dispatch */
+
+static enum MHD_Result dispatch(http_req *r)
+{
+    const char *m = r->method, *u = r->url;
+    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
+    if (!strcmp(u, "/health"))
+        return get ? route_health(r) : http_send_error(r, 405, NULL, "method_not_allowed", "use GET /health");
+    if (r->srv->shutting_down)
+        return http_send_error(r, 503, NULL, "shutting_down", "the server is shutting down");
+    if (!authorized(r))
+        return http_send_error(r, 401, NULL, "invalid_api_key",
+                               "missing or invalid API key (send Authorization: Bearer KEY)");
+    if (r->body_too_large)
+        return http_send_error(r, 413, NULL, "request_too_large", "the request body exceeds %ld bytes",
+                               r->srv->cfg.max_body_bytes);
+    struct { const char *path; int post; } routes[] = {
+        {"/v1/models", 0}, {"/tokenize", 1}, {"/detokenize", 1}, {"/metrics", 0},
+        {"/v1/completions", 1}, {"/v1/chat/completions", 1},
+    };
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(u, routes[i].path))
+            continue;
+        if (routes[i].post ? !post : !get)
+            return http_send_error(r, 405, NULL, "method_not_allowed", "use %s %s", routes[i].post ? "POST" : "GET", u);
+        switch (i) {
+        case 0: return route_models(r);
+        case 1: return route_tokenize(r);
+        case 2: return route_detokenize(r);
+        case 3: return route_metrics(r);
+        default: return route_completions(r, i == 5);
+        }
+    }
+    if (!strncmp(u, "/v1/models/", 11) && get)
+        return route_model(r, u + 11);
+    return http_send_error(r, 404, NULL, "not_found", "no route %s %s", m, u);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls)
+{
+    (void)version;
+    server *srv = cls;
+    http_req *r = *con_cls;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r)
+            return MHD_NO;
+        *r = (http_req){.srv = srv, .conn = conn, .method = method, .url = url, .t0 = now_seconds()};
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (r->job)
+        return route_generation_resumed(r);
+    if (*upload_size) {
+        if ((long)(r->body.len + *upload_size) > srv->cfg.max_body_bytes)
+            r->body_too_large = 1;
+        else
+            sb_append(&r->body, upload, *upload_size);
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    return dispatch(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode toe)
+{
+    (void)conn;
+    server *srv = cls;
+    http_req *r = *con_cls;
+    if (!r)
+        return;
+    if (r->job)
+        route_generation_closed(r);
+    if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status < 400)
+        r->status = 499; /* the client went away */
+    srv->m.requests_total++;
+    int hundreds = r->status / 100;
+    srv->m.http_status[hundreds >= 1 && hundreds <= 5 ? hundreds : 0]++;
+    srv->m.requests_failed += r->status >= 400;
+    log_line(srv, "info", "%s %s %d %ld tokens %.1f ms", r->method, r->url, r->status ? r->status : 0,
+             r->tokens, (now_seconds() - r->t0) * 1e3);
+    sb_free(&r->body);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx, enum MHD_ConnectionNotificationCode code)
+{
+    (void)conn;
+    (void)socket_ctx;
+    server *srv = cls;
+    srv->http->open_connections += code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1;
+}
+
+/* ---------------------------------------------------------------- the uv glue */
+
+static void arm_timer(server *srv);
+
+static void run_mhd(server *srv)
+{
+    MHD_run(srv->http->d);
+    arm_timer(srv);
+}
+
+static void on_timer(uv_timer_t *t)
+{
+    run_mhd(t->data);
+}
+
+static void arm_timer(server *srv)
+{
+    MHD_UNSIGNED_LONG_LONG ms;
+    if (MHD_get_timeout(srv->http->d, &ms) != MHD_YES)
+        ms = 1000;
+    uv_timer_start(&srv->http->timer, on_timer, ms > 1000 ? 1000 : ms, 0);
+}
+
+static void on_poll(uv_poll_t *p, int status, int events)
+{
+    (void)status;
+    (void)events;
+    run_mhd(p->data);
+}
+
+void http_kick(server *srv)
+{
+    run_mhd(srv);
+}
+
+static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr;
+    (void)addrlen;
+    server *srv = cls;
+    return srv->http->open_connections < srv->cfg.connection_limit ? MHD_YES : MHD_NO;
+}
+
+int http_start(server *srv)
+{
+    http *h = calloc(1, sizeof *h);
+    if (!h)
+        return -1;
+    srv->http = h;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)srv->cfg.port)};
+    if (inet_pton(AF_INET, srv->cfg.host, &addr.sin_addr) != 1) {
+        log_line(srv, "error", "--host %s: not an IPv4 address", srv->cfg.host);
+        return -1;
+    }
+    h->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, on_accept, srv,
+                            on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                            MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.connection_timeout_s,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.connection_limit + 8,
+                            MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);
+    if (!h->d) {
+        log_line(srv, "error", "cannot listen on %s:%d", srv->cfg.host, srv->cfg.port);
+        return -1;
+    }
+    const union MHD_DaemonInfo *fd = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_EPOLL_FD);
+    const union MHD_DaemonInfo *port = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = port ? port->port : srv->cfg.port;
+    uv_poll_init(srv->loop, &h->poll, fd->epoll_fd);
+    h->poll.data = srv;
+    uv_poll_start(&h->poll, UV_READABLE, on_poll);
+    uv_timer_init(srv->loop, &h->timer);
+    h->timer.data = srv;
+    arm_timer(srv);
+    return 0;
+}
+
+int http_port(const server *srv)
+{
+    return srv->http->port;
+}
+
+int http_open_connections(const server *srv)
+{
+    return srv->http ? srv->http->open_connections : 0;
+}
+
+void http_quiesce(server *srv)
+{
+    if (srv->http && !srv->http->quiesced) {
+        srv->http->quiesced = 1;
+        MHD_socket s = MHD_quiesce_daemon(srv->http->d);
+        if (s != MHD_INVALID_SOCKET)
+            close(s);
+    }
+}
+
+void http_stop(server *srv)
+{
+    http *h = srv->http;
+    if (!h)
+        return;
+    uv_poll_stop(&h->poll);
+    uv_timer_stop(&h->timer);
+    uv_close((uv_handle_t *)&h->poll, NULL);
+    uv_close((uv_handle_t *)&h->timer, NULL);
+    MHD_stop_daemon(h->d);
+}

@@ -1,0 +1,62 @@
+/*
+ * http.h — libmicrohttpd driven by the libuv loop, and what route handlers use:
+ * the request being served, JSON / error responses, suspend and resume.
+ */
+#ifndef STRATA_SERVER_HTTP_H
+#define STRATA_SERVER_HTTP_H
+
+#include <microhttpd.h>
+
+#include "server.h"
+
+struct gen_job;
+
+typedef struct http_req {
+    server *srv;
+    struct MHD_Connection *conn;
+    const char *method, *url;
+    strbuf body;
+    int body_too_large;
+    int status;                 /* for the log line */
+    long tokens;                /* for the log line */
+    double t0;
+    struct gen_job *job;        /* a generation in flight for this request */
+    int suspended;
+} http_req;
+
+typedef struct http http;
+
+/* Start listening on cfg.host:cfg.port (0 = any free port), driven by srv->loop. */
+int http_start(server *srv);
+/* The port actually bound. */
+int http_port(const server *srv);
+/* Stop accepting new connections (in-flight ones go on). */
+void http_quiesce(server *srv);
+/* Connections still open. */
+int http_open_connections(const server *srv);
+void http_stop(server *srv);
+/* Let MHD process what is ready now (after resuming a connection). */
+void http_kick(server *srv);
+
+enum MHD_Result http_send(http_req *r, int status, const char *content_type, const char *body, size_t len);
+enum MHD_Result http_send_json(http_req *r, int status, const strbuf *json);
+/* The OpenAI error object: {"error": {"message", "type", "param", "code"}}. */
+enum MHD_Result http_send_error(http_req *r, int status, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+void http_suspend(http_req *r);
+void http_resume(http_req *r);
+
+/* Routes (routes_*.c). Each returns what the MHD access handler returns. */
+enum MHD_Result route_health(http_req *r);
+enum MHD_Result route_models(http_req *r);
+enum MHD_Result route_model(http_req *r, const char *id);
+enum MHD_Result route_tokenize(http_req *r);
+enum MHD_Result route_detokenize(http_req *r);
+enum MHD_Result route_metrics(http_req *r);
+enum MHD_Result route_completions(http_req *r, int chat);
+/* Called again after a suspended generation request is resumed. */
+enum MHD_Result route_generation_resumed(http_req *r);
+/* The connection ended (normally or not) while a generation was attached. */
+void route_generation_closed(http_req *r);
+
+#endif

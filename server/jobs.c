@@ -1,0 +1,814 @@
+/*
+ * jobs.c — generations in flight (see jobs.h).
+ *
+ * Threads and ownership:
+ *   engine thread: the scheduler callbacks (on_token, on_finish, ...) own each
+ *     choice's streaming detokenizer and stop-string window, and post events;
+ *   loop thread: drains events, owns the results, the response bytes, the
+ *     reference count and the job's lifetime.
+ * A job holds one reference per submitted prompt (dropped at its DONE event) and one
+ * for the HTTP request (dropped when MHD reports the request closed), so it is freed
+ * on the loop thread when both sides are finished with it.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "jobs.h"
+
+enum ev_kind { EV_TOKEN, EV_FINISH, EV_PROMPT_LOGPROB, EV_PROGRESS, EV_DONE };
+
+typedef struct event {
+    struct event *next;
+    gen_job *job;
+    enum ev_kind kind;
+    int choice;                 /* global choice index; the prompt index for prompt events */
+    int pos;                    /* EV_PROMPT_LOGPROB: the prompt position */
+    strata_finish finish;
+    strata_sample sample;
+    size_t len;
+    char text[];
+} event;
+
+typedef struct sub {
+    gen_job *job;
+    int index;                  /* which prompt */
+    uint64_t sched_id;
+    int submitted, done;
+} sub;
+
+typedef struct choice_engine {  /* engine thread only */
+    strata_detok *detok;
+    strbuf pending;             /* decoded text held back: it may start a stop string */
+    int stopped;                /* a stop string matched */
+} choice_engine;
+
+typedef struct lp_fragments {   /* completions logprobs, as JSON array bodies */
+    strbuf tokens, values, top, offsets;
+    size_t offset;              /* text offset of the next token */
+} lp_fragments;
+
+typedef struct choice_result {  /* loop thread only */
+    strbuf text;
+    int n_tokens;
+    strata_finish finish;
+    lp_fragments lp;
+    strbuf lp_content;          /* chat logprobs entries */
+    int role_sent;
+} choice_result;
+
+struct gen_job {
+    server *srv;
+    http_req *req;              /* NULL once the client is gone */
+    gen_params p;
+    char id[48];
+    long created;
+    int refs;
+    int n_choices;
+    sub subs[MAX_PROMPTS];
+    choice_engine *ce;
+    choice_result *cr;
+    lp_fragments prompt_lp[MAX_PROMPTS]; /* echo + logprobs: the prompt's entries */
+    strbuf out;                 /* response bytes not yet handed to MHD */
+    int complete;               /* every prompt is done and the last bytes are in out */
+    int error_sent;
+    int prompt_tokens, completion_tokens;
+    double t0, last_write;
+    gen_job *next_live;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    event *head, *tail;
+    gen_job *live;
+} Q = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* ---------------------------------------------------------------- engine thread */
+
+static void post(gen_job *job, enum ev_kind kind, int choice, const char *text, size_t len,
+                 const strata_sample *smp, strata_finish finish, int pos)
+{
+    event *e = calloc(1, sizeof *e + len + 1);
+    if (!e)
+        return; /* the response will miss this piece; the DONE event is what matters */
+    *e = (event){.job = job, .kind = kind, .choice = choice, .pos = pos, .finish = finish, .len = len};
+    if (smp)
+        e->sample = *smp;
+    if (len)
+        memcpy(e->text, text, len);
+    pthread_mutex_lock(&Q.mu);
+    if (Q.tail)
+        Q.tail->next = e;
+    else
+        Q.head = e;
+    Q.tail = e;
+    pthread_mutex_unlock(&Q.mu);
+    uv_async_send(&job->srv->wake);
+}
+
+/* Length of the longest suffix of s that is a proper prefix of a stop string. */
+static size_t stop_prefix_hold(const gen_params *p, const char *s, size_t n)
+{
+    size_t best = 0;
+    for (int i = 0; i < p->n_stop; i++) {
+        size_t sl = strlen(p->stop[i]);
+        for (size_t k = sl - 1 < n ? sl - 1 : n; k > best; k--)
+            if (!memcmp(s + n - k, p->stop[i], k)) {
+                best = k;
+                break;
+            }
+    }
+    return best;
+}
+
+/* The earliest stop string in s, or -1. */
+static long stop_match(const gen_params *p, const char *s, size_t n)
+{
+    long best = -1;
+    for (int i = 0; i < p->n_stop; i++) {
+        const char *m = memmem(s, n, p->stop[i], strlen(p->stop[i]));
+        if (m && (best < 0 || m - s < best))
+            best = m - s;
+    }
+    return best;
+}
+
+static int on_token(void *user, int choice, const strata_sample *smp)
+{
+    sub *sb = user;
+    gen_job *job = sb->job;
+    int c = sb->index * job->p.n + choice;
+    choice_engine *ce = &job->ce[c];
+    const char *piece = "";
+    size_t len = 0;
+    if (ce->detok)
+        strata_detok_push(ce->detok, smp->token, &piece, &len, NULL);
+    sb_append(&ce->pending, piece, len);
+    long at = stop_match(&job->p, ce->pending.data ? ce->pending.data : "", ce->pending.len);
+    if (at >= 0) {
+        ce->stopped = 1;
+        post(job, EV_TOKEN, c, ce->pending.data, (size_t)at, smp, 0, 0);
+        sb_consume(&ce->pending, ce->pending.len);
+        return 1;
+    }
+    size_t emit = ce->pending.len - stop_prefix_hold(&job->p, ce->pending.data ? ce->pending.data : "", ce->pending.len);
+    post(job, EV_TOKEN, c, ce->pending.data, emit, smp, 0, 0);
+    sb_consume(&ce->pending, emit);
+    return 0;
+}
+
+static void on_finish(void *user, int choice, strata_finish reason)
+{
+    sub *sb = user;
+    gen_job *job = sb->job;
+    int c = sb->index * job->p.n + choice;
+    choice_engine *ce = &job->ce[c];
+    if (!ce->stopped && ce->detok) {
+        const char *rest;
+        size_t len;
+        if (strata_detok_flush(ce->detok, &rest, &len, NULL) == STRATA_OK)
+            sb_append(&ce->pending, rest, len);
+        long at = stop_match(&job->p, ce->pending.data ? ce->pending.data : "", ce->pending.len);
+        if (at >= 0) {
+            ce->pending.len = (size_t)at;
+            reason = STRATA_FINISH_STOP;
+        }
+    }
+    post(job, EV_FINISH, c, ce->stopped ? "" : ce->pending.data, ce->stopped ? 0 : ce->pending.len, NULL, reason, 0);
+    sb_consume(&ce->pending, ce->pending.len);
+}
+
+static void on_prompt_token(void *user, int pos, const strata_sample *smp)
+{
+    sub *sb = user;
+    post(sb->job, EV_PROMPT_LOGPROB, sb->index, NULL, 0, smp, 0, pos);
+}
+
+static void on_progress(void *user, int done, int total)
+{
+    sub *sb = user;
+    if (done < total)
+        post(sb->job, EV_PROGRESS, sb->index, NULL, 0, NULL, 0, done);
+}
+
+static void on_done(void *user)
+{
+    sub *sb = user;
+    post(sb->job, EV_DONE, sb->index, NULL, 0, NULL, 0, 0);
+}
+
+/* ---------------------------------------------------------------- response bytes */
+
+static const char *finish_name(strata_finish f)
+{
+    return f == STRATA_FINISH_STOP ? "stop" : "length";
+}
+
+static void usage_json(strbuf *b, const gen_job *job)
+{
+    sb_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
+                 "\"prompt_tokens_details\":{\"cached_tokens\":0}}",
+              job->prompt_tokens, job->completion_tokens, job->prompt_tokens + job->completion_tokens);
+}
+
+static void chunk_head(strbuf *b, const gen_job *job)
+{
+    sb_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", job->id,
+              job->p.chat ? "chat.completion.chunk" : "text_completion", job->created);
+    sb_json_string(b, job->srv->cfg.model_name, strlen(job->srv->cfg.model_name));
+    sb_puts(b, ",\"choices\":[");
+}
+
+/* A token's text for logprobs: the decode of that id alone. */
+static void token_text(const gen_job *job, int32_t id, strbuf *b)
+{
+    char *t = NULL;
+    size_t n = 0;
+    if (job->srv->tok && strata_tokenizer_decode(job->srv->tok, &id, 1, 0, &t, &n, NULL) == STRATA_OK)
+        sb_json_string(b, t, n);
+    else
+        sb_printf(b, "\"<%d>\"", id);
+    free(t);
+}
+
+static size_t token_len(const gen_job *job, int32_t id)
+{
+    char *t = NULL;
+    size_t n = 0;
+    if (job->srv->tok)
+        strata_tokenizer_decode(job->srv->tok, &id, 1, 0, &t, &n, NULL);
+    free(t);
+    return n;
+}
+
+/* Chat logprobs entry: {"token","logprob","bytes","top_logprobs":[...]} */
+static void chat_lp_entry(const gen_job *job, strbuf *b, int32_t id, float lp, const strata_sample *smp, int top)
+{
+    char *t = NULL;
+    size_t n = 0;
+    if (job->srv->tok)
+        strata_tokenizer_decode(job->srv->tok, &id, 1, 0, &t, &n, NULL);
+    sb_puts(b, "{\"token\":");
+    sb_json_string(b, t ? t : "", n);
+    sb_printf(b, ",\"logprob\":%.6g,\"bytes\":[", (double)lp);
+    for (size_t i = 0; i < n; i++)
+        sb_printf(b, i ? ",%u" : "%u", (unsigned char)t[i]);
+    sb_puts(b, "]");
+    free(t);
+    if (top) {
+        sb_puts(b, ",\"top_logprobs\":[");
+        for (int k = 0; k < smp->n_top && k < job->p.logprobs; k++) {
+            if (k)
+                sb_puts(b, ",");
+            chat_lp_entry(job, b, smp->top[k].id, smp->top[k].logprob, smp, 0);
+        }
+        sb_puts(b, "]");
+    }
+    sb_puts(b, "}");
+}
+
+static void lp_free(lp_fragments *f)
+{
+    sb_free(&f->tokens);
+    sb_free(&f->values);
+    sb_free(&f->top);
+    sb_free(&f->offsets);
+}
+
+/* Append one completions entry: token text, its logprob (NaN: null), alternatives. */
+static void lp_add(const gen_job *job, lp_fragments *f, int32_t id, float lp, const strata_sample *alts,
+                   size_t text_len)
+{
+    const char *sep = f->values.len ? "," : "";
+    sb_puts(&f->tokens, sep);
+    token_text(job, id, &f->tokens);
+    if (lp != lp)
+        sb_printf(&f->values, "%snull", sep);
+    else
+        sb_printf(&f->values, "%s%.6g", sep, (double)lp);
+    sb_printf(&f->offsets, "%s%zu", sep, f->offset);
+    if (!alts) {
+        sb_printf(&f->top, "%snull", sep);
+    } else {
+        sb_printf(&f->top, "%s{", sep);
+        for (int k = 0; k < alts->n_top && k < job->p.logprobs; k++) {
+            if (k)
+                sb_puts(&f->top, ",");
+            token_text(job, alts->top[k].id, &f->top);
+            sb_printf(&f->top, ":%.6g", (double)alts->top[k].logprob);
+        }
+        sb_puts(&f->top, "}");
+    }
+    f->offset += text_len;
+}
+
+/* Record a sampled token's logprobs in the choice's result. */
+static void record_logprobs(gen_job *job, choice_result *cr, const strata_sample *smp, size_t text_len)
+{
+    if (job->p.logprobs < 0)
+        return;
+    if (job->p.chat) {
+        if (cr->lp_content.len)
+            sb_puts(&cr->lp_content, ",");
+        chat_lp_entry(job, &cr->lp_content, smp->token, smp->logprob, smp, 1);
+        return;
+    }
+    lp_add(job, &cr->lp, smp->token, smp->logprob, smp, text_len);
+}
+
+static void join2(strbuf *b, const strbuf *x, const strbuf *y)
+{
+    sb_append(b, x ? x->data : NULL, x ? x->len : 0);
+    if (x && x->len && y->len)
+        sb_puts(b, ",");
+    sb_append(b, y->data, y->len);
+}
+
+/* {"tokens", "token_logprobs", "top_logprobs", "text_offset"}, prompt entries first. */
+static void completion_logprobs_json(strbuf *b, const gen_job *job, const lp_fragments *f, const lp_fragments *prompt)
+{
+    if (job->p.logprobs < 0) {
+        sb_puts(b, "null");
+        return;
+    }
+    sb_puts(b, "{\"tokens\":[");
+    join2(b, prompt ? &prompt->tokens : NULL, &f->tokens);
+    sb_puts(b, "],\"token_logprobs\":[");
+    join2(b, prompt ? &prompt->values : NULL, &f->values);
+    sb_puts(b, "],\"top_logprobs\":[");
+    join2(b, prompt ? &prompt->top : NULL, &f->top);
+    sb_puts(b, "],\"text_offset\":[");
+    if (prompt) {
+        /* generated offsets continue after the echoed prompt */
+        sb_append(b, prompt->offsets.data, prompt->offsets.len);
+        const char *o = f->offsets.data ? f->offsets.data : "";
+        for (int first = 1; *o; first = 0) {
+            char *end;
+            unsigned long v = strtoul(o, &end, 10);
+            sb_printf(b, "%s%lu", (prompt->offsets.len || !first) ? "," : "", v + prompt->offset);
+            o = *end ? end + 1 : end;
+        }
+    } else {
+        sb_append(b, f->offsets.data, f->offsets.len);
+    }
+    sb_puts(b, "]}");
+}
+
+/* The text echo adds in front of a completion: the prompt as given. */
+static void echo_text(const gen_job *job, int prompt, strbuf *b)
+{
+    const gen_params *p = &job->p;
+    if (p->prompt_text[prompt]) {
+        sb_puts(b, p->prompt_text[prompt]);
+        return;
+    }
+    char *t = NULL;
+    size_t n = 0;
+    if (job->srv->tok && strata_tokenizer_decode(job->srv->tok, p->prompts[prompt], (size_t)p->prompt_len[prompt], 0,
+                                                  &t, &n, NULL) == STRATA_OK)
+        sb_append(b, t, n);
+    free(t);
+}
+
+static void stream_text_chunk(gen_job *job, int c, const char *text, size_t len, const strata_sample *smp,
+                              const char *finish)
+{
+    strbuf *b = &job->out;
+    choice_result *cr = &job->cr[c];
+    if (job->p.chat && !cr->role_sent) {
+        chunk_head(b, job);
+        sb_printf(b, "{\"index\":%d,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+                     "\"finish_reason\":null}]}\n\n", c);
+        cr->role_sent = 1;
+    }
+    if (!len && !finish && (job->p.logprobs < 0 || !smp))
+        return;
+    chunk_head(b, job);
+    if (job->p.chat) {
+        sb_printf(b, "{\"index\":%d,\"delta\":{", c);
+        if (len || !finish) {
+            sb_puts(b, "\"content\":");
+            sb_json_string(b, text, len);
+        }
+        sb_puts(b, "},\"logprobs\":");
+        if (smp && job->p.logprobs >= 0) {
+            sb_puts(b, "{\"content\":[");
+            chat_lp_entry(job, b, smp->token, smp->logprob, smp, 1);
+            sb_puts(b, "]}");
+        } else {
+            sb_puts(b, "null");
+        }
+    } else {
+        sb_printf(b, "{\"index\":%d,\"text\":", c);
+        sb_json_string(b, text, len);
+        sb_puts(b, ",\"logprobs\":");
+        if (smp && job->p.logprobs >= 0) {
+            lp_fragments one = {.offset = job->cr[c].lp.offset};
+            lp_add(job, &one, smp->token, smp->logprob, smp, len);
+            job->cr[c].lp.offset = one.offset;
+            completion_logprobs_json(b, job, &one, NULL);
+            lp_free(&one);
+        } else {
+            sb_puts(b, "null");
+        }
+    }
+    sb_puts(b, ",\"finish_reason\":");
+    if (finish)
+        sb_printf(b, "\"%s\"", finish);
+    else
+        sb_puts(b, "null");
+    sb_puts(b, "}]}\n\n");
+}
+
+static void final_json(gen_job *job, strbuf *b)
+{
+    const gen_params *p = &job->p;
+    sb_printf(b, "{\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", job->id,
+              p->chat ? "chat.completion" : "text_completion", job->created);
+    sb_json_string(b, job->srv->cfg.model_name, strlen(job->srv->cfg.model_name));
+    sb_puts(b, ",\"choices\":[");
+    for (int c = 0; c < job->n_choices; c++) {
+        choice_result *cr = &job->cr[c];
+        sb_printf(b, "%s{\"index\":%d,", c ? "," : "", c);
+        if (p->chat) {
+            sb_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
+            sb_json_string(b, cr->text.data ? cr->text.data : "", cr->text.len);
+            sb_puts(b, "},\"logprobs\":");
+            if (p->logprobs >= 0) {
+                sb_puts(b, "{\"content\":[");
+                sb_append(b, cr->lp_content.data, cr->lp_content.len);
+                sb_puts(b, "]}");
+            } else {
+                sb_puts(b, "null");
+            }
+        } else {
+            strbuf text = {0};
+            if (p->echo)
+                echo_text(job, c / p->n, &text);
+            sb_append(&text, cr->text.data, cr->text.len);
+            sb_puts(b, "\"text\":");
+            sb_json_string(b, text.data ? text.data : "", text.len);
+            sb_free(&text);
+            sb_puts(b, ",\"logprobs\":");
+            completion_logprobs_json(b, job, &cr->lp, p->echo ? &job->prompt_lp[c / p->n] : NULL);
+        }
+        sb_printf(b, ",\"finish_reason\":\"%s\"}", finish_name(cr->finish));
+    }
+    sb_puts(b, "],");
+    usage_json(b, job);
+    sb_puts(b, "}");
+}
+
+/* ---------------------------------------------------------------- loop thread */
+
+static void job_free(gen_job *job)
+{
+    gen_job **pp = &Q.live;
+    while (*pp && *pp != job)
+        pp = &(*pp)->next_live;
+    if (*pp)
+        *pp = job->next_live;
+    for (int c = 0; c < job->n_choices; c++) {
+        strata_detok_free(job->ce[c].detok);
+        sb_free(&job->ce[c].pending);
+        choice_result *cr = &job->cr[c];
+        sb_free(&cr->text);
+        lp_free(&cr->lp);
+        sb_free(&cr->lp_content);
+    }
+    for (int i = 0; i < MAX_PROMPTS; i++)
+        lp_free(&job->prompt_lp[i]);
+    free(job->ce);
+    free(job->cr);
+    sb_free(&job->out);
+    gen_params_free(&job->p);
+    free(job);
+}
+
+static void unref(gen_job *job)
+{
+    if (--job->refs == 0)
+        job_free(job);
+}
+
+static void wake_client(gen_job *job)
+{
+    if (job->req && job->req->suspended) {
+        http_resume(job->req);
+        http_kick(job->srv);
+    }
+}
+
+static void all_done(gen_job *job)
+{
+    for (int i = 0; i < job->p.n_prompts; i++)
+        if (!job->subs[i].done)
+            return;
+    if (job->p.stream) {
+        if (job->p.include_usage) {
+            chunk_head(&job->out, job);
+            sb_puts(&job->out, "],");
+            usage_json(&job->out, job);
+            sb_puts(&job->out, "}\n\n");
+        }
+        sb_puts(&job->out, "data: [DONE]\n\n");
+    } else {
+        final_json(job, &job->out);
+    }
+    job->complete = 1;
+}
+
+/* echo + logprobs: prompt position pos (>= 1) has logprob lp; position 0 has none. */
+static void prompt_logprob(gen_job *job, int prompt, int pos, float lp)
+{
+    lp_fragments *f = &job->prompt_lp[prompt];
+    const int32_t *ids = job->p.prompts[prompt];
+    if (pos == 1)
+        lp_add(job, f, ids[0], NAN, NULL, token_len(job, ids[0]));
+    strata_sample one = {.n_top = 1, .top = {{.id = ids[pos], .logprob = lp}}};
+    lp_add(job, f, ids[pos], lp, &one, token_len(job, ids[pos]));
+}
+
+static void apply(gen_job *job, event *e)
+{
+    server *srv = job->srv;
+    choice_result *cr = e->kind == EV_TOKEN || e->kind == EV_FINISH ? &job->cr[e->choice] : NULL;
+    switch (e->kind) {
+    case EV_TOKEN:
+        cr->n_tokens++;
+        job->completion_tokens++;
+        sb_append(&cr->text, e->text, e->len);
+        if (job->p.stream)
+            stream_text_chunk(job, e->choice, e->text, e->len, &e->sample, NULL);
+        else
+            record_logprobs(job, cr, &e->sample, e->len);
+        if (job->req)
+            job->req->tokens++;
+        break;
+    case EV_FINISH:
+        cr->finish = e->finish;
+        sb_append(&cr->text, e->text, e->len);
+        if (job->p.stream)
+            stream_text_chunk(job, e->choice, e->text, e->len, NULL, finish_name(e->finish));
+        if (e->finish == STRATA_FINISH_ERROR && job->p.stream && !job->error_sent) {
+            job->error_sent = 1;
+            sb_puts(&job->out, "data: {\"error\":{\"message\":\"the engine failed while generating\","
+                               "\"type\":\"server_error\",\"param\":null,\"code\":\"engine_error\"}}\n\n");
+        }
+        break;
+    case EV_PROMPT_LOGPROB:
+        prompt_logprob(job, e->choice, e->pos, e->sample.logprob);
+        break;
+    case EV_PROGRESS:
+        if (job->p.stream && now_seconds() - job->last_write > 1.0) {
+            sb_puts(&job->out, ": ping\n\n");
+            job->last_write = now_seconds();
+        }
+        break;
+    case EV_DONE:
+        job->subs[e->choice].done = 1;
+        all_done(job);
+        wake_client(job);
+        unref(job);
+        return;
+    }
+    (void)srv;
+    wake_client(job);
+}
+
+void jobs_drain(server *srv)
+{
+    (void)srv;
+    pthread_mutex_lock(&Q.mu);
+    event *e = Q.head;
+    Q.head = Q.tail = NULL;
+    pthread_mutex_unlock(&Q.mu);
+    while (e) {
+        event *next = e->next;
+        apply(e->job, e);
+        free(e);
+        e = next;
+    }
+}
+
+/* ---------------------------------------------------------------- HTTP side */
+
+void gen_params_free(gen_params *p)
+{
+    free(p->bias_ids);
+    free(p->bias_values);
+    for (int i = 0; i < p->n_stop; i++)
+        free(p->stop[i]);
+    for (int i = 0; i < p->n_prompts; i++) {
+        free(p->prompts[i]);
+        free(p->prompt_text[i]);
+    }
+    memset(p, 0, sizeof *p);
+}
+
+/* The streaming body: hand out what is ready; suspend until more arrives. */
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    gen_job *job = cls;
+    if (job->out.len) {
+        size_t n = job->out.len < max ? job->out.len : max;
+        memcpy(buf, job->out.data, n);
+        sb_consume(&job->out, n);
+        job->last_write = now_seconds();
+        return (ssize_t)n;
+    }
+    if (job->complete || !job->req)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    http_suspend(job->req);
+    return 0;
+}
+
+static enum MHD_Result start_stream(http_req *r, gen_job *job)
+{
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader, job, NULL);
+    if (!resp)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    r->status = 200;
+    enum MHD_Result ret = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static uint64_t fresh_seed(void)
+{
+    static uint64_t counter;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (++counter * 0x9e3779b97f4a7c15ULL);
+}
+
+static strata_request request_of(gen_job *job, int i)
+{
+    server *srv = job->srv;
+    const gen_params *p = &job->p;
+    strata_request q = {.prompt = p->prompts[i], .n_prompt = p->prompt_len[i], .max_tokens = p->max_tokens,
+                        .n = p->n, .sampling = p->sampling, .stop_ids = srv->eos_ids, .n_stop_ids = srv->n_eos,
+                        .ignore_eos = p->ignore_eos, .prompt_logprobs = p->echo && p->logprobs >= 0 && !p->chat,
+                        .user = &job->subs[i], .on_token = on_token, .on_prompt_token = on_prompt_token,
+                        .on_progress = on_progress, .on_finish = on_finish, .on_done = on_done};
+    q.sampling.seed = p->sampling.seed + (uint64_t)i * STRATA_MAX_CHOICES;
+    return q;
+}
+
+static gen_job *job_new(http_req *r, gen_params *p)
+{
+    gen_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    job->srv = r->srv;
+    job->req = r;
+    job->p = *p;
+    memset(p, 0, sizeof *p);
+    job->n_choices = job->p.n_prompts * job->p.n;
+    job->ce = calloc((size_t)job->n_choices, sizeof *job->ce);
+    job->cr = calloc((size_t)job->n_choices, sizeof *job->cr);
+    job->created = (long)time(NULL);
+    job->t0 = job->last_write = now_seconds();
+    static unsigned long serial;
+    snprintf(job->id, sizeof job->id, "%s-%lx%06lx", job->p.chat ? "chatcmpl" : "cmpl", (unsigned long)time(NULL),
+             ++serial & 0xffffff);
+    int ok = job->ce && job->cr;
+    for (int c = 0; ok && c < job->n_choices && job->srv->tok; c++)
+        ok = strata_detok_new(job->srv->tok, 1, &job->ce[c].detok, NULL) == STRATA_OK;
+    for (int i = 0; i < job->p.n_prompts; i++) {
+        job->subs[i] = (sub){.job = job, .index = i};
+        job->prompt_tokens += job->p.prompt_len[i];
+        if (job->p.echo && !job->p.chat) {
+            strbuf t = {0};
+            echo_text(job, i, &t);
+            job->prompt_lp[i].offset = 0;
+            for (int k = 0; k < job->p.n; k++)
+                job->cr[i * job->p.n + k].lp.offset = t.len;
+            sb_free(&t);
+        }
+    }
+    if (!ok) {
+        job->refs = 1;
+        unref(job);
+        return NULL;
+    }
+    if (!job->p.sampling.seed)
+        job->p.sampling.seed = fresh_seed();
+    job->next_live = Q.live;
+    Q.live = job;
+    return job;
+}
+
+enum MHD_Result job_start(http_req *r, gen_params *p)
+{
+    server *srv = r->srv;
+    gen_job *job = job_new(r, p);
+    if (!job) {
+        gen_params_free(p);
+        return http_send_error(r, 500, NULL, "internal_error", "out of memory");
+    }
+    job->refs = 1; /* the HTTP request's */
+    for (int i = 0; i < job->p.n_prompts; i++) {
+        strata_request q = request_of(job, i);
+        strata_error err;
+        strata_status st = strata_scheduler_submit(srv->sched, &q, &job->subs[i].sched_id, &err);
+        if (st != STRATA_OK) {
+            for (int k = 0; k < i; k++)
+                strata_scheduler_cancel(srv->sched, job->subs[k].sched_id);
+            job->req = NULL;
+            r->job = NULL;
+            int status = st == STRATA_E_LIMIT && strstr(err.message, "queue") ? 429 : 400;
+            enum MHD_Result ret = http_send_error(r, status, status == 400 ? "prompt" : NULL,
+                                                  status == 429 ? "queue_full" : "context_length_exceeded", "%s",
+                                                  err.message);
+            unref(job); /* the DONE events of submitted prompts hold their own references */
+            return ret;
+        }
+        job->refs++;
+    }
+    r->job = job;
+    if (job->p.stream)
+        return start_stream(r, job);
+    http_suspend(r);
+    return MHD_YES;
+}
+
+enum MHD_Result route_generation_resumed(http_req *r)
+{
+    gen_job *job = r->job;
+    if (job->p.stream || !job->complete) {
+        if (!job->p.stream)
+            http_suspend(r);
+        return MHD_YES;
+    }
+    r->status = 200;
+    return http_send(r, 200, "application/json", job->out.data ? job->out.data : "", job->out.len);
+}
+
+void route_generation_closed(http_req *r)
+{
+    gen_job *job = r->job;
+    r->job = NULL;
+    job->req = NULL;
+    if (!job->complete)
+        for (int i = 0; i < job->p.n_prompts; i++)
+            if (!job->subs[i].done)
+                strata_scheduler_cancel(job->srv->sched, job->subs[i].sched_id);
+    unref(job);
+}
+
+/* A suspended request whose peer closed its socket: recv() peeks 0 bytes. */
+static int client_gone(http_req *r)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return 0;
+    char c;
+    return recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+void jobs_sweep(server *srv)
+{
+    double now = now_seconds();
+    for (gen_job *job = Q.live; job; job = job->next_live) {
+        if (job->complete)
+            continue;
+        int expired = srv->cfg.request_timeout_s > 0 && now - job->t0 > srv->cfg.request_timeout_s;
+        int gone = job->req && job->req->suspended && !job->p.stream && client_gone(job->req);
+        if (expired || gone)
+            for (int i = 0; i < job->p.n_prompts; i++)
+                if (!job->subs[i].done)
+                    strata_scheduler_cancel(srv->sched, job->subs[i].sched_id);
+        if (job->p.stream && job->req && now - job->last_write > 5.0) {
+            sb_puts(&job->out, ": ping\n\n");
+            job->last_write = now;
+            wake_client(job);
+        }
+    }
+}
+
+int jobs_active(const server *srv)
+{
+    (void)srv;
+    int n = 0;
+    for (gen_job *job = Q.live; job; job = job->next_live)
+        n += !job->complete;
+    return n;
+}
+
+void jobs_init(server *srv)
+{
+    (void)srv;
+}
+
+void jobs_shutdown(server *srv)
+{
+    jobs_drain(srv);
+}

@@ -1,0 +1,47 @@
+/*
+ * jobs.h — a generation in flight: one HTTP request's prompts submitted to the
+ * scheduler, the engine-thread side that turns sampled tokens into text (streaming
+ * detokenizer, stop strings), the events it posts to the loop thread, and the loop
+ * side that builds the JSON response or the SSE chunks.
+ */
+#ifndef STRATA_SERVER_JOBS_H
+#define STRATA_SERVER_JOBS_H
+
+#include "http.h"
+
+#define MAX_STOP 4
+#define MAX_PROMPTS 64
+
+typedef struct gen_params {
+    int chat;
+    int stream, include_usage, echo;
+    int logprobs;               /* -1: off; otherwise alternatives per token */
+    int n, max_tokens, ignore_eos;
+    strata_sampling sampling;   /* bias arrays point into bias_ids / bias_values */
+    int32_t *bias_ids;
+    float *bias_values;
+    char *stop[MAX_STOP];
+    int n_stop;
+    int32_t *prompts[MAX_PROMPTS];
+    int prompt_len[MAX_PROMPTS];
+    char *prompt_text[MAX_PROMPTS]; /* for echo; NULL: decode the ids */
+    int n_prompts;
+} gen_params;
+
+void gen_params_free(gen_params *p);
+
+typedef struct gen_job gen_job;
+
+/* Submit every prompt of p (taken over by the job) for request r. On failure the
+ * error response is already queued. */
+enum MHD_Result job_start(http_req *r, gen_params *p);
+/* Apply the events the engine thread posted (loop thread; uv_async callback). */
+void jobs_drain(server *srv);
+/* Every second: cancel jobs past the request timeout or whose client went away. */
+void jobs_sweep(server *srv);
+/* Jobs still running (for shutdown). */
+int jobs_active(const server *srv);
+void jobs_init(server *srv);
+void jobs_shutdown(server *srv);
+
+#endif

@@ -1,0 +1,466 @@
+/*
+ * routes_openai.c — POST /v1/completions and /v1/chat/completions: parse and
+ * validate every field OpenAI's reference lists (plus top_k, min_p,
+ * repetition_penalty, ignore_eos), turn prompts or chat messages into token ids,
+ * and hand the job to jobs.c. Every invalid field is a 400 naming the field.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs.h"
+
+typedef struct parse_error {
+    int status;
+    const char *param, *code;
+    char message[512];
+} parse_error;
+
+static int fail(parse_error *e, int status, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static int fail(parse_error *e, int status, const char *param, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    e->status = status;
+    e->param = param;
+    e->code = code;
+    return 0;
+}
+
+#define BAD(param, ...) fail(e, 400, param, "invalid_value", __VA_ARGS__)
+
+/* A number field within [lo, hi]; absent or null keeps *out. */
+static int get_number(json_t *body, const char *key, double lo, double hi, float *out, parse_error *e)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v))
+        return 1;
+    if (!json_is_number(v))
+        return BAD(key, "%s must be a number", key);
+    double x = json_number_value(v);
+    if (!(x >= lo && x <= hi))
+        return BAD(key, "%s must be between %g and %g, got %g", key, lo, hi, x);
+    *out = (float)x;
+    return 1;
+}
+
+static int get_int(json_t *body, const char *key, long lo, long hi, int *out, parse_error *e)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v))
+        return 1;
+    if (!json_is_integer(v))
+        return BAD(key, "%s must be an integer", key);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return BAD(key, "%s must be between %ld and %ld, got %lld", key, lo, hi, (long long)x);
+    *out = (int)x;
+    return 1;
+}
+
+static int get_bool(json_t *body, const char *key, int *out, parse_error *e)
+{
+    json_t *v = json_object_get(body, key);
+    if (!v || json_is_null(v))
+        return 1;
+    if (!json_is_boolean(v))
+        return BAD(key, "%s must be true or false", key);
+    *out = json_is_true(v);
+    return 1;
+}
+
+static int parse_stop(json_t *body, gen_params *p, parse_error *e)
+{
+    json_t *v = json_object_get(body, "stop");
+    if (!v || json_is_null(v))
+        return 1;
+    json_t *one = json_is_string(v) ? v : NULL;
+    if (!one && !json_is_array(v))
+        return BAD("stop", "stop must be a string or an array of strings");
+    size_t n = one ? 1 : json_array_size(v);
+    if (n > MAX_STOP)
+        return BAD("stop", "at most %d stop sequences", MAX_STOP);
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = one ? one : json_array_get(v, i);
+        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 256)
+            return BAD("stop", "each stop sequence must be a non-empty string of at most 256 bytes");
+        p->stop[p->n_stop++] = strdup(json_string_value(s));
+    }
+    return 1;
+}
+
+static int parse_logit_bias(json_t *body, gen_params *p, int vocab, parse_error *e)
+{
+    json_t *v = json_object_get(body, "logit_bias");
+    if (!v || json_is_null(v))
+        return 1;
+    if (!json_is_object(v) || json_object_size(v) > 1024)
+        return BAD("logit_bias", "logit_bias must be an object of at most 1024 token ids");
+    size_t n = json_object_size(v);
+    p->bias_ids = malloc(sizeof(int32_t) * (n + 1));
+    p->bias_values = malloc(sizeof(float) * (n + 1));
+    if (!p->bias_ids || !p->bias_values)
+        return fail(e, 500, NULL, "internal_error", "out of memory");
+    const char *key;
+    json_t *val;
+    json_object_foreach(v, key, val) {
+        char *end;
+        long id = strtol(key, &end, 10);
+        if (!*key || *end || id < 0 || id >= vocab)
+            return BAD("logit_bias", "logit_bias key '%s' is not a token id in [0, %d)", key, vocab);
+        if (!json_is_number(val) || !(json_number_value(val) >= -100 && json_number_value(val) <= 100))
+            return BAD("logit_bias", "logit_bias values must be numbers in [-100, 100]");
+        p->bias_ids[p->sampling.n_bias] = (int32_t)id;
+        p->bias_values[p->sampling.n_bias++] = (float)json_number_value(val);
+    }
+    p->sampling.bias_ids = p->bias_ids;
+    p->sampling.bias_values = p->bias_values;
+    return 1;
+}
+
+static int parse_sampling(json_t *body, gen_params *p, const server *srv, parse_error *e)
+{
+    strata_sampling *s = &p->sampling;
+    strata_sampling_default(s);
+    json_t *seed = json_object_get(body, "seed");
+    if (seed && !json_is_null(seed)) {
+        if (!json_is_integer(seed))
+            return BAD("seed", "seed must be an integer");
+        s->seed = (uint64_t)json_integer_value(seed) * 0x9e3779b97f4a7c15ULL + 1;
+    }
+    float top_k = 0;
+    int ok = get_number(body, "temperature", 0, 2, &s->temperature, e) &&
+             get_number(body, "top_p", 1e-9, 1, &s->top_p, e) && get_number(body, "top_k", -1, 1e9, &top_k, e) &&
+             get_number(body, "min_p", 0, 1, &s->min_p, e) &&
+             get_number(body, "presence_penalty", -2, 2, &s->presence_penalty, e) &&
+             get_number(body, "frequency_penalty", -2, 2, &s->frequency_penalty, e) &&
+             get_number(body, "repetition_penalty", 1e-3, 10, &s->repetition_penalty, e) &&
+             get_int(body, "n", 1, srv->cfg.max_n, &p->n, e) && get_bool(body, "ignore_eos", &p->ignore_eos, e) &&
+             parse_stop(body, p, e) && parse_logit_bias(body, p, strata_model_get_info(srv->model)->vocab_size, e);
+    if (ok && top_k != floorf(top_k))
+        return BAD("top_k", "top_k must be an integer");
+    s->top_k = top_k > 0 ? (int)top_k : 0;
+    return ok;
+}
+
+static int parse_stream(json_t *body, gen_params *p, parse_error *e)
+{
+    if (!get_bool(body, "stream", &p->stream, e))
+        return 0;
+    json_t *so = json_object_get(body, "stream_options");
+    if (!so || json_is_null(so))
+        return 1;
+    if (!json_is_object(so))
+        return BAD("stream_options", "stream_options must be an object");
+    if (!p->stream)
+        return BAD("stream_options", "stream_options is only allowed when stream is true");
+    json_t *iu = json_object_get(so, "include_usage");
+    if (iu && !json_is_boolean(iu))
+        return BAD("stream_options.include_usage", "include_usage must be true or false");
+    p->include_usage = json_is_true(iu);
+    return 1;
+}
+
+/* ---------------------------------------------------------------- prompts */
+
+static int add_prompt(gen_params *p, int32_t *ids, int n, char *text, parse_error *e)
+{
+    if (p->n_prompts >= MAX_PROMPTS) {
+        free(ids);
+        free(text);
+        return BAD("prompt", "at most %d prompts per request", MAX_PROMPTS);
+    }
+    p->prompts[p->n_prompts] = ids;
+    p->prompt_len[p->n_prompts] = n;
+    p->prompt_text[p->n_prompts++] = text;
+    if (n == 0)
+        return BAD("prompt", "the prompt is empty");
+    return 1;
+}
+
+static int prompt_from_ids(json_t *arr, gen_params *p, int vocab, parse_error *e)
+{
+    size_t n = json_array_size(arr);
+    int32_t *ids = malloc(sizeof(int32_t) * (n + 1));
+    if (!ids)
+        return fail(e, 500, NULL, "internal_error", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
+            free(ids);
+            return BAD("prompt", "prompt token %zu is not a token id in [0, %d)", i, vocab);
+        }
+        ids[i] = (int32_t)json_integer_value(v);
+    }
+    return add_prompt(p, ids, (int)n, NULL, e);
+}
+
+static int prompt_from_text(const server *srv, const char *text, size_t len, unsigned flags, gen_params *p,
+                            parse_error *e, int keep_text)
+{
+    if (!srv->tok)
+        return BAD("prompt", "this model has no tokenizer.json: send prompts as token ids");
+    int32_t *ids;
+    size_t n;
+    strata_error err;
+    if (strata_tokenizer_encode(srv->tok, text, len, flags, &ids, &n, &err) != STRATA_OK)
+        return BAD("prompt", "%s", err.message);
+    char *copy = keep_text ? strndup(text, len) : NULL;
+    return add_prompt(p, ids, (int)n, copy, e);
+}
+
+static int parse_prompt(json_t *body, const server *srv, gen_params *p, parse_error *e)
+{
+    json_t *v = json_object_get(body, "prompt");
+    int vocab = strata_model_get_info(srv->model)->vocab_size;
+    unsigned flags = STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL;
+    if (!v)
+        return BAD("prompt", "prompt is required");
+    if (json_is_string(v))
+        return prompt_from_text(srv, json_string_value(v), json_string_length(v), flags, p, e, 1);
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return BAD("prompt", "prompt must be a string, an array of strings, or token ids");
+    json_t *first = json_array_get(v, 0);
+    if (json_is_integer(first))
+        return prompt_from_ids(v, p, vocab, e);
+    size_t i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        int ok = json_is_string(item) ? prompt_from_text(srv, json_string_value(item), json_string_length(item), flags, p, e, 1)
+                 : json_is_array(item) && json_array_size(item) ? prompt_from_ids(item, p, vocab, e)
+                 : BAD("prompt", "prompt[%zu] must be a string or a non-empty array of token ids", i);
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---------------------------------------------------------------- chat */
+
+static int check_messages(json_t *msgs, parse_error *e)
+{
+    static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0)
+        return BAD("messages", "messages must be a non-empty array");
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
+        int known = 0;
+        for (size_t k = 0; json_is_string(role) && k < 5; k++)
+            known |= !strcmp(json_string_value(role), roles[k]);
+        if (!json_is_object(m) || !known)
+            return BAD("messages", "messages[%zu] needs a role of system, developer, user, assistant or tool", i);
+        if (content && !json_is_string(content) && !json_is_array(content) && !json_is_null(content))
+            return BAD("messages", "messages[%zu].content must be a string, an array of parts or null", i);
+        if (!content && !json_object_get(m, "tool_calls"))
+            return BAD("messages", "messages[%zu] has no content", i);
+    }
+    return 1;
+}
+
+/* Flatten list-of-parts content to text (what these text-only models can use). */
+static json_t *messages_for_template(json_t *msgs, parse_error *e)
+{
+    json_t *copy = json_deep_copy(msgs);
+    size_t i;
+    json_t *m;
+    json_array_foreach(copy, i, m) {
+        json_t *content = json_object_get(m, "content");
+        if (!json_is_array(content))
+            continue;
+        strbuf text = {0};
+        size_t k;
+        json_t *part;
+        json_array_foreach(content, k, part) {
+            json_t *type = json_object_get(part, "type"), *t = json_object_get(part, "text");
+            if (!json_is_string(type) || strcmp(json_string_value(type), "text") || !json_is_string(t)) {
+                sb_free(&text);
+                json_decref(copy);
+                BAD("messages", "messages[%zu].content[%zu]: only text parts are supported", i, k);
+                return NULL;
+            }
+            sb_append(&text, json_string_value(t), json_string_length(t));
+        }
+        json_object_set_new(m, "content", json_stringn(text.data ? text.data : "", text.len));
+        sb_free(&text);
+    }
+    return copy;
+}
+
+/* Whether some user-supplied content contains a special token's text. */
+static int content_has_special(const server *srv, json_t *msgs)
+{
+    int32_t V = strata_tokenizer_vocab_size(srv->tok);
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m) {
+        const char *c = json_string_value(json_object_get(m, "content"));
+        const char *role = json_string_value(json_object_get(m, "role"));
+        if (!c || !role || !strcmp(role, "assistant"))
+            continue;
+        for (int32_t id = 0; id < V && id < 4096; id++) {
+            size_t len;
+            const char *t = strata_tokenizer_is_special(srv->tok, id) ? strata_tokenizer_id_to_token(srv->tok, id, &len) : NULL;
+            if (t && len && strstr(c, t))
+                return 1;
+        }
+    }
+    return 0;
+}
+
+/* Tokenize a rendered chat prompt: template text with special tokens parsed, user
+ * content without, so a user cannot type control tokens. When no content contains a
+ * special token's text this is one encode of the whole prompt, as transformers does. */
+static int encode_chat(const server *srv, const char *text, size_t len, json_t *msgs, gen_params *p, parse_error *e)
+{
+    if (!content_has_special(srv, msgs))
+        return prompt_from_text(srv, text, len, STRATA_TOKENIZE_PARSE_SPECIAL, p, e, 0);
+    strbuf ids = {0};
+    size_t pos = 0, i;
+    json_t *m;
+    int ok = 1;
+    json_array_foreach(msgs, i, m) {
+        const char *c = json_string_value(json_object_get(m, "content"));
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *at = c && *c && strcmp(role, "assistant") ? strstr(text + pos, c) : NULL;
+        if (!at)
+            continue;
+        for (int trusted = 1; trusted >= 0 && ok; trusted--) {
+            size_t from = trusted ? pos : (size_t)(at - text), to = trusted ? (size_t)(at - text) : from + strlen(c);
+            int32_t *part;
+            size_t n;
+            ok = strata_tokenizer_encode(srv->tok, text + from, to - from, trusted ? STRATA_TOKENIZE_PARSE_SPECIAL : 0,
+                                         &part, &n, NULL) == STRATA_OK;
+            if (ok)
+                sb_append(&ids, (const char *)part, n * sizeof(int32_t));
+            if (ok)
+                free(part);
+        }
+        pos = (size_t)(at - text) + strlen(c);
+    }
+    int32_t *tail;
+    size_t n;
+    if (ok && strata_tokenizer_encode(srv->tok, text + pos, len - pos, STRATA_TOKENIZE_PARSE_SPECIAL, &tail, &n, NULL) == STRATA_OK) {
+        sb_append(&ids, (const char *)tail, n * sizeof(int32_t));
+        free(tail);
+    } else {
+        ok = 0;
+    }
+    if (!ok || ids.failed) {
+        sb_free(&ids);
+        return BAD("messages", "the conversation could not be tokenized");
+    }
+    return add_prompt(p, (int32_t *)ids.data, (int)(ids.len / sizeof(int32_t)), NULL, e);
+}
+
+static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_error *e)
+{
+    json_t *msgs = json_object_get(body, "messages");
+    if (!srv->chat || !srv->tok)
+        return fail(e, 400, "messages", "no_chat_template", "this model has no chat template");
+    if (!check_messages(msgs, e))
+        return 0;
+    json_t *flat = messages_for_template(msgs, e);
+    if (!flat)
+        return 0;
+    json_t *vars = json_object();
+    json_t *kwargs = json_object_get(body, "chat_template_kwargs");
+    if (json_is_object(kwargs))
+        json_object_update(vars, kwargs);
+    json_object_set(vars, "messages", flat);
+    json_t *agp = json_object_get(body, "add_generation_prompt");
+    json_object_set_new(vars, "add_generation_prompt", json_boolean(!agp || json_is_true(agp)));
+    json_t *tools = json_object_get(body, "tools");
+    if (json_is_array(tools))
+        json_object_set(vars, "tools", tools);
+    char *vars_text = json_dumps(vars, JSON_COMPACT);
+    json_decref(vars);
+    char *out = NULL;
+    size_t len = 0;
+    strata_error err;
+    strata_status st = strata_template_render(srv->chat, vars_text, NULL, &out, &len, &err);
+    free(vars_text);
+    int ok = st == STRATA_OK ? encode_chat(srv, out, len, flat, p, e)
+                             : fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
+    free(out);
+    json_decref(flat);
+    return ok;
+}
+
+/* ---------------------------------------------------------------- the route */
+
+static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
+{
+    server *srv = r->srv;
+    json_error_t jerr;
+    json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!json_is_object(body)) {
+        json_decref(body);
+        return fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
+                    body ? "got another JSON value" : jerr.text);
+    }
+    json_t *model = json_object_get(body, "model");
+    int ok = 1;
+    if (model && !json_is_string(model))
+        ok = BAD("model", "model must be a string");
+    else if (model && strcmp(json_string_value(model), srv->cfg.model_name))
+        ok = fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
+                  json_string_value(model), srv->cfg.model_name);
+    p->chat = chat;
+    p->n = 1;
+    p->logprobs = -1;
+    p->max_tokens = chat ? -1 : 16;
+    ok = ok && parse_sampling(body, p, srv, e) && parse_stream(body, p, e);
+    if (ok && chat) {
+        int lp = 0, top = 0;
+        ok = get_bool(body, "logprobs", &lp, e) && get_int(body, "top_logprobs", 0, 20, &top, e) &&
+             get_int(body, "max_completion_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
+             get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
+             parse_chat(body, srv, p, e);
+        if (ok && top && !lp)
+            ok = BAD("top_logprobs", "top_logprobs needs logprobs: true");
+        p->logprobs = lp ? top : -1;
+    } else if (ok) {
+        json_t *lp = json_object_get(body, "logprobs");
+        if (lp && !json_is_null(lp) && (!json_is_integer(lp) || json_integer_value(lp) < 0 || json_integer_value(lp) > 5))
+            ok = BAD("logprobs", "logprobs must be an integer between 0 and 5");
+        else if (lp && json_is_integer(lp))
+            p->logprobs = (int)json_integer_value(lp);
+        ok = ok && get_bool(body, "echo", &p->echo, e) &&
+             get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) && parse_prompt(body, srv, p, e);
+    }
+    json_decref(body);
+    if (!ok)
+        return 0;
+    p->sampling.top_logprobs = p->logprobs > 0 ? p->logprobs : 0;
+    int longest = 0;
+    for (int i = 0; i < p->n_prompts; i++)
+        longest = p->prompt_len[i] > longest ? p->prompt_len[i] : longest;
+    if (p->max_tokens < 0) {
+        int room = srv->context_limit - longest;
+        p->max_tokens = room < srv->cfg.max_tokens_limit ? room : srv->cfg.max_tokens_limit;
+    }
+    if (p->max_tokens == 0 && !p->echo)
+        return BAD("max_tokens", "max_tokens must be at least 1");
+    if (longest + p->max_tokens > srv->context_limit)
+        return fail(e, 400, "max_tokens", "context_length_exceeded",
+                    "this model's context is %d tokens; the prompt has %d and max_tokens asks for %d more",
+                    srv->context_limit, longest, p->max_tokens);
+    return 1;
+}
+
+enum MHD_Result route_completions(http_req *r, int chat)
+{
+    gen_params p = {0};
+    parse_error e = {0};
+    if (!parse_body(r, chat, &p, &e)) {
+        gen_params_free(&p);
+        return http_send_error(r, e.status, e.param, e.code, "%s", e.message);
+    }
+    return job_start(r, &p);
+}

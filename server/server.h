@@ -1,0 +1,70 @@
+/*
+ * server.h — what the pieces of strata-server share: the settings, the loaded model
+ * with its tokenizer and chat template, the scheduler the engine thread runs, the
+ * counters behind /metrics, and the HTTP daemon glue.
+ */
+#ifndef STRATA_SERVER_H
+#define STRATA_SERVER_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "strata.h"
+#include "strbuf.h"
+
+typedef struct settings {
+    char model[4096];
+    char model_name[256];       /* id in /v1/models; default: the directory's name */
+    char host[256];
+    int port;
+    int threads;
+    int context_limit;          /* prompt + generation tokens; 0 = the model's maximum */
+    int max_running;            /* requests batched together */
+    int max_queued;             /* waiting beyond that before 429 */
+    int max_step_tokens;        /* rows per engine step (decode + prefill chunk) */
+    int max_tokens_limit;       /* bound on max_tokens of one request */
+    int max_n;                  /* bound on n */
+    long max_body_bytes;
+    int request_timeout_s;      /* a generation longer than this is cut ("length") */
+    int connection_timeout_s;   /* idle / slow clients */
+    int connection_limit;
+    int grace_period_s;         /* SIGTERM: time for in-flight requests */
+    char api_key_file[4096];
+    char state_dir[4096];
+    char log_level[16];         /* error, warn, info, debug */
+} settings;
+
+/* Fill defaults, read --config FILE if given, then apply the other flags.
+ * Returns 0 to run, 1 after --help (print and exit 0), -1 on a usage error. */
+int settings_load(settings *s, int argc, char **argv);
+void settings_usage(FILE *f);
+
+typedef struct metrics {
+    uint64_t requests_total, requests_failed;
+    uint64_t http_status[6];    /* by hundreds: 1xx..5xx */
+} metrics;
+
+typedef struct server {
+    settings cfg;
+    strata_model *model;
+    strata_tokenizer *tok;      /* NULL: token-id prompts only */
+    strata_template *chat;      /* NULL: no chat endpoint */
+    int32_t *eos_ids;           /* generation stops at these */
+    int n_eos;
+    int32_t bos_id;
+    int context_limit;
+    strata_scheduler *sched;
+    uv_loop_t *loop;
+    uv_async_t wake;            /* the engine thread posted events */
+    struct http *http;
+    char **api_keys;
+    int n_api_keys;
+    metrics m;
+    int shutting_down;
+    double started;
+} server;
+
+double now_seconds(void);
+void log_line(const server *srv, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif
