@@ -1,0 +1,492 @@
+/*
+ * test_server.c — the real strata-server on 127.0.0.1, spoken to over HTTP: every
+ * route, greedy output equal to the fixtures, streaming equal to non-streaming, stop
+ * strings, seeds, logprobs, concurrency equal to solo runs, cancellation on
+ * disconnect, malformed requests, API keys and graceful shutdown.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "http_client.h"
+#include "util.h"
+
+static test_server S;
+
+static const char *demo_dir(void)
+{
+    static char path[4096];
+    const char *root = getenv("STRATA_ROOT");
+    snprintf(path, sizeof path, "%s/models/strata-demo", root ? root : ".");
+    return path;
+}
+
+static void start_demo(void)
+{
+    cr_assert_eq(server_start(&S, demo_dir(), NULL), 0, "strata-server did not start");
+}
+
+static void stop_server(void)
+{
+    cr_assert_eq(server_stop(&S), 0, "strata-server exits 0 on SIGTERM");
+}
+
+static json_t *call(const char *method, const char *path, const char *body, int want_status)
+{
+    http_response r;
+    cr_assert_eq(http_do(S.port, method, path, body, body ? strlen(body) : 0, NULL, &r), 0, "%s %s", method, path);
+    cr_assert_eq(r.status, want_status, "%s %s %s -> %d: %s", method, path, body ? body : "", r.status, r.body);
+    json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+    http_response_free(&r);
+    return j;
+}
+
+static const char *text_of(json_t *resp, int choice)
+{
+    json_t *c = json_array_get(json_object_get(resp, "choices"), (size_t)choice);
+    json_t *msg = json_object_get(c, "message");
+    return json_string_value(json_object_get(msg ? msg : c, msg ? "content" : "text"));
+}
+
+static char *expected_greedy_text(const char *dir_in_shared, const char *model_dir, int32_t **prompt, int *n_prompt)
+{
+    strata_error err;
+    st_file *exp;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/expected.safetensors", shared_path(dir_in_shared));
+    cr_assert_eq(st_open(path, &exp, &err), STRATA_OK, "%s", err.message);
+    const st_tensor *out = st_find(exp, "greedy.output_ids"), *in = st_find(exp, "greedy.prompt_ids");
+    strata_tokenizer *tok;
+    cr_assert_eq(strata_tokenizer_load(model_dir, &tok, &err), STRATA_OK, "%s", err.message);
+    char *text;
+    size_t len;
+    cr_assert_eq(strata_tokenizer_decode(tok, out->data, (size_t)out->numel, 1, &text, &len, &err), STRATA_OK);
+    *n_prompt = (int)in->numel;
+    *prompt = malloc(sizeof(int32_t) * (size_t)in->numel);
+    memcpy(*prompt, in->data, sizeof(int32_t) * (size_t)in->numel);
+    strata_tokenizer_free(tok);
+    st_close(exp);
+    return text;
+}
+
+TestSuite(server, .init = start_demo, .fini = stop_server, .timeout = 120);
+
+Test(server, service_routes)
+{
+    json_t *j = call("GET", "/health", NULL, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "status")), "ok");
+    json_decref(j);
+    j = call("GET", "/v1/models", NULL, 200);
+    json_t *m = json_array_get(json_object_get(j, "data"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(m, "id")), "strata-demo");
+    json_t *meta = json_object_get(m, "meta");
+    cr_assert_eq(json_array_size(json_object_get(meta, "layers_block_type")), 12);
+    cr_assert_str_eq(json_string_value(json_array_get(json_object_get(meta, "layers_block_type"), 1)), "moe");
+    cr_assert_gt(json_integer_value(json_object_get(meta, "state_bytes_fixed")), 0);
+    json_decref(j);
+    j = call("GET", "/v1/models/strata-demo", NULL, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "model");
+    json_decref(j);
+    j = call("GET", "/v1/models/gpt-4", NULL, 404);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "model_not_found");
+    json_decref(j);
+    j = call("POST", "/tokenize", "{\"content\":\"In the beginning\",\"add_special\":true}", 200);
+    json_t *t = json_object_get(j, "tokens");
+    int want[] = {1, 1165, 276, 2102};
+    cr_assert_eq(json_array_size(t), 4);
+    for (int i = 0; i < 4; i++)
+        cr_assert_eq(json_integer_value(json_array_get(t, (size_t)i)), want[i]);
+    json_decref(j);
+    j = call("POST", "/tokenize", "{\"content\":\"<s>In\",\"with_pieces\":true}", 200);
+    cr_assert_gt(json_array_size(json_object_get(j, "tokens")), 1, "special tokens are text unless parse_special");
+    cr_assert(json_is_string(json_object_get(json_array_get(json_object_get(j, "tokens"), 0), "piece")));
+    json_decref(j);
+    j = call("POST", "/detokenize", "{\"tokens\":[1165,276,2102]}", 200);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "content")), "In the beginning");
+    json_decref(j);
+    http_response r;
+    cr_assert_eq(http_do(S.port, "GET", "/metrics", NULL, 0, NULL, &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert(strstr(r.body, "strata_requests_total") && strstr(r.body, "strata_queue_depth") &&
+              strstr(r.body, "strata_decode_tokens_per_second"), "%s", r.body);
+    http_response_free(&r);
+}
+
+Test(server, greedy_completion_equals_the_fixture_streamed_or_not)
+{
+    int32_t *prompt;
+    int n;
+    char *want = expected_greedy_text("models/strata-demo", demo_dir(), &prompt, &n);
+    json_t *j = call("POST", "/v1/completions",
+                     "{\"model\":\"strata-demo\",\"prompt\":\"In the beginning\",\"max_tokens\":32,\"temperature\":0}", 200);
+    cr_assert_str_eq(text_of(j, 0), want);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "finish_reason")), "length");
+    json_t *usage = json_object_get(j, "usage");
+    cr_assert_eq(json_integer_value(json_object_get(usage, "prompt_tokens")), 4);
+    cr_assert_eq(json_integer_value(json_object_get(usage, "completion_tokens")), 32);
+    cr_assert(json_is_integer(json_object_get(json_object_get(usage, "prompt_tokens_details"), "cached_tokens")));
+    json_decref(j);
+    /* streamed: chunks reassemble to the same text, then usage, then [DONE] */
+    http_response r;
+    const char *body = "{\"prompt\":\"In the beginning\",\"max_tokens\":32,\"temperature\":0,\"stream\":true,"
+                       "\"stream_options\":{\"include_usage\":true}}";
+    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert(strcasestr(r.headers, "text/event-stream"));
+    char text[4096] = "";
+    int chunks = 0, usage_seen = 0;
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "data: ", 6) || !strcmp(line, "data: [DONE]"))
+            continue;
+        json_t *c = json_loads(line + 6, 0, NULL);
+        cr_assert(c, "chunk is JSON: %s", line);
+        json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
+        if (choice)
+            strcat(text, json_string_value(json_object_get(choice, "text")));
+        usage_seen |= json_object_get(c, "usage") != NULL;
+        chunks++;
+        json_decref(c);
+    }
+    cr_assert(strstr(strrchr(r.headers, '\n') ? r.body : r.body, "") != NULL);
+    cr_assert_str_eq(text, want);
+    cr_assert_gt(chunks, 10);
+    cr_assert(usage_seen);
+    http_response_free(&r);
+    free(want);
+    free(prompt);
+}
+
+Test(server, token_prompts_stop_strings_seeds_and_logprobs)
+{
+    /* token-array prompt = the string prompt */
+    json_t *a = call("POST", "/v1/completions", "{\"prompt\":[1,1165,276,2102],\"max_tokens\":12,\"temperature\":0}", 200);
+    json_t *b = call("POST", "/v1/completions", "{\"prompt\":\"In the beginning\",\"max_tokens\":12,\"temperature\":0}", 200);
+    cr_assert_str_eq(text_of(a, 0), text_of(b, 0));
+    /* a stop string inside the greedy text cuts it there, and is not emitted */
+    const char *full = text_of(b, 0), *lord = strstr(full, " LORD");
+    cr_assert(lord, "greedy text mentions the LORD: %s", full);
+    json_t *s = call("POST", "/v1/completions",
+                     "{\"prompt\":\"In the beginning\",\"max_tokens\":12,\"temperature\":0,\"stop\":[\"zzz\",\" LORD\"]}", 200);
+    cr_assert_eq(strlen(text_of(s, 0)), (size_t)(lord - full));
+    cr_assert_eq(strncmp(text_of(s, 0), full, (size_t)(lord - full)), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(s, "choices"), 0), "finish_reason")), "stop");
+    /* seeds: same seed, same text; n choices are numbered */
+    const char *seeded = "{\"prompt\":\"And\",\"max_tokens\":16,\"temperature\":1.0,\"seed\":42,\"n\":2}";
+    json_t *x = call("POST", "/v1/completions", seeded, 200), *y = call("POST", "/v1/completions", seeded, 200);
+    cr_assert_str_eq(text_of(x, 0), text_of(y, 0));
+    cr_assert_str_eq(text_of(x, 1), text_of(y, 1));
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(json_object_get(x, "choices"), 1), "index")), 1);
+    /* logprobs: one entry per token, <= 0, top alternatives sorted with total mass <= 1 */
+    json_t *l = call("POST", "/v1/completions", "{\"prompt\":\"In the\",\"max_tokens\":6,\"temperature\":0,\"logprobs\":5}", 200);
+    json_t *lp = json_object_get(json_array_get(json_object_get(l, "choices"), 0), "logprobs");
+    json_t *vals = json_object_get(lp, "token_logprobs"), *tops = json_object_get(lp, "top_logprobs");
+    cr_assert_eq(json_array_size(vals), 6);
+    cr_assert_eq(json_array_size(json_object_get(lp, "tokens")), 6);
+    for (size_t i = 0; i < 6; i++) {
+        double v = json_real_value(json_array_get(vals, i)) + (double)json_integer_value(json_array_get(vals, i));
+        cr_assert_leq(v, 1e-6);
+        json_t *top = json_array_get(tops, i);
+        cr_assert_eq(json_object_size(top), 5);
+        double mass = 0, best = -INFINITY;
+        const char *k;
+        json_t *val;
+        json_object_foreach(top, k, val) {
+            double t = json_number_value(val);
+            mass += exp(t);
+            best = t > best ? t : best;
+        }
+        cr_assert_leq(mass, 1.0 + 1e-4);
+        cr_assert_float_eq(best, v, 1e-4, "greedy picks the most likely token");
+    }
+    json_decref(a);
+    json_decref(b);
+    json_decref(s);
+    json_decref(x);
+    json_decref(y);
+    json_decref(l);
+}
+
+Test(server, chat_completions_json_and_stream)
+{
+    const char *body = "{\"messages\":[{\"role\":\"system\",\"content\":\"You are a scribe.\"},"
+                       "{\"role\":\"user\",\"content\":\"Who is the LORD?\"}],\"max_tokens\":10,\"temperature\":0}";
+    json_t *j = call("POST", "/v1/chat/completions", body, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "chat.completion");
+    json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+    cr_assert_str_eq(json_string_value(json_object_get(msg, "role")), "assistant");
+    cr_assert_gt(strlen(json_string_value(json_object_get(msg, "content"))), 0);
+    http_response r;
+    const char *sbody = "{\"messages\":[{\"role\":\"system\",\"content\":\"You are a scribe.\"},"
+                        "{\"role\":\"user\",\"content\":\"Who is the LORD?\"}],\"max_tokens\":10,\"temperature\":0,\"stream\":true}";
+    cr_assert_eq(http_do(S.port, "POST", "/v1/chat/completions", sbody, strlen(sbody), NULL, &r), 0);
+    char text[4096] = "";
+    int first = 1, finish_seen = 0;
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "data: ", 6) || !strcmp(line, "data: [DONE]"))
+            continue;
+        json_t *c = json_loads(line + 6, 0, NULL);
+        json_t *ch = json_array_get(json_object_get(c, "choices"), 0);
+        json_t *delta = json_object_get(ch, "delta");
+        if (first)
+            cr_assert_str_eq(json_string_value(json_object_get(delta, "role")), "assistant", "role delta comes first");
+        first = 0;
+        if (json_is_string(json_object_get(delta, "content")))
+            strcat(text, json_string_value(json_object_get(delta, "content")));
+        finish_seen |= json_is_string(json_object_get(ch, "finish_reason"));
+        json_decref(c);
+    }
+    cr_assert_str_eq(text, json_string_value(json_object_get(msg, "content")));
+    cr_assert(finish_seen);
+    cr_assert(strstr(r.headers, "200"));
+    http_response_free(&r);
+    json_decref(j);
+}
+
+typedef struct concurrent_arg {
+    int index;
+    char text[4096];
+} concurrent_arg;
+
+static void *stream_one(void *p)
+{
+    concurrent_arg *a = p;
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":[1,%d,%d],\"max_tokens\":12,\"temperature\":0,\"stream\":true}",
+             100 + a->index * 7, 200 + a->index);
+    http_response r;
+    if (http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r) != 0)
+        return NULL;
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *c = strncmp(line, "data: {", 7) ? NULL : json_loads(line + 6, 0, NULL);
+        json_t *ch = json_array_get(json_object_get(c, "choices"), 0);
+        if (ch)
+            strcat(a->text, json_string_value(json_object_get(ch, "text")));
+        json_decref(c);
+    }
+    http_response_free(&r);
+    return NULL;
+}
+
+Test(server, sixteen_concurrent_streams_equal_solo_runs)
+{
+    enum { N = 16 };
+    concurrent_arg args[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (concurrent_arg){.index = i};
+        pthread_create(&th[i], NULL, stream_one, &args[i]);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < N; i++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"prompt\":[1,%d,%d],\"max_tokens\":12,\"temperature\":0}", 100 + i * 7, 200 + i);
+        json_t *j = call("POST", "/v1/completions", body, 200);
+        cr_assert_str_eq(args[i].text, text_of(j, 0), "stream %d", i);
+        json_decref(j);
+    }
+}
+
+static long metric(const char *name)
+{
+    http_response r;
+    cr_assert_eq(http_do(S.port, "GET", "/metrics", NULL, 0, NULL, &r), 0);
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    char *at = strstr(r.body, key);
+    long v = at ? atol(at + strlen(key)) : -1;
+    http_response_free(&r);
+    return v;
+}
+
+Test(server, a_client_that_disconnects_is_cancelled)
+{
+    int fd = http_send_only(S.port, "POST", "/v1/completions",
+                            "{\"prompt\":\"And\",\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true}");
+    cr_assert_geq(fd, 0);
+    char buf[4096];
+    size_t got = 0;
+    while (got < sizeof buf - 1 && !memmem(buf, got, "data:", 5)) {
+        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
+        cr_assert_gt(n, 0, "the stream started");
+        got += (size_t)n;
+    }
+    cr_assert_eq(metric("strata_running_requests"), 1);
+    close(fd);
+    for (int i = 0; i < 100 && metric("strata_running_requests") != 0; i++)
+        usleep(50000);
+    cr_assert_eq(metric("strata_running_requests"), 0, "the slot was freed");
+    cr_assert_geq(metric("strata_requests_cancelled_total"), 1);
+    /* the same for a non-streaming request */
+    fd = http_send_only(S.port, "POST", "/v1/completions", "{\"prompt\":\"And\",\"max_tokens\":4000,\"ignore_eos\":true}");
+    usleep(300000);
+    close(fd);
+    for (int i = 0; i < 100 && metric("strata_running_requests") != 0; i++)
+        usleep(50000);
+    cr_assert_eq(metric("strata_running_requests"), 0);
+    json_t *j = call("GET", "/health", NULL, 200);
+    json_decref(j);
+}
+
+Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
+{
+    static const struct { const char *path, *body; int status; const char *param; } cases[] = {
+        {"/v1/completions", "{", 400, NULL},
+        {"/v1/completions", "[]", 400, NULL},
+        {"/v1/completions", "", 400, NULL},
+        {"/v1/completions", "null", 400, NULL},
+        {"/v1/completions", "{}", 400, "prompt"},
+        {"/v1/completions", "{\"prompt\":5}", 400, "prompt"},
+        {"/v1/completions", "{\"prompt\":[]}", 400, "prompt"},
+        {"/v1/completions", "{\"prompt\":[1,-3]}", 400, "prompt"},
+        {"/v1/completions", "{\"prompt\":[1,4096]}", 400, "prompt"},
+        {"/v1/completions", "{\"prompt\":[[1],[2,\"x\"]]}", 400, "prompt"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":-1}", 400, "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1e9}", 400, "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":99999999999}", 400, "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":\"5\"}", 400, "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":-1}", 400, "temperature"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":\"hot\"}", 400, "temperature"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"top_p\":0}", 400, "top_p"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"top_p\":1.5}", 400, "top_p"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"n\":0}", 400, "n"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"n\":1000}", 400, "n"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stop\":5}", 400, "stop"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stop\":[\"a\",\"b\",\"c\",\"d\",\"e\"]}", 400, "stop"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stop\":[\"\"]}", 400, "stop"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"seed\":\"s\"}", 400, "seed"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logprobs\":9}", 400, "logprobs"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":5}}", 400, "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5\":500}}", 400, "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"presence_penalty\":3}", 400, "presence_penalty"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "stream"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}", 400, "stream_options"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"model\":\"gpt-4\"}", 404, "model"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"model\":7}", 400, "model"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"prompt\":\"y\"}", 400, NULL},
+        {"/v1/chat/completions", "{\"messages\":[]}", 400, "messages"},
+        {"/v1/chat/completions", "{\"messages\":{}}", 400, "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"wizard\",\"content\":\"x\"}]}", 400, "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\"}]}", 400, "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":3}", 400, "top_logprobs"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":-4}", 400, "max_completion_tokens"},
+        {"/tokenize", "{\"content\":5}", 400, "content"},
+        {"/detokenize", "{\"tokens\":[999999]}", 400, "tokens"},
+        {"/detokenize", "{\"tokens\":\"abc\"}", 400, "tokens"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        http_response r;
+        cr_assert_eq(http_do(S.port, "POST", cases[i].path, cases[i].body, strlen(cases[i].body), NULL, &r), 0);
+        cr_assert_eq(r.status, cases[i].status, "case %zu %s: got %d %s", i, cases[i].body, r.status, r.body);
+        json_t *j = json_loads(r.body, 0, NULL);
+        json_t *e = json_object_get(j, "error");
+        cr_assert(json_is_string(json_object_get(e, "message")) && json_is_string(json_object_get(e, "type")) &&
+                  json_is_string(json_object_get(e, "code")) && json_object_get(e, "param"), "case %zu: %s", i, r.body);
+        if (cases[i].param)
+            cr_assert_str_eq(json_string_value(json_object_get(e, "param")), cases[i].param, "case %zu", i);
+        json_decref(j);
+        http_response_free(&r);
+    }
+    /* invalid UTF-8, an oversized body, unknown routes and methods */
+    const char bad_utf8[] = "{\"prompt\":\"\xff\xfe\"}";
+    http_response r;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", bad_utf8, strlen(bad_utf8), NULL, &r), 0);
+    cr_assert_eq(r.status, 400);
+    http_response_free(&r);
+    size_t big = 9u << 20;
+    char *huge = malloc(big);
+    memset(huge, 'a', big);
+    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", huge, big, NULL, &r), 0);
+    cr_assert_eq(r.status, 413);
+    http_response_free(&r);
+    free(huge);
+    json_decref(call("GET", "/v2/nothing", NULL, 404));
+    json_decref(call("DELETE", "/v1/completions", NULL, 405));
+    json_decref(call("GET", "/health", NULL, 200));
+    json_t *ok = call("POST", "/v1/completions", "{\"prompt\":\"In\",\"max_tokens\":2}", 200);
+    cr_assert_eq(json_array_size(json_object_get(ok, "choices")), 1);
+    json_decref(ok);
+}
+
+Test(server, many_prompts_echo_and_prompt_logprobs)
+{
+    json_t *j = call("POST", "/v1/completions",
+                     "{\"prompt\":[\"In the\",\"And the\"],\"max_tokens\":3,\"temperature\":0,\"echo\":true,\"n\":2,"
+                     "\"logprobs\":1}", 200);
+    json_t *choices = json_object_get(j, "choices");
+    cr_assert_eq(json_array_size(choices), 4);
+    cr_assert_eq(strncmp(text_of(j, 0), "In the", 6), 0);
+    cr_assert_eq(strncmp(text_of(j, 3), "And the", 7), 0);
+    json_t *lp = json_object_get(json_array_get(choices, 0), "logprobs");
+    json_t *vals = json_object_get(lp, "token_logprobs");
+    cr_assert_eq(json_array_size(vals), 3 + 3, "prompt <s> In the + 3 generated");
+    cr_assert(json_is_null(json_array_get(vals, 0)), "the first prompt token has no logprob");
+    cr_assert_eq(json_array_size(json_object_get(lp, "text_offset")), 6);
+    json_t *usage = json_object_get(j, "usage");
+    cr_assert_eq(json_integer_value(json_object_get(usage, "completion_tokens")), 12);
+    json_decref(j);
+}
+
+Test(api_keys, keys_guard_everything_but_health, .timeout = 60)
+{
+    char *dir = make_temp_dir(), path[4200];
+    snprintf(path, sizeof path, "%s/keys", dir);
+    FILE *f = fopen(path, "w");
+    fputs("# keys\nsecret-one\nsecret-two\n", f);
+    fclose(f);
+    const char *args[] = {"--api-key-file", path, NULL};
+    cr_assert_eq(server_start(&S, demo_dir(), args), 0);
+    json_decref(call("GET", "/health", NULL, 200));
+    json_t *j = call("GET", "/v1/models", NULL, 401);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "invalid_api_key");
+    json_decref(j);
+    http_response r;
+    cr_assert_eq(http_do(S.port, "GET", "/v1/models", NULL, 0, "Authorization: Bearer secret-two\r\n", &r), 0);
+    cr_assert_eq(r.status, 200);
+    http_response_free(&r);
+    cr_assert_eq(http_do(S.port, "GET", "/v1/models", NULL, 0, "Authorization: Bearer secret-on\r\n", &r), 0);
+    cr_assert_eq(r.status, 401);
+    http_response_free(&r);
+    char log[65536];
+    ssize_t n = pread(S.log_fd, log, sizeof log - 1, 0);
+    log[n > 0 ? n : 0] = '\0';
+    cr_assert_null(strstr(log, "secret-one"), "keys are never logged");
+    cr_assert_eq(server_stop(&S), 0);
+    remove_tree(dir);
+    free(dir);
+}
+
+typedef struct inflight { int status; char text[4096]; } inflight;
+
+static void *one_request(void *p)
+{
+    inflight *a = p;
+    const char *body = "{\"prompt\":\"And\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true}";
+    http_response r;
+    if (http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r) == 0) {
+        a->status = r.status;
+        http_response_free(&r);
+    }
+    return NULL;
+}
+
+Test(shutdown, sigterm_lets_in_flight_requests_finish, .timeout = 60)
+{
+    cr_assert_eq(server_start(&S, demo_dir(), NULL), 0);
+    inflight a[3] = {{0}};
+    pthread_t th[3];
+    for (int i = 0; i < 3; i++)
+        pthread_create(&th[i], NULL, one_request, &a[i]);
+    usleep(150000);
+    cr_assert_eq(server_stop(&S), 0, "exit status 0");
+    for (int i = 0; i < 3; i++) {
+        pthread_join(th[i], NULL);
+        cr_assert_eq(a[i].status, 200, "request %d finished during the grace period", i);
+    }
+}
