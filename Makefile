@@ -64,6 +64,7 @@ TEST_ENV = STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) STRATA_SERVER=$(
 
 test: deps
 	@$(MAKE) --no-print-directory all $(TESTS)
+	tests/openai/run.sh
 	$(TEST_ENV) $(TESTS) $(TEST_ARGS)
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, in its own tree.

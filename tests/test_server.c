@@ -490,3 +490,62 @@ Test(shutdown, sigterm_lets_in_flight_requests_finish, .timeout = 60)
         cr_assert_eq(a[i].status, 200, "request %d finished during the grace period", i);
     }
 }
+
+/* Every fixture model served: greedy completions of greedy.prompt_ids give the text
+ * of greedy.output_ids (EOS does not stop, as the fixtures define). */
+Test(fixture_servers, greedy_completions_equal_the_fixtures, .timeout = 120)
+{
+    for (int i = 0; fixture_models[i]; i++) {
+        if (!strcmp(fixture_models[i], "models/strata-demo"))
+            continue;
+        const char *dir = shared_path(fixture_models[i]);
+        int32_t *prompt;
+        int n;
+        char *want = expected_greedy_text(fixture_models[i], dir, &prompt, &n);
+        cr_assert_eq(server_start(&S, dir, NULL), 0, "%s", dir);
+
+        char body[1024];
+        int o = snprintf(body, sizeof body, "{\"prompt\":[");
+        for (int k = 0; k < n; k++)
+            o += snprintf(body + o, sizeof body - (size_t)o, k ? ",%d" : "%d", prompt[k]);
+        snprintf(body + o, sizeof body - (size_t)o, "],\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true}");
+        json_t *j = call("POST", "/v1/completions", body, 200);
+        cr_assert_str_eq(text_of(j, 0), want, "%s", dir);
+        json_decref(j);
+        cr_assert_eq(server_stop(&S), 0);
+        free(want);
+        free(prompt);
+    }
+}
+
+Test(config, file_settings_and_flags, .timeout = 60)
+{
+    char *dir = make_temp_dir(), path[4200];
+    snprintf(path, sizeof path, "%s/strata.conf", dir);
+    FILE *f = fopen(path, "w");
+    fputs("# test\nmodel_name = kjv\nmax-n = 2\nport = 1\n", f);
+    fclose(f);
+    const char *args[] = {"--config", path, "--port", "0", NULL}; /* the flag overrides the file */
+    cr_assert_eq(server_start(&S, demo_dir(), args), 0);
+    json_t *j = call("GET", "/v1/models", NULL, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "id")), "kjv");
+    json_decref(j);
+    json_decref(call("POST", "/v1/completions", "{\"prompt\":\"x\",\"n\":3}", 400));
+    cr_assert_eq(server_stop(&S), 0);
+    f = fopen(path, "w");
+    fputs("no_such_setting = 1\n", f);
+    fclose(f);
+    char cmd[8400], *out;
+    snprintf(cmd, sizeof cmd, "%s --config %s 2>&1", getenv("STRATA_SERVER"), path);
+    cr_assert_eq(run_capture(cmd, &out), 2);
+    cr_assert(strstr(out, "unknown setting 'no_such_setting'"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s --help", getenv("STRATA_SERVER"));
+    cr_assert_eq(run_capture(cmd, &out), 0);
+    const char *flags[] = {"--model", "--host", "--port", "--config", "--threads", "--api-key-file", "--state-dir"};
+    for (int i = 0; i < 7; i++)
+        cr_assert(strstr(out, flags[i]), "--help lists %s", flags[i]);
+    free(out);
+    remove_tree(dir);
+    free(dir);
+}

@@ -1,0 +1,55 @@
+// client.test.mjs — the official `openai` npm client, unchanged, against a running
+// strata-server (STRATA_URL): completions and chat, streamed and not. Run by
+// `make test` through node's built-in test runner.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const client = new OpenAI({ baseURL: `${process.env.STRATA_URL}/v1`, apiKey: 'unused' });
+const model = 'strata-demo';
+
+test('models.list names the served model', async () => {
+  const list = await client.models.list();
+  assert.equal(list.data[0].id, model);
+});
+
+test('completions: greedy text, usage, finish_reason', async () => {
+  const r = await client.completions.create({ model, prompt: 'In the beginning', max_tokens: 32, temperature: 0 });
+  assert.match(r.choices[0].text, /^ of the house of the LORD/);
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 32);
+});
+
+test('completions streamed reassemble to the same text', async () => {
+  const whole = await client.completions.create({ model, prompt: 'And God said', max_tokens: 20, temperature: 0 });
+  const stream = await client.completions.create({ model, prompt: 'And God said', max_tokens: 20, temperature: 0,
+                                                   stream: true, stream_options: { include_usage: true } });
+  let text = '', usage = null;
+  for await (const chunk of stream) {
+    if (chunk.choices.length) text += chunk.choices[0].text;
+    if (chunk.usage) usage = chunk.usage;
+  }
+  assert.equal(text, whole.choices[0].text);
+  assert.equal(usage.completion_tokens, 20);
+});
+
+test('chat: JSON and streamed agree', async () => {
+  const messages = [{ role: 'user', content: 'Who made the heaven and the earth?' }];
+  const r = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
+  assert.equal(r.choices[0].message.role, 'assistant');
+  const stream = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0, stream: true });
+  let text = '', role = null;
+  for await (const chunk of stream) {
+    const d = chunk.choices[0]?.delta ?? {};
+    if (d.role) role = d.role;
+    if (d.content) text += d.content;
+  }
+  assert.equal(role, 'assistant');
+  assert.equal(text, r.choices[0].message.content);
+});
+
+test('errors arrive as the client\'s own error type', async () => {
+  await assert.rejects(client.completions.create({ model, prompt: 'x', max_tokens: -1 }),
+                       (e) => e.status === 400 && e.error?.param === 'max_tokens');
+  await assert.rejects(client.completions.create({ model: 'gpt-4', prompt: 'x' }), (e) => e.status === 404);
+});
