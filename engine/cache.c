@@ -18,6 +18,25 @@ static size_t ssm_elems(const strata_model_info *m)
     return (size_t)m->d_inner * (size_t)m->ssm_state_size;
 }
 
+static size_t block_floats(const strata_model *model)
+{
+    const strata_model_info *m = &model->cfg.info;
+    return (size_t)model->n_attn * 2 * (size_t)m->kv_heads * KV_BLOCK * (size_t)m->head_dim;
+}
+
+static void block_release(kv_block *b)
+{
+    if (b && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0)
+        free(b);
+}
+
+static void release_blocks(strata_cache *c, int from)
+{
+    for (int i = from; i < c->n_blocks; i++)
+        block_release(c->blocks[i]);
+    c->n_blocks = from < c->n_blocks ? from : c->n_blocks;
+}
+
 void strata_cache_free(strata_cache *c)
 {
     if (!c)
@@ -26,14 +45,10 @@ void strata_cache_free(strata_cache *c)
         free(c->conv[i]);
         free(c->ssm[i]);
     }
-    for (int j = 0; j < c->model->n_attn; j++) {
-        free(c->k[j]);
-        free(c->v[j]);
-    }
+    release_blocks(c, 0);
+    free(c->blocks);
     free(c->conv);
     free(c->ssm);
-    free(c->k);
-    free(c->v);
     free(c);
 }
 
@@ -48,21 +63,16 @@ strata_status strata_cache_new(const strata_model *model, strata_cache **out, st
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     c->model = model;
     int ok = (c->conv = calloc((size_t)model->n_mamba + 1, sizeof *c->conv)) &&
-             (c->ssm = calloc((size_t)model->n_mamba + 1, sizeof *c->ssm)) &&
-             (c->k = calloc((size_t)model->n_attn + 1, sizeof *c->k)) &&
-             (c->v = calloc((size_t)model->n_attn + 1, sizeof *c->v));
+             (c->ssm = calloc((size_t)model->n_mamba + 1, sizeof *c->ssm));
     for (int i = 0; ok && i < model->n_mamba; i++)
         ok = (c->conv[i] = calloc(conv_elems(m) + 1, sizeof(float))) &&
              (c->ssm[i] = calloc(ssm_elems(m), sizeof(float)));
     if (!ok) {
-        /* free() below walks n_mamba / n_attn entries: all NULL or allocated */
-        if (c->conv && c->ssm && c->k && c->v) {
+        if (c->conv && c->ssm) {
             strata_cache_free(c);
         } else {
             free(c->conv);
             free(c->ssm);
-            free(c->k);
-            free(c->v);
             free(c);
         }
         return strata_fail(err, STRATA_E_NOMEM, "out of memory allocating a cache");
@@ -71,59 +81,62 @@ strata_status strata_cache_new(const strata_model *model, strata_cache **out, st
     return STRATA_OK;
 }
 
-/* Move one attention layer's history into a buffer of capacity `cap`. */
-static float *regrow(const strata_cache *c, const float *old, int cap)
+/* A writable block: fresh, or a private copy of a shared one. */
+static kv_block *block_for_writing(const strata_cache *c, kv_block *shared)
 {
-    const strata_model_info *m = &c->model->cfg.info;
-    size_t hd = (size_t)m->head_dim;
-    float *fresh = malloc(sizeof(float) * (size_t)m->kv_heads * (size_t)cap * hd);
-    if (!fresh)
+    size_t bytes = sizeof(float) * block_floats(c->model);
+    kv_block *b = malloc(sizeof *b + bytes);
+    if (!b)
         return NULL;
-    for (int h = 0; old && h < m->kv_heads; h++)
-        memcpy(fresh + (size_t)h * (size_t)cap * hd, old + (size_t)h * (size_t)c->kv_cap * hd,
-               sizeof(float) * (size_t)c->n_tokens * hd);
-    return fresh;
+    b->refs = 1;
+    if (shared)
+        memcpy(b->data, shared->data, bytes);
+    return b;
 }
 
 strata_status cache_reserve(strata_cache *c, int n_total, strata_error *err)
 {
-    if (n_total <= c->kv_cap || c->model->n_attn == 0) {
-        if (c->model->n_attn == 0)
-            c->kv_cap = n_total > c->kv_cap ? n_total : c->kv_cap;
+    if (c->model->n_attn == 0 || n_total <= c->n_tokens)
         return STRATA_OK;
+    int need = (n_total + KV_BLOCK - 1) / KV_BLOCK;
+    if (need > c->cap_blocks) {
+        int cap = c->cap_blocks ? c->cap_blocks : 4;
+        while (cap < need)
+            cap *= 2;
+        kv_block **grown = realloc(c->blocks, sizeof *grown * (size_t)cap);
+        if (!grown)
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory growing the KV cache to %d tokens", n_total);
+        c->blocks = grown;
+        c->cap_blocks = cap;
     }
-    int cap = c->kv_cap ? c->kv_cap : 64;
-    while (cap < n_total)
-        cap *= 2;
-    int n = c->model->n_attn;
-    float **k = calloc((size_t)n, sizeof *k), **v = calloc((size_t)n, sizeof *v);
-    int ok = k && v;
-    for (int j = 0; ok && j < n; j++)
-        ok = (k[j] = regrow(c, c->k[j], cap)) && (v[j] = regrow(c, c->v[j], cap));
-    if (!ok) {
-        for (int j = 0; k && v && j < n; j++) {
-            free(k[j]);
-            free(v[j]);
-        }
-        free(k);
-        free(v);
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory growing the KV cache to %d tokens", n_total);
+    /* the block the next token lands in may be shared: copy it first */
+    int first = c->n_tokens / KV_BLOCK;
+    if (first < c->n_blocks && __atomic_load_n(&c->blocks[first]->refs, __ATOMIC_ACQUIRE) > 1) {
+        kv_block *own = block_for_writing(c, c->blocks[first]);
+        if (!own)
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory copying a shared KV block");
+        block_release(c->blocks[first]);
+        c->blocks[first] = own;
     }
-    for (int j = 0; j < n; j++) {
-        free(c->k[j]);
-        free(c->v[j]);
-        c->k[j] = k[j];
-        c->v[j] = v[j];
+    while (c->n_blocks < need) {
+        kv_block *b = block_for_writing(c, NULL);
+        if (!b)
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory growing the KV cache to %d tokens", n_total);
+        c->blocks[c->n_blocks++] = b;
     }
-    free(k);
-    free(v);
-    c->kv_cap = cap;
     return STRATA_OK;
+}
+
+int cache_shares_block(const strata_cache *a, const strata_cache *b, int t)
+{
+    int i = t / KV_BLOCK;
+    return i < a->n_blocks && i < b->n_blocks && a->blocks[i] == b->blocks[i];
 }
 
 void strata_cache_reset(strata_cache *c)
 {
     const strata_model_info *m = &c->model->cfg.info;
+    release_blocks(c, 0);
     for (int i = 0; i < c->model->n_mamba; i++) {
         memset(c->conv[i], 0, sizeof(float) * conv_elems(m));
         memset(c->ssm[i], 0, sizeof(float) * ssm_elems(m));
@@ -167,27 +180,31 @@ int cache_copy_kv(const strata_cache *c, int j, int keys, float *out)
     return c->n_tokens;
 }
 
+/* A fork: the recurrent state is copied, the KV blocks are shared. */
 strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, strata_error *err)
 {
     *out = NULL;
     strata_cache *c;
     STRATA_TRY(strata_cache_new(src->model, &c, err));
-    strata_status s = cache_reserve(c, src->n_tokens, err);
-    if (s != STRATA_OK) {
-        strata_cache_free(c);
-        return s;
+    if (src->n_blocks) {
+        c->blocks = malloc(sizeof *c->blocks * (size_t)src->n_blocks);
+        if (!c->blocks) {
+            strata_cache_free(c);
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        }
+        c->cap_blocks = src->n_blocks;
     }
     const strata_model_info *m = &src->model->cfg.info;
     for (int i = 0; i < src->model->n_mamba; i++) {
         memcpy(c->conv[i], src->conv[i], sizeof(float) * conv_elems(m));
         memcpy(c->ssm[i], src->ssm[i], sizeof(float) * ssm_elems(m));
     }
-    size_t hd = (size_t)m->head_dim;
-    for (int j = 0; src->n_tokens > 0 && j < src->model->n_attn; j++)
-        for (int h = 0; h < m->kv_heads; h++) {
-            memcpy(cache_k(c, j, h, 0), cache_k(src, j, h, 0), sizeof(float) * hd * (size_t)src->n_tokens);
-            memcpy(cache_v(c, j, h, 0), cache_v(src, j, h, 0), sizeof(float) * hd * (size_t)src->n_tokens);
-        }
+    /* blocks wholly past n_tokens hold nothing yet: share only those in use */
+    int used = (src->n_tokens + KV_BLOCK - 1) / KV_BLOCK;
+    for (int b = 0; b < used && b < src->n_blocks; b++) {
+        __atomic_add_fetch(&src->blocks[b]->refs, 1, __ATOMIC_ACQ_REL);
+        c->blocks[c->n_blocks++] = src->blocks[b];
+    }
     c->n_tokens = src->n_tokens;
     *out = c;
     return STRATA_OK;

@@ -4,40 +4,60 @@
  * Layout (fp32):
  *   conv[i]  (K-1, conv_dim)       Mamba layer i's last K-1 pre-conv xBC rows, oldest first
  *   ssm[i]   (H, P, N)             Mamba layer i's SSM state
- *   k[j],v[j] (n_kv, kv_cap, hd)   attention layer j's keys/values, head-major so one
- *                                  head's history is one sequential read
+ *   blocks   KV in blocks of KV_BLOCK positions, each (n_attn, 2, n_kv, KV_BLOCK, hd):
+ *            one head's keys are sequential within a block
+ *
+ * Blocks are reference-counted and shared between a cache and its copies (forks,
+ * checkpoints): a fork copies only the fixed-size recurrent state. Invariant: a
+ * block is written only while its count is 1 — cache_reserve copies a shared block
+ * before the step that would append into it (copy-on-write).
  */
 #ifndef STRATA_CACHE_H
 #define STRATA_CACHE_H
 
 #include "model/model.h"
 
+#define KV_BLOCK 64
+
+typedef struct kv_block {
+    int refs;               /* atomic */
+    float data[];
+} kv_block;
+
 struct strata_cache {
     const strata_model *model;
     int n_tokens;
-    int kv_cap;
     float **conv, **ssm;    /* (n_mamba) */
-    float **k, **v;         /* (n_attn) */
+    kv_block **blocks;      /* (n_blocks) */
+    int n_blocks, cap_blocks;
 };
 
-/* Grow K/V capacity to hold `n_total` tokens (done before a step changes anything). */
+/* Make positions [n_tokens, n_total) writable (done before a step changes anything). */
 strata_status cache_reserve(strata_cache *c, int n_total, strata_error *err);
+
+static inline float *cache_kv_row(const strata_cache *c, int j, int kv, int h, int t)
+{
+    const strata_model_info *m = &c->model->cfg.info;
+    size_t hd = (size_t)m->head_dim, nkv = (size_t)m->kv_heads;
+    return c->blocks[t / KV_BLOCK]->data +
+           ((((size_t)j * 2 + (size_t)kv) * nkv + (size_t)h) * KV_BLOCK + (size_t)(t % KV_BLOCK)) * hd;
+}
 
 /* Row t of head h of attention layer j's keys / values. */
 static inline float *cache_k(const strata_cache *c, int j, int h, int t)
 {
-    const strata_model_info *m = &c->model->cfg.info;
-    return c->k[j] + ((size_t)h * (size_t)c->kv_cap + (size_t)t) * (size_t)m->head_dim;
+    return cache_kv_row(c, j, 0, h, t);
 }
 static inline float *cache_v(const strata_cache *c, int j, int h, int t)
 {
-    const strata_model_info *m = &c->model->cfg.info;
-    return c->v[j] + ((size_t)h * (size_t)c->kv_cap + (size_t)t) * (size_t)m->head_dim;
+    return cache_kv_row(c, j, 1, h, t);
 }
 
 /* Copies in the public layouts of api.md. */
 void cache_copy_ssm(const strata_cache *c, int i, float *out);   /* (H, P, N) */
 void cache_copy_conv(const strata_cache *c, int i, float *out);  /* (conv_dim, K-1) */
 int cache_copy_kv(const strata_cache *c, int j, int keys, float *out); /* (T, n_kv, hd); returns T */
+/* Whether two caches share the KV block holding position t (tests, accounting). */
+int cache_shares_block(const strata_cache *a, const strata_cache *b, int t);
 
 #endif
