@@ -180,32 +180,50 @@ int cache_copy_kv(const strata_cache *c, int j, int keys, float *out)
     return c->n_tokens;
 }
 
-/* A fork: the recurrent state is copied, the KV blocks are shared. */
-strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, strata_error *err)
+/* A new cache holding src's first `position` tokens of KV (shared blocks) and
+ * a zero recurrent state for the caller to fill. */
+strata_status cache_share_prefix(const strata_cache *src, int position, strata_cache **out, strata_error *err)
 {
     *out = NULL;
     strata_cache *c;
     STRATA_TRY(strata_cache_new(src->model, &c, err));
-    if (src->n_blocks) {
-        c->blocks = malloc(sizeof *c->blocks * (size_t)src->n_blocks);
+    int used = (position + KV_BLOCK - 1) / KV_BLOCK;
+    used = used < src->n_blocks ? used : src->n_blocks;
+    if (used) {
+        c->blocks = malloc(sizeof *c->blocks * (size_t)used);
         if (!c->blocks) {
             strata_cache_free(c);
             return strata_fail(err, STRATA_E_NOMEM, "out of memory");
         }
-        c->cap_blocks = src->n_blocks;
+        c->cap_blocks = used;
     }
-    const strata_model_info *m = &src->model->cfg.info;
-    for (int i = 0; i < src->model->n_mamba; i++) {
-        memcpy(c->conv[i], src->conv[i], sizeof(float) * conv_elems(m));
-        memcpy(c->ssm[i], src->ssm[i], sizeof(float) * ssm_elems(m));
-    }
-    /* blocks wholly past n_tokens hold nothing yet: share only those in use */
-    int used = (src->n_tokens + KV_BLOCK - 1) / KV_BLOCK;
-    for (int b = 0; b < used && b < src->n_blocks; b++) {
+    for (int b = 0; b < used; b++) {
         __atomic_add_fetch(&src->blocks[b]->refs, 1, __ATOMIC_ACQ_REL);
         c->blocks[c->n_blocks++] = src->blocks[b];
     }
-    c->n_tokens = src->n_tokens;
+    c->n_tokens = position;
     *out = c;
+    return STRATA_OK;
+}
+
+void cache_copy_recurrent(strata_cache *dst, const strata_cache *src)
+{
+    const strata_model_info *m = &src->model->cfg.info;
+    for (int i = 0; i < src->model->n_mamba; i++) {
+        memcpy(dst->conv[i], src->conv[i], sizeof(float) * conv_elems(m));
+        memcpy(dst->ssm[i], src->ssm[i], sizeof(float) * ssm_elems(m));
+    }
+}
+
+uint64_t cache_recurrent_bytes(const strata_model *model)
+{
+    return model->cfg.info.state_bytes_fixed;
+}
+
+/* A fork: the recurrent state is copied, the KV blocks are shared. */
+strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, strata_error *err)
+{
+    STRATA_TRY(cache_share_prefix(src, src->n_tokens, out, err));
+    cache_copy_recurrent(*out, src);
     return STRATA_OK;
 }

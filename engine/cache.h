@@ -57,6 +57,11 @@ static inline float *cache_v(const strata_cache *c, int j, int h, int t)
 void cache_copy_ssm(const strata_cache *c, int i, float *out);   /* (H, P, N) */
 void cache_copy_conv(const strata_cache *c, int i, float *out);  /* (conv_dim, K-1) */
 int cache_copy_kv(const strata_cache *c, int j, int keys, float *out); /* (T, n_kv, hd); returns T */
+/* A cache with src's first `position` tokens of KV shared and a zero recurrent state. */
+strata_status cache_share_prefix(const strata_cache *src, int position, strata_cache **out, strata_error *err);
+void cache_copy_recurrent(strata_cache *dst, const strata_cache *src);
+/* Bytes of one copy of the recurrent state (conv + SSM of every Mamba layer). */
+uint64_t cache_recurrent_bytes(const strata_model *model);
 /* Whether two caches share the KV block holding position t (tests, accounting). */
 int cache_shares_block(const strata_cache *a, const strata_cache *b, int t);
 

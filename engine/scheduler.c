@@ -29,6 +29,8 @@ typedef struct request {
     uint64_t id;
     strata_request r;           /* prompt / stop_ids point at the copies below */
     int32_t *prompt, *stop_ids;
+    int *checkpoint_at;
+    uint64_t base_bytes;        /* state the given cache held before this request */
     int32_t *bias_ids;
     float *bias_values;
     int prefilled;              /* prompt tokens in choice 0's cache */
@@ -94,10 +96,12 @@ strata_status strata_scheduler_new(const strata_model *model, const strata_sched
 static void request_free(request *q)
 {
     for (int i = 0; i < q->r.n; i++) {
-        strata_cache_free(q->ch[i].cache);
+        if (q->ch[i].cache != q->r.cache)
+            strata_cache_free(q->ch[i].cache);
         strata_sampler_free(q->ch[i].sampler);
     }
     free(q->prompt);
+    free(q->checkpoint_at);
     free(q->stop_ids);
     free(q->bias_ids);
     free(q->bias_values);
@@ -141,6 +145,14 @@ static strata_status check_request(const strata_scheduler *s, const strata_reque
                                "[0, %d)", r->prompt[i], i, vocab);
     if (r->n_stop_ids < 0 || (r->n_stop_ids && !r->stop_ids))
         return strata_fail(err, STRATA_E_INVALID, "stop ids missing");
+    if (r->cache && (r->n != 1 || r->cache->model != s->model))
+        return strata_fail(err, STRATA_E_INVALID, "a request on a given cache has one choice and the same model");
+    if (r->cache && strata_cache_n_tokens(r->cache) > s->lim.max_context - r->n_prompt - r->max_tokens)
+        return strata_fail(err, STRATA_E_LIMIT, "the cache's %d tokens + prompt (%d) + max_tokens (%d) exceed the "
+                           "context limit of %d tokens", strata_cache_n_tokens(r->cache), r->n_prompt, r->max_tokens,
+                           s->lim.max_context);
+    if (r->n_checkpoint_at < 0 || (r->n_checkpoint_at && !r->checkpoint_at) || r->checkpoint_every < 0)
+        return strata_fail(err, STRATA_E_INVALID, "invalid checkpoint positions");
     return STRATA_OK;
 }
 
@@ -163,9 +175,13 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
     const strata_sampling *sp = &r->sampling;
     q->prompt = dup_array(r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
     q->stop_ids = dup_array(r->stop_ids, sizeof(int32_t) * (size_t)r->n_stop_ids);
+    q->checkpoint_at = dup_array(r->checkpoint_at, sizeof(int) * (size_t)r->n_checkpoint_at);
+    q->r.checkpoint_at = q->checkpoint_at;
+    q->ch[0].cache = r->cache;
+    q->base_bytes = r->cache ? strata_cache_state_bytes(r->cache) : 0;
     q->bias_ids = dup_array(sp->bias_ids, sizeof(int32_t) * (size_t)sp->n_bias);
     q->bias_values = dup_array(sp->bias_values, sizeof(float) * (size_t)sp->n_bias);
-    strata_status st = q->prompt && q->stop_ids && q->bias_ids && q->bias_values
+    strata_status st = q->prompt && q->stop_ids && q->bias_ids && q->bias_values && q->checkpoint_at
                            ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     q->r.prompt = q->prompt;
     q->r.stop_ids = q->stop_ids;
@@ -362,9 +378,12 @@ static void release(strata_scheduler *s, request *done)
         done = q->next;
         for (int i = 0; i < q->r.n; i++)
             finish_choice(q, i, STRATA_FINISH_CANCELLED);
+        uint64_t held = 0;
         for (int i = 0; i < q->r.n; i++)
-            if (q->ch[i].cache)
-                s->stats.state_bytes -= strata_cache_state_bytes(q->ch[i].cache);
+            held += q->ch[i].cache ? strata_cache_state_bytes(q->ch[i].cache) : 0;
+        pthread_mutex_lock(&s->mu);
+        s->stats.state_bytes -= held - q->base_bytes;
+        pthread_mutex_unlock(&s->mu);
         if (q->r.on_done)
             q->r.on_done(q->r.user);
         request_free(q);
@@ -399,6 +418,20 @@ static int grow_step_buffers(strata_scheduler *s, int seqs, size_t logit_rows)
     return 1;
 }
 
+/* The next prompt position past what is prefilled where a checkpoint is due. */
+static int next_checkpoint(const request *q)
+{
+    int best = q->r.n_prompt;
+    for (int i = 0; i < q->r.n_checkpoint_at; i++)
+        if (q->checkpoint_at[i] > q->prefilled && q->checkpoint_at[i] < best)
+            best = q->checkpoint_at[i];
+    if (q->r.checkpoint_every > 0) {
+        int every = (q->prefilled / q->r.checkpoint_every + 1) * q->r.checkpoint_every;
+        best = every < best ? every : best;
+    }
+    return best;
+}
+
 /* Lay out this step: decode rows first, then prefill chunks within the budget. */
 static int plan_step(strata_scheduler *s, int *n_prefill_rows)
 {
@@ -414,6 +447,9 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
             if (room < 1)
                 continue;
             chunk = chunk < room ? chunk : room;
+            int stop_at = next_checkpoint(q);
+            if (stop_at > q->prefilled && stop_at - q->prefilled < chunk)
+                chunk = stop_at - q->prefilled;
             if (!q->ch[0].cache && strata_cache_new(s->model, &q->ch[0].cache, NULL) != STRATA_OK) {
                 finish_choice(q, 0, STRATA_FINISH_ERROR);
                 continue;
@@ -476,8 +512,11 @@ static void consume_step(strata_scheduler *s, int n)
         }
         if (q->r.prompt_logprobs)
             report_prompt_logprobs(q, seq);
+        int due = next_checkpoint(q);
         q->prefilled += seq->n_tokens;
         s->stats.prompt_tokens += (uint64_t)seq->n_tokens;
+        if (q->r.on_checkpoint && q->prefilled == due)
+            q->r.on_checkpoint(q->r.user, q->ch[0].cache, q->prefilled);
         if (q->r.on_progress)
             q->r.on_progress(q->r.user, q->prefilled, q->r.n_prompt);
         if (q->prefilled == q->r.n_prompt) {

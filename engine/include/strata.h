@@ -166,6 +166,71 @@ void strata_runner_free(strata_runner *runner);
 strata_status strata_runner_step(strata_runner *runner, strata_seq *seqs, int n_seqs,
                                  strata_error *err);
 
+/* ---------------------------------------------------------------- sessions */
+
+/* A session: one sequence's cache, the tokens it has consumed, and checkpoints
+ * (snapshots of the state at earlier positions: the recurrent state is copied, the
+ * attention KV prefix is shared). A session never re-processes what it has seen:
+ * continuing with a prompt reuses the common prefix, and where the prompt diverges
+ * it restores the newest checkpoint at or before the divergence.
+ * Invariant: tokens[0..n) are exactly what the cache has consumed; every checkpoint
+ * lies on that path (position <= n). One thread at a time. */
+typedef struct strata_session strata_session;
+
+#define STRATA_SESSION_MAX_CHECKPOINTS 32
+
+strata_status strata_session_new(const strata_model *model, strata_session **out, strata_error *err);
+void strata_session_free(strata_session *s);
+int strata_session_n_tokens(const strata_session *s);
+const int32_t *strata_session_tokens(const strata_session *s);
+strata_cache *strata_session_cache(strata_session *s);
+/* Bytes held: the live state plus what checkpoints hold beyond shared KV. */
+uint64_t strata_session_state_bytes(const strata_session *s);
+
+/* Make the session ready to consume `prompt` (n tokens, the whole sequence): keep
+ * the longest common prefix (at most n - 1 tokens, so that the prompt's last token
+ * is processed and gives logits); if the session holds more than that, restore the
+ * newest checkpoint at or before it. *reused = prompt tokens already in the cache
+ * (process prompt[*reused..n)); *reprocessed = tokens the session had seen that
+ * must be processed again (0 when nothing diverged). */
+strata_status strata_session_prepare(strata_session *s, const int32_t *prompt, int n, int *reused,
+                                     int *reprocessed, strata_error *err);
+/* Record that the cache consumed these tokens (after a step on its cache). */
+strata_status strata_session_append(strata_session *s, const int32_t *tokens, int n, strata_error *err);
+/* Bring the token list in line with a cache that consumed fewer tokens than were
+ * appended (a step that failed or a request cut short). */
+void strata_session_sync(strata_session *s);
+
+/* Snapshot the current state as a checkpoint at the current position (an existing
+ * one there is kept). Beyond STRATA_SESSION_MAX_CHECKPOINTS the oldest automatic
+ * checkpoint goes first. */
+strata_status strata_session_checkpoint(strata_session *s, int automatic, strata_error *err);
+/* Keep a snapshot taken elsewhere (e.g. by on_checkpoint during prefill) as the
+ * checkpoint at its position; the session takes ownership of cache. */
+strata_status strata_session_adopt_checkpoint(strata_session *s, strata_cache *cache, int automatic,
+                                              strata_error *err);
+int strata_session_checkpoint_count(const strata_session *s);
+/* Checkpoint i (oldest first): its position and the bytes its recurrent state holds. */
+void strata_session_checkpoint_info(const strata_session *s, int i, int *position, uint64_t *bytes);
+/* Go back to `position` (< n): restore the newest checkpoint at or before it; the
+ * tokens from there to position are returned in *replay (*n_replay of them, malloc'd)
+ * for the caller to process again. Checkpoints past position are dropped. */
+strata_status strata_session_rewind(strata_session *s, int position, int32_t **replay, int *n_replay,
+                                    strata_error *err);
+/* A new session with the same state: recurrent state copied, KV shared. */
+strata_status strata_session_fork(const strata_session *s, strata_session **out, strata_error *err);
+
+/* The whole session (tokens, states, checkpoints) as the bytes of a .safetensors
+ * file with a CRC-32 of the data in its metadata; and back. A file of another model,
+ * or whose checksum fails, is refused. */
+strata_status strata_session_serialize(const strata_session *s, void **bytes, size_t *len, strata_error *err);
+strata_status strata_session_deserialize(const strata_model *model, const void *bytes, size_t len,
+                                         strata_session **out, strata_error *err);
+/* serialize to path atomically (temporary file, fsync, rename); load it back. */
+strata_status strata_session_save(const strata_session *s, const char *path, strata_error *err);
+strata_status strata_session_load(const strata_model *model, const char *path, strata_session **out,
+                                  strata_error *err);
+
 /* ---------------------------------------------------------------- sampling */
 
 /* How to pick the next token. Applied in this order: logit_bias, repetition /
@@ -245,6 +310,15 @@ typedef struct strata_request {
     int n_stop_ids;
     int ignore_eos;
     int prompt_logprobs;        /* report each prompt token's logprob (echo + logprobs) */
+    /* Continue this cache instead of a fresh one (n must be 1): the prompt is
+     * processed on top of its state, and the cache is left to the caller. The caller
+     * must not touch it until on_done. */
+    strata_cache *cache;
+    /* Positions (counted in prompt tokens) where prefill pauses to call on_checkpoint,
+     * and every checkpoint_every tokens (0: never); the end of the prompt always. */
+    const int *checkpoint_at;
+    int n_checkpoint_at;
+    int checkpoint_every;
     /* Called on the scheduler's thread. user is passed back untouched. */
     void *user;
     /* A token of choice `choice` was sampled; return 1 to finish that choice ("stop"). */
@@ -253,6 +327,9 @@ typedef struct strata_request {
     void (*on_prompt_token)(void *user, int pos, const strata_sample *sample);
     /* n_prefilled of n_prompt tokens are in the cache (after each prefill chunk). */
     void (*on_progress)(void *user, int n_prefilled, int n_prompt);
+    /* Prefill reached a checkpoint position: cache holds exactly the prompt's first
+     * n_prefilled tokens on top of what it held before. Fork it to keep a snapshot. */
+    void (*on_checkpoint)(void *user, const strata_cache *cache, int n_prefilled);
     void (*on_finish)(void *user, int choice, strata_finish reason);
     /* Last call for this request: the scheduler holds no reference to user after it. */
     void (*on_done)(void *user);

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,7 @@ void st_close(st_file *file)
         free(file->tensors[i].name);
     free(file->tensors);
     free(file->metadata_json);
-    if (file->map && file->map != MAP_FAILED)
+    if (file->owns_map && file->map && file->map != MAP_FAILED)
         munmap(file->map, file->map_len);
     free(file->path);
     free(file);
@@ -167,6 +168,7 @@ static strata_status parse_header(st_file *f, strata_error *err)
     }
     const uint8_t *data = (const uint8_t *)f->map + 8 + n;
     size_t data_len = f->map_len - 8 - (size_t)n;
+    f->data_offset = 8 + (size_t)n;
     f->tensors = calloc(json_object_size(root) + 1, sizeof *f->tensors);
     strata_status s = f->tensors ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "%s: out of memory", f->path);
     const char *key;
@@ -215,6 +217,7 @@ strata_status st_open(const char *path, st_file **out, strata_error *err)
     }
     f->map_len = (size_t)st.st_size;
     f->map = f->map_len ? mmap(NULL, f->map_len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    f->owns_map = 1;
     close(fd);
     if (f->map == MAP_FAILED) {
         strata_status s = strata_fail(err, STRATA_E_IO, "%s: mmap failed: %s", path, strerror(errno));
@@ -228,6 +231,49 @@ strata_status st_open(const char *path, st_file **out, strata_error *err)
     }
     *out = f;
     return STRATA_OK;
+}
+
+strata_status st_open_buffer(const void *bytes, size_t len, const char *what, st_file **out, strata_error *err)
+{
+    *out = NULL;
+    st_file *f = calloc(1, sizeof *f);
+    if (!f || !(f->path = strdup(what))) {
+        free(f);
+        return strata_fail(err, STRATA_E_NOMEM, "%s: out of memory", what);
+    }
+    f->map = (void *)bytes;
+    f->map_len = len;
+    strata_status s = parse_header(f, err);
+    if (s != STRATA_OK) {
+        st_close(f);
+        return s;
+    }
+    *out = f;
+    return STRATA_OK;
+}
+
+static uint32_t crc_table[256];
+
+static void crc_table_init(void)
+{
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
+        for (int k = 0; k < 8; k++)
+            c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+        crc_table[i] = c;
+    }
+}
+
+uint32_t st_crc32(uint32_t crc, const void *data, size_t len)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, crc_table_init);
+    const uint32_t *table = crc_table;
+    const uint8_t *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < len; i++)
+        crc = table[(crc ^ p[i]) & 0xff] ^ (crc >> 8);
+    return ~crc;
 }
 
 const st_tensor *st_find(const st_file *file, const char *name)
@@ -276,8 +322,8 @@ static json_t *build_header(const strata_tensor_view *tensors, int n, const char
     return root;
 }
 
-strata_status st_write(const char *path, const strata_tensor_view *tensors, int n,
-                       const char *metadata_json, strata_error *err)
+strata_status st_serialize(const strata_tensor_view *tensors, int n, const char *metadata_json, void **out,
+                           size_t *len, strata_error *err)
 {
     json_t *root = build_header(tensors, n, metadata_json, err);
     if (!root)
@@ -285,23 +331,44 @@ strata_status st_write(const char *path, const strata_tensor_view *tensors, int 
     char *header = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
     if (!header)
-        return strata_fail(err, STRATA_E_NOMEM, "%s: out of memory", path);
-    size_t hlen = strlen(header), padded = (hlen + 7) & ~(size_t)7;
-    FILE *f = fopen(path, "wb");
-    if (!f) {
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    size_t hlen = strlen(header), padded = (hlen + 7) & ~(size_t)7, total = 8 + padded;
+    for (int i = 0; i < n; i++)
+        total += view_bytes(&tensors[i]);
+    uint8_t *buf = malloc(total);
+    if (!buf) {
         free(header);
-        return strata_fail(err, STRATA_E_IO, "%s: %s", path, strerror(errno));
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory serializing %zu bytes", total);
     }
     uint64_t n64 = padded;
-    int ok = fwrite(&n64, 8, 1, f) == 1 && fwrite(header, 1, hlen, f) == hlen;
-    for (size_t i = hlen; ok && i < padded; i++)
-        ok = fputc(' ', f) != EOF;
-    for (int i = 0; ok && i < n; i++)
-        ok = fwrite(tensors[i].data, 1, view_bytes(&tensors[i]), f) == view_bytes(&tensors[i]);
+    memcpy(buf, &n64, 8);
+    memcpy(buf + 8, header, hlen);
+    memset(buf + 8 + hlen, ' ', padded - hlen);
+    size_t o = 8 + padded;
+    for (int i = 0; i < n; i++) {
+        size_t b = view_bytes(&tensors[i]);
+        if (b)
+            memcpy(buf + o, tensors[i].data, b);
+        o += b;
+    }
     free(header);
-    if (fclose(f) != 0 || !ok)
-        return strata_fail(err, STRATA_E_IO, "%s: write failed", path);
+    *out = buf;
+    *len = total;
     return STRATA_OK;
+}
+
+strata_status st_write(const char *path, const strata_tensor_view *tensors, int n,
+                       const char *metadata_json, strata_error *err)
+{
+    void *buf;
+    size_t len;
+    STRATA_TRY(st_serialize(tensors, n, metadata_json, &buf, &len, err));
+    FILE *f = fopen(path, "wb");
+    int ok = f && fwrite(buf, 1, len, f) == len;
+    if (f && fclose(f) != 0)
+        ok = 0;
+    free(buf);
+    return ok ? STRATA_OK : strata_fail(err, STRATA_E_IO, "%s: write failed: %s", path, strerror(errno));
 }
 
 strata_status strata_safetensors_write(const char *path, const strata_tensor_view *tensors, int n,

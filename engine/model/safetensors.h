@@ -31,9 +31,14 @@ typedef struct st_file {
     st_tensor *tensors;
     int n_tensors;
     char *metadata_json; /* the __metadata__ object as JSON text, or NULL */
+    int owns_map;        /* 1: mmapped by st_open; 0: the caller's buffer */
+    size_t data_offset;  /* where the data section starts */
 } st_file;
 
 strata_status st_open(const char *path, st_file **out, strata_error *err);
+/* The same over bytes in memory (not copied: they must outlive the st_file);
+ * `what` names the buffer in errors. */
+strata_status st_open_buffer(const void *bytes, size_t len, const char *what, st_file **out, strata_error *err);
 void st_close(st_file *file);
 const st_tensor *st_find(const st_file *file, const char *name);
 const char *st_dtype_name(st_dtype dtype);
@@ -41,7 +46,13 @@ size_t st_dtype_size(st_dtype dtype);
 
 /* Write tensors (F32 / I32 views) and optional metadata (a JSON object's text with
  * string values) as a safetensors file. */
+/* The bytes of a safetensors file holding the tensors (malloc'd). */
+strata_status st_serialize(const strata_tensor_view *tensors, int n, const char *metadata_json, void **out,
+                           size_t *len, strata_error *err);
 strata_status st_write(const char *path, const strata_tensor_view *tensors, int n,
                        const char *metadata_json, strata_error *err);
+
+/* CRC-32 (IEEE 802.3), continuing from crc (0 to start). */
+uint32_t st_crc32(uint32_t crc, const void *data, size_t len);
 
 #endif

@@ -1,0 +1,179 @@
+/*
+ * test_session.c — sessions in the engine: continuing equals a fresh run, forks and
+ * rewinds are exact, divergent prompts restore a checkpoint instead of starting
+ * over, and a session survives serialization (and refuses corruption).
+ */
+#include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+#define V 512
+
+static strata_model *M;
+static strata_runner *R;
+static int32_t ids[200];
+
+static void setup(void)
+{
+    strata_error err;
+    cr_assert_eq(strata_model_load(shared_path("fixtures/models/moe-small"), &M, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_new(M, &R, &err), STRATA_OK);
+    for (int i = 0; i < 200; i++)
+        ids[i] = (int32_t)((i * 53 + 7) % V);
+}
+
+static void teardown(void)
+{
+    strata_runner_free(R);
+    strata_model_free(M);
+}
+
+/* Feed tokens to a session (one step) and record them; logits of the last one. */
+static void feed(strata_session *s, const int32_t *t, int n, float *logits)
+{
+    strata_error err;
+    strata_seq q = {.cache = strata_session_cache(s), .tokens = t, .n_tokens = n, .logits = logits};
+    cr_assert_eq(strata_runner_step(R, &q, 1, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_session_append(s, t, n, &err), STRATA_OK);
+}
+
+static void fresh_logits(const int32_t *t, int n, float *logits)
+{
+    strata_error err;
+    strata_session *s;
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, t, n, logits);
+    strata_session_free(s);
+}
+
+TestSuite(session, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(session, continuing_equals_a_fresh_run)
+{
+    strata_error err;
+    strata_session *s;
+    float a[V], b[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 70, a);
+    feed(s, ids + 70, 9, a);
+    feed(s, ids + 79, 1, a);
+    fresh_logits(ids, 80, b);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    cr_assert_eq(strata_session_n_tokens(s), 80);
+    strata_session_free(s);
+}
+
+Test(session, fork_then_both_ways_equals_independent_runs)
+{
+    strata_error err;
+    strata_session *s, *f;
+    float a[V], b[V], fa[V], fb[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 100, a);
+    cr_assert_eq(strata_session_fork(s, &f, &err), STRATA_OK);
+    feed(s, ids + 100, 10, a);
+    feed(f, ids + 150, 10, b);
+    int32_t other[110];
+    memcpy(other, ids, 100 * 4);
+    memcpy(other + 100, ids + 150, 10 * 4);
+    fresh_logits(ids, 110, fa);
+    fresh_logits(other, 110, fb);
+    cr_assert_eq(memcmp(a, fa, sizeof a), 0);
+    cr_assert_eq(memcmp(b, fb, sizeof b), 0);
+    strata_session_free(s);
+    strata_session_free(f);
+}
+
+Test(session, rewind_restores_a_checkpoint_and_replays)
+{
+    strata_error err;
+    strata_session *s;
+    float a[V], b[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 30, a);
+    cr_assert_eq(strata_session_checkpoint(s, 0, &err), STRATA_OK);
+    feed(s, ids + 30, 40, a);
+    cr_assert_eq(strata_session_checkpoint(s, 1, &err), STRATA_OK);
+    cr_assert_eq(strata_session_checkpoint_count(s), 2);
+    int32_t *replay;
+    int n;
+    cr_assert_eq(strata_session_rewind(s, 50, &replay, &n, &err), STRATA_OK);
+    cr_assert_eq(n, 20, "from the checkpoint at 30 up to 50");
+    cr_assert_eq(strata_session_n_tokens(s), 30);
+    cr_assert_eq(strata_session_checkpoint_count(s), 1, "the checkpoint at 70 is gone");
+    feed(s, replay, n, a);
+    free(replay);
+    feed(s, ids + 120, 5, a);
+    int32_t want[55];
+    memcpy(want, ids, 50 * 4);
+    memcpy(want + 50, ids + 120, 5 * 4);
+    fresh_logits(want, 55, b);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    cr_assert_eq(strata_session_rewind(s, 99, &replay, &n, &err), STRATA_E_RANGE);
+    strata_session_free(s);
+}
+
+Test(session, a_divergent_prompt_restores_the_newest_checkpoint_before_it)
+{
+    strata_error err;
+    strata_session *s;
+    float a[V], b[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 40, a);
+    cr_assert_eq(strata_session_checkpoint(s, 1, &err), STRATA_OK);
+    feed(s, ids + 40, 20, a);
+    cr_assert_eq(strata_session_checkpoint(s, 1, &err), STRATA_OK);
+    /* the new prompt agrees on 50 tokens, then differs */
+    int32_t prompt[70];
+    memcpy(prompt, ids, 50 * 4);
+    memcpy(prompt + 50, ids + 130, 20 * 4);
+    int reused, reprocessed;
+    cr_assert_eq(strata_session_prepare(s, prompt, 70, &reused, &reprocessed, &err), STRATA_OK);
+    cr_assert_eq(reused, 40);
+    cr_assert_eq(reprocessed, 10);
+    feed(s, prompt + reused, 70 - reused, a);
+    fresh_logits(prompt, 70, b);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    /* an extension reuses everything; the same prompt again reprocesses only its last token */
+    cr_assert_eq(strata_session_prepare(s, prompt, 70, &reused, &reprocessed, &err), STRATA_OK);
+    cr_assert_eq(reused, 40, "back to the checkpoint before the last token");
+    strata_session_free(s);
+}
+
+Test(session, serialization_round_trip_and_corruption)
+{
+    strata_error err;
+    strata_session *s, *t;
+    float a[V], b[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 90, a);
+    cr_assert_eq(strata_session_checkpoint(s, 0, &err), STRATA_OK);
+    feed(s, ids + 90, 10, a);
+    void *bytes;
+    size_t len;
+    cr_assert_eq(strata_session_serialize(s, &bytes, &len, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_session_n_tokens(t), 100);
+    cr_assert_eq(strata_session_checkpoint_count(t), 1);
+    feed(s, ids + 100, 3, a);
+    feed(t, ids + 100, 3, b);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0, "the imported session continues identically");
+    int32_t *replay;
+    int n;
+    cr_assert_eq(strata_session_rewind(t, 95, &replay, &n, &err), STRATA_OK);
+    cr_assert_eq(n, 5, "its checkpoint came along");
+    free(replay);
+    ((unsigned char *)bytes)[len - 7] ^= 0x40;
+    cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_E_FORMAT);
+    cr_assert(strstr(err.message, "checksum"), "%s", err.message);
+    cr_assert_eq(strata_session_deserialize(M, bytes, 100, &t, &err), STRATA_E_FORMAT);
+    strata_model *other;
+    cr_assert_eq(strata_model_load(shared_path("fixtures/models/hybrid-small"), &other, &err), STRATA_OK);
+    ((unsigned char *)bytes)[len - 7] ^= 0x40;
+    cr_assert_eq(strata_session_deserialize(other, bytes, len, &t, &err), STRATA_E_INVALID);
+    strata_model_free(other);
+    free(bytes);
+    strata_session_free(s);
+}
