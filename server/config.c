@@ -40,7 +40,11 @@ static const struct option_def {
     INT(connection_limit, "connection-limit", "256", "open connections at most"),
     INT(grace_period_s, "grace-period", "10", "seconds in-flight requests get on SIGTERM / SIGINT"),
     STR(api_key_file, "api-key-file", "", "file of API keys, one per line (none: no authentication)"),
-    STR(state_dir, "state-dir", "", "directory for persisted sessions"),
+    STR(state_dir, "state-dir", "", "directory where sessions persist (empty: sessions live in memory only)"),
+    INT(max_sessions, "max-sessions", "1024", "live sessions at most"),
+    INT(checkpoint_every, "checkpoint-every", "512", "session checkpoints every N prompt tokens of a long prefill"),
+    {"max-import-bytes", T_LONG, offsetof(settings, max_import_bytes), sizeof(long), "1073741824",
+     "largest session file POST /v1/sessions/import accepts"},
     STR(log_level, "log-level", "info", "error, warn, info or debug"),
 #undef STR
 #undef INT

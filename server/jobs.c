@@ -18,8 +18,9 @@
 #include <time.h>
 
 #include "jobs.h"
+#include "sessions.h"
 
-enum ev_kind { EV_TOKEN, EV_FINISH, EV_PROMPT_LOGPROB, EV_PROGRESS, EV_DONE };
+enum ev_kind { EV_TOKEN, EV_FINISH, EV_PROMPT_LOGPROB, EV_PROGRESS, EV_CHECKPOINT, EV_DONE };
 
 typedef struct event {
     struct event *next;
@@ -29,6 +30,7 @@ typedef struct event {
     int pos;                    /* EV_PROMPT_LOGPROB: the prompt position */
     strata_finish finish;
     strata_sample sample;
+    strata_cache *snapshot;     /* EV_CHECKPOINT */
     size_t len;
     char text[];
 } event;
@@ -78,6 +80,14 @@ struct gen_job {
     int prompt_tokens, completion_tokens;
     double t0, last_write;
     gen_job *next_live;
+    /* on a session */
+    session_entry *session;
+    int reused, reprocessed;    /* prompt tokens already in the cache; tokens done again */
+    int32_t *generated;         /* choice 0's tokens, in order */
+    int n_generated;
+    strata_cache *snapshots[STRATA_SESSION_MAX_CHECKPOINTS]; /* taken during prefill */
+    int n_snapshots;
+    int checkpoint_rel;         /* checkpoint_at in the request's own prompt positions */
 };
 
 static struct {
@@ -88,13 +98,16 @@ static struct {
 
 /* ---------------------------------------------------------------- engine thread */
 
-static void post(gen_job *job, enum ev_kind kind, int choice, const char *text, size_t len,
-                 const strata_sample *smp, strata_finish finish, int pos)
+static void post_snapshot(gen_job *job, enum ev_kind kind, int choice, const char *text, size_t len,
+                          const strata_sample *smp, strata_finish finish, int pos, strata_cache *snap)
 {
     event *e = calloc(1, sizeof *e + len + 1);
-    if (!e)
-        return; /* the response will miss this piece; the DONE event is what matters */
-    *e = (event){.job = job, .kind = kind, .choice = choice, .pos = pos, .finish = finish, .len = len};
+    if (!e) { /* the response will miss this piece; the DONE event is what matters */
+        strata_cache_free(snap);
+        return;
+    }
+    *e = (event){.job = job, .kind = kind, .choice = choice, .pos = pos, .finish = finish, .len = len,
+                 .snapshot = snap};
     if (smp)
         e->sample = *smp;
     if (len)
@@ -107,6 +120,12 @@ static void post(gen_job *job, enum ev_kind kind, int choice, const char *text, 
     Q.tail = e;
     pthread_mutex_unlock(&Q.mu);
     uv_async_send(&job->srv->wake);
+}
+
+static void post(gen_job *job, enum ev_kind kind, int choice, const char *text, size_t len,
+                 const strata_sample *smp, strata_finish finish, int pos)
+{
+    post_snapshot(job, kind, choice, text, len, smp, finish, pos, NULL);
 }
 
 /* Length of the longest suffix of s that is a proper prefix of a stop string. */
@@ -194,6 +213,16 @@ static void on_progress(void *user, int done, int total)
         post(sb->job, EV_PROGRESS, sb->index, NULL, 0, NULL, 0, done);
 }
 
+static void on_checkpoint(void *user, const strata_cache *cache, int n_prefilled)
+{
+    (void)n_prefilled;
+    sub *sb = user;
+    strata_cache *snap;
+    if (strata_cache_copy(cache, &snap, NULL) != STRATA_OK)
+        return;
+    post_snapshot(sb->job, EV_CHECKPOINT, 0, NULL, 0, NULL, 0, 0, snap);
+}
+
 static void on_done(void *user)
 {
     sub *sb = user;
@@ -210,8 +239,8 @@ static const char *finish_name(strata_finish f)
 static void usage_json(strbuf *b, const gen_job *job)
 {
     sb_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
-                 "\"prompt_tokens_details\":{\"cached_tokens\":0}}",
-              job->prompt_tokens, job->completion_tokens, job->prompt_tokens + job->completion_tokens);
+                 "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
+              job->prompt_tokens, job->completion_tokens, job->prompt_tokens + job->completion_tokens, job->reused);
 }
 
 static void chunk_head(strbuf *b, const gen_job *job)
@@ -459,6 +488,9 @@ static void final_json(gen_job *job, strbuf *b)
     }
     sb_puts(b, "],");
     usage_json(b, job);
+    if (*job->p.session_id)
+        sb_printf(b, ",\"session\":{\"id\":\"%s\",\"tokens_reused\":%d,\"tokens_reprocessed\":%d}",
+                  job->p.session_id, job->reused, job->reprocessed);
     sb_puts(b, "}");
 }
 
@@ -481,6 +513,9 @@ static void job_free(gen_job *job)
     }
     for (int i = 0; i < MAX_PROMPTS; i++)
         lp_free(&job->prompt_lp[i]);
+    for (int i = 0; i < job->n_snapshots; i++)
+        strata_cache_free(job->snapshots[i]);
+    free(job->generated);
     free(job->ce);
     free(job->cr);
     sb_free(&job->out);
@@ -502,12 +537,47 @@ static void wake_client(gen_job *job)
     }
 }
 
+static void remember_token(gen_job *job, int32_t token)
+{
+    int32_t *grown = realloc(job->generated, sizeof *grown * (size_t)(job->n_generated + 1));
+    if (grown) {
+        job->generated = grown;
+        job->generated[job->n_generated++] = token;
+    }
+}
+
+/* The request on a session is over: record what its cache consumed, keep the
+ * checkpoints taken during prefill and one at the end, release and persist it. */
+static void session_finish(gen_job *job)
+{
+    session_entry *e = job->session;
+    strata_session *s = e->s;
+    strata_error err;
+    strata_session_append(s, job->p.prompts[0] + job->reused, job->p.prompt_len[0] - job->reused, &err);
+    strata_session_append(s, job->generated, job->n_generated, &err);
+    strata_session_sync(s);
+    for (int i = 0; i < job->n_snapshots; i++)
+        strata_session_adopt_checkpoint(s, job->snapshots[i], 1, &err);
+    job->n_snapshots = 0;
+    strata_session_checkpoint(s, 1, &err);
+    e->busy = 0;
+    e->last_used = (double)time(NULL);
+    e->last_reprocessed = job->reprocessed;
+    sessions_persist(job->srv, e);
+    job->session = NULL;
+}
+
 static void all_done(gen_job *job)
 {
     for (int i = 0; i < job->p.n_prompts; i++)
         if (!job->subs[i].done)
             return;
-    if (job->p.stream) {
+    session_entry *se = job->session;
+    if (se)
+        session_finish(job);
+    if (job->p.response == RESP_SESSION) {
+        session_json(se, &job->out);
+    } else if (job->p.stream) {
         if (job->p.include_usage) {
             chunk_head(&job->out, job);
             sb_puts(&job->out, "],");
@@ -538,6 +608,8 @@ static void apply(gen_job *job, event *e)
     choice_result *cr = e->kind == EV_TOKEN || e->kind == EV_FINISH ? &job->cr[e->choice] : NULL;
     switch (e->kind) {
     case EV_TOKEN:
+        if (job->session && e->choice == 0)
+            remember_token(job, e->sample.token);
         cr->n_tokens++;
         job->completion_tokens++;
         sb_append(&cr->text, e->text, e->len);
@@ -561,6 +633,12 @@ static void apply(gen_job *job, event *e)
         break;
     case EV_PROMPT_LOGPROB:
         prompt_logprob(job, e->choice, e->pos, e->sample.logprob);
+        break;
+    case EV_CHECKPOINT:
+        if (job->n_snapshots < STRATA_SESSION_MAX_CHECKPOINTS)
+            job->snapshots[job->n_snapshots++] = e->snapshot;
+        else
+            strata_cache_free(e->snapshot);
         break;
     case EV_PROGRESS:
         if (job->p.stream && now_seconds() - job->last_write > 1.0) {
@@ -659,6 +737,18 @@ static strata_request request_of(gen_job *job, int i)
                         .user = &job->subs[i], .on_token = on_token, .on_prompt_token = on_prompt_token,
                         .on_progress = on_progress, .on_finish = on_finish, .on_done = on_done};
     q.sampling.seed = p->sampling.seed + (uint64_t)i * STRATA_MAX_CHOICES;
+    if (job->session) {
+        q.cache = strata_session_cache(job->session->s);
+        q.prompt += job->reused;
+        q.n_prompt -= job->reused;
+        q.checkpoint_every = srv->cfg.checkpoint_every;
+        job->checkpoint_rel = p->checkpoint_at - job->reused;
+        if (job->checkpoint_rel > 0 && job->checkpoint_rel < q.n_prompt) {
+            q.checkpoint_at = &job->checkpoint_rel;
+            q.n_checkpoint_at = 1;
+        }
+        q.on_checkpoint = on_checkpoint;
+    }
     return q;
 }
 
@@ -706,6 +796,33 @@ static gen_job *job_new(http_req *r, gen_params *p)
     return job;
 }
 
+/* Claim the job's session (single writer) and line its cache up with the prompt. */
+static int take_session(http_req *r, gen_job *job, enum MHD_Result *ret)
+{
+    session_entry *e = sessions_find(r->srv, job->p.session_id);
+    strata_error err;
+    if (!e) {
+        *ret = http_send_error(r, 404, "session", "session_not_found", "no session '%s'", job->p.session_id);
+        return 0;
+    }
+    if (e->busy) {
+        *ret = http_send_error(r, 409, "session", "session_busy", "session '%s' is busy with another request", e->id);
+        return 0;
+    }
+    if (job->p.n != 1 || job->p.n_prompts != 1) {
+        *ret = http_send_error(r, 400, "n", "invalid_value", "a request on a session has one prompt and n = 1");
+        return 0;
+    }
+    if (strata_session_prepare(e->s, job->p.prompts[0], job->p.prompt_len[0], &job->reused, &job->reprocessed,
+                               &err) != STRATA_OK) {
+        *ret = http_send_error(r, 500, "session", "internal_error", "%s", err.message);
+        return 0;
+    }
+    e->busy = 1;
+    job->session = e;
+    return 1;
+}
+
 enum MHD_Result job_start(http_req *r, gen_params *p)
 {
     server *srv = r->srv;
@@ -715,6 +832,14 @@ enum MHD_Result job_start(http_req *r, gen_params *p)
         return http_send_error(r, 500, NULL, "internal_error", "out of memory");
     }
     job->refs = 1; /* the HTTP request's */
+    if (*job->p.session_id) {
+        enum MHD_Result ret;
+        if (!take_session(r, job, &ret)) {
+            job->req = NULL;
+            unref(job);
+            return ret;
+        }
+    }
     for (int i = 0; i < job->p.n_prompts; i++) {
         strata_request q = request_of(job, i);
         strata_error err;
@@ -724,6 +849,11 @@ enum MHD_Result job_start(http_req *r, gen_params *p)
                 strata_scheduler_cancel(srv->sched, job->subs[k].sched_id);
             job->req = NULL;
             r->job = NULL;
+            if (job->session) {
+                strata_session_sync(job->session->s);
+                job->session->busy = 0;
+                job->session = NULL;
+            }
             int status = st == STRATA_E_LIMIT && strstr(err.message, "queue") ? 429 : 400;
             enum MHD_Result ret = http_send_error(r, status, status == 400 ? "prompt" : NULL,
                                                   status == 429 ? "queue_full" : "context_length_exceeded", "%s",
@@ -748,8 +878,8 @@ enum MHD_Result route_generation_resumed(http_req *r)
             http_suspend(r);
         return MHD_YES;
     }
-    r->status = 200;
-    return http_send(r, 200, "application/json", job->out.data ? job->out.data : "", job->out.len);
+    int status = job->p.status ? job->p.status : 200;
+    return http_send(r, status, "application/json", job->out.data ? job->out.data : "", job->out.len);
 }
 
 void route_generation_closed(http_req *r)

@@ -26,7 +26,13 @@ typedef struct gen_params {
     int prompt_len[MAX_PROMPTS];
     char *prompt_text[MAX_PROMPTS]; /* for echo; NULL: decode the ids */
     int n_prompts;
+    char session_id[72];        /* run on this session: one prompt, n = 1 */
+    int checkpoint_at;          /* session position to checkpoint at (start of the generation prompt) */
+    int response;               /* RESP_*: what the finished job answers */
+    int status;                 /* HTTP status of a successful answer */
 } gen_params;
+
+enum { RESP_COMPLETION = 0, RESP_SESSION };
 
 void gen_params_free(gen_params *p);
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "jobs.h"
+#include "sessions.h"
 
 typedef struct parse_error {
     int status;
@@ -358,6 +359,41 @@ static int encode_chat(const server *srv, const char *text, size_t len, json_t *
     return add_prompt(p, (int32_t *)ids.data, (int)(ids.len / sizeof(int32_t)), NULL, e);
 }
 
+static strata_status render(const server *srv, json_t *vars, int add_generation_prompt, char **out, size_t *len,
+                            strata_error *err)
+{
+    json_object_set_new(vars, "add_generation_prompt", json_boolean(add_generation_prompt));
+    char *text = json_dumps(vars, JSON_COMPACT);
+    if (!text) {
+        if (err)
+            snprintf(err->message, sizeof err->message, "out of memory");
+        return STRATA_E_NOMEM;
+    }
+    strata_status st = strata_template_render(srv->chat, text, NULL, out, len, err);
+    free(text);
+    return st;
+}
+
+/* Where the generation prompt starts: the token length of the conversation rendered
+ * without it, when that is a prefix of the prompt (else 0: no such checkpoint). A
+ * template that re-renders history differently on the next turn diverges after
+ * this point, so a session checkpoint here is what the next turn restores. */
+static int history_length(const server *srv, json_t *vars, const gen_params *p)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    int at = 0;
+    if (render(srv, vars, 0, &text, &len, NULL) == STRATA_OK &&
+        strata_tokenizer_encode(srv->tok, text, len, STRATA_TOKENIZE_PARSE_SPECIAL, &ids, &n, NULL) == STRATA_OK &&
+        (int)n < p->prompt_len[0] && !memcmp(ids, p->prompts[0], n * sizeof *ids))
+        at = (int)n;
+    free(text);
+    free(ids);
+    return at;
+}
+
 static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_error *e)
 {
     json_t *msgs = json_object_get(body, "messages");
@@ -373,21 +409,20 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_erro
     if (json_is_object(kwargs))
         json_object_update(vars, kwargs);
     json_object_set(vars, "messages", flat);
-    json_t *agp = json_object_get(body, "add_generation_prompt");
-    json_object_set_new(vars, "add_generation_prompt", json_boolean(!agp || json_is_true(agp)));
     json_t *tools = json_object_get(body, "tools");
     if (json_is_array(tools))
         json_object_set(vars, "tools", tools);
-    char *vars_text = json_dumps(vars, JSON_COMPACT);
-    json_decref(vars);
+    json_t *agp = json_object_get(body, "add_generation_prompt");
     char *out = NULL;
     size_t len = 0;
     strata_error err;
-    strata_status st = strata_template_render(srv->chat, vars_text, NULL, &out, &len, &err);
-    free(vars_text);
-    int ok = st == STRATA_OK ? encode_chat(srv, out, len, flat, p, e)
-                             : fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
+    int ok = render(srv, vars, !agp || json_is_true(agp), &out, &len, &err) == STRATA_OK
+                 ? encode_chat(srv, out, len, flat, p, e)
+                 : fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
     free(out);
+    if (ok && *p->session_id)
+        p->checkpoint_at = history_length(srv, vars, p);
+    json_decref(vars);
     json_decref(flat);
     return ok;
 }
@@ -411,6 +446,13 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
     else if (model && strcmp(json_string_value(model), srv->cfg.model_name))
         ok = fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
                   json_string_value(model), srv->cfg.model_name);
+    json_t *sess = json_object_get(body, "session");
+    if (ok && sess && !json_is_null(sess)) {
+        if (!json_is_string(sess) || !session_id_valid(json_string_value(sess)))
+            ok = BAD("session", "session must be a session id");
+        else
+            snprintf(p->session_id, sizeof p->session_id, "%s", json_string_value(sess));
+    }
     p->chat = chat;
     p->n = 1;
     p->logprobs = -1;

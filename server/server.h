@@ -31,6 +31,9 @@ typedef struct settings {
     int grace_period_s;         /* SIGTERM: time for in-flight requests */
     char api_key_file[4096];
     char state_dir[4096];
+    int max_sessions;           /* live sessions at most (429 beyond) */
+    int checkpoint_every;       /* session checkpoints every N prompt tokens */
+    long max_import_bytes;      /* largest session file accepted by import */
     char log_level[16];         /* error, warn, info, debug */
 } settings;
 

@@ -1,0 +1,196 @@
+/*
+ * sessions.c — the registry of live sessions and their files in the state
+ * directory: <state-dir>/<id>.safetensors, written atomically with a checksum
+ * (strata_session_save) after every change, so that after a crash each session is
+ * at its last persisted state or absent, never corrupt. Ids are validated before
+ * they are ever joined to a path.
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sessions.h"
+
+static session_entry *all;
+static int n_sessions;
+
+int session_id_valid(const char *id)
+{
+    size_t n = id ? strlen(id) : 0;
+    if (n < 1 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!((id[i] >= 'a' && id[i] <= 'z') || (id[i] >= 'A' && id[i] <= 'Z') || (id[i] >= '0' && id[i] <= '9') ||
+              id[i] == '_' || id[i] == '-'))
+            return 0;
+    return 1;
+}
+
+session_entry *sessions_find(server *srv, const char *id)
+{
+    (void)srv;
+    if (!session_id_valid(id))
+        return NULL;
+    for (session_entry *e = all; e; e = e->next)
+        if (!strcmp(e->id, id))
+            return e;
+    return NULL;
+}
+
+static void fresh_id(char *buf, size_t len)
+{
+    static uint64_t counter;
+    uint64_t x = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ULL ^ (uint64_t)getpid() << 32 ^ ++counter * 0xbf58476d1ce4e5b9ULL;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        uint64_t r;
+        if (fread(&r, sizeof r, 1, f) == 1)
+            x ^= r;
+        fclose(f);
+    }
+    snprintf(buf, len, "sess_%016llx", (unsigned long long)x);
+}
+
+session_entry *sessions_add(server *srv, strata_session *s, const char *id)
+{
+    if (n_sessions >= srv->cfg.max_sessions)
+        return NULL;
+    session_entry *e = calloc(1, sizeof *e);
+    if (!e)
+        return NULL;
+    if (id)
+        snprintf(e->id, sizeof e->id, "%s", id);
+    else
+        do
+            fresh_id(e->id, sizeof e->id);
+        while (sessions_find(srv, e->id));
+    e->s = s;
+    e->created = e->last_used = (double)time(NULL);
+    e->next = all;
+    all = e;
+    n_sessions++;
+    return e;
+}
+
+static void file_path(const server *srv, const char *id, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s.safetensors", srv->cfg.state_dir, id);
+}
+
+void sessions_remove(server *srv, session_entry *e)
+{
+    for (session_entry **pp = &all; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    if (*srv->cfg.state_dir) {
+        char path[4200];
+        file_path(srv, e->id, path, sizeof path);
+        unlink(path);
+    }
+    strata_session_free(e->s);
+    free(e);
+    n_sessions--;
+}
+
+int sessions_persist(server *srv, session_entry *e)
+{
+    if (!*srv->cfg.state_dir)
+        return 0;
+    char path[4200];
+    file_path(srv, e->id, path, sizeof path);
+    strata_error err;
+    if (strata_session_save(e->s, path, &err) != STRATA_OK) {
+        log_line(srv, "error", "session %s not persisted: %s", e->id, err.message);
+        return -1;
+    }
+    return 0;
+}
+
+void sessions_init(server *srv)
+{
+    if (!*srv->cfg.state_dir)
+        return;
+    mkdir(srv->cfg.state_dir, 0700);
+    DIR *d = opendir(srv->cfg.state_dir);
+    if (!d) {
+        log_line(srv, "error", "--state-dir %s cannot be read", srv->cfg.state_dir);
+        return;
+    }
+    struct dirent *de;
+    int loaded = 0, bad = 0;
+    while ((de = readdir(d))) {
+        char id[72];
+        const char *dot = strstr(de->d_name, ".safetensors");
+        if (!dot || dot[12] || (size_t)(dot - de->d_name) >= sizeof id)
+            continue;
+        memcpy(id, de->d_name, (size_t)(dot - de->d_name));
+        id[dot - de->d_name] = '\0';
+        char path[4200];
+        file_path(srv, id, path, sizeof path);
+        strata_session *s;
+        strata_error err;
+        if (!session_id_valid(id) || strata_session_load(srv->model, path, &s, &err) != STRATA_OK) {
+            log_line(srv, "error", "session file %s lost: %s", de->d_name, session_id_valid(id) ? err.message : "bad id");
+            bad++;
+            continue;
+        }
+        if (!sessions_add(srv, s, id)) {
+            strata_session_free(s);
+            break;
+        }
+        loaded++;
+    }
+    closedir(d);
+    log_line(srv, "info", "sessions: %d loaded from %s%s", loaded, srv->cfg.state_dir, bad ? " (some lost: see above)" : "");
+}
+
+void sessions_free(server *srv)
+{
+    (void)srv;
+    while (all) { /* the files stay: they are what the next start loads */
+        session_entry *e = all;
+        all = e->next;
+        strata_session_free(e->s);
+        free(e);
+        n_sessions--;
+    }
+}
+
+int sessions_count(const server *srv)
+{
+    (void)srv;
+    return n_sessions;
+}
+
+uint64_t sessions_bytes(const server *srv)
+{
+    (void)srv;
+    uint64_t b = 0;
+    for (session_entry *e = all; e; e = e->next)
+        b += strata_session_state_bytes(e->s);
+    return b;
+}
+
+void session_json(const session_entry *e, strbuf *b)
+{
+    sb_puts(b, "{\"id\":");
+    sb_json_string(b, e->id, strlen(e->id));
+    sb_printf(b, ",\"object\":\"session\",\"n_tokens\":%d,\"state_bytes\":%llu,\"busy\":%s,\"created\":%ld,"
+                 "\"last_used\":%ld,\"tokens_reprocessed\":%d,\"checkpoints\":[",
+              strata_session_n_tokens(e->s), (unsigned long long)strata_session_state_bytes(e->s),
+              e->busy ? "true" : "false", (long)e->created, (long)e->last_used, e->last_reprocessed);
+    for (int i = 0; i < strata_session_checkpoint_count(e->s); i++) {
+        int pos;
+        uint64_t bytes;
+        strata_session_checkpoint_info(e->s, i, &pos, &bytes);
+        sb_printf(b, "%s{\"id\":\"cp-%d\",\"position\":%d,\"bytes\":%llu}", i ? "," : "", pos, pos,
+                  (unsigned long long)bytes);
+    }
+    sb_puts(b, "]}");
+}

@@ -1,0 +1,38 @@
+/*
+ * sessions.h — the server's sessions: a registry of strata_session objects by id,
+ * who is using each (single writer), and their persistence in the state directory.
+ */
+#ifndef STRATA_SERVER_SESSIONS_H
+#define STRATA_SERVER_SESSIONS_H
+
+#include "server.h"
+
+typedef struct session_entry {
+    char id[72];
+    strata_session *s;
+    int busy;                   /* a request is running on it */
+    double created, last_used;
+    int last_reprocessed;       /* tokens re-processed by the last request */
+    struct session_entry *next;
+} session_entry;
+
+/* Load every session persisted in the state directory (corrupt files are reported
+ * and skipped). */
+void sessions_init(server *srv);
+void sessions_free(server *srv);
+/* NULL for unknown or malformed ids. */
+session_entry *sessions_find(server *srv, const char *id);
+/* Register s under a fresh id (or `id` when given and free); NULL when the cap is
+ * reached (s is then still the caller's). */
+session_entry *sessions_add(server *srv, strata_session *s, const char *id);
+void sessions_remove(server *srv, session_entry *e);
+/* Write the session to the state directory (no-op without one); logs failures. */
+int sessions_persist(server *srv, session_entry *e);
+int sessions_count(const server *srv);
+uint64_t sessions_bytes(const server *srv);
+/* Whether a string may be a session id: [A-Za-z0-9_-], 1..64 characters. */
+int session_id_valid(const char *id);
+/* The session object of api.md. */
+void session_json(const session_entry *e, strbuf *b);
+
+#endif
