@@ -183,6 +183,18 @@ static strata_status parse_number(parser *ps, tj_value *v)
         q++;
     if (q >= ps->end || *q < '0' || *q > '9')
         return syntax(ps, "unexpected character");
+    /* fast path for the small non-negative integers that ids are */
+    uint64_t u = 0;
+    char *d = ps->p;
+    while (d < ps->end && d - ps->p < 15 && *d >= '0' && *d <= '9')
+        u = u * 10 + (uint64_t)(*d++ - '0');
+    if (d > ps->p && d < ps->end && *d != '.' && *d != 'e' && *d != 'E' && (*d < '0' || *d > '9') &&
+        !(ps->p[0] == '0' && d - ps->p > 1)) {
+        v->kind = TJ_NUMBER;
+        v->u.num = (double)u;
+        ps->p = d;
+        return STRATA_OK;
+    }
     char *endp;
     v->u.num = strtod(ps->p, &endp);
     if (endp == ps->p || endp > ps->end)

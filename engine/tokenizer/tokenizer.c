@@ -75,12 +75,13 @@ static strata_status build_id_table(strata_tokenizer *tok, strata_error *err)
     tok->tok_special = calloc(n, 1);
     if (!tok->tok_str || !tok->tok_len || !tok->tok_special || tk_strmap_init(&tok->added_map, tok->added.n))
         return nomem(err);
-    const tk_strmap *v = &tok->bpe.vocab;
-    for (size_t i = 0; i <= v->mask; i++)
-        if (v->slots[i].key) {
-            tok->tok_str[v->slots[i].value] = v->slots[i].key;
-            tok->tok_len[v->slots[i].value] = v->slots[i].len;
-        }
+    const tj_value *vocab = tj_get(tj_get(&tok->doc.root, "model"), "vocab");   /* checked by tk_bpe_parse */
+    for (uint32_t i = 0; i < vocab->n; i++) {
+        const tj_value *key = &vocab->u.items[2 * i];
+        int32_t id = (int32_t)vocab->u.items[2 * i + 1].u.num;
+        tok->tok_str[id] = key->u.str;
+        tok->tok_len[id] = key->n;
+    }
     for (size_t i = 0; i < tok->added.n; i++) {
         const tk_added_token *t = &tok->added.tokens[i];
         tok->tok_str[t->id] = t->content;

@@ -2,6 +2,7 @@
  * util.c — buffers, pieces, UTF-8 and hash tables shared by the tokenizer stages.
  */
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <utf8proc.h>
 
 #include "tokenizer/util.h"
@@ -130,7 +131,15 @@ size_t tk_utf8_valid_prefix(const char *s, size_t n)
     size_t i = 0, consumed;
     while (i < n) {
         if (u[i] < 0x80) {
-            i++;
+            uint64_t w;
+            while (i + 8 <= n && (memcpy(&w, u + i, 8), !(w & 0x8080808080808080ULL)))
+                i += 8;
+            while (i < n && u[i] < 0x80)
+                i++;
+            continue;
+        }
+        if (u[i] >= 0xC2 && u[i] <= 0xDF && i + 1 < n && (u[i + 1] & 0xC0) == 0x80) {
+            i += 2;             /* the common two-byte char, e.g. GPT-2's Ġ */
             continue;
         }
         size_t k = utf8_char(u + i, n - i, &consumed);
@@ -210,21 +219,51 @@ int tk_char_to_byte(uint32_t cp)
     return -1;
 }
 
+/* Hash tables of a big vocab are megabytes read at random: on 2 MB pages (where the
+ * kernel allows them) their lookups miss the TLB far less often. */
+static void *table_alloc(size_t bytes)
+{
+    const size_t huge = (size_t)2 << 20;
+    void *p = NULL;
+    if (bytes < huge)
+        return malloc(bytes);
+    bytes = (bytes + huge - 1) & ~(huge - 1);
+    if (posix_memalign(&p, huge, bytes))
+        return NULL;
+    madvise(p, bytes, MADV_HUGEPAGE);
+    return p;
+}
+
+/* Tables stay at most 3/4 full. */
 static size_t table_size(size_t expected)
 {
     size_t size = 16;
-    while (size < expected * 2 + 1)
+    while (size * 3 < expected * 4 + 4)
         size *= 2;
     return size;
+}
+
+static int too_full(size_t count, size_t mask)
+{
+    return (count + 1) * 4 > (mask + 1) * 3;
 }
 
 int tk_strmap_init(tk_strmap *m, size_t expected)
 {
     size_t size = table_size(expected);
-    m->slots = calloc(size, sizeof *m->slots);
+    m->slots = table_alloc(size * sizeof *m->slots);
     m->mask = size - 1;
     m->count = 0;
-    return m->slots ? 0 : -1;
+    if (!m->slots)
+        return -1;
+    for (size_t i = 0; i < size; i++)
+        m->slots[i].value = -1;
+    return 0;
+}
+
+static inline const char *slot_key(const tk_strmap_slot *s)
+{
+    return s->len <= 8 ? s->key.bytes : s->key.ptr;
 }
 
 static int strmap_grow(tk_strmap *m)
@@ -233,43 +272,44 @@ static int strmap_grow(tk_strmap *m)
     if (tk_strmap_init(m, (old.mask + 1)))
         return *m = old, -1;
     for (size_t i = 0; i <= old.mask; i++)
-        if (old.slots[i].key)
-            tk_strmap_put(m, old.slots[i].key, old.slots[i].len, old.slots[i].value);
+        if (old.slots[i].value >= 0)
+            tk_strmap_put(m, slot_key(&old.slots[i]), old.slots[i].len, old.slots[i].value);
     free(old.slots);
     return 0;
 }
 
-int tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t value)
+int tk_strmap_put_hashed(tk_strmap *m, const char *key, size_t len, int32_t value, uint64_t hash)
 {
-    if ((m->count + 1) * 2 > m->mask + 1 && strmap_grow(m))
+    if (too_full(m->count, m->mask) && strmap_grow(m))
         return -1;
-    size_t i = tk_hash(key, len) & m->mask;
-    for (;; i = (i + 1) & m->mask) {
+    for (size_t i = hash & m->mask;; i = (i + 1) & m->mask) {
         tk_strmap_slot *s = &m->slots[i];
-        if (!s->key) {
-            s->key = key;
+        if (s->value < 0) {
             s->len = (uint32_t)len;
+            if (len <= 8)
+                memcpy(s->key.bytes, key, len);
+            else
+                s->key.ptr = key;
             s->value = value;
             m->count++;
             return 0;
         }
-        if (s->len == len && !memcmp(s->key, key, len)) {
+        if (s->len == len && !memcmp(slot_key(s), key, len)) {
             s->value = value;
             return 0;
         }
     }
 }
 
-int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len)
+int32_t tk_strmap_get_hashed(const tk_strmap *m, const char *key, size_t len, uint64_t hash)
 {
     if (!m->slots)
         return -1;
-    size_t i = tk_hash(key, len) & m->mask;
-    for (;; i = (i + 1) & m->mask) {
+    for (size_t i = hash & m->mask;; i = (i + 1) & m->mask) {
         const tk_strmap_slot *s = &m->slots[i];
-        if (!s->key)
+        if (s->value < 0)
             return -1;
-        if (s->len == len && !memcmp(s->key, key, len))
+        if (s->len == len && !memcmp(slot_key(s), key, len))
             return s->value;
     }
 }
@@ -280,15 +320,10 @@ void tk_strmap_free(tk_strmap *m)
     memset(m, 0, sizeof *m);
 }
 
-static inline size_t pair_hash(uint64_t key)
-{
-    return (size_t)tk_mix(key);
-}
-
 int tk_pairmap_init(tk_pairmap *m, size_t expected)
 {
     size_t size = table_size(expected);
-    m->slots = malloc(size * sizeof *m->slots);
+    m->slots = table_alloc(size * sizeof *m->slots);
     if (!m->slots)
         return -1;
     for (size_t i = 0; i < size; i++)
@@ -300,7 +335,7 @@ int tk_pairmap_init(tk_pairmap *m, size_t expected)
 
 int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged)
 {
-    if ((m->count + 1) * 2 > m->mask + 1) {
+    if (too_full(m->count, m->mask)) {
         tk_pairmap old = *m;
         if (tk_pairmap_init(m, old.mask + 1))
             return *m = old, -1;
@@ -311,7 +346,7 @@ int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t me
         free(old.slots);
     }
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    for (size_t i = pair_hash(key) & m->mask;; i = (i + 1) & m->mask) {
+    for (size_t i = tk_pair_hash(a, b) & m->mask;; i = (i + 1) & m->mask) {
         tk_pairmap_slot *s = &m->slots[i];
         if (s->key == key) {            /* a repeated merge: the later rank wins, as in HF */
             s->rank = rank;
@@ -328,10 +363,40 @@ int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t me
     }
 }
 
+int tk_pairmap_build(tk_pairmap *m, const tk_pairmap_slot *entries, size_t n)
+{
+    if (tk_pairmap_init(m, n))
+        return -1;
+    size_t size = m->mask + 1, shift = 0;
+    while ((size >> shift) > 4096)
+        shift++;
+    size_t n_buckets = size >> shift;
+    size_t *start = calloc(n_buckets + 1, sizeof *start);
+    uint32_t *order = malloc((n ? n : 1) * sizeof *order);
+    if (!start || !order) {
+        free(start);
+        free(order);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        start[((tk_pair_hash(entries[i].key >> 32, (int32_t)entries[i].key) & m->mask) >> shift) + 1]++;
+    for (size_t b = 0; b < n_buckets; b++)
+        start[b + 1] += start[b];
+    for (size_t i = 0; i < n; i++)
+        order[start[(tk_pair_hash(entries[i].key >> 32, (int32_t)entries[i].key) & m->mask) >> shift]++] = (uint32_t)i;
+    for (size_t i = 0; i < n; i++) {
+        const tk_pairmap_slot *e = &entries[order[i]];
+        tk_pairmap_put(m, (int32_t)(e->key >> 32), (int32_t)e->key, e->rank, e->merged);
+    }
+    free(start);
+    free(order);
+    return 0;
+}
+
 const tk_pairmap_slot *tk_pairmap_get(const tk_pairmap *m, int32_t a, int32_t b)
 {
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
-    for (size_t i = pair_hash(key) & m->mask;; i = (i + 1) & m->mask) {
+    for (size_t i = tk_pair_hash(a, b) & m->mask;; i = (i + 1) & m->mask) {
         const tk_pairmap_slot *s = &m->slots[i];
         if (s->key == key)
             return s;
