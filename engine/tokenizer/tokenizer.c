@@ -122,11 +122,6 @@ static strata_status load_owned(char *json, size_t len, const char *name, strata
                                 strata_error *err)
 {
     *out = NULL;
-    size_t valid = tk_utf8_valid_prefix(json, len);
-    if (valid != len) {
-        free(json);
-        return strata_fail(err, STRATA_E_FORMAT, "%s: invalid UTF-8 at byte %zu", name, valid);
-    }
     strata_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) {
         free(json);

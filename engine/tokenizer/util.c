@@ -219,9 +219,7 @@ int tk_char_to_byte(uint32_t cp)
     return -1;
 }
 
-/* Hash tables of a big vocab are megabytes read at random: on 2 MB pages (where the
- * kernel allows them) their lookups miss the TLB far less often. */
-static void *table_alloc(size_t bytes)
+void *tk_big_alloc(size_t bytes)
 {
     const size_t huge = (size_t)2 << 20;
     void *p = NULL;
@@ -251,7 +249,7 @@ static int too_full(size_t count, size_t mask)
 int tk_strmap_init(tk_strmap *m, size_t expected)
 {
     size_t size = table_size(expected);
-    m->slots = table_alloc(size * sizeof *m->slots);
+    m->slots = tk_big_alloc(size * sizeof *m->slots);
     m->mask = size - 1;
     m->count = 0;
     if (!m->slots)
@@ -286,10 +284,12 @@ int tk_strmap_put_hashed(tk_strmap *m, const char *key, size_t len, int32_t valu
         tk_strmap_slot *s = &m->slots[i];
         if (s->value < 0) {
             s->len = (uint32_t)len;
-            if (len <= 8)
+            if (len <= 8) {
+                memset(s->key.bytes, 0, 8);     /* zero-padded: compared as one word */
                 memcpy(s->key.bytes, key, len);
-            else
+            } else {
                 s->key.ptr = key;
+            }
             s->value = value;
             m->count++;
             return 0;
@@ -305,6 +305,18 @@ int32_t tk_strmap_get_hashed(const tk_strmap *m, const char *key, size_t len, ui
 {
     if (!m->slots)
         return -1;
+    if (len <= 8) {
+        uint64_t want = 0, have;
+        memcpy(&want, key, len);
+        for (size_t i = hash & m->mask;; i = (i + 1) & m->mask) {
+            const tk_strmap_slot *s = &m->slots[i];
+            if (s->value < 0)
+                return -1;
+            memcpy(&have, s->key.bytes, 8);
+            if (s->len == len && have == want)
+                return s->value;
+        }
+    }
     for (size_t i = hash & m->mask;; i = (i + 1) & m->mask) {
         const tk_strmap_slot *s = &m->slots[i];
         if (s->value < 0)
@@ -323,7 +335,7 @@ void tk_strmap_free(tk_strmap *m)
 int tk_pairmap_init(tk_pairmap *m, size_t expected)
 {
     size_t size = table_size(expected);
-    m->slots = table_alloc(size * sizeof *m->slots);
+    m->slots = tk_big_alloc(size * sizeof *m->slots);
     if (!m->slots)
         return -1;
     for (size_t i = 0; i < size; i++)
