@@ -449,3 +449,45 @@ Test(tokenizer, cli_tokenize_and_detokenize)
     snprintf(cmd, sizeof cmd, "printf '\\377' | %s tokenize %s 2>/dev/null", cli, shared("fixtures/models/hybrid-small"));
     cr_assert_neq(system(cmd), 0);
 }
+
+/* ---- Split behaviours (HF's SplitDelimiterBehavior examples on "the-final--countdown") */
+
+static void expect_split(const char *behavior, int invert, const char *const *want, size_t n_want)
+{
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"%s\","
+             " \"invert\": %s},"
+             " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"merges\": [], \"vocab\": {"
+             "\"the\": 0, \"-\": 1, \"final\": 2, \"countdown\": 3, \"the-\": 4, \"final-\": 5, \"-final\": 6,"
+             " \"-countdown\": 7, \"--\": 8}}}",
+             behavior, invert ? "true" : "false");
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    const char *text = "the-final--countdown";
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(n, n_want, "%s: %zu pieces", behavior, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_eq(strata_tokenizer_id_to_token(tok, ids[i], NULL), want[i], "%s piece %zu", behavior, i);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
+
+Test(tokenizer, split_behaviors_follow_hf)
+{
+    const char *removed[] = {"the", "final", "countdown"};
+    const char *isolated[] = {"the", "-", "final", "-", "-", "countdown"};
+    const char *prev[] = {"the-", "final-", "-", "countdown"};
+    const char *next[] = {"the", "-final", "-", "-countdown"};
+    const char *contiguous[] = {"the", "-", "final", "--", "countdown"};
+    const char *inverted[] = {"-", "-", "-"};
+    expect_split("Removed", 0, removed, 3);
+    expect_split("Isolated", 0, isolated, 6);
+    expect_split("MergedWithPrevious", 0, prev, 4);
+    expect_split("MergedWithNext", 0, next, 4);
+    expect_split("Contiguous", 0, contiguous, 5);
+    expect_split("Removed", 1, inverted, 3);
+}

@@ -63,7 +63,7 @@ static int ensure_match_state(tk_scratch *sc)
         return -1;
     if (!sc->mctx) {
         sc->mctx = pcre2_match_context_create(NULL);
-        sc->jit = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
+        sc->jit = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
         if (!sc->mctx || !sc->jit)
             return -1;
         pcre2_jit_stack_assign(sc->mctx, NULL, sc->jit);
