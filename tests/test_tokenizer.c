@@ -491,3 +491,38 @@ Test(tokenizer, split_behaviors_follow_hf)
     expect_split("Contiguous", 0, contiguous, 5);
     expect_split("Removed", 1, inverted, 3);
 }
+
+/* ---- streaming on arbitrary id sequences (what a sampler may produce): byte tokens,
+ * broken UTF-8, specials between byte runs */
+
+static void stream_random_ids(const char *tokenizer)
+{
+    strata_tokenizer *tok = load(tokenizer);
+    int32_t vocab = strata_tokenizer_vocab_size(tok);
+    uint64_t state = 0x2545F4914F6CDD1DULL;
+    int failures = 0;
+    for (int it = 0; it < 1500; it++) {
+        int32_t ids[12];
+        size_t n = 1 + it % 12;
+        for (size_t i = 0; i < n; i++) {
+            state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+            uint32_t r = (uint32_t)(state >> 33);
+            /* mostly low ids: specials, byte tokens, short pieces */
+            ids[i] = (int32_t)(r % 4 == 0 ? (int32_t)(r / 4 % (uint32_t)vocab) : (int32_t)(r / 4 % 1300));
+        }
+        for (int skip = 0; skip < 2; skip++)
+            failures += !stream_matches(tok, ids, n, skip);
+    }
+    cr_assert_eq(failures, 0, "%s: %d random streams differ from the whole decode", tokenizer, failures);
+    strata_tokenizer_free(tok);
+}
+
+Test(tokenizer, streaming_random_ids_llama2)
+{
+    stream_random_ids("fixtures/tokenizers/llama2/tokenizer.json");
+}
+
+Test(tokenizer, streaming_random_ids_nemotron)
+{
+    stream_random_ids("fixtures/tokenizers/nemotron_h_proxy/tokenizer.json");
+}

@@ -131,6 +131,23 @@ static int fallback_byte(const char *s, size_t n)
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
 }
 
+int tk_is_byte_token(const char *s, size_t n)
+{
+    return fallback_byte(s, n) >= 0;
+}
+
+int tk_decoder_has(const tk_decoder *d, tk_dec_kind kind)
+{
+    if (!d)
+        return 0;
+    if (d->kind == kind)
+        return 1;
+    for (size_t i = 0; i < d->n_children; i++)
+        if (tk_decoder_has(&d->children[i], kind))
+            return 1;
+    return 0;
+}
+
 static int flush_bytes(tk_scratch *sc)
 {
     if (!sc->tmp.len)

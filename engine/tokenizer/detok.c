@@ -5,6 +5,10 @@
  * result ends in U+FFFD (an incomplete UTF-8 character, held back). Because the
  * context is decoded the same way both times, decoder rules for the stream start
  * (Strip, Metaspace) cancel out, and the pieces concatenate to the whole decode.
+ * One decoder is not monotone: ByteFallback turns a whole run of <0xNN> tokens into
+ * U+FFFD per byte when the run is not UTF-8, so text already valid ("/a") can turn
+ * into U+FFFD when the run grows. Nothing is emitted while such a run may still grow,
+ * i.e. after a byte token or after a token that decodes to nothing (a skipped special).
  */
 #include <stdlib.h>
 
@@ -13,6 +17,7 @@
 struct strata_detok {
     const strata_tokenizer *tok;
     int skip_special;
+    int byte_runs;              /* the decoder has ByteFallback */
     int32_t *ids;               /* context + pending ids */
     size_t n, cap;
     size_t prefix_index;        /* ids[0..prefix_index) are context */
@@ -39,6 +44,7 @@ strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, st
     }
     d->tok = tok;
     d->skip_special = skip_special;
+    d->byte_runs = tk_decoder_has(tok->decoder, DEC_BYTEFALLBACK);
     *out = d;
     return STRATA_OK;
 }
@@ -79,6 +85,14 @@ static strata_status set_piece(strata_detok *d, const char *s, size_t n, const c
     return STRATA_OK;
 }
 
+/* 1 when the text after id may still change with the ids that follow. */
+static int holds_back(const strata_detok *d, int32_t id)
+{
+    const strata_tokenizer *tok = d->tok;
+    return (d->skip_special && tok->tok_special[id]) ||
+           (d->byte_runs && tk_is_byte_token(tok->tok_str[id], tok->tok_len[id]));
+}
+
 /* The window's decode minus the context's; an error if it does not extend it. */
 static strata_status new_text(strata_detok *d, const char **s, size_t *n, strata_error *err)
 {
@@ -105,7 +119,7 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
         d->ids = ids;
         d->cap = cap;
     }
-    if (d->prefix.len == 0 && d->n) {   /* context decoding to nothing yet: retry it */
+    if (d->prefix.len == 0 && d->n && !holds_back(d, d->ids[d->n - 1])) {   /* context empty so far: retry it */
         STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
         if (!ends_in_fffd(&d->text)) {
             tk_buf t = d->prefix;
@@ -115,6 +129,8 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
         }
     }
     d->ids[d->n++] = id;
+    if (holds_back(d, id))
+        return STRATA_OK;
     STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
     if (d->text.len <= d->prefix.len || ends_in_fffd(&d->text))
         return STRATA_OK;

@@ -188,6 +188,10 @@ typedef struct tk_decoder {
 
 strata_status tk_decoder_parse(const tj_value *v, tk_decoder *d, strata_error *err);
 void tk_decoder_free(tk_decoder *d);
+/* 1 when the decoder or one of its children has the given kind. */
+int tk_decoder_has(const tk_decoder *d, tk_dec_kind kind);
+/* 1 when a token string has ByteFallback's "<0xNN>" form. */
+int tk_is_byte_token(const char *s, size_t n);
 /* Run the decoder chain over the token strings in sc->a (result in sc->a). */
 strata_status tk_decode_chain(const tk_decoder *d, tk_scratch *sc, strata_error *err);
 
