@@ -198,7 +198,7 @@ strata_status tk_decode_chain(const tk_decoder *d, tk_scratch *sc, strata_error 
 /* ---- the tokenizer */
 struct strata_tokenizer {
     char *json;                 /* the file's bytes; every string points into it */
-    tj_doc doc;
+    tj_doc doc;                 /* the parsed file, freed once the stages are built */
     tk_bpe bpe;
     int32_t n_ids;              /* max id + 1 */
     const char **tok_str;       /* id -> token string (added tokens win) */

@@ -322,7 +322,7 @@ static void free_blocks(block *b)
 {
     while (b) {
         block *next = b->next;
-        free(b);
+        tk_big_free(b, sizeof *b + b->cap * sizeof(tj_value));
         b = next;
     }
 }

@@ -137,6 +137,7 @@ static strata_status load_owned(char *json, size_t len, const char *name, strata
         strata_tokenizer_free(tok);
         return s;
     }
+    tj_doc_free(&tok->doc);     /* the built stages keep only strings, which live in json */
     *out = tok;
     return STRATA_OK;
 }

@@ -219,17 +219,35 @@ int tk_char_to_byte(uint32_t cp)
     return -1;
 }
 
+#define HUGE_PAGE ((size_t)2 << 20)
+
+/* Own mappings rather than malloc: freed memory goes back to the system at once,
+ * instead of staying in the heap after a tokenizer is freed. */
 void *tk_big_alloc(size_t bytes)
 {
-    const size_t huge = (size_t)2 << 20;
-    void *p = NULL;
-    if (bytes < huge)
+    if (bytes < HUGE_PAGE)
         return malloc(bytes);
-    bytes = (bytes + huge - 1) & ~(huge - 1);
-    if (posix_memalign(&p, huge, bytes))
+    size_t size = (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1);
+    char *map = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (map == MAP_FAILED)
         return NULL;
-    madvise(p, bytes, MADV_HUGEPAGE);
+    char *p = (char *)(((uintptr_t)map + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
+    if (p > map)
+        munmap(map, (size_t)(p - map));
+    if (p + size < map + size + HUGE_PAGE)
+        munmap(p + size, (size_t)(map + size + HUGE_PAGE - (p + size)));
+    madvise(p, size, MADV_HUGEPAGE);
     return p;
+}
+
+void tk_big_free(void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    if (bytes < HUGE_PAGE)
+        free(p);
+    else
+        munmap(p, (bytes + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1));
 }
 
 /* Tables stay at most 3/4 full. */
@@ -272,7 +290,7 @@ static int strmap_grow(tk_strmap *m)
     for (size_t i = 0; i <= old.mask; i++)
         if (old.slots[i].value >= 0)
             tk_strmap_put(m, slot_key(&old.slots[i]), old.slots[i].len, old.slots[i].value);
-    free(old.slots);
+    tk_big_free(old.slots, (old.mask + 1) * sizeof *old.slots);
     return 0;
 }
 
@@ -328,7 +346,8 @@ int32_t tk_strmap_get_hashed(const tk_strmap *m, const char *key, size_t len, ui
 
 void tk_strmap_free(tk_strmap *m)
 {
-    free(m->slots);
+    if (m->slots)
+        tk_big_free(m->slots, (m->mask + 1) * sizeof *m->slots);
     memset(m, 0, sizeof *m);
 }
 
@@ -355,7 +374,7 @@ int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t me
             if (old.slots[i].key != UINT64_MAX)
                 tk_pairmap_put(m, (int32_t)(old.slots[i].key >> 32), (int32_t)(uint32_t)old.slots[i].key,
                                old.slots[i].rank, old.slots[i].merged);
-        free(old.slots);
+        tk_big_free(old.slots, (old.mask + 1) * sizeof *old.slots);
     }
     uint64_t key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
     for (size_t i = tk_pair_hash(a, b) & m->mask;; i = (i + 1) & m->mask) {
@@ -419,7 +438,8 @@ const tk_pairmap_slot *tk_pairmap_get(const tk_pairmap *m, int32_t a, int32_t b)
 
 void tk_pairmap_free(tk_pairmap *m)
 {
-    free(m->slots);
+    if (m->slots)
+        tk_big_free(m->slots, (m->mask + 1) * sizeof *m->slots);
     memset(m, 0, sizeof *m);
 }
 

@@ -22,10 +22,11 @@ int tk_buf_reserve(tk_buf *b, size_t extra);      /* 0 on success, -1 out of mem
 int tk_buf_append(tk_buf *b, const void *s, size_t n);
 void tk_buf_free(tk_buf *b);
 
-/* Memory for megabytes touched at once (hash tables, the file, the JSON arena): on
- * 2 MB pages where the kernel allows them, so loading takes far fewer page faults and
- * random lookups miss the TLB less. Release with free(). */
+/* Memory for megabytes touched at once (hash tables, the JSON arena): on 2 MB pages
+ * where the kernel allows them, so loading takes far fewer page faults and random
+ * lookups miss the TLB less. Release with tk_big_free and the same size. */
 void *tk_big_alloc(size_t bytes);
+void tk_big_free(void *p, size_t bytes);
 
 /* ---- pieces: spans of one text buffer. at_origin marks a piece that starts at
  * offset 0 of the original input (Metaspace's prepend_scheme "first" needs it). */
