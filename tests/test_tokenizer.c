@@ -526,3 +526,48 @@ Test(tokenizer, streaming_random_ids_nemotron)
 {
     stream_random_ids("fixtures/tokenizers/nemotron_h_proxy/tokenizer.json");
 }
+
+/* ---- more pre-tokenizers, checked by the token strings they produce (vocab entries
+ * are whole pieces, ignore_merges makes each piece one token) */
+
+static void expect_pieces(const char *pretok, const char *vocab, const char *text, unsigned flags,
+                          const char *const *want, size_t n_want)
+{
+    char json[4096];
+    snprintf(json, sizeof json,
+             "{\"added_tokens\": [{\"id\": 0, \"content\": \"<s>\", \"special\": true, \"normalized\": false,"
+             " \"lstrip\": false, \"rstrip\": false, \"single_word\": false}],"
+             " \"pre_tokenizer\": %s,"
+             " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"merges\": [], \"vocab\": {\"<s>\": 0, %s}}}",
+             pretok, vocab);
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), flags, &ids, &n, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(n, n_want, "%s: %zu pieces", pretok, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_eq(strata_tokenizer_id_to_token(tok, ids[i], NULL), want[i], "%s piece %zu", pretok, i);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
+
+Test(tokenizer, pre_tokenizers_follow_hf)
+{
+    const char *bytelevel[] = {"\xC4\xA0Hello", "\xC4\xA0world"};
+    expect_pieces("{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}",
+                  "\"\\u0120Hello\": 1, \"\\u0120world\": 2", "Hello world", 0, bytelevel, 2);
+    const char *digits[] = {"abc", "1", "2", "3"};
+    expect_pieces("{\"type\": \"Digits\", \"individual_digits\": true}", "\"abc\": 1, \"1\": 2, \"2\": 3, \"3\": 4",
+                  "abc123", 0, digits, 4);
+    const char *whitespace[] = {"Hey", "friend", "!", "How", "are", "you", "?!?"};
+    expect_pieces("{\"type\": \"Whitespace\"}",
+                  "\"Hey\": 1, \"friend\": 2, \"!\": 3, \"How\": 4, \"are\": 5, \"you\": 6, \"?!?\": 7",
+                  "Hey friend!     How are you?!?", 0, whitespace, 7);
+    /* prepend_scheme "first": only the segment at the start of the text gets the marker */
+    const char *meta[] = {"\xE2\x96\x81Hey", "\xE2\x96\x81" "friend", "<s>", "Hey"};
+    expect_pieces("{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\", \"split\": true}",
+                  "\"\\u2581Hey\": 1, \"\\u2581friend\": 2, \"Hey\": 3", "Hey friend<s>Hey", STRATA_TOKENIZE_PARSE_SPECIAL,
+                  meta, 4);
+}
