@@ -22,11 +22,6 @@ typedef struct bpe_work {
     tk_buf key;                 /* char + prefix/suffix lookups */
 } bpe_work;
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory in BPE");
-}
-
 #define VOCAB_BATCH 32
 
 static strata_status vocab_id(const tj_value *k, const tj_value *v, int32_t *id, strata_error *err)
@@ -43,7 +38,7 @@ static strata_status parse_vocab(const tj_value *vocab, tk_bpe *bpe, strata_erro
     if (!vocab || vocab->kind != TJ_OBJECT)
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.vocab must be an object");
     if (tk_strmap_init(&bpe->vocab, vocab->n))
-        return nomem(err);
+        return tk_nomem(err);
     bpe->max_id = -1;
     const tj_value *items = vocab->u.items;
     for (uint32_t base = 0; base < vocab->n; base += VOCAB_BATCH) {
@@ -59,7 +54,7 @@ static strata_status parse_vocab(const tj_value *vocab, tk_bpe *bpe, strata_erro
             int32_t id = 0;
             STRATA_TRY(vocab_id(k, k + 1, &id, err));
             if (tk_strmap_put_hashed(&bpe->vocab, k->u.str, k->n, id, hash[j]))
-                return nomem(err);
+                return tk_nomem(err);
             if (id > bpe->max_id)
                 bpe->max_id = id;
         }
@@ -111,7 +106,7 @@ static strata_status prepare_merge(const tk_bpe *bpe, const tj_value *m, uint32_
     job->joined_off = joined->len;
     if (tk_buf_append(joined, job->a, job->na) ||
         tk_buf_append(joined, job->b + bpe->prefix_len, job->nb - bpe->prefix_len))
-        return nomem(err);
+        return tk_nomem(err);
     job->joined_len = joined->len - job->joined_off;
     job->ha = tk_hash(job->a, job->na);
     job->hb = tk_hash(job->b, job->nb);
@@ -157,7 +152,7 @@ static strata_status parse_merges(const tj_value *merges, tk_bpe *bpe, strata_er
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.merges must be an array");
     tk_pairmap_slot *entries = malloc((merges->n ? merges->n : 1) * sizeof *entries);
     if (!entries)
-        return nomem(err);
+        return tk_nomem(err);
     tk_buf joined = {0};
     strata_status s = STRATA_OK;
     for (uint32_t base = 0; base < merges->n && s == STRATA_OK; base += MERGE_BATCH) {
@@ -165,7 +160,7 @@ static strata_status parse_merges(const tj_value *merges, tk_bpe *bpe, strata_er
         s = merge_batch(bpe, merges, base, count, &joined, entries + base, err);
     }
     if (s == STRATA_OK && tk_pairmap_build(&bpe->merges, entries, merges->n))
-        s = nomem(err);
+        s = tk_nomem(err);
     free(entries);
     tk_buf_free(&joined);
     return s;
@@ -364,14 +359,14 @@ strata_status tk_bpe_encode(const tk_bpe *bpe, tk_scratch *sc, const char *word,
     if (bpe->ignore_merges) {
         int32_t id = tk_strmap_get(&bpe->vocab, word, n);
         if (id >= 0)
-            return tk_ids_push(sc, id) ? nomem(err) : STRATA_OK;
+            return tk_ids_push(sc, id) ? tk_nomem(err) : STRATA_OK;
     }
     bpe_work *w = work_of(sc, n + 1);
     if (!w)
-        return nomem(err);
+        return tk_nomem(err);
     long count = initial_symbols(bpe, w, word, n);
     if (count < 0)
-        return nomem(err);
+        return tk_nomem(err);
     w->heap_n = 0;
     for (long i = 0; i < count; i++) {
         w->prev[i] = (int32_t)i - 1;
@@ -379,7 +374,7 @@ strata_status tk_bpe_encode(const tk_bpe *bpe, tk_scratch *sc, const char *word,
     }
     for (long i = 0; i + 1 < count; i++)
         if (push_pair(bpe, w, (int32_t)i))
-            return nomem(err);
+            return tk_nomem(err);
     while (w->heap_n) {
         merge_entry e = heap_pop(w);
         int32_t left = e.pos, right = w->next[left];
@@ -394,10 +389,10 @@ strata_status tk_bpe_encode(const tk_bpe *bpe, tk_scratch *sc, const char *word,
         if (w->next[right] >= 0)
             w->prev[w->next[right]] = left;
         if ((w->prev[left] >= 0 && push_pair(bpe, w, w->prev[left])) || push_pair(bpe, w, left))
-            return nomem(err);
+            return tk_nomem(err);
     }
     for (int32_t i = count ? 0 : -1; i >= 0; i = w->next[i])
         if (tk_ids_push(sc, w->id[i]))
-            return nomem(err);
+            return tk_nomem(err);
     return STRATA_OK;
 }

@@ -27,11 +27,6 @@ struct strata_detok {
     tk_scratch sc;
 };
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-}
-
 strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, strata_detok **out,
                                strata_error *err)
 {
@@ -40,7 +35,7 @@ strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, st
     strata_detok *d = calloc(1, sizeof *d);
     if (!d || tk_buf_reserve(&d->prefix, 0) || tk_buf_reserve(&d->text, 0) || tk_buf_reserve(&d->piece, 0)) {
         strata_detok_free(d);
-        return nomem(err);
+        return tk_nomem(err);
     }
     d->tok = tok;
     d->skip_special = skip_special;
@@ -79,7 +74,7 @@ static strata_status set_piece(strata_detok *d, const char *s, size_t n, const c
 {
     d->piece.len = 0;
     if (tk_buf_append(&d->piece, s, n))
-        return nomem(err);
+        return tk_nomem(err);
     *text = d->piece.p;
     *len = d->piece.len;
     return STRATA_OK;
@@ -115,7 +110,7 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
         size_t cap = d->cap ? d->cap * 2 : 16;
         int32_t *ids = realloc(d->ids, cap * sizeof *ids);
         if (!ids)
-            return nomem(err);
+            return tk_nomem(err);
         d->ids = ids;
         d->cap = cap;
     }

@@ -219,6 +219,11 @@ strata_status tk_tokenizer_normalize(const strata_tokenizer *tok, tk_scratch *sc
 strata_status tk_decode_ids(const strata_tokenizer *tok, tk_scratch *sc, const int32_t *ids, size_t n,
                             int skip_special, tk_buf *out, strata_error *err);
 
+static inline strata_status tk_nomem(strata_error *err)
+{
+    return strata_fail(err, STRATA_E_NOMEM, "tokenizer: out of memory");
+}
+
 /* Unsupported component: "tokenizer.json: <what> type 'X' is not supported". */
 strata_status tk_unsupported(strata_error *err, const char *what, const tj_value *type);
 /* Fetch a required string field. */

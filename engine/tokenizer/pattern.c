@@ -77,7 +77,7 @@ int tk_pattern_next(const tk_pattern *p, tk_scratch *sc, const char *s, size_t n
     if (p->literal)
         return literal_next(p, s, n, from, ms, me);
     if (ensure_match_state(sc)) {
-        strata_fail(err, STRATA_E_NOMEM, "out of memory for regex matching");
+        tk_nomem(err);
         return -1;
     }
     while (from <= n) {
