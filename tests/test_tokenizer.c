@@ -571,3 +571,26 @@ Test(tokenizer, pre_tokenizers_follow_hf)
                   "\"\\u2581Hey\": 1, \"\\u2581friend\": 2, \"Hey\": 3", "Hey friend<s>Hey", STRATA_TOKENIZE_PARSE_SPECIAL,
                   meta, 4);
 }
+
+Test(tokenizer, streaming_garbage_is_bounded)
+{
+    strata_tokenizer *tok = load("fixtures/tokenizers/llama2/tokenizer.json");
+    int32_t ff = strata_tokenizer_token_to_id(tok, "<0xFF>", 6);
+    cr_assert_geq(ff, 0);
+    int32_t ids[300];
+    for (int i = 0; i < 300; i++)
+        ids[i] = ff;
+    cr_assert(stream_matches(tok, ids, 300, 0));
+    strata_detok *d;
+    strata_error err = {0};
+    const char *piece;
+    size_t len, total = 0;
+    cr_assert_eq(strata_detok_new(tok, 0, &d, &err), STRATA_OK);
+    for (int i = 0; i < 300; i++) {
+        cr_assert_eq(strata_detok_push(d, ff, &piece, &len, &err), STRATA_OK);
+        total += len;
+    }
+    cr_assert_gt(total, 0, "a garbage run is not held back forever");
+    strata_detok_free(d);
+    strata_tokenizer_free(tok);
+}

@@ -222,8 +222,9 @@ int strata_tokenizer_is_special(const strata_tokenizer *tok, int32_t id);
  * ByteFallback decoder a run of <0xNN> tokens is held until a token that is not a byte
  * ends it, because HF decodes an invalid run as one U+FFFD per byte. Leading-space
  * rules of the decoders (Metaspace, Strip) apply only at the very start of the
- * stream. Work per id is bounded by the ids since the last emitted piece. One
- * strata_detok belongs to one thread at a time. */
+ * stream. Output is held back for at most 64 ids: after that (only possible with a
+ * long run of broken UTF-8) the text so far is emitted, and only such a stream may
+ * then differ from the whole decode. One strata_detok belongs to one thread at a time. */
 typedef struct strata_detok strata_detok;
 
 strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, strata_detok **out,

@@ -9,10 +9,15 @@
  * U+FFFD per byte when the run is not UTF-8, so text already valid ("/a") can turn
  * into U+FFFD when the run grows. Nothing is emitted while such a run may still grow,
  * i.e. after a byte token or after a token that decodes to nothing (a skipped special).
+ * Holding back is bounded: after DETOK_MAX_PENDING ids without output the text so far
+ * is emitted anyway, so garbage streams cost linear work; only such streams (64 ids of
+ * broken UTF-8) can then differ from the whole decode.
  */
 #include <stdlib.h>
 
 #include "tokenizer/internal.h"
+
+#define DETOK_MAX_PENDING 64
 
 struct strata_detok {
     const strata_tokenizer *tok;
@@ -88,14 +93,15 @@ static int holds_back(const strata_detok *d, int32_t id)
            (d->byte_runs && tk_is_byte_token(tok->tok_str[id], tok->tok_len[id]));
 }
 
-/* The window's decode minus the context's; an error if it does not extend it. */
-static strata_status new_text(strata_detok *d, const char **s, size_t *n, strata_error *err)
+/* The window's decode past the context's. Past the common part, should a forced
+ * emission have let the context change (see DETOK_MAX_PENDING). */
+static void new_text(const strata_detok *d, const char **s, size_t *n)
 {
-    if (d->text.len < d->prefix.len || memcmp(d->text.p, d->prefix.p, d->prefix.len))
-        return strata_fail(err, STRATA_E_INVALID, "streaming decode: text does not extend its context");
-    *s = d->text.p + d->prefix.len;
-    *n = d->text.len - d->prefix.len;
-    return STRATA_OK;
+    size_t common = 0, max = d->text.len < d->prefix.len ? d->text.len : d->prefix.len;
+    while (common < max && d->text.p[common] == d->prefix.p[common])
+        common++;
+    *s = d->text.p + common;
+    *n = d->text.len - common;
 }
 
 strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, size_t *len, strata_error *err)
@@ -124,14 +130,15 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
         }
     }
     d->ids[d->n++] = id;
-    if (holds_back(d, id))
+    int forced = d->n - d->prefix_index >= DETOK_MAX_PENDING;
+    if (holds_back(d, id) && !forced)
         return STRATA_OK;
     STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
-    if (d->text.len <= d->prefix.len || ends_in_fffd(&d->text))
+    if ((d->text.len <= d->prefix.len || ends_in_fffd(&d->text)) && !forced)
         return STRATA_OK;
     const char *s = NULL;
     size_t n = 0;
-    STRATA_TRY(new_text(d, &s, &n, err));
+    new_text(d, &s, &n);
     STRATA_TRY(set_piece(d, s, n, text, len, err));
     /* the ids since the old context become the new context */
     size_t keep = d->n - d->prefix_index;
@@ -152,8 +159,10 @@ strata_status strata_detok_flush(strata_detok *d, const char **text, size_t *len
         const char *s = NULL;
         size_t n = 0;
         st = decode_into(d, d->ids, d->n, &d->text, err);
-        if (st == STRATA_OK && d->text.len > d->prefix.len && (st = new_text(d, &s, &n, err)) == STRATA_OK)
+        if (st == STRATA_OK && d->text.len > d->prefix.len) {
+            new_text(d, &s, &n);
             st = set_piece(d, s, n, text, len, err);
+        }
     }
     d->n = 0;
     d->prefix_index = 0;
