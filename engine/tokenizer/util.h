@@ -73,7 +73,7 @@ int tk_utf8_append_lossy(tk_buf *b, const char *s, size_t n);
 /* 1 when the bytes of s, all together, are valid UTF-8 (Rust's String::from_utf8). */
 static inline int tk_utf8_valid(const char *s, size_t n) { return tk_utf8_valid_prefix(s, n) == n; }
 int tk_is_whitespace(uint32_t cp);                 /* Rust char::is_whitespace */
-int tk_is_word_char(uint32_t cp);                  /* alphanumeric or '_' */
+int tk_is_word_char(uint32_t cp);                  /* regex \w: letter, mark, number, connector */
 
 /* ---- GPT-2 byte-level map */
 uint32_t tk_byte_to_char(unsigned char b);
