@@ -1,7 +1,8 @@
 /*
  * pattern.c — the String/Regex patterns of Split, Replace (normalizer and decoder):
  * literal search, or PCRE2 with UTF+UCP (JIT-compiled when available) standing in
- * for Rust's regex crate. Matching state lives in the caller's tk_scratch.
+ * for the regex engines HF uses (Oniguruma, the regex crate). Matching state lives in
+ * the caller's tk_scratch.
  */
 #include <stdlib.h>
 

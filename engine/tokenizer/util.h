@@ -3,7 +3,8 @@
  * buffer, a list of text pieces (what normalizers, pre-tokenizers and decoders pass
  * along), UTF-8 helpers with Rust's semantics (strict validation, lossy repair,
  * char::is_whitespace), the GPT-2 byte<->char map, and two open-addressing hash
- * tables: token string -> id and (left id, right id) -> merge.
+ * tables: token string -> id and (left id, right id) -> merge. Implemented in buf.c,
+ * utf8.c and tables.c.
  */
 #ifndef STRATA_TOKENIZER_UTIL_H
 #define STRATA_TOKENIZER_UTIL_H
