@@ -594,3 +594,46 @@ Test(tokenizer, streaming_garbage_is_bounded)
     strata_detok_free(d);
     strata_tokenizer_free(tok);
 }
+
+/* ---- normalized added tokens, single_word, Roberta post-processing, no decoder */
+
+Test(tokenizer, added_token_options_follow_hf)
+{
+    const char *json =
+        "{\"added_tokens\": ["
+        "  {\"id\": 5, \"content\": \"Hello\", \"special\": false, \"normalized\": true, \"lstrip\": false,"
+        "   \"rstrip\": false, \"single_word\": false},"
+        "  {\"id\": 6, \"content\": \"cat\", \"special\": false, \"normalized\": false, \"lstrip\": false,"
+        "   \"rstrip\": false, \"single_word\": true}],"
+        " \"normalizer\": {\"type\": \"Lowercase\"},"
+        " \"pre_tokenizer\": {\"type\": \"WhitespaceSplit\"},"
+        " \"post_processor\": {\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 2], \"cls\": [\"<s>\", 0],"
+        "   \"trim_offsets\": true, \"add_prefix_space\": false},"
+        " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"merges\": [], \"vocab\": {\"<s>\": 0, \"say\": 1,"
+        "   \"</s>\": 2, \"now\": 3, \"concat\": 4, \"hello\": 7}}}";
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    /* "Hello" is matched after lowercasing; HELLO becomes the added token 5, not vocab 7 */
+    const char *text = "Say HELLO now";
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), STRATA_TOKENIZE_ADD_SPECIAL, &ids, &n, &err), STRATA_OK);
+    int32_t want[] = {0, 1, 5, 3, 2};
+    cr_assert_eq(n, 5);
+    cr_assert_arr_eq(ids, want, sizeof want);
+    char *back;
+    size_t len;
+    cr_assert_eq(strata_tokenizer_decode(tok, ids + 1, 3, 0, &back, &len, &err), STRATA_OK);
+    cr_assert_str_eq(back, "say Hello now", "no decoder: tokens joined by spaces");
+    free(back);
+    free(ids);
+    /* single_word: "cat" alone is the token, inside "concat" it is not */
+    text = "cat concat";
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, &err), STRATA_OK);
+    int32_t want2[] = {6, 4};
+    cr_assert_eq(n, 2);
+    cr_assert_arr_eq(ids, want2, sizeof want2);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
