@@ -62,13 +62,20 @@ static int ensure_match_state(tk_scratch *sc)
 {
     if (!sc->md && !(sc->md = pcre2_match_data_create(1, NULL)))
         return -1;
-    if (!sc->mctx) {
-        sc->mctx = pcre2_match_context_create(NULL);
-        sc->jit = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, NULL);
-        if (!sc->mctx || !sc->jit)
-            return -1;
-        pcre2_jit_stack_assign(sc->mctx, NULL, sc->jit);
-    }
+    if (!sc->mctx && !(sc->mctx = pcre2_match_context_create(NULL)))
+        return -1;
+    return 0;
+}
+
+/* JIT matching starts on PCRE2's small default stack (no per-call cost); only a
+ * match that outgrows it gets a bigger one, bounded at 1 MB. */
+static int grow_jit_stack(tk_scratch *sc)
+{
+    if (sc->jit)
+        return -1;                  /* already at the bound */
+    if (!(sc->jit = pcre2_jit_stack_create(64 * 1024, 1024 * 1024, NULL)))
+        return -1;
+    pcre2_jit_stack_assign(sc->mctx, NULL, sc->jit);
     return 0;
 }
 
@@ -85,6 +92,8 @@ int tk_pattern_next(const tk_pattern *p, tk_scratch *sc, const char *s, size_t n
         int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, sc->md, sc->mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT && grow_jit_stack(sc) == 0)
+            continue;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);
