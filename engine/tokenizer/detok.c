@@ -123,6 +123,10 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
     if (d->prefix.len == 0 && d->n && !holds_back(d, d->ids[d->n - 1])) {   /* context empty so far: retry it */
         STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
         if (!ends_in_fffd(&d->text)) {
+            if (d->text.len == 0) {     /* nothing decoded yet: one id of context is enough */
+                d->ids[0] = d->ids[d->n - 1];
+                d->n = 1;
+            }
             tk_buf t = d->prefix;
             d->prefix = d->text;
             d->text = t;
