@@ -637,3 +637,29 @@ Test(tokenizer, added_token_options_follow_hf)
     free(ids);
     strata_tokenizer_free(tok);
 }
+
+/* ---- continuing_subword_prefix, unk without fuse_unk */
+
+Test(tokenizer, subword_prefix_and_unk_follow_hf)
+{
+    const char *json =
+        "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"[UNK]\", \"fuse_unk\": false,"
+        " \"continuing_subword_prefix\": \"##\", \"vocab\": {\"a\": 0, \"##b\": 1, \"ab\": 2, \"[UNK]\": 3},"
+        " \"merges\": [[\"a\", \"##b\"]]}}";
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(strata_tokenizer_encode(tok, "ab", 2, 0, &ids, &n, &err), STRATA_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ids[0], 2, "a + ##b merge into ab");
+    free(ids);
+    /* "b" first in a word has no prefix and "##a" is unknown: two separate unks */
+    cr_assert_eq(strata_tokenizer_encode(tok, "ba", 2, 0, &ids, &n, &err), STRATA_OK);
+    int32_t want[] = {3, 3};
+    cr_assert_eq(n, 2);
+    cr_assert_arr_eq(ids, want, sizeof want);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
