@@ -449,3 +449,217 @@ Test(tokenizer, cli_tokenize_and_detokenize)
     snprintf(cmd, sizeof cmd, "printf '\\377' | %s tokenize %s 2>/dev/null", cli, shared("fixtures/models/hybrid-small"));
     cr_assert_neq(system(cmd), 0);
 }
+
+/* ---- Split behaviours (HF's SplitDelimiterBehavior examples on "the-final--countdown") */
+
+static void expect_split(const char *behavior, int invert, const char *const *want, size_t n_want)
+{
+    char json[2048];
+    snprintf(json, sizeof json,
+             "{\"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"%s\","
+             " \"invert\": %s},"
+             " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"merges\": [], \"vocab\": {"
+             "\"the\": 0, \"-\": 1, \"final\": 2, \"countdown\": 3, \"the-\": 4, \"final-\": 5, \"-final\": 6,"
+             " \"-countdown\": 7, \"--\": 8}}}",
+             behavior, invert ? "true" : "false");
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    const char *text = "the-final--countdown";
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(n, n_want, "%s: %zu pieces", behavior, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_eq(strata_tokenizer_id_to_token(tok, ids[i], NULL), want[i], "%s piece %zu", behavior, i);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
+
+Test(tokenizer, split_behaviors_follow_hf)
+{
+    const char *removed[] = {"the", "final", "countdown"};
+    const char *isolated[] = {"the", "-", "final", "-", "-", "countdown"};
+    const char *prev[] = {"the-", "final-", "-", "countdown"};
+    const char *next[] = {"the", "-final", "-", "-countdown"};
+    const char *contiguous[] = {"the", "-", "final", "--", "countdown"};
+    const char *inverted[] = {"-", "-", "-"};
+    expect_split("Removed", 0, removed, 3);
+    expect_split("Isolated", 0, isolated, 6);
+    expect_split("MergedWithPrevious", 0, prev, 4);
+    expect_split("MergedWithNext", 0, next, 4);
+    expect_split("Contiguous", 0, contiguous, 5);
+    expect_split("Removed", 1, inverted, 3);
+}
+
+/* ---- streaming on arbitrary id sequences (what a sampler may produce): byte tokens,
+ * broken UTF-8, specials between byte runs */
+
+static void stream_random_ids(const char *tokenizer)
+{
+    strata_tokenizer *tok = load(tokenizer);
+    int32_t vocab = strata_tokenizer_vocab_size(tok);
+    uint64_t state = 0x2545F4914F6CDD1DULL;
+    int failures = 0;
+    for (int it = 0; it < 1500; it++) {
+        int32_t ids[12];
+        size_t n = 1 + it % 12;
+        for (size_t i = 0; i < n; i++) {
+            state = state * 6364136223846793005ULL + 1442695040888963407ULL;
+            uint32_t r = (uint32_t)(state >> 33);
+            /* mostly low ids: specials, byte tokens, short pieces */
+            ids[i] = (int32_t)(r % 4 == 0 ? (int32_t)(r / 4 % (uint32_t)vocab) : (int32_t)(r / 4 % 1300));
+        }
+        for (int skip = 0; skip < 2; skip++)
+            failures += !stream_matches(tok, ids, n, skip);
+    }
+    cr_assert_eq(failures, 0, "%s: %d random streams differ from the whole decode", tokenizer, failures);
+    strata_tokenizer_free(tok);
+}
+
+Test(tokenizer, streaming_random_ids_llama2)
+{
+    stream_random_ids("fixtures/tokenizers/llama2/tokenizer.json");
+}
+
+Test(tokenizer, streaming_random_ids_nemotron)
+{
+    stream_random_ids("fixtures/tokenizers/nemotron_h_proxy/tokenizer.json");
+}
+
+/* ---- more pre-tokenizers, checked by the token strings they produce (vocab entries
+ * are whole pieces, ignore_merges makes each piece one token) */
+
+static void expect_pieces(const char *pretok, const char *vocab, const char *text, unsigned flags,
+                          const char *const *want, size_t n_want)
+{
+    char json[4096];
+    snprintf(json, sizeof json,
+             "{\"added_tokens\": [{\"id\": 0, \"content\": \"<s>\", \"special\": true, \"normalized\": false,"
+             " \"lstrip\": false, \"rstrip\": false, \"single_word\": false}],"
+             " \"pre_tokenizer\": %s,"
+             " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"merges\": [], \"vocab\": {\"<s>\": 0, %s}}}",
+             pretok, vocab);
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), flags, &ids, &n, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(n, n_want, "%s: %zu pieces", pretok, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_eq(strata_tokenizer_id_to_token(tok, ids[i], NULL), want[i], "%s piece %zu", pretok, i);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
+
+Test(tokenizer, pre_tokenizers_follow_hf)
+{
+    const char *bytelevel[] = {"\xC4\xA0Hello", "\xC4\xA0world"};
+    expect_pieces("{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}",
+                  "\"\\u0120Hello\": 1, \"\\u0120world\": 2", "Hello world", 0, bytelevel, 2);
+    const char *digits[] = {"abc", "1", "2", "3"};
+    expect_pieces("{\"type\": \"Digits\", \"individual_digits\": true}", "\"abc\": 1, \"1\": 2, \"2\": 3, \"3\": 4",
+                  "abc123", 0, digits, 4);
+    const char *whitespace[] = {"Hey", "friend", "!", "How", "are", "you", "?!?"};
+    expect_pieces("{\"type\": \"Whitespace\"}",
+                  "\"Hey\": 1, \"friend\": 2, \"!\": 3, \"How\": 4, \"are\": 5, \"you\": 6, \"?!?\": 7",
+                  "Hey friend!     How are you?!?", 0, whitespace, 7);
+    /* prepend_scheme "first": only the segment at the start of the text gets the marker */
+    const char *meta[] = {"\xE2\x96\x81Hey", "\xE2\x96\x81" "friend", "<s>", "Hey"};
+    expect_pieces("{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": \"first\", \"split\": true}",
+                  "\"\\u2581Hey\": 1, \"\\u2581friend\": 2, \"Hey\": 3", "Hey friend<s>Hey", STRATA_TOKENIZE_PARSE_SPECIAL,
+                  meta, 4);
+}
+
+Test(tokenizer, streaming_garbage_is_bounded)
+{
+    strata_tokenizer *tok = load("fixtures/tokenizers/llama2/tokenizer.json");
+    int32_t ff = strata_tokenizer_token_to_id(tok, "<0xFF>", 6);
+    cr_assert_geq(ff, 0);
+    int32_t ids[300];
+    for (int i = 0; i < 300; i++)
+        ids[i] = ff;
+    cr_assert(stream_matches(tok, ids, 300, 0));
+    strata_detok *d;
+    strata_error err = {0};
+    const char *piece;
+    size_t len, total = 0;
+    cr_assert_eq(strata_detok_new(tok, 0, &d, &err), STRATA_OK);
+    for (int i = 0; i < 300; i++) {
+        cr_assert_eq(strata_detok_push(d, ff, &piece, &len, &err), STRATA_OK);
+        total += len;
+    }
+    cr_assert_gt(total, 0, "a garbage run is not held back forever");
+    strata_detok_free(d);
+    strata_tokenizer_free(tok);
+}
+
+/* ---- normalized added tokens, single_word, Roberta post-processing, no decoder */
+
+Test(tokenizer, added_token_options_follow_hf)
+{
+    const char *json =
+        "{\"added_tokens\": ["
+        "  {\"id\": 5, \"content\": \"Hello\", \"special\": false, \"normalized\": true, \"lstrip\": false,"
+        "   \"rstrip\": false, \"single_word\": false},"
+        "  {\"id\": 6, \"content\": \"cat\", \"special\": false, \"normalized\": false, \"lstrip\": false,"
+        "   \"rstrip\": false, \"single_word\": true}],"
+        " \"normalizer\": {\"type\": \"Lowercase\"},"
+        " \"pre_tokenizer\": {\"type\": \"WhitespaceSplit\"},"
+        " \"post_processor\": {\"type\": \"RobertaProcessing\", \"sep\": [\"</s>\", 2], \"cls\": [\"<s>\", 0],"
+        "   \"trim_offsets\": true, \"add_prefix_space\": false},"
+        " \"model\": {\"type\": \"BPE\", \"ignore_merges\": true, \"merges\": [], \"vocab\": {\"<s>\": 0, \"say\": 1,"
+        "   \"</s>\": 2, \"now\": 3, \"concat\": 4, \"hello\": 7}}}";
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    /* "Hello" is matched after lowercasing; HELLO becomes the added token 5, not vocab 7 */
+    const char *text = "Say HELLO now";
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), STRATA_TOKENIZE_ADD_SPECIAL, &ids, &n, &err), STRATA_OK);
+    int32_t want[] = {0, 1, 5, 3, 2};
+    cr_assert_eq(n, 5);
+    cr_assert_arr_eq(ids, want, sizeof want);
+    char *back;
+    size_t len;
+    cr_assert_eq(strata_tokenizer_decode(tok, ids + 1, 3, 0, &back, &len, &err), STRATA_OK);
+    cr_assert_str_eq(back, "say Hello now", "no decoder: tokens joined by spaces");
+    free(back);
+    free(ids);
+    /* single_word: "cat" alone is the token, inside "concat" it is not */
+    text = "cat concat";
+    cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n, &err), STRATA_OK);
+    int32_t want2[] = {6, 4};
+    cr_assert_eq(n, 2);
+    cr_assert_arr_eq(ids, want2, sizeof want2);
+    free(ids);
+    strata_tokenizer_free(tok);
+}
+
+/* ---- continuing_subword_prefix, unk without fuse_unk */
+
+Test(tokenizer, subword_prefix_and_unk_follow_hf)
+{
+    const char *json =
+        "{\"model\": {\"type\": \"BPE\", \"unk_token\": \"[UNK]\", \"fuse_unk\": false,"
+        " \"continuing_subword_prefix\": \"##\", \"vocab\": {\"a\": 0, \"##b\": 1, \"ab\": 2, \"[UNK]\": 3},"
+        " \"merges\": [[\"a\", \"##b\"]]}}";
+    strata_tokenizer *tok;
+    strata_error err = {0};
+    cr_assert_eq(strata_tokenizer_load_json(json, strlen(json), &tok, &err), STRATA_OK, "%s", err.message);
+    int32_t *ids;
+    size_t n;
+    cr_assert_eq(strata_tokenizer_encode(tok, "ab", 2, 0, &ids, &n, &err), STRATA_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ids[0], 2, "a + ##b merge into ab");
+    free(ids);
+    /* "b" first in a word has no prefix and "##a" is unknown: two separate unks */
+    cr_assert_eq(strata_tokenizer_encode(tok, "ba", 2, 0, &ids, &n, &err), STRATA_OK);
+    int32_t want[] = {3, 3};
+    cr_assert_eq(n, 2);
+    cr_assert_arr_eq(ids, want, sizeof want);
+    free(ids);
+    strata_tokenizer_free(tok);
+}

@@ -424,11 +424,15 @@ int32_t strata_tokenizer_token_to_id(const strata_tokenizer *tok, const char *to
 int strata_tokenizer_is_special(const strata_tokenizer *tok, int32_t id);
 
 /* Streaming decoder: push ids one at a time and get text pieces whose concatenation,
- * after strata_detok_flush, equals strata_tokenizer_decode of all ids. A piece never
- * ends inside a UTF-8 character: an incomplete sequence is held back until a later
- * id completes it (or flush turns it into U+FFFD). Leading-space rules of the
- * decoders (Metaspace, Strip) apply only at the very start of the stream. One
- * strata_detok belongs to one thread at a time. */
+ * after strata_detok_flush, equals strata_tokenizer_decode of all ids (same
+ * skip_special). A piece never ends inside a UTF-8 character: an incomplete sequence
+ * is held back until a later id completes it (or flush turns it into U+FFFD). With a
+ * ByteFallback decoder a run of <0xNN> tokens is held until a token that is not a byte
+ * ends it, because HF decodes an invalid run as one U+FFFD per byte. Leading-space
+ * rules of the decoders (Metaspace, Strip) apply only at the very start of the
+ * stream. Output is held back for at most 64 ids: after that (only possible with a
+ * long run of broken UTF-8) the text so far is emitted, and only such a stream may
+ * then differ from the whole decode. One strata_detok belongs to one thread at a time. */
 typedef struct strata_detok strata_detok;
 
 strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, strata_detok **out,

@@ -117,13 +117,13 @@ static strata_status index_token(strata_tokenizer *tok, size_t i, tk_scratch *sc
         return STRATA_OK;
     if (!t->normalized || !tok->normalizer)
         return trie_insert(t->normalized ? &a->norm : &a->raw, t->content, t->len, (int32_t)i)
-                   ? strata_fail(err, STRATA_E_NOMEM, "out of memory") : STRATA_OK;
+                   ? tk_nomem(err) : STRATA_OK;
     sc->norm.len = 0;
     if (tk_buf_append(&sc->norm, t->content, t->len))
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        return tk_nomem(err);
     STRATA_TRY(tk_tokenizer_normalize(tok, sc, &sc->norm, err));
     if (sc->norm.len && trie_insert(&a->norm, sc->norm.p, sc->norm.len, (int32_t)i))
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        return tk_nomem(err);
     return STRATA_OK;
 }
 
@@ -138,7 +138,7 @@ strata_status tk_added_parse(strata_tokenizer *tok, const tj_value *arr, strata_
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: added_tokens must be an array");
     a->tokens = calloc(arr->n ? arr->n : 1, sizeof *a->tokens);
     if (!a->tokens)
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        return tk_nomem(err);
     a->n = arr->n;
     for (uint32_t i = 0; i < arr->n; i++)
         STRATA_TRY(parse_token(&arr->u.items[i], i, &a->tokens[i], err));

@@ -22,27 +22,42 @@ typedef struct bpe_work {
     tk_buf key;                 /* char + prefix/suffix lookups */
 } bpe_work;
 
-static strata_status nomem(strata_error *err)
+#define VOCAB_BATCH 32
+
+static strata_status vocab_id(const tj_value *k, const tj_value *v, int32_t *id, strata_error *err)
 {
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory in BPE");
+    if (v->kind != TJ_NUMBER || v->u.num < 0 || v->u.num >= (double)TK_MAX_IDS || v->u.num != (int32_t)v->u.num)
+        return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.vocab['%s'] is not a valid id", k->u.str);
+    *id = (int32_t)v->u.num;
+    return STRATA_OK;
 }
 
+/* Insert in batches, prefetching each batch's slots first (see MERGE_BATCH below). */
 static strata_status parse_vocab(const tj_value *vocab, tk_bpe *bpe, strata_error *err)
 {
     if (!vocab || vocab->kind != TJ_OBJECT)
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.vocab must be an object");
     if (tk_strmap_init(&bpe->vocab, vocab->n))
-        return nomem(err);
+        return tk_nomem(err);
     bpe->max_id = -1;
-    for (uint32_t i = 0; i < vocab->n; i++) {
-        const tj_value *k = &vocab->u.items[2 * i], *v = &vocab->u.items[2 * i + 1];
-        if (v->kind != TJ_NUMBER || v->u.num < 0 || v->u.num >= (double)TK_MAX_IDS || v->u.num != (int32_t)v->u.num)
-            return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.vocab['%s'] is not a valid id", k->u.str);
-        int32_t id = (int32_t)v->u.num;
-        if (tk_strmap_put(&bpe->vocab, k->u.str, k->n, id))
-            return nomem(err);
-        if (id > bpe->max_id)
-            bpe->max_id = id;
+    const tj_value *items = vocab->u.items;
+    for (uint32_t base = 0; base < vocab->n; base += VOCAB_BATCH) {
+        uint32_t count = vocab->n - base < VOCAB_BATCH ? vocab->n - base : VOCAB_BATCH;
+        uint64_t hash[VOCAB_BATCH];
+        for (uint32_t j = 0; j < count; j++) {
+            const tj_value *k = &items[2 * (base + j)];
+            hash[j] = tk_hash(k->u.str, k->n);
+            tk_strmap_prefetch(&bpe->vocab, hash[j]);
+        }
+        for (uint32_t j = 0; j < count; j++) {
+            const tj_value *k = &items[2 * (base + j)];
+            int32_t id = 0;
+            STRATA_TRY(vocab_id(k, k + 1, &id, err));
+            if (tk_strmap_put_hashed(&bpe->vocab, k->u.str, k->n, id, hash[j]))
+                return tk_nomem(err);
+            if (id > bpe->max_id)
+                bpe->max_id = id;
+        }
     }
     return STRATA_OK;
 }
@@ -70,13 +85,64 @@ static strata_status merge_parts(const tj_value *m, uint32_t i, const char **a, 
     return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.merges[%u] is neither \"a b\" nor [a, b]", i);
 }
 
-static strata_status merge_token_id(const tk_bpe *bpe, const char *s, size_t n, uint32_t i, int32_t *id,
-                                    strata_error *err)
+/* Merges are resolved in batches: first every token of the batch is hashed and its
+ * vocab slot prefetched, then looked up, so the cache misses of a 7 MB vocab overlap
+ * instead of queueing one after another. */
+#define MERGE_BATCH 32
+
+typedef struct merge_job {
+    const char *a, *b;
+    size_t na, nb, joined_off, joined_len;
+    uint64_t ha, hb, hm;
+} merge_job;
+
+/* Parse merges[i] into job, appending the merged token to joined. */
+static strata_status prepare_merge(const tk_bpe *bpe, const tj_value *m, uint32_t i, merge_job *job, tk_buf *joined,
+                                   strata_error *err)
 {
-    *id = tk_strmap_get(&bpe->vocab, s, n);
+    STRATA_TRY(merge_parts(m, i, &job->a, &job->na, &job->b, &job->nb, err));
+    if (job->nb < bpe->prefix_len)
+        return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.merges[%u] is shorter than the subword prefix", i);
+    job->joined_off = joined->len;
+    if (tk_buf_append(joined, job->a, job->na) ||
+        tk_buf_append(joined, job->b + bpe->prefix_len, job->nb - bpe->prefix_len))
+        return tk_nomem(err);
+    job->joined_len = joined->len - job->joined_off;
+    job->ha = tk_hash(job->a, job->na);
+    job->hb = tk_hash(job->b, job->nb);
+    job->hm = tk_hash(joined->p + job->joined_off, job->joined_len);
+    tk_strmap_prefetch(&bpe->vocab, job->ha);
+    tk_strmap_prefetch(&bpe->vocab, job->hb);
+    tk_strmap_prefetch(&bpe->vocab, job->hm);
+    return STRATA_OK;
+}
+
+static strata_status lookup(const tk_bpe *bpe, const char *s, size_t n, uint64_t h, uint32_t i, int32_t *id,
+                            strata_error *err)
+{
+    *id = tk_strmap_get_hashed(&bpe->vocab, s, n, h);
     if (*id < 0)
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.merges[%u]: token '%.*s' is not in the vocab",
                            i, (int)(n > 200 ? 200 : n), s);
+    return STRATA_OK;
+}
+
+static strata_status merge_batch(const tk_bpe *bpe, const tj_value *merges, uint32_t base, uint32_t count,
+                                 tk_buf *joined, tk_pairmap_slot *out, strata_error *err)
+{
+    merge_job jobs[MERGE_BATCH];
+    joined->len = 0;
+    for (uint32_t j = 0; j < count; j++)
+        STRATA_TRY(prepare_merge(bpe, &merges->u.items[base + j], base + j, &jobs[j], joined, err));
+    for (uint32_t j = 0; j < count; j++) {
+        merge_job *m = &jobs[j];
+        int32_t a, b;
+        STRATA_TRY(lookup(bpe, m->a, m->na, m->ha, base + j, &a, err));
+        STRATA_TRY(lookup(bpe, m->b, m->nb, m->hb, base + j, &b, err));
+        STRATA_TRY(lookup(bpe, joined->p + m->joined_off, m->joined_len, m->hm, base + j, &out[j].merged, err));
+        out[j].key = ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
+        out[j].rank = (int32_t)(base + j);
+    }
     return STRATA_OK;
 }
 
@@ -84,31 +150,18 @@ static strata_status parse_merges(const tj_value *merges, tk_bpe *bpe, strata_er
 {
     if (!merges || merges->kind != TJ_ARRAY)
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.merges must be an array");
-    if (tk_pairmap_init(&bpe->merges, merges->n))
-        return nomem(err);
+    tk_pairmap_slot *entries = malloc((merges->n ? merges->n : 1) * sizeof *entries);
+    if (!entries)
+        return tk_nomem(err);
     tk_buf joined = {0};
     strata_status s = STRATA_OK;
-    for (uint32_t i = 0; i < merges->n && s == STRATA_OK; i++) {
-        const char *a = NULL, *b = NULL;
-        size_t na = 0, nb = 0;
-        int32_t ia, ib, im;
-        if ((s = merge_parts(&merges->u.items[i], i, &a, &na, &b, &nb, err)) ||
-            (s = merge_token_id(bpe, a, na, i, &ia, err)) || (s = merge_token_id(bpe, b, nb, i, &ib, err)))
-            break;
-        if (nb < bpe->prefix_len) {
-            s = strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: model.merges[%u] is shorter than the subword prefix", i);
-            break;
-        }
-        joined.len = 0;
-        if (tk_buf_append(&joined, a, na) || tk_buf_append(&joined, b + bpe->prefix_len, nb - bpe->prefix_len)) {
-            s = nomem(err);
-            break;
-        }
-        if ((s = merge_token_id(bpe, joined.p, joined.len, i, &im, err)))
-            break;
-        if (tk_pairmap_put(&bpe->merges, ia, ib, (int32_t)i, im))
-            s = nomem(err);
+    for (uint32_t base = 0; base < merges->n && s == STRATA_OK; base += MERGE_BATCH) {
+        uint32_t count = merges->n - base < MERGE_BATCH ? merges->n - base : MERGE_BATCH;
+        s = merge_batch(bpe, merges, base, count, &joined, entries + base, err);
     }
+    if (s == STRATA_OK && tk_pairmap_build(&bpe->merges, entries, merges->n))
+        s = tk_nomem(err);
+    free(entries);
     tk_buf_free(&joined);
     return s;
 }
@@ -306,14 +359,14 @@ strata_status tk_bpe_encode(const tk_bpe *bpe, tk_scratch *sc, const char *word,
     if (bpe->ignore_merges) {
         int32_t id = tk_strmap_get(&bpe->vocab, word, n);
         if (id >= 0)
-            return tk_ids_push(sc, id) ? nomem(err) : STRATA_OK;
+            return tk_ids_push(sc, id) ? tk_nomem(err) : STRATA_OK;
     }
     bpe_work *w = work_of(sc, n + 1);
     if (!w)
-        return nomem(err);
+        return tk_nomem(err);
     long count = initial_symbols(bpe, w, word, n);
     if (count < 0)
-        return nomem(err);
+        return tk_nomem(err);
     w->heap_n = 0;
     for (long i = 0; i < count; i++) {
         w->prev[i] = (int32_t)i - 1;
@@ -321,7 +374,7 @@ strata_status tk_bpe_encode(const tk_bpe *bpe, tk_scratch *sc, const char *word,
     }
     for (long i = 0; i + 1 < count; i++)
         if (push_pair(bpe, w, (int32_t)i))
-            return nomem(err);
+            return tk_nomem(err);
     while (w->heap_n) {
         merge_entry e = heap_pop(w);
         int32_t left = e.pos, right = w->next[left];
@@ -336,10 +389,10 @@ strata_status tk_bpe_encode(const tk_bpe *bpe, tk_scratch *sc, const char *word,
         if (w->next[right] >= 0)
             w->prev[w->next[right]] = left;
         if ((w->prev[left] >= 0 && push_pair(bpe, w, w->prev[left])) || push_pair(bpe, w, left))
-            return nomem(err);
+            return tk_nomem(err);
     }
     for (int32_t i = count ? 0 : -1; i >= 0; i = w->next[i])
         if (tk_ids_push(sc, w->id[i]))
-            return nomem(err);
+            return tk_nomem(err);
     return STRATA_OK;
 }

@@ -11,11 +11,6 @@
 
 static const char FFFD[] = "\xEF\xBF\xBD";
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory while decoding");
-}
-
 static strata_status parse_size(const tj_value *v, const char *key, size_t *out, strata_error *err)
 {
     const tj_value *n = tj_get(v, key);
@@ -32,7 +27,7 @@ static strata_status parse_sequence(const tj_value *arr, tk_decoder *d, strata_e
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: decoder Sequence needs \"decoders\"");
     d->children = calloc(arr->n ? arr->n : 1, sizeof *d->children);
     if (!d->children)
-        return nomem(err);
+        return tk_nomem(err);
     for (uint32_t i = 0; i < arr->n; i++) {
         d->n_children = i + 1;
         STRATA_TRY(tk_decoder_parse(&arr->u.items[i], &d->children[i], err));
@@ -110,9 +105,9 @@ static strata_status dec_bytelevel(tk_scratch *sc, strata_error *err)
     sc->tmp.len = 0;
     for (size_t i = 0; i < sc->a.n; i++)
         if (bytelevel_token(&sc->tmp, tk_piece(&sc->a, i), sc->a.len[i]))
-            return nomem(err);
+            return tk_nomem(err);
     if (tk_pieces_open(&sc->b, 0) || tk_utf8_append_lossy(&sc->b.text, sc->tmp.p, sc->tmp.len))
-        return nomem(err);
+        return tk_nomem(err);
     tk_pieces_close(&sc->b);
     return STRATA_OK;
 }
@@ -129,6 +124,23 @@ static int fallback_byte(const char *s, size_t n)
         return -1;
     int hi = hex_digit(s[3]), lo = hex_digit(s[4]);
     return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+int tk_is_byte_token(const char *s, size_t n)
+{
+    return fallback_byte(s, n) >= 0;
+}
+
+int tk_decoder_has(const tk_decoder *d, tk_dec_kind kind)
+{
+    if (!d)
+        return 0;
+    if (d->kind == kind)
+        return 1;
+    for (size_t i = 0; i < d->n_children; i++)
+        if (tk_decoder_has(&d->children[i], kind))
+            return 1;
+    return 0;
 }
 
 static int flush_bytes(tk_scratch *sc)
@@ -155,18 +167,18 @@ static strata_status dec_bytefallback(tk_scratch *sc, strata_error *err)
         int b = fallback_byte(s, sc->a.len[i]);
         char c = (char)b;
         if (b >= 0 ? tk_buf_append(&sc->tmp, &c, 1) : (flush_bytes(sc) || tk_pieces_add(&sc->b, s, sc->a.len[i], 0)))
-            return nomem(err);
+            return tk_nomem(err);
     }
-    return flush_bytes(sc) ? nomem(err) : STRATA_OK;
+    return flush_bytes(sc) ? tk_nomem(err) : STRATA_OK;
 }
 
 static strata_status dec_fuse(tk_scratch *sc, strata_error *err)
 {
     if (tk_pieces_open(&sc->b, 0))
-        return nomem(err);
+        return tk_nomem(err);
     for (size_t i = 0; i < sc->a.n; i++)
         if (tk_buf_append(&sc->b.text, tk_piece(&sc->a, i), sc->a.len[i]))
-            return nomem(err);
+            return tk_nomem(err);
     tk_pieces_close(&sc->b);
     return STRATA_OK;
 }
@@ -188,7 +200,7 @@ static strata_status dec_strip(const tk_decoder *d, tk_scratch *sc, strata_error
             nchars_left--;
         }
         if (tk_pieces_add(&sc->b, s + lo, hi - lo, 0))
-            return nomem(err);
+            return tk_nomem(err);
     }
     return STRATA_OK;
 }
@@ -201,16 +213,16 @@ static strata_status dec_metaspace(const tk_decoder *d, tk_scratch *sc, strata_e
         size_t n = sc->a.len[i];
         int drop = i == 0 && d->prepend_scheme != PREPEND_NEVER;
         if (tk_pieces_open(&sc->b, 0))
-            return nomem(err);
+            return tk_nomem(err);
         for (size_t j = 0; j < n;) {
             if (n - j >= r && !memcmp(s + j, d->replacement, r)) {
                 if (!drop && tk_buf_append(&sc->b.text, " ", 1))
-                    return nomem(err);
+                    return tk_nomem(err);
                 j += r;
             } else {
                 size_t k = (size_t)tk_utf8_len((unsigned char)s[j]);
                 if (tk_buf_append(&sc->b.text, s + j, k))
-                    return nomem(err);
+                    return tk_nomem(err);
                 j += k;
             }
         }
@@ -226,16 +238,16 @@ static strata_status dec_replace(const tk_decoder *d, tk_scratch *sc, strata_err
         size_t n = sc->a.len[i], at = 0, ms, me;
         int rc;
         if (tk_pieces_open(&sc->b, 0))
-            return nomem(err);
+            return tk_nomem(err);
         while ((rc = tk_pattern_next(&d->pattern, sc, s, n, at, &ms, &me, err)) == 1) {
             if (tk_buf_append(&sc->b.text, s + at, ms - at) || tk_buf_append(&sc->b.text, d->content, d->content_len))
-                return nomem(err);
+                return tk_nomem(err);
             at = me;
         }
         if (rc < 0)
             return err ? err->status : STRATA_E_LIMIT;
         if (tk_buf_append(&sc->b.text, s + at, n - at))
-            return nomem(err);
+            return tk_nomem(err);
         tk_pieces_close(&sc->b);
     }
     return STRATA_OK;

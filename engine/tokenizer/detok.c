@@ -5,14 +5,24 @@
  * result ends in U+FFFD (an incomplete UTF-8 character, held back). Because the
  * context is decoded the same way both times, decoder rules for the stream start
  * (Strip, Metaspace) cancel out, and the pieces concatenate to the whole decode.
+ * One decoder is not monotone: ByteFallback turns a whole run of <0xNN> tokens into
+ * U+FFFD per byte when the run is not UTF-8, so text already valid ("/a") can turn
+ * into U+FFFD when the run grows. Nothing is emitted while such a run may still grow,
+ * i.e. after a byte token or after a token that decodes to nothing (a skipped special).
+ * Holding back is bounded: after DETOK_MAX_PENDING ids without output the text so far
+ * is emitted anyway, so garbage streams cost linear work; only such streams (64 ids of
+ * broken UTF-8) can then differ from the whole decode.
  */
 #include <stdlib.h>
 
 #include "tokenizer/internal.h"
 
+#define DETOK_MAX_PENDING 64
+
 struct strata_detok {
     const strata_tokenizer *tok;
     int skip_special;
+    int byte_runs;              /* the decoder has ByteFallback */
     int32_t *ids;               /* context + pending ids */
     size_t n, cap;
     size_t prefix_index;        /* ids[0..prefix_index) are context */
@@ -22,11 +32,6 @@ struct strata_detok {
     tk_scratch sc;
 };
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-}
-
 strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, strata_detok **out,
                                strata_error *err)
 {
@@ -35,10 +40,11 @@ strata_status strata_detok_new(const strata_tokenizer *tok, int skip_special, st
     strata_detok *d = calloc(1, sizeof *d);
     if (!d || tk_buf_reserve(&d->prefix, 0) || tk_buf_reserve(&d->text, 0) || tk_buf_reserve(&d->piece, 0)) {
         strata_detok_free(d);
-        return nomem(err);
+        return tk_nomem(err);
     }
     d->tok = tok;
     d->skip_special = skip_special;
+    d->byte_runs = tk_decoder_has(tok->decoder, DEC_BYTEFALLBACK);
     *out = d;
     return STRATA_OK;
 }
@@ -73,20 +79,29 @@ static strata_status set_piece(strata_detok *d, const char *s, size_t n, const c
 {
     d->piece.len = 0;
     if (tk_buf_append(&d->piece, s, n))
-        return nomem(err);
+        return tk_nomem(err);
     *text = d->piece.p;
     *len = d->piece.len;
     return STRATA_OK;
 }
 
-/* The window's decode minus the context's; an error if it does not extend it. */
-static strata_status new_text(strata_detok *d, const char **s, size_t *n, strata_error *err)
+/* 1 when the text after id may still change with the ids that follow. */
+static int holds_back(const strata_detok *d, int32_t id)
 {
-    if (d->text.len < d->prefix.len || memcmp(d->text.p, d->prefix.p, d->prefix.len))
-        return strata_fail(err, STRATA_E_INVALID, "streaming decode: text does not extend its context");
-    *s = d->text.p + d->prefix.len;
-    *n = d->text.len - d->prefix.len;
-    return STRATA_OK;
+    const strata_tokenizer *tok = d->tok;
+    return (d->skip_special && tok->tok_special[id]) ||
+           (d->byte_runs && tk_is_byte_token(tok->tok_str[id], tok->tok_len[id]));
+}
+
+/* The window's decode past the context's. Past the common part, should a forced
+ * emission have let the context change (see DETOK_MAX_PENDING). */
+static void new_text(const strata_detok *d, const char **s, size_t *n)
+{
+    size_t common = 0, max = d->text.len < d->prefix.len ? d->text.len : d->prefix.len;
+    while (common < max && d->text.p[common] == d->prefix.p[common])
+        common++;
+    *s = d->text.p + common;
+    *n = d->text.len - common;
 }
 
 strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, size_t *len, strata_error *err)
@@ -101,13 +116,17 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
         size_t cap = d->cap ? d->cap * 2 : 16;
         int32_t *ids = realloc(d->ids, cap * sizeof *ids);
         if (!ids)
-            return nomem(err);
+            return tk_nomem(err);
         d->ids = ids;
         d->cap = cap;
     }
-    if (d->prefix.len == 0 && d->n) {   /* context decoding to nothing yet: retry it */
+    if (d->prefix.len == 0 && d->n && !holds_back(d, d->ids[d->n - 1])) {   /* context empty so far: retry it */
         STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
         if (!ends_in_fffd(&d->text)) {
+            if (d->text.len == 0) {     /* nothing decoded yet: one id of context is enough */
+                d->ids[0] = d->ids[d->n - 1];
+                d->n = 1;
+            }
             tk_buf t = d->prefix;
             d->prefix = d->text;
             d->text = t;
@@ -115,12 +134,15 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
         }
     }
     d->ids[d->n++] = id;
+    int forced = d->n - d->prefix_index >= DETOK_MAX_PENDING;
+    if (holds_back(d, id) && !forced)
+        return STRATA_OK;
     STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
-    if (d->text.len <= d->prefix.len || ends_in_fffd(&d->text))
+    if ((d->text.len <= d->prefix.len || ends_in_fffd(&d->text)) && !forced)
         return STRATA_OK;
     const char *s = NULL;
     size_t n = 0;
-    STRATA_TRY(new_text(d, &s, &n, err));
+    new_text(d, &s, &n);
     STRATA_TRY(set_piece(d, s, n, text, len, err));
     /* the ids since the old context become the new context */
     size_t keep = d->n - d->prefix_index;
@@ -141,8 +163,10 @@ strata_status strata_detok_flush(strata_detok *d, const char **text, size_t *len
         const char *s = NULL;
         size_t n = 0;
         st = decode_into(d, d->ids, d->n, &d->text, err);
-        if (st == STRATA_OK && d->text.len > d->prefix.len && (st = new_text(d, &s, &n, err)) == STRATA_OK)
+        if (st == STRATA_OK && d->text.len > d->prefix.len) {
+            new_text(d, &s, &n);
             st = set_piece(d, s, n, text, len, err);
+        }
     }
     d->n = 0;
     d->prefix_index = 0;

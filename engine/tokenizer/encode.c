@@ -9,11 +9,6 @@
 
 #include "tokenizer/internal.h"
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-}
-
 void tk_scratch_free(tk_scratch *s)
 {
     if (s->md)
@@ -60,7 +55,7 @@ static strata_status encode_words(const strata_tokenizer *tok, tk_scratch *sc, c
 {
     tk_pieces_clear(&sc->a);
     if (tk_pieces_add(&sc->a, s, n, at_origin))
-        return nomem(err);
+        return tk_nomem(err);
     if (tok->pretok)
         STRATA_TRY(tk_pretokenize(tok->pretok, sc, err));
     for (size_t i = 0; i < sc->a.n; i++)
@@ -75,18 +70,18 @@ static strata_status encode_segment(const strata_tokenizer *tok, tk_scratch *sc,
 {
     sc->norm.len = 0;
     if (tk_buf_append(&sc->norm, s, n))
-        return nomem(err);
+        return tk_nomem(err);
     STRATA_TRY(tk_tokenizer_normalize(tok, sc, &sc->norm, err));
     if (!tok->added.norm.n)
         return sc->norm.len ? encode_words(tok, sc, sc->norm.p, sc->norm.len, at_origin, err) : STRATA_OK;
     tk_segment *segs;
     size_t n_segs;
     if (tk_added_split(&tok->added, &tok->added.norm, sc->norm.p, sc->norm.len, parse_special, &segs, &n_segs))
-        return nomem(err);
+        return tk_nomem(err);
     strata_status st = STRATA_OK;
     for (size_t i = 0; i < n_segs && st == STRATA_OK; i++) {
         if (segs[i].token >= 0)
-            st = tk_ids_push(sc, tok->added.tokens[segs[i].token].id) ? nomem(err) : STRATA_OK;
+            st = tk_ids_push(sc, tok->added.tokens[segs[i].token].id) ? tk_nomem(err) : STRATA_OK;
         else
             st = encode_words(tok, sc, sc->norm.p + segs[i].start, segs[i].end - segs[i].start,
                               at_origin && segs[i].start == 0, err);
@@ -102,11 +97,11 @@ static strata_status encode_text(const strata_tokenizer *tok, tk_scratch *sc, co
     tk_segment *segs;
     size_t n_segs;
     if (tk_added_split(&tok->added, &tok->added.raw, text, len, parse_special, &segs, &n_segs))
-        return nomem(err);
+        return tk_nomem(err);
     strata_status st = STRATA_OK;
     for (size_t i = 0; i < n_segs && st == STRATA_OK; i++) {
         if (segs[i].token >= 0)
-            st = tk_ids_push(sc, tok->added.tokens[segs[i].token].id) ? nomem(err) : STRATA_OK;
+            st = tk_ids_push(sc, tok->added.tokens[segs[i].token].id) ? tk_nomem(err) : STRATA_OK;
         else
             st = encode_segment(tok, sc, text + segs[i].start, segs[i].end - segs[i].start, segs[i].start == 0,
                                 parse_special, err);
@@ -131,14 +126,14 @@ strata_status strata_tokenizer_encode(const strata_tokenizer *tok, const char *t
     int add = (flags & STRATA_TOKENIZE_ADD_SPECIAL) != 0;
     strata_status st = STRATA_OK;
     if (tk_ids_push(&sc, 0))    /* makes sc.ids non-NULL even for no ids */
-        st = nomem(err);
+        st = tk_nomem(err);
     sc.n_ids = 0;
     if (st == STRATA_OK && add && push_all(&sc, tok->post.prefix, tok->post.n_prefix))
-        st = nomem(err);
+        st = tk_nomem(err);
     if (st == STRATA_OK && len)
         st = encode_text(tok, &sc, text, len, flags, err);
     if (st == STRATA_OK && add && push_all(&sc, tok->post.suffix, tok->post.n_suffix))
-        st = nomem(err);
+        st = tk_nomem(err);
     if (st == STRATA_OK) {
         *ids = sc.ids;
         *n_ids = sc.n_ids;
@@ -159,15 +154,15 @@ strata_status tk_decode_ids(const strata_tokenizer *tok, tk_scratch *sc, const i
         if (skip_special && tok->tok_special[id])
             continue;
         if (tk_pieces_add(&sc->a, tok->tok_str[id], tok->tok_len[id], 0))
-            return nomem(err);
+            return tk_nomem(err);
     }
     if (tok->decoder)
         STRATA_TRY(tk_decode_chain(tok->decoder, sc, err));
     if (tk_buf_reserve(out, 0))
-        return nomem(err);
+        return tk_nomem(err);
     for (size_t i = 0; i < sc->a.n; i++)
         if ((!tok->decoder && i && tk_buf_append(out, " ", 1)) || tk_buf_append(out, tk_piece(&sc->a, i), sc->a.len[i]))
-            return nomem(err);
+            return tk_nomem(err);
     return STRATA_OK;
 }
 

@@ -188,13 +188,17 @@ typedef struct tk_decoder {
 
 strata_status tk_decoder_parse(const tj_value *v, tk_decoder *d, strata_error *err);
 void tk_decoder_free(tk_decoder *d);
+/* 1 when the decoder or one of its children has the given kind. */
+int tk_decoder_has(const tk_decoder *d, tk_dec_kind kind);
+/* 1 when a token string has ByteFallback's "<0xNN>" form. */
+int tk_is_byte_token(const char *s, size_t n);
 /* Run the decoder chain over the token strings in sc->a (result in sc->a). */
 strata_status tk_decode_chain(const tk_decoder *d, tk_scratch *sc, strata_error *err);
 
 /* ---- the tokenizer */
 struct strata_tokenizer {
     char *json;                 /* the file's bytes; every string points into it */
-    tj_doc doc;
+    tj_doc doc;                 /* the parsed file, freed once the stages are built */
     tk_bpe bpe;
     int32_t n_ids;              /* max id + 1 */
     const char **tok_str;       /* id -> token string (added tokens win) */
@@ -214,6 +218,11 @@ strata_status tk_tokenizer_normalize(const strata_tokenizer *tok, tk_scratch *sc
 /* Decode ids into out (appended). */
 strata_status tk_decode_ids(const strata_tokenizer *tok, tk_scratch *sc, const int32_t *ids, size_t n,
                             int skip_special, tk_buf *out, strata_error *err);
+
+static inline strata_status tk_nomem(strata_error *err)
+{
+    return strata_fail(err, STRATA_E_NOMEM, "tokenizer: out of memory");
+}
 
 /* Unsupported component: "tokenizer.json: <what> type 'X' is not supported". */
 strata_status tk_unsupported(strata_error *err, const char *what, const tj_value *type);

@@ -8,9 +8,10 @@
 
 #include "core/error.h"
 #include "tokenizer/json.h"
+#include "tokenizer/util.h"
 
 #define TJ_MAX_DEPTH 256
-#define TJ_BLOCK_VALUES 65536
+#define TJ_BLOCK_VALUES ((size_t)1 << 17)   /* 2 MB: one huge page where allowed */
 
 typedef struct block {
     struct block *next;
@@ -42,7 +43,7 @@ static tj_value *arena_take(parser *ps, size_t n)
     block *b = ps->blocks;
     if (!b || b->cap - b->used < n) {
         size_t cap = n > TJ_BLOCK_VALUES ? n : TJ_BLOCK_VALUES;
-        b = malloc(sizeof *b + cap * sizeof(tj_value));
+        b = tk_big_alloc(sizeof *b + cap * sizeof(tj_value));
         if (!b)
             return NULL;
         b->next = ps->blocks;
@@ -131,14 +132,33 @@ static strata_status unicode_escape(parser *ps, char **w)
     return STRATA_OK;
 }
 
+/* Bytes a string holds as they are: printable ASCII other than '"' and '\\'. */
+static inline int plain(unsigned char c)
+{
+    return (unsigned char)(c - 0x20) < 0x60 && c != '"' && c != '\\';
+}
+
 /* The string at ps->p (on its opening quote), decoded in place. */
 static strata_status parse_string(parser *ps, tj_value *v)
 {
     char *s = ++ps->p, *w = s;
     for (;;) {
         char *r = ps->p;
-        while (r < ps->end && *r != '"' && *r != '\\' && (unsigned char)*r >= 0x20)
-            r++;
+        for (;;) {
+            while (r < ps->end && plain((unsigned char)*r))
+                r++;
+            if (r >= ps->end || (unsigned char)*r < 0x80)
+                break;
+            /* a run of non-ASCII bytes must be whole UTF-8 chars */
+            char *run = r;
+            while (r < ps->end && (unsigned char)*r >= 0x80)
+                r++;
+            size_t good = tk_utf8_valid_prefix(run, (size_t)(r - run));
+            if (good != (size_t)(r - run)) {
+                ps->p = run + good;
+                return syntax(ps, "invalid UTF-8 in string");
+            }
+        }
         size_t run = (size_t)(r - ps->p);
         if (w != ps->p)
             memmove(w, ps->p, run);
@@ -183,6 +203,18 @@ static strata_status parse_number(parser *ps, tj_value *v)
         q++;
     if (q >= ps->end || *q < '0' || *q > '9')
         return syntax(ps, "unexpected character");
+    /* fast path for the small non-negative integers that ids are */
+    uint64_t u = 0;
+    char *d = ps->p;
+    while (d < ps->end && d - ps->p < 15 && *d >= '0' && *d <= '9')
+        u = u * 10 + (uint64_t)(*d++ - '0');
+    if (d > ps->p && d < ps->end && *d != '.' && *d != 'e' && *d != 'E' && (*d < '0' || *d > '9') &&
+        !(ps->p[0] == '0' && d - ps->p > 1)) {
+        v->kind = TJ_NUMBER;
+        v->u.num = (double)u;
+        ps->p = d;
+        return STRATA_OK;
+    }
     char *endp;
     v->u.num = strtod(ps->p, &endp);
     if (endp == ps->p || endp > ps->end)
@@ -290,7 +322,7 @@ static void free_blocks(block *b)
 {
     while (b) {
         block *next = b->next;
-        free(b);
+        tk_big_free(b, sizeof *b + b->cap * sizeof(tj_value));
         b = next;
     }
 }

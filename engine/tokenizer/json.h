@@ -3,7 +3,8 @@
  * the 7 MB Nemotron-H file; this reader decodes strings inside the caller's buffer
  * (NUL-terminating each one where its closing quote was) and allocates values from one
  * arena, so it reads the same file in a few tens of milliseconds. It keeps U+0000 in
- * strings (n is the byte length) and bounds nesting depth.
+ * strings (n is the byte length), checks that strings are UTF-8, and bounds nesting
+ * depth.
  */
 #ifndef STRATA_TOKENIZER_JSON_H
 #define STRATA_TOKENIZER_JSON_H

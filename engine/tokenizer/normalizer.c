@@ -35,7 +35,7 @@ static strata_status parse_children(const tj_value *arr, tk_normalizer *n, strat
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: normalizer Sequence needs \"normalizers\"");
     n->children = calloc(arr->n ? arr->n : 1, sizeof *n->children);
     if (!n->children)
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+        return tk_nomem(err);
     for (uint32_t i = 0; i < arr->n; i++) {
         n->n_children = i + 1;
         STRATA_TRY(tk_normalizer_parse(&arr->u.items[i], &n->children[i], err));
@@ -98,11 +98,6 @@ void tk_normalizer_free(tk_normalizer *n)
     tk_pattern_free(&n->pattern);
 }
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory while normalizing");
-}
-
 /* buf <- tmp, keeping both allocations alive for reuse. */
 static void swap_bufs(tk_buf *a, tk_buf *b)
 {
@@ -117,7 +112,7 @@ static strata_status prepend(const tk_normalizer *n, tk_scratch *sc, tk_buf *buf
         return STRATA_OK;
     sc->tmp.len = 0;
     if (tk_buf_append(&sc->tmp, n->content, n->content_len) || tk_buf_append(&sc->tmp, buf->p, buf->len))
-        return nomem(err);
+        return tk_nomem(err);
     swap_bufs(buf, &sc->tmp);
     return STRATA_OK;
 }
@@ -128,16 +123,16 @@ static strata_status replace(const tk_normalizer *n, tk_scratch *sc, tk_buf *buf
     int rc;
     sc->tmp.len = 0;
     if (tk_buf_reserve(&sc->tmp, buf->len))
-        return nomem(err);
+        return tk_nomem(err);
     while ((rc = tk_pattern_next(&n->pattern, sc, buf->p, buf->len, at, &ms, &me, err)) == 1) {
         if (tk_buf_append(&sc->tmp, buf->p + at, ms - at) || tk_buf_append(&sc->tmp, n->content, n->content_len))
-            return nomem(err);
+            return tk_nomem(err);
         at = me;
     }
     if (rc < 0)
         return err ? err->status : STRATA_E_LIMIT;
     if (tk_buf_append(&sc->tmp, buf->p + at, buf->len - at))
-        return nomem(err);
+        return tk_nomem(err);
     swap_bufs(buf, &sc->tmp);
     return STRATA_OK;
 }
@@ -154,7 +149,7 @@ static strata_status unicode_form(const tk_normalizer *n, tk_buf *buf, strata_er
     buf->len = 0;
     int bad = tk_buf_append(buf, out, (size_t)len);
     free(out);
-    return bad ? nomem(err) : STRATA_OK;
+    return bad ? tk_nomem(err) : STRATA_OK;
 }
 
 static strata_status lowercase(tk_scratch *sc, tk_buf *buf, strata_error *err)
@@ -172,7 +167,7 @@ static strata_status lowercase(tk_scratch *sc, tk_buf *buf, strata_error *err)
             k = tk_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)cp), enc);
         }
         if (tk_buf_append(&sc->tmp, enc, (size_t)k))
-            return nomem(err);
+            return tk_nomem(err);
     }
     swap_bufs(buf, &sc->tmp);
     return STRATA_OK;

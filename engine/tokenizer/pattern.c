@@ -1,7 +1,8 @@
 /*
  * pattern.c — the String/Regex patterns of Split, Replace (normalizer and decoder):
  * literal search, or PCRE2 with UTF+UCP (JIT-compiled when available) standing in
- * for Rust's regex crate. Matching state lives in the caller's tk_scratch.
+ * for the regex engines HF uses (Oniguruma, the regex crate). Matching state lives in
+ * the caller's tk_scratch.
  */
 #include <stdlib.h>
 
@@ -61,13 +62,20 @@ static int ensure_match_state(tk_scratch *sc)
 {
     if (!sc->md && !(sc->md = pcre2_match_data_create(1, NULL)))
         return -1;
-    if (!sc->mctx) {
-        sc->mctx = pcre2_match_context_create(NULL);
-        sc->jit = pcre2_jit_stack_create(32 * 1024, 8 * 1024 * 1024, NULL);
-        if (!sc->mctx || !sc->jit)
-            return -1;
-        pcre2_jit_stack_assign(sc->mctx, NULL, sc->jit);
-    }
+    if (!sc->mctx && !(sc->mctx = pcre2_match_context_create(NULL)))
+        return -1;
+    return 0;
+}
+
+/* JIT matching starts on PCRE2's small default stack (no per-call cost); only a
+ * match that outgrows it gets a bigger one, bounded at 1 MB. */
+static int grow_jit_stack(tk_scratch *sc)
+{
+    if (sc->jit)
+        return -1;                  /* already at the bound */
+    if (!(sc->jit = pcre2_jit_stack_create(64 * 1024, 1024 * 1024, NULL)))
+        return -1;
+    pcre2_jit_stack_assign(sc->mctx, NULL, sc->jit);
     return 0;
 }
 
@@ -77,13 +85,15 @@ int tk_pattern_next(const tk_pattern *p, tk_scratch *sc, const char *s, size_t n
     if (p->literal)
         return literal_next(p, s, n, from, ms, me);
     if (ensure_match_state(sc)) {
-        strata_fail(err, STRATA_E_NOMEM, "out of memory for regex matching");
+        tk_nomem(err);
         return -1;
     }
     while (from <= n) {
         int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, sc->md, sc->mctx);
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT && grow_jit_stack(sc) == 0)
+            continue;
         if (rc < 0) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(rc, msg, sizeof msg);

@@ -9,11 +9,6 @@
 
 #include "tokenizer/internal.h"
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-}
-
 /* *arr = add + *arr (front) or *arr + add. */
 static int add_ids(int32_t **arr, size_t *n, const int32_t *add, size_t n_add, int front)
 {
@@ -71,7 +66,7 @@ static strata_status parse_template(const tj_value *v, tk_post *one, strata_erro
         size_t n = 0;
         STRATA_TRY(template_special(specials, name, ids, &n, err));
         if (seen_a ? add_ids(&one->suffix, &one->n_suffix, ids, n, 0) : add_ids(&one->prefix, &one->n_prefix, ids, n, 0))
-            return nomem(err);
+            return tk_nomem(err);
     }
     return STRATA_OK;
 }
@@ -111,14 +106,14 @@ static strata_status parse_one(const tj_value *v, tk_post *acc, strata_error *er
         int32_t cls, sep;
         if (!(s = pair_id(v, "cls", &cls, err)) && !(s = pair_id(v, "sep", &sep, err)) &&
             (add_ids(&one.prefix, &one.n_prefix, &cls, 1, 0) || add_ids(&one.suffix, &one.n_suffix, &sep, 1, 0)))
-            s = nomem(err);
+            s = tk_nomem(err);
     } else {
         return tk_unsupported(err, "post_processor", type);
     }
     /* a later processor wraps the result of the earlier ones */
     if (s == STRATA_OK && (add_ids(&acc->prefix, &acc->n_prefix, one.prefix, one.n_prefix, 1) ||
                            add_ids(&acc->suffix, &acc->n_suffix, one.suffix, one.n_suffix, 0)))
-        s = nomem(err);
+        s = tk_nomem(err);
     tk_post_free(&one);
     return s;
 }

@@ -11,11 +11,6 @@
 static const char GPT2_REGEX[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory while pre-tokenizing");
-}
-
 static strata_status fixed_split(tk_pretok *p, const char *regex, tk_split_behavior b, int invert,
                                  strata_error *err)
 {
@@ -70,7 +65,7 @@ static strata_status parse_sequence(const tj_value *arr, tk_pretok *p, strata_er
         return strata_fail(err, STRATA_E_FORMAT, "tokenizer.json: pre_tokenizer Sequence needs \"pretokenizers\"");
     p->children = calloc(arr->n ? arr->n : 1, sizeof *p->children);
     if (!p->children)
-        return nomem(err);
+        return tk_nomem(err);
     for (uint32_t i = 0; i < arr->n; i++) {
         p->n_children = i + 1;
         STRATA_TRY(tk_pretok_parse(&arr->u.items[i], &p->children[i], err));
@@ -149,13 +144,13 @@ static strata_status find_spans(const tk_pattern *pat, int invert, tk_scratch *s
     *n_spans = 0;
     while ((rc = tk_pattern_next(pat, sc, s, n, at, &ms, &me, err)) == 1) {
         if ((ms > at && span_push(sc, n_spans, at, ms, invert)) || span_push(sc, n_spans, ms, me, !invert))
-            return nomem(err);
+            return tk_nomem(err);
         at = me;
     }
     if (rc < 0)
         return err ? err->status : STRATA_E_LIMIT;
     if (at < n && span_push(sc, n_spans, at, n, invert))
-        return nomem(err);
+        return tk_nomem(err);
     return STRATA_OK;
 }
 
@@ -215,7 +210,7 @@ static strata_status emit_spans(tk_scratch *sc, const char *s, size_t n_spans, i
     for (size_t i = 0; i < n_spans; i++) {
         tk_span sp = sc->spans[i];
         if (sp.end > sp.start && tk_pieces_add(&sc->b, s + sp.start, sp.end - sp.start, at_origin && sp.start == 0))
-            return nomem(err);
+            return tk_nomem(err);
     }
     return STRATA_OK;
 }
@@ -255,7 +250,7 @@ static strata_status bytelevel_piece(const tk_pretok *p, tk_scratch *sc, const c
     if (p->add_prefix_space && (n == 0 || s[0] != ' ')) {
         sc->tmp.len = 0;
         if (tk_buf_append(&sc->tmp, " ", 1) || tk_buf_append(&sc->tmp, s, n))
-            return nomem(err);
+            return tk_nomem(err);
         s = sc->tmp.p;
         n = sc->tmp.len;
     }
@@ -263,12 +258,12 @@ static strata_status bytelevel_piece(const tk_pretok *p, tk_scratch *sc, const c
     if (p->use_regex)
         STRATA_TRY(find_spans(&p->pattern, 0, sc, s, n, &n_spans, err));
     else if (n && span_push(sc, &n_spans, 0, n, 0))
-        return nomem(err);
+        return tk_nomem(err);
     for (size_t i = 0; i < n_spans; i++) {
         tk_span sp = sc->spans[i];
         if (tk_pieces_open(&sc->b, at_origin && sp.start == 0) ||
             append_bytelevel(&sc->b.text, s + sp.start, sp.end - sp.start))
-            return nomem(err);
+            return tk_nomem(err);
         tk_pieces_close(&sc->b);
     }
     return STRATA_OK;
@@ -283,12 +278,12 @@ static strata_status metaspace_piece(const tk_pretok *p, tk_scratch *sc, const c
     int prepend = !starts_with_rep && s[0] != ' ' &&
                   (p->prepend_scheme == PREPEND_ALWAYS || (p->prepend_scheme == PREPEND_FIRST && at_origin));
     if (prepend && tk_buf_append(t, p->replacement, p->replacement_len))
-        return nomem(err);
+        return tk_nomem(err);
     for (size_t i = 0; i < n; i++)
         if (s[i] == ' ' ? tk_buf_append(t, p->replacement, p->replacement_len) : tk_buf_append(t, s + i, 1))
-            return nomem(err);
+            return tk_nomem(err);
     if (!p->split)
-        return tk_pieces_add(&sc->b, t->p, t->len, at_origin) ? nomem(err) : STRATA_OK;
+        return tk_pieces_add(&sc->b, t->p, t->len, at_origin) ? tk_nomem(err) : STRATA_OK;
     tk_pattern lit = {.literal = p->replacement, .literal_len = p->replacement_len};
     size_t n_spans;
     STRATA_TRY(find_spans(&lit, 0, sc, t->p, t->len, &n_spans, err));

@@ -11,11 +11,6 @@
 
 #include "tokenizer/internal.h"
 
-static strata_status nomem(strata_error *err)
-{
-    return strata_fail(err, STRATA_E_NOMEM, "out of memory loading tokenizer.json");
-}
-
 /* The file's bytes plus a NUL, in *out. */
 static strata_status read_file(const char *path, char **out, size_t *len, strata_error *err)
 {
@@ -31,7 +26,7 @@ static strata_status read_file(const char *path, char **out, size_t *len, strata
     char *buf = malloc(n + 1);
     if (!buf) {
         fclose(f);
-        return nomem(err);
+        return tk_nomem(err);
     }
     size_t got = fread(buf, 1, n, f);
     fclose(f);
@@ -57,7 +52,7 @@ strata_status tk_tokenizer_normalize(const strata_tokenizer *tok, tk_scratch *sc
         const tj_value *v_ = tj_get(root, key);                                         \
         if (v_ && v_->kind != TJ_NULL) {                                                \
             if (!(field = calloc(1, sizeof *field)))                                    \
-                return nomem(err);                                                      \
+                return tk_nomem(err);                                                      \
             STRATA_TRY(parse(v_, field, err));                                          \
         }                                                                               \
     } while (0)
@@ -74,20 +69,21 @@ static strata_status build_id_table(strata_tokenizer *tok, strata_error *err)
     tok->tok_len = calloc(n, sizeof *tok->tok_len);
     tok->tok_special = calloc(n, 1);
     if (!tok->tok_str || !tok->tok_len || !tok->tok_special || tk_strmap_init(&tok->added_map, tok->added.n))
-        return nomem(err);
-    const tk_strmap *v = &tok->bpe.vocab;
-    for (size_t i = 0; i <= v->mask; i++)
-        if (v->slots[i].key) {
-            tok->tok_str[v->slots[i].value] = v->slots[i].key;
-            tok->tok_len[v->slots[i].value] = v->slots[i].len;
-        }
+        return tk_nomem(err);
+    const tj_value *vocab = tj_get(tj_get(&tok->doc.root, "model"), "vocab");   /* checked by tk_bpe_parse */
+    for (uint32_t i = 0; i < vocab->n; i++) {
+        const tj_value *key = &vocab->u.items[2 * i];
+        int32_t id = (int32_t)vocab->u.items[2 * i + 1].u.num;
+        tok->tok_str[id] = key->u.str;
+        tok->tok_len[id] = key->n;
+    }
     for (size_t i = 0; i < tok->added.n; i++) {
         const tk_added_token *t = &tok->added.tokens[i];
         tok->tok_str[t->id] = t->content;
         tok->tok_len[t->id] = (uint32_t)t->len;
         tok->tok_special[t->id] = t->special;
         if (tk_strmap_put(&tok->added_map, t->content, t->len, t->id))
-            return nomem(err);
+            return tk_nomem(err);
     }
     return STRATA_OK;
 }
@@ -121,15 +117,10 @@ static strata_status load_owned(char *json, size_t len, const char *name, strata
                                 strata_error *err)
 {
     *out = NULL;
-    size_t valid = tk_utf8_valid_prefix(json, len);
-    if (valid != len) {
-        free(json);
-        return strata_fail(err, STRATA_E_FORMAT, "%s: invalid UTF-8 at byte %zu", name, valid);
-    }
     strata_tokenizer *tok = calloc(1, sizeof *tok);
     if (!tok) {
         free(json);
-        return nomem(err);
+        return tk_nomem(err);
     }
     tok->json = json;
     strata_status s = tj_parse(json, len, &tok->doc, err);
@@ -141,6 +132,7 @@ static strata_status load_owned(char *json, size_t len, const char *name, strata
         strata_tokenizer_free(tok);
         return s;
     }
+    tj_doc_free(&tok->doc);     /* the built stages keep only strings, which live in json */
     *out = tok;
     return STRATA_OK;
 }
@@ -155,7 +147,7 @@ strata_status strata_tokenizer_load_json(const char *json, size_t len, strata_to
         return strata_fail(err, STRATA_E_LIMIT, "tokenizer.json: larger than 1 GiB");
     char *copy = malloc(len + 1);
     if (!copy)
-        return nomem(err);
+        return tk_nomem(err);
     if (len)
         memcpy(copy, json, len);
     copy[len] = '\0';

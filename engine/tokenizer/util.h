@@ -3,7 +3,8 @@
  * buffer, a list of text pieces (what normalizers, pre-tokenizers and decoders pass
  * along), UTF-8 helpers with Rust's semantics (strict validation, lossy repair,
  * char::is_whitespace), the GPT-2 byte<->char map, and two open-addressing hash
- * tables: token string -> id and (left id, right id) -> merge.
+ * tables: token string -> id and (left id, right id) -> merge. Implemented in buf.c,
+ * utf8.c and tables.c.
  */
 #ifndef STRATA_TOKENIZER_UTIL_H
 #define STRATA_TOKENIZER_UTIL_H
@@ -21,6 +22,12 @@ typedef struct tk_buf {
 int tk_buf_reserve(tk_buf *b, size_t extra);      /* 0 on success, -1 out of memory */
 int tk_buf_append(tk_buf *b, const void *s, size_t n);
 void tk_buf_free(tk_buf *b);
+
+/* Memory for megabytes touched at once (hash tables, the JSON arena): on 2 MB pages
+ * where the kernel allows them, so loading takes far fewer page faults and random
+ * lookups miss the TLB less. Release with tk_big_free and the same size. */
+void *tk_big_alloc(size_t bytes);
+void tk_big_free(void *p, size_t bytes);
 
 /* ---- pieces: spans of one text buffer. at_origin marks a piece that starts at
  * offset 0 of the original input (Metaspace's prepend_scheme "first" needs it). */
@@ -67,7 +74,7 @@ int tk_utf8_append_lossy(tk_buf *b, const char *s, size_t n);
 /* 1 when the bytes of s, all together, are valid UTF-8 (Rust's String::from_utf8). */
 static inline int tk_utf8_valid(const char *s, size_t n) { return tk_utf8_valid_prefix(s, n) == n; }
 int tk_is_whitespace(uint32_t cp);                 /* Rust char::is_whitespace */
-int tk_is_word_char(uint32_t cp);                  /* alphanumeric or '_' */
+int tk_is_word_char(uint32_t cp);                  /* regex \w: letter, mark, number, connector */
 
 /* ---- GPT-2 byte-level map */
 uint32_t tk_byte_to_char(unsigned char b);
@@ -99,11 +106,15 @@ static inline uint64_t tk_hash(const char *s, size_t n)
     return tk_mix(h ^ w ^ ((uint64_t)n << 59));
 }
 
-/* ---- string -> id (keys are borrowed, not copied) */
+/* ---- string -> id. Keys of up to 8 bytes are stored in the slot itself, longer ones
+ * are borrowed: a lookup of a short token touches one cache line. */
 typedef struct tk_strmap_slot {
-    const char *key;
+    union {
+        const char *ptr;
+        char bytes[8];
+    } key;
     uint32_t len;
-    int32_t value;
+    int32_t value;              /* -1 marks an empty slot */
 } tk_strmap_slot;
 
 typedef struct tk_strmap {
@@ -112,8 +123,21 @@ typedef struct tk_strmap {
 } tk_strmap;
 
 int tk_strmap_init(tk_strmap *m, size_t expected);
-int tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t value);
-int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len);   /* -1: absent */
+int tk_strmap_put_hashed(tk_strmap *m, const char *key, size_t len, int32_t value, uint64_t hash);
+static inline int tk_strmap_put(tk_strmap *m, const char *key, size_t len, int32_t value)   /* value >= 0 */
+{
+    return tk_strmap_put_hashed(m, key, len, value, tk_hash(key, len));
+}
+int32_t tk_strmap_get_hashed(const tk_strmap *m, const char *key, size_t len, uint64_t hash);
+static inline int32_t tk_strmap_get(const tk_strmap *m, const char *key, size_t len)  /* -1: absent */
+{
+    return tk_strmap_get_hashed(m, key, len, tk_hash(key, len));
+}
+/* Start loading the slot a lookup with this hash will read (for batched lookups). */
+static inline void tk_strmap_prefetch(const tk_strmap *m, uint64_t hash)
+{
+    __builtin_prefetch(&m->slots[hash & m->mask]);
+}
 void tk_strmap_free(tk_strmap *m);
 
 /* ---- (left, right) -> (rank, merged id) */
@@ -131,6 +155,14 @@ int tk_pairmap_init(tk_pairmap *m, size_t expected);
 /* A repeated pair takes the later rank (HF builds its merge map the same way). */
 int tk_pairmap_put(tk_pairmap *m, int32_t a, int32_t b, int32_t rank, int32_t merged);
 const tk_pairmap_slot *tk_pairmap_get(const tk_pairmap *m, int32_t a, int32_t b);
+/* Build from n entries (key = a << 32 | b), inserting in slot order so that the
+ * writes sweep the table once instead of missing the cache at random; a repeated
+ * pair keeps its last entry. */
+int tk_pairmap_build(tk_pairmap *m, const tk_pairmap_slot *entries, size_t n);
+static inline size_t tk_pair_hash(int32_t a, int32_t b)
+{
+    return (size_t)tk_mix(((uint64_t)(uint32_t)a << 32) | (uint32_t)b);
+}
 void tk_pairmap_free(tk_pairmap *m);
 
 #endif
