@@ -124,6 +124,12 @@ static int authorized(http_req *r)
 
 /* ---------------------------------------------------------------- dispatch */
 
+/* Session files are larger than any JSON request. */
+static long body_limit(const http_req *r)
+{
+    return strcmp(r->url, "/v1/sessions/import") ? r->srv->cfg.max_body_bytes : r->srv->cfg.max_import_bytes;
+}
+
 static enum MHD_Result dispatch(http_req *r)
 {
     const char *m = r->method, *u = r->url;
@@ -137,7 +143,7 @@ static enum MHD_Result dispatch(http_req *r)
                                "missing or invalid API key (send Authorization: Bearer KEY)");
     if (r->body_too_large)
         return http_send_error(r, 413, NULL, "request_too_large", "the request body exceeds %ld bytes",
-                               r->srv->cfg.max_body_bytes);
+                               body_limit(r));
     struct { const char *path; int post; } routes[] = {
         {"/v1/models", 0}, {"/tokenize", 1}, {"/detokenize", 1}, {"/metrics", 0},
         {"/v1/completions", 1}, {"/v1/chat/completions", 1},
@@ -157,6 +163,8 @@ static enum MHD_Result dispatch(http_req *r)
     }
     if (!strncmp(u, "/v1/models/", 11) && get)
         return route_model(r, u + 11);
+    if (!strcmp(u, "/v1/sessions") || !strncmp(u, "/v1/sessions/", 13))
+        return route_sessions(r, u + 12);
     return http_send_error(r, 404, NULL, "not_found", "no route %s %s", m, u);
 }
 
@@ -177,7 +185,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->job)
         return route_generation_resumed(r);
     if (*upload_size) {
-        if ((long)(r->body.len + *upload_size) > srv->cfg.max_body_bytes)
+        if ((long)(r->body.len + *upload_size) > body_limit(r))
             r->body_too_large = 1;
         else
             sb_append(&r->body, upload, *upload_size);

@@ -54,6 +54,7 @@ enum MHD_Result route_tokenize(http_req *r);
 enum MHD_Result route_detokenize(http_req *r);
 enum MHD_Result route_metrics(http_req *r);
 enum MHD_Result route_completions(http_req *r, int chat);
+enum MHD_Result route_sessions(http_req *r, const char *rest);
 /* Called again after a suspended generation request is resumed. */
 enum MHD_Result route_generation_resumed(http_req *r);
 /* The connection ended (normally or not) while a generation was attached. */

@@ -562,7 +562,7 @@ static void session_finish(gen_job *job)
     strata_session_checkpoint(s, 1, &err);
     e->busy = 0;
     e->last_used = (double)time(NULL);
-    e->last_reprocessed = job->reprocessed;
+    e->last_reprocessed = job->reprocessed + job->p.replayed;
     sessions_persist(job->srv, e);
     job->session = NULL;
 }

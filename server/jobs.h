@@ -29,6 +29,7 @@ typedef struct gen_params {
     char session_id[72];        /* run on this session: one prompt, n = 1 */
     int checkpoint_at;          /* session position to checkpoint at (start of the generation prompt) */
     int response;               /* RESP_*: what the finished job answers */
+    int replayed;               /* a rewind's tokens processed again */
     int status;                 /* HTTP status of a successful answer */
 } gen_params;
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "jobs.h"
+#include "sessions.h"
 
 static const char *const levels[] = {"error", "warn", "info", "debug"};
 
@@ -241,6 +242,7 @@ int main(int argc, char **argv)
     uv_async_init(S.loop, &S.wake, on_wake);
     S.wake.data = &S;
     jobs_init(&S);
+    sessions_init(&S);
     if (http_start(&S) != 0)
         return 1;
     uv_signal_init(S.loop, &sigint);
@@ -261,6 +263,7 @@ int main(int argc, char **argv)
     jobs_shutdown(&S);
     uv_run(S.loop, UV_RUN_NOWAIT);
     uv_loop_close(S.loop);
+    sessions_free(&S);
     strata_scheduler_free(S.sched);
     strata_template_free(S.chat);
     strata_tokenizer_free(S.tok);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "jobs.h"
+#include "sessions.h"
 
 enum MHD_Result route_health(http_req *r)
 {
@@ -185,14 +186,15 @@ enum MHD_Result route_metrics(http_req *r)
                   "# TYPE strata_decode_tokens_per_second gauge\nstrata_decode_tokens_per_second %.3f\n"
                   "# TYPE strata_queue_depth gauge\nstrata_queue_depth %d\n"
                   "# TYPE strata_running_requests gauge\nstrata_running_requests %d\n"
-                  "# TYPE strata_live_sessions gauge\nstrata_live_sessions 0\n"
+                  "# TYPE strata_live_sessions gauge\nstrata_live_sessions %d\n"
+                  "# TYPE strata_session_state_bytes gauge\nstrata_session_state_bytes %llu\n"
                   "# TYPE strata_state_bytes gauge\nstrata_state_bytes %llu\n"
                   "# TYPE strata_prefix_cache_hits_total counter\nstrata_prefix_cache_hits_total 0\n"
                   "# TYPE strata_requests_cancelled_total counter\nstrata_requests_cancelled_total %llu\n",
               (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens,
               (unsigned long long)st.steps, st.prefill_seconds > 0 ? (double)st.prompt_tokens / st.prefill_seconds : 0.0,
               st.decode_seconds > 0 ? (double)st.generated_tokens / st.decode_seconds : 0.0, st.queued, st.running,
-              (unsigned long long)st.state_bytes, (unsigned long long)st.requests_cancelled);
+              sessions_count(srv), (unsigned long long)sessions_bytes(srv), (unsigned long long)st.state_bytes, (unsigned long long)st.requests_cancelled);
     enum MHD_Result ret = b.failed ? MHD_NO : http_send(r, 200, "text/plain; version=0.0.4", b.data, b.len);
     sb_free(&b);
     return ret;

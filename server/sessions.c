@@ -194,3 +194,12 @@ void session_json(const session_entry *e, strbuf *b)
     }
     sb_puts(b, "]}");
 }
+
+void sessions_each_json(strbuf *b)
+{
+    for (session_entry *e = all; e; e = e->next) {
+        if (e != all)
+            sb_puts(b, ",");
+        session_json(e, b);
+    }
+}

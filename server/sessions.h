@@ -32,6 +32,8 @@ int sessions_count(const server *srv);
 uint64_t sessions_bytes(const server *srv);
 /* Whether a string may be a session id: [A-Za-z0-9_-], 1..64 characters. */
 int session_id_valid(const char *id);
+/* Every session's object, comma-separated (for the list route). */
+void sessions_each_json(strbuf *b);
 /* The session object of api.md. */
 void session_json(const session_entry *e, strbuf *b);
 

@@ -1,0 +1,294 @@
+/*
+ * routes_sessions.c — /v1/sessions: create (optionally prefilled), list, inspect,
+ * delete, fork, checkpoint, rewind, export and import. Prefill and the replay of a
+ * rewind run on the engine thread as requests on the session's cache (jobs.c);
+ * everything else is bookkeeping on the loop thread, allowed only while the
+ * session is not busy (single writer: 409 otherwise).
+ */
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jobs.h"
+#include "sessions.h"
+
+static enum MHD_Result send_session(http_req *r, int status, const session_entry *e)
+{
+    strbuf b = {0};
+    session_json(e, &b);
+    enum MHD_Result ret = http_send_json(r, status, &b);
+    sb_free(&b);
+    return ret;
+}
+
+static enum MHD_Result not_found(http_req *r, const char *id)
+{
+    return http_send_error(r, 404, "session", "session_not_found", "no session '%.64s'", id);
+}
+
+static enum MHD_Result busy(http_req *r, const session_entry *e)
+{
+    return http_send_error(r, 409, "session", "session_busy", "session '%s' is busy with another request", e->id);
+}
+
+static enum MHD_Result full(http_req *r)
+{
+    return http_send_error(r, 429, NULL, "too_many_sessions", "the server holds its maximum of %d sessions",
+                           r->srv->cfg.max_sessions);
+}
+
+/* Run `tokens` through the session's cache (no generation), answering with the
+ * session object once done. Takes ownership of tokens. */
+static enum MHD_Result prefill(http_req *r, session_entry *e, int32_t *tokens, int n, int status, int replayed)
+{
+    const strata_session *s = e->s;
+    int have = strata_session_n_tokens(s);
+    int32_t *all = malloc(sizeof *all * (size_t)(have + n));
+    if (!all) {
+        free(tokens);
+        return http_send_error(r, 500, NULL, "internal_error", "out of memory");
+    }
+    if (have)
+        memcpy(all, strata_session_tokens(s), sizeof *all * (size_t)have);
+    memcpy(all + have, tokens, sizeof *all * (size_t)n);
+    free(tokens);
+    gen_params p = {.n = 1, .logprobs = -1, .max_tokens = 0, .response = RESP_SESSION, .status = status,
+                    .n_prompts = 1};
+    strata_sampling_default(&p.sampling);
+    p.sampling.temperature = 0;
+    p.prompts[0] = all;
+    p.replayed = replayed;
+    p.prompt_len[0] = have + n;
+    snprintf(p.session_id, sizeof p.session_id, "%s", e->id);
+    return job_start(r, &p);
+}
+
+/* The body's "prompt" (string or token ids) as tokens; 0 with an error sent. */
+static int body_prompt(http_req *r, json_t *prompt, int32_t **ids, int *n, enum MHD_Result *ret)
+{
+    server *srv = r->srv;
+    int vocab = strata_model_get_info(srv->model)->vocab_size;
+    if (json_is_string(prompt) && srv->tok) {
+        size_t len;
+        strata_error err;
+        if (strata_tokenizer_encode(srv->tok, json_string_value(prompt), json_string_length(prompt),
+                                    STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL, ids, &len, &err) != STRATA_OK) {
+            *ret = http_send_error(r, 400, "prompt", "invalid_value", "%s", err.message);
+            return 0;
+        }
+        *n = (int)len;
+    } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
+        *n = (int)json_array_size(prompt);
+        *ids = malloc(sizeof **ids * (size_t)*n);
+        for (int i = 0; *ids && i < *n; i++) {
+            json_t *v = json_array_get(prompt, (size_t)i);
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
+                free(*ids);
+                *ret = http_send_error(r, 400, "prompt", "invalid_value", "prompt[%d] is not a token id in [0, %d)", i, vocab);
+                return 0;
+            }
+            (*ids)[i] = (int32_t)json_integer_value(v);
+        }
+    } else {
+        *ret = http_send_error(r, 400, "prompt", "invalid_value", "prompt must be a string or a non-empty array of token ids");
+        return 0;
+    }
+    if (*n + 1 > srv->context_limit) {
+        free(*ids);
+        *ret = http_send_error(r, 400, "prompt", "context_length_exceeded", "the prompt exceeds the context of %d tokens",
+                               srv->context_limit);
+        return 0;
+    }
+    return 1;
+}
+
+static json_t *optional_body(http_req *r, int *bad)
+{
+    *bad = 0;
+    if (!r->body.len)
+        return json_object();
+    json_t *j = json_loadb(r->body.data, r->body.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        *bad = 1;
+        return NULL;
+    }
+    return j;
+}
+
+static enum MHD_Result create(http_req *r)
+{
+    int bad;
+    json_t *body = optional_body(r, &bad);
+    if (bad)
+        return http_send_error(r, 400, NULL, "invalid_json", "the body must be a JSON object");
+    strata_session *s;
+    strata_error err;
+    enum MHD_Result ret = MHD_YES;
+    json_t *prompt = json_object_get(body, "prompt");
+    int32_t *ids = NULL;
+    int n = 0;
+    if (prompt && !json_is_null(prompt) && !body_prompt(r, prompt, &ids, &n, &ret)) {
+        json_decref(body);
+        return ret;
+    }
+    json_decref(body);
+    if (strata_session_new(r->srv->model, &s, &err) != STRATA_OK) {
+        free(ids);
+        return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
+    }
+    session_entry *e = sessions_add(r->srv, s, NULL);
+    if (!e) {
+        strata_session_free(s);
+        free(ids);
+        return full(r);
+    }
+    if (ids)
+        return prefill(r, e, ids, n, 201, 0);
+    sessions_persist(r->srv, e);
+    return send_session(r, 201, e);
+}
+
+static enum MHD_Result list(http_req *r)
+{
+    (void)r;
+    strbuf b = {0};
+    sb_puts(&b, "{\"object\":\"list\",\"data\":[");
+    sessions_each_json(&b);
+    sb_puts(&b, "]}");
+    enum MHD_Result ret = http_send_json(r, 200, &b);
+    sb_free(&b);
+    return ret;
+}
+
+static enum MHD_Result fork_session(http_req *r, session_entry *e)
+{
+    strata_session *f;
+    strata_error err;
+    if (strata_session_fork(e->s, &f, &err) != STRATA_OK)
+        return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
+    session_entry *fe = sessions_add(r->srv, f, NULL);
+    if (!fe) {
+        strata_session_free(f);
+        return full(r);
+    }
+    sessions_persist(r->srv, fe);
+    return send_session(r, 201, fe);
+}
+
+static enum MHD_Result checkpoint(http_req *r, session_entry *e)
+{
+    strata_error err;
+    if (strata_session_checkpoint(e->s, 0, &err) != STRATA_OK)
+        return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
+    sessions_persist(r->srv, e);
+    int pos = strata_session_n_tokens(e->s);
+    uint64_t bytes = 0;
+    for (int i = 0; i < strata_session_checkpoint_count(e->s); i++) {
+        int p;
+        strata_session_checkpoint_info(e->s, i, &p, &bytes);
+        if (p == pos)
+            break;
+    }
+    strbuf b = {0};
+    sb_printf(&b, "{\"id\":\"cp-%d\",\"object\":\"session.checkpoint\",\"position\":%d,\"bytes\":%llu}", pos, pos,
+              (unsigned long long)bytes);
+    enum MHD_Result ret = http_send_json(r, 201, &b);
+    sb_free(&b);
+    return ret;
+}
+
+static enum MHD_Result rewind_session(http_req *r, session_entry *e)
+{
+    int bad;
+    json_t *body = optional_body(r, &bad);
+    json_t *pos = json_object_get(body, "position");
+    int n = strata_session_n_tokens(e->s);
+    if (bad || !json_is_integer(pos) || json_integer_value(pos) < 0 || json_integer_value(pos) > n) {
+        json_decref(body);
+        return http_send_error(r, 400, "position", "invalid_value", "position must be an integer in [0, %d]", n);
+    }
+    int32_t *replay;
+    int n_replay;
+    strata_error err;
+    strata_status st = strata_session_rewind(e->s, (int)json_integer_value(pos), &replay, &n_replay, &err);
+    json_decref(body);
+    if (st != STRATA_OK)
+        return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
+    e->last_reprocessed = n_replay;
+    if (n_replay == 0) {
+        free(replay);
+        sessions_persist(r->srv, e);
+        return send_session(r, 200, e);
+    }
+    return prefill(r, e, replay, n_replay, 200, n_replay);
+}
+
+static enum MHD_Result export_session(http_req *r, session_entry *e)
+{
+    void *bytes;
+    size_t len;
+    strata_error err;
+    if (strata_session_serialize(e->s, &bytes, &len, &err) != STRATA_OK)
+        return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
+    enum MHD_Result ret = http_send(r, 200, "application/x-safetensors", bytes, len);
+    free(bytes);
+    return ret;
+}
+
+static enum MHD_Result import_session(http_req *r)
+{
+    strata_session *s;
+    strata_error err;
+    if (strata_session_deserialize(r->srv->model, r->body.data, r->body.len, &s, &err) != STRATA_OK)
+        return http_send_error(r, err.status == STRATA_E_INVALID ? 422 : 400, NULL, "invalid_session_file", "%s",
+                               err.message);
+    session_entry *e = sessions_add(r->srv, s, NULL);
+    if (!e) {
+        strata_session_free(s);
+        return full(r);
+    }
+    sessions_persist(r->srv, e);
+    return send_session(r, 201, e);
+}
+
+/* /v1/sessions[/...]: `rest` is what follows "/v1/sessions". */
+enum MHD_Result route_sessions(http_req *r, const char *rest)
+{
+    int get = !strcmp(r->method, "GET"), post = !strcmp(r->method, "POST"), del = !strcmp(r->method, "DELETE");
+    if (!*rest)
+        return post ? create(r) : get ? list(r) : http_send_error(r, 405, NULL, "method_not_allowed", "use GET or POST");
+    if (!strcmp(rest, "/import"))
+        return post ? import_session(r) : http_send_error(r, 405, NULL, "method_not_allowed", "use POST");
+    char id[72] = "";
+    const char *slash = strchr(rest + 1, '/');
+    size_t len = slash ? (size_t)(slash - rest - 1) : strlen(rest + 1);
+    if (len >= sizeof id)
+        return not_found(r, rest + 1);
+    memcpy(id, rest + 1, len);
+    session_entry *e = sessions_find(r->srv, id);
+    if (!e)
+        return not_found(r, id);
+    const char *action = slash ? slash : "";
+    if (!*action && get)
+        return send_session(r, 200, e);
+    if (e->busy && !(!*action && get))
+        return busy(r, e);
+    if (!*action && del) {
+        sessions_remove(r->srv, e);
+        strbuf b = {0};
+        sb_printf(&b, "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
+        enum MHD_Result ret = http_send_json(r, 200, &b);
+        sb_free(&b);
+        return ret;
+    }
+    if (!strcmp(action, "/fork") && post)
+        return fork_session(r, e);
+    if (!strcmp(action, "/checkpoints") && post)
+        return checkpoint(r, e);
+    if (!strcmp(action, "/rewind") && post)
+        return rewind_session(r, e);
+    if (!strcmp(action, "/export") && get)
+        return export_session(r, e);
+    return http_send_error(r, 404, NULL, "not_found", "no route %s /v1/sessions/%s%s", r->method, id, action);
+}

@@ -1,0 +1,291 @@
+/*
+ * test_sessions_http.c — sessions through the real server: continuing equals a
+ * stateless run, forks and rewinds are exact, export/import moves a session between
+ * servers, a 10-turn chat never starts over, kill -9 loses nothing persisted, and
+ * a session has one writer at a time.
+ */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "http_client.h"
+#include "util.h"
+
+static test_server S;
+static char *state_dir;
+
+static const char *demo(void)
+{
+    static char path[4096];
+    snprintf(path, sizeof path, "%s/models/strata-demo", getenv("STRATA_ROOT") ? getenv("STRATA_ROOT") : ".");
+    return path;
+}
+
+static void start(void)
+{
+    const char *args[] = {"--state-dir", state_dir, NULL};
+    cr_assert_eq(server_start(&S, demo(), args), 0);
+}
+
+static void setup(void)
+{
+    state_dir = make_temp_dir();
+    start();
+}
+
+static void teardown(void)
+{
+    cr_assert_eq(server_stop(&S), 0, "clean exit (no sanitizer reports)");
+    remove_tree(state_dir);
+    free(state_dir);
+}
+
+static json_t *req(const char *method, const char *path, const char *body, int want)
+{
+    http_response r;
+    cr_assert_eq(http_do(S.port, method, path, body, body ? strlen(body) : 0, NULL, &r), 0);
+    cr_assert_eq(r.status, want, "%s %s %s -> %d %s", method, path, body ? body : "", r.status, r.body);
+    json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+    http_response_free(&r);
+    return j;
+}
+
+static char *new_session(const char *prompt_json)
+{
+    char body[4096];
+    snprintf(body, sizeof body, "{\"prompt\":%s}", prompt_json);
+    json_t *j = req("POST", "/v1/sessions", body, 201);
+    char *id = strdup(json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    return id;
+}
+
+/* A greedy completion with logprobs, on a session or not; returns the choice JSON
+ * (text + logprobs) as a string for exact comparison. */
+static char *complete(const char *session, const char *prompt_json, int max_tokens, int *cached)
+{
+    char body[8192];
+    snprintf(body, sizeof body, "{\"prompt\":%s,\"max_tokens\":%d,\"temperature\":0,\"logprobs\":5%s%s%s}", prompt_json,
+             max_tokens, session ? ",\"session\":\"" : "", session ? session : "", session ? "\"" : "");
+    json_t *j = req("POST", "/v1/completions", body, 200);
+    json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+    if (cached)
+        *cached = (int)json_integer_value(json_object_get(
+            json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+    json_object_del(c, "index");
+    char *s = json_dumps(c, JSON_SORT_KEYS | JSON_COMPACT);
+    json_decref(j);
+    return s;
+}
+
+TestSuite(sessions, .init = setup, .fini = teardown, .timeout = 120);
+
+Test(sessions, a_continued_session_equals_a_stateless_run)
+{
+    char *id = new_session("\"In the beginning God created\"");
+    int cached;
+    char *on = complete(id, "\"In the beginning God created the heaven and the earth.\"", 12, &cached);
+    char *off = complete(NULL, "\"In the beginning God created the heaven and the earth.\"", 12, NULL);
+    cr_assert_str_eq(on, off, "same text and logprobs");
+    cr_assert_geq(cached, 5, "the prefilled prompt was reused");
+    free(on);
+    free(off);
+    free(id);
+}
+
+Test(sessions, fork_then_both_ways_equals_two_independent_runs)
+{
+    char *id = new_session("\"And God said, Let there be light\"");
+    json_t *f = req("POST", "/v1/sessions/x/fork", NULL, 404);
+    json_decref(f);
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s/fork", id);
+    f = req("POST", path, NULL, 201);
+    const char *fid = json_string_value(json_object_get(f, "id"));
+    char *a = complete(id, "\"And God said, Let there be light: and there was light.\"", 8, NULL);
+    char *b = complete(fid, "\"And God said, Let there be light, and the waters\"", 8, NULL);
+    char *a0 = complete(NULL, "\"And God said, Let there be light: and there was light.\"", 8, NULL);
+    char *b0 = complete(NULL, "\"And God said, Let there be light, and the waters\"", 8, NULL);
+    cr_assert_str_eq(a, a0);
+    cr_assert_str_eq(b, b0);
+    free(a);
+    free(b);
+    free(a0);
+    free(b0);
+    json_decref(f);
+    free(id);
+}
+
+Test(sessions, rewind_then_continue_equals_a_fresh_run_of_that_prefix)
+{
+    /* [1,1165,276,2102] = <s> In the beginning */
+    char *id = new_session("[1,1165,276,2102,276,2102,276,2102,276,2102]");
+    char path[256], body[64];
+    snprintf(path, sizeof path, "/v1/sessions/%s/rewind", id);
+    snprintf(body, sizeof body, "{\"position\":4}");
+    json_t *j = req("POST", path, body, 200);
+    cr_assert_eq(json_integer_value(json_object_get(j, "n_tokens")), 4);
+    json_decref(j);
+    json_decref(req("POST", path, "{\"position\":99}", 400));
+    int cached;
+    char *on = complete(id, "[1,1165,276,2102,7,8,9]", 6, &cached);
+    char *off = complete(NULL, "[1,1165,276,2102,7,8,9]", 6, NULL);
+    cr_assert_str_eq(on, off);
+    cr_assert_eq(cached, 4);
+    free(on);
+    free(off);
+    free(id);
+}
+
+Test(sessions, export_import_on_another_server_continues_identically)
+{
+    char *id = new_session("\"The LORD is my shepherd;\"");
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s/export", id);
+    http_response r;
+    cr_assert_eq(http_do(S.port, "GET", path, NULL, 0, NULL, &r), 0);
+    cr_assert_eq(r.status, 200);
+    char *expected = complete(id, "\"The LORD is my shepherd; I shall not want.\"", 10, NULL);
+    /* another server, another state directory */
+    test_server first = S;
+    char *dir2 = make_temp_dir();
+    const char *args[] = {"--state-dir", dir2, NULL};
+    cr_assert_eq(server_start(&S, demo(), args), 0);
+    http_response imp;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/sessions/import", r.body, r.body_len,
+                         "Content-Type: application/octet-stream\r\n", &imp), 0);
+    cr_assert_eq(imp.status, 201, "%s", imp.body);
+    json_t *j = json_loads(imp.body, 0, NULL);
+    const char *nid = json_string_value(json_object_get(j, "id"));
+    char *got = complete(nid, "\"The LORD is my shepherd; I shall not want.\"", 10, NULL);
+    cr_assert_str_eq(got, expected);
+    /* a corrupted file is refused */
+    r.body[r.body_len - 3] ^= 1;
+    http_response bad;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/sessions/import", r.body, r.body_len, NULL, &bad), 0);
+    cr_assert_eq(bad.status, 400, "%s", bad.body);
+    http_response_free(&bad);
+    json_decref(j);
+    http_response_free(&imp);
+    http_response_free(&r);
+    free(got);
+    free(expected);
+    server_stop(&S);
+    remove_tree(dir2);
+    free(dir2);
+    S = first;
+    free(id);
+}
+
+Test(sessions, a_ten_turn_chat_never_starts_over)
+{
+    char *id = new_session("[1]");
+    json_t *messages = json_array();
+    json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "system", "content", "You speak as the scriptures."));
+    const char *questions[] = {"Who made the heaven?", "And the earth?", "What of the waters?", "Who is the LORD?",
+                               "What did Moses say?", "Where is Israel?", "Who is David?", "What is the law?",
+                               "Who are the people?", "What is the end?"};
+    int prev_prompt = 0;
+    for (int turn = 0; turn < 10; turn++) {
+        json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "user", "content", questions[turn]));
+        json_t *body = json_pack("{s:O,s:i,s:f,s:s}", "messages", messages, "max_tokens", 12, "temperature", 0.0,
+                                 "session", id);
+        char *text = json_dumps(body, JSON_COMPACT);
+        json_t *j = req("POST", "/v1/chat/completions", text, 200);
+        json_t *usage = json_object_get(j, "usage");
+        int prompt = (int)json_integer_value(json_object_get(usage, "prompt_tokens"));
+        int cached = (int)json_integer_value(json_object_get(json_object_get(usage, "prompt_tokens_details"), "cached_tokens"));
+        if (turn > 0) {
+            cr_assert_geq(cached, prev_prompt - 8, "turn %d: cached %d of the previous %d", turn, cached, prev_prompt);
+            cr_assert_gt(cached, 0, "turn %d re-processed from zero", turn);
+        }
+        prev_prompt = prompt;
+        const char *reply = json_string_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message"), "content"));
+        json_array_append_new(messages, json_pack("{s:s,s:s}", "role", "assistant", "content", reply));
+        json_decref(j);
+        json_decref(body);
+        free(text);
+    }
+    json_decref(messages);
+    free(id);
+}
+
+Test(sessions, kill_9_then_restart_keeps_every_persisted_session)
+{
+    char *a = new_session("\"In the beginning\"");
+    char *b = new_session("\"And Jesus said unto them,\"");
+    char *b_next = complete(b, "\"And Jesus said unto them, Go\"", 6, NULL);
+    /* a long generation on a, then kill -9 in the middle of it */
+    char body[512];
+    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning God\",\"max_tokens\":3000,\"ignore_eos\":true,"
+                                "\"session\":\"%s\",\"stream\":true}", a);
+    int fd = http_send_only(S.port, "POST", "/v1/completions", body);
+    char buf[2048];
+    cr_assert_gt(read(fd, buf, sizeof buf), 0);
+    kill(S.pid, SIGKILL);
+    waitpid(S.pid, NULL, 0);
+    close(fd);
+    close(S.log_fd);
+    start();
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s", a);
+    json_t *ja = req("GET", path, NULL, 200);
+    cr_assert_eq(json_integer_value(json_object_get(ja, "n_tokens")), 4, "a is at its last persisted state");
+    json_decref(ja);
+    /* b continues exactly as a fresh run of its tokens would */
+    char *again = complete(b, "\"And Jesus said unto them, Go\"", 6, NULL);
+    cr_assert_str_eq(again, b_next);
+    char *ref = complete(NULL, "\"And Jesus said unto them, Go\"", 6, NULL);
+    cr_assert_str_eq(again, ref);
+    free(again);
+    free(ref);
+    free(b_next);
+    free(a);
+    free(b);
+}
+
+Test(sessions, one_writer_at_a_time)
+{
+    char *id = new_session("\"In the beginning\"");
+    char body[512];
+    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning God\",\"max_tokens\":200,\"ignore_eos\":true,"
+                                "\"session\":\"%s\",\"stream\":true}", id);
+    int fd = http_send_only(S.port, "POST", "/v1/completions", body);
+    char buf[4096];
+    cr_assert_gt(read(fd, buf, sizeof buf), 0);
+    char second[512];
+    snprintf(second, sizeof second, "{\"prompt\":\"In the beginning\",\"max_tokens\":2,\"session\":\"%s\"}", id);
+    json_t *j = req("POST", "/v1/completions", second, 409);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "session_busy");
+    json_decref(j);
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    json_decref(req("DELETE", path, NULL, 409));
+    while (read(fd, buf, sizeof buf) > 0)
+        ;
+    close(fd);
+    json_t *s = NULL;
+    for (int i = 0; i < 100; i++) {
+        json_decref(s);
+        s = req("GET", path, NULL, 200);
+        if (!json_is_true(json_object_get(s, "busy")))
+            break;
+        usleep(20000);
+    }
+    cr_assert_eq(json_integer_value(json_object_get(s, "n_tokens")), 5 + 199, "prompt + generated minus the last");
+    json_decref(s);
+    int cached;
+    char *on = complete(id, "\"In the beginning God\"", 3, &cached);
+    char *off = complete(NULL, "\"In the beginning God\"", 3, NULL);
+    cr_assert_str_eq(on, off, "nothing was corrupted");
+    free(on);
+    free(off);
+    free(id);
+}
