@@ -145,8 +145,8 @@ static strata_status check_request(const strata_scheduler *s, const strata_reque
                                "[0, %d)", r->prompt[i], i, vocab);
     if (r->n_stop_ids < 0 || (r->n_stop_ids && !r->stop_ids))
         return strata_fail(err, STRATA_E_INVALID, "stop ids missing");
-    if (r->cache && (r->n != 1 || r->cache->model != s->model))
-        return strata_fail(err, STRATA_E_INVALID, "a request on a given cache has one choice and the same model");
+    if (r->cache && r->cache->model != s->model)
+        return strata_fail(err, STRATA_E_INVALID, "the request's cache belongs to another model");
     if (r->cache && strata_cache_n_tokens(r->cache) > s->lim.max_context - r->n_prompt - r->max_tokens)
         return strata_fail(err, STRATA_E_LIMIT, "the cache's %d tokens + prompt (%d) + max_tokens (%d) exceed the "
                            "context limit of %d tokens", strata_cache_n_tokens(r->cache), r->n_prompt, r->max_tokens,

@@ -45,6 +45,8 @@ static const struct option_def {
     INT(checkpoint_every, "checkpoint-every", "512", "session checkpoints every N prompt tokens of a long prefill"),
     {"max-import-bytes", T_LONG, offsetof(settings, max_import_bytes), sizeof(long), "1073741824",
      "largest session file POST /v1/sessions/import accepts"},
+    {"prefix-cache-bytes", T_LONG, offsetof(settings, prefix_cache_bytes), sizeof(long), "268435456",
+     "memory for state snapshots of repeated prompt prefixes (0: no prefix cache)"},
     STR(log_level, "log-level", "info", "error, warn, info or debug"),
 #undef STR
 #undef INT

@@ -40,6 +40,9 @@ typedef struct sub {
     int index;                  /* which prompt */
     uint64_t sched_id;
     int submitted, done;
+    strata_cache *cache;        /* a prefix-cache hit the request continues (owned) */
+    int reused;                 /* prompt tokens that hit already held */
+    int checkpoints[3];         /* prompt positions worth a snapshot */
 } sub;
 
 typedef struct choice_engine {  /* engine thread only */
@@ -87,7 +90,7 @@ struct gen_job {
     int n_generated;
     strata_cache *snapshots[STRATA_SESSION_MAX_CHECKPOINTS]; /* taken during prefill */
     int n_snapshots;
-    int checkpoint_rel;         /* checkpoint_at in the request's own prompt positions */
+    int checkpoint_rel[2];      /* checkpoint positions in the request's own prompt */
 };
 
 static struct {
@@ -220,7 +223,7 @@ static void on_checkpoint(void *user, const strata_cache *cache, int n_prefilled
     strata_cache *snap;
     if (strata_cache_copy(cache, &snap, NULL) != STRATA_OK)
         return;
-    post_snapshot(sb->job, EV_CHECKPOINT, 0, NULL, 0, NULL, 0, 0, snap);
+    post_snapshot(sb->job, EV_CHECKPOINT, sb->index, NULL, 0, NULL, 0, 0, snap);
 }
 
 static void on_done(void *user)
@@ -236,11 +239,19 @@ static const char *finish_name(strata_finish f)
     return f == STRATA_FINISH_STOP ? "stop" : "length";
 }
 
+static int cached_tokens(const gen_job *job)
+{
+    int n = job->reused;
+    for (int i = 0; i < job->p.n_prompts; i++)
+        n += job->subs[i].reused;
+    return n;
+}
+
 static void usage_json(strbuf *b, const gen_job *job)
 {
     sb_printf(b, "\"usage\":{\"prompt_tokens\":%d,\"completion_tokens\":%d,\"total_tokens\":%d,"
                  "\"prompt_tokens_details\":{\"cached_tokens\":%d}}",
-              job->prompt_tokens, job->completion_tokens, job->prompt_tokens + job->completion_tokens, job->reused);
+              job->prompt_tokens, job->completion_tokens, job->prompt_tokens + job->completion_tokens, cached_tokens(job));
 }
 
 static void chunk_head(strbuf *b, const gen_job *job)
@@ -515,6 +526,8 @@ static void job_free(gen_job *job)
         lp_free(&job->prompt_lp[i]);
     for (int i = 0; i < job->n_snapshots; i++)
         strata_cache_free(job->snapshots[i]);
+    for (int i = 0; i < job->p.n_prompts; i++)
+        strata_cache_free(job->subs[i].cache);
     free(job->generated);
     free(job->ce);
     free(job->cr);
@@ -635,7 +648,10 @@ static void apply(gen_job *job, event *e)
         prompt_logprob(job, e->choice, e->pos, e->sample.logprob);
         break;
     case EV_CHECKPOINT:
-        if (job->n_snapshots < STRATA_SESSION_MAX_CHECKPOINTS)
+        if (!job->session) {
+            strata_prefix_cache_insert(srv->prefix, job->p.prompts[e->choice], job->p.prompt_len[e->choice], e->snapshot,
+                                       NULL);
+        } else if (job->n_snapshots < STRATA_SESSION_MAX_CHECKPOINTS)
             job->snapshots[job->n_snapshots++] = e->snapshot;
         else
             strata_cache_free(e->snapshot);
@@ -742,11 +758,26 @@ static strata_request request_of(gen_job *job, int i)
         q.prompt += job->reused;
         q.n_prompt -= job->reused;
         q.checkpoint_every = srv->cfg.checkpoint_every;
-        job->checkpoint_rel = p->checkpoint_at - job->reused;
-        if (job->checkpoint_rel > 0 && job->checkpoint_rel < q.n_prompt) {
-            q.checkpoint_at = &job->checkpoint_rel;
-            q.n_checkpoint_at = 1;
-        }
+        int marks[2] = {p->checkpoint_at, p->checkpoint_at2}, k = 0;
+        for (int m = 0; m < 2; m++)
+            if (marks[m] - job->reused > 0 && marks[m] - job->reused < q.n_prompt)
+                job->checkpoint_rel[k++] = marks[m] - job->reused;
+        q.checkpoint_at = job->checkpoint_rel;
+        q.n_checkpoint_at = k;
+        q.on_checkpoint = on_checkpoint;
+    } else if (srv->prefix) {
+        sub *sb = &job->subs[i];
+        int branch = 0, k = 0;
+        strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch, NULL);
+        int marks[3] = {branch, p->checkpoint_at, p->checkpoint_at2};
+        for (int m = 0; m < 3; m++)
+            if (marks[m] > sb->reused && marks[m] < q.n_prompt)
+                sb->checkpoints[k++] = marks[m] - sb->reused;
+        q.cache = sb->cache;
+        q.prompt += sb->reused;
+        q.n_prompt -= sb->reused;
+        q.checkpoint_at = sb->checkpoints;
+        q.n_checkpoint_at = k;
         q.on_checkpoint = on_checkpoint;
     }
     return q;

@@ -27,7 +27,8 @@ typedef struct gen_params {
     char *prompt_text[MAX_PROMPTS]; /* for echo; NULL: decode the ids */
     int n_prompts;
     char session_id[72];        /* run on this session: one prompt, n = 1 */
-    int checkpoint_at;          /* session position to checkpoint at (start of the generation prompt) */
+    int checkpoint_at;          /* where the generation prompt starts (a snapshot there pays off next turn) */
+    int checkpoint_at2;         /* where the last message starts (e.g. the end of a shared system prompt) */
     int response;               /* RESP_*: what the finished job answers */
     int replayed;               /* a rewind's tokens processed again */
     int status;                 /* HTTP status of a successful answer */

@@ -157,6 +157,11 @@ static int load(server *srv)
     srv->context_limit = srv->cfg.context_limit > 0 && srv->cfg.context_limit < m->max_position_embeddings
                              ? srv->cfg.context_limit : m->max_position_embeddings;
     find_eos(srv);
+    if (srv->cfg.prefix_cache_bytes > 0 &&
+        strata_prefix_cache_new(srv->model, (uint64_t)srv->cfg.prefix_cache_bytes, &srv->prefix, &err) != STRATA_OK) {
+        log_line(srv, "error", "prefix cache: %s", err.message);
+        return -1;
+    }
     log_line(srv, "info", "model %s: %d layers (%s), %.1f M parameters, context %d, tokenizer %s, chat template %s",
              srv->cfg.model_name, m->n_layers, m->pattern, (double)m->n_params / 1e6, srv->context_limit,
              srv->tok ? "yes" : "no", srv->chat ? "yes" : "no");
@@ -264,6 +269,7 @@ int main(int argc, char **argv)
     uv_run(S.loop, UV_RUN_NOWAIT);
     uv_loop_close(S.loop);
     sessions_free(&S);
+    strata_prefix_cache_free(S.prefix);
     strata_scheduler_free(S.sched);
     strata_template_free(S.chat);
     strata_tokenizer_free(S.tok);

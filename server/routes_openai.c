@@ -378,8 +378,15 @@ static strata_status render(const server *srv, json_t *vars, int add_generation_
  * without it, when that is a prefix of the prompt (else 0: no such checkpoint). A
  * template that re-renders history differently on the next turn diverges after
  * this point, so a session checkpoint here is what the next turn restores. */
-static int history_length(const server *srv, json_t *vars, const gen_params *p)
+static int history_length(const server *srv, json_t *vars, const gen_params *p, int drop_last)
 {
+    json_t *msgs = json_object_get(vars, "messages"), *all = json_incref(msgs);
+    if (drop_last) {
+        json_t *fewer = json_array();
+        for (size_t i = 0; i + 1 < json_array_size(msgs); i++)
+            json_array_append(fewer, json_array_get(msgs, i));
+        json_object_set_new(vars, "messages", fewer);
+    }
     char *text = NULL;
     size_t len = 0;
     int32_t *ids = NULL;
@@ -389,6 +396,7 @@ static int history_length(const server *srv, json_t *vars, const gen_params *p)
         strata_tokenizer_encode(srv->tok, text, len, STRATA_TOKENIZE_PARSE_SPECIAL, &ids, &n, NULL) == STRATA_OK &&
         (int)n < p->prompt_len[0] && !memcmp(ids, p->prompts[0], n * sizeof *ids))
         at = (int)n;
+    json_object_set_new(vars, "messages", all);
     free(text);
     free(ids);
     return at;
@@ -420,8 +428,10 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_erro
                  ? encode_chat(srv, out, len, flat, p, e)
                  : fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
     free(out);
-    if (ok && *p->session_id)
-        p->checkpoint_at = history_length(srv, vars, p);
+    if (ok && (*p->session_id || srv->prefix)) {
+        p->checkpoint_at = history_length(srv, vars, p, 0);
+        p->checkpoint_at2 = json_array_size(flat) > 1 ? history_length(srv, vars, p, 1) : 0;
+    }
     json_decref(vars);
     json_decref(flat);
     return ok;

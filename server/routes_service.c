@@ -169,6 +169,13 @@ enum MHD_Result route_detokenize(http_req *r)
     return ret;
 }
 
+static uint64_t prefix_hits(const server *srv)
+{
+    strata_prefix_stats ps;
+    strata_prefix_cache_get_stats(srv->prefix, &ps);
+    return ps.hits;
+}
+
 enum MHD_Result route_metrics(http_req *r)
 {
     server *srv = r->srv;
@@ -189,12 +196,25 @@ enum MHD_Result route_metrics(http_req *r)
                   "# TYPE strata_live_sessions gauge\nstrata_live_sessions %d\n"
                   "# TYPE strata_session_state_bytes gauge\nstrata_session_state_bytes %llu\n"
                   "# TYPE strata_state_bytes gauge\nstrata_state_bytes %llu\n"
-                  "# TYPE strata_prefix_cache_hits_total counter\nstrata_prefix_cache_hits_total 0\n"
+                  "# TYPE strata_prefix_cache_hits_total counter\nstrata_prefix_cache_hits_total %llu\n"
                   "# TYPE strata_requests_cancelled_total counter\nstrata_requests_cancelled_total %llu\n",
               (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens,
               (unsigned long long)st.steps, st.prefill_seconds > 0 ? (double)st.prompt_tokens / st.prefill_seconds : 0.0,
               st.decode_seconds > 0 ? (double)st.generated_tokens / st.decode_seconds : 0.0, st.queued, st.running,
-              sessions_count(srv), (unsigned long long)sessions_bytes(srv), (unsigned long long)st.state_bytes, (unsigned long long)st.requests_cancelled);
+              sessions_count(srv), (unsigned long long)sessions_bytes(srv), (unsigned long long)st.state_bytes,
+              (unsigned long long)(srv->prefix ? prefix_hits(srv) : 0), (unsigned long long)st.requests_cancelled);
+    strata_prefix_stats ps = {0};
+    if (srv->prefix)
+        strata_prefix_cache_get_stats(srv->prefix, &ps);
+    sb_printf(&b, "# TYPE strata_prefix_cache_lookups_total counter\nstrata_prefix_cache_lookups_total %llu\n"
+                  "# TYPE strata_prefix_cache_hit_rate gauge\nstrata_prefix_cache_hit_rate %.4f\n"
+                  "# TYPE strata_prefix_cache_tokens_saved_total counter\nstrata_prefix_cache_tokens_saved_total %llu\n"
+                  "# TYPE strata_prefix_cache_bytes gauge\nstrata_prefix_cache_bytes %llu\n"
+                  "# TYPE strata_prefix_cache_snapshots gauge\nstrata_prefix_cache_snapshots %d\n"
+                  "# TYPE strata_prefix_cache_evictions_total counter\nstrata_prefix_cache_evictions_total %llu\n",
+              (unsigned long long)ps.lookups, ps.lookups ? (double)ps.hits / (double)ps.lookups : 0.0,
+              (unsigned long long)ps.tokens_saved, (unsigned long long)ps.bytes, ps.snapshots,
+              (unsigned long long)ps.evictions);
     enum MHD_Result ret = b.failed ? MHD_NO : http_send(r, 200, "text/plain; version=0.0.4", b.data, b.len);
     sb_free(&b);
     return ret;

@@ -34,6 +34,7 @@ typedef struct settings {
     int max_sessions;           /* live sessions at most (429 beyond) */
     int checkpoint_every;       /* session checkpoints every N prompt tokens */
     long max_import_bytes;      /* largest session file accepted by import */
+    long prefix_cache_bytes;    /* budget of the prefix cache (0: off) */
     char log_level[16];         /* error, warn, info, debug */
 } settings;
 
@@ -57,6 +58,7 @@ typedef struct server {
     int32_t bos_id;
     int context_limit;
     strata_scheduler *sched;
+    strata_prefix_cache *prefix; /* NULL when off */
     uv_loop_t *loop;
     uv_async_t wake;            /* the engine thread posted events */
     struct http *http;

@@ -549,3 +549,37 @@ Test(config, file_settings_and_flags, .timeout = 60)
     remove_tree(dir);
     free(dir);
 }
+
+/* Requests without a session share a system prompt through the prefix cache. */
+Test(server, a_repeated_system_prompt_is_processed_once)
+{
+    const char *questions[] = {"Who made the heaven?", "Who made the sea?", "Who is David?"};
+    int cached[3];
+    char *texts[3];
+    for (int i = 0; i < 3; i++) {
+        char body[1024];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"system\",\"content\":\"Thou art a scribe of Israel, and "
+                 "thou answerest in the words of the book.\"},{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":6,"
+                 "\"temperature\":0}", questions[i]);
+        json_t *j = call("POST", "/v1/chat/completions", body, 200);
+        cached[i] = (int)json_integer_value(json_object_get(
+            json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+        texts[i] = strdup(text_of(j, 0));
+        json_decref(j);
+    }
+    cr_assert_eq(cached[0], 0);
+    cr_assert_gt(cached[1], 20, "the second request reuses the system prompt");
+    cr_assert_gt(cached[2], 20, "and so does the third");
+    /* the same request again is answered from its own snapshot, with the same text */
+    char body[1024];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"system\",\"content\":\"Thou art a scribe of Israel, and "
+             "thou answerest in the words of the book.\"},{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":6,"
+             "\"temperature\":0}", questions[2]);
+    json_t *j = call("POST", "/v1/chat/completions", body, 200);
+    cr_assert_str_eq(text_of(j, 0), texts[2]);
+    json_decref(j);
+    cr_assert_gt(metric("strata_prefix_cache_hits_total"), 1);
+    cr_assert_gt(metric("strata_prefix_cache_bytes"), 0);
+    for (int i = 0; i < 3; i++)
+        free(texts[i]);
+}

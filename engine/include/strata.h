@@ -231,6 +231,39 @@ strata_status strata_session_save(const strata_session *s, const char *path, str
 strata_status strata_session_load(const strata_model *model, const char *path, strata_session **out,
                                   strata_error *err);
 
+/* ---------------------------------------------------------------- prefix cache */
+
+/* State snapshots keyed by token prefix (a radix tree over token ids), for requests
+ * without a session: a repeated system prompt or few-shot prefix is processed once.
+ * A hybrid model's recurrent state exists only at the positions where it was
+ * snapshotted, so the cache also reports where a new prompt branches off what it has
+ * seen: snapshotting there during prefill is what lets the next request reuse it.
+ * Under its byte budget it evicts the snapshots with the lowest utility, a mix of
+ * recency and the prefill compute a snapshot saves per byte it holds (Marconi,
+ * MLSys 2025). One thread at a time. */
+typedef struct strata_prefix_cache strata_prefix_cache;
+
+typedef struct strata_prefix_stats {
+    uint64_t lookups, hits, tokens_saved, evictions;
+    uint64_t bytes;             /* held by snapshots */
+    int snapshots, nodes;
+} strata_prefix_stats;
+
+strata_status strata_prefix_cache_new(const strata_model *model, uint64_t budget_bytes,
+                                      strata_prefix_cache **out, strata_error *err);
+void strata_prefix_cache_free(strata_prefix_cache *pc);
+/* For a prompt of n tokens: *fork = a copy of the snapshot with the longest prefix
+ * of the prompt (at most n - 1 tokens), or NULL; *reused = its length (0 without);
+ * *branch = how many leading tokens of the prompt the cache has seen before (a
+ * checkpoint position worth taking). */
+strata_status strata_prefix_cache_lookup(strata_prefix_cache *pc, const int32_t *prompt, int n,
+                                         strata_cache **fork, int *reused, int *branch, strata_error *err);
+/* Remember prompt[0..n) and keep snapshot (owned: freed on failure too) as the state
+ * after its first strata_cache_n_tokens(snapshot) tokens of it. */
+strata_status strata_prefix_cache_insert(strata_prefix_cache *pc, const int32_t *prompt, int n,
+                                         strata_cache *snapshot, strata_error *err);
+void strata_prefix_cache_get_stats(const strata_prefix_cache *pc, strata_prefix_stats *out);
+
 /* ---------------------------------------------------------------- sampling */
 
 /* How to pick the next token. Applied in this order: logit_bias, repetition /
@@ -310,9 +343,9 @@ typedef struct strata_request {
     int n_stop_ids;
     int ignore_eos;
     int prompt_logprobs;        /* report each prompt token's logprob (echo + logprobs) */
-    /* Continue this cache instead of a fresh one (n must be 1): the prompt is
-     * processed on top of its state, and the cache is left to the caller. The caller
-     * must not touch it until on_done. */
+    /* Continue this cache instead of a fresh one: the prompt is processed on top of
+     * its state (choice 0 goes on in it, other choices in copies), and the cache is
+     * left to the caller, who must not touch it until on_done. */
     strata_cache *cache;
     /* Positions (counted in prompt tokens) where prefill pauses to call on_checkpoint,
      * and every checkpoint_every tokens (0: never); the end of the prompt always. */
