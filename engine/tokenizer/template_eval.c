@@ -352,7 +352,10 @@ static int contains(tpl_render *r, const tpl_node *at, tv hay, tv needle)
             if (tv_equal(hay.u.l->items[i], needle))
                 return 1;
         return 0;
-    case TV_DICT: return tpl_dict_get(hay.u.d, needle) != NULL;
+    case TV_DICT:
+        if ((needle.kind == TV_LIST && !needle.is_tuple) || needle.kind == TV_DICT)
+            tpl_fail(r, at, "unhashable type: '%s'", tv_type_name(needle));
+        return tpl_dict_get(hay.u.d, needle) != NULL;
     case TV_UNDEF: return 0;
     default:
         tpl_fail(r, at, "argument of type '%s' is not iterable", tv_type_name(hay));

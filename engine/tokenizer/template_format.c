@@ -119,8 +119,9 @@ tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args)
         else
             tpl_fail(r, at, "unsupported format character '%c'", conv);
     }
-    int tuple = args.kind == TV_LIST && args.is_tuple;
-    if (!used_mapping && ((tuple && fa.next < args.u.l->n) || (!tuple && fa.next == 0 && args.kind != TV_DICT)))
+    /* Python lets a list or dict (anything with __getitem__) go unused */
+    int tuple = args.kind == TV_LIST && args.is_tuple, mapping = args.kind == TV_DICT || args.kind == TV_LIST;
+    if (!used_mapping && ((tuple && fa.next < args.u.l->n) || (!mapping && fa.next == 0)))
         tpl_fail(r, at, "not all arguments converted during string formatting");
     return tpl_buf_value(&b);
 }

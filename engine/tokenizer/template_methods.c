@@ -73,74 +73,88 @@ static tv starts_ends(tpl_render *r, const tpl_node *at, tv s, tpl_args *args, i
     tpl_fail(r, at, "%s arg must be str or a tuple of str", end ? "endswith" : "startswith");
 }
 
-/* Python str.split / str.rsplit. */
+/* Words separated by runs of whitespace, at most max splits (-1: any), scanning from
+ * the left or the right; the unsplit rest keeps its inner whitespace, as in Python. */
+static void split_whitespace(tpl_render *r, tv s, int64_t max, int from_right, tpl_list *out)
+{
+    const char *p = s.u.s.p;
+    size_t n = s.u.s.n, ncp = tpl_utf8_len(p, n);
+    size_t *off = tpl_alloc(A, (ncp + 1) * sizeof *off);
+    char *sp = tpl_alloc(A, ncp + 1);
+    for (size_t k = 0, pos = 0; k < ncp; k++) {
+        off[k] = pos;
+        sp[k] = (char)tpl_is_space(tpl_utf8_next(p, n, &pos));
+    }
+    off[ncp] = n;
+    size_t i = 0, j = ncp; /* the unsplit remainder, in code points */
+    for (; max != 0; max--) {
+        if (!from_right) {
+            while (i < j && sp[i]) i++;
+            size_t w = i;
+            while (i < j && !sp[i]) i++;
+            if (w == i) break;
+            tpl_list_push(A, out, tv_str(p + off[w], off[i] - off[w]));
+        } else {
+            while (j > i && sp[j - 1]) j--;
+            size_t w = j;
+            while (j > i && !sp[j - 1]) j--;
+            if (w == j) break;
+            tpl_list_push(A, out, tv_str(p + off[j], off[w] - off[j]));
+        }
+    }
+    if (!from_right) /* the rest loses whitespace only on the side scanned from */
+        while (i < j && sp[i]) i++;
+    else
+        while (j > i && sp[j - 1]) j--;
+    if (i < j)
+        tpl_list_push(A, out, tv_str(p + off[i], off[j] - off[i]));
+}
+
+/* Pieces between occurrences of sep, at most max splits, from the left or right. */
+static void split_sep(tpl_render *r, tv s, tv sep, int64_t max, int from_right, tpl_list *out)
+{
+    const char *p = s.u.s.p;
+    size_t lo = 0, hi = s.u.s.n, k = sep.u.s.n;
+    for (; max != 0; max--) {
+        ptrdiff_t f = -1;
+        if (!from_right)
+            f = tpl_find(p, hi, sep.u.s.p, k, lo);
+        else
+            for (size_t e = hi; e >= lo + k && f < 0; e--)
+                if (!memcmp(p + e - k, sep.u.s.p, k))
+                    f = (ptrdiff_t)(e - k);
+        if (f < 0)
+            break;
+        if (!from_right) {
+            tpl_list_push(A, out, tv_str(p + lo, (size_t)f - lo));
+            lo = (size_t)f + k;
+        } else {
+            tpl_list_push(A, out, tv_str(p + f + k, hi - (size_t)f - k));
+            hi = (size_t)f;
+        }
+    }
+    tpl_list_push(A, out, tv_str(p + lo, hi - lo));
+}
+
+/* Python str.split / str.rsplit (rsplit collects right to left, then reverses). */
 static tv split(tpl_render *r, const tpl_node *at, tv s, tpl_args *args, int from_right)
 {
     tv sep = str_arg(r, at, args, 0, "sep");
     int64_t max = int_or(tpl_arg(args, 1, "maxsplit", tv_int(-1)), -1);
-    tv parts = tv_list(A, 0);
-    const char *p = s.u.s.p;
-    size_t n = s.u.s.n;
+    if (max < 0)
+        max = -1;
     if (sep.kind == TV_STR && !sep.u.s.n)
         tpl_fail(r, at, "empty separator");
-    tv pieces = tv_list(A, 0); /* collected in scan order, reversed for rsplit */
-    if (sep.kind == TV_NONE) {
-        /* code point offsets, so both directions walk whole characters */
-        size_t ncp = tpl_utf8_len(p, n), *off = tpl_alloc(A, (ncp + 1) * sizeof *off);
-        int *sp = tpl_alloc(A, (ncp + 1) * sizeof *sp);
-        for (size_t k = 0, pos = 0; k < ncp; k++) {
-            off[k] = pos;
-            sp[k] = tpl_is_space(tpl_utf8_next(p, n, &pos));
-        }
-        off[ncp] = n;
-        size_t i = 0, j = ncp; /* the unsplit remainder is [i, j) */
-        while (max-- != 0) {
-            if (!from_right) {
-                while (i < j && sp[i]) i++;
-                if (i == j) break;
-                size_t w = i;
-                while (i < j && !sp[i]) i++;
-                tpl_list_push(A, pieces.u.l, tv_str(p + off[w], off[i] - off[w]));
-            } else {
-                while (j > i && sp[j - 1]) j--;
-                if (i == j) break;
-                size_t w = j;
-                while (j > i && !sp[j - 1]) j--;
-                tpl_list_push(A, pieces.u.l, tv_str(p + off[j], off[w] - off[j]));
-            }
-        }
-        if (!from_right)
-            while (i < j && sp[i]) i++;
-        else
-            while (j > i && sp[j - 1]) j--;
-        if (i < j)
-            tpl_list_push(A, pieces.u.l, tv_str(p + off[i], off[j] - off[i]));
-    } else {
-        size_t lo = 0, hi = n;
-        while (max != 0) {
-            ptrdiff_t f = -1;
-            if (!from_right)
-                f = tpl_find(p, hi, sep.u.s.p, sep.u.s.n, lo);
-            else
-                for (size_t i = hi; i >= lo + sep.u.s.n && f < 0; i--)
-                    if (!memcmp(p + i - sep.u.s.n, sep.u.s.p, sep.u.s.n))
-                        f = (ptrdiff_t)(i - sep.u.s.n);
-            if (f < 0)
-                break;
-            if (!from_right) {
-                tpl_list_push(A, pieces.u.l, tv_str(p + lo, (size_t)f - lo));
-                lo = (size_t)f + sep.u.s.n;
-            } else {
-                tpl_list_push(A, pieces.u.l, tv_str(p + f + sep.u.s.n, hi - (size_t)f - sep.u.s.n));
-                hi = (size_t)f;
-            }
-            if (max > 0)
-                max--;
-        }
-        tpl_list_push(A, pieces.u.l, tv_str(p + lo, hi - lo));
+    tv parts = tv_list(A, 0);
+    if (sep.kind == TV_NONE)
+        split_whitespace(r, s, max, from_right, parts.u.l);
+    else
+        split_sep(r, s, sep, max, from_right, parts.u.l);
+    for (size_t i = 0; from_right && i < parts.u.l->n / 2; i++) {
+        tv t = parts.u.l->items[i];
+        parts.u.l->items[i] = parts.u.l->items[parts.u.l->n - 1 - i];
+        parts.u.l->items[parts.u.l->n - 1 - i] = t;
     }
-    for (size_t i = 0; i < pieces.u.l->n; i++)
-        tpl_list_push(A, parts.u.l, pieces.u.l->items[from_right ? pieces.u.l->n - 1 - i : i]);
     return parts;
 }
 
