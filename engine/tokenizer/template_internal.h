@@ -119,10 +119,14 @@ int32_t tpl_utf8_next(const char *s, size_t n, size_t *pos);
 int tpl_is_space(int32_t c);                            /* Python str.isspace */
 int tpl_is_alnum(int32_t c);                            /* Python str.isalnum */
 int tpl_is_alpha(int32_t c);                            /* Python str.isalpha */
+int tpl_is_digit(int32_t c);                            /* Python str.isdigit */
 /* strip chars (NULL: whitespace) from the left (mode 1), right (2) or both (3) */
 tv tpl_strip(tv s, const char *chars, size_t nchars, int mode);
 tv tpl_case(tpl_arena *a, tv s, int how);               /* how: TPL_CASE_* */
 enum { TPL_CASE_LOWER, TPL_CASE_UPPER, TPL_CASE_TITLE, TPL_CASE_CAPITALIZE, TPL_CASE_JTITLE };
+/* Full case mapping of c when it is not one code point (how: LOWER, TITLE or UPPER). */
+const char *tpl_special_case(int32_t c, int how);
+int tpl_is_other_cased(int32_t c);
 ptrdiff_t tpl_find(const char *h, size_t hn, const char *nd, size_t nn, size_t from);
 
 /* ---- JSON in and out (template_json.c) */

@@ -226,7 +226,7 @@ static tv char_class(tv s, const char *name)
         return tv_bool(0);
     for (size_t pos = 0; pos < s.u.s.n;) {
         int32_t c = tpl_utf8_next(s.u.s.p, s.u.s.n, &pos);
-        int ok = !strcmp(name, "isdigit") ? c >= '0' && c <= '9'
+        int ok = !strcmp(name, "isdigit") ? tpl_is_digit(c)
                : !strcmp(name, "isalpha") ? tpl_is_alpha(c)
                : !strcmp(name, "isalnum") ? tpl_is_alnum(c) : tpl_is_space(c);
         if (!ok)
