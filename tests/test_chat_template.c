@@ -297,6 +297,9 @@ Test(chat_template, loops_and_scoping)
     expect_render("{% set a, b = 1, 2 %}{{ a }}{{ b }}", NULL, "12");
     expect_render("{% set x %}hello {{ 1 + 1 }}{% endset %}[{{ x }}]", NULL, "[hello 2]");
     expect_render("{% generation %}gen{% endgeneration %}", NULL, "gen");
+    expect_render("{% set a = 1 %}{% with a = 2, b = a %}{{ a }}{{ b }}{% endwith %}{{ a }}", NULL, "211");
+    expect_render("{% filter upper|replace('A', '4') %}abc{% endfilter %} {% set x | trim | upper %}  hi  {% endset %}[{{ x }}]",
+                  NULL, "4BC [HI]");
 }
 
 Test(chat_template, macros)

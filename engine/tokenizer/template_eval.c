@@ -568,13 +568,36 @@ static void exec_set(tpl_render *r, const tpl_node *n)
     bind_targets(r, n, r->scope, v);
 }
 
-static void exec_setblock(tpl_render *r, const tpl_node *n)
+/* Apply a filter chain (innermost operand NULL) to v. */
+static tv apply_filters(tpl_render *r, const tpl_node *chain, tv v)
+{
+    if (chain->a)
+        v = apply_filters(r, chain->a, v);
+    tpl_args args;
+    eval_args(r, chain, &args);
+    return chain->filter(r, chain, v, &args);
+}
+
+/* The text a body renders, through the node's filters (c) if any. */
+static tv capture(tpl_render *r, const tpl_node *n)
 {
     tpl_buf *saved = r->out, buf = {.limit = TPL_MAX_OUTPUT};
     r->out = &buf;
     exec_body(r, n->b);
     r->out = saved;
-    scope_set(r, r->scope, n->names[0], tpl_buf_value(&buf));
+    tv text = tpl_buf_value(&buf);
+    return n->c ? apply_filters(r, n->c, text) : text;
+}
+
+static int exec_with(tpl_render *r, const tpl_node *n)
+{
+    tpl_scope *saved = r->scope, *s = scope_new(r, saved);
+    for (size_t i = 0; i < n->nnames; i++)
+        scope_set(r, s, n->names[i], tpl_eval(r, n->items[i]));
+    r->scope = s;
+    int flow = exec_body(r, n->b);
+    r->scope = saved;
+    return flow;
 }
 
 static int exec(tpl_render *r, const tpl_node *n)
@@ -590,7 +613,9 @@ static int exec(tpl_render *r, const tpl_node *n)
         return n->c ? exec_body(r, n->c) : FLOW_NORMAL;
     case N_FOR: return exec_for(r, n);
     case N_SET: exec_set(r, n); return FLOW_NORMAL;
-    case N_SETBLOCK: exec_setblock(r, n); return FLOW_NORMAL;
+    case N_SETBLOCK: scope_set(r, r->scope, n->names[0], capture(r, n)); return FLOW_NORMAL;
+    case N_FILTERBLOCK: tpl_put_str(r->arena, r->out, capture(r, n)); return FLOW_NORMAL;
+    case N_WITH: return exec_with(r, n);
     case N_MACRO:
         scope_set(r, r->scope, n->name, (tv){.kind = TV_MACRO, .u.macro = n});
         return FLOW_NORMAL;

@@ -144,6 +144,7 @@ int tpl_json_dump(tpl_arena *a, tpl_buf *b, tv v, const tpl_json_opts *o, tv *ba
 typedef enum tpl_nkind {
     /* statements */
     N_BODY, N_TEXT, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE,
+    N_WITH, N_FILTERBLOCK,
     /* expressions */
     E_CONST, E_NAME, E_ATTR, E_ITEM, E_SLICE, E_CALL, E_FILTER, E_TEST, E_NEG, E_POS,
     E_NOT, E_AND, E_OR, E_BINOP, E_CMP, E_COND, E_LIST, E_TUPLE, E_DICT

@@ -7,7 +7,9 @@
  *
  * Node fields by kind: N_BODY items; N_TEXT value; N_OUTPUT a; N_IF a=test b=body
  * c=else; N_FOR names=targets a=iter b=filter c=body d=else; N_SET names=targets
- * b=value, or a=namespace name=attribute b=value; N_SETBLOCK names b=body;
+ * b=value, or a=namespace name=attribute b=value; N_SETBLOCK names b=body c=filters;
+ * N_WITH names items=values b=body; N_FILTERBLOCK b=body c=filters (a chain of
+ * E_FILTER whose innermost operand a is NULL: the body's text);
  * N_MACRO name names=params items=defaults b=body; E_ATTR a.name; E_ITEM a[b];
  * E_SLICE a[b:c:d]; E_CALL a(items, kw); E_FILTER/E_TEST a|name(items, kw), op=negated;
  * E_CMP a (ops[i] items[i])*; E_COND b if a else c; E_DICT items = k0 v0 k1 v1 ...
@@ -628,6 +630,49 @@ static tpl_node *parse_for(parser *P, int line)
     return n;
 }
 
+/* name(args) | name(args) ...: filters applied to a block's text. */
+static tpl_node *parse_filter_chain(parser *P)
+{
+    tpl_node *n = parse_filter(P, NULL);
+    while (accept_op(P, "|"))
+        n = parse_filter(P, n);
+    return n;
+}
+
+static tpl_node *parse_filter_block(parser *P, int line)
+{
+    static const char *const ends[] = {"endfilter", NULL};
+    const char *which;
+    tpl_node *n = node(P, N_FILTERBLOCK, line);
+    n->c = parse_filter_chain(P);
+    expect_kind(P, T_BLOCK_END);
+    n->b = parse_body(P, ends, &which);
+    expect_kind(P, T_BLOCK_END);
+    return n;
+}
+
+/* {% with a = x, b = y %} ... {% endwith %}: the values are computed outside. */
+static tpl_node *parse_with(parser *P, int line)
+{
+    static const char *const ends[] = {"endwith", NULL};
+    const char *which;
+    tpl_node *n = node(P, N_WITH, line);
+    nodevec values = {0};
+    while (cur(P)->kind != T_BLOCK_END) {
+        if (n->nnames)
+            expect_op(P, ",");
+        names_push(P, &n->names, &n->nnames, expect_name(P));
+        expect_op(P, "=");
+        vec_push(P, &values, parse_expression(P));
+    }
+    advance(P);
+    n->items = values.p;
+    n->n = values.n;
+    n->b = parse_body(P, ends, &which);
+    expect_kind(P, T_BLOCK_END);
+    return n;
+}
+
 static tpl_node *parse_set(parser *P, int line)
 {
     tpl_node *n = node(P, N_SET, line);
@@ -646,8 +691,8 @@ static tpl_node *parse_set(parser *P, int line)
     }
     if (n->a || n->nnames != 1)
         unexpected(P, "'='");
-    if (is_op(P, "|"))
-        fail_at(P, line, "filters on {%% set %%} blocks are not supported");
+    if (accept_op(P, "|"))
+        n->c = parse_filter_chain(P);
     expect_kind(P, T_BLOCK_END);
     static const char *const ends[] = {"endset", NULL};
     const char *which;
@@ -692,7 +737,7 @@ static tpl_node *parse_macro(parser *P, int line)
 }
 
 static const char *const unsupported_tags[] = {
-    "block", "extends", "include", "import", "from", "call", "filter", "with",
+    "block", "extends", "include", "import", "from", "call",
     "do", "autoescape", "trans", "pluralize", NULL};
 
 static tpl_node *parse_statement(parser *P)
@@ -705,6 +750,8 @@ static tpl_node *parse_statement(parser *P)
     if (!strcmp(t->p, "for")) return parse_for(P, t->line);
     if (!strcmp(t->p, "set")) return parse_set(P, t->line);
     if (!strcmp(t->p, "macro")) return parse_macro(P, t->line);
+    if (!strcmp(t->p, "with")) return parse_with(P, t->line);
+    if (!strcmp(t->p, "filter")) return parse_filter_block(P, t->line);
     if (!strcmp(t->p, "break") || !strcmp(t->p, "continue")) {
         if (!P->loops)
             fail_at(P, t->line, "'%s' outside of a loop", t->p);
