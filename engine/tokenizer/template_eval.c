@@ -11,8 +11,6 @@
 
 #include "tokenizer/template_internal.h"
 
-#define TPL_MAX_EVAL_DEPTH 3000
-
 struct tpl_scope {
     tpl_scope *parent;
     size_t n, cap;

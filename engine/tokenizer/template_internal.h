@@ -23,6 +23,7 @@
 #define TPL_MAX_MEMORY (256u << 20)       /* bytes of values one render may allocate */
 #define TPL_MAX_CALL_DEPTH 100            /* nested macro calls */
 #define TPL_MAX_NESTING 200               /* nested expressions / blocks when parsing */
+#define TPL_MAX_EVAL_DEPTH 1000           /* nested evaluations: ~0.5 MB of C stack at most */
 #define TPL_MAX_RANGE 100000              /* as Jinja's sandbox (MAX_RANGE) */
 
 /* ---- arena with unwinding (template_arena.c) */
