@@ -310,6 +310,11 @@ Test(chat_template, macros)
                   "{{ g() }}{{ top }}", NULL, "globallocalglobal");
     expect_render("{% macro t(n) %}{% if n > 0 %}{{ n }}{{ t(n - 1) }}{% endif %}{% endmacro %}{{ t(3) }}", NULL, "321");
     expect_fail("{% macro f(a) %}{% endmacro %}{{ f(b=1) }}", NULL, STRATA_E_TEMPLATE, "no keyword argument 'b'");
+    expect_fail("{% macro f(a) %}{% endmacro %}{{ f(1, 2) }}", NULL, STRATA_E_TEMPLATE, "takes not more than 1");
+    expect_render("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, x=4) }}", NULL,
+                  "1(2, 3){'x': 4}");
+    expect_render("{% macro w(t) %}<{{ caller(t) }}>{% endmacro %}{% for i in [1, 2] %}{% call(v) w('T') %}"
+                  "{{ v }}{{ i }}{% endcall %}{% endfor %}", NULL, "<T1><T2>");
 }
 
 Test(chat_template, expressions)

@@ -290,37 +290,87 @@ static void eval_args(tpl_render *r, const tpl_node *e, tpl_args *args)
 
 static int exec_body(tpl_render *r, const tpl_node *body);
 
-static tv call_macro(tpl_render *r, const tpl_node *at, const tpl_node *m, tpl_args *args)
+/* Bind a macro's parameters from args in scope s; extra arguments go to varargs and
+ * kwargs when the body uses them, and are errors otherwise (as in Jinja). */
+static void bind_macro_args(tpl_render *r, const tpl_node *at, const tpl_node *m, tpl_args *args,
+                            tpl_scope *s)
 {
-    if (args->n > m->nnames)
+    if (args->n > m->nnames && !(m->op & MACRO_VARARGS))
         tpl_fail(r, at, "macro '%s' takes not more than %zu argument(s)", m->name, m->nnames);
+    tv varargs = tv_list(r->arena, 0), kwargs = tv_dict(r->arena, 0), caller = tv_undef("caller");
+    varargs.is_tuple = 1;
+    for (size_t i = m->nnames; i < args->n; i++)
+        tpl_list_push(r->arena, varargs.u.l, args->pos[i]);
     for (size_t k = 0; k < args->nkw; k++) {
         size_t p = 0;
         while (p < m->nnames && strcmp(m->names[p], args->kwnames[k]))
             p++;
-        if (p == m->nnames)
+        if (p < m->nnames)
+            continue;
+        if (!strcmp(args->kwnames[k], "caller") && (m->op & MACRO_CALLER))
+            caller = args->kw[k];
+        else if (m->op & MACRO_KWARGS)
+            tpl_dict_set(r->arena, kwargs.u.d, tv_cstr(args->kwnames[k]), args->kw[k]);
+        else
             tpl_fail(r, at, "macro '%s' takes no keyword argument '%s'", m->name, args->kwnames[k]);
     }
+    for (size_t p = 0; p < m->nnames; p++) {
+        tv missing = {.kind = TV_UNDEF, .u.s = {NULL, SIZE_MAX}};
+        tv v = tpl_arg(args, p, m->names[p], missing);
+        if (v.kind == TV_UNDEF && v.u.s.n == SIZE_MAX) /* defaults see earlier parameters */
+            v = m->items[p] ? tpl_eval(r, m->items[p]) : tv_undef(m->names[p]);
+        scope_set(r, s, m->names[p], v);
+    }
+    if (m->op & MACRO_VARARGS) scope_set(r, s, "varargs", varargs);
+    if (m->op & MACRO_KWARGS) scope_set(r, s, "kwargs", kwargs);
+    if (m->op & MACRO_CALLER) scope_set(r, s, "caller", caller);
+}
+
+static tv call_macro(tpl_render *r, const tpl_node *at, const tpl_macro *macro, tpl_args *args)
+{
     if (++r->calls > TPL_MAX_CALL_DEPTH)
         tpl_throw(r->arena, STRATA_E_LIMIT,
                   "chat template line %d: macro calls nested deeper than %d (runaway recursion?)",
                   at->line, TPL_MAX_CALL_DEPTH);
     tpl_scope *saved = r->scope;
     tpl_buf *saved_out = r->out, buf = {.limit = TPL_MAX_OUTPUT};
-    r->scope = scope_new(r, r->globals);
-    for (size_t p = 0; p < m->nnames; p++) {
-        tv missing = {.kind = TV_UNDEF, .u.s = {NULL, SIZE_MAX}};
-        tv v = tpl_arg(args, p, m->names[p], missing);
-        if (v.kind == TV_UNDEF && v.u.s.n == SIZE_MAX)
-            v = m->items[p] ? tpl_eval(r, m->items[p]) : tv_undef(m->names[p]);
-        scope_set(r, r->scope, m->names[p], v);
-    }
+    r->scope = scope_new(r, macro->scope ? macro->scope : r->globals);
+    bind_macro_args(r, at, macro->node, args, r->scope);
     r->out = &buf;
-    exec_body(r, m->b);
+    exec_body(r, macro->node->b);
     r->out = saved_out;
     r->scope = saved;
     r->calls--;
     return tpl_buf_value(&buf);
+}
+
+static tv macro_value(tpl_render *r, const tpl_node *n)
+{
+    tpl_macro *m = tpl_alloc(r->arena, sizeof *m);
+    m->node = n;
+    m->scope = r->scope;
+    return (tv){.kind = TV_MACRO, .u.macro = m};
+}
+
+/* {% call %}: the called macro gets the block as caller=, seeing the block's scope. */
+static void exec_callblock(tpl_render *r, const tpl_node *n)
+{
+    const tpl_node *call = n->a;
+    tv fn = tpl_eval(r, call->a);
+    tpl_args args;
+    eval_args(r, call, &args);
+    const char **names = tpl_alloc(r->arena, (args.nkw + 1) * sizeof *names);
+    tv *vals = tpl_alloc(r->arena, (args.nkw + 1) * sizeof *vals);
+    for (size_t i = 0; i < args.nkw; i++) {
+        names[i] = args.kwnames[i];
+        vals[i] = args.kw[i];
+    }
+    names[args.nkw] = "caller";
+    vals[args.nkw] = macro_value(r, n->b);
+    args.kwnames = names;
+    args.kw = vals;
+    args.nkw++;
+    tpl_put_str(r->arena, r->out, tpl_call(r, n, fn, &args));
 }
 
 tv tpl_call(tpl_render *r, const tpl_node *at, tv fn, tpl_args *args)
@@ -614,9 +664,8 @@ static int exec(tpl_render *r, const tpl_node *n)
     case N_SETBLOCK: scope_set(r, r->scope, n->names[0], capture(r, n)); return FLOW_NORMAL;
     case N_FILTERBLOCK: tpl_put_str(r->arena, r->out, capture(r, n)); return FLOW_NORMAL;
     case N_WITH: return exec_with(r, n);
-    case N_MACRO:
-        scope_set(r, r->scope, n->name, (tv){.kind = TV_MACRO, .u.macro = n});
-        return FLOW_NORMAL;
+    case N_MACRO: scope_set(r, r->scope, n->name, macro_value(r, n)); return FLOW_NORMAL;
+    case N_CALLBLOCK: exec_callblock(r, n); return FLOW_NORMAL;
     case N_BREAK: return FLOW_BREAK;
     case N_CONTINUE: return FLOW_CONTINUE;
     default: tpl_fail(r, n, "internal error: not a statement");

@@ -52,6 +52,7 @@ typedef struct tpl_list { size_t n, cap; tv *items; } tpl_list;
 typedef struct tpl_dict { size_t n, cap; tv *keys, *vals; } tpl_dict;
 typedef struct tpl_method tpl_method;
 typedef struct tpl_loop tpl_loop;
+typedef struct tpl_macro tpl_macro;
 struct tpl_node;
 
 struct tv {
@@ -64,7 +65,7 @@ struct tv {
         struct { const char *p; size_t n; } s;    /* strings; undefined: its name */
         tpl_list *l;
         tpl_dict *d;                              /* dicts and namespaces */
-        const struct tpl_node *macro;
+        const tpl_macro *macro;
         int func;                                 /* a global function, TPL_FN_* */
         tpl_method *m;
         tpl_loop *loop;
@@ -72,6 +73,11 @@ struct tv {
 };
 
 struct tpl_method { tv self; const char *name; };
+
+/* A macro with the scope it was defined in (a call block's caller sees its
+ * surroundings; a top-level macro, the globals). */
+struct tpl_scope;
+struct tpl_macro { const struct tpl_node *node; struct tpl_scope *scope; };
 
 struct tpl_loop {
     const tpl_list *items;
@@ -145,11 +151,14 @@ int tpl_json_dump(tpl_arena *a, tpl_buf *b, tv v, const tpl_json_opts *o, tv *ba
 typedef enum tpl_nkind {
     /* statements */
     N_BODY, N_TEXT, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE,
-    N_WITH, N_FILTERBLOCK,
+    N_WITH, N_FILTERBLOCK, N_CALLBLOCK,
     /* expressions */
     E_CONST, E_NAME, E_ATTR, E_ITEM, E_SLICE, E_CALL, E_FILTER, E_TEST, E_NEG, E_POS,
     E_NOT, E_AND, E_OR, E_BINOP, E_CMP, E_COND, E_LIST, E_TUPLE, E_DICT
 } tpl_nkind;
+
+/* N_MACRO op: which special names its body uses */
+enum { MACRO_VARARGS = 1, MACRO_KWARGS = 2, MACRO_CALLER = 4 };
 
 /* operators of E_BINOP and E_CMP */
 enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_POW, OP_CONCAT,

@@ -184,7 +184,7 @@ static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr)
         put_dict(a, b, v.u.d);
         tpl_buf_putc(a, b, '>');
         break;
-    case TV_MACRO: tpl_buf_printf(a, b, "<Macro '%s'>", v.u.macro->name); break;
+    case TV_MACRO: tpl_buf_printf(a, b, "<Macro '%s'>", v.u.macro->node->name); break;
     case TV_LOOP: tpl_buf_put(a, b, "<LoopContext>", 13); break;
     case TV_METHOD: tpl_buf_printf(a, b, "<built-in method %s>", v.u.m->name); break;
     case TV_FUNC: tpl_buf_put(a, b, "<function>", 10); break;

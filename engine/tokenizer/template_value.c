@@ -158,7 +158,7 @@ int tv_equal(tv a, tv b)
         }
         return 1;
     case TV_NS: return a.u.d == b.u.d;
-    case TV_MACRO: return a.u.macro == b.u.macro;
+    case TV_MACRO: return a.u.macro->node == b.u.macro->node;
     case TV_FUNC: return a.u.func == b.u.func;
     default: return 0;
     }
