@@ -338,6 +338,9 @@ Test(chat_template, expressions)
                   "{{ '%s'|format([1]) }} {{ '%(a)s-%(b)03d'|format(a=1, b=7) }}", NULL,
                   "a=3 03.14|x  |'q' % hi bob [1] 1-007");
     expect_fail("{{ '%s %s' % (1,) }}", NULL, STRATA_E_TEMPLATE, "not enough arguments");
+    expect_render("{{ '{0}-{1}-{x}|{2:>5}|{2:05d}|{3:.2f}|{4:.1%}|{5!r}|{{}}'.format('a', 'b', 42, 3.14159, 0.256, 'q', "
+                  "x=3) }} {{ '{}{}'.format(1, 2) }}", NULL, "a-b-3|   42|00042|3.14|25.6%|'q'|{} 12");
+    expect_fail("{{ '{}{0}'.format(1) }}", NULL, STRATA_E_TEMPLATE, "field numbering");
     expect_render("a {% raw %}{{ x }} {% if %}{% endraw %} b\n  {%- raw -%}  c  {%- endraw %}\nd", NULL,
                   "a {{ x }} {% if %} bcd");
 }

@@ -245,6 +245,8 @@ tpl_list *tpl_iterate(tpl_render *r, const tpl_node *at, tv v);
 tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b);
 /* Python's fmt % args (template_format.c). */
 tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args);
+/* Python's fmt.format(*args, **kwargs) (template_format.c). */
+tv tpl_str_format(tpl_render *r, const tpl_node *at, tv fmt, tpl_args *args);
 /* Positional argument i, or keyword name, or dflt. */
 tv tpl_arg(const tpl_args *args, size_t i, const char *name, tv dflt);
 void tpl_scope_set_global(tpl_render *r, const char *name, tv v);

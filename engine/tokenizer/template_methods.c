@@ -285,7 +285,7 @@ static tv str_method(tpl_render *r, const tpl_node *at, tv s, const char *name, 
         return tpl_buf_value(&b);
     }
     if (!strcmp(name, "format"))
-        tpl_fail(r, at, "str.format is not supported");
+        return tpl_str_format(r, at, s, args);
     return char_class(s, name);
 }
 
