@@ -73,20 +73,43 @@ static tv mapping(tpl_render *r, const tpl_node *at, tpl_args *args, tpl_kind ki
     return d;
 }
 
+/* A naive datetime (the given "now") has no zone: Python prints %z and %Z as "". */
+static char *drop_zone(tpl_render *r, tv fmt)
+{
+    char *f = tpl_alloc(r->arena, fmt.u.s.n + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < fmt.u.s.n; i++) {
+        char c = fmt.u.s.p[i];
+        if (c == '%' && i + 1 < fmt.u.s.n) {
+            char d = fmt.u.s.p[++i];
+            if (d == 'z' || d == 'Z')
+                continue;
+            f[n++] = c;
+            c = d;
+        }
+        f[n++] = c;
+    }
+    f[n] = '\0';
+    return f;
+}
+
 static tv strftime_now(tpl_render *r, const tpl_node *at, tpl_args *args)
 {
     tv fmt = tpl_arg(args, 0, "format", tv_none());
     if (fmt.kind != TV_STR)
         tpl_fail(r, at, "strftime_now expects a format string");
     struct tm tm = r->now;
-    if (!r->have_now) {
+    char *f;
+    if (r->have_now)
+        f = drop_zone(r, fmt);
+    else {
         time_t t = time(NULL);
         localtime_r(&t, &tm);
+        f = tpl_strndup(r->arena, fmt.u.s.p, fmt.u.s.n);
     }
-    char *f = tpl_strndup(r->arena, fmt.u.s.p, fmt.u.s.n);
     size_t cap = 256 + fmt.u.s.n * 16;
     char *out = tpl_alloc(r->arena, cap);
-    size_t n = fmt.u.s.n ? strftime(out, cap, f, &tm) : 0;
+    size_t n = *f ? strftime(out, cap, f, &tm) : 0;
     return tv_str(out, n);
 }
 
