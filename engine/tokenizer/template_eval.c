@@ -244,11 +244,14 @@ static tv eval_slice(tpl_render *r, const tpl_node *e)
     size_t n = obj.kind == TV_LIST ? obj.u.l->n : tpl_utf8_len(obj.u.s.p, obj.u.s.n);
     int64_t start, stop, st;
     slice_bounds(r, e, n, &start, &stop, &st);
+    /* count first: stepping past the end could overflow int64 */
+    int64_t count = st > 0 ? (stop > start ? (stop - start - 1) / st + 1 : 0)
+                           : (start > stop ? (start - stop - 1) / -st + 1 : 0);
     if (obj.kind == TV_LIST) {
-        tv out = tv_list(r->arena, 0);
+        tv out = tv_list(r->arena, (size_t)count);
         out.is_tuple = obj.is_tuple;
-        for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st)
-            tpl_list_push(r->arena, out.u.l, obj.u.l->items[i]);
+        for (int64_t k = 0; k < count; k++)
+            tpl_list_push(r->arena, out.u.l, obj.u.l->items[start + k * st]);
         return out;
     }
     if (st == 1) {
@@ -258,8 +261,8 @@ static tv eval_slice(tpl_render *r, const tpl_node *e)
     }
     tpl_list *chars = tpl_iterate(r, e, obj);
     tpl_buf b = {0};
-    for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st)
-        tpl_buf_put(r->arena, &b, chars->items[i].u.s.p, chars->items[i].u.s.n);
+    for (int64_t k = 0; k < count; k++)
+        tpl_buf_put(r->arena, &b, chars->items[start + k * st].u.s.p, chars->items[start + k * st].u.s.n);
     return tpl_buf_value(&b);
 }
 
@@ -491,8 +494,11 @@ static tv eval_unary(tpl_render *r, const tpl_node *e)
         return tv_bool(!tv_truthy(v));
     if (v.kind == TV_BOOL)
         v = tv_int(v.u.b);
-    if (v.kind == TV_INT)
+    if (v.kind == TV_INT) {
+        if (e->kind == E_NEG && v.u.i == INT64_MIN)
+            tpl_throw(r->arena, STRATA_E_LIMIT, "chat template line %d: integer overflow", e->line);
         return e->kind == E_NEG ? tv_int(-v.u.i) : v;
+    }
     if (v.kind == TV_FLOAT)
         return e->kind == E_NEG ? tv_float(-v.u.f) : v;
     if (v.kind == TV_UNDEF)

@@ -6,6 +6,7 @@
  * str.format's common subset: automatic, numbered and named fields, !s/!r, and
  * fill, alignment, sign, zero padding, width, precision and type.
  */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,6 +29,18 @@ static tv next_arg(tpl_render *r, const tpl_node *at, fmt_args *fa)
     return fa->all;
 }
 
+/* A decimal width or precision, capped so that no int overflows (output is bounded anyway). */
+static int read_count(const char **p, const char *end)
+{
+    int v = 0;
+    while (*p < end && **p >= '0' && **p <= '9') {
+        if (v < 100000)
+            v = v * 10 + (**p - '0');
+        (*p)++;
+    }
+    return v;
+}
+
 static void pad(tpl_render *r, tpl_buf *b, const char *s, size_t n, int width, int left)
 {
     size_t len = tpl_utf8_len(s, n);
@@ -46,8 +59,13 @@ static void put_number(tpl_render *r, const tpl_node *at, tpl_buf *b, tv v, char
     char spec[32], out[512];
     if (!tv_is_num(v))
         tpl_fail(r, at, "%%%c format: a real number is required, not %s", conv, tv_type_name(v));
-    if (strchr("diuxXoc", conv)) {
-        long long i = v.kind == TV_FLOAT ? (long long)v.u.f : v.kind == TV_INT ? (long long)v.u.i : v.u.b;
+    if (v.kind == TV_FLOAT && strchr("diu", conv)) { /* Python truncates; huge values stay exact */
+        snprintf(spec, sizeof spec, "%%%s*.0f", flags);
+        snprintf(out, sizeof out, spec, width, isfinite(v.u.f) ? trunc(v.u.f) : v.u.f);
+    } else if (strchr("diuxXoc", conv)) {
+        if (v.kind == TV_FLOAT)
+            tpl_fail(r, at, "%%%c format: an integer is required, not float", conv);
+        long long i = v.kind == TV_INT ? (long long)v.u.i : v.u.b;
         if (conv == 'c') {
             char one[2] = {(char)i, 0};
             pad(r, b, one, 1, width, strchr(flags, '-') != NULL);
@@ -94,11 +112,11 @@ tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args)
         while (p < end && strchr("-+ #0", *p) && nf < sizeof flags - 1)
             flags[nf++] = *p++;
         int width = 0, prec = -1;
-        while (p < end && *p >= '0' && *p <= '9')
-            width = width * 10 + (*p++ - '0');
-        if (p < end && *p == '.')
-            for (prec = 0, p++; p < end && *p >= '0' && *p <= '9';)
-                prec = prec * 10 + (*p++ - '0');
+        width = read_count(&p, end);
+        if (p < end && *p == '.') {
+            p++;
+            prec = read_count(&p, end);
+        }
         if (p >= end)
             tpl_fail(r, at, "incomplete format");
         char conv = *p++;
@@ -138,7 +156,6 @@ typedef struct spec {
 static const char *parse_spec(const char *p, const char *end, spec *s)
 {
     *s = (spec){.fill = ' ', .prec = -1};
-    size_t k = 0;
     if (end - p >= 2 && strchr("<>^=", p[1])) { /* fill + align */
         s->fill = p[0];
         s->align = p[1];
@@ -151,11 +168,11 @@ static const char *parse_spec(const char *p, const char *end, spec *s)
         s->zero = 1;
         p++;
     }
-    for (; p < end && *p >= '0' && *p <= '9' && k < 6; k++)
-        s->width = s->width * 10 + (*p++ - '0');
-    if (p < end && *p == '.')
-        for (s->prec = 0, p++; p < end && *p >= '0' && *p <= '9';)
-            s->prec = s->prec * 10 + (*p++ - '0');
+    s->width = read_count(&p, end);
+    if (p < end && *p == '.') {
+        p++;
+        s->prec = read_count(&p, end);
+    }
     if (p < end)
         s->type = *p++;
     return p;

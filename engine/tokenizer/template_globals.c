@@ -43,14 +43,17 @@ static tv range(tpl_render *r, const tpl_node *at, tpl_args *args)
     }
     if (!stepv)
         tpl_fail(r, at, "range() arg 3 must not be zero");
-    double count = stepv > 0 ? ((double)stop - (double)start) / (double)stepv
-                             : ((double)start - (double)stop) / (double)-stepv;
-    if (count > TPL_MAX_RANGE)
+    /* the item count in unsigned arithmetic: stop - start may not fit an int64 */
+    uint64_t span = stepv > 0 ? (stop > start ? (uint64_t)stop - (uint64_t)start : 0)
+                              : (start > stop ? (uint64_t)start - (uint64_t)stop : 0);
+    uint64_t stride = stepv > 0 ? (uint64_t)stepv : (uint64_t)0 - (uint64_t)stepv;
+    uint64_t n = span ? (span - 1) / stride + 1 : 0;
+    if (n > TPL_MAX_RANGE)
         tpl_throw(r->arena, STRATA_E_LIMIT,
                   "chat template line %d: range too big (more than %d items)", at->line, TPL_MAX_RANGE);
-    tv l = tv_list(r->arena, count > 0 ? (size_t)count + 1 : 0);
-    for (int64_t i = start; stepv > 0 ? i < stop : i > stop; i += stepv)
-        tpl_list_push(r->arena, l.u.l, tv_int(i));
+    tv l = tv_list(r->arena, (size_t)n);
+    for (uint64_t k = 0; k < n; k++) /* start + k * step stays within [start, stop) */
+        tpl_list_push(r->arena, l.u.l, tv_int((int64_t)((uint64_t)start + k * (uint64_t)stepv)));
     return l;
 }
 

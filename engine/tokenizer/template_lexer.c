@@ -5,6 +5,7 @@
  * control with - and +, comments dropped, and one trailing newline removed
  * (keep_trailing_newline=False). Byte-exact output depends on these rules.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -216,9 +217,9 @@ static void lex_number(lexer *L)
     if (is_float)
         t->f = strtod(digits, NULL);
     else {
-        char *end;
-        t->i = strtoll(digits, &end, 10);
-        if (nd > 18 && (t->i == INT64_MAX))
+        errno = 0;
+        t->i = strtoll(digits, NULL, 10);
+        if (errno == ERANGE)
             lex_fail(L, "integer literal too large");
     }
     L->pos = i;

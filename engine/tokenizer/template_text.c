@@ -137,34 +137,43 @@ static void put_str_repr(tpl_arena *a, tpl_buf *b, const char *s, size_t n)
     tpl_buf_putc(a, b, q);
 }
 
-static void put_list(tpl_arena *a, tpl_buf *b, tv v)
+/* Containers nest at most this deep when printed: a namespace can hold itself. */
+#define MAX_PRINT_DEPTH 200
+
+static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr, int depth);
+
+static void put_list(tpl_arena *a, tpl_buf *b, tv v, int depth)
 {
     tpl_buf_putc(a, b, v.is_tuple ? '(' : '[');
     for (size_t i = 0; i < v.u.l->n; i++) {
         if (i)
             tpl_buf_put(a, b, ", ", 2);
-        tpl_put_repr(a, b, v.u.l->items[i]);
+        put_value(a, b, v.u.l->items[i], 1, depth + 1);
     }
     if (v.is_tuple && v.u.l->n == 1)
         tpl_buf_putc(a, b, ',');
     tpl_buf_putc(a, b, v.is_tuple ? ')' : ']');
 }
 
-static void put_dict(tpl_arena *a, tpl_buf *b, const tpl_dict *d)
+static void put_dict(tpl_arena *a, tpl_buf *b, const tpl_dict *d, int depth)
 {
     tpl_buf_putc(a, b, '{');
     for (size_t i = 0; i < d->n; i++) {
         if (i)
             tpl_buf_put(a, b, ", ", 2);
-        tpl_put_repr(a, b, d->keys[i]);
+        put_value(a, b, d->keys[i], 1, depth + 1);
         tpl_buf_put(a, b, ": ", 2);
-        tpl_put_repr(a, b, d->vals[i]);
+        put_value(a, b, d->vals[i], 1, depth + 1);
     }
     tpl_buf_putc(a, b, '}');
 }
 
-static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr)
+static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr, int depth)
 {
+    if (depth > MAX_PRINT_DEPTH && (v.kind == TV_LIST || v.kind == TV_DICT || v.kind == TV_NS)) {
+        tpl_buf_put(a, b, "...", 3);
+        return;
+    }
     switch (v.kind) {
     case TV_UNDEF: if (repr) tpl_buf_put(a, b, "Undefined", 9); break;
     case TV_NONE: tpl_buf_put(a, b, "None", 4); break;
@@ -177,11 +186,11 @@ static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr)
         else
             tpl_buf_put(a, b, v.u.s.p, v.u.s.n);
         break;
-    case TV_LIST: put_list(a, b, v); break;
-    case TV_DICT: put_dict(a, b, v.u.d); break;
+    case TV_LIST: put_list(a, b, v, depth); break;
+    case TV_DICT: put_dict(a, b, v.u.d, depth); break;
     case TV_NS:
         tpl_buf_put(a, b, "<Namespace ", 11);
-        put_dict(a, b, v.u.d);
+        put_dict(a, b, v.u.d, depth);
         tpl_buf_putc(a, b, '>');
         break;
     case TV_MACRO: tpl_buf_printf(a, b, "<Macro '%s'>", v.u.macro->node->name); break;
@@ -191,8 +200,8 @@ static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr)
     }
 }
 
-void tpl_put_str(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 0); }
-void tpl_put_repr(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 1); }
+void tpl_put_str(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 0, 0); }
+void tpl_put_repr(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 1, 0); }
 
 tv tv_to_str(tpl_arena *a, tv v)
 {
