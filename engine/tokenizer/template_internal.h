@@ -109,7 +109,7 @@ int tv_compare(tv a, tv b);
 const char *tv_type_name(tv v);            /* Python's type name, for messages */
 
 /* ---- text (template_text.c): growable buffers, str()/repr(), float repr */
-typedef struct tpl_buf { char *p; size_t n, cap, limit; } tpl_buf; /* limit 0: none */
+typedef struct tpl_buf { char *p; size_t n, cap, limit; } tpl_buf; /* limit 0: TPL_MAX_OUTPUT */
 void tpl_buf_put(tpl_arena *a, tpl_buf *b, const char *s, size_t n);
 void tpl_buf_putc(tpl_arena *a, tpl_buf *b, char c);
 void tpl_buf_printf(tpl_arena *a, tpl_buf *b, const char *fmt, ...) STRATA_PRINTF(3, 4);

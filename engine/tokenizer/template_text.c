@@ -16,9 +16,9 @@ void tpl_buf_put(tpl_arena *a, tpl_buf *b, const char *s, size_t n)
 {
     if (!n)
         return;
-    if (b->limit && b->n + n > b->limit)
-        tpl_throw(a, STRATA_E_LIMIT, "chat template: output limit of %zu bytes reached",
-                  b->limit);
+    size_t limit = b->limit ? b->limit : TPL_MAX_OUTPUT; /* no string outgrows the output */
+    if (b->n + n > limit)
+        tpl_throw(a, STRATA_E_LIMIT, "chat template: output limit of %zu bytes reached", limit);
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         while (cap < b->n + n + 1)
