@@ -30,7 +30,7 @@ _Noreturn void tpl_fail(tpl_render *r, const tpl_node *at, const char *fmt, ...)
     tpl_throw(r->arena, STRATA_E_TEMPLATE, "chat template line %d: %s", at ? at->line : 0, msg);
 }
 
-static void step(tpl_render *r)
+void tpl_step(tpl_render *r)
 {
     if (++r->steps > TPL_MAX_STEPS)
         tpl_throw(r->arena, STRATA_E_LIMIT,
@@ -544,7 +544,7 @@ static tv eval_inner(tpl_render *r, const tpl_node *e)
 
 tv tpl_eval(tpl_render *r, const tpl_node *e)
 {
-    step(r);
+    tpl_step(r);
     enter(r, e);
     tv v = eval_inner(r, e);
     r->depth--;
@@ -597,7 +597,7 @@ static int exec_for(tpl_render *r, const tpl_node *n)
     tpl_loop *L = tpl_alloc(r->arena, sizeof *L);
     L->items = items;
     for (size_t i = 0; i < items->n; i++) {
-        step(r);
+        tpl_step(r);
         s->n = 0; /* each iteration starts afresh, as in Jinja */
         L->index0 = i;
         bind_targets(r, n, s, items->items[i]);
@@ -656,7 +656,7 @@ static int exec_with(tpl_render *r, const tpl_node *n)
 
 static int exec(tpl_render *r, const tpl_node *n)
 {
-    step(r);
+    tpl_step(r);
     switch (n->kind) {
     case N_BODY: return exec_body(r, n);
     case N_TEXT: tpl_buf_put(r->arena, r->out, n->value.u.s.p, n->value.u.s.n); return FLOW_NORMAL;

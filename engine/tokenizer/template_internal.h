@@ -97,6 +97,7 @@ tv tv_list(tpl_arena *a, size_t cap);
 tv tv_dict(tpl_arena *a, size_t cap);
 void tpl_list_push(tpl_arena *a, tpl_list *l, tv v);
 void tpl_dict_set(tpl_arena *a, tpl_dict *d, tv key, tv val);
+void tpl_dict_append(tpl_arena *a, tpl_dict *d, tv key, tv val);  /* key known to be new */
 tv *tpl_dict_get(const tpl_dict *d, tv key);            /* NULL when absent */
 tv *tpl_dict_get_str(const tpl_dict *d, const char *key);
 
@@ -135,6 +136,7 @@ enum { TPL_CASE_LOWER, TPL_CASE_UPPER, TPL_CASE_TITLE, TPL_CASE_CAPITALIZE, TPL_
 const char *tpl_special_case(int32_t c, int how);
 int tpl_is_other_cased(int32_t c);
 ptrdiff_t tpl_find(const char *h, size_t hn, const char *nd, size_t nn, size_t from);
+char *tpl_reversed(tpl_arena *a, const char *s, size_t n);
 
 /* ---- JSON in and out (template_json.c) */
 /* Parse a JSON object's text into a dict value; throws STRATA_E_INVALID. */
@@ -236,6 +238,7 @@ struct tpl_render {
 _Noreturn void tpl_fail(tpl_render *r, const tpl_node *at, const char *fmt, ...)
     STRATA_PRINTF(3, 4);
 void tpl_render_body(tpl_render *r, const tpl_node *body);
+void tpl_step(tpl_render *r);                    /* count one step; throws at the bound */
 tv tpl_eval(tpl_render *r, const tpl_node *e);
 tv tpl_getattr(tpl_render *r, tv obj, const char *name);
 tv tpl_getitem(tpl_render *r, const tpl_node *at, tv obj, tv key);

@@ -110,27 +110,27 @@ static void split_whitespace(tpl_render *r, tv s, int64_t max, int from_right, t
         tpl_list_push(A, out, tv_str(p + off[i], off[j] - off[i]));
 }
 
-/* Pieces between occurrences of sep, at most max splits, from the left or right. */
+/* Pieces between occurrences of sep, at most max splits, from the left or right.
+ * From the right, both strings are searched reversed, so each search is linear. */
 static void split_sep(tpl_render *r, tv s, tv sep, int64_t max, int from_right, tpl_list *out)
 {
-    const char *p = s.u.s.p;
-    size_t lo = 0, hi = s.u.s.n, k = sep.u.s.n;
+    const char *p = s.u.s.p, *h = p, *nd = sep.u.s.p;
+    size_t n = s.u.s.n, k = sep.u.s.n, pos = 0, lo = 0, hi = n;
+    if (from_right) {
+        h = tpl_reversed(A, p, n);
+        nd = tpl_reversed(A, nd, k);
+    }
     for (; max != 0; max--) {
-        ptrdiff_t f = -1;
-        if (!from_right)
-            f = tpl_find(p, hi, sep.u.s.p, k, lo);
-        else
-            for (size_t e = hi; e >= lo + k && f < 0; e--)
-                if (!memcmp(p + e - k, sep.u.s.p, k))
-                    f = (ptrdiff_t)(e - k);
+        ptrdiff_t f = tpl_find(h, n, nd, k, pos);
         if (f < 0)
             break;
+        pos = (size_t)f + k;
         if (!from_right) {
             tpl_list_push(A, out, tv_str(p + lo, (size_t)f - lo));
-            lo = (size_t)f + k;
-        } else {
-            tpl_list_push(A, out, tv_str(p + f + k, hi - (size_t)f - k));
-            hi = (size_t)f;
+            lo = pos;
+        } else { /* reversed [f, f+k) is [n-f-k, n-f) */
+            tpl_list_push(A, out, tv_str(p + n - (size_t)f, hi - (n - (size_t)f)));
+            hi = n - pos;
         }
     }
     tpl_list_push(A, out, tv_str(p + lo, hi - lo));
@@ -211,10 +211,12 @@ static tv find(tpl_render *r, const tpl_node *at, tv s, tpl_args *args, int mode
             c++;
         return tv_int(c);
     }
-    ptrdiff_t f = -1;
-    if (mode == 1) { /* rfind */
-        for (ptrdiff_t g = 0; (g = tpl_find(s.u.s.p, s.u.s.n, sub.u.s.p, sub.u.s.n, (size_t)g)) >= 0; g++)
-            f = g;
+    ptrdiff_t f;
+    if (mode == 1) { /* rfind: the first match in the reversed strings */
+        f = tpl_find(tpl_reversed(A, s.u.s.p, s.u.s.n), s.u.s.n,
+                     tpl_reversed(A, sub.u.s.p, sub.u.s.n), sub.u.s.n, 0);
+        if (f >= 0)
+            f = (ptrdiff_t)(s.u.s.n - sub.u.s.n) - f;
     } else
         f = tpl_find(s.u.s.p, s.u.s.n, sub.u.s.p, sub.u.s.n, 0);
     return tv_int(f < 0 ? -1 : (int64_t)tpl_utf8_len(s.u.s.p, (size_t)f));

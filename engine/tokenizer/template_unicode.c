@@ -192,10 +192,17 @@ tv tpl_case(tpl_arena *a, tv s, int how)
 
 ptrdiff_t tpl_find(const char *h, size_t hn, const char *nd, size_t nn, size_t from)
 {
-    if (nn == 0)
-        return from <= hn ? (ptrdiff_t)from : -1;
-    for (size_t i = from; i + nn <= hn; i++)
-        if (h[i] == nd[0] && !memcmp(h + i, nd, nn))
-            return (ptrdiff_t)i;
-    return -1;
+    if (from > hn)
+        return -1;
+    const char *f = memmem(h + from, hn - from, nd, nn); /* linear time in glibc */
+    return f ? f - h : -1;
+}
+
+/* The byte-reversed copy of s: searching it forward searches s from the end. */
+char *tpl_reversed(tpl_arena *a, const char *s, size_t n)
+{
+    char *r = tpl_alloc(a, n + 1);
+    for (size_t i = 0; i < n; i++)
+        r[i] = s[n - 1 - i];
+    return r;
 }

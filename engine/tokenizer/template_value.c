@@ -95,10 +95,14 @@ tv *tpl_dict_get_str(const tpl_dict *d, const char *key)
 void tpl_dict_set(tpl_arena *a, tpl_dict *d, tv key, tv val)
 {
     tv *slot = tpl_dict_get(d, key);
-    if (slot) {
+    if (slot)
         *slot = val;
-        return;
-    }
+    else
+        tpl_dict_append(a, d, key, val);
+}
+
+void tpl_dict_append(tpl_arena *a, tpl_dict *d, tv key, tv val)
+{
     size_t kcap = d->cap;
     d->keys = grow(a, d->keys, d->n, &kcap, d->n + 1);
     d->vals = grow(a, d->vals, d->n, &d->cap, d->n + 1);
