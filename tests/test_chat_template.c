@@ -380,6 +380,9 @@ Test(chat_template, filters)
     expect_render("{{ 'a b  c'|wordcount }} {{ [1, 2, 3, 4, 5]|batch(2)|list }} {{ [1, 2, 3]|sum }} "
                   "{{ [3, 1, 2]|min }} {{ [3, 1, 2]|max }} {{ '<a href=\"x\">&\\''|e }} {{ '<b>'|safe }}", NULL,
                   "3 [[1, 2], [3, 4], [5]] 6 1 3 &lt;a href=&#34;x&#34;&gt;&amp;&#39; <b>");
+    expect_render("{{ 'foo bar baz qux'|truncate(9) }}|{{ 'foo bar baz qux'|truncate(9, true) }}|{{ 'short'|truncate(3) }}|"
+                  "{{ d|attr('a') is defined }}|{{ d|attr('items') is defined }}", "{\"d\": {\"a\": 1}}",
+                  "foo...|foo ba...|short|False|True");
     expect_render("{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, first=true) }}", NULL, "a\n  b\n\n  c|  a\n  b");
 }
 

@@ -576,8 +576,43 @@ FILTER(format)
     return tpl_percent_format(r, at, need_str(r, v), operand);
 }
 
+FILTER(attr)
+{
+    tv name = tpl_arg(args, 0, "name", tv_none());
+    if (name.kind != TV_STR)
+        tpl_fail(r, at, "attr: the attribute name must be a string");
+    char *attr = tpl_strndup(A, name.u.s.p, name.u.s.n);
+    if (v.kind == TV_DICT && !tpl_has_method(v, attr)) /* Python attributes only, no items */
+        return tv_undef(attr);
+    return tpl_getattr(r, v, attr);
+}
+
+/* Jinja's truncate: cut at a word boundary (or anywhere with killwords), append end,
+ * leave strings within length + leeway alone. Lengths count code points. */
+FILTER(truncate)
+{
+    tv s = need_str(r, v);
+    int64_t length = int_arg(r, at, tpl_arg(args, 0, "length", tv_int(255)), "length");
+    int killwords = tv_truthy(tpl_arg(args, 1, "killwords", tv_bool(0)));
+    tv end = need_str(r, tpl_arg(args, 2, "end", tv_cstr("...")));
+    tv leeway = tpl_arg(args, 3, "leeway", tv_none());
+    int64_t lee = leeway.kind == TV_NONE ? 5 : int_arg(r, at, leeway, "leeway");
+    int64_t n = (int64_t)tpl_utf8_len(s.u.s.p, s.u.s.n), endn = (int64_t)tpl_utf8_len(end.u.s.p, end.u.s.n);
+    if (length < endn || lee < 0)
+        tpl_fail(r, at, "truncate: expected length >= %lld and leeway >= 0", (long long)endn);
+    if (n <= length + lee)
+        return s;
+    tv head = tv_str(s.u.s.p, tpl_utf8_offset(s.u.s.p, s.u.s.n, (size_t)(length - endn)));
+    if (!killwords) {
+        const char *sp = head.u.s.n ? memrchr(head.u.s.p, ' ', head.u.s.n) : NULL;
+        if (sp)
+            head.u.s.n = (size_t)(sp - head.u.s.p);
+    }
+    return tpl_binop(r, at, OP_ADD, head, end);
+}
+
 static const struct { const char *name; tpl_filter_fn fn; } filters[] = {
-    {"abs", f_abs}, {"batch", f_batch}, {"capitalize", f_capitalize}, {"center", f_center},
+    {"abs", f_abs}, {"attr", f_attr}, {"batch", f_batch}, {"capitalize", f_capitalize}, {"center", f_center},
     {"count", f_length}, {"d", f_default}, {"default", f_default}, {"dictsort", f_dictsort},
     {"e", f_escape}, {"escape", f_escape}, {"first", f_first}, {"float", f_float}, {"format", f_format},
     {"indent", f_indent}, {"int", f_int}, {"items", f_items}, {"join", f_join}, {"last", f_last},
@@ -585,7 +620,7 @@ static const struct { const char *name; tpl_filter_fn fn; } filters[] = {
     {"min", f_min}, {"reject", f_reject}, {"rejectattr", f_rejectattr}, {"replace", f_replace},
     {"reverse", f_reverse}, {"round", f_round}, {"safe", f_safe}, {"select", f_select},
     {"selectattr", f_selectattr}, {"sort", f_sort}, {"string", f_string}, {"sum", f_sum},
-    {"title", f_title}, {"tojson", f_tojson}, {"trim", f_trim}, {"unique", f_unique},
+    {"title", f_title}, {"tojson", f_tojson}, {"trim", f_trim}, {"truncate", f_truncate}, {"unique", f_unique},
     {"upper", f_upper}, {"wordcount", f_wordcount},
 };
 
