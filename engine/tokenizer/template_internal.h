@@ -49,7 +49,9 @@ typedef enum tpl_kind {
 
 typedef struct tv tv;
 typedef struct tpl_list { size_t n, cap; tv *items; } tpl_list;
-typedef struct tpl_dict { size_t n, cap; tv *keys, *vals; } tpl_dict;
+/* Insertion-ordered; past a few keys, string keys are also hashed (slots holds
+ * index + 1, 0 for empty) so that lookups in large input objects stay O(1). */
+typedef struct tpl_dict { size_t n, cap, nslots; tv *keys, *vals; size_t *slots; } tpl_dict;
 typedef struct tpl_method tpl_method;
 typedef struct tpl_loop tpl_loop;
 typedef struct tpl_macro tpl_macro;
