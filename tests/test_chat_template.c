@@ -386,6 +386,24 @@ Test(chat_template, filters)
     expect_render("{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, first=true) }}", NULL, "a\n  b\n\n  c|  a\n  b");
 }
 
+/* Dicts past the hashing threshold keep insertion order, updates and lookups. */
+Test(chat_template, large_dicts)
+{
+    char vars[8192] = "{\"d\": {";
+    for (int i = 0; i < 200; i++)
+        snprintf(vars + strlen(vars), sizeof vars - strlen(vars), "%s\"k%d\": %d", i ? ", " : "", i, i);
+    strcat(vars, "}}");
+    expect_render("{{ d.k0 }} {{ d['k199'] }} {{ d.k57 }} {{ 'k150' in d }} {{ 'k200' in d }} {{ d|length }} "
+                  "{{ (d|list)[:3] }} {{ (d|list)[-1] }} {{ d.get('k3') }} {{ d.missing is defined }}",
+                  vars, "0 199 57 True False 200 ['k0', 'k1', 'k2'] k199 3 False");
+    expect_render("{% set ns = namespace() %}{% for i in range(40) %}{% set ns.a = i %}"
+                  "{% endfor %}{{ ns.a }} {% set d = dict(a1=1, a2=2, a3=3, a4=4, a5=5, a6=6, a7=7, a8=8, a9=9, "
+                  "b1=1, b2=2, b3=3, b4=4, b5=5, b6=6, b7=7, b8=8, b9=9, c1=1, c2=2) %}{{ d.c2 }} {{ d|length }} "
+                  "{{ {1: 'i', 'x': 's', 2.0: 'f', 'a': 1, 'b': 2, 'c': 3, 'd': 4, 'e': 5, 'f': 6, 'g': 7, 'h': 8, "
+                  "'i': 9, 'j': 10, 'k': 11, 'l': 12, 'm': 13, 'n': 14}[2] }}",
+                  NULL, "39 2 20 f");
+}
+
 Test(chat_template, tojson_is_python_json_dumps)
 {
     expect_render("{{ d|tojson }}", "{\"d\": {\"b\": [1, 2.5, true, null], \"a\": \"é<&>'\\\"\\n\\u0001\"}}",
