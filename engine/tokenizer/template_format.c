@@ -80,10 +80,65 @@ static void put_number(tpl_render *r, const tpl_node *at, tpl_buf *b, tv v, char
     tpl_buf_put(r->arena, b, out, strlen(out));
 }
 
+/* The value a "%(name)" names in the mapping operand. */
+static tv mapped_arg(tpl_render *r, const tpl_node *at, const char **pp, const char *end, tv args)
+{
+    const char *p = *pp, *close = memchr(p, ')', (size_t)(end - p));
+    if (!close || args.kind != TV_DICT)
+        tpl_fail(r, at, "format requires a mapping");
+    tv *found = tpl_dict_get(args.u.d, tv_str(p + 1, (size_t)(close - p - 1)));
+    if (!found)
+        tpl_fail(r, at, "format: key '%.*s' missing", (int)(close - p - 1), p + 1);
+    *pp = close + 1;
+    return *found;
+}
+
+/* One conversion, "[(name)][flags][width][.precision]type" after a '%'; returns 1
+ * when it took its value from the mapping. */
+static int percent_one(tpl_render *r, const tpl_node *at, const char **pp, const char *end, fmt_args *fa,
+                       tpl_buf *b)
+{
+    const char *p = *pp;
+    int mapped = p < end && *p == '(';
+    tv v = mapped ? mapped_arg(r, at, &p, end, fa->all) : tv_none();
+    char flags[8] = "";
+    size_t nf = 0;
+    while (p < end && strchr("-+ #0", *p) && nf < sizeof flags - 1)
+        flags[nf++] = *p++;
+    int width = read_count(&p, end), prec = -1;
+    if (p < end && *p == '.') {
+        p++;
+        prec = read_count(&p, end);
+    }
+    if (p >= end)
+        tpl_fail(r, at, "incomplete format");
+    char conv = *p++;
+    *pp = p;
+    if (conv == '%') {
+        tpl_buf_putc(r->arena, b, '%');
+        return mapped;
+    }
+    if (!mapped)
+        v = next_arg(r, at, fa);
+    if (conv == 's' || conv == 'r' || conv == 'a') {
+        tpl_buf t = {0};
+        if (conv == 's')
+            tpl_put_str(r->arena, &t, v);
+        else
+            tpl_put_repr(r->arena, &t, v);
+        size_t n = prec >= 0 ? tpl_utf8_offset(t.p, t.n, (size_t)prec) : t.n;
+        pad(r, b, t.p, n, width, strchr(flags, '-') != NULL);
+    } else if (strchr("diuxXocfFeEgG", conv))
+        put_number(r, at, b, v, conv, flags, width, prec);
+    else
+        tpl_fail(r, at, "unsupported format character '%c'", conv);
+    return mapped;
+}
+
 tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args)
 {
     fmt_args fa = {.all = args};
-    tpl_buf b = {.limit = TPL_MAX_OUTPUT};
+    tpl_buf b = {0};
     const char *p = fmt.u.s.p, *end = p + fmt.u.s.n;
     int used_mapping = 0;
     while (p < end) {
@@ -94,50 +149,7 @@ tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args)
         }
         tpl_buf_put(r->arena, &b, p, (size_t)(pc - p));
         p = pc + 1;
-        tv v = tv_none();
-        int have_v = 0;
-        if (p < end && *p == '(') { /* %(name)s */
-            const char *close = memchr(p, ')', (size_t)(end - p));
-            if (!close || args.kind != TV_DICT)
-                tpl_fail(r, at, "format requires a mapping");
-            tv *found = tpl_dict_get(args.u.d, tv_str(p + 1, (size_t)(close - p - 1)));
-            if (!found)
-                tpl_fail(r, at, "format: key '%.*s' missing", (int)(close - p - 1), p + 1);
-            v = *found;
-            have_v = used_mapping = 1;
-            p = close + 1;
-        }
-        char flags[8] = "";
-        size_t nf = 0;
-        while (p < end && strchr("-+ #0", *p) && nf < sizeof flags - 1)
-            flags[nf++] = *p++;
-        int width = 0, prec = -1;
-        width = read_count(&p, end);
-        if (p < end && *p == '.') {
-            p++;
-            prec = read_count(&p, end);
-        }
-        if (p >= end)
-            tpl_fail(r, at, "incomplete format");
-        char conv = *p++;
-        if (conv == '%') {
-            tpl_buf_putc(r->arena, &b, '%');
-            continue;
-        }
-        if (!have_v)
-            v = next_arg(r, at, &fa);
-        if (conv == 's' || conv == 'r' || conv == 'a') {
-            tpl_buf t = {0};
-            if (conv == 's')
-                tpl_put_str(r->arena, &t, v);
-            else
-                tpl_put_repr(r->arena, &t, v);
-            size_t n = prec >= 0 ? tpl_utf8_offset(t.p, t.n, (size_t)prec) : t.n;
-            pad(r, &b, t.p, n, width, strchr(flags, '-') != NULL);
-        } else if (strchr("diuxXocfFeEgG", conv))
-            put_number(r, at, &b, v, conv, flags, width, prec);
-        else
-            tpl_fail(r, at, "unsupported format character '%c'", conv);
+        used_mapping |= percent_one(r, at, &p, end, &fa, &b);
     }
     /* Python lets a list or dict (anything with __getitem__) go unused */
     int tuple = args.kind == TV_LIST && args.is_tuple, mapping = args.kind == TV_DICT || args.kind == TV_LIST;
