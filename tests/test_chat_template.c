@@ -294,6 +294,8 @@ Test(chat_template, loops_and_scoping)
     expect_render("{% set ns = namespace(n=0, s='') %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}"
                   "{{ ns.n }}", NULL, "6");
     expect_render("{% for i in range(3) %}{{ loop.cycle('a', 'b') }}{% endfor %}", NULL, "aba");
+    expect_render("{% for x in [1, 1, 2, 2, 1] %}{% if loop.changed(x) %}[{{ x }}]{% endif %}{% endfor %}", NULL,
+                  "[1][2][1]");
     expect_render("{% set a, b = 1, 2 %}{{ a }}{{ b }}", NULL, "12");
     expect_render("{% set x %}hello {{ 1 + 1 }}{% endset %}[{{ x }}]", NULL, "[hello 2]");
     expect_render("{% generation %}gen{% endgeneration %}", NULL, "gen");

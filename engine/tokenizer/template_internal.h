@@ -84,6 +84,8 @@ struct tpl_macro { const struct tpl_node *node; struct tpl_scope *scope; };
 struct tpl_loop {
     const tpl_list *items;
     size_t index0;
+    tv last;          /* loop.changed(): the arguments of its previous call */
+    int has_last;
 };
 
 enum { TPL_FN_RANGE, TPL_FN_NAMESPACE, TPL_FN_DICT, TPL_FN_RAISE, TPL_FN_STRFTIME };

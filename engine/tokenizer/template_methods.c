@@ -344,6 +344,24 @@ static tv list_method(tpl_render *r, const tpl_node *at, tv l, const char *name,
     tpl_fail(r, at, "access to attribute '%s' of '%s' object is unsafe.", name, tv_type_name(l));
 }
 
+/* loop.cycle(a, b, ...) and loop.changed(x, ...) */
+static tv loop_method(tpl_render *r, const tpl_node *at, tpl_loop *L, const char *name, tpl_args *args)
+{
+    if (!strcmp(name, "cycle")) {
+        if (!args->n)
+            tpl_fail(r, at, "no items for cycling given");
+        return args->pos[L->index0 % args->n];
+    }
+    tv now = tv_list(A, args->n);
+    now.is_tuple = 1;
+    for (size_t i = 0; i < args->n; i++)
+        tpl_list_push(A, now.u.l, args->pos[i]);
+    int changed = !L->has_last || !tv_equal(L->last, now);
+    L->last = now;
+    L->has_last = 1;
+    return tv_bool(changed);
+}
+
 tv tpl_method_call(tpl_render *r, const tpl_node *at, const tpl_method *m, tpl_args *args)
 {
     switch (m->self.kind) {
@@ -351,12 +369,7 @@ tv tpl_method_call(tpl_render *r, const tpl_node *at, const tpl_method *m, tpl_a
     case TV_DICT: return dict_method(r, at, m->self, m->name, args);
     case TV_LIST: return list_method(r, at, m->self, m->name, args);
     case TV_LOOP:
-        if (!strcmp(m->name, "cycle")) {
-            if (!args->n)
-                tpl_fail(r, at, "no items for cycling given");
-            return args->pos[m->self.u.loop->index0 % args->n];
-        }
-        tpl_fail(r, at, "loop.%s is not supported", m->name);
+        return loop_method(r, at, m->self.u.loop, m->name, args);
     default:
         tpl_fail(r, at, "'%s' has no method '%s'", tv_type_name(m->self), m->name);
     }
