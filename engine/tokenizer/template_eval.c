@@ -2,8 +2,10 @@
  * template_eval.c — executes the syntax tree: statements write to the current
  * output buffer, expressions produce values. Scoping follows Jinja: {% set %} at
  * top level writes the template's globals, inside a for loop it lives for one
- * iteration, inside a macro for one call; macros see the globals, not the caller.
- * Every statement and expression costs a step, so runaway templates stop.
+ * iteration, inside a macro for one call; a macro sees the scope it was defined in
+ * (the globals for a top-level one), never its caller's. {% with %} opens a scope.
+ * Every statement, expression and loop iteration costs a step, so runaway
+ * templates stop.
  */
 #include <stdarg.h>
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * template_globals.c — the functions a chat template can call by name: range,
  * namespace and dict (Jinja's globals), raise_exception and strftime_now (the two
  * transformers adds). raise_exception's message becomes the error message as is,
- * because the server hands it to the client.
+ * because the server hands it to the client. range() is bounded as in Jinja's sandbox.
  */
 #include <string.h>
 #include <time.h>

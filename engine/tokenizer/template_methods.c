@@ -1,7 +1,7 @@
 /*
  * template_methods.c — Python methods templates call on values: str methods
  * (split, strip, startswith, replace, ...), dict.items/keys/values/get, list
- * index/count, and loop.cycle. Methods that would mutate a value exist (so
+ * index/count, loop.cycle and loop.changed. Methods that would mutate a value exist (so
  * `x.append is defined` holds) but fail when called, as in the immutable sandbox
  * transformers renders with.
  */

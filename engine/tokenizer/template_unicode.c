@@ -1,7 +1,7 @@
 /*
  * template_unicode.c — Python str semantics over UTF-8: lengths and indexes count
- * code points, whitespace is str.isspace's set, and case mapping is per code point
- * (utf8proc). Templates trim, slice and measure user text, which is often not ASCII.
+ * code points, whitespace is str.isspace's set, case mapping is Python's full mapping
+ * (utf8proc plus template_casing.c), substring search is linear (memmem). Templates trim, slice and measure user text, which is often not ASCII.
  */
 #include <string.h>
 #include <utf8proc.h>

@@ -1,6 +1,6 @@
 /*
  * template_value.c — the value model of the chat-template interpreter: constructors,
- * lists and insertion-ordered dicts, and the Python rules templates rely on for
+ * lists and insertion-ordered dicts (hashed past a few keys), and the Python rules templates rely on for
  * truthiness, equality (1 == 1.0 == True) and ordering.
  */
 #include <math.h>
