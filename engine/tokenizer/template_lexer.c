@@ -320,7 +320,7 @@ static int lex_raw(lexer *L)
         size_t after = match_tag_word(L, i + 2 + (begin_mod != 0), "endraw", &mod);
         if (!after)
             continue;
-        emit_text(L, L->pos, i, '{', begin_mod);
+        emit_text(L, L->pos, i, '%', begin_mod); /* lstrip_blocks applies to endraw */
         count_lines(L, i, after);
         L->pos = after;
         after_tag_end(L, mod, 1);
