@@ -488,6 +488,9 @@ Test(chat_template, syntax_errors_name_the_line)
 Test(chat_template, runtime_errors)
 {
     expect_fail("{{ x + 1 }}", NULL, STRATA_E_TEMPLATE, "'x' is undefined");
+    expect_fail("{{ m.role + 'x' }}", "{\"m\": {}}", STRATA_E_TEMPLATE, "'dict object' has no attribute 'role'");
+    expect_fail("{{ l[5] + 1 }}", "{\"l\": [1]}", STRATA_E_TEMPLATE, "list object has no element 5");
+    expect_fail("{{ x.y.z + 1 }}", NULL, STRATA_E_TEMPLATE, "'x' is undefined");
     expect_fail("{{ 1 + 'a' }}", NULL, STRATA_E_TEMPLATE, "unsupported operand");
     expect_fail("{{ 'a' + 1 }}", NULL, STRATA_E_TEMPLATE, "can only concatenate str");
     expect_fail("{{ 1 / 0 }}", NULL, STRATA_E_TEMPLATE, "division by zero");

@@ -147,10 +147,28 @@ static tv loop_attr(tpl_render *r, const tpl_loop *L, tv self, const char *name)
     if (!strcmp(name, "length")) return tv_int((int64_t)n);
     if (!strcmp(name, "depth")) return tv_int(1);
     if (!strcmp(name, "depth0")) return tv_int(0);
-    if (!strcmp(name, "previtem")) return i > 0 ? L->items->items[i - 1] : tv_undef("previtem");
-    if (!strcmp(name, "nextitem")) return i + 1 < n ? L->items->items[i + 1] : tv_undef("nextitem");
+    if (!strcmp(name, "previtem"))
+        return i > 0 ? L->items->items[i - 1] : tv_undef_why(r->arena, "there is no previous item");
+    if (!strcmp(name, "nextitem"))
+        return i + 1 < n ? L->items->items[i + 1] : tv_undef_why(r->arena, "there is no next item");
     if (!strcmp(name, "cycle") || !strcmp(name, "changed")) return method(r, self, name);
     return tv_undef(name);
+}
+
+/* Jinja's object_type_repr: "dict object", "None", ... */
+static const char *object_type(tv v)
+{
+    switch (v.kind) {
+    case TV_NONE: return "None";
+    case TV_BOOL: return "bool object";
+    case TV_INT: return "int object";
+    case TV_FLOAT: return "float object";
+    case TV_STR: return "str object";
+    case TV_LIST: return v.is_tuple ? "tuple object" : "list object";
+    case TV_DICT: return "dict object";
+    case TV_NS: return "jinja2.utils.Namespace object";
+    default: return "object";
+    }
 }
 
 tv tpl_getattr(tpl_render *r, tv obj, const char *name)
@@ -164,7 +182,9 @@ tv tpl_getattr(tpl_render *r, tv obj, const char *name)
         if (v)
             return *v;
     }
-    return tv_undef(name);
+    if (obj.kind == TV_UNDEF) /* lenient: the first miss explains the chain */
+        return obj;
+    return tv_undef_why(r->arena, "'%s' has no attribute '%s'", object_type(obj), name);
 }
 
 static int64_t norm_index(int64_t i, size_t n) { return i < 0 ? i + (int64_t)n : i; }
@@ -192,14 +212,18 @@ tv tpl_getitem(tpl_render *r, const tpl_node *at, tv obj, tv key)
                 }
             }
         }
-        return tv_undef(NULL);
+        return tv_undef_why(r->arena, "%s has no element %lld", object_type(obj), (long long)raw);
     }
+    if (obj.kind == TV_UNDEF)
+        return obj;
     /* as Jinja: a string key that is no item may still name an attribute */
-    if (key.kind == TV_STR && obj.kind != TV_UNDEF) {
+    if (key.kind == TV_STR) {
         char *name = tpl_strndup(r->arena, key.u.s.p, key.u.s.n);
         return tpl_getattr(r, obj, name);
     }
-    return tv_undef(NULL);
+    tpl_buf b = {0};
+    tpl_put_repr(r->arena, &b, key);
+    return tv_undef_why(r->arena, "%s has no element %.*s", object_type(obj), (int)b.n, b.p ? b.p : "");
 }
 
 /* Python slice indices for a sequence of n items. */
@@ -323,7 +347,8 @@ static void bind_macro_args(tpl_render *r, const tpl_node *at, const tpl_node *m
         tv missing = {.kind = TV_UNDEF, .u.s = {NULL, SIZE_MAX}};
         tv v = tpl_arg(args, p, m->names[p], missing);
         if (v.kind == TV_UNDEF && v.u.s.n == SIZE_MAX) /* defaults see earlier parameters */
-            v = m->items[p] ? tpl_eval(r, m->items[p]) : tv_undef(m->names[p]);
+            v = m->items[p] ? tpl_eval(r, m->items[p])
+                            : tv_undef_why(r->arena, "parameter '%s' was not provided", m->names[p]);
         scope_set(r, s, m->names[p], v);
     }
     if (m->op & MACRO_VARARGS) scope_set(r, s, "varargs", varargs);
@@ -384,8 +409,10 @@ tv tpl_call(tpl_render *r, const tpl_node *at, tv fn, tpl_args *args)
     case TV_MACRO: return call_macro(r, at, fn.u.macro, args);
     case TV_FUNC: return tpl_global_call(r, at, fn.u.func, args);
     case TV_METHOD: return tpl_method_call(r, at, fn.u.m, args);
-    case TV_UNDEF:
-        tpl_fail(r, at, "'%.*s' is undefined", (int)fn.u.s.n, fn.u.s.p ? fn.u.s.p : "");
+    case TV_UNDEF: {
+        char why[600];
+        tpl_fail(r, at, "%s", tv_undef_message(fn, why, sizeof why));
+    }
     default:
         tpl_fail(r, at, "'%s' object is not callable", tv_type_name(fn));
     }
@@ -503,8 +530,10 @@ static tv eval_unary(tpl_render *r, const tpl_node *e)
     }
     if (v.kind == TV_FLOAT)
         return e->kind == E_NEG ? tv_float(-v.u.f) : v;
-    if (v.kind == TV_UNDEF)
-        tpl_fail(r, e, "'%.*s' is undefined", (int)v.u.s.n, v.u.s.p ? v.u.s.p : "");
+    if (v.kind == TV_UNDEF) {
+        char why[600];
+        tpl_fail(r, e, "%s", tv_undef_message(v, why, sizeof why));
+    }
     tpl_fail(r, e, "bad operand type for unary %c: '%s'", e->kind == E_NEG ? '-' : '+', tv_type_name(v));
 }
 
@@ -538,7 +567,9 @@ static tv eval_inner(tpl_render *r, const tpl_node *e)
     case E_COND:
         if (tv_truthy(tpl_eval(r, e->a)))
             return tpl_eval(r, e->b);
-        return e->c ? tpl_eval(r, e->c) : tv_undef(NULL);
+        return e->c ? tpl_eval(r, e->c)
+                    : tv_undef_why(r->arena, "the inline if-expression on line %d evaluated to false and "
+                                             "no else section was defined.", e->line);
     case E_LIST: case E_TUPLE: case E_DICT: return eval_seq(r, e);
     default: tpl_fail(r, e, "internal error: not an expression");
     }

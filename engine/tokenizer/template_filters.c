@@ -148,14 +148,14 @@ FILTER(first)
 {
     (void)args;
     tpl_list *items = tpl_iterate(r, at, v);
-    return items->n ? items->items[0] : tv_undef("first");
+    return items->n ? items->items[0] : tv_undef_why(A, "No first item, sequence was empty.");
 }
 
 FILTER(last)
 {
     (void)args;
     tpl_list *items = tpl_iterate(r, at, v);
-    return items->n ? items->items[items->n - 1] : tv_undef("last");
+    return items->n ? items->items[items->n - 1] : tv_undef_why(A, "No last item, sequence was empty.");
 }
 
 FILTER(list)

@@ -59,7 +59,8 @@ struct tpl_node;
 
 struct tv {
     tpl_kind kind;
-    int is_tuple;                                 /* lists only: prints as (a, b) */
+    unsigned is_tuple : 1;                        /* lists only: prints as (a, b) */
+    unsigned described : 1;                       /* undefined only: u.s is why, in full */
     union {
         int b;
         int64_t i;
@@ -90,7 +91,11 @@ struct tpl_loop {
 
 enum { TPL_FN_RANGE, TPL_FN_NAMESPACE, TPL_FN_DICT, TPL_FN_RAISE, TPL_FN_STRFTIME };
 
-tv tv_undef(const char *name);
+tv tv_undef(const char *name);                  /* "'name' is undefined" */
+/* An undefined value that says why, as Jinja's hints ("'dict object' has no attribute 'x'"). */
+tv tv_undef_why(tpl_arena *a, const char *fmt, ...) STRATA_PRINTF(2, 3);
+/* The error for using an undefined value: its reason, or "'name' is undefined". */
+const char *tv_undef_message(tv u, char *buf, size_t size);
 tv tv_none(void);
 tv tv_bool(int b);
 tv tv_int(int64_t i);

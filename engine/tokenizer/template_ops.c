@@ -13,8 +13,10 @@ static const char *const op_sym[] = {"+", "-", "*", "/", "//", "%", "**", "~"};
 static _Noreturn void bad_operands(tpl_render *r, const tpl_node *at, int op, tv a, tv b)
 {
     tv u = a.kind == TV_UNDEF ? a : b;
-    if (u.kind == TV_UNDEF)
-        tpl_fail(r, at, "'%.*s' is undefined", (int)u.u.s.n, u.u.s.p ? u.u.s.p : "");
+    if (u.kind == TV_UNDEF) {
+        char why[600];
+        tpl_fail(r, at, "%s", tv_undef_message(u, why, sizeof why));
+    }
     if (op == OP_ADD && a.kind == TV_STR)
         tpl_fail(r, at, "can only concatenate str (not \"%s\") to str", tv_type_name(b));
     tpl_fail(r, at, "unsupported operand type(s) for %s: '%s' and '%s'", op_sym[op],

@@ -4,6 +4,8 @@
  * truthiness, equality (1 == 1.0 == True) and ordering.
  */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tokenizer/template_internal.h"
@@ -14,6 +16,29 @@ tv tv_undef(const char *name)
     v.u.s.p = name;
     v.u.s.n = name ? strlen(name) : 0;
     return v;
+}
+
+tv tv_undef_why(tpl_arena *a, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    tv v = {.kind = TV_UNDEF, .described = 1};
+    v.u.s.p = tpl_strndup(a, msg, len);
+    v.u.s.n = len;
+    return v;
+}
+
+const char *tv_undef_message(tv u, char *buf, size_t size)
+{
+    if (u.described)
+        snprintf(buf, size, "%.*s", (int)u.u.s.n, u.u.s.p);
+    else
+        snprintf(buf, size, "'%.*s' is undefined", (int)u.u.s.n, u.u.s.p ? u.u.s.p : "");
+    return buf;
 }
 
 tv tv_none(void) { return (tv){.kind = TV_NONE}; }
