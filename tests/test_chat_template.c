@@ -218,6 +218,7 @@ Test(chat_template, loader_named_templates_and_added_tokens)
     cr_assert_not_null(mkdtemp(dir));
     write_file(dir, "tokenizer_config.json",
                "{\"bos_token\": {\"content\": \"<B>\", \"lstrip\": false}, \"eos_token\": \"<E>\","
+               " \"additional_special_tokens\": [\"<x>\", {\"content\": \"<y>\"}],"
                " \"chat_template\": [{\"name\": \"tool_use\", \"template\": \"tools\"},"
                " {\"name\": \"default\", \"template\": \"{{ bos_token }}{{ messages[0].content }}{{ eos_token }}\"}]}");
     strata_template *t = NULL;
@@ -235,10 +236,10 @@ Test(chat_template, loader_named_templates_and_added_tokens)
     free(out);
     strata_template_free(t);
     /* chat_template.jinja takes precedence */
-    write_file(dir, "chat_template.jinja", "J{{ eos_token }}\n");
+    write_file(dir, "chat_template.jinja", "J{{ eos_token }}{{ additional_special_tokens|join }}\n");
     cr_assert_eq(strata_template_load(dir, &t, &err), STRATA_OK, "%s", err.message);
     cr_assert_eq(strata_template_render(t, NULL, NULL, &out, NULL, &err), STRATA_OK, "%s", err.message);
-    cr_expect_str_eq(out, "J<E>");
+    cr_expect_str_eq(out, "J<E><x><y>");
     free(out);
     strata_template_free(t);
     char path[512];
