@@ -218,6 +218,7 @@ Test(chat_template, loader_named_templates_and_added_tokens)
     cr_assert_not_null(mkdtemp(dir));
     write_file(dir, "tokenizer_config.json",
                "{\"bos_token\": {\"content\": \"<B>\", \"lstrip\": false}, \"eos_token\": \"<E>\","
+               " \"additional_special_tokens\": [\"<x>\", {\"content\": \"<y>\"}],"
                " \"chat_template\": [{\"name\": \"tool_use\", \"template\": \"tools\"},"
                " {\"name\": \"default\", \"template\": \"{{ bos_token }}{{ messages[0].content }}{{ eos_token }}\"}]}");
     strata_template *t = NULL;
@@ -235,10 +236,10 @@ Test(chat_template, loader_named_templates_and_added_tokens)
     free(out);
     strata_template_free(t);
     /* chat_template.jinja takes precedence */
-    write_file(dir, "chat_template.jinja", "J{{ eos_token }}\n");
+    write_file(dir, "chat_template.jinja", "J{{ eos_token }}{{ additional_special_tokens|join }}\n");
     cr_assert_eq(strata_template_load(dir, &t, &err), STRATA_OK, "%s", err.message);
     cr_assert_eq(strata_template_render(t, NULL, NULL, &out, NULL, &err), STRATA_OK, "%s", err.message);
-    cr_expect_str_eq(out, "J<E>");
+    cr_expect_str_eq(out, "J<E><x><y>");
     free(out);
     strata_template_free(t);
     char path[512];
@@ -294,9 +295,14 @@ Test(chat_template, loops_and_scoping)
     expect_render("{% set ns = namespace(n=0, s='') %}{% for i in range(4) %}{% set ns.n = ns.n + i %}{% endfor %}"
                   "{{ ns.n }}", NULL, "6");
     expect_render("{% for i in range(3) %}{{ loop.cycle('a', 'b') }}{% endfor %}", NULL, "aba");
+    expect_render("{% for x in [1, 1, 2, 2, 1] %}{% if loop.changed(x) %}[{{ x }}]{% endif %}{% endfor %}", NULL,
+                  "[1][2][1]");
     expect_render("{% set a, b = 1, 2 %}{{ a }}{{ b }}", NULL, "12");
     expect_render("{% set x %}hello {{ 1 + 1 }}{% endset %}[{{ x }}]", NULL, "[hello 2]");
     expect_render("{% generation %}gen{% endgeneration %}", NULL, "gen");
+    expect_render("{% set a = 1 %}{% with a = 2, b = a %}{{ a }}{{ b }}{% endwith %}{{ a }}", NULL, "211");
+    expect_render("{% filter upper|replace('A', '4') %}abc{% endfilter %} {% set x | trim | upper %}  hi  {% endset %}[{{ x }}]",
+                  NULL, "4BC [HI]");
 }
 
 Test(chat_template, macros)
@@ -307,6 +313,11 @@ Test(chat_template, macros)
                   "{{ g() }}{{ top }}", NULL, "globallocalglobal");
     expect_render("{% macro t(n) %}{% if n > 0 %}{{ n }}{{ t(n - 1) }}{% endif %}{% endmacro %}{{ t(3) }}", NULL, "321");
     expect_fail("{% macro f(a) %}{% endmacro %}{{ f(b=1) }}", NULL, STRATA_E_TEMPLATE, "no keyword argument 'b'");
+    expect_fail("{% macro f(a) %}{% endmacro %}{{ f(1, 2) }}", NULL, STRATA_E_TEMPLATE, "takes not more than 1");
+    expect_render("{% macro m(a) %}{{ a }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(1, 2, 3, x=4) }}", NULL,
+                  "1(2, 3){'x': 4}");
+    expect_render("{% macro w(t) %}<{{ caller(t) }}>{% endmacro %}{% for i in [1, 2] %}{% call(v) w('T') %}"
+                  "{{ v }}{{ i }}{% endcall %}{% endfor %}", NULL, "<T1><T2>");
 }
 
 Test(chat_template, expressions)
@@ -330,6 +341,9 @@ Test(chat_template, expressions)
                   "{{ '%s'|format([1]) }} {{ '%(a)s-%(b)03d'|format(a=1, b=7) }}", NULL,
                   "a=3 03.14|x  |'q' % hi bob [1] 1-007");
     expect_fail("{{ '%s %s' % (1,) }}", NULL, STRATA_E_TEMPLATE, "not enough arguments");
+    expect_render("{{ '{0}-{1}-{x}|{2:>5}|{2:05d}|{3:.2f}|{4:.1%}|{5!r}|{{}}'.format('a', 'b', 42, 3.14159, 0.256, 'q', "
+                  "x=3) }} {{ '{}{}'.format(1, 2) }}", NULL, "a-b-3|   42|00042|3.14|25.6%|'q'|{} 12");
+    expect_fail("{{ '{}{0}'.format(1) }}", NULL, STRATA_E_TEMPLATE, "field numbering");
     expect_render("a {% raw %}{{ x }} {% if %}{% endraw %} b\n  {%- raw -%}  c  {%- endraw %}\nd", NULL,
                   "a {{ x }} {% if %} bcd");
 }
@@ -369,7 +383,28 @@ Test(chat_template, filters)
     expect_render("{{ 'a b  c'|wordcount }} {{ [1, 2, 3, 4, 5]|batch(2)|list }} {{ [1, 2, 3]|sum }} "
                   "{{ [3, 1, 2]|min }} {{ [3, 1, 2]|max }} {{ '<a href=\"x\">&\\''|e }} {{ '<b>'|safe }}", NULL,
                   "3 [[1, 2], [3, 4], [5]] 6 1 3 &lt;a href=&#34;x&#34;&gt;&amp;&#39; <b>");
+    expect_render("{{ 'foo bar baz qux'|truncate(9) }}|{{ 'foo bar baz qux'|truncate(9, true) }}|{{ 'short'|truncate(3) }}|"
+                  "{{ d|attr('a') is defined }}|{{ d|attr('items') is defined }}", "{\"d\": {\"a\": 1}}",
+                  "foo...|foo ba...|short|False|True");
     expect_render("{{ 'a\\nb\\n\\nc'|indent(2) }}|{{ 'a\\nb'|indent(2, first=true) }}", NULL, "a\n  b\n\n  c|  a\n  b");
+}
+
+/* Dicts past the hashing threshold keep insertion order, updates and lookups. */
+Test(chat_template, large_dicts)
+{
+    char vars[8192] = "{\"d\": {";
+    for (int i = 0; i < 200; i++)
+        snprintf(vars + strlen(vars), sizeof vars - strlen(vars), "%s\"k%d\": %d", i ? ", " : "", i, i);
+    strcat(vars, "}}");
+    expect_render("{{ d.k0 }} {{ d['k199'] }} {{ d.k57 }} {{ 'k150' in d }} {{ 'k200' in d }} {{ d|length }} "
+                  "{{ (d|list)[:3] }} {{ (d|list)[-1] }} {{ d.get('k3') }} {{ d.missing is defined }}",
+                  vars, "0 199 57 True False 200 ['k0', 'k1', 'k2'] k199 3 False");
+    expect_render("{% set ns = namespace() %}{% for i in range(40) %}{% set ns.a = i %}"
+                  "{% endfor %}{{ ns.a }} {% set d = dict(a1=1, a2=2, a3=3, a4=4, a5=5, a6=6, a7=7, a8=8, a9=9, "
+                  "b1=1, b2=2, b3=3, b4=4, b5=5, b6=6, b7=7, b8=8, b9=9, c1=1, c2=2) %}{{ d.c2 }} {{ d|length }} "
+                  "{{ {1: 'i', 'x': 's', 2.0: 'f', 'a': 1, 'b': 2, 'c': 3, 'd': 4, 'e': 5, 'f': 6, 'g': 7, 'h': 8, "
+                  "'i': 9, 'j': 10, 'k': 11, 'l': 12, 'm': 13, 'n': 14}[2] }}",
+                  NULL, "39 2 20 f");
 }
 
 Test(chat_template, tojson_is_python_json_dumps)
@@ -454,6 +489,9 @@ Test(chat_template, syntax_errors_name_the_line)
 Test(chat_template, runtime_errors)
 {
     expect_fail("{{ x + 1 }}", NULL, STRATA_E_TEMPLATE, "'x' is undefined");
+    expect_fail("{{ m.role + 'x' }}", "{\"m\": {}}", STRATA_E_TEMPLATE, "'dict object' has no attribute 'role'");
+    expect_fail("{{ l[5] + 1 }}", "{\"l\": [1]}", STRATA_E_TEMPLATE, "list object has no element 5");
+    expect_fail("{{ x.y.z + 1 }}", NULL, STRATA_E_TEMPLATE, "'x' is undefined");
     expect_fail("{{ 1 + 'a' }}", NULL, STRATA_E_TEMPLATE, "unsupported operand");
     expect_fail("{{ 'a' + 1 }}", NULL, STRATA_E_TEMPLATE, "can only concatenate str");
     expect_fail("{{ 1 / 0 }}", NULL, STRATA_E_TEMPLATE, "division by zero");

@@ -18,7 +18,7 @@ int cli_chat_template(int argc, char **argv)
     if (argc != 1)
         return cli_fail(CMD, "usage: strata chat-template PATH < vars.json");
     json_error_t je;
-    json_t *vars = json_loadf(stdin, 0, &je);
+    json_t *vars = json_loadf(stdin, JSON_ALLOW_NUL, &je);
     if (!vars || !json_is_object(vars)) {
         json_decref(vars);
         return cli_fail(CMD, "stdin: expected a JSON object (%s)", vars ? "not an object" : je.text);

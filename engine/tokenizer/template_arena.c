@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "tokenizer/template_internal.h"
@@ -31,6 +32,8 @@ _Noreturn void tpl_throw(tpl_arena *a, strata_status status, const char *fmt, ..
 
 void *tpl_alloc(tpl_arena *a, size_t n)
 {
+    if (n > SIZE_MAX / 4)
+        tpl_throw(a, STRATA_E_LIMIT, "chat template: allocation of %zu bytes refused", n);
     n = (n + 15) & ~(size_t)15;
     tpl_chunk *c = a->head;
     if (!c || c->size - c->used < n) {

@@ -2,16 +2,16 @@
  * template_eval.c — executes the syntax tree: statements write to the current
  * output buffer, expressions produce values. Scoping follows Jinja: {% set %} at
  * top level writes the template's globals, inside a for loop it lives for one
- * iteration, inside a macro for one call; macros see the globals, not the caller.
- * Every statement and expression costs a step, so runaway templates stop.
+ * iteration, inside a macro for one call; a macro sees the scope it was defined in
+ * (the globals for a top-level one), never its caller's. {% with %} opens a scope.
+ * Every statement, expression and loop iteration costs a step, so runaway
+ * templates stop.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "tokenizer/template_internal.h"
-
-#define TPL_MAX_EVAL_DEPTH 3000
 
 struct tpl_scope {
     tpl_scope *parent;
@@ -32,7 +32,7 @@ _Noreturn void tpl_fail(tpl_render *r, const tpl_node *at, const char *fmt, ...)
     tpl_throw(r->arena, STRATA_E_TEMPLATE, "chat template line %d: %s", at ? at->line : 0, msg);
 }
 
-static void step(tpl_render *r)
+void tpl_step(tpl_render *r)
 {
     if (++r->steps > TPL_MAX_STEPS)
         tpl_throw(r->arena, STRATA_E_LIMIT,
@@ -147,10 +147,28 @@ static tv loop_attr(tpl_render *r, const tpl_loop *L, tv self, const char *name)
     if (!strcmp(name, "length")) return tv_int((int64_t)n);
     if (!strcmp(name, "depth")) return tv_int(1);
     if (!strcmp(name, "depth0")) return tv_int(0);
-    if (!strcmp(name, "previtem")) return i > 0 ? L->items->items[i - 1] : tv_undef("previtem");
-    if (!strcmp(name, "nextitem")) return i + 1 < n ? L->items->items[i + 1] : tv_undef("nextitem");
+    if (!strcmp(name, "previtem"))
+        return i > 0 ? L->items->items[i - 1] : tv_undef_why(r->arena, "there is no previous item");
+    if (!strcmp(name, "nextitem"))
+        return i + 1 < n ? L->items->items[i + 1] : tv_undef_why(r->arena, "there is no next item");
     if (!strcmp(name, "cycle") || !strcmp(name, "changed")) return method(r, self, name);
     return tv_undef(name);
+}
+
+/* Jinja's object_type_repr: "dict object", "None", ... */
+static const char *object_type(tv v)
+{
+    switch (v.kind) {
+    case TV_NONE: return "None";
+    case TV_BOOL: return "bool object";
+    case TV_INT: return "int object";
+    case TV_FLOAT: return "float object";
+    case TV_STR: return "str object";
+    case TV_LIST: return v.is_tuple ? "tuple object" : "list object";
+    case TV_DICT: return "dict object";
+    case TV_NS: return "jinja2.utils.Namespace object";
+    default: return "object";
+    }
 }
 
 tv tpl_getattr(tpl_render *r, tv obj, const char *name)
@@ -164,7 +182,9 @@ tv tpl_getattr(tpl_render *r, tv obj, const char *name)
         if (v)
             return *v;
     }
-    return tv_undef(name);
+    if (obj.kind == TV_UNDEF) /* lenient: the first miss explains the chain */
+        return obj;
+    return tv_undef_why(r->arena, "'%s' has no attribute '%s'", object_type(obj), name);
 }
 
 static int64_t norm_index(int64_t i, size_t n) { return i < 0 ? i + (int64_t)n : i; }
@@ -192,14 +212,18 @@ tv tpl_getitem(tpl_render *r, const tpl_node *at, tv obj, tv key)
                 }
             }
         }
-        return tv_undef(NULL);
+        return tv_undef_why(r->arena, "%s has no element %lld", object_type(obj), (long long)raw);
     }
+    if (obj.kind == TV_UNDEF)
+        return obj;
     /* as Jinja: a string key that is no item may still name an attribute */
-    if (key.kind == TV_STR && obj.kind != TV_UNDEF) {
+    if (key.kind == TV_STR) {
         char *name = tpl_strndup(r->arena, key.u.s.p, key.u.s.n);
         return tpl_getattr(r, obj, name);
     }
-    return tv_undef(NULL);
+    tpl_buf b = {0};
+    tpl_put_repr(r->arena, &b, key);
+    return tv_undef_why(r->arena, "%s has no element %.*s", object_type(obj), (int)b.n, b.p ? b.p : "");
 }
 
 /* Python slice indices for a sequence of n items. */
@@ -246,11 +270,14 @@ static tv eval_slice(tpl_render *r, const tpl_node *e)
     size_t n = obj.kind == TV_LIST ? obj.u.l->n : tpl_utf8_len(obj.u.s.p, obj.u.s.n);
     int64_t start, stop, st;
     slice_bounds(r, e, n, &start, &stop, &st);
+    /* count first: stepping past the end could overflow int64 */
+    int64_t count = st > 0 ? (stop > start ? (stop - start - 1) / st + 1 : 0)
+                           : (start > stop ? (start - stop - 1) / -st + 1 : 0);
     if (obj.kind == TV_LIST) {
-        tv out = tv_list(r->arena, 0);
+        tv out = tv_list(r->arena, (size_t)count);
         out.is_tuple = obj.is_tuple;
-        for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st)
-            tpl_list_push(r->arena, out.u.l, obj.u.l->items[i]);
+        for (int64_t k = 0; k < count; k++)
+            tpl_list_push(r->arena, out.u.l, obj.u.l->items[start + k * st]);
         return out;
     }
     if (st == 1) {
@@ -260,8 +287,8 @@ static tv eval_slice(tpl_render *r, const tpl_node *e)
     }
     tpl_list *chars = tpl_iterate(r, e, obj);
     tpl_buf b = {0};
-    for (int64_t i = start; st > 0 ? i < stop : i > stop; i += st)
-        tpl_buf_put(r->arena, &b, chars->items[i].u.s.p, chars->items[i].u.s.n);
+    for (int64_t k = 0; k < count; k++)
+        tpl_buf_put(r->arena, &b, chars->items[start + k * st].u.s.p, chars->items[start + k * st].u.s.n);
     return tpl_buf_value(&b);
 }
 
@@ -292,37 +319,88 @@ static void eval_args(tpl_render *r, const tpl_node *e, tpl_args *args)
 
 static int exec_body(tpl_render *r, const tpl_node *body);
 
-static tv call_macro(tpl_render *r, const tpl_node *at, const tpl_node *m, tpl_args *args)
+/* Bind a macro's parameters from args in scope s; extra arguments go to varargs and
+ * kwargs when the body uses them, and are errors otherwise (as in Jinja). */
+static void bind_macro_args(tpl_render *r, const tpl_node *at, const tpl_node *m, tpl_args *args,
+                            tpl_scope *s)
 {
-    if (args->n > m->nnames)
+    if (args->n > m->nnames && !(m->op & MACRO_VARARGS))
         tpl_fail(r, at, "macro '%s' takes not more than %zu argument(s)", m->name, m->nnames);
+    tv varargs = tv_list(r->arena, 0), kwargs = tv_dict(r->arena, 0), caller = tv_undef("caller");
+    varargs.is_tuple = 1;
+    for (size_t i = m->nnames; i < args->n; i++)
+        tpl_list_push(r->arena, varargs.u.l, args->pos[i]);
     for (size_t k = 0; k < args->nkw; k++) {
         size_t p = 0;
         while (p < m->nnames && strcmp(m->names[p], args->kwnames[k]))
             p++;
-        if (p == m->nnames)
+        if (p < m->nnames)
+            continue;
+        if (!strcmp(args->kwnames[k], "caller") && (m->op & MACRO_CALLER))
+            caller = args->kw[k];
+        else if (m->op & MACRO_KWARGS)
+            tpl_dict_set(r->arena, kwargs.u.d, tv_cstr(args->kwnames[k]), args->kw[k]);
+        else
             tpl_fail(r, at, "macro '%s' takes no keyword argument '%s'", m->name, args->kwnames[k]);
     }
+    for (size_t p = 0; p < m->nnames; p++) {
+        tv missing = {.kind = TV_UNDEF, .u.s = {NULL, SIZE_MAX}};
+        tv v = tpl_arg(args, p, m->names[p], missing);
+        if (v.kind == TV_UNDEF && v.u.s.n == SIZE_MAX) /* defaults see earlier parameters */
+            v = m->items[p] ? tpl_eval(r, m->items[p])
+                            : tv_undef_why(r->arena, "parameter '%s' was not provided", m->names[p]);
+        scope_set(r, s, m->names[p], v);
+    }
+    if (m->op & MACRO_VARARGS) scope_set(r, s, "varargs", varargs);
+    if (m->op & MACRO_KWARGS) scope_set(r, s, "kwargs", kwargs);
+    if (m->op & MACRO_CALLER) scope_set(r, s, "caller", caller);
+}
+
+static tv call_macro(tpl_render *r, const tpl_node *at, const tpl_macro *macro, tpl_args *args)
+{
     if (++r->calls > TPL_MAX_CALL_DEPTH)
         tpl_throw(r->arena, STRATA_E_LIMIT,
                   "chat template line %d: macro calls nested deeper than %d (runaway recursion?)",
                   at->line, TPL_MAX_CALL_DEPTH);
     tpl_scope *saved = r->scope;
     tpl_buf *saved_out = r->out, buf = {.limit = TPL_MAX_OUTPUT};
-    r->scope = scope_new(r, r->globals);
-    for (size_t p = 0; p < m->nnames; p++) {
-        tv missing = {.kind = TV_UNDEF, .u.s = {NULL, SIZE_MAX}};
-        tv v = tpl_arg(args, p, m->names[p], missing);
-        if (v.kind == TV_UNDEF && v.u.s.n == SIZE_MAX)
-            v = m->items[p] ? tpl_eval(r, m->items[p]) : tv_undef(m->names[p]);
-        scope_set(r, r->scope, m->names[p], v);
-    }
+    r->scope = scope_new(r, macro->scope ? macro->scope : r->globals);
+    bind_macro_args(r, at, macro->node, args, r->scope);
     r->out = &buf;
-    exec_body(r, m->b);
+    exec_body(r, macro->node->b);
     r->out = saved_out;
     r->scope = saved;
     r->calls--;
     return tpl_buf_value(&buf);
+}
+
+static tv macro_value(tpl_render *r, const tpl_node *n)
+{
+    tpl_macro *m = tpl_alloc(r->arena, sizeof *m);
+    m->node = n;
+    m->scope = r->scope;
+    return (tv){.kind = TV_MACRO, .u.macro = m};
+}
+
+/* {% call %}: the called macro gets the block as caller=, seeing the block's scope. */
+static void exec_callblock(tpl_render *r, const tpl_node *n)
+{
+    const tpl_node *call = n->a;
+    tv fn = tpl_eval(r, call->a);
+    tpl_args args;
+    eval_args(r, call, &args);
+    const char **names = tpl_alloc(r->arena, (args.nkw + 1) * sizeof *names);
+    tv *vals = tpl_alloc(r->arena, (args.nkw + 1) * sizeof *vals);
+    for (size_t i = 0; i < args.nkw; i++) {
+        names[i] = args.kwnames[i];
+        vals[i] = args.kw[i];
+    }
+    names[args.nkw] = "caller";
+    vals[args.nkw] = macro_value(r, n->b);
+    args.kwnames = names;
+    args.kw = vals;
+    args.nkw++;
+    tpl_put_str(r->arena, r->out, tpl_call(r, n, fn, &args));
 }
 
 tv tpl_call(tpl_render *r, const tpl_node *at, tv fn, tpl_args *args)
@@ -331,8 +409,10 @@ tv tpl_call(tpl_render *r, const tpl_node *at, tv fn, tpl_args *args)
     case TV_MACRO: return call_macro(r, at, fn.u.macro, args);
     case TV_FUNC: return tpl_global_call(r, at, fn.u.func, args);
     case TV_METHOD: return tpl_method_call(r, at, fn.u.m, args);
-    case TV_UNDEF:
-        tpl_fail(r, at, "'%.*s' is undefined", (int)fn.u.s.n, fn.u.s.p ? fn.u.s.p : "");
+    case TV_UNDEF: {
+        char why[600];
+        tpl_fail(r, at, "%s", tv_undef_message(fn, why, sizeof why));
+    }
     default:
         tpl_fail(r, at, "'%s' object is not callable", tv_type_name(fn));
     }
@@ -352,7 +432,10 @@ static int contains(tpl_render *r, const tpl_node *at, tv hay, tv needle)
             if (tv_equal(hay.u.l->items[i], needle))
                 return 1;
         return 0;
-    case TV_DICT: return tpl_dict_get(hay.u.d, needle) != NULL;
+    case TV_DICT:
+        if ((needle.kind == TV_LIST && !needle.is_tuple) || needle.kind == TV_DICT)
+            tpl_fail(r, at, "unhashable type: '%s'", tv_type_name(needle));
+        return tpl_dict_get(hay.u.d, needle) != NULL;
     case TV_UNDEF: return 0;
     default:
         tpl_fail(r, at, "argument of type '%s' is not iterable", tv_type_name(hay));
@@ -440,12 +523,17 @@ static tv eval_unary(tpl_render *r, const tpl_node *e)
         return tv_bool(!tv_truthy(v));
     if (v.kind == TV_BOOL)
         v = tv_int(v.u.b);
-    if (v.kind == TV_INT)
+    if (v.kind == TV_INT) {
+        if (e->kind == E_NEG && v.u.i == INT64_MIN)
+            tpl_throw(r->arena, STRATA_E_LIMIT, "chat template line %d: integer overflow", e->line);
         return e->kind == E_NEG ? tv_int(-v.u.i) : v;
+    }
     if (v.kind == TV_FLOAT)
         return e->kind == E_NEG ? tv_float(-v.u.f) : v;
-    if (v.kind == TV_UNDEF)
-        tpl_fail(r, e, "'%.*s' is undefined", (int)v.u.s.n, v.u.s.p ? v.u.s.p : "");
+    if (v.kind == TV_UNDEF) {
+        char why[600];
+        tpl_fail(r, e, "%s", tv_undef_message(v, why, sizeof why));
+    }
     tpl_fail(r, e, "bad operand type for unary %c: '%s'", e->kind == E_NEG ? '-' : '+', tv_type_name(v));
 }
 
@@ -479,7 +567,9 @@ static tv eval_inner(tpl_render *r, const tpl_node *e)
     case E_COND:
         if (tv_truthy(tpl_eval(r, e->a)))
             return tpl_eval(r, e->b);
-        return e->c ? tpl_eval(r, e->c) : tv_undef(NULL);
+        return e->c ? tpl_eval(r, e->c)
+                    : tv_undef_why(r->arena, "the inline if-expression on line %d evaluated to false and "
+                                             "no else section was defined.", e->line);
     case E_LIST: case E_TUPLE: case E_DICT: return eval_seq(r, e);
     default: tpl_fail(r, e, "internal error: not an expression");
     }
@@ -487,7 +577,7 @@ static tv eval_inner(tpl_render *r, const tpl_node *e)
 
 tv tpl_eval(tpl_render *r, const tpl_node *e)
 {
-    step(r);
+    tpl_step(r);
     enter(r, e);
     tv v = eval_inner(r, e);
     r->depth--;
@@ -540,7 +630,7 @@ static int exec_for(tpl_render *r, const tpl_node *n)
     tpl_loop *L = tpl_alloc(r->arena, sizeof *L);
     L->items = items;
     for (size_t i = 0; i < items->n; i++) {
-        step(r);
+        tpl_step(r);
         s->n = 0; /* each iteration starts afresh, as in Jinja */
         L->index0 = i;
         bind_targets(r, n, s, items->items[i]);
@@ -565,18 +655,41 @@ static void exec_set(tpl_render *r, const tpl_node *n)
     bind_targets(r, n, r->scope, v);
 }
 
-static void exec_setblock(tpl_render *r, const tpl_node *n)
+/* Apply a filter chain (innermost operand NULL) to v. */
+static tv apply_filters(tpl_render *r, const tpl_node *chain, tv v)
+{
+    if (chain->a)
+        v = apply_filters(r, chain->a, v);
+    tpl_args args;
+    eval_args(r, chain, &args);
+    return chain->filter(r, chain, v, &args);
+}
+
+/* The text a body renders, through the node's filters (c) if any. */
+static tv capture(tpl_render *r, const tpl_node *n)
 {
     tpl_buf *saved = r->out, buf = {.limit = TPL_MAX_OUTPUT};
     r->out = &buf;
     exec_body(r, n->b);
     r->out = saved;
-    scope_set(r, r->scope, n->names[0], tpl_buf_value(&buf));
+    tv text = tpl_buf_value(&buf);
+    return n->c ? apply_filters(r, n->c, text) : text;
+}
+
+static int exec_with(tpl_render *r, const tpl_node *n)
+{
+    tpl_scope *saved = r->scope, *s = scope_new(r, saved);
+    for (size_t i = 0; i < n->nnames; i++)
+        scope_set(r, s, n->names[i], tpl_eval(r, n->items[i]));
+    r->scope = s;
+    int flow = exec_body(r, n->b);
+    r->scope = saved;
+    return flow;
 }
 
 static int exec(tpl_render *r, const tpl_node *n)
 {
-    step(r);
+    tpl_step(r);
     switch (n->kind) {
     case N_BODY: return exec_body(r, n);
     case N_TEXT: tpl_buf_put(r->arena, r->out, n->value.u.s.p, n->value.u.s.n); return FLOW_NORMAL;
@@ -587,10 +700,11 @@ static int exec(tpl_render *r, const tpl_node *n)
         return n->c ? exec_body(r, n->c) : FLOW_NORMAL;
     case N_FOR: return exec_for(r, n);
     case N_SET: exec_set(r, n); return FLOW_NORMAL;
-    case N_SETBLOCK: exec_setblock(r, n); return FLOW_NORMAL;
-    case N_MACRO:
-        scope_set(r, r->scope, n->name, (tv){.kind = TV_MACRO, .u.macro = n});
-        return FLOW_NORMAL;
+    case N_SETBLOCK: scope_set(r, r->scope, n->names[0], capture(r, n)); return FLOW_NORMAL;
+    case N_FILTERBLOCK: tpl_put_str(r->arena, r->out, capture(r, n)); return FLOW_NORMAL;
+    case N_WITH: return exec_with(r, n);
+    case N_MACRO: scope_set(r, r->scope, n->name, macro_value(r, n)); return FLOW_NORMAL;
+    case N_CALLBLOCK: exec_callblock(r, n); return FLOW_NORMAL;
     case N_BREAK: return FLOW_BREAK;
     case N_CONTINUE: return FLOW_CONTINUE;
     default: tpl_fail(r, n, "internal error: not a statement");

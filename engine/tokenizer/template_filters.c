@@ -148,14 +148,14 @@ FILTER(first)
 {
     (void)args;
     tpl_list *items = tpl_iterate(r, at, v);
-    return items->n ? items->items[0] : tv_undef("first");
+    return items->n ? items->items[0] : tv_undef_why(A, "No first item, sequence was empty.");
 }
 
 FILTER(last)
 {
     (void)args;
     tpl_list *items = tpl_iterate(r, at, v);
-    return items->n ? items->items[items->n - 1] : tv_undef("last");
+    return items->n ? items->items[items->n - 1] : tv_undef_why(A, "No last item, sequence was empty.");
 }
 
 FILTER(list)
@@ -314,33 +314,32 @@ FILTER(round)
     return tv_float(y / scale);
 }
 
-static int case_cmp(tpl_render *r, tv a, tv b, int case_sensitive)
+/* The key an item sorts or compares by: its attribute path if given, lowercased
+ * unless case_sensitive (Jinja's ignore_case). Computed once per item. */
+static tv item_key(tpl_render *r, const tpl_node *at, tv item, tv attr, int case_sensitive)
 {
-    if (!case_sensitive && a.kind == TV_STR && b.kind == TV_STR) {
-        a = tpl_case(A, a, TPL_CASE_LOWER);
-        b = tpl_case(A, b, TPL_CASE_LOWER);
-    }
-    return tv_compare(a, b);
+    tv key = attr.kind == TV_NONE ? item : lookup_path(r, at, item, attr);
+    return !case_sensitive && key.kind == TV_STR ? tpl_case(A, key, TPL_CASE_LOWER) : key;
 }
 
 typedef struct sort_item { tv key, item; } sort_item;
 
 /* Stable merge sort (Python's sort is stable) with errors for unorderable keys. */
-static void sort_keys(tpl_render *r, const tpl_node *at, sort_item *it, size_t n, int cs, int rev)
+static void sort_items(tpl_render *r, const tpl_node *at, sort_item *it, size_t n, int rev)
 {
     if (n < 2)
         return;
     size_t h = n / 2;
-    sort_keys(r, at, it, h, cs, rev);
-    sort_keys(r, at, it + h, n - h, cs, rev);
+    sort_items(r, at, it, h, rev);
+    sort_items(r, at, it + h, n - h, rev);
     sort_item *tmp = tpl_alloc(A, n * sizeof *tmp);
     size_t i = 0, j = h, k = 0;
     while (i < h && j < n) {
-        int c = case_cmp(r, it[j].key, it[i].key, cs);
+        int c = tv_compare(it[j].key, it[i].key);
         if (c == 2)
             tpl_fail(r, at, "'<' not supported between instances of '%s' and '%s'",
                      tv_type_name(it[j].key), tv_type_name(it[i].key));
-        int take_right = rev ? c > 0 : c < 0;
+        int take_right = rev ? c == 1 : c == -1;
         tmp[k++] = take_right ? it[j++] : it[i++];
     }
     while (i < h) tmp[k++] = it[i++];
@@ -348,22 +347,27 @@ static void sort_keys(tpl_render *r, const tpl_node *at, sort_item *it, size_t n
     memcpy(it, tmp, n * sizeof *tmp);
 }
 
+/* Sort items by key (attribute path, or element index for pairs) into a new list. */
+static tv sorted(tpl_render *r, const tpl_node *at, tpl_list *items, tv attr, int cs, int rev)
+{
+    sort_item *it = tpl_alloc(A, (items->n + 1) * sizeof *it);
+    for (size_t i = 0; i < items->n; i++) {
+        it[i].item = items->items[i];
+        it[i].key = item_key(r, at, it[i].item, attr, cs);
+    }
+    sort_items(r, at, it, items->n, rev);
+    tv out = tv_list(A, items->n);
+    for (size_t i = 0; i < items->n; i++)
+        tpl_list_push(A, out.u.l, it[i].item);
+    return out;
+}
+
 FILTER(sort)
 {
     int rev = tv_truthy(tpl_arg(args, 0, "reverse", tv_bool(0)));
     int cs = tv_truthy(tpl_arg(args, 1, "case_sensitive", tv_bool(0)));
     tv attr = tpl_arg(args, 2, "attribute", tv_none());
-    tpl_list *items = tpl_iterate(r, at, v);
-    sort_item *it = tpl_alloc(A, (items->n + 1) * sizeof *it);
-    for (size_t i = 0; i < items->n; i++) {
-        it[i].item = items->items[i];
-        it[i].key = attr.kind == TV_NONE ? it[i].item : lookup_path(r, at, it[i].item, attr);
-    }
-    sort_keys(r, at, it, items->n, cs, rev);
-    tv out = tv_list(A, items->n);
-    for (size_t i = 0; i < items->n; i++)
-        tpl_list_push(A, out.u.l, it[i].item);
-    return out;
+    return sorted(r, at, tpl_iterate(r, at, v), attr, cs, rev);
 }
 
 FILTER(dictsort)
@@ -373,17 +377,7 @@ FILTER(dictsort)
     int rev = tv_truthy(tpl_arg(args, 2, "reverse", tv_bool(0)));
     int by_value = by.kind == TV_STR && by.u.s.n == 5 && !memcmp(by.u.s.p, "value", 5);
     tv pairs = f_items(r, at, v, &(tpl_args){0});
-    size_t n = pairs.u.l->n;
-    sort_item *it = tpl_alloc(A, (n + 1) * sizeof *it);
-    for (size_t i = 0; i < n; i++) {
-        it[i].item = pairs.u.l->items[i];
-        it[i].key = it[i].item.u.l->items[by_value];
-    }
-    sort_keys(r, at, it, n, cs, rev);
-    tv out = tv_list(A, n);
-    for (size_t i = 0; i < n; i++)
-        tpl_list_push(A, out.u.l, it[i].item);
-    return out;
+    return sorted(r, at, pairs.u.l, tv_int(by_value), cs, rev);
 }
 
 FILTER(unique)
@@ -393,12 +387,13 @@ FILTER(unique)
     tpl_list *items = tpl_iterate(r, at, v);
     tv out = tv_list(A, 0), seen = tv_list(A, 0);
     for (size_t i = 0; i < items->n; i++) {
-        tv key = attr.kind == TV_NONE ? items->items[i] : lookup_path(r, at, items->items[i], attr);
-        if (!cs && key.kind == TV_STR)
-            key = tpl_case(A, key, TPL_CASE_LOWER);
+        tv key = item_key(r, at, items->items[i], attr, cs);
         size_t k = 0;
-        while (k < seen.u.l->n && !tv_equal(seen.u.l->items[k], key))
-            k++;
+        for (; k < seen.u.l->n; k++) { /* quadratic: each comparison is a step */
+            tpl_step(r);
+            if (tv_equal(seen.u.l->items[k], key))
+                break;
+        }
         if (k < seen.u.l->n)
             continue;
         tpl_list_push(A, seen.u.l, key);
@@ -414,11 +409,10 @@ static tv extreme(tpl_render *r, const tpl_node *at, tv v, tpl_args *args, int w
     tpl_list *items = tpl_iterate(r, at, v);
     if (!items->n)
         return tv_undef(NULL);
-    tv best = items->items[0];
-    tv bkey = attr.kind == TV_NONE ? best : lookup_path(r, at, best, attr);
+    tv best = items->items[0], bkey = item_key(r, at, best, attr, cs);
     for (size_t i = 1; i < items->n; i++) {
-        tv key = attr.kind == TV_NONE ? items->items[i] : lookup_path(r, at, items->items[i], attr);
-        int c = case_cmp(r, key, bkey, cs);
+        tv key = item_key(r, at, items->items[i], attr, cs);
+        int c = tv_compare(key, bkey);
         if (c == 2)
             tpl_fail(r, at, "values cannot be compared");
         if (c == want) {
@@ -582,8 +576,43 @@ FILTER(format)
     return tpl_percent_format(r, at, need_str(r, v), operand);
 }
 
+FILTER(attr)
+{
+    tv name = tpl_arg(args, 0, "name", tv_none());
+    if (name.kind != TV_STR)
+        tpl_fail(r, at, "attr: the attribute name must be a string");
+    char *attr = tpl_strndup(A, name.u.s.p, name.u.s.n);
+    if (v.kind == TV_DICT && !tpl_has_method(v, attr)) /* Python attributes only, no items */
+        return tv_undef(attr);
+    return tpl_getattr(r, v, attr);
+}
+
+/* Jinja's truncate: cut at a word boundary (or anywhere with killwords), append end,
+ * leave strings within length + leeway alone. Lengths count code points. */
+FILTER(truncate)
+{
+    tv s = need_str(r, v);
+    int64_t length = int_arg(r, at, tpl_arg(args, 0, "length", tv_int(255)), "length");
+    int killwords = tv_truthy(tpl_arg(args, 1, "killwords", tv_bool(0)));
+    tv end = need_str(r, tpl_arg(args, 2, "end", tv_cstr("...")));
+    tv leeway = tpl_arg(args, 3, "leeway", tv_none());
+    int64_t lee = leeway.kind == TV_NONE ? 5 : int_arg(r, at, leeway, "leeway");
+    int64_t n = (int64_t)tpl_utf8_len(s.u.s.p, s.u.s.n), endn = (int64_t)tpl_utf8_len(end.u.s.p, end.u.s.n);
+    if (length < endn || lee < 0)
+        tpl_fail(r, at, "truncate: expected length >= %lld and leeway >= 0", (long long)endn);
+    if (n <= length + lee)
+        return s;
+    tv head = tv_str(s.u.s.p, tpl_utf8_offset(s.u.s.p, s.u.s.n, (size_t)(length - endn)));
+    if (!killwords) {
+        const char *sp = head.u.s.n ? memrchr(head.u.s.p, ' ', head.u.s.n) : NULL;
+        if (sp)
+            head.u.s.n = (size_t)(sp - head.u.s.p);
+    }
+    return tpl_binop(r, at, OP_ADD, head, end);
+}
+
 static const struct { const char *name; tpl_filter_fn fn; } filters[] = {
-    {"abs", f_abs}, {"batch", f_batch}, {"capitalize", f_capitalize}, {"center", f_center},
+    {"abs", f_abs}, {"attr", f_attr}, {"batch", f_batch}, {"capitalize", f_capitalize}, {"center", f_center},
     {"count", f_length}, {"d", f_default}, {"default", f_default}, {"dictsort", f_dictsort},
     {"e", f_escape}, {"escape", f_escape}, {"first", f_first}, {"float", f_float}, {"format", f_format},
     {"indent", f_indent}, {"int", f_int}, {"items", f_items}, {"join", f_join}, {"last", f_last},
@@ -591,7 +620,7 @@ static const struct { const char *name; tpl_filter_fn fn; } filters[] = {
     {"min", f_min}, {"reject", f_reject}, {"rejectattr", f_rejectattr}, {"replace", f_replace},
     {"reverse", f_reverse}, {"round", f_round}, {"safe", f_safe}, {"select", f_select},
     {"selectattr", f_selectattr}, {"sort", f_sort}, {"string", f_string}, {"sum", f_sum},
-    {"title", f_title}, {"tojson", f_tojson}, {"trim", f_trim}, {"unique", f_unique},
+    {"title", f_title}, {"tojson", f_tojson}, {"trim", f_trim}, {"truncate", f_truncate}, {"unique", f_unique},
     {"upper", f_upper}, {"wordcount", f_wordcount},
 };
 

@@ -2,7 +2,7 @@
  * template_globals.c — the functions a chat template can call by name: range,
  * namespace and dict (Jinja's globals), raise_exception and strftime_now (the two
  * transformers adds). raise_exception's message becomes the error message as is,
- * because the server hands it to the client.
+ * because the server hands it to the client. range() is bounded as in Jinja's sandbox.
  */
 #include <string.h>
 #include <time.h>
@@ -43,14 +43,17 @@ static tv range(tpl_render *r, const tpl_node *at, tpl_args *args)
     }
     if (!stepv)
         tpl_fail(r, at, "range() arg 3 must not be zero");
-    double count = stepv > 0 ? ((double)stop - (double)start) / (double)stepv
-                             : ((double)start - (double)stop) / (double)-stepv;
-    if (count > TPL_MAX_RANGE)
+    /* the item count in unsigned arithmetic: stop - start may not fit an int64 */
+    uint64_t span = stepv > 0 ? (stop > start ? (uint64_t)stop - (uint64_t)start : 0)
+                              : (start > stop ? (uint64_t)start - (uint64_t)stop : 0);
+    uint64_t stride = stepv > 0 ? (uint64_t)stepv : (uint64_t)0 - (uint64_t)stepv;
+    uint64_t n = span ? (span - 1) / stride + 1 : 0;
+    if (n > TPL_MAX_RANGE)
         tpl_throw(r->arena, STRATA_E_LIMIT,
                   "chat template line %d: range too big (more than %d items)", at->line, TPL_MAX_RANGE);
-    tv l = tv_list(r->arena, count > 0 ? (size_t)count + 1 : 0);
-    for (int64_t i = start; stepv > 0 ? i < stop : i > stop; i += stepv)
-        tpl_list_push(r->arena, l.u.l, tv_int(i));
+    tv l = tv_list(r->arena, (size_t)n);
+    for (uint64_t k = 0; k < n; k++) /* start + k * step stays within [start, stop) */
+        tpl_list_push(r->arena, l.u.l, tv_int((int64_t)((uint64_t)start + k * (uint64_t)stepv)));
     return l;
 }
 
@@ -73,20 +76,43 @@ static tv mapping(tpl_render *r, const tpl_node *at, tpl_args *args, tpl_kind ki
     return d;
 }
 
+/* A naive datetime (the given "now") has no zone: Python prints %z and %Z as "". */
+static char *drop_zone(tpl_render *r, tv fmt)
+{
+    char *f = tpl_alloc(r->arena, fmt.u.s.n + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < fmt.u.s.n; i++) {
+        char c = fmt.u.s.p[i];
+        if (c == '%' && i + 1 < fmt.u.s.n) {
+            char d = fmt.u.s.p[++i];
+            if (d == 'z' || d == 'Z')
+                continue;
+            f[n++] = c;
+            c = d;
+        }
+        f[n++] = c;
+    }
+    f[n] = '\0';
+    return f;
+}
+
 static tv strftime_now(tpl_render *r, const tpl_node *at, tpl_args *args)
 {
     tv fmt = tpl_arg(args, 0, "format", tv_none());
     if (fmt.kind != TV_STR)
         tpl_fail(r, at, "strftime_now expects a format string");
     struct tm tm = r->now;
-    if (!r->have_now) {
+    char *f;
+    if (r->have_now)
+        f = drop_zone(r, fmt);
+    else {
         time_t t = time(NULL);
         localtime_r(&t, &tm);
+        f = tpl_strndup(r->arena, fmt.u.s.p, fmt.u.s.n);
     }
-    char *f = tpl_strndup(r->arena, fmt.u.s.p, fmt.u.s.n);
     size_t cap = 256 + fmt.u.s.n * 16;
     char *out = tpl_alloc(r->arena, cap);
-    size_t n = fmt.u.s.n ? strftime(out, cap, f, &tm) : 0;
+    size_t n = *f ? strftime(out, cap, f, &tm) : 0;
     return tv_str(out, n);
 }
 

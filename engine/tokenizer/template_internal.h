@@ -23,6 +23,7 @@
 #define TPL_MAX_MEMORY (256u << 20)       /* bytes of values one render may allocate */
 #define TPL_MAX_CALL_DEPTH 100            /* nested macro calls */
 #define TPL_MAX_NESTING 200               /* nested expressions / blocks when parsing */
+#define TPL_MAX_EVAL_DEPTH 1000           /* nested evaluations: ~0.5 MB of C stack at most */
 #define TPL_MAX_RANGE 100000              /* as Jinja's sandbox (MAX_RANGE) */
 
 /* ---- arena with unwinding (template_arena.c) */
@@ -48,14 +49,18 @@ typedef enum tpl_kind {
 
 typedef struct tv tv;
 typedef struct tpl_list { size_t n, cap; tv *items; } tpl_list;
-typedef struct tpl_dict { size_t n, cap; tv *keys, *vals; } tpl_dict;
+/* Insertion-ordered; past a few keys, string keys are also hashed (slots holds
+ * index + 1, 0 for empty) so that lookups in large input objects stay O(1). */
+typedef struct tpl_dict { size_t n, cap, nslots; tv *keys, *vals; size_t *slots; } tpl_dict;
 typedef struct tpl_method tpl_method;
 typedef struct tpl_loop tpl_loop;
+typedef struct tpl_macro tpl_macro;
 struct tpl_node;
 
 struct tv {
     tpl_kind kind;
-    int is_tuple;                                 /* lists only: prints as (a, b) */
+    unsigned is_tuple : 1;                        /* lists only: prints as (a, b) */
+    unsigned described : 1;                       /* undefined only: u.s is why, in full */
     union {
         int b;
         int64_t i;
@@ -63,7 +68,7 @@ struct tv {
         struct { const char *p; size_t n; } s;    /* strings; undefined: its name */
         tpl_list *l;
         tpl_dict *d;                              /* dicts and namespaces */
-        const struct tpl_node *macro;
+        const tpl_macro *macro;
         int func;                                 /* a global function, TPL_FN_* */
         tpl_method *m;
         tpl_loop *loop;
@@ -72,14 +77,25 @@ struct tv {
 
 struct tpl_method { tv self; const char *name; };
 
+/* A macro with the scope it was defined in (a call block's caller sees its
+ * surroundings; a top-level macro, the globals). */
+struct tpl_scope;
+struct tpl_macro { const struct tpl_node *node; struct tpl_scope *scope; };
+
 struct tpl_loop {
     const tpl_list *items;
     size_t index0;
+    tv last;          /* loop.changed(): the arguments of its previous call */
+    int has_last;
 };
 
 enum { TPL_FN_RANGE, TPL_FN_NAMESPACE, TPL_FN_DICT, TPL_FN_RAISE, TPL_FN_STRFTIME };
 
-tv tv_undef(const char *name);
+tv tv_undef(const char *name);                  /* "'name' is undefined" */
+/* An undefined value that says why, as Jinja's hints ("'dict object' has no attribute 'x'"). */
+tv tv_undef_why(tpl_arena *a, const char *fmt, ...) STRATA_PRINTF(2, 3);
+/* The error for using an undefined value: its reason, or "'name' is undefined". */
+const char *tv_undef_message(tv u, char *buf, size_t size);
 tv tv_none(void);
 tv tv_bool(int b);
 tv tv_int(int64_t i);
@@ -90,6 +106,7 @@ tv tv_list(tpl_arena *a, size_t cap);
 tv tv_dict(tpl_arena *a, size_t cap);
 void tpl_list_push(tpl_arena *a, tpl_list *l, tv v);
 void tpl_dict_set(tpl_arena *a, tpl_dict *d, tv key, tv val);
+void tpl_dict_append(tpl_arena *a, tpl_dict *d, tv key, tv val);  /* key known to be new */
 tv *tpl_dict_get(const tpl_dict *d, tv key);            /* NULL when absent */
 tv *tpl_dict_get_str(const tpl_dict *d, const char *key);
 
@@ -102,7 +119,7 @@ int tv_compare(tv a, tv b);
 const char *tv_type_name(tv v);            /* Python's type name, for messages */
 
 /* ---- text (template_text.c): growable buffers, str()/repr(), float repr */
-typedef struct tpl_buf { char *p; size_t n, cap, limit; } tpl_buf; /* limit 0: none */
+typedef struct tpl_buf { char *p; size_t n, cap, limit; } tpl_buf; /* limit 0: TPL_MAX_OUTPUT */
 void tpl_buf_put(tpl_arena *a, tpl_buf *b, const char *s, size_t n);
 void tpl_buf_putc(tpl_arena *a, tpl_buf *b, char c);
 void tpl_buf_printf(tpl_arena *a, tpl_buf *b, const char *fmt, ...) STRATA_PRINTF(3, 4);
@@ -119,11 +136,16 @@ int32_t tpl_utf8_next(const char *s, size_t n, size_t *pos);
 int tpl_is_space(int32_t c);                            /* Python str.isspace */
 int tpl_is_alnum(int32_t c);                            /* Python str.isalnum */
 int tpl_is_alpha(int32_t c);                            /* Python str.isalpha */
+int tpl_is_digit(int32_t c);                            /* Python str.isdigit */
 /* strip chars (NULL: whitespace) from the left (mode 1), right (2) or both (3) */
 tv tpl_strip(tv s, const char *chars, size_t nchars, int mode);
 tv tpl_case(tpl_arena *a, tv s, int how);               /* how: TPL_CASE_* */
 enum { TPL_CASE_LOWER, TPL_CASE_UPPER, TPL_CASE_TITLE, TPL_CASE_CAPITALIZE, TPL_CASE_JTITLE };
+/* Full case mapping of c when it is not one code point (how: LOWER, TITLE or UPPER). */
+const char *tpl_special_case(int32_t c, int how);
+int tpl_is_other_cased(int32_t c);
 ptrdiff_t tpl_find(const char *h, size_t hn, const char *nd, size_t nn, size_t from);
+char *tpl_reversed(tpl_arena *a, const char *s, size_t n);
 
 /* ---- JSON in and out (template_json.c) */
 /* Parse a JSON object's text into a dict value; throws STRATA_E_INVALID. */
@@ -140,10 +162,14 @@ int tpl_json_dump(tpl_arena *a, tpl_buf *b, tv v, const tpl_json_opts *o, tv *ba
 typedef enum tpl_nkind {
     /* statements */
     N_BODY, N_TEXT, N_OUTPUT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_BREAK, N_CONTINUE,
+    N_WITH, N_FILTERBLOCK, N_CALLBLOCK,
     /* expressions */
     E_CONST, E_NAME, E_ATTR, E_ITEM, E_SLICE, E_CALL, E_FILTER, E_TEST, E_NEG, E_POS,
     E_NOT, E_AND, E_OR, E_BINOP, E_CMP, E_COND, E_LIST, E_TUPLE, E_DICT
 } tpl_nkind;
+
+/* N_MACRO op: which special names its body uses */
+enum { MACRO_VARARGS = 1, MACRO_KWARGS = 2, MACRO_CALLER = 4 };
 
 /* operators of E_BINOP and E_CMP */
 enum { OP_ADD, OP_SUB, OP_MUL, OP_DIV, OP_FLOORDIV, OP_MOD, OP_POW, OP_CONCAT,
@@ -221,6 +247,7 @@ struct tpl_render {
 _Noreturn void tpl_fail(tpl_render *r, const tpl_node *at, const char *fmt, ...)
     STRATA_PRINTF(3, 4);
 void tpl_render_body(tpl_render *r, const tpl_node *body);
+void tpl_step(tpl_render *r);                    /* count one step; throws at the bound */
 tv tpl_eval(tpl_render *r, const tpl_node *e);
 tv tpl_getattr(tpl_render *r, tv obj, const char *name);
 tv tpl_getitem(tpl_render *r, const tpl_node *at, tv obj, tv key);
@@ -230,6 +257,8 @@ tpl_list *tpl_iterate(tpl_render *r, const tpl_node *at, tv v);
 tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b);
 /* Python's fmt % args (template_format.c). */
 tv tpl_percent_format(tpl_render *r, const tpl_node *at, tv fmt, tv args);
+/* Python's fmt.format(*args, **kwargs) (template_format.c). */
+tv tpl_str_format(tpl_render *r, const tpl_node *at, tv fmt, tpl_args *args);
 /* Positional argument i, or keyword name, or dflt. */
 tv tpl_arg(const tpl_args *args, size_t i, const char *name, tv dflt);
 void tpl_scope_set_global(tpl_render *r, const char *name, tv v);

@@ -14,12 +14,12 @@
 static tv from_json(tpl_arena *a, json_t *j)
 {
     switch (json_typeof(j)) {
-    case JSON_OBJECT: {
+    case JSON_OBJECT: { /* keys are unique in a jansson object: no lookups */
         tv d = tv_dict(a, json_object_size(j));
         const char *k;
         json_t *v;
         json_object_foreach(j, k, v)
-            tpl_dict_set(a, d.u.d, tv_str(tpl_strndup(a, k, strlen(k)), strlen(k)), from_json(a, v));
+            tpl_dict_append(a, d.u.d, tv_str(tpl_strndup(a, k, strlen(k)), strlen(k)), from_json(a, v));
         return d;
     }
     case JSON_ARRAY: {

@@ -5,6 +5,7 @@
  * control with - and +, comments dropped, and one trailing newline removed
  * (keep_trailing_newline=False). Byte-exact output depends on these rules.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,8 +59,7 @@ static void emit_text(lexer *L, size_t start, size_t end, char kind, char mod)
     const char *s = L->s;
     size_t stop = end;
     if (mod == '-') {
-        while (stop > start && is_ws(s[stop - 1]))
-            stop--;
+        stop = start + tpl_strip(tv_str(s + start, stop - start), NULL, 0, 2).u.s.n; /* rstrip() */
     } else if (mod != '+' && kind != '{') { /* lstrip_blocks: blocks and comments only */
         size_t l = stop;
         while (l > start && s[l - 1] != '\n')
@@ -79,9 +79,10 @@ static void emit_text(lexer *L, size_t start, size_t end, char kind, char mod)
 /* After a tag's end: '-' strips all whitespace, trim_blocks one newline. */
 static void after_tag_end(lexer *L, char mod, int trim_newline)
 {
-    if (mod == '-') {
-        while (L->pos < L->n && is_ws(L->s[L->pos]))
-            L->line += L->s[L->pos++] == '\n';
+    if (mod == '-') { /* \s*, which is Unicode whitespace in Python's re */
+        size_t rest = tpl_strip(tv_str(L->s + L->pos, L->n - L->pos), NULL, 0, 1).u.s.p - L->s;
+        count_lines(L, L->pos, rest);
+        L->pos = rest;
     } else if (mod != '+' && trim_newline && L->pos < L->n && L->s[L->pos] == '\n') {
         L->pos++;
         L->line++;
@@ -216,9 +217,9 @@ static void lex_number(lexer *L)
     if (is_float)
         t->f = strtod(digits, NULL);
     else {
-        char *end;
-        t->i = strtoll(digits, &end, 10);
-        if (nd > 18 && (t->i == INT64_MAX))
+        errno = 0;
+        t->i = strtoll(digits, NULL, 10);
+        if (errno == ERANGE)
             lex_fail(L, "integer literal too large");
     }
     L->pos = i;
@@ -319,7 +320,7 @@ static int lex_raw(lexer *L)
         size_t after = match_tag_word(L, i + 2 + (begin_mod != 0), "endraw", &mod);
         if (!after)
             continue;
-        emit_text(L, L->pos, i, '{', begin_mod);
+        emit_text(L, L->pos, i, '%', begin_mod); /* lstrip_blocks applies to endraw */
         count_lines(L, i, after);
         L->pos = after;
         after_tag_end(L, mod, 1);

@@ -98,17 +98,32 @@ static strata_status template_from_json(const char *path, json_t *cfg, char **sr
     return STRATA_OK;
 }
 
+/* A special token's text: a string, or an AddedToken object's "content". */
+static json_t *token_text(json_t *v)
+{
+    if (json_is_object(v))
+        v = json_object_get(v, "content");
+    return json_is_string(v) ? v : NULL;
+}
+
 static char *special_tokens(json_t *cfg)
 {
     static const char *const keys[] = {"bos_token", "eos_token", "unk_token", "pad_token",
                                        "sep_token", "cls_token", "mask_token"};
     json_t *vars = json_object();
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
-        json_t *v = json_object_get(cfg, keys[i]);
-        if (json_is_object(v))
-            v = json_object_get(v, "content");
-        if (json_is_string(v))
+        json_t *v = token_text(json_object_get(cfg, keys[i]));
+        if (v)
             json_object_set(vars, keys[i], v);
+    }
+    json_t *extra = json_object_get(cfg, "additional_special_tokens"), *e;
+    size_t i;
+    if (json_is_array(extra)) { /* part of transformers' special_tokens_map too */
+        json_t *list = json_array();
+        json_array_foreach(extra, i, e)
+            if (token_text(e))
+                json_array_append(list, token_text(e));
+        json_object_set_new(vars, "additional_special_tokens", list);
     }
     char *text = json_dumps(vars, JSON_COMPACT);
     json_decref(vars);

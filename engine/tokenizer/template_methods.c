@@ -1,7 +1,7 @@
 /*
  * template_methods.c — Python methods templates call on values: str methods
  * (split, strip, startswith, replace, ...), dict.items/keys/values/get, list
- * index/count, and loop.cycle. Methods that would mutate a value exist (so
+ * index/count, loop.cycle and loop.changed. Methods that would mutate a value exist (so
  * `x.append is defined` holds) but fail when called, as in the immutable sandbox
  * transformers renders with.
  */
@@ -73,74 +73,88 @@ static tv starts_ends(tpl_render *r, const tpl_node *at, tv s, tpl_args *args, i
     tpl_fail(r, at, "%s arg must be str or a tuple of str", end ? "endswith" : "startswith");
 }
 
-/* Python str.split / str.rsplit. */
+/* Words separated by runs of whitespace, at most max splits (-1: any), scanning from
+ * the left or the right; the unsplit rest keeps its inner whitespace, as in Python. */
+static void split_whitespace(tpl_render *r, tv s, int64_t max, int from_right, tpl_list *out)
+{
+    const char *p = s.u.s.p;
+    size_t n = s.u.s.n, ncp = tpl_utf8_len(p, n);
+    size_t *off = tpl_alloc(A, (ncp + 1) * sizeof *off);
+    char *sp = tpl_alloc(A, ncp + 1);
+    for (size_t k = 0, pos = 0; k < ncp; k++) {
+        off[k] = pos;
+        sp[k] = (char)tpl_is_space(tpl_utf8_next(p, n, &pos));
+    }
+    off[ncp] = n;
+    size_t i = 0, j = ncp; /* the unsplit remainder, in code points */
+    for (; max != 0; max--) {
+        if (!from_right) {
+            while (i < j && sp[i]) i++;
+            size_t w = i;
+            while (i < j && !sp[i]) i++;
+            if (w == i) break;
+            tpl_list_push(A, out, tv_str(p + off[w], off[i] - off[w]));
+        } else {
+            while (j > i && sp[j - 1]) j--;
+            size_t w = j;
+            while (j > i && !sp[j - 1]) j--;
+            if (w == j) break;
+            tpl_list_push(A, out, tv_str(p + off[j], off[w] - off[j]));
+        }
+    }
+    if (!from_right) /* the rest loses whitespace only on the side scanned from */
+        while (i < j && sp[i]) i++;
+    else
+        while (j > i && sp[j - 1]) j--;
+    if (i < j)
+        tpl_list_push(A, out, tv_str(p + off[i], off[j] - off[i]));
+}
+
+/* Pieces between occurrences of sep, at most max splits, from the left or right.
+ * From the right, both strings are searched reversed, so each search is linear. */
+static void split_sep(tpl_render *r, tv s, tv sep, int64_t max, int from_right, tpl_list *out)
+{
+    const char *p = s.u.s.p, *h = p, *nd = sep.u.s.p;
+    size_t n = s.u.s.n, k = sep.u.s.n, pos = 0, lo = 0, hi = n;
+    if (from_right) {
+        h = tpl_reversed(A, p, n);
+        nd = tpl_reversed(A, nd, k);
+    }
+    for (; max != 0; max--) {
+        ptrdiff_t f = tpl_find(h, n, nd, k, pos);
+        if (f < 0)
+            break;
+        pos = (size_t)f + k;
+        if (!from_right) {
+            tpl_list_push(A, out, tv_str(p + lo, (size_t)f - lo));
+            lo = pos;
+        } else { /* reversed [f, f+k) is [n-f-k, n-f) */
+            tpl_list_push(A, out, tv_str(p + n - (size_t)f, hi - (n - (size_t)f)));
+            hi = n - pos;
+        }
+    }
+    tpl_list_push(A, out, tv_str(p + lo, hi - lo));
+}
+
+/* Python str.split / str.rsplit (rsplit collects right to left, then reverses). */
 static tv split(tpl_render *r, const tpl_node *at, tv s, tpl_args *args, int from_right)
 {
     tv sep = str_arg(r, at, args, 0, "sep");
     int64_t max = int_or(tpl_arg(args, 1, "maxsplit", tv_int(-1)), -1);
-    tv parts = tv_list(A, 0);
-    const char *p = s.u.s.p;
-    size_t n = s.u.s.n;
+    if (max < 0)
+        max = -1;
     if (sep.kind == TV_STR && !sep.u.s.n)
         tpl_fail(r, at, "empty separator");
-    tv pieces = tv_list(A, 0); /* collected in scan order, reversed for rsplit */
-    if (sep.kind == TV_NONE) {
-        /* code point offsets, so both directions walk whole characters */
-        size_t ncp = tpl_utf8_len(p, n), *off = tpl_alloc(A, (ncp + 1) * sizeof *off);
-        int *sp = tpl_alloc(A, (ncp + 1) * sizeof *sp);
-        for (size_t k = 0, pos = 0; k < ncp; k++) {
-            off[k] = pos;
-            sp[k] = tpl_is_space(tpl_utf8_next(p, n, &pos));
-        }
-        off[ncp] = n;
-        size_t i = 0, j = ncp; /* the unsplit remainder is [i, j) */
-        while (max-- != 0) {
-            if (!from_right) {
-                while (i < j && sp[i]) i++;
-                if (i == j) break;
-                size_t w = i;
-                while (i < j && !sp[i]) i++;
-                tpl_list_push(A, pieces.u.l, tv_str(p + off[w], off[i] - off[w]));
-            } else {
-                while (j > i && sp[j - 1]) j--;
-                if (i == j) break;
-                size_t w = j;
-                while (j > i && !sp[j - 1]) j--;
-                tpl_list_push(A, pieces.u.l, tv_str(p + off[j], off[w] - off[j]));
-            }
-        }
-        if (!from_right)
-            while (i < j && sp[i]) i++;
-        else
-            while (j > i && sp[j - 1]) j--;
-        if (i < j)
-            tpl_list_push(A, pieces.u.l, tv_str(p + off[i], off[j] - off[i]));
-    } else {
-        size_t lo = 0, hi = n;
-        while (max != 0) {
-            ptrdiff_t f = -1;
-            if (!from_right)
-                f = tpl_find(p, hi, sep.u.s.p, sep.u.s.n, lo);
-            else
-                for (size_t i = hi; i >= lo + sep.u.s.n && f < 0; i--)
-                    if (!memcmp(p + i - sep.u.s.n, sep.u.s.p, sep.u.s.n))
-                        f = (ptrdiff_t)(i - sep.u.s.n);
-            if (f < 0)
-                break;
-            if (!from_right) {
-                tpl_list_push(A, pieces.u.l, tv_str(p + lo, (size_t)f - lo));
-                lo = (size_t)f + sep.u.s.n;
-            } else {
-                tpl_list_push(A, pieces.u.l, tv_str(p + f + sep.u.s.n, hi - (size_t)f - sep.u.s.n));
-                hi = (size_t)f;
-            }
-            if (max > 0)
-                max--;
-        }
-        tpl_list_push(A, pieces.u.l, tv_str(p + lo, hi - lo));
+    tv parts = tv_list(A, 0);
+    if (sep.kind == TV_NONE)
+        split_whitespace(r, s, max, from_right, parts.u.l);
+    else
+        split_sep(r, s, sep, max, from_right, parts.u.l);
+    for (size_t i = 0; from_right && i < parts.u.l->n / 2; i++) {
+        tv t = parts.u.l->items[i];
+        parts.u.l->items[i] = parts.u.l->items[parts.u.l->n - 1 - i];
+        parts.u.l->items[parts.u.l->n - 1 - i] = t;
     }
-    for (size_t i = 0; i < pieces.u.l->n; i++)
-        tpl_list_push(A, parts.u.l, pieces.u.l->items[from_right ? pieces.u.l->n - 1 - i : i]);
     return parts;
 }
 
@@ -197,10 +211,12 @@ static tv find(tpl_render *r, const tpl_node *at, tv s, tpl_args *args, int mode
             c++;
         return tv_int(c);
     }
-    ptrdiff_t f = -1;
-    if (mode == 1) { /* rfind */
-        for (ptrdiff_t g = 0; (g = tpl_find(s.u.s.p, s.u.s.n, sub.u.s.p, sub.u.s.n, (size_t)g)) >= 0; g++)
-            f = g;
+    ptrdiff_t f;
+    if (mode == 1) { /* rfind: the first match in the reversed strings */
+        f = tpl_find(tpl_reversed(A, s.u.s.p, s.u.s.n), s.u.s.n,
+                     tpl_reversed(A, sub.u.s.p, sub.u.s.n), sub.u.s.n, 0);
+        if (f >= 0)
+            f = (ptrdiff_t)(s.u.s.n - sub.u.s.n) - f;
     } else
         f = tpl_find(s.u.s.p, s.u.s.n, sub.u.s.p, sub.u.s.n, 0);
     return tv_int(f < 0 ? -1 : (int64_t)tpl_utf8_len(s.u.s.p, (size_t)f));
@@ -212,7 +228,7 @@ static tv char_class(tv s, const char *name)
         return tv_bool(0);
     for (size_t pos = 0; pos < s.u.s.n;) {
         int32_t c = tpl_utf8_next(s.u.s.p, s.u.s.n, &pos);
-        int ok = !strcmp(name, "isdigit") ? c >= '0' && c <= '9'
+        int ok = !strcmp(name, "isdigit") ? tpl_is_digit(c)
                : !strcmp(name, "isalpha") ? tpl_is_alpha(c)
                : !strcmp(name, "isalnum") ? tpl_is_alnum(c) : tpl_is_space(c);
         if (!ok)
@@ -271,7 +287,7 @@ static tv str_method(tpl_render *r, const tpl_node *at, tv s, const char *name, 
         return tpl_buf_value(&b);
     }
     if (!strcmp(name, "format"))
-        tpl_fail(r, at, "str.format is not supported");
+        return tpl_str_format(r, at, s, args);
     return char_class(s, name);
 }
 
@@ -328,6 +344,24 @@ static tv list_method(tpl_render *r, const tpl_node *at, tv l, const char *name,
     tpl_fail(r, at, "access to attribute '%s' of '%s' object is unsafe.", name, tv_type_name(l));
 }
 
+/* loop.cycle(a, b, ...) and loop.changed(x, ...) */
+static tv loop_method(tpl_render *r, const tpl_node *at, tpl_loop *L, const char *name, tpl_args *args)
+{
+    if (!strcmp(name, "cycle")) {
+        if (!args->n)
+            tpl_fail(r, at, "no items for cycling given");
+        return args->pos[L->index0 % args->n];
+    }
+    tv now = tv_list(A, args->n);
+    now.is_tuple = 1;
+    for (size_t i = 0; i < args->n; i++)
+        tpl_list_push(A, now.u.l, args->pos[i]);
+    int changed = !L->has_last || !tv_equal(L->last, now);
+    L->last = now;
+    L->has_last = 1;
+    return tv_bool(changed);
+}
+
 tv tpl_method_call(tpl_render *r, const tpl_node *at, const tpl_method *m, tpl_args *args)
 {
     switch (m->self.kind) {
@@ -335,12 +369,7 @@ tv tpl_method_call(tpl_render *r, const tpl_node *at, const tpl_method *m, tpl_a
     case TV_DICT: return dict_method(r, at, m->self, m->name, args);
     case TV_LIST: return list_method(r, at, m->self, m->name, args);
     case TV_LOOP:
-        if (!strcmp(m->name, "cycle")) {
-            if (!args->n)
-                tpl_fail(r, at, "no items for cycling given");
-            return args->pos[m->self.u.loop->index0 % args->n];
-        }
-        tpl_fail(r, at, "loop.%s is not supported", m->name);
+        return loop_method(r, at, m->self.u.loop, m->name, args);
     default:
         tpl_fail(r, at, "'%s' has no method '%s'", tv_type_name(m->self), m->name);
     }

@@ -13,8 +13,10 @@ static const char *const op_sym[] = {"+", "-", "*", "/", "//", "%", "**", "~"};
 static _Noreturn void bad_operands(tpl_render *r, const tpl_node *at, int op, tv a, tv b)
 {
     tv u = a.kind == TV_UNDEF ? a : b;
-    if (u.kind == TV_UNDEF)
-        tpl_fail(r, at, "'%.*s' is undefined", (int)u.u.s.n, u.u.s.p ? u.u.s.p : "");
+    if (u.kind == TV_UNDEF) {
+        char why[600];
+        tpl_fail(r, at, "%s", tv_undef_message(u, why, sizeof why));
+    }
     if (op == OP_ADD && a.kind == TV_STR)
         tpl_fail(r, at, "can only concatenate str (not \"%s\") to str", tv_type_name(b));
     tpl_fail(r, at, "unsupported operand type(s) for %s: '%s' and '%s'", op_sym[op],
@@ -23,20 +25,26 @@ static _Noreturn void bad_operands(tpl_render *r, const tpl_node *at, int op, tv
 
 static int64_t as_int(tv v) { return v.kind == TV_INT ? v.u.i : v.u.b; }
 
-static tv repeat(tpl_render *r, tv seq, int64_t times)
+/* seq * times for a string or list; the size is checked before any work. */
+static tv repeat(tpl_render *r, const tpl_node *at, tv seq, int64_t times)
 {
+    size_t n = seq.kind == TV_STR ? seq.u.s.n : seq.u.l->n;
+    if (times <= 0 || n == 0)
+        return seq.kind == TV_STR ? tv_str("", 0) : (tv){.kind = TV_LIST, .is_tuple = seq.is_tuple,
+                                                          .u.l = tv_list(r->arena, 0).u.l};
+    if ((uint64_t)times > TPL_MAX_OUTPUT / n)
+        tpl_throw(r->arena, STRATA_E_LIMIT, "chat template line %d: repetition longer than %u items",
+                  at->line, TPL_MAX_OUTPUT);
     if (seq.kind == TV_STR) {
-        tpl_buf b = {.limit = TPL_MAX_OUTPUT};
+        tpl_buf b = {0};
         for (int64_t i = 0; i < times; i++)
-            tpl_buf_put(r->arena, &b, seq.u.s.p, seq.u.s.n);
+            tpl_buf_put(r->arena, &b, seq.u.s.p, n);
         return tpl_buf_value(&b);
     }
-    tv l = tv_list(r->arena, 0);
+    tv l = tv_list(r->arena, n * (size_t)times);
     l.is_tuple = seq.is_tuple;
-    if (seq.u.l->n && times > (int64_t)(TPL_MAX_OUTPUT / seq.u.l->n))
-        tpl_throw(r->arena, STRATA_E_LIMIT, "chat template: list repetition too large");
     for (int64_t i = 0; i < times; i++)
-        for (size_t k = 0; k < seq.u.l->n; k++)
+        for (size_t k = 0; k < n; k++)
             tpl_list_push(r->arena, l.u.l, seq.u.l->items[k]);
     return l;
 }
@@ -140,9 +148,9 @@ tv tpl_binop(tpl_render *r, const tpl_node *at, int op, tv a, tv b)
         return tpl_percent_format(r, at, a, b);
     if (op == OP_MUL) {
         if ((a.kind == TV_STR || a.kind == TV_LIST) && (b.kind == TV_INT || b.kind == TV_BOOL))
-            return repeat(r, a, as_int(b));
+            return repeat(r, at, a, as_int(b));
         if ((b.kind == TV_STR || b.kind == TV_LIST) && (a.kind == TV_INT || a.kind == TV_BOOL))
-            return repeat(r, b, as_int(a));
+            return repeat(r, at, b, as_int(a));
     }
     bad_operands(r, at, op, a, b);
 }

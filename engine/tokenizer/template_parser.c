@@ -7,7 +7,10 @@
  *
  * Node fields by kind: N_BODY items; N_TEXT value; N_OUTPUT a; N_IF a=test b=body
  * c=else; N_FOR names=targets a=iter b=filter c=body d=else; N_SET names=targets
- * b=value, or a=namespace name=attribute b=value; N_SETBLOCK names b=body;
+ * b=value, or a=namespace name=attribute b=value; N_SETBLOCK names b=body c=filters;
+ * N_WITH names items=values b=body; N_FILTERBLOCK b=body c=filters (a chain of
+ * E_FILTER whose innermost operand a is NULL: the body's text); N_MACRO op=MACRO_*
+ * flags; N_CALLBLOCK a=the call, b=the caller (an N_MACRO);
  * N_MACRO name names=params items=defaults b=body; E_ATTR a.name; E_ITEM a[b];
  * E_SLICE a[b:c:d]; E_CALL a(items, kw); E_FILTER/E_TEST a|name(items, kw), op=negated;
  * E_CMP a (ops[i] items[i])*; E_COND b if a else c; E_DICT items = k0 v0 k1 v1 ...
@@ -22,7 +25,7 @@ typedef struct parser {
     tpl_arena *a;
     tpl_token *t;
     size_t pos, n;
-    int nesting, loops, macros;
+    int nesting, loops;
 } parser;
 
 typedef struct nodevec { tpl_node **p; size_t n, cap; } nodevec;
@@ -628,6 +631,49 @@ static tpl_node *parse_for(parser *P, int line)
     return n;
 }
 
+/* name(args) | name(args) ...: filters applied to a block's text. */
+static tpl_node *parse_filter_chain(parser *P)
+{
+    tpl_node *n = parse_filter(P, NULL);
+    while (accept_op(P, "|"))
+        n = parse_filter(P, n);
+    return n;
+}
+
+static tpl_node *parse_filter_block(parser *P, int line)
+{
+    static const char *const ends[] = {"endfilter", NULL};
+    const char *which;
+    tpl_node *n = node(P, N_FILTERBLOCK, line);
+    n->c = parse_filter_chain(P);
+    expect_kind(P, T_BLOCK_END);
+    n->b = parse_body(P, ends, &which);
+    expect_kind(P, T_BLOCK_END);
+    return n;
+}
+
+/* {% with a = x, b = y %} ... {% endwith %}: the values are computed outside. */
+static tpl_node *parse_with(parser *P, int line)
+{
+    static const char *const ends[] = {"endwith", NULL};
+    const char *which;
+    tpl_node *n = node(P, N_WITH, line);
+    nodevec values = {0};
+    while (cur(P)->kind != T_BLOCK_END) {
+        if (n->nnames)
+            expect_op(P, ",");
+        names_push(P, &n->names, &n->nnames, expect_name(P));
+        expect_op(P, "=");
+        vec_push(P, &values, parse_expression(P));
+    }
+    advance(P);
+    n->items = values.p;
+    n->n = values.n;
+    n->b = parse_body(P, ends, &which);
+    expect_kind(P, T_BLOCK_END);
+    return n;
+}
+
 static tpl_node *parse_set(parser *P, int line)
 {
     tpl_node *n = node(P, N_SET, line);
@@ -646,8 +692,8 @@ static tpl_node *parse_set(parser *P, int line)
     }
     if (n->a || n->nnames != 1)
         unexpected(P, "'='");
-    if (is_op(P, "|"))
-        fail_at(P, line, "filters on {%% set %%} blocks are not supported");
+    if (accept_op(P, "|"))
+        n->c = parse_filter_chain(P);
     expect_kind(P, T_BLOCK_END);
     static const char *const ends[] = {"endset", NULL};
     const char *which;
@@ -657,42 +703,91 @@ static tpl_node *parse_set(parser *P, int line)
     return n;
 }
 
-static tpl_node *parse_macro(parser *P, int line)
+/* Does the subtree read the name (varargs, kwargs, caller)? */
+static int mentions(const tpl_node *n, const char *name)
 {
-    tpl_node *n = node(P, N_MACRO, line);
-    n->name = expect_name(P);
+    if (!n)
+        return 0;
+    if (n->kind == E_NAME && !strcmp(n->name, name))
+        return 1;
+    if (mentions(n->a, name) || mentions(n->b, name) || mentions(n->c, name) || mentions(n->d, name))
+        return 1;
+    for (size_t i = 0; i < n->n; i++)
+        if (mentions(n->items[i], name))
+            return 1;
+    for (size_t i = 0; i < n->nkw; i++)
+        if (mentions(n->kwvals[i], name))
+            return 1;
+    return 0;
+}
+
+/* "(a, b=default, ...)": the parameters of a macro or a caller. */
+static void parse_macro_params(parser *P, tpl_node *n)
+{
     nodevec defaults = {0};
-    expect_op(P, "(");
-    while (!is_op(P, ")")) {
-        if (n->nnames)
-            expect_op(P, ",");
-        if (is_op(P, ")"))
-            break;
-        names_push(P, &n->names, &n->nnames, expect_name(P));
-        vec_push(P, &defaults, accept_op(P, "=") ? parse_expression(P) : NULL);
-        if (!defaults.p[defaults.n - 1] && defaults.n > 1 && defaults.p[defaults.n - 2])
-            fail_at(P, line, "non-default argument follows default argument");
+    if (accept_op(P, "(")) {
+        while (!is_op(P, ")")) {
+            if (n->nnames)
+                expect_op(P, ",");
+            if (is_op(P, ")"))
+                break;
+            names_push(P, &n->names, &n->nnames, expect_name(P));
+            vec_push(P, &defaults, accept_op(P, "=") ? parse_expression(P) : NULL);
+            if (!defaults.p[defaults.n - 1] && defaults.n > 1 && defaults.p[defaults.n - 2])
+                fail_at(P, n->line, "non-default argument follows default argument");
+        }
+        advance(P);
     }
-    advance(P);
-    expect_kind(P, T_BLOCK_END);
     n->items = defaults.p;
     n->n = defaults.n;
-    static const char *const ends[] = {"endmacro", NULL};
+}
+
+static tpl_node *parse_macro_body(parser *P, tpl_node *n, const char *end_tag)
+{
+    const char *const ends[] = {end_tag, NULL};
     const char *which;
     int loops = P->loops;
     P->loops = 0;
-    P->macros++;
     n->b = parse_body(P, ends, &which);
-    P->macros--;
     P->loops = loops;
-    if (cur(P)->kind == T_NAME && strcmp(cur(P)->p, n->name) == 0)
+    n->op = (mentions(n->b, "varargs") ? MACRO_VARARGS : 0) | (mentions(n->b, "kwargs") ? MACRO_KWARGS : 0) |
+            (mentions(n->b, "caller") ? MACRO_CALLER : 0);
+    if (cur(P)->kind == T_NAME && n->name && !strcmp(cur(P)->p, n->name))
         advance(P);
     expect_kind(P, T_BLOCK_END);
     return n;
 }
 
+static tpl_node *parse_macro(parser *P, int line)
+{
+    tpl_node *n = node(P, N_MACRO, line);
+    n->name = expect_name(P);
+    if (!is_op(P, "("))
+        unexpected(P, "'('");
+    parse_macro_params(P, n);
+    expect_kind(P, T_BLOCK_END);
+    return parse_macro_body(P, n, "endmacro");
+}
+
+/* {% call(params) macro(args) %}body{% endcall %}: body becomes the macro's caller(). */
+static tpl_node *parse_call_block(parser *P, int line)
+{
+    tpl_node *n = node(P, N_CALLBLOCK, line), *caller = node(P, N_MACRO, line);
+    caller->name = "caller";
+    if (is_op(P, "("))
+        parse_macro_params(P, caller);
+    n->a = parse_expression(P);
+    if (n->a->kind != E_CALL)
+        fail_at(P, line, "{%% call %%} expects a macro call");
+    expect_kind(P, T_BLOCK_END);
+    caller->name = NULL;
+    n->b = parse_macro_body(P, caller, "endcall");
+    caller->name = "caller";
+    return n;
+}
+
 static const char *const unsupported_tags[] = {
-    "block", "extends", "include", "import", "from", "call", "filter", "with",
+    "block", "extends", "include", "import", "from",
     "do", "autoescape", "trans", "pluralize", NULL};
 
 static tpl_node *parse_statement(parser *P)
@@ -705,6 +800,9 @@ static tpl_node *parse_statement(parser *P)
     if (!strcmp(t->p, "for")) return parse_for(P, t->line);
     if (!strcmp(t->p, "set")) return parse_set(P, t->line);
     if (!strcmp(t->p, "macro")) return parse_macro(P, t->line);
+    if (!strcmp(t->p, "with")) return parse_with(P, t->line);
+    if (!strcmp(t->p, "call")) return parse_call_block(P, t->line);
+    if (!strcmp(t->p, "filter")) return parse_filter_block(P, t->line);
     if (!strcmp(t->p, "break") || !strcmp(t->p, "continue")) {
         if (!P->loops)
             fail_at(P, t->line, "'%s' outside of a loop", t->p);

@@ -16,9 +16,9 @@ void tpl_buf_put(tpl_arena *a, tpl_buf *b, const char *s, size_t n)
 {
     if (!n)
         return;
-    if (b->limit && b->n + n > b->limit)
-        tpl_throw(a, STRATA_E_LIMIT, "chat template: output limit of %zu bytes reached",
-                  b->limit);
+    size_t limit = b->limit ? b->limit : TPL_MAX_OUTPUT; /* no string outgrows the output */
+    if (b->n + n > limit)
+        tpl_throw(a, STRATA_E_LIMIT, "chat template: output limit of %zu bytes reached", limit);
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
         while (cap < b->n + n + 1)
@@ -137,34 +137,43 @@ static void put_str_repr(tpl_arena *a, tpl_buf *b, const char *s, size_t n)
     tpl_buf_putc(a, b, q);
 }
 
-static void put_list(tpl_arena *a, tpl_buf *b, tv v)
+/* Containers nest at most this deep when printed: a namespace can hold itself. */
+#define MAX_PRINT_DEPTH 200
+
+static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr, int depth);
+
+static void put_list(tpl_arena *a, tpl_buf *b, tv v, int depth)
 {
     tpl_buf_putc(a, b, v.is_tuple ? '(' : '[');
     for (size_t i = 0; i < v.u.l->n; i++) {
         if (i)
             tpl_buf_put(a, b, ", ", 2);
-        tpl_put_repr(a, b, v.u.l->items[i]);
+        put_value(a, b, v.u.l->items[i], 1, depth + 1);
     }
     if (v.is_tuple && v.u.l->n == 1)
         tpl_buf_putc(a, b, ',');
     tpl_buf_putc(a, b, v.is_tuple ? ')' : ']');
 }
 
-static void put_dict(tpl_arena *a, tpl_buf *b, const tpl_dict *d)
+static void put_dict(tpl_arena *a, tpl_buf *b, const tpl_dict *d, int depth)
 {
     tpl_buf_putc(a, b, '{');
     for (size_t i = 0; i < d->n; i++) {
         if (i)
             tpl_buf_put(a, b, ", ", 2);
-        tpl_put_repr(a, b, d->keys[i]);
+        put_value(a, b, d->keys[i], 1, depth + 1);
         tpl_buf_put(a, b, ": ", 2);
-        tpl_put_repr(a, b, d->vals[i]);
+        put_value(a, b, d->vals[i], 1, depth + 1);
     }
     tpl_buf_putc(a, b, '}');
 }
 
-static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr)
+static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr, int depth)
 {
+    if (depth > MAX_PRINT_DEPTH && (v.kind == TV_LIST || v.kind == TV_DICT || v.kind == TV_NS)) {
+        tpl_buf_put(a, b, "...", 3);
+        return;
+    }
     switch (v.kind) {
     case TV_UNDEF: if (repr) tpl_buf_put(a, b, "Undefined", 9); break;
     case TV_NONE: tpl_buf_put(a, b, "None", 4); break;
@@ -177,22 +186,22 @@ static void put_value(tpl_arena *a, tpl_buf *b, tv v, int repr)
         else
             tpl_buf_put(a, b, v.u.s.p, v.u.s.n);
         break;
-    case TV_LIST: put_list(a, b, v); break;
-    case TV_DICT: put_dict(a, b, v.u.d); break;
+    case TV_LIST: put_list(a, b, v, depth); break;
+    case TV_DICT: put_dict(a, b, v.u.d, depth); break;
     case TV_NS:
         tpl_buf_put(a, b, "<Namespace ", 11);
-        put_dict(a, b, v.u.d);
+        put_dict(a, b, v.u.d, depth);
         tpl_buf_putc(a, b, '>');
         break;
-    case TV_MACRO: tpl_buf_printf(a, b, "<Macro '%s'>", v.u.macro->name); break;
+    case TV_MACRO: tpl_buf_printf(a, b, "<Macro '%s'>", v.u.macro->node->name); break;
     case TV_LOOP: tpl_buf_put(a, b, "<LoopContext>", 13); break;
     case TV_METHOD: tpl_buf_printf(a, b, "<built-in method %s>", v.u.m->name); break;
     case TV_FUNC: tpl_buf_put(a, b, "<function>", 10); break;
     }
 }
 
-void tpl_put_str(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 0); }
-void tpl_put_repr(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 1); }
+void tpl_put_str(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 0, 0); }
+void tpl_put_repr(tpl_arena *a, tpl_buf *b, tv v) { put_value(a, b, v, 1, 0); }
 
 tv tv_to_str(tpl_arena *a, tv v)
 {

@@ -1,9 +1,11 @@
 /*
  * template_value.c — the value model of the chat-template interpreter: constructors,
- * lists and insertion-ordered dicts, and the Python rules templates rely on for
+ * lists and insertion-ordered dicts (hashed past a few keys), and the Python rules templates rely on for
  * truthiness, equality (1 == 1.0 == True) and ordering.
  */
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "tokenizer/template_internal.h"
@@ -14,6 +16,29 @@ tv tv_undef(const char *name)
     v.u.s.p = name;
     v.u.s.n = name ? strlen(name) : 0;
     return v;
+}
+
+tv tv_undef_why(tpl_arena *a, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    size_t len = n < 0 ? 0 : (size_t)n < sizeof msg ? (size_t)n : sizeof msg - 1;
+    tv v = {.kind = TV_UNDEF, .described = 1};
+    v.u.s.p = tpl_strndup(a, msg, len);
+    v.u.s.n = len;
+    return v;
+}
+
+const char *tv_undef_message(tv u, char *buf, size_t size)
+{
+    if (u.described)
+        snprintf(buf, size, "%.*s", (int)u.u.s.n, u.u.s.p);
+    else
+        snprintf(buf, size, "'%.*s' is undefined", (int)u.u.s.n, u.u.s.p ? u.u.s.p : "");
+    return buf;
 }
 
 tv tv_none(void) { return (tv){.kind = TV_NONE}; }
@@ -75,8 +100,56 @@ void tpl_list_push(tpl_arena *a, tpl_list *l, tv v)
     l->items[l->n++] = v;
 }
 
+#define HASH_FROM 16 /* dicts with fewer keys are scanned */
+
+static size_t hash_str(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return (size_t)(h ^ (h >> 29));
+}
+
+static void slot_insert(tpl_dict *d, size_t index)
+{
+    tv k = d->keys[index];
+    size_t mask = d->nslots - 1, h = hash_str(k.u.s.p, k.u.s.n) & mask;
+    while (d->slots[h])
+        h = (h + 1) & mask;
+    d->slots[h] = index + 1;
+}
+
+/* Keep the hash index at most half full, rebuilding it at twice the size. */
+static void index_key(tpl_arena *a, tpl_dict *d, size_t index)
+{
+    if (d->n < HASH_FROM)
+        return;
+    if (!d->slots || 2 * d->n > d->nslots) {
+        size_t ns = 64;
+        while (ns < 4 * d->n)
+            ns *= 2;
+        d->slots = tpl_alloc(a, ns * sizeof *d->slots);
+        d->nslots = ns;
+        for (size_t i = 0; i < d->n; i++)
+            if (d->keys[i].kind == TV_STR)
+                slot_insert(d, i);
+        return;
+    }
+    if (d->keys[index].kind == TV_STR)
+        slot_insert(d, index);
+}
+
 tv *tpl_dict_get(const tpl_dict *d, tv key)
 {
+    if (d->slots && key.kind == TV_STR) {
+        size_t mask = d->nslots - 1, h = hash_str(key.u.s.p, key.u.s.n) & mask;
+        for (; d->slots[h]; h = (h + 1) & mask) {
+            size_t i = d->slots[h] - 1;
+            if (d->keys[i].u.s.n == key.u.s.n && !memcmp(d->keys[i].u.s.p, key.u.s.p, key.u.s.n))
+                return &d->vals[i];
+        }
+        return NULL;
+    }
     for (size_t i = 0; i < d->n; i++)
         if (tv_equal(d->keys[i], key))
             return &d->vals[i];
@@ -85,25 +158,26 @@ tv *tpl_dict_get(const tpl_dict *d, tv key)
 
 tv *tpl_dict_get_str(const tpl_dict *d, const char *key)
 {
-    size_t n = strlen(key);
-    for (size_t i = 0; i < d->n; i++)
-        if (d->keys[i].kind == TV_STR && d->keys[i].u.s.n == n && !memcmp(d->keys[i].u.s.p, key, n))
-            return &d->vals[i];
-    return NULL;
+    return tpl_dict_get(d, tv_str(key, strlen(key)));
 }
 
 void tpl_dict_set(tpl_arena *a, tpl_dict *d, tv key, tv val)
 {
     tv *slot = tpl_dict_get(d, key);
-    if (slot) {
+    if (slot)
         *slot = val;
-        return;
-    }
+    else
+        tpl_dict_append(a, d, key, val);
+}
+
+void tpl_dict_append(tpl_arena *a, tpl_dict *d, tv key, tv val)
+{
     size_t kcap = d->cap;
     d->keys = grow(a, d->keys, d->n, &kcap, d->n + 1);
     d->vals = grow(a, d->vals, d->n, &d->cap, d->n + 1);
     d->keys[d->n] = key;
     d->vals[d->n++] = val;
+    index_key(a, d, d->n - 1);
 }
 
 int tv_truthy(tv v)
@@ -158,7 +232,7 @@ int tv_equal(tv a, tv b)
         }
         return 1;
     case TV_NS: return a.u.d == b.u.d;
-    case TV_MACRO: return a.u.macro == b.u.macro;
+    case TV_MACRO: return a.u.macro->node == b.u.macro->node;
     case TV_FUNC: return a.u.func == b.u.func;
     default: return 0;
     }
