@@ -206,6 +206,7 @@ static void on_sweep(uv_timer_t *t)
 {
     server *srv = t->data;
     jobs_sweep(srv);
+    sessions_expire(srv);
     if (!srv->shutting_down)
         return;
     int busy = jobs_active(srv);

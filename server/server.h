@@ -31,7 +31,9 @@ typedef struct settings {
     int grace_period_s;         /* SIGTERM: time for in-flight requests */
     char api_key_file[4096];
     char state_dir[4096];
-    int max_sessions;           /* live sessions at most (429 beyond) */
+    int max_sessions;           /* sessions resident in memory at most (LRU to disk, else 429) */
+    long session_memory_bytes;  /* state bytes resident sessions may hold */
+    int session_ttl_s;          /* idle sessions are dropped after this (0: never) */
     int checkpoint_every;       /* session checkpoints every N prompt tokens */
     long max_import_bytes;      /* largest session file accepted by import */
     long prefix_cache_bytes;    /* budget of the prefix cache (0: off) */

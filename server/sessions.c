@@ -30,15 +30,94 @@ int session_id_valid(const char *id)
     return 1;
 }
 
-session_entry *sessions_find(server *srv, const char *id)
+static session_entry *lookup(const char *id)
 {
-    (void)srv;
-    if (!session_id_valid(id))
-        return NULL;
     for (session_entry *e = all; e; e = e->next)
         if (!strcmp(e->id, id))
             return e;
     return NULL;
+}
+
+static void file_path(const server *srv, const char *id, char *buf, size_t len);
+
+static int resident(void)
+{
+    int n = 0;
+    for (session_entry *e = all; e; e = e->next)
+        n += e->s != NULL;
+    return n;
+}
+
+static uint64_t resident_bytes(void)
+{
+    uint64_t b = 0;
+    for (session_entry *e = all; e; e = e->next)
+        b += e->s ? strata_session_state_bytes(e->s) : 0;
+    return b;
+}
+
+int sessions_make_room(server *srv)
+{
+    for (;;) {
+        if (resident() < srv->cfg.max_sessions && resident_bytes() < (uint64_t)srv->cfg.session_memory_bytes)
+            return 1;
+        session_entry *victim = NULL;
+        for (session_entry *e = all; e && *srv->cfg.state_dir; e = e->next)
+            if (e->s && !e->busy && (!victim || e->last_used < victim->last_used))
+                victim = e;
+        if (!victim || sessions_persist(srv, victim) != 0)
+            return 0;
+        strata_session_free(victim->s);
+        victim->s = NULL;
+        log_line(srv, "debug", "session %s evicted to disk", victim->id);
+    }
+}
+
+static void forget(session_entry *e)
+{
+    for (session_entry **pp = &all; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    strata_session_free(e->s);
+    free(e);
+    n_sessions--;
+}
+
+session_entry *sessions_find(server *srv, const char *id)
+{
+    session_entry *e = session_id_valid(id) ? lookup(id) : NULL;
+    if (!e || e->s)
+        return e;
+    char path[4200];
+    strata_error err;
+    file_path(srv, e->id, path, sizeof path);
+    if (!sessions_make_room(srv))
+        return NULL; /* no room now; the file stays */
+    if (strata_session_load(srv->model, path, &e->s, &err) != STRATA_OK) {
+        log_line(srv, "error", "session %s lost: %s", e->id, err.message);
+        char bad[4300];
+        snprintf(bad, sizeof bad, "%s.corrupt", path);
+        rename(path, bad);
+        forget(e);
+        return NULL;
+    }
+    return e;
+}
+
+void sessions_expire(server *srv)
+{
+    if (srv->cfg.session_ttl_s <= 0)
+        return;
+    double cutoff = (double)time(NULL) - srv->cfg.session_ttl_s;
+    for (session_entry *e = all, *next; e; e = next) {
+        next = e->next;
+        if (!e->busy && e->last_used < cutoff) {
+            log_line(srv, "info", "session %s expired", e->id);
+            sessions_remove(srv, e);
+        }
+    }
 }
 
 static void fresh_id(char *buf, size_t len)
@@ -57,7 +136,8 @@ static void fresh_id(char *buf, size_t len)
 
 session_entry *sessions_add(server *srv, strata_session *s, const char *id)
 {
-    if (n_sessions >= srv->cfg.max_sessions)
+    int total_cap = *srv->cfg.state_dir ? srv->cfg.max_sessions * 16 : srv->cfg.max_sessions;
+    if (n_sessions >= total_cap || !sessions_make_room(srv))
         return NULL;
     session_entry *e = calloc(1, sizeof *e);
     if (!e)
@@ -69,6 +149,8 @@ session_entry *sessions_add(server *srv, strata_session *s, const char *id)
             fresh_id(e->id, sizeof e->id);
         while (sessions_find(srv, e->id));
     e->s = s;
+    e->n_tokens = strata_session_n_tokens(s);
+    e->state_bytes = strata_session_state_bytes(s);
     e->created = e->last_used = (double)time(NULL);
     e->next = all;
     all = e;
@@ -100,6 +182,10 @@ void sessions_remove(server *srv, session_entry *e)
 
 int sessions_persist(server *srv, session_entry *e)
 {
+    if (!e->s)
+        return 0;
+    e->n_tokens = strata_session_n_tokens(e->s);
+    e->state_bytes = strata_session_state_bytes(e->s);
     if (!*srv->cfg.state_dir)
         return 0;
     char path[4200];
@@ -131,23 +217,25 @@ void sessions_init(server *srv)
             continue;
         memcpy(id, de->d_name, (size_t)(dot - de->d_name));
         id[dot - de->d_name] = '\0';
-        char path[4200];
-        file_path(srv, id, path, sizeof path);
-        strata_session *s;
-        strata_error err;
-        if (!session_id_valid(id) || strata_session_load(srv->model, path, &s, &err) != STRATA_OK) {
-            log_line(srv, "error", "session file %s lost: %s", de->d_name, session_id_valid(id) ? err.message : "bad id");
+        if (!session_id_valid(id) || lookup(id)) {
             bad++;
             continue;
         }
-        if (!sessions_add(srv, s, id)) {
-            strata_session_free(s);
+        /* registered now, loaded (and checksum-verified) on first use */
+        session_entry *e = calloc(1, sizeof *e);
+        if (!e)
             break;
-        }
+        snprintf(e->id, sizeof e->id, "%s", id);
+        e->n_tokens = -1;
+        e->created = e->last_used = (double)time(NULL);
+        e->next = all;
+        all = e;
+        n_sessions++;
         loaded++;
     }
     closedir(d);
-    log_line(srv, "info", "sessions: %d loaded from %s%s", loaded, srv->cfg.state_dir, bad ? " (some lost: see above)" : "");
+    log_line(srv, "info", "sessions: %d found in %s (loaded on first use)%s", loaded, srv->cfg.state_dir,
+             bad ? "; some files ignored" : "");
 }
 
 void sessions_free(server *srv)
@@ -171,21 +259,19 @@ int sessions_count(const server *srv)
 uint64_t sessions_bytes(const server *srv)
 {
     (void)srv;
-    uint64_t b = 0;
-    for (session_entry *e = all; e; e = e->next)
-        b += strata_session_state_bytes(e->s);
-    return b;
+    return resident_bytes();
 }
 
 void session_json(const session_entry *e, strbuf *b)
 {
     sb_puts(b, "{\"id\":");
     sb_json_string(b, e->id, strlen(e->id));
-    sb_printf(b, ",\"object\":\"session\",\"n_tokens\":%d,\"state_bytes\":%llu,\"busy\":%s,\"created\":%ld,"
-                 "\"last_used\":%ld,\"tokens_reprocessed\":%d,\"checkpoints\":[",
-              strata_session_n_tokens(e->s), (unsigned long long)strata_session_state_bytes(e->s),
-              e->busy ? "true" : "false", (long)e->created, (long)e->last_used, e->last_reprocessed);
-    for (int i = 0; i < strata_session_checkpoint_count(e->s); i++) {
+    sb_printf(b, ",\"object\":\"session\",\"n_tokens\":%d,\"state_bytes\":%llu,\"busy\":%s,\"resident\":%s,"
+                 "\"created\":%ld,\"last_used\":%ld,\"tokens_reprocessed\":%d,\"checkpoints\":[",
+              e->s ? strata_session_n_tokens(e->s) : e->n_tokens,
+              (unsigned long long)(e->s ? strata_session_state_bytes(e->s) : e->state_bytes), e->busy ? "true" : "false",
+              e->s ? "true" : "false", (long)e->created, (long)e->last_used, e->last_reprocessed);
+    for (int i = 0; e->s && i < strata_session_checkpoint_count(e->s); i++) {
         int pos;
         uint64_t bytes;
         strata_session_checkpoint_info(e->s, i, &pos, &bytes);

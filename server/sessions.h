@@ -9,7 +9,9 @@
 
 typedef struct session_entry {
     char id[72];
-    strata_session *s;
+    strata_session *s;          /* NULL while evicted to the state directory */
+    int n_tokens;               /* as of the last change (for listing evicted sessions) */
+    uint64_t state_bytes;
     int busy;                   /* a request is running on it */
     double created, last_used;
     int last_reprocessed;       /* tokens re-processed by the last request */
@@ -20,8 +22,14 @@ typedef struct session_entry {
  * and skipped). */
 void sessions_init(server *srv);
 void sessions_free(server *srv);
-/* NULL for unknown or malformed ids. */
+/* The session, loaded back from the state directory if it was evicted; NULL for
+ * unknown or malformed ids (and for a file found corrupt: that session is lost). */
 session_entry *sessions_find(server *srv, const char *id);
+/* Make room for one more resident session: evict idle ones to disk (LRU) while the
+ * caps on resident sessions and state bytes are exceeded. 0: cannot (-> 429). */
+int sessions_make_room(server *srv);
+/* Drop sessions idle for longer than the TTL (memory and disk). */
+void sessions_expire(server *srv);
 /* Register s under a fresh id (or `id` when given and free); NULL when the cap is
  * reached (s is then still the caller's). */
 session_entry *sessions_add(server *srv, strata_session *s, const char *id);

@@ -289,3 +289,52 @@ Test(sessions, one_writer_at_a_time)
     free(off);
     free(id);
 }
+
+Test(session_limits, idle_sessions_move_to_disk_and_come_back, .timeout = 60)
+{
+    state_dir = make_temp_dir();
+    const char *args[] = {"--state-dir", state_dir, "--max-sessions", "2", NULL};
+    cr_assert_eq(server_start(&S, demo(), args), 0);
+    char *a = new_session("\"In the beginning\"");
+    char *b = new_session("\"And God said\"");
+    char *c = new_session("\"The LORD is\"");
+    json_t *list = req("GET", "/v1/sessions", NULL, 200);
+    int resident = 0;
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(list, "data"), i, s)
+        resident += json_is_true(json_object_get(s, "resident"));
+    cr_assert_eq(json_array_size(json_object_get(list, "data")), 3);
+    cr_assert_eq(resident, 2, "the least recently used went to disk");
+    json_decref(list);
+    char *on = complete(a, "\"In the beginning God created\"", 5, NULL);
+    char *off = complete(NULL, "\"In the beginning God created\"", 5, NULL);
+    cr_assert_str_eq(on, off, "the evicted session came back intact");
+    free(on);
+    free(off);
+    cr_assert_eq(server_stop(&S), 0);
+    /* without a state directory there is nowhere to evict to: 429 */
+    const char *args2[] = {"--max-sessions", "2", NULL};
+    cr_assert_eq(server_start(&S, demo(), args2), 0);
+    free(new_session("[1,2]"));
+    free(new_session("[1,3]"));
+    json_t *j = req("POST", "/v1/sessions", "{}", 429);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "too_many_sessions");
+    json_decref(j);
+    cr_assert_eq(server_stop(&S), 0);
+    /* a TTL drops idle sessions */
+    const char *args3[] = {"--session-ttl", "1", NULL};
+    cr_assert_eq(server_start(&S, demo(), args3), 0);
+    char *t = new_session("[1,2]");
+    usleep(2600000);
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s", t);
+    json_decref(req("GET", path, NULL, 404));
+    cr_assert_eq(server_stop(&S), 0);
+    free(t);
+    free(a);
+    free(b);
+    free(c);
+    remove_tree(state_dir);
+    free(state_dir);
+}
