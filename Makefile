@@ -56,8 +56,8 @@ $(SERVER): $(SERVER_OBJ) $(LIB)
 $(TESTS): $(TEST_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LDLIBS) -lcriterion
 
-$(BUILD)/bench_%: bench/%.c $(LIB)
-	$(CC) $(CFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+$(BUILD)/bench_%: bench/%.c $(LIB) $(BUILD)/obj/tests/http_client.o
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/obj/tests/http_client.o $(LIB) $(LDLIBS)
 
 # Tests find the fixtures through STRATA_SHARED and the CLI through STRATA_CLI.
 TEST_ENV = STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) STRATA_SERVER=$(abspath $(SERVER)) STRATA_ROOT=$(CURDIR)

@@ -1,0 +1,236 @@
+/*
+ * server.c (bench) — strata-server measured against the engine it drives, in one run:
+ *   1. the engine's own single-stream decode tokens/s (libstrata directly);
+ *   2. the same through HTTP + SSE (one stream), and the ratio to (1);
+ *   3. aggregate decode tokens/s with 8 concurrent streams vs 1;
+ *   4. time to first token of turn 10 of a chat, with a session vs with no reuse;
+ *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts.
+ * Model: $STRATA_BENCH_MODEL or the built-in models/strata-demo.
+ */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http_client.h"
+#include "strata.h"
+
+#define GEN 128
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static const char *model_dir(void)
+{
+    const char *m = getenv("STRATA_BENCH_MODEL");
+    return m ? m : "models/strata-demo";
+}
+
+/* 1. prefill 8 tokens, then GEN single-token steps */
+static double engine_decode_tok_s(void)
+{
+    strata_error err;
+    strata_model *m;
+    strata_runner *r;
+    strata_cache *c;
+    if (strata_model_load(model_dir(), &m, &err) != STRATA_OK) {
+        fprintf(stderr, "%s\n", err.message);
+        exit(1);
+    }
+    strata_runner_new(m, &r, &err);
+    strata_cache_new(m, &c, &err);
+    int V = strata_model_get_info(m)->vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)V);
+    int32_t prompt[8] = {1, 1165, 276, 2102, 276, 2102, 276, 2102}, t = 276;
+    strata_seq s = {.cache = c, .tokens = prompt, .n_tokens = 8, .logits = logits};
+    strata_runner_step(r, &s, 1, &err);
+    double t0 = now();
+    for (int i = 0; i < GEN; i++) {
+        s = (strata_seq){.cache = c, .tokens = &t, .n_tokens = 1, .logits = logits};
+        strata_runner_step(r, &s, 1, &err);
+        int best = 0;
+        for (int v = 1; v < V; v++)
+            best = logits[v] > logits[best] ? v : best;
+        t = best;
+    }
+    double rate = GEN / (now() - t0);
+    free(logits);
+    strata_cache_free(c);
+    strata_runner_free(r);
+    strata_model_free(m);
+    return rate;
+}
+
+typedef struct stream_result {
+    int port;
+    double first, last;     /* arrival of the first and last token chunks */
+    int chunks;
+} stream_result;
+
+/* One streamed completion of GEN tokens; chunk arrival times. */
+static void *stream(void *arg)
+{
+    stream_result *sr = arg;
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning\",\"max_tokens\":%d,\"ignore_eos\":true,"
+                                "\"temperature\":0,\"stream\":true}", GEN);
+    int fd = http_send_only(sr->port, "POST", "/v1/completions", body);
+    char buf[65536];
+    ssize_t n;
+    while (fd >= 0 && (n = read(fd, buf, sizeof buf)) > 0) {
+        int k = 0;
+        for (char *p = buf; (p = memmem(p, (size_t)(buf + n - p), "\"text\"", 6)); p += 6)
+            k++;
+        if (k && !sr->chunks)
+            sr->first = now();
+        if (k)
+            sr->last = now();
+        sr->chunks += k;
+    }
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static double aggregate(int port, int streams, double *per_stream)
+{
+    stream_result r[16];
+    pthread_t th[16];
+    for (int i = 0; i < streams; i++) {
+        r[i] = (stream_result){.port = port};
+        pthread_create(&th[i], NULL, stream, &r[i]);
+    }
+    double first = 1e300, last = 0, sum = 0;
+    for (int i = 0; i < streams; i++) {
+        pthread_join(th[i], NULL);
+        first = r[i].first < first ? r[i].first : first;
+        last = r[i].last > last ? r[i].last : last;
+        sum += (r[i].chunks - 1) / (r[i].last - r[i].first);
+    }
+    *per_stream = sum / streams;
+    return streams * (GEN - 1) / (last - first);
+}
+
+static json_t *post(int port, const char *path, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    http_response r;
+    json_t *j = NULL;
+    if (http_do(port, "POST", path, text, strlen(text), NULL, &r) == 0) {
+        j = json_loads(r.body, 0, NULL);
+        http_response_free(&r);
+    }
+    free(text);
+    return j;
+}
+
+/* 4. ten chat turns; the time of the tenth request (max_tokens 1: its TTFT) */
+static double turn10_ttft(int port, int with_session)
+{
+    char sid[80] = "";
+    if (with_session) {
+        json_t *s = post(port, "/v1/sessions", json_object());
+        snprintf(sid, sizeof sid, "%s", json_string_value(json_object_get(s, "id")));
+        json_decref(s);
+    }
+    json_t *msgs = json_array();
+    json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content",
+                                          "Thou art a scribe. Answer in the words of the book of the law, and speak "
+                                          "of the kings and the prophets and the people of Israel."));
+    double t = 0;
+    for (int turn = 1; turn <= 10; turn++) {
+        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "user", "content",
+                                              "Tell me of the house of David, and of the temple, and of the city."));
+        json_t *body = json_pack("{s:O,s:i,s:f}", "messages", msgs, "max_tokens", turn == 10 ? 1 : 48, "temperature", 0.0);
+        if (with_session)
+            json_object_set_new(body, "session", json_string(sid));
+        double t0 = now();
+        json_t *j = post(port, "/v1/chat/completions", body);
+        t = now() - t0;
+        const char *reply = json_string_value(json_object_get(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message"), "content"));
+        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "assistant", "content", reply ? reply : ""));
+        json_decref(j);
+        json_decref(body);
+    }
+    json_decref(msgs);
+    return t;
+}
+
+static double prefix_hit_rate(int port)
+{
+    const char *systems[5] = {"Thou art a scribe of Israel.", "Thou art a prophet in the land of Judah.",
+                              "Thou art a priest of the temple.", "Thou art a king upon the throne of David.",
+                              "Thou art a shepherd in the fields."};
+    for (int i = 0; i < 50; i++) {
+        char user[64];
+        snprintf(user, sizeof user, "Speak to me of the %d days.", i);
+        json_t *body = json_pack("{s:[{s:s,s:s},{s:s,s:s}],s:i}", "messages", "role", "system", "content",
+                                 systems[i % 5], "role", "user", "content", user, "max_tokens", 1);
+        json_decref(post(port, "/v1/chat/completions", body));
+        json_decref(body);
+    }
+    http_response r;
+    double rate = 0;
+    if (http_do(port, "GET", "/metrics", NULL, 0, NULL, &r) == 0) {
+        char *at = strstr(r.body, "\nstrata_prefix_cache_hit_rate ");
+        rate = at ? atof(at + 30) : 0;
+        http_response_free(&r);
+    }
+    return rate;
+}
+
+static void start(test_server *s, const char *const *args)
+{
+    if (!getenv("STRATA_SERVER"))
+        setenv("STRATA_SERVER", "build/strata-server", 0);
+    if (server_start(s, model_dir(), args) != 0) {
+        fprintf(stderr, "bench: strata-server did not start\n");
+        exit(1);
+    }
+}
+
+int main(void)
+{
+    printf("== strata-server benchmark (model %s, %d generated tokens per stream)\n", model_dir(), GEN);
+    double engine = engine_decode_tok_s();
+    printf("engine decode, 1 stream:            %8.1f tokens/s\n", engine);
+    test_server s;
+    char *dir = strdup("/tmp/strata-bench-XXXXXX");
+    if (!mkdtemp(dir))
+        return 1;
+    const char *args[] = {"--state-dir", dir, "--max-running", "16", NULL};
+    start(&s, args);
+    double per1, per8;
+    aggregate(s.port, 1, &per1); /* warm up */
+    double one = aggregate(s.port, 1, &per1);
+    printf("HTTP+SSE decode, 1 stream:          %8.1f tokens/s  (%.0f%% of the engine's)\n", one, 100 * one / engine);
+    double eight = aggregate(s.port, 8, &per8);
+    printf("HTTP+SSE decode, 8 streams:         %8.1f tokens/s total, %.1f per stream (%.2fx one stream)\n", eight,
+           per8, eight / one);
+    double with = turn10_ttft(s.port, 1);
+    server_stop(&s);
+    const char *no_reuse[] = {"--prefix-cache-bytes", "0", NULL};
+    start(&s, no_reuse);
+    double without = turn10_ttft(s.port, 0);
+    server_stop(&s);
+    printf("chat turn 10, time to first token:  %8.1f ms with a session, %.1f ms without reuse (%.1fx)\n", with * 1e3,
+           without * 1e3, without / with);
+    start(&s, NULL);
+    double rate = prefix_hit_rate(s.port);
+    server_stop(&s);
+    printf("prefix cache, 50 requests / 5 system prompts: hit rate %.0f%%\n", rate * 100);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0)
+        return 1;
+    free(dir);
+    return 0;
+}
