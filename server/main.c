@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "activations.h"
 #include "jobs.h"
 
 static const char *const levels[] = {"error", "warn", "info", "debug"};
@@ -178,6 +179,7 @@ static double shutdown_deadline;
 static void on_wake(uv_async_t *a)
 {
     jobs_drain(a->data);
+    activations_drain(a->data);
 }
 
 static void *engine_main(void *arg)
