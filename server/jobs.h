@@ -26,6 +26,9 @@ typedef struct gen_params {
     int prompt_len[MAX_PROMPTS];
     char *prompt_text[MAX_PROMPTS]; /* for echo; NULL: decode the ids */
     int n_prompts;
+    /* steering and captures (activations.h): per prompt, and choice 0 of prompt 0 */
+    strata_interventions *iv[MAX_PROMPTS];
+    strata_capture *capture;
 } gen_params;
 
 void gen_params_free(gen_params *p);

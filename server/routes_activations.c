@@ -570,3 +570,82 @@ void route_activations_closed(http_req *r)
         strata_scheduler_cancel(job->srv->sched, job->sched_id);
     unref(job);
 }
+
+/* ---------------------------------------------------------------- steering in generation */
+
+void activations_json(strbuf *b, const strata_capture *cap, int first, int n)
+{
+    int count = strata_capture_count(cap);
+    out_tensor *t = calloc((size_t)(count ? count : 1), sizeof *t);
+    int *rows = malloc(sizeof(int) * (size_t)(n > 0 ? n : 1));
+    if (!t || !rows) {
+        sb_puts(b, "{}");
+        free(t);
+        free(rows);
+        return;
+    }
+    for (int i = 0; i < n; i++)
+        rows[i] = first + i;
+    for (int i = 0; i < count; i++) {
+        strata_tensor_view v;
+        strata_capture_get(cap, i, &v, NULL);
+        int pattern = strstr(v.name, "hook_pattern") != NULL;
+        int per_pos = pattern || (!strstr(v.name, "_state") && !strstr(v.name, "_cache"));
+        int axis = pattern ? 1 : 0;
+        snprintf(t[i].name, sizeof t[i].name, "%s", v.name);
+        t[i].dtype = v.dtype;
+        t[i].ndim = v.ndim;
+        memcpy(t[i].shape, v.shape, sizeof t[i].shape);
+        t[i].data = v.data;
+        t[i].outer = pattern ? (size_t)v.shape[0] : 1;
+        t[i].src_rows = v.shape[axis];
+        t[i].inner = 1;
+        for (int d = axis + 1; d < v.ndim; d++)
+            t[i].inner *= (size_t)v.shape[d];
+        if (per_pos) {
+            int k = n;
+            while (k > 0 && first + k > v.shape[axis]) /* rows that exist */
+                k--;
+            t[i].rows = rows;
+            t[i].n_rows = k;
+            t[i].shape[axis] = k;
+            t[i].positions = rows;
+            t[i].n_positions = k;
+        }
+    }
+    out_json_object(b, t, count);
+    free(t);
+    free(rows);
+}
+
+int generation_hooks_parse(const server *srv, json_t *body, int32_t *const *prompts, const int *prompt_len,
+                           int n_prompts, int n, strata_interventions **iv, strata_capture **cap, api_error *e)
+{
+    (void)prompts;
+    json_t *list = json_object_get(body, "interventions");
+    for (int i = 0; list && !json_is_null(list) && i < n_prompts; i++)
+        if (!interventions_from_json(srv, list, prompt_len[i], NULL, 0, &iv[i], e))
+            return 0;
+    json_t *acts = json_object_get(body, "activations");
+    if (!acts || json_is_null(acts))
+        return 1;
+    json_t *hooks = json_object_get(acts, "hooks");
+    if (!json_is_object(acts) || !json_is_array(hooks) || json_array_size(hooks) == 0 ||
+        json_array_size(hooks) > MAX_HOOKS)
+        return api_fail(e, 400, "activations", "invalid_value", "activations must be {\"hooks\": [names or globs]}");
+    if (n_prompts != 1 || n != 1)
+        return api_fail(e, 400, "activations", "invalid_value", "activations needs one prompt and n = 1");
+    strata_error err;
+    if (strata_capture_new(srv->model, cap, &err) != STRATA_OK)
+        return api_fail(e, 500, NULL, "internal_error", "%s", err.message);
+    size_t i;
+    json_t *h;
+    json_array_foreach(hooks, i, h) {
+        if (!json_is_string(h))
+            return api_fail(e, 400, "activations", "invalid_value", "activations.hooks[%zu] must be a string", i);
+        if (strata_capture_add(*cap, json_string_value(h), &err) != STRATA_OK)
+            return api_fail(e, 422, "activations", strstr(err.message, "unknown hook") ? "unknown_hook"
+                            : "hook_not_on_layer", "%s", err.message);
+    }
+    return 1;
+}
