@@ -189,6 +189,9 @@ static strata_status explain_no_match(const strata_model *m, const char *pattern
     int L = m->cfg.info.n_layers;
     int layer;
     char suffix[128];
+    if (sscanf(pattern, "blocks.%d.%127s", &layer, suffix) == 2 && (layer < 0 || layer >= L))
+        return strata_fail(err, STRATA_E_INVALID, "unknown hook '%s': layer %d does not exist (layers 0..%d)", pattern,
+                           layer, L - 1);
     if (sscanf(pattern, "blocks.%d.%127s", &layer, suffix) == 2 || sscanf(pattern, "blocks.*.%127s", suffix) == 1) {
         for (int p = 0; p < HOOK_COUNT; p++) {
             if (!catalog[p].kinds || strcmp(catalog[p].name, suffix))
