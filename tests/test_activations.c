@@ -22,7 +22,7 @@ static st_file *EXP;
 static char IDS[1024];          /* the fixture's input_ids as a JSON list */
 static int T;
 
-static void start(void)
+static void start_with(const char *const *extra)
 {
     strata_error err;
     char path[4096];
@@ -34,8 +34,20 @@ static void start(void)
     for (int i = 0; i < T; i++)
         o += (size_t)snprintf(IDS + o, sizeof IDS - o, "%s%d", i ? "," : "[", ((const int32_t *)ids->data)[i]);
     snprintf(IDS + o, sizeof IDS - o, "]");
-    const char *extra[] = {"--max-activation-bytes", "2000000", NULL};
     cr_assert_eq(server_start(&S, shared_path("fixtures/models/moe-small"), extra), 0, "strata-server did not start");
+}
+
+static void start(void)
+{
+    const char *extra[] = {"--max-activation-bytes", "2000000", NULL};
+    start_with(extra);
+}
+
+/* Prefill in chunks of 7 rows: captures and patterns span several engine steps. */
+static void start_chunked(void)
+{
+    const char *extra[] = {"--max-step-tokens", "7", NULL};
+    start_with(extra);
 }
 
 static void stop(void)
@@ -45,6 +57,7 @@ static void stop(void)
 }
 
 TestSuite(activations, .init = start, .fini = stop, .timeout = 120);
+TestSuite(activations_chunked, .init = start_chunked, .fini = stop, .timeout = 120);
 
 static http_response post(const char *path, const char *body, const char *headers)
 {
@@ -557,4 +570,38 @@ Test(activations, concurrent_runs_are_batch_invariant)
     close(fd1);
     http_response_free(&solo);
     http_response_free(&again);
+}
+
+Test(activations_chunked, chunked_prefill_gives_the_same_tensors)
+{
+    char body[8192];
+    snprintf(body, sizeof body, "{\"prompt\":%s,\"hooks\":%s}", IDS, ALL_HOOKS);
+    json_t *j = post_json(body, 200);
+    for (int i = 0; i < EXP->n_tensors; i++) {
+        const char *name = EXP->tensors[i].name;
+        if (!fixture_hook(name))
+            continue;
+        size_t n;
+        float *got = data_of(j, -1, name, &n);
+        compare(name, got, n, -1);
+        free(got);
+    }
+    json_decref(j);
+    snprintf(body, sizeof body, "{\"prompt\":%s,\"hooks\":[\"blocks.3.mixer.hook_pattern\"]}", IDS);
+    j = post_json(body, 200);
+    size_t n;
+    float *pat = data_of(j, -1, "blocks.3.mixer.hook_pattern", &n);
+    cr_assert_eq(n, (size_t)4 * T * T, "(heads, all %d rows, all %d keys) over 6 steps", T, T);
+    for (int h = 0; h < 4; h++)
+        for (int t = 0; t < T; t++) {
+            double sum = 0;
+            for (int k = 0; k < T; k++) {
+                sum += pat[((size_t)h * T + t) * T + k];
+                if (k > t)
+                    cr_assert_eq(pat[((size_t)h * T + t) * T + k], 0.0f);
+            }
+            cr_assert_float_eq(sum, 1.0, 1e-5);
+        }
+    free(pat);
+    json_decref(j);
 }
