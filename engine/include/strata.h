@@ -113,8 +113,10 @@ strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, str
 /* A set of named hook points to capture during steps, and the captured tensors.
  * Names follow api.md (TransformerLens style): "embed.hook_out", "blocks.3.hook_out",
  * "blocks.*.mixer.ssm_state", "logits", ... A "*" stands for every layer where the hook
- * exists. Per-position hooks append rows at every step; state hooks
- * (ssm_state, conv_state, k_cache, v_cache) hold the state after the last step. */
+ * exists. Per-position hooks append rows at every step; hook_pattern grows to
+ * (heads, rows of every step, keys so far), earlier rows zero-padded on the right;
+ * state hooks (ssm_state, conv_state, k_cache, v_cache) hold the state after the last
+ * step. strata_capture_clear starts over. */
 typedef struct strata_capture strata_capture;
 
 typedef enum strata_dtype { STRATA_F32 = 0, STRATA_I32 = 1 } strata_dtype;
