@@ -89,8 +89,8 @@ void out_json_object(strbuf *b, const out_tensor *t, int n_t);
  * per-position hooks narrowed to rows first .. first + n - 1. */
 void activations_json(strbuf *b, const strata_capture *cap, int first, int n);
 /* The "interventions" and "activations" fields of /v1/completions and chat. */
-int generation_hooks_parse(const server *srv, json_t *body, int32_t *const *prompts, const int *prompt_len,
-                           int n_prompts, int n, strata_interventions **iv, strata_capture **cap, api_error *e);
+int generation_hooks_parse(const server *srv, json_t *body, const int *prompt_len, int n_prompts, int n,
+                           strata_interventions **iv, strata_capture **cap, api_error *e);
 
 enum MHD_Result route_hooks(http_req *r);
 enum MHD_Result route_activations(http_req *r);

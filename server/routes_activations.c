@@ -618,10 +618,9 @@ void activations_json(strbuf *b, const strata_capture *cap, int first, int n)
     free(rows);
 }
 
-int generation_hooks_parse(const server *srv, json_t *body, int32_t *const *prompts, const int *prompt_len,
-                           int n_prompts, int n, strata_interventions **iv, strata_capture **cap, api_error *e)
+int generation_hooks_parse(const server *srv, json_t *body, const int *prompt_len, int n_prompts, int n,
+                           strata_interventions **iv, strata_capture **cap, api_error *e)
 {
-    (void)prompts;
     json_t *list = json_object_get(body, "interventions");
     for (int i = 0; list && !json_is_null(list) && i < n_prompts; i++)
         if (!interventions_from_json(srv, list, prompt_len[i], NULL, 0, &iv[i], e))

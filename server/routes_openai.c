@@ -437,7 +437,7 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
     }
     if (ok) { /* steering and captures (routes_activations.c) */
         api_error ae = {0};
-        if (!generation_hooks_parse(srv, body, p->prompts, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, &ae))
+        if (!generation_hooks_parse(srv, body, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, &ae))
             ok = fail(e, ae.status, ae.param, ae.code, "%s", ae.message);
     }
     json_decref(body);

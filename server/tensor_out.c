@@ -320,10 +320,9 @@ static void number_json(strbuf *b, const out_tensor *t, const char *p)
     }
     float v;
     memcpy(&v, p, 4);
-    if (isfinite(v))
-        sb_printf(b, "%.9g", (double)v);
-    else
-        sb_puts(b, "null");
+    char tmp[32];
+    int n = isfinite(v) ? snprintf(tmp, sizeof tmp, "%.9g", (double)v) : snprintf(tmp, sizeof tmp, "null");
+    sb_append(b, tmp, (size_t)n);
 }
 
 /* Produce the next row of tensor part p into pending; 0 when the tensor is done. */
@@ -339,7 +338,7 @@ static int tensor_row(out_stream *s, const part *p)
     if (p->json) {
         for (size_t i = 0; i < t->inner; i++) {
             if (s->row || i)
-                sb_puts(&s->pending, ",");
+                sb_append(&s->pending, ",", 1);
             number_json(&s->pending, t, row + 4 * i);
         }
     } else {
