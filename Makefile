@@ -66,6 +66,7 @@ test: deps
 	@$(MAKE) --no-print-directory all $(TESTS)
 	tests/openai/run.sh
 	$(TEST_ENV) $(TESTS) $(TEST_ARGS)
+	$(TEST_ENV) /usr/bin/python3 tests/python/test_client.py
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, in its own tree.
 asan: deps

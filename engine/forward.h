@@ -18,7 +18,7 @@ typedef struct step {
     const int *off;         /* (n_seqs + 1) first row of each sequence */
     int R;                  /* rows in the step */
     int max_rows;           /* most rows of one sequence */
-    int capturing;          /* some sequence captures something */
+    int hooked;             /* some sequence captures or intervenes */
     float *ws;              /* workspace reserved for the whole step */
     size_t ws_used, ws_cap;
     float *panel;           /* matmul panel: MATMUL_PANEL_ROWS * widest input */
@@ -34,8 +34,12 @@ static inline float *step_alloc(step *s, size_t n)
     return p;
 }
 
-/* Offer rows (R, width) at hook point p of layer li (-1: global) to every capture. */
-void hook_rows(step *s, hook_point p, int li, const void *rows);
+/* Rows (R, width) at hook point p of layer li (-1: global): each sequence's
+ * interventions edit its rows in place, then its capture copies them. */
+void hook_rows(step *s, hook_point p, int li, void *rows);
+/* The interventions of the sequence owning step row r (NULL if none), and the cache
+ * position of that row. */
+const strata_interventions *step_row_interventions(const step *s, int r, int *pos);
 
 /* Layers: out (R, d) = mixer(h (R, d)); *_scratch = floats of workspace each needs. */
 void mamba2_forward(step *s, int li, const float *h, float *out);

@@ -184,12 +184,14 @@ static int edit_distance(const char *a, const char *b)
 }
 
 /* The error for a pattern that matched nothing: wrong layer kind, or unknown. */
-static strata_status explain_no_match(const strata_capture *c, const char *pattern, strata_error *err)
+static strata_status explain_no_match(const strata_model *m, const char *pattern, strata_error *err)
 {
-    const strata_model *m = c->model;
     int L = m->cfg.info.n_layers;
     int layer;
     char suffix[128];
+    if (sscanf(pattern, "blocks.%d.%127s", &layer, suffix) == 2 && (layer < 0 || layer >= L))
+        return strata_fail(err, STRATA_E_INVALID, "unknown hook '%s': layer %d does not exist (layers 0..%d)", pattern,
+                           layer, L - 1);
     if (sscanf(pattern, "blocks.%d.%127s", &layer, suffix) == 2 || sscanf(pattern, "blocks.*.%127s", suffix) == 1) {
         for (int p = 0; p < HOOK_COUNT; p++) {
             if (!catalog[p].kinds || strcmp(catalog[p].name, suffix))
@@ -229,25 +231,123 @@ static strata_status explain_no_match(const strata_capture *c, const char *patte
                        best[1], best[2]);
 }
 
-strata_status strata_capture_add(strata_capture *c, const char *pattern, strata_error *err)
+strata_status hook_expand(const strata_model *m, const char *pattern, hook_point *points, int *layers, int max,
+                          int *n, strata_error *err)
 {
-    if (!c || !pattern || !*pattern)
+    *n = 0;
+    if (!pattern || !*pattern)
         return strata_fail(err, STRATA_E_INVALID, "empty hook name");
     if (strlen(pattern) > 200)
         return strata_fail(err, STRATA_E_INVALID, "hook name too long");
-    int L = c->model->cfg.info.n_layers, matched = 0;
+    int L = m->cfg.info.n_layers;
     for (int p = 0; p < HOOK_COUNT; p++)
         for (int i = catalog[p].kinds ? 0 : -1; i < (catalog[p].kinds ? L : 0); i++) {
-            if (i >= 0 && !layer_has(c->model, (hook_point)p, i))
+            if (i >= 0 && !layer_has(m, (hook_point)p, i))
                 continue;
             char name[96];
             hook_name((hook_point)p, i, name, sizeof name);
-            if (glob_match(pattern, name)) {
-                STRATA_TRY(add_entry(c, (hook_point)p, i, err));
-                matched++;
+            if (!glob_match(pattern, name))
+                continue;
+            if (*n == max)
+                return strata_fail(err, STRATA_E_LIMIT, "hook pattern '%s' matches more than %d hooks", pattern, max);
+            points[*n] = (hook_point)p;
+            layers[(*n)++] = i;
+        }
+    return *n ? STRATA_OK : explain_no_match(m, pattern, err);
+}
+
+size_t hook_width(const strata_model *m, hook_point p)
+{
+    int64_t tail[4];
+    int nt = tail_shape(m, catalog[p].tail, tail);
+    size_t w = 1;
+    for (int i = 0; i < nt; i++)
+        w *= (size_t)tail[i];
+    return w;
+}
+
+int hook_interveneable(hook_point p)
+{
+    return !catalog[p].state && catalog[p].dtype == STRATA_F32;
+}
+
+void hook_name_of(hook_point p, int layer, char *buf, size_t len)
+{
+    hook_name(p, layer, buf, len);
+}
+
+strata_status strata_capture_add(strata_capture *c, const char *pattern, strata_error *err)
+{
+    if (!c)
+        return strata_fail(err, STRATA_E_INVALID, "no capture");
+    int max = HOOK_COUNT * (c->model->cfg.info.n_layers + 1), n;
+    hook_point *points = malloc(sizeof *points * (size_t)max);
+    int *layers = malloc(sizeof *layers * (size_t)max);
+    strata_status st = points && layers ? hook_expand(c->model, pattern, points, layers, max, &n, err)
+                                        : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    for (int i = 0; st == STRATA_OK && i < n; i++)
+        st = add_entry(c, points[i], layers[i], err);
+    free(points);
+    free(layers);
+    return st;
+}
+
+/* Public catalogue: every hook of the model, in catalogue order then layer order. */
+static int hook_nth(const strata_model *m, int index, hook_point *p_out, int *layer_out)
+{
+    int L = m->cfg.info.n_layers, k = 0;
+    for (int p = 0; p < HOOK_COUNT; p++)
+        for (int i = catalog[p].kinds ? 0 : -1; i < (catalog[p].kinds ? L : 0); i++) {
+            if (i >= 0 && !layer_has(m, (hook_point)p, i))
+                continue;
+            if (k++ == index) {
+                *p_out = (hook_point)p;
+                *layer_out = i;
+                return 1;
             }
         }
-    return matched ? STRATA_OK : explain_no_match(c, pattern, err);
+    return index < 0 ? 0 : -k;
+}
+
+int strata_hook_count(const strata_model *m)
+{
+    hook_point p;
+    int l;
+    return -hook_nth(m, 1 << 30, &p, &l);
+}
+
+strata_status strata_hook_get(const strata_model *m, int index, strata_hook_info *out, strata_error *err)
+{
+    hook_point p;
+    int layer;
+    if (!m || !out || hook_nth(m, index, &p, &layer) != 1)
+        return strata_fail(err, STRATA_E_RANGE, "hook index %d out of range", index);
+    memset(out, 0, sizeof *out);
+    hook_name(p, layer, out->name, sizeof out->name);
+    out->layer = layer;
+    out->kind = layer >= 0 ? m->cfg.pattern[layer] : 0;
+    out->dtype = catalog[p].dtype;
+    out->per_position = !catalog[p].state || p == HOOK_PATTERN;
+    out->interveneable = hook_interveneable(p);
+    int64_t tail[4];
+    int nt = tail_shape(m, catalog[p].tail, tail);
+    if (p == HOOK_PATTERN) {       /* (H, P, T) */
+        out->ndim = 3;
+        out->shape[0] = tail[0];
+        out->shape[1] = out->shape[2] = -1;
+    } else if (p == HOOK_K_CACHE || p == HOOK_V_CACHE) {
+        out->ndim = nt;
+        memcpy(out->shape, tail, sizeof(int64_t) * (size_t)nt);
+        out->shape[0] = -1;
+    } else if (catalog[p].state) {
+        out->ndim = nt;
+        memcpy(out->shape, tail, sizeof(int64_t) * (size_t)nt);
+    } else {
+        out->ndim = nt + 1;
+        out->shape[0] = -1;
+        memcpy(out->shape + 1, tail, sizeof(int64_t) * (size_t)nt);
+    }
+    return STRATA_OK;
 }
 
 strata_status strata_capture_new(const strata_model *model, strata_capture **out, strata_error *err)
@@ -281,6 +381,8 @@ void strata_capture_clear(strata_capture *c)
     for (int i = 0; i < c->n; i++)
         if (!catalog[c->e[i].point].state)
             c->e[i].shape[0] = 0;
+        else if (c->e[i].point == HOOK_PATTERN)
+            c->e[i].shape[1] = c->e[i].shape[2] = 0;
 }
 
 int strata_capture_count(const strata_capture *c)
@@ -344,7 +446,7 @@ strata_status capture_reserve(strata_capture *c, int rows, int keys, strata_erro
         cap_entry *e = &c->e[i];
         size_t need;
         switch (e->point) {
-        case HOOK_PATTERN: need = (size_t)m->attn_heads * (size_t)rows * (size_t)keys; break;
+        case HOOK_PATTERN: need = (size_t)m->attn_heads * ((size_t)e->shape[1] + (size_t)rows) * (size_t)keys; break;
         case HOOK_K_CACHE:
         case HOOK_V_CACHE: need = (size_t)keys * (size_t)m->kv_heads * (size_t)m->head_dim; break;
         case HOOK_SSM_STATE: need = (size_t)m->d_inner * (size_t)m->ssm_state_size; break;
@@ -363,12 +465,22 @@ void capture_append(strata_capture *c, int idx, const void *rows, int n_rows)
     e->shape[0] += n_rows;
 }
 
-float *capture_pattern_slot(strata_capture *c, int idx, int n_rows, int keys)
+float *capture_pattern_slot(strata_capture *c, int idx, int n_rows, int keys, size_t *head_stride)
 {
     cap_entry *e = &c->e[idx];
-    e->shape[1] = n_rows;
+    size_t H = (size_t)e->shape[0], r0 = (size_t)e->shape[1], k0 = (size_t)e->shape[2], K = (size_t)keys;
+    size_t rows = r0 + (size_t)n_rows;
+    float *d = e->data;
+    /* widen the earlier rows in place, last first: every destination is at or after its source */
+    for (size_t h = H; h-- > 0;)
+        for (size_t t = r0; t-- > 0;) {
+            memmove(d + (h * rows + t) * K, d + (h * r0 + t) * k0, sizeof(float) * k0);
+            memset(d + (h * rows + t) * K + k0, 0, sizeof(float) * (K - k0));
+        }
+    e->shape[1] = (int64_t)rows;
     e->shape[2] = keys;
-    return e->data;
+    *head_stride = rows * K;
+    return d + r0 * K;
 }
 
 void capture_states(strata_capture *c, const strata_cache *cache)

@@ -63,18 +63,30 @@ void strata_runner_free(strata_runner *r)
     free(r);
 }
 
-void hook_rows(step *s, hook_point p, int li, const void *rows)
+void hook_rows(step *s, hook_point p, int li, void *rows)
 {
-    if (!s->capturing)
+    if (!s->hooked)
         return;
+    size_t w = hook_width(s->model, p);
     for (int q = 0; q < s->n_seqs; q++) {
-        strata_capture *cap = s->seqs[q].capture;
-        int e = cap ? capture_entry(cap, p, li) : -1;
-        if (e < 0)
-            continue;
-        size_t row_elems = capture_row_elems(cap, e);
-        capture_append(cap, e, (const char *)rows + (size_t)s->off[q] * row_elems * 4, s->off[q + 1] - s->off[q]);
+        strata_seq *seq = &s->seqs[q];
+        float *mine = (float *)rows + (size_t)s->off[q] * w;
+        int n = s->off[q + 1] - s->off[q];
+        if (seq->interventions)
+            interventions_apply(seq->interventions, p, li, mine, seq->cache->n_tokens, n);
+        int e = seq->capture ? capture_entry(seq->capture, p, li) : -1;
+        if (e >= 0)
+            capture_append(seq->capture, e, mine, n);
     }
+}
+
+const strata_interventions *step_row_interventions(const step *s, int r, int *pos)
+{
+    int q = 0;
+    while (q + 1 < s->n_seqs && s->off[q + 1] <= r)
+        q++;
+    *pos = s->seqs[q].cache->n_tokens + r - s->off[q];
+    return s->seqs[q].interventions;
 }
 
 /* Rows of sequence q that need logits: all of them, or the last one. */
@@ -110,6 +122,8 @@ static strata_status validate(strata_runner *run, strata_seq *seqs, int n, strat
                 return strata_fail(err, STRATA_E_INVALID, "sequences %d and %d share a cache", p, q);
         if (s->capture && capture_model(s->capture) != run->model)
             return strata_fail(err, STRATA_E_INVALID, "sequence %d: capture of another model", q);
+        if (s->interventions && interventions_model(s->interventions) != run->model)
+            return strata_fail(err, STRATA_E_INVALID, "sequence %d: interventions of another model", q);
     }
     return STRATA_OK;
 }
@@ -220,6 +234,9 @@ static void head(step *s, float *x, float *h)
     for (int q = 0; q < s->n_seqs; q++) {
         strata_seq *seq = &s->seqs[q];
         int n = logit_rows(seq);
+        if (s->hooked && seq->interventions)
+            interventions_apply(seq->interventions, HOOK_LOGITS, -1, lsel + (size_t)o * V,
+                                seq->cache->n_tokens + seq->n_tokens - n, n);
         if (seq->logits)
             memcpy(seq->logits, lsel + (size_t)(seq->all_logits ? o : o + n - 1) * V,
                    sizeof(float) * (seq->all_logits ? (size_t)n : 1) * V);
@@ -235,11 +252,12 @@ strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, st
     if (!run)
         return strata_fail(err, STRATA_E_INVALID, "no runner");
     STRATA_TRY(validate(run, seqs, n, err));
-    int R = 0, max_rows = 0, capturing = 0;
+    int R = 0, max_rows = 0, hooked = 0;
     for (int q = 0; q < n; q++) {
         R += seqs[q].n_tokens;
         max_rows = seqs[q].n_tokens > max_rows ? seqs[q].n_tokens : max_rows;
-        capturing |= seqs[q].capture != NULL && strata_capture_count(seqs[q].capture) > 0;
+        hooked |= seqs[q].capture != NULL && strata_capture_count(seqs[q].capture) > 0;
+        hooked |= strata_interventions_count(seqs[q].interventions) > 0;
     }
     STRATA_TRY(reserve(run, seqs, n, R, max_rows, err));
     run->off[0] = 0;
@@ -247,7 +265,7 @@ strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, st
         run->off[q + 1] = run->off[q] + seqs[q].n_tokens;
 
     step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R, .max_rows = max_rows,
-              .capturing = capturing, .ws = run->ws, .ws_cap = run->ws_cap, .panel = run->panel};
+              .hooked = hooked, .ws = run->ws, .ws_cap = run->ws_cap, .panel = run->panel};
     size_t d = (size_t)run->model->cfg.info.hidden_size;
     float *x = step_alloc(&s, (size_t)R * d);      // (R, d) residual stream
     float *h = step_alloc(&s, (size_t)R * d);      // (R, d) normed input of the mixer

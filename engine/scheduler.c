@@ -153,6 +153,8 @@ static strata_status check_request(const strata_scheduler *s, const strata_reque
                            s->lim.max_context);
     if (r->n_checkpoint_at < 0 || (r->n_checkpoint_at && !r->checkpoint_at) || r->checkpoint_every < 0)
         return strata_fail(err, STRATA_E_INVALID, "invalid checkpoint positions");
+    if (r->capture && r->n != 1)
+        return strata_fail(err, STRATA_E_INVALID, "a capture needs n = 1");
     return STRATA_OK;
 }
 
@@ -458,7 +460,8 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
                 return n;
             int all = q->r.prompt_logprobs;
             s->seqs[n] = (strata_seq){.cache = q->ch[0].cache, .tokens = q->prompt + q->prefilled,
-                                      .n_tokens = chunk, .all_logits = all};
+                                      .n_tokens = chunk, .all_logits = all, .capture = q->r.capture,
+                                      .interventions = q->r.interventions};
             s->seq_req[n] = q;
             s->seq_choice[n++] = -1;
             rows += all ? (size_t)chunk : 1;
@@ -471,7 +474,9 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
                 continue;
             if (!grow_step_buffers(s, n + 1, rows + 1))
                 return n;
-            s->seqs[n] = (strata_seq){.cache = q->ch[i].cache, .tokens = &q->ch[i].last, .n_tokens = 1};
+            s->seqs[n] = (strata_seq){.cache = q->ch[i].cache, .tokens = &q->ch[i].last, .n_tokens = 1,
+                                      .capture = i == 0 ? q->r.capture : NULL,
+                                      .interventions = q->r.interventions};
             s->seq_req[n] = q;
             s->seq_choice[n++] = i;
             rows++;

@@ -35,6 +35,8 @@ static const struct option_def {
     INT(max_tokens_limit, "max-tokens-limit", "4096", "largest max_tokens a request may ask for"),
     INT(max_n, "max-n", "8", "largest n (choices) a request may ask for"),
     {"max-body-bytes", T_LONG, offsetof(settings, max_body_bytes), sizeof(long), "8388608", "largest request body"},
+    {"max-activation-bytes", T_LONG, offsetof(settings, max_activation_bytes), sizeof(long), "268435456",
+     "largest /v1/activations response"},
     INT(request_timeout_s, "request-timeout", "600", "seconds a generation may run before it is cut"),
     INT(connection_timeout_s, "connection-timeout", "30", "seconds an idle or slow connection is kept"),
     INT(connection_limit, "connection-limit", "256", "open connections at most"),

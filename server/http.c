@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "http.h"
+#include "activations.h"
 
 struct http {
     struct MHD_Daemon *d;
@@ -146,7 +146,7 @@ static enum MHD_Result dispatch(http_req *r)
                                body_limit(r));
     struct { const char *path; int post; } routes[] = {
         {"/v1/models", 0}, {"/tokenize", 1}, {"/detokenize", 1}, {"/metrics", 0},
-        {"/v1/completions", 1}, {"/v1/chat/completions", 1},
+        {"/v1/completions", 1}, {"/v1/chat/completions", 1}, {"/v1/hooks", 0}, {"/v1/activations", 1},
     };
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(u, routes[i].path))
@@ -158,6 +158,8 @@ static enum MHD_Result dispatch(http_req *r)
         case 1: return route_tokenize(r);
         case 2: return route_detokenize(r);
         case 3: return route_metrics(r);
+        case 6: return route_hooks(r);
+        case 7: return route_activations(r);
         default: return route_completions(r, i == 5);
         }
     }
@@ -184,6 +186,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (r->job)
         return route_generation_resumed(r);
+    if (r->act)
+        return route_activations_resumed(r);
     if (*upload_size) {
         if ((long)(r->body.len + *upload_size) > body_limit(r))
             r->body_too_large = 1;
@@ -204,6 +208,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     if (r->job)
         route_generation_closed(r);
+    if (r->act)
+        route_activations_closed(r);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status < 400)
         r->status = 499; /* the client went away */
     srv->m.requests_total++;

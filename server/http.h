@@ -10,6 +10,7 @@
 #include "server.h"
 
 struct gen_job;
+struct act_job;
 
 typedef struct http_req {
     server *srv;
@@ -21,6 +22,7 @@ typedef struct http_req {
     long tokens;                /* for the log line */
     double t0;
     struct gen_job *job;        /* a generation in flight for this request */
+    struct act_job *act;        /* an activations run in flight (routes_activations.c) */
     int suspended;
 } http_req;
 

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "activations.h"
 #include "jobs.h"
 #include "sessions.h"
 
@@ -463,6 +464,15 @@ static void stream_text_chunk(gen_job *job, int c, const char *text, size_t len,
     sb_puts(b, "}]}\n\n");
 }
 
+/* ,"activations": the captures at the rows that produced each generated token. */
+static void generated_activations(const gen_job *job, strbuf *b)
+{
+    if (!job->p.capture)
+        return;
+    sb_puts(b, ",\"activations\":");
+    activations_json(b, job->p.capture, job->p.prompt_len[0] - 1, job->cr[0].n_tokens);
+}
+
 static void final_json(gen_job *job, strbuf *b)
 {
     const gen_params *p = &job->p;
@@ -502,6 +512,7 @@ static void final_json(gen_job *job, strbuf *b)
     if (*job->p.session_id)
         sb_printf(b, ",\"session\":{\"id\":\"%s\",\"tokens_reused\":%d,\"tokens_reprocessed\":%d}",
                   job->p.session_id, job->reused, job->reprocessed);
+    generated_activations(job, b);
     sb_puts(b, "}");
 }
 
@@ -591,10 +602,14 @@ static void all_done(gen_job *job)
     if (job->p.response == RESP_SESSION) {
         session_json(se, &job->out);
     } else if (job->p.stream) {
-        if (job->p.include_usage) {
+        if (job->p.include_usage || job->p.capture) {
             chunk_head(&job->out, job);
-            sb_puts(&job->out, "],");
-            usage_json(&job->out, job);
+            sb_puts(&job->out, "]");
+            if (job->p.include_usage) {
+                sb_puts(&job->out, ",");
+                usage_json(&job->out, job);
+            }
+            generated_activations(job, &job->out);
             sb_puts(&job->out, "}\n\n");
         }
         sb_puts(&job->out, "data: [DONE]\n\n");
@@ -699,7 +714,9 @@ void gen_params_free(gen_params *p)
     for (int i = 0; i < p->n_prompts; i++) {
         free(p->prompts[i]);
         free(p->prompt_text[i]);
+        strata_interventions_free(p->iv[i]);
     }
+    strata_capture_free(p->capture);
     memset(p, 0, sizeof *p);
 }
 
@@ -751,7 +768,8 @@ static strata_request request_of(gen_job *job, int i)
                         .n = p->n, .sampling = p->sampling, .stop_ids = srv->eos_ids, .n_stop_ids = srv->n_eos,
                         .ignore_eos = p->ignore_eos, .prompt_logprobs = p->echo && p->logprobs >= 0 && !p->chat,
                         .user = &job->subs[i], .on_token = on_token, .on_prompt_token = on_prompt_token,
-                        .on_progress = on_progress, .on_finish = on_finish, .on_done = on_done};
+                        .on_progress = on_progress, .on_finish = on_finish, .on_done = on_done,
+                        .interventions = p->iv[i], .capture = i == 0 ? p->capture : NULL};
     q.sampling.seed = p->sampling.seed + (uint64_t)i * STRATA_MAX_CHOICES;
     if (job->session) {
         q.cache = strata_session_cache(job->session->s);
@@ -765,7 +783,8 @@ static strata_request request_of(gen_job *job, int i)
         q.checkpoint_at = job->checkpoint_rel;
         q.n_checkpoint_at = k;
         q.on_checkpoint = on_checkpoint;
-    } else if (srv->prefix) {
+    } else if (srv->prefix && !p->iv[i] && !p->capture) {
+        /* (a snapshot holds unsteered state: runs that steer or capture start fresh) */
         sub *sb = &job->subs[i];
         int branch = 0, k = 0;
         strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch, NULL);

@@ -32,6 +32,9 @@ typedef struct gen_params {
     int response;               /* RESP_*: what the finished job answers */
     int replayed;               /* a rewind's tokens processed again */
     int status;                 /* HTTP status of a successful answer */
+    /* steering and captures (activations.h): per prompt, and choice 0 of prompt 0 */
+    strata_interventions *iv[MAX_PROMPTS];
+    strata_capture *capture;
 } gen_params;
 
 enum { RESP_COMPLETION = 0, RESP_SESSION };

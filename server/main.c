@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "activations.h"
 #include "jobs.h"
 #include "sessions.h"
 
@@ -184,6 +185,7 @@ static double shutdown_deadline;
 static void on_wake(uv_async_t *a)
 {
     jobs_drain(a->data);
+    activations_drain(a->data);
 }
 
 static void *engine_main(void *arg)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activations.h"
 #include "jobs.h"
 #include "sessions.h"
 
@@ -485,6 +486,13 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
             p->logprobs = (int)json_integer_value(lp);
         ok = ok && get_bool(body, "echo", &p->echo, e) &&
              get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) && parse_prompt(body, srv, p, e);
+    }
+    if (ok) { /* steering and captures (routes_activations.c) */
+        api_error ae = {0};
+        if (!generation_hooks_parse(srv, body, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, &ae))
+            ok = fail(e, ae.status, ae.param, ae.code, "%s", ae.message);
+        else if (*p->session_id && (p->iv[0] || p->capture))
+            ok = BAD("session", "interventions and activations on a session are not supported yet");
     }
     json_decref(body);
     if (!ok)

@@ -25,6 +25,7 @@ typedef struct settings {
     int max_tokens_limit;       /* bound on max_tokens of one request */
     int max_n;                  /* bound on n */
     long max_body_bytes;
+    long max_activation_bytes;  /* largest /v1/activations response */
     int request_timeout_s;      /* a generation longer than this is cut ("length") */
     int connection_timeout_s;   /* idle / slow clients */
     int connection_limit;

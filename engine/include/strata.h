@@ -113,8 +113,10 @@ strata_status strata_cache_copy(const strata_cache *src, strata_cache **out, str
 /* A set of named hook points to capture during steps, and the captured tensors.
  * Names follow api.md (TransformerLens style): "embed.hook_out", "blocks.3.hook_out",
  * "blocks.*.mixer.ssm_state", "logits", ... A "*" stands for every layer where the hook
- * exists. Per-position hooks append rows at every step; state hooks
- * (ssm_state, conv_state, k_cache, v_cache) hold the state after the last step. */
+ * exists. Per-position hooks append rows at every step; hook_pattern grows to
+ * (heads, rows of every step, keys so far), earlier rows zero-padded on the right;
+ * state hooks (ssm_state, conv_state, k_cache, v_cache) hold the state after the last
+ * step. strata_capture_clear starts over. */
 typedef struct strata_capture strata_capture;
 
 typedef enum strata_dtype { STRATA_F32 = 0, STRATA_I32 = 1 } strata_dtype;
@@ -138,6 +140,67 @@ strata_status strata_capture_get(const strata_capture *capture, int index,
 /* Drop captured data, keep the requested names. */
 void strata_capture_clear(strata_capture *capture);
 
+/* The hook catalogue of a model, for listing (GET /v1/hooks). Shapes use -1 for the
+ * axis that depends on the request: positions P (first axis of per-position hooks),
+ * and for hook_pattern (H, P, T) also the keys T; for k_cache / v_cache the tokens. */
+typedef struct strata_hook_info {
+    char name[96];
+    int layer;                 /* -1: not a block's hook */
+    char kind;                 /* the layer's strata_layer_kind character, 0 for global hooks */
+    strata_dtype dtype;
+    int ndim;
+    int64_t shape[4];
+    int per_position;          /* 1: a row per position; 0: a state after the last position */
+    int interveneable;         /* 1: strata_interventions may modify it */
+} strata_hook_info;
+
+int strata_hook_count(const strata_model *model);
+strata_status strata_hook_get(const strata_model *model, int index, strata_hook_info *out, strata_error *err);
+
+/* ---------------------------------------------------------------- interventions */
+
+/* Edits of activations during steps (activation patching, ablation, steering): a list
+ * applied in order at each hook point before it is captured, so everything downstream
+ * (the caches' recurrent state included) sees the edited values. Positions count
+ * from the first token of the request (the cache's length when the request began,
+ * see strata_interventions_new), negatives from the end of its n_tokens. */
+typedef struct strata_interventions strata_interventions;
+
+typedef enum strata_intervention_op {
+    STRATA_OP_ZERO,            /* x = 0 */
+    STRATA_OP_SCALE,           /* x *= factor */
+    STRATA_OP_ADD,             /* x += value */
+    STRATA_OP_SET,             /* x = value */
+    STRATA_OP_PATCH,           /* x = value (rows captured from another run) */
+    STRATA_OP_PROJECT_OUT,     /* x -= (x·d / d·d) d, value = d */
+    STRATA_OP_ABLATE_EXPERTS   /* MoE: experts are removed from routing; the router picks among the rest */
+} strata_intervention_op;
+
+typedef struct strata_intervention {
+    const char *hook;          /* a hook name or glob (every match gets the edit) */
+    strata_intervention_op op;
+    const int32_t *positions;  /* NULL: every position (generated ones too); else n_positions indices */
+    int n_positions;
+    float factor;              /* SCALE */
+    const float *value;        /* ADD / SET / PATCH: a row (width) broadcast over the positions, or
+                                * (selected positions, width); PROJECT_OUT: the direction (width) */
+    size_t n_value;
+    const int32_t *experts;    /* ABLATE_EXPERTS */
+    int n_experts;
+} strata_intervention;
+
+/* origin: the cache's token count when the request starts (0 for a fresh cache);
+ * n_tokens: the request's prompt length, for negative positions and "all" tensors. */
+strata_status strata_interventions_new(const strata_model *model, int origin, int n_tokens,
+                                       strata_interventions **out, strata_error *err);
+void strata_interventions_free(strata_interventions *iv);
+/* Check and copy one edit. Errors name what is wrong: an unknown hook or glob, a hook
+ * that cannot be edited, a position outside [-n_tokens, n_tokens), a value whose size
+ * is neither the width nor positions × width (expected vs got), NaN or infinity. */
+strata_status strata_interventions_add(strata_interventions *iv, const strata_intervention *spec,
+                                       strata_error *err);
+int strata_interventions_count(const strata_interventions *iv);
+
 /* Write tensors as a .safetensors file; metadata_json is NULL or the text of a JSON
  * object of strings (stored as __metadata__). */
 strata_status strata_safetensors_write(const char *path, const strata_tensor_view *tensors, int n,
@@ -156,6 +219,7 @@ typedef struct strata_seq {
     float *logits;              /* out, or NULL: (all_logits ? n_tokens : 1, vocab) */
     int all_logits;             /* 1: a row per new token; 0: the last token only */
     strata_capture *capture;    /* optional */
+    const strata_interventions *interventions; /* optional */
 } strata_seq;
 
 strata_status strata_runner_new(const strata_model *model, strata_runner **out, strata_error *err);
@@ -352,6 +416,11 @@ typedef struct strata_request {
     const int *checkpoint_at;
     int n_checkpoint_at;
     int checkpoint_every;
+    /* Optional, owned by the caller until on_done: captures choice 0's rows (every prompt
+     * token, then each generated token fed back); needs n = 1. */
+    strata_capture *capture;
+    /* Optional, owned by the caller until on_done: applied to every row of every choice. */
+    const strata_interventions *interventions;
     /* Called on the scheduler's thread. user is passed back untouched. */
     void *user;
     /* A token of choice `choice` was sampled; return 1 to finish that choice ("stop"). */

@@ -62,13 +62,14 @@ static void attend_sequence(step *s, int li, int q_idx, const float *q, float *z
     size_t hd = (size_t)m->head_dim, qw = (size_t)m->attn_heads * hd;
     float scale = 1.0f / sqrtf((float)m->head_dim);
     int pe = seq->capture ? capture_entry(seq->capture, HOOK_PATTERN, li) : -1;
-    float *pattern = pe >= 0 ? capture_pattern_slot(seq->capture, pe, n, keys) : NULL; // (nh, n, keys)
+    size_t hstride = 0;
+    float *pattern = pe >= 0 ? capture_pattern_slot(seq->capture, pe, n, keys, &hstride) : NULL; // (nh, rows, keys)
     for (int t = 0; t < n; t++)
         for (int h = 0; h < m->attn_heads; h++) {
             attend_row(c, j, h / group, q + (size_t)t * qw + (size_t)h * hd, p0 + t, scale, scores,
                        z + (size_t)t * qw + (size_t)h * hd);
             if (pattern) {
-                float *row = pattern + ((size_t)h * (size_t)n + (size_t)t) * (size_t)keys;
+                float *row = pattern + (size_t)h * hstride + (size_t)t * (size_t)keys;
                 memcpy(row, scores, sizeof(float) * (size_t)(p0 + t + 1));
                 memset(row + p0 + t + 1, 0, sizeof(float) * (size_t)(n - t - 1));
             }

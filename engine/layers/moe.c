@@ -60,13 +60,14 @@ static int argmax_free(const float *v, const unsigned char *taken, int n)
 }
 
 /* Route one token: logits (E) → idx (k, ascending) and weights (k). */
-static void route(const strata_model_info *m, const float *bias, const float *logits, float *choice,
-                  int32_t *idx, float *weight)
+/* banned (E) or NULL: experts an intervention removed; the rest are chosen from. */
+static void route(const strata_model_info *m, const float *bias, const float *logits, const unsigned char *banned,
+                  float *choice, int32_t *idx, float *weight)
 {
     int E = m->n_experts, k = m->experts_per_tok, per_group = E / m->n_group;
     unsigned char taken[E > 0 ? E : 1];
     for (int e = 0; e < E; e++)
-        choice[e] = sigmoidf(logits[e]) + bias[e];
+        choice[e] = banned && banned[e] ? -INFINITY : sigmoidf(logits[e]) + bias[e];
     if (m->n_group > 1) {
         float gscore[m->n_group];
         unsigned char keep[m->n_group];
@@ -76,7 +77,7 @@ static void route(const strata_model_info *m, const float *bias, const float *lo
         for (int i = 0; i < m->topk_group; i++)
             keep[argmax_free(gscore, keep, m->n_group)] = 1;
         for (int e = 0; e < E; e++)
-            if (!keep[e / per_group])
+            if (!keep[e / per_group] && !(banned && banned[e]))
                 choice[e] = 0.0f;
     }
     memset(taken, 0, sizeof taken);
@@ -142,8 +143,13 @@ void moe_forward(step *s, int li, const float *h, float *out)
     strata_mat router = {.data = w->router, .dtype = ST_F32, .rows = D.E, .cols = D.d};
     matmul(logits, h, s->R, &router, s->panel);
     hook_rows(s, HOOK_ROUTER_LOGITS, li, logits);
-    for (size_t r = 0; r < R; r++)
-        route(m, w->score_bias, logits + r * (size_t)D.E, choice, idx + r * k, weight + r * k);
+    unsigned char banned[D.E > 0 ? D.E : 1];
+    for (size_t r = 0; r < R; r++) {
+        int pos;
+        const strata_interventions *iv = s->hooked ? step_row_interventions(s, (int)r, &pos) : NULL;
+        int ablate = iv && interventions_ablated(iv, li, pos, banned, D.E);
+        route(m, w->score_bias, logits + r * (size_t)D.E, ablate ? banned : NULL, choice, idx + r * k, weight + r * k);
+    }
     hook_rows(s, HOOK_EXPERT_INDICES, li, idx);
     hook_rows(s, HOOK_EXPERT_WEIGHTS, li, weight);
 
