@@ -583,3 +583,25 @@ Test(server, a_repeated_system_prompt_is_processed_once)
     for (int i = 0; i < 3; i++)
         free(texts[i]);
 }
+
+Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
+{
+    const char *args[] = {"--max-running", "1", "--max-queued", "0", NULL};
+    cr_assert_eq(server_start(&S, demo_dir(), args), 0);
+    int fd = http_send_only(S.port, "POST", "/v1/completions",
+                            "{\"prompt\":\"And\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}");
+    char buf[1024];
+    cr_assert_gt(read(fd, buf, sizeof buf), 0);
+    http_response r;
+    const char *body = "{\"prompt\":\"In\",\"max_tokens\":2}";
+    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
+    cr_assert_eq(r.status, 429, "%s", r.body);
+    cr_assert(strcasestr(r.headers, "Retry-After:"), "%s", r.headers);
+    http_response_free(&r);
+    close(fd);
+    for (int i = 0; i < 100 && metric("strata_running_requests") != 0; i++)
+        usleep(50000);
+    json_t *j = call("POST", "/v1/completions", body, 200);
+    json_decref(j);
+    cr_assert_eq(server_stop(&S), 0);
+}
