@@ -180,25 +180,30 @@ static node *split(strata_prefix_cache *pc, node *parent, node *next, int k)
     return mid;
 }
 
+/* A new leaf under `at` holding the prompt's tokens from at's depth to `depth`. */
+static node *add_leaf(strata_prefix_cache *pc, node *at, const int32_t *p, int depth)
+{
+    if (pc->stats.nodes >= MAX_NODES)
+        return NULL;
+    node *leaf = new_node(p + at->depth, depth - at->depth, at);
+    if (!leaf || !add_kid(at, leaf)) {
+        if (leaf)
+            free(leaf->edge);
+        free(leaf);
+        return NULL;
+    }
+    pc->stats.nodes++;
+    return leaf;
+}
+
 /* The node at exactly `depth` on the prompt's path, creating what is missing. */
 static node *node_at(strata_prefix_cache *pc, const int32_t *p, int depth)
 {
     node *at = &pc->root;
     while (at->depth < depth) {
         node *next = child_starting(at, p[at->depth]);
-        if (!next) {
-            if (pc->stats.nodes >= MAX_NODES)
-                return NULL;
-            node *leaf = new_node(p + at->depth, depth - at->depth, at);
-            if (!leaf || !add_kid(at, leaf)) {
-                if (leaf)
-                    free(leaf->edge);
-                free(leaf);
-                return NULL;
-            }
-            pc->stats.nodes++;
-            return leaf;
-        }
+        if (!next)
+            return add_leaf(pc, at, p, depth);
         int k = 0, room = depth - at->depth;
         while (k < next->edge_len && k < room && next->edge[k] == p[at->depth + k])
             k++;
@@ -210,17 +215,8 @@ static node *node_at(strata_prefix_cache *pc, const int32_t *p, int depth)
         if (!mid)
             return NULL;
         at = mid;
-        if (k < room) { /* diverges inside the edge: hang a new leaf off the middle */
-            node *leaf = new_node(p + at->depth, depth - at->depth, at);
-            if (!leaf || !add_kid(at, leaf)) {
-                if (leaf)
-                    free(leaf->edge);
-                free(leaf);
-                return NULL;
-            }
-            pc->stats.nodes++;
-            return leaf;
-        }
+        if (k < room) /* diverges inside the edge: hang a new leaf off the middle */
+            return add_leaf(pc, at, p, depth);
     }
     return at;
 }

@@ -15,16 +15,6 @@ struct act_job;
 
 /* ---------------------------------------------------------------- interventions_json.c */
 
-/* An error to send: HTTP status, the parameter and code of the OpenAI error object. */
-typedef struct api_error {
-    int status;
-    const char *param, *code;
-    char message[1024];
-} api_error;
-
-int api_fail(api_error *e, int status, const char *param, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
 /* Where a patch takes its rows from: the capture of an earlier run and its length. */
 typedef struct patch_source {
     const strata_capture *capture;

@@ -79,6 +79,23 @@ enum MHD_Result http_send_error(http_req *r, int status, const char *param, cons
     return ret;
 }
 
+int api_fail(api_error *e, int status, const char *param, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+    e->status = status;
+    e->param = param;
+    e->code = code;
+    return 0;
+}
+
+enum MHD_Result http_send_api_error(http_req *r, const api_error *e)
+{
+    return http_send_error(r, e->status, e->param, e->code, "%s", e->message);
+}
+
 void http_suspend(http_req *r)
 {
     if (!r->suspended) {

@@ -40,6 +40,18 @@ void http_stop(server *srv);
 /* Let MHD process what is ready now (after resuming a connection). */
 void http_kick(server *srv);
 
+/* An error to send: HTTP status, the parameter and code of the OpenAI error object.
+ * Parsers fill one with api_fail (which returns 0, so `return api_fail(...)`). */
+typedef struct api_error {
+    int status;
+    const char *param, *code;
+    char message[1024];
+} api_error;
+
+int api_fail(api_error *e, int status, const char *param, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+enum MHD_Result http_send_api_error(http_req *r, const api_error *e);
+
 enum MHD_Result http_send(http_req *r, int status, const char *content_type, const char *body, size_t len);
 enum MHD_Result http_send_json(http_req *r, int status, const strbuf *json);
 /* The OpenAI error object: {"error": {"message", "type", "param", "code"}}. */

@@ -20,18 +20,6 @@
 
 #define MAX_INTERVENTIONS 256
 
-int api_fail(api_error *e, int status, const char *param, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    e->status = status;
-    e->param = param;
-    e->code = code;
-    return 0;
-}
-
 int positions_parse(json_t *v, int n, int check_range, int32_t **ids, int *count, api_error *e)
 {
     *ids = NULL;

@@ -13,30 +13,10 @@
 #include "jobs.h"
 #include "sessions.h"
 
-typedef struct parse_error {
-    int status;
-    const char *param, *code;
-    char message[512];
-} parse_error;
-
-static int fail(parse_error *e, int status, const char *param, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static int fail(parse_error *e, int status, const char *param, const char *code, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-    e->status = status;
-    e->param = param;
-    e->code = code;
-    return 0;
-}
-
-#define BAD(param, ...) fail(e, 400, param, "invalid_value", __VA_ARGS__)
+#define BAD(param, ...) api_fail(e, 400, param, "invalid_value", __VA_ARGS__)
 
 /* A number field within [lo, hi]; absent or null keeps *out. */
-static int get_number(json_t *body, const char *key, double lo, double hi, float *out, parse_error *e)
+static int get_number(json_t *body, const char *key, double lo, double hi, float *out, api_error *e)
 {
     json_t *v = json_object_get(body, key);
     if (!v || json_is_null(v))
@@ -50,7 +30,7 @@ static int get_number(json_t *body, const char *key, double lo, double hi, float
     return 1;
 }
 
-static int get_int(json_t *body, const char *key, long lo, long hi, int *out, parse_error *e)
+static int get_int(json_t *body, const char *key, long lo, long hi, int *out, api_error *e)
 {
     json_t *v = json_object_get(body, key);
     if (!v || json_is_null(v))
@@ -64,7 +44,7 @@ static int get_int(json_t *body, const char *key, long lo, long hi, int *out, pa
     return 1;
 }
 
-static int get_bool(json_t *body, const char *key, int *out, parse_error *e)
+static int get_bool(json_t *body, const char *key, int *out, api_error *e)
 {
     json_t *v = json_object_get(body, key);
     if (!v || json_is_null(v))
@@ -75,7 +55,7 @@ static int get_bool(json_t *body, const char *key, int *out, parse_error *e)
     return 1;
 }
 
-static int parse_stop(json_t *body, gen_params *p, parse_error *e)
+static int parse_stop(json_t *body, gen_params *p, api_error *e)
 {
     json_t *v = json_object_get(body, "stop");
     if (!v || json_is_null(v))
@@ -95,7 +75,7 @@ static int parse_stop(json_t *body, gen_params *p, parse_error *e)
     return 1;
 }
 
-static int parse_logit_bias(json_t *body, gen_params *p, int vocab, parse_error *e)
+static int parse_logit_bias(json_t *body, gen_params *p, int vocab, api_error *e)
 {
     json_t *v = json_object_get(body, "logit_bias");
     if (!v || json_is_null(v))
@@ -106,7 +86,7 @@ static int parse_logit_bias(json_t *body, gen_params *p, int vocab, parse_error 
     p->bias_ids = malloc(sizeof(int32_t) * (n + 1));
     p->bias_values = malloc(sizeof(float) * (n + 1));
     if (!p->bias_ids || !p->bias_values)
-        return fail(e, 500, NULL, "internal_error", "out of memory");
+        return api_fail(e, 500, NULL, "internal_error", "out of memory");
     const char *key;
     json_t *val;
     json_object_foreach(v, key, val) {
@@ -124,7 +104,7 @@ static int parse_logit_bias(json_t *body, gen_params *p, int vocab, parse_error 
     return 1;
 }
 
-static int parse_sampling(json_t *body, gen_params *p, const server *srv, parse_error *e)
+static int parse_sampling(json_t *body, gen_params *p, const server *srv, api_error *e)
 {
     strata_sampling *s = &p->sampling;
     strata_sampling_default(s);
@@ -149,7 +129,7 @@ static int parse_sampling(json_t *body, gen_params *p, const server *srv, parse_
     return ok;
 }
 
-static int parse_stream(json_t *body, gen_params *p, parse_error *e)
+static int parse_stream(json_t *body, gen_params *p, api_error *e)
 {
     if (!get_bool(body, "stream", &p->stream, e))
         return 0;
@@ -169,7 +149,7 @@ static int parse_stream(json_t *body, gen_params *p, parse_error *e)
 
 /* ---------------------------------------------------------------- prompts */
 
-static int add_prompt(gen_params *p, int32_t *ids, int n, char *text, parse_error *e)
+static int add_prompt(gen_params *p, int32_t *ids, int n, char *text, api_error *e)
 {
     if (p->n_prompts >= MAX_PROMPTS) {
         free(ids);
@@ -184,12 +164,12 @@ static int add_prompt(gen_params *p, int32_t *ids, int n, char *text, parse_erro
     return 1;
 }
 
-static int prompt_from_ids(json_t *arr, gen_params *p, int vocab, parse_error *e)
+static int prompt_from_ids(json_t *arr, gen_params *p, int vocab, api_error *e)
 {
     size_t n = json_array_size(arr);
     int32_t *ids = malloc(sizeof(int32_t) * (n + 1));
     if (!ids)
-        return fail(e, 500, NULL, "internal_error", "out of memory");
+        return api_fail(e, 500, NULL, "internal_error", "out of memory");
     for (size_t i = 0; i < n; i++) {
         json_t *v = json_array_get(arr, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
@@ -202,7 +182,7 @@ static int prompt_from_ids(json_t *arr, gen_params *p, int vocab, parse_error *e
 }
 
 static int prompt_from_text(const server *srv, const char *text, size_t len, unsigned flags, gen_params *p,
-                            parse_error *e, int keep_text)
+                            api_error *e, int keep_text)
 {
     if (!srv->tok)
         return BAD("prompt", "this model has no tokenizer.json: send prompts as token ids");
@@ -215,7 +195,7 @@ static int prompt_from_text(const server *srv, const char *text, size_t len, uns
     return add_prompt(p, ids, (int)n, copy, e);
 }
 
-static int parse_prompt(json_t *body, const server *srv, gen_params *p, parse_error *e)
+static int parse_prompt(json_t *body, const server *srv, gen_params *p, api_error *e)
 {
     json_t *v = json_object_get(body, "prompt");
     int vocab = strata_model_get_info(srv->model)->vocab_size;
@@ -243,7 +223,7 @@ static int parse_prompt(json_t *body, const server *srv, gen_params *p, parse_er
 
 /* ---------------------------------------------------------------- chat */
 
-static int check_messages(json_t *msgs, parse_error *e)
+static int check_messages(json_t *msgs, api_error *e)
 {
     static const char *const roles[] = {"system", "developer", "user", "assistant", "tool"};
     if (!json_is_array(msgs) || json_array_size(msgs) == 0)
@@ -266,7 +246,7 @@ static int check_messages(json_t *msgs, parse_error *e)
 }
 
 /* Flatten list-of-parts content to text (what these text-only models can use). */
-static json_t *messages_for_template(json_t *msgs, parse_error *e)
+static json_t *messages_for_template(json_t *msgs, api_error *e)
 {
     json_t *copy = json_deep_copy(msgs);
     size_t i;
@@ -318,7 +298,7 @@ static int content_has_special(const server *srv, json_t *msgs)
 /* Tokenize a rendered chat prompt: template text with special tokens parsed, user
  * content without, so a user cannot type control tokens. When no content contains a
  * special token's text this is one encode of the whole prompt, as transformers does. */
-static int encode_chat(const server *srv, const char *text, size_t len, json_t *msgs, gen_params *p, parse_error *e)
+static int encode_chat(const server *srv, const char *text, size_t len, json_t *msgs, gen_params *p, api_error *e)
 {
     if (!content_has_special(srv, msgs))
         return prompt_from_text(srv, text, len, STRATA_TOKENIZE_PARSE_SPECIAL, p, e, 0);
@@ -403,11 +383,11 @@ static int history_length(const server *srv, json_t *vars, const gen_params *p, 
     return at;
 }
 
-static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_error *e)
+static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error *e)
 {
     json_t *msgs = json_object_get(body, "messages");
     if (!srv->chat || !srv->tok)
-        return fail(e, 400, "messages", "no_chat_template", "this model has no chat template");
+        return api_fail(e, 400, "messages", "no_chat_template", "this model has no chat template");
     if (!check_messages(msgs, e))
         return 0;
     json_t *flat = messages_for_template(msgs, e);
@@ -427,7 +407,7 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_erro
     strata_error err;
     int ok = render(srv, vars, !agp || json_is_true(agp), &out, &len, &err) == STRATA_OK
                  ? encode_chat(srv, out, len, flat, p, e)
-                 : fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
+                 : api_fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
     free(out);
     if (ok && (*p->session_id || srv->prefix)) {
         p->checkpoint_at = history_length(srv, vars, p, 0);
@@ -440,14 +420,14 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_erro
 
 /* ---------------------------------------------------------------- the route */
 
-static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
+static int parse_body(http_req *r, int chat, gen_params *p, api_error *e)
 {
     server *srv = r->srv;
     json_error_t jerr;
     json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(body)) {
         json_decref(body);
-        return fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
+        return api_fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
                     body ? "got another JSON value" : jerr.text);
     }
     json_t *model = json_object_get(body, "model");
@@ -455,7 +435,7 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
     if (model && !json_is_string(model))
         ok = BAD("model", "model must be a string");
     else if (model && strcmp(json_string_value(model), srv->cfg.model_name))
-        ok = fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
+        ok = api_fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
                   json_string_value(model), srv->cfg.model_name);
     json_t *sess = json_object_get(body, "session");
     if (ok && sess && !json_is_null(sess)) {
@@ -488,9 +468,8 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
              get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) && parse_prompt(body, srv, p, e);
     }
     if (ok) { /* steering and captures (routes_activations.c) */
-        api_error ae = {0};
-        if (!generation_hooks_parse(srv, body, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, &ae))
-            ok = fail(e, ae.status, ae.param, ae.code, "%s", ae.message);
+        if (!generation_hooks_parse(srv, body, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, e))
+            ok = 0;
         else if (*p->session_id && (p->iv[0] || p->capture))
             ok = BAD("session", "interventions and activations on a session are not supported yet");
     }
@@ -508,7 +487,7 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
     if (p->max_tokens == 0 && !p->echo)
         return BAD("max_tokens", "max_tokens must be at least 1");
     if (longest + p->max_tokens > srv->context_limit)
-        return fail(e, 400, "max_tokens", "context_length_exceeded",
+        return api_fail(e, 400, "max_tokens", "context_length_exceeded",
                     "this model's context is %d tokens; the prompt has %d and max_tokens asks for %d more",
                     srv->context_limit, longest, p->max_tokens);
     return 1;
@@ -517,10 +496,10 @@ static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
 enum MHD_Result route_completions(http_req *r, int chat)
 {
     gen_params p = {0};
-    parse_error e = {0};
+    api_error e = {0};
     if (!parse_body(r, chat, &p, &e)) {
         gen_params_free(&p);
-        return http_send_error(r, e.status, e.param, e.code, "%s", e.message);
+        return http_send_api_error(r, &e);
     }
     return job_start(r, &p);
 }
