@@ -74,7 +74,7 @@ asan: deps
 	  OPTFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  all build/asan/strata-tests
 	STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath build/asan/strata) STRATA_SERVER=$(abspath build/asan/strata-server) STRATA_ROOT=$(CURDIR) \
-	  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp build/asan/strata-tests $(TEST_ARGS)
+	  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 build/asan/strata-tests $(TEST_ARGS)
 
 valgrind: all $(TESTS)
 	$(TEST_ENV) valgrind --leak-check=full --errors-for-leak-kinds=definite,indirect \
