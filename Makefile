@@ -31,7 +31,7 @@ CLI := $(BUILD)/strata
 SERVER := $(BUILD)/strata-server
 TESTS := $(BUILD)/strata-tests
 
-.PHONY: all deps test asan bench clean valgrind run
+.PHONY: all deps test asan bench clean valgrind run loadtest
 MODEL ?= models/strata-demo
 PORT  ?= 8080
 all: $(LIB) $(CLI) $(SERVER)
@@ -83,6 +83,14 @@ valgrind: all $(TESTS)
 bench: deps
 	@$(MAKE) --no-print-directory all $(BENCH_BIN)
 	@for b in $(BENCH_BIN); do STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath $(CLI)) $$b || exit 1; done
+
+# A bounded load run against a server on 127.0.0.1 (see loadtest/loadtest.c).
+$(BUILD)/loadtest: loadtest/loadtest.c $(LIB) $(BUILD)/obj/tests/http_client.o
+	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/obj/tests/http_client.o $(LIB) $(LDLIBS)
+
+loadtest: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/loadtest
+	STRATA_SERVER=$(abspath $(SERVER)) $(BUILD)/loadtest
 
 # Serve MODEL (default: the built-in strata-demo) on 127.0.0.1:PORT.
 run: deps
