@@ -165,6 +165,7 @@ Test(session, serialization_round_trip_and_corruption)
     cr_assert_eq(strata_session_rewind(t, 95, &replay, &n, &err), STRATA_OK);
     cr_assert_eq(n, 5, "its checkpoint came along");
     free(replay);
+    strata_session_free(t);
     ((unsigned char *)bytes)[len - 7] ^= 0x40;
     cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_E_FORMAT);
     cr_assert(strstr(err.message, "checksum"), "%s", err.message);
