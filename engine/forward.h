@@ -21,7 +21,7 @@ typedef struct step {
     int capturing;          /* some sequence captures something */
     float *ws;              /* workspace reserved for the whole step */
     size_t ws_used, ws_cap;
-    float *panel;           /* matmul panel: MATMUL_PANEL_ROWS * widest input */
+    exec *ex;               /* kernel path, threads and matmul panels */
 } step;
 
 /* Carve n floats out of the step's workspace. The runner reserved enough for the

@@ -20,7 +20,7 @@ struct strata_runner {
     const strata_model *model;
     float *ws;              /* step workspace */
     size_t ws_cap;
-    float *panel;           /* MATMUL_PANEL_ROWS * widest matmul input */
+    exec ex;                /* kernel path, thread pool, matmul panels */
     int *off;
     int off_cap;
 };
@@ -42,23 +42,51 @@ strata_status strata_runner_new(const strata_model *model, strata_runner **out, 
     if (!model)
         return strata_fail(err, STRATA_E_INVALID, "no model");
     strata_runner *r = calloc(1, sizeof *r);
-    if (r)
-        r->panel = malloc(sizeof(float) * MATMUL_PANEL_ROWS * (size_t)widest_input(model));
-    if (!r || !r->panel) {
-        free(r);
+    if (!r)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    strata_status s = exec_init(&r->ex, pool_default_threads(), widest_input(model), err);
+    if (s != STRATA_OK) {
+        free(r);
+        return s;
     }
     r->model = model;
     *out = r;
     return STRATA_OK;
 }
 
+strata_status strata_runner_set_threads(strata_runner *r, int n_threads, strata_error *err)
+{
+    if (!r)
+        return strata_fail(err, STRATA_E_INVALID, "no runner");
+    if (n_threads == 0)
+        n_threads = pool_default_threads();
+    if (n_threads < 1 || n_threads > 256)
+        return strata_fail(err, STRATA_E_INVALID, "thread count %d is outside [1, 256]", n_threads);
+    if (n_threads == r->ex.n_threads)
+        return STRATA_OK;
+    exec fresh;
+    STRATA_TRY(exec_init(&fresh, n_threads, widest_input(r->model), err));
+    exec_destroy(&r->ex);
+    r->ex = fresh;
+    return STRATA_OK;
+}
+
+int strata_runner_threads(const strata_runner *r)
+{
+    return r ? r->ex.n_threads : 0;
+}
+
+const char *strata_runner_kernel(const strata_runner *r)
+{
+    return r ? r->ex.isa->name : kernel_select()->name;
+}
+
 void strata_runner_free(strata_runner *r)
 {
     if (!r)
         return;
+    exec_destroy(&r->ex);
     free(r->ws);
-    free(r->panel);
     free(r->off);
     free(r);
 }
@@ -215,7 +243,7 @@ static void head(step *s, float *x, float *h)
         memcpy(hsel + (size_t)o * d, h + (size_t)first * d, sizeof(float) * (size_t)n * d);
         o += n;
     }
-    matmul(lsel, hsel, total, &model->lm_head, s->panel);
+    matmul(lsel, hsel, total, &model->lm_head, s->ex);
     o = 0;
     for (int q = 0; q < s->n_seqs; q++) {
         strata_seq *seq = &s->seqs[q];
@@ -247,7 +275,7 @@ strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, st
         run->off[q + 1] = run->off[q] + seqs[q].n_tokens;
 
     step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R, .max_rows = max_rows,
-              .capturing = capturing, .ws = run->ws, .ws_cap = run->ws_cap, .panel = run->panel};
+              .capturing = capturing, .ws = run->ws, .ws_cap = run->ws_cap, .ex = &run->ex};
     size_t d = (size_t)run->model->cfg.info.hidden_size;
     float *x = step_alloc(&s, (size_t)R * d);      // (R, d) residual stream
     float *h = step_alloc(&s, (size_t)R * d);      // (R, d) normed input of the mixer

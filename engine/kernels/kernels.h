@@ -1,21 +1,44 @@
 /*
  * kernels.h — the numeric building blocks the layers are written in. All math is
  * fp32; weights are read in their stored dtype (BF16 / F16 / F32) and widened in
- * registers or in a small panel, never copied whole.
+ * registers or in a small per-thread panel, never copied whole.
  */
 #ifndef STRATA_KERNELS_H
 #define STRATA_KERNELS_H
 
 #include <math.h>
 
+#include "kernels/isa.h"
+#include "kernels/pool.h"
 #include "model/model.h"
 
-/* Rows of W widened per panel in the GEMM path; the panel buffer holds
- * MATMUL_PANEL_ROWS * W.cols floats. */
-#define MATMUL_PANEL_ROWS 128
+/* Floats of W widened at a time per thread (64 KiB: stays in L2 while every x row
+ * of the block passes over it), and of x rows per block (192 KiB). */
+#define MATMUL_PANEL_FLOATS 16384
+#define MATMUL_XBLOCK_FLOATS 49152
 
-/* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias). */
-void matmul(float *y, const float *x, int n, const strata_mat *w, float *panel);
+/* Where the numeric work runs: the kernel path, the thread pool and each thread's
+ * widening panel. A runner owns one. */
+typedef struct exec {
+    const kernel_isa *isa;
+    pool *pool;             /* NULL when single-threaded */
+    int n_threads;
+    float *panels;          /* (n_threads, panel_floats) */
+    size_t panel_floats;
+} exec;
+
+/* widest_k: the longest matmul input (W.cols) the exec will see. */
+strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err);
+void exec_destroy(exec *e);
+/* fn(arg, ti, nt) on every thread of e (just the caller when it has one). */
+void exec_parallel(exec *e, pool_fn fn, void *arg);
+/* [*lo, *hi): thread ti's share of n items split in nt contiguous parts. */
+void exec_share(int n, int ti, int nt, int *lo, int *hi);
+
+/* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias), split over W rows across e's threads.
+ * Each output element is summed in the fixed order of isa.h, so results do not
+ * depend on n, on the threads, or on what else shares the step. */
+void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e);
 
 float dot_f32(const float *a, const float *b, int n);
 

@@ -93,9 +93,9 @@ void attention_forward(step *s, int li, const float *h, float *out)
     float *z = step_alloc(s, R * qw);           // (R, nh, hd)
     float *scores = step_alloc(s, (size_t)max_keys); // (keys)
 
-    matmul(q, h, s->R, &w->q, s->panel);
-    matmul(k, h, s->R, &w->k, s->panel);
-    matmul(v, h, s->R, &w->v, s->panel);
+    matmul(q, h, s->R, &w->q, s->ex);
+    matmul(k, h, s->R, &w->k, s->ex);
+    matmul(v, h, s->R, &w->v, s->ex);
     hook_rows(s, HOOK_Q, li, q);
     hook_rows(s, HOOK_K, li, k);
     hook_rows(s, HOOK_V, li, v);
@@ -106,5 +106,5 @@ void attention_forward(step *s, int li, const float *h, float *out)
         attend_sequence(s, li, i, q + (size_t)r0 * qw, z + (size_t)r0 * qw, scores);
     }
     hook_rows(s, HOOK_Z, li, z);
-    matmul(out, z, s->R, &w->o, s->panel);
+    matmul(out, z, s->R, &w->o, s->ex);
 }

@@ -109,7 +109,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
     float *window = step_alloc(s, (size_t)(D.K - 1 + s->max_rows) * (size_t)D.conv_dim);
 
-    matmul(zxbcdt, h, s->R, &w->in_proj, s->panel);
+    matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
     for (int q = 0; q < s->n_seqs; q++) {
         int r0 = s->off[q], n = s->off[q + 1] - r0;
@@ -132,5 +132,5 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     hook_rows(s, HOOK_SSM_Y, li, y);
     gated_norm(&D, w, zxbcdt, y, s->R, m->norm_eps);
     hook_rows(s, HOOK_INNER_NORM_OUT, li, y);
-    matmul(out, y, s->R, &w->out_proj, s->panel);
+    matmul(out, y, s->R, &w->out_proj, s->ex);
 }
