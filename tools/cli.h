@@ -12,6 +12,8 @@ typedef int (*strata_cli_fn)(int argc, char **argv);
 int cli_info(int argc, char **argv);
 int cli_run(int argc, char **argv);
 int cli_generate(int argc, char **argv);
+int cli_make_checkpoint(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 
 /* Print "strata CMD: message" to stderr and return 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
