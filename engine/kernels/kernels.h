@@ -12,10 +12,9 @@
 #include "kernels/pool.h"
 #include "model/model.h"
 
-/* Floats of W widened at a time per thread (64 KiB: stays in L2 while every x row
- * of the block passes over it), and of x rows per block (192 KiB). */
-#define MATMUL_PANEL_FLOATS 16384
-#define MATMUL_XBLOCK_FLOATS 49152
+/* Floats of W widened at a time per thread (128 KiB: stays in L2 while every x row
+ * of the step passes over it, so W is read from memory once per step). */
+#define MATMUL_PANEL_FLOATS 32768
 
 /* Where the numeric work runs: the kernel path, the thread pool and each thread's
  * widening panel. A runner owns one. */

@@ -78,24 +78,19 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
     int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
     pr = pr < nr ? nr : pr;
     int widen = w->dtype != ST_F32 && J->n > mr && (size_t)pr * (size_t)K <= panel_floats;
-    int mb = MATMUL_XBLOCK_FLOATS / K / mr * mr;
-    mb = mb < mr ? mr : mb;
-    for (int r0 = 0; r0 < J->n; r0 += mb)
-        for (int j0 = ja; j0 < jb; j0 += pr) {
-            int nw = jb - j0 < pr ? jb - j0 : pr;
-            const char *src = (const char *)w->data + (size_t)j0 * (size_t)K * esz;
-            mm_block b = {.y = J->y + (size_t)r0 * rows + (size_t)j0, .ldy = rows,
-                          .x = J->x + (size_t)r0 * (size_t)K, .ldx = (size_t)K,
-                          .w = src, .dtype = w->dtype, .ldw = (size_t)K,
-                          .bias = w->bias ? w->bias + j0 : NULL,
-                          .m = J->n - r0 < mb ? J->n - r0 : mb, .nw = nw, .k = K};
-            if (widen) {
-                isa->widen(panel, src, w->dtype, (size_t)nw * (size_t)K);
-                b.w = panel;
-                b.dtype = ST_F32;
-            }
-            isa->block(&b);
+    for (int j0 = ja; j0 < jb; j0 += pr) {
+        int nw = jb - j0 < pr ? jb - j0 : pr;
+        const char *src = (const char *)w->data + (size_t)j0 * (size_t)K * esz;
+        mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K,
+                      .w = src, .dtype = w->dtype, .ldw = (size_t)K,
+                      .bias = w->bias ? w->bias + j0 : NULL, .m = J->n, .nw = nw, .k = K};
+        if (widen) {
+            isa->widen(panel, src, w->dtype, (size_t)nw * (size_t)K);
+            b.w = panel;
+            b.dtype = ST_F32;
         }
+        isa->block(&b);
+    }
 }
 
 static void matmul_thread(void *arg, int ti, int nt)

@@ -33,7 +33,7 @@ size_t mamba2_scratch(const strata_model *model, int R, int max_rows)
 {
     dims D = dims_of(model);
     size_t r = (size_t)R;
-    return r * (size_t)(D.in_dim + D.conv_dim + D.H + D.d_inner) +
+    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) +
            (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + 64;
 }
 
@@ -57,27 +57,34 @@ static void conv_sequence(const dims *D, const mamba_weights *w, float *state, c
     memcpy(state, window + (size_t)n * cd, sizeof(float) * K1 * cd);
 }
 
-/* The selective scan over one sequence's n rows, from and into its SSM state. */
-static void scan_sequence(const dims *D, const mamba_weights *w, float *S, const float *xbc,
-                          const float *dt, int n, float *y)
+/* The selective scan, one (sequence, head) pair at a time: each head's state
+ * (P, N) stays in L1 over the sequence's tokens; pairs are split over threads. */
+typedef struct scan_job {
+    const step *s;
+    const dims *D;
+    const mamba_weights *w;
+    int state_index;
+    const float *xbc, *dtT, *aT;    /* (R, conv_dim), (H, R), (H, R) */
+    float *y;                       /* (R, d_inner) */
+} scan_job;
+
+static void scan_thread(void *arg, int ti, int nt)
 {
-    int heads_per_group = D->H / D->G;
-    for (int t = 0; t < n; t++) {
-        const float *row = xbc + (size_t)t * (size_t)D->conv_dim;   // x | B | C
-        for (int h = 0; h < D->H; h++) {
-            int g = h / heads_per_group;
-            const float *B = row + D->d_inner + g * D->N, *C = row + D->d_inner + (D->G + g) * D->N;
-            float dth = dt[(size_t)t * (size_t)D->H + (size_t)h], a = expf(dth * w->A[h]);
-            for (int p = 0; p < D->P; p++) {
-                float x = row[h * D->P + p], *s = S + ((size_t)h * (size_t)D->P + (size_t)p) * (size_t)D->N;
-                float dx = dth * x, acc = 0.0f;
-                for (int k = 0; k < D->N; k++) {
-                    s[k] = a * s[k] + dx * B[k];
-                    acc += s[k] * C[k];
-                }
-                y[(size_t)t * (size_t)D->d_inner + (size_t)(h * D->P + p)] = acc + w->D[h] * x;
-            }
-        }
+    const scan_job *J = arg;
+    const dims *D = J->D;
+    const step *s = J->s;
+    int pairs = s->n_seqs * D->H, lo, hi, hpg = D->H / D->G;
+    size_t R = (size_t)s->R, cd = (size_t)D->conv_dim;
+    exec_share(pairs, ti, nt, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        int q = i / D->H, h = i % D->H, g = h / hpg, r0 = s->off[q], n = s->off[q + 1] - r0;
+        float *S = s->seqs[q].cache->ssm[J->state_index] + (size_t)h * (size_t)D->P * (size_t)D->N;
+        const float *row = J->xbc + (size_t)r0 * cd;
+        s->ex->isa->ssm_head(S, D->P, D->N, n, row + (size_t)h * (size_t)D->P, cd,
+                             row + D->d_inner + (size_t)g * (size_t)D->N,
+                             row + D->d_inner + (size_t)(D->G + g) * (size_t)D->N, cd,
+                             J->dtT + (size_t)h * R + (size_t)r0, J->aT + (size_t)h * R + (size_t)r0, J->w->D[h],
+                             J->y + (size_t)r0 * (size_t)D->d_inner + (size_t)h * (size_t)D->P, (size_t)D->d_inner);
     }
 }
 
@@ -107,6 +114,8 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *xbc = step_alloc(s, R * (size_t)D.conv_dim);      // (R, conv_dim) after conv + SiLU
     float *dt = step_alloc(s, R * (size_t)D.H);              // (R, H)
     float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
+    float *dtT = step_alloc(s, R * (size_t)D.H);             // (H, R) dt, head-major for the scan
+    float *aT = step_alloc(s, R * (size_t)D.H);              // (H, R) exp(dt·A)
     float *window = step_alloc(s, (size_t)(D.K - 1 + s->max_rows) * (size_t)D.conv_dim);
 
     matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
@@ -121,14 +130,13 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
         for (int hh = 0; hh < D.H; hh++) {
             float v = softplus(zxbcdt[r * (size_t)D.in_dim + (size_t)(D.dt_off + hh)] + w->dt_bias[hh]);
             v = v < m->dt_limit_lo ? m->dt_limit_lo : v;
-            dt[r * (size_t)D.H + (size_t)hh] = v > m->dt_limit_hi ? m->dt_limit_hi : v;
+            v = v > m->dt_limit_hi ? m->dt_limit_hi : v;
+            dt[r * (size_t)D.H + (size_t)hh] = dtT[(size_t)hh * R + r] = v;
+            aT[(size_t)hh * R + r] = expf(v * w->A[hh]);
         }
     hook_rows(s, HOOK_SSM_DT, li, dt);
-    for (int q = 0; q < s->n_seqs; q++) {
-        int r0 = s->off[q], n = s->off[q + 1] - r0;
-        scan_sequence(&D, w, s->seqs[q].cache->ssm[l->state_index], xbc + (size_t)r0 * (size_t)D.conv_dim,
-                      dt + (size_t)r0 * (size_t)D.H, n, y + (size_t)r0 * (size_t)D.d_inner);
-    }
+    scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y};
+    exec_parallel(s->ex, scan_thread, &job);
     hook_rows(s, HOOK_SSM_Y, li, y);
     gated_norm(&D, w, zxbcdt, y, s->R, m->norm_eps);
     hook_rows(s, HOOK_INNER_NORM_OUT, li, y);
