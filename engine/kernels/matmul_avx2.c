@@ -1,6 +1,8 @@
 /*
  * matmul_avx2.c — the AVX2 + FMA (+ F16C) kernels: 8 fp32 lanes, register tiles of
- * 4 x-rows × 3 W-rows (12 accumulators), W widened from BF16/F16 in registers.
+ * 4 x-rows × 3 W-rows (12 accumulators; 1 × 8 when the block has a single x row, the
+ * decode case, to keep more W streams in flight), W widened from BF16/F16 in
+ * registers.
  * Summation order as in isa.h; only x86-64 builds have it.
  */
 #include <string.h>
@@ -14,6 +16,7 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
 #define NR 3
+#define NR1 8       /* W rows per tile when there is a single x row (decode) */
 
 INLINE __m256 load_w(const void *w, st_dtype dt, size_t i)
 {
@@ -47,31 +50,31 @@ INLINE float reduce8(__m256 v)
 
 INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt)
 {
-    __m256 acc[MR][NR];
+    __m256 acc[MR][NR1];
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm256_setzero_ps();
     const float *x = b->x + (size_t)r0 * b->ldx;
     size_t w0 = (size_t)j0 * b->ldw;
     int k8 = b->k & ~7;
     for (int kk = 0; kk < k8; kk += 8) {
-        __m256 wv[NR];
-#pragma GCC unroll 4
+        __m256 wv[NR1];
+#pragma GCC unroll 8
         for (int j = 0; j < nr; j++)
             wv[j] = load_w(b->w, dt, w0 + (size_t)j * b->ldw + (size_t)kk);
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
             __m256 xv = _mm256_loadu_ps(x + (size_t)i * b->ldx + kk);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int j = 0; j < nr; j++)
                 acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
     if (k8 < b->k) {
         int len = b->k - k8;
-        __m256 wv[NR];
+        __m256 wv[NR1];
         for (int j = 0; j < nr; j++)
             wv[j] = load_w_tail(b->w, dt, w0 + (size_t)j * b->ldw + (size_t)k8, len);
         for (int i = 0; i < mr; i++) {
@@ -82,7 +85,7 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
     }
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int j = 0; j < nr; j++) {
             float v = reduce8(acc[i][j]);
             if (b->bias)
@@ -91,16 +94,26 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
         }
 }
 
-#define TILE_CASE(M, N) case (M) * 8 + (N): tile(b, r0, j0, M, N, DT); break;
+#define TILE_CASE(M, N) case (M) * 16 + (N): tile(b, r0, j0, M, N, DT); break;
 #define DEFINE_BLOCK(NAME, DTYPE)                                                              \
     static TARGET void NAME(const mm_block *b)                                                 \
     {                                                                                          \
         const st_dtype DT = DTYPE;                                                             \
+        if (b->m == 1) {                                                                       \
+            int r0 = 0;                                                                        \
+            for (int j0 = 0; j0 < b->nw; j0 += NR1) {                                          \
+                switch (16 + (b->nw - j0 < NR1 ? b->nw - j0 : NR1)) {                           \
+                TILE_CASE(1, 8) TILE_CASE(1, 7) TILE_CASE(1, 6) TILE_CASE(1, 5)                \
+                TILE_CASE(1, 4) TILE_CASE(1, 3) TILE_CASE(1, 2) TILE_CASE(1, 1)                \
+                }                                                                              \
+            }                                                                                  \
+            return;                                                                            \
+        }                                                                                      \
         for (int r0 = 0; r0 < b->m; r0 += MR) {                                                \
             int mr = b->m - r0 < MR ? b->m - r0 : MR;                                          \
             for (int j0 = 0; j0 < b->nw; j0 += NR) {                                           \
                 int nr = b->nw - j0 < NR ? b->nw - j0 : NR;                                    \
-                switch (mr * 8 + nr) {                                                         \
+                switch (mr * 16 + nr) {                                                         \
                 TILE_CASE(4, 3) TILE_CASE(4, 2) TILE_CASE(4, 1)                                \
                 TILE_CASE(3, 3) TILE_CASE(3, 2) TILE_CASE(3, 1)                                \
                 TILE_CASE(2, 3) TILE_CASE(2, 2) TILE_CASE(2, 1)                                \
