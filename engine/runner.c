@@ -144,7 +144,7 @@ static strata_status validate(strata_runner *run, strata_seq *seqs, int n, strat
 
 /* Workspace floats for the whole step: residual, norm and mixer rows, the largest
  * layer's needs, and the logits rows. */
-static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int max_rows)
+static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int max_rows, int n_threads)
 {
     const strata_model_info *m = &model->cfg.info;
     int max_keys = 0, lrows = 0;
@@ -155,7 +155,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
     }
     size_t layer = mlp_scratch(model, R);
     size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R, max_rows) : 0,
-                     model->n_attn ? attention_scratch(model, R, max_keys) : 0,
+                     model->n_attn ? attention_scratch(model, R, max_keys, n_threads) : 0,
                      strchr(m->pattern, 'E') ? moe_scratch(model, R) : 0};
     for (size_t i = 0; i < 3; i++)
         layer = cand[i] > layer ? cand[i] : layer;
@@ -177,7 +177,7 @@ static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R,
         run->off = grown;
         run->off_cap = n + 1;
     }
-    size_t need = workspace_need(run->model, seqs, n, R, max_rows);
+    size_t need = workspace_need(run->model, seqs, n, R, max_rows, run->ex.n_threads);
     if (need > run->ws_cap) {
         float *grown = realloc(run->ws, sizeof(float) * need);
         if (!grown)

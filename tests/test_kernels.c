@@ -110,7 +110,7 @@ Test(kernels, selected_path_is_supported_and_named)
 
 /* Every supported path agrees with the portable path (and with a double-precision
  * dot product) up to rounding. */
-Test(kernels, fast_paths_match_portable, .timeout = 60)
+Test(kernels, fast_paths_match_portable, .timeout = 120)
 {
     for (size_t p = 0; p < 3; p++) {
         if (!path_supported(all_paths[p]))
@@ -155,7 +155,7 @@ Test(kernels, fast_paths_match_portable, .timeout = 60)
 
 /* Within one path: row r of a batch of n equals row r alone, bit for bit, whatever n
  * (1..9 and 37, which takes the widening route), and whatever the thread count. */
-Test(kernels, batch_invariance_is_bitwise, .timeout = 60)
+Test(kernels, batch_invariance_is_bitwise, .timeout = 120)
 {
     for (size_t p = 0; p < 3; p++) {
         if (!path_supported(all_paths[p]))
@@ -254,7 +254,7 @@ Test(kernels, pool_runs_each_thread_once_per_run)
 }
 
 /* A whole model's logits do not depend on the thread count. */
-Test(kernels, runner_thread_count_does_not_change_logits, .timeout = 60)
+Test(kernels, runner_thread_count_does_not_change_logits, .timeout = 120)
 {
     strata_error err;
     strata_model *model;

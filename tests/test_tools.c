@@ -39,7 +39,7 @@ static void run_tiny_step(const char *dir)
     strata_model_free(model);
 }
 
-Test(tools, make_checkpoint_tiny_loads_and_runs_in_every_dtype, .timeout = 60)
+Test(tools, make_checkpoint_tiny_loads_and_runs_in_every_dtype, .timeout = 120)
 {
     const char *dtypes[] = {"bf16", "f16", "f32"};
     for (int i = 0; i < 3; i++) {
