@@ -20,6 +20,10 @@
 #include "core/error.h"
 #include "kernels/kernels.h"
 
+#ifndef MATMUL_WIDEN_MIN_ROWS
+#define MATMUL_WIDEN_MIN_ROWS 17
+#endif
+
 /* Below this many multiply-adds a matmul runs on the calling thread alone. */
 #define MATMUL_PARALLEL_MIN (1 << 16)
 
@@ -73,11 +77,11 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
 {
     const strata_mat *w = J->w;
     const kernel_isa *isa = J->e->isa;
-    int K = w->cols, nr = isa->nr, mr = isa->mr;
+    int K = w->cols, nr = isa->nr;
     size_t esz = st_dtype_size(w->dtype), rows = (size_t)w->rows;
     int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
     pr = pr < nr ? nr : pr;
-    int widen = w->dtype != ST_F32 && J->n > mr && (size_t)pr * (size_t)K <= panel_floats;
+    int widen = w->dtype != ST_F32 && J->n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
     for (int j0 = ja; j0 < jb; j0 += pr) {
         int nw = jb - j0 < pr ? jb - j0 : pr;
         const char *src = (const char *)w->data + (size_t)j0 * (size_t)K * esz;
