@@ -198,6 +198,28 @@ static void embed(step *s, float *x)
             mat_row_f32(&model->embed, s->seqs[q].tokens[t], x + (size_t)(s->off[q] + t) * d);
 }
 
+typedef struct norm_job {
+    float *out;
+    const float *x, *w;
+    int d;
+    float eps;
+} norm_job;
+
+static void norm_rows(void *arg, int lo, int hi)
+{
+    const norm_job *J = arg;
+    for (int r = lo; r < hi; r++)
+        rmsnorm(J->out + (size_t)r * (size_t)J->d, J->x + (size_t)r * (size_t)J->d, J->w, J->d, J->eps);
+}
+
+/* out (R, d) = rmsnorm of each row of x, rows split over the threads. */
+static void norm_all(step *s, float *out, const float *x, const float *w)
+{
+    const strata_model_info *m = &s->model->cfg.info;
+    norm_job J = {out, x, w, m->hidden_size, m->norm_eps};
+    exec_for(s->ex, s->R, (double)s->R * m->hidden_size, norm_rows, &J);
+}
+
 static void run_layer(step *s, int li, float *x, float *h, float *mix)
 {
     const strata_model *model = s->model;
@@ -205,8 +227,7 @@ static void run_layer(step *s, int li, float *x, float *h, float *mix)
     int d = model->cfg.info.hidden_size;
     size_t mark = s->ws_used;
     hook_rows(s, HOOK_BLOCK_IN, li, x);
-    for (int r = 0; r < s->R; r++)
-        rmsnorm(h + (size_t)r * (size_t)d, x + (size_t)r * (size_t)d, l->norm_w, d, model->cfg.info.norm_eps);
+    norm_all(s, h, x, l->norm_w);
     hook_rows(s, HOOK_MIXER_IN, li, h);
     switch (l->kind) {
     case 'M': mamba2_forward(s, li, h, mix); break;
@@ -227,8 +248,7 @@ static void head(step *s, float *x, float *h)
     const strata_model *model = s->model;
     const strata_model_info *m = &model->cfg.info;
     size_t d = (size_t)m->hidden_size, V = (size_t)m->vocab_size;
-    for (int r = 0; r < s->R; r++)
-        rmsnorm(h + (size_t)r * d, x + (size_t)r * d, model->norm_f, (int)d, m->norm_eps);
+    norm_all(s, h, x, model->norm_f);
     hook_rows(s, HOOK_LN_FINAL_OUT, -1, h);
     int total = 0;
     for (int q = 0; q < s->n_seqs; q++)

@@ -31,6 +31,10 @@ strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
 void exec_destroy(exec *e);
 /* fn(arg, ti, nt) on every thread of e (just the caller when it has one). */
 void exec_parallel(exec *e, pool_fn fn, void *arg);
+/* fn(arg, lo, hi) over contiguous parts of [0, n) on e's threads; on the caller
+ * alone when `work` (about one unit per float touched) is too small to split. */
+typedef void (*range_fn)(void *arg, int lo, int hi);
+void exec_for(exec *e, int n, double work, range_fn fn, void *arg);
 /* [*lo, *hi): thread ti's share of n items split in nt contiguous parts. */
 void exec_share(int n, int ti, int nt, int *lo, int *hi);
 

@@ -24,6 +24,9 @@
 #define MATMUL_WIDEN_MIN_ROWS 17
 #endif
 
+/* Below this much elementwise work an exec_for runs on the caller alone. */
+#define EXEC_FOR_PARALLEL_MIN (1 << 15)
+
 /* Below this many multiply-adds a matmul runs on the calling thread alone. */
 #define MATMUL_PARALLEL_MIN (1 << 16)
 
@@ -61,6 +64,33 @@ void exec_share(int n, int ti, int nt, int *lo, int *hi)
 {
     *lo = (int)((long long)n * ti / nt);
     *hi = (int)((long long)n * (ti + 1) / nt);
+}
+
+typedef struct for_job {
+    range_fn fn;
+    void *arg;
+    int n;
+} for_job;
+
+static void for_thread(void *arg, int ti, int nt)
+{
+    const for_job *J = arg;
+    int lo, hi;
+    exec_share(J->n, ti, nt, &lo, &hi);
+    if (lo < hi)
+        J->fn(J->arg, lo, hi);
+}
+
+void exec_for(exec *e, int n, double work, range_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (e->n_threads == 1 || n == 1 || work < EXEC_FOR_PARALLEL_MIN) {
+        fn(arg, 0, n);
+        return;
+    }
+    for_job J = {fn, arg, n};
+    exec_parallel(e, for_thread, &J);
 }
 
 typedef struct mm_job {

@@ -38,8 +38,33 @@ size_t mamba2_scratch(const strata_model *model, int R, int max_rows)
 }
 
 /* Causal depthwise conv over one sequence's n rows, continuing from its conv state;
- * leaves the last K-1 pre-conv rows in the state. */
-static void conv_sequence(const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
+ * channels are split over the threads; leaves the last K-1 pre-conv rows in the state. */
+typedef struct conv_job {
+    const dims *D;
+    const mamba_weights *w;
+    const float *window;    /* (K-1+n, conv_dim) */
+    int n;
+    float *out;             /* (n, conv_dim) */
+} conv_job;
+
+static void conv_channels(void *arg, int c0, int c1)
+{
+    const conv_job *J = arg;
+    size_t cd = (size_t)J->D->conv_dim;
+    int K = J->D->K;
+    for (int t = 0; t < J->n; t++) {
+        const float *win = J->window + (size_t)t * cd;
+        float *o = J->out + (size_t)t * cd;
+        for (int c = c0; c < c1; c++) {
+            float acc = J->w->conv_b[c];
+            for (int k = 0; k < K; k++)
+                acc += J->w->conv_w[(size_t)c * (size_t)K + (size_t)k] * win[(size_t)k * cd + (size_t)c];
+            o[c] = silu(acc);
+        }
+    }
+}
+
+static void conv_sequence(exec *ex, const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
                           int n, float *window, float *out)
 {
     size_t cd = (size_t)D->conv_dim, K1 = (size_t)(D->K - 1);
@@ -47,13 +72,8 @@ static void conv_sequence(const dims *D, const mamba_weights *w, float *state, c
     for (int t = 0; t < n; t++)
         memcpy(window + (K1 + (size_t)t) * cd, zxbcdt + (size_t)t * (size_t)D->in_dim + D->xbc_off,
                sizeof(float) * cd);
-    for (int t = 0; t < n; t++)
-        for (size_t c = 0; c < cd; c++) {
-            float acc = w->conv_b[c];
-            for (int k = 0; k < D->K; k++)
-                acc += w->conv_w[c * (size_t)D->K + (size_t)k] * window[((size_t)t + (size_t)k) * cd + c];
-            out[(size_t)t * cd + c] = silu(acc);
-        }
+    conv_job J = {D, w, window, n, out};
+    exec_for(ex, D->conv_dim, (double)n * (double)cd * (double)D->K * 4.0, conv_channels, &J);
     memcpy(state, window + (size_t)n * cd, sizeof(float) * K1 * cd);
 }
 
@@ -88,17 +108,28 @@ static void scan_thread(void *arg, int ti, int nt)
     }
 }
 
-/* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise). */
-static void gated_norm(const dims *D, const mamba_weights *w, const float *zxbcdt, float *y, int R, float eps)
+/* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise);
+ * rows split over the threads. */
+typedef struct norm_job {
+    const dims *D;
+    const mamba_weights *w;
+    const float *zxbcdt;
+    float *y;
+    float eps;
+} norm_job;
+
+static void gated_norm_rows(void *arg, int r0, int r1)
 {
+    const norm_job *J = arg;
+    const dims *D = J->D;
     int gs = D->d_inner / D->G;
-    for (int r = 0; r < R; r++) {
-        float *yr = y + (size_t)r * (size_t)D->d_inner;
-        const float *z = zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
+    for (int r = r0; r < r1; r++) {
+        float *yr = J->y + (size_t)r * (size_t)D->d_inner;
+        const float *z = J->zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
         for (int i = 0; i < D->d_inner; i++)
             yr[i] *= silu(z[i]);
         for (int g = 0; g < D->G; g++)
-            rmsnorm(yr + g * gs, yr + g * gs, w->norm_w + g * gs, gs, eps);
+            rmsnorm(yr + g * gs, yr + g * gs, J->w->norm_w + g * gs, gs, J->eps);
     }
 }
 
@@ -122,7 +153,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
     for (int q = 0; q < s->n_seqs; q++) {
         int r0 = s->off[q], n = s->off[q + 1] - r0;
-        conv_sequence(&D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
+        conv_sequence(s->ex, &D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
                       window, xbc + (size_t)r0 * (size_t)D.conv_dim);
     }
     hook_rows(s, HOOK_CONV_ACT, li, xbc);
@@ -138,7 +169,8 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y};
     exec_parallel(s->ex, scan_thread, &job);
     hook_rows(s, HOOK_SSM_Y, li, y);
-    gated_norm(&D, w, zxbcdt, y, s->R, m->norm_eps);
+    norm_job nj = {&D, w, zxbcdt, y, m->norm_eps};
+    exec_for(s->ex, s->R, (double)s->R * (double)D.d_inner * 8.0, gated_norm_rows, &nj);
     hook_rows(s, HOOK_INNER_NORM_OUT, li, y);
     matmul(out, y, s->R, &w->out_proj, s->ex);
 }

@@ -4,6 +4,13 @@
  */
 #include "forward.h"
 
+static void relu2_range(void *arg, int lo, int hi)
+{
+    float *v = arg;
+    for (int i = lo; i < hi; i++)
+        v[i] = relu2(v[i]);
+}
+
 void mlp_apply(step *s, const mlp_weights *w, const float *x, int n, float *hidden, float *y,
                int li, int hooked)
 {
@@ -11,8 +18,7 @@ void mlp_apply(step *s, const mlp_weights *w, const float *x, int n, float *hidd
     matmul(hidden, x, n, &w->up, s->ex);          // (n, F)
     if (hooked)
         hook_rows(s, HOOK_MLP_PRE, li, hidden);
-    for (size_t i = 0; i < (size_t)n * F; i++)
-        hidden[i] = relu2(hidden[i]);
+    exec_for(s->ex, n * (int)F, (double)n * (double)F, relu2_range, hidden);
     if (hooked)
         hook_rows(s, HOOK_MLP_POST, li, hidden);
     matmul(y, hidden, n, &w->down, s->ex);        // (n, d_in)
