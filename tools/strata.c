@@ -16,7 +16,7 @@ static const struct {
     {"info", cli_info, "info MODEL_DIR"},
     {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] --out OUT.safetensors"},
     {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24]"},
-    {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--json]"},
+    {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--repeat 3] [--threads N] [--json]"},
     {"make-checkpoint", cli_make_checkpoint,
      "make-checkpoint OUT_DIR [--preset 470m|8b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
      "[--dtype bf16|f16|f32] [--seed S]"},
