@@ -53,5 +53,8 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* torch.nn.functional.softplus with threshold 20. */
 static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static inline float relu2(float x) { return x > 0.0f ? x * x : 0.0f; }
+/* v[i] = relu2(v[i]) over n values, branch-free where SSE is there (MAXPS returns
+ * its second operand, 0, for x ≤ 0, -0 and NaN: the same values as relu2). */
+void relu2_inplace(float *v, size_t n);
 
 #endif

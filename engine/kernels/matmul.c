@@ -154,6 +154,24 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
     exec_parallel(e, matmul_thread, &J);
 }
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+void relu2_inplace(float *v, size_t n)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    __m128 zero = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+        __m128 r = _mm_max_ps(_mm_loadu_ps(v + i), zero);
+        _mm_storeu_ps(v + i, _mm_mul_ps(r, r));
+    }
+#endif
+    for (; i < n; i++)
+        v[i] = relu2(v[i]);
+}
+
 float dot_f32(const float *a, const float *b, int n)
 {
     float s[8] = {0};

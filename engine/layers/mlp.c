@@ -6,9 +6,7 @@
 
 static void relu2_range(void *arg, int lo, int hi)
 {
-    float *v = arg;
-    for (int i = lo; i < hi; i++)
-        v[i] = relu2(v[i]);
+    relu2_inplace((float *)arg + lo, (size_t)(hi - lo));
 }
 
 void mlp_apply(step *s, const mlp_weights *w, const float *x, int n, float *hidden, float *y,
