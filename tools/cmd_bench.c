@@ -42,6 +42,7 @@ typedef struct bench_result {
     double bandwidth, gemm_ours, gemm_blas;
     const char *blas_core;
     double peak_rss_mib;
+    double load_start, load_end;  /* 1-minute load average: other work on the machine */
     uint64_t weight_bytes, decode_bytes;
     double prefill_flops;   /* per prefill step */
 } bench_result;
@@ -347,6 +348,19 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
     r->prefill_flops = 2.0 * body * prompt + 2.0 * (double)embed + 2.0 * attn;
 }
 
+/* The 1-minute load average (-1 where /proc/loadavg is missing). */
+static double load_average(void)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    double v = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
 static double peak_rss_mib(void)
 {
     struct rusage ru;
@@ -356,7 +370,8 @@ static double peak_rss_mib(void)
 
 static void print_text(const bench_opts *o, const bench_result *r)
 {
-    printf("engine: kernel %s, %d threads\n", r->kernel, r->threads);
+    printf("engine: kernel %s, %d threads (load average %.2f before, %.2f after)\n", r->kernel, r->threads,
+           r->load_start, r->load_end);
     printf("prefill: %d tokens, %.1f tok/s (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s, r->ttft_ms);
     printf("decode: %.2f tok/s single stream (%d tokens)\n", r->decode_tok_s, o->gen);
     for (int i = 0; i < o->n_sessions; i++)
@@ -386,10 +401,10 @@ static void print_json(const bench_opts *o, const bench_result *r)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
            "\"bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
-           "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f}\n",
+           "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
            r->peak_rss_mib, (unsigned long long)r->weight_bytes, (unsigned long long)r->decode_bytes,
            r->bandwidth / 1e9, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core,
-           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, pf / r->gemm_ours);
+           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, pf / r->gemm_ours, r->load_start, r->load_end);
 }
 
 int cli_bench(int argc, char **argv)
@@ -411,6 +426,7 @@ int cli_bench(int argc, char **argv)
     r.kernel = strata_runner_kernel(run);
     r.threads = strata_runner_threads(run);
     model_costs(strata_model_get_info(model), o.prompt, &r);
+    r.load_start = load_average();
     strata_status s = run_engine(model, run, &o, &r, &err);
     r.peak_rss_mib = peak_rss_mib();
     strata_runner_free(run);
@@ -421,6 +437,7 @@ int cli_bench(int argc, char **argv)
     r.gemm_ours = gemm_ours(r.threads);
     r.gemm_blas = gemm_blas(r.threads);
     r.blas_core = openblas_get_corename();
+    r.load_end = load_average();
     if (o.json)
         print_json(&o, &r);
     else
