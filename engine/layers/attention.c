@@ -31,7 +31,15 @@ static void append_kv(strata_cache *c, int j, const float *k, const float *v, in
         }
 }
 
-/* One query row of one head against keys 0..last; writes probabilities to p. */
+/* z += p·v over hd values (restrict: the loop vectorises). */
+static void axpy(float *restrict z, float p, const float *restrict v, int hd)
+{
+    for (int i = 0; i < hd; i++)
+        z[i] += p * v[i];
+}
+
+/* One query row of one head against keys 0..last; writes probabilities to p. Keys
+ * and values of a head are contiguous in the cache (head-major), read in order. */
 static void attend_row(const strata_cache *c, int j, int kvh, const float *q, int last, float scale,
                        float *p, float *z)
 {
@@ -44,12 +52,8 @@ static void attend_row(const strata_cache *c, int j, int kvh, const float *q, in
     for (int tau = 0; tau <= last; tau++)
         sum += (p[tau] = expf(p[tau] - mx));
     memset(z, 0, sizeof(float) * (size_t)hd);
-    for (int tau = 0; tau <= last; tau++) {
-        const float *vr = cache_v(c, j, kvh, tau);
-        float pt = (p[tau] /= sum);
-        for (int i = 0; i < hd; i++)
-            z[i] += pt * vr[i];
-    }
+    for (int tau = 0; tau <= last; tau++)
+        axpy(z, p[tau] /= sum, cache_v(c, j, kvh, tau), hd);
 }
 
 /* The (sequence, query head) pairs of a step, split over threads; each thread has

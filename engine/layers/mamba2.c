@@ -34,7 +34,7 @@ size_t mamba2_scratch(const strata_model *model, int R, int max_rows)
     dims D = dims_of(model);
     size_t r = (size_t)R;
     return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) +
-           (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + 64;
+           (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + (size_t)D.K * (size_t)D.conv_dim + 64;
 }
 
 /* Causal depthwise conv over one sequence's n rows, continuing from its conv state;
@@ -43,36 +43,44 @@ typedef struct conv_job {
     const dims *D;
     const mamba_weights *w;
     const float *window;    /* (K-1+n, conv_dim) */
+    const float *wT;        /* (K, conv_dim) taps, tap-major so channels are contiguous */
     int n;
     float *out;             /* (n, conv_dim) */
 } conv_job;
+
+/* o[c] = b[c] + Σ_k wT[k][c]·win[k][c] in increasing k (the order of the per-channel
+ * loop), with channels innermost so the loops vectorise. */
+static void conv_row(float *restrict o, const float *restrict b, const float *restrict wT,
+                     const float *restrict win, size_t cd, int K, int c0, int c1)
+{
+    for (int c = c0; c < c1; c++)
+        o[c] = b[c];
+    for (int k = 0; k < K; k++) {
+        const float *restrict wk = wT + (size_t)k * cd, *restrict xk = win + (size_t)k * cd;
+        for (int c = c0; c < c1; c++)
+            o[c] += wk[c] * xk[c];
+    }
+    for (int c = c0; c < c1; c++)
+        o[c] = silu(o[c]);
+}
 
 static void conv_channels(void *arg, int c0, int c1)
 {
     const conv_job *J = arg;
     size_t cd = (size_t)J->D->conv_dim;
-    int K = J->D->K;
-    for (int t = 0; t < J->n; t++) {
-        const float *win = J->window + (size_t)t * cd;
-        float *o = J->out + (size_t)t * cd;
-        for (int c = c0; c < c1; c++) {
-            float acc = J->w->conv_b[c];
-            for (int k = 0; k < K; k++)
-                acc += J->w->conv_w[(size_t)c * (size_t)K + (size_t)k] * win[(size_t)k * cd + (size_t)c];
-            o[c] = silu(acc);
-        }
-    }
+    for (int t = 0; t < J->n; t++)
+        conv_row(J->out + (size_t)t * cd, J->w->conv_b, J->wT, J->window + (size_t)t * cd, cd, J->D->K, c0, c1);
 }
 
 static void conv_sequence(exec *ex, const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
-                          int n, float *window, float *out)
+                          int n, float *window, const float *wT, float *out)
 {
     size_t cd = (size_t)D->conv_dim, K1 = (size_t)(D->K - 1);
     memcpy(window, state, sizeof(float) * K1 * cd);                  // (K-1+n, conv_dim)
     for (int t = 0; t < n; t++)
         memcpy(window + (K1 + (size_t)t) * cd, zxbcdt + (size_t)t * (size_t)D->in_dim + D->xbc_off,
                sizeof(float) * cd);
-    conv_job J = {D, w, window, n, out};
+    conv_job J = {D, w, window, wT, n, out};
     exec_for(ex, D->conv_dim, (double)n * (double)cd * (double)D->K * 4.0, conv_channels, &J);
     memcpy(state, window + (size_t)n * cd, sizeof(float) * K1 * cd);
 }
@@ -148,13 +156,17 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *dtT = step_alloc(s, R * (size_t)D.H);             // (H, R) dt, head-major for the scan
     float *aT = step_alloc(s, R * (size_t)D.H);              // (H, R) exp(dt·A)
     float *window = step_alloc(s, (size_t)(D.K - 1 + s->max_rows) * (size_t)D.conv_dim);
+    float *wT = step_alloc(s, (size_t)D.K * (size_t)D.conv_dim);          // (K, conv_dim) conv taps
+    for (int c = 0; c < D.conv_dim; c++)
+        for (int k = 0; k < D.K; k++)
+            wT[(size_t)k * (size_t)D.conv_dim + (size_t)c] = w->conv_w[(size_t)c * (size_t)D.K + (size_t)k];
 
     matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
     for (int q = 0; q < s->n_seqs; q++) {
         int r0 = s->off[q], n = s->off[q + 1] - r0;
         conv_sequence(s->ex, &D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
-                      window, xbc + (size_t)r0 * (size_t)D.conv_dim);
+                      window, wT, xbc + (size_t)r0 * (size_t)D.conv_dim);
     }
     hook_rows(s, HOOK_CONV_ACT, li, xbc);
     for (size_t r = 0; r < R; r++)
