@@ -6,7 +6,8 @@
  *            first token,
  *            single-stream decode tok/s, aggregate decode tok/s with S sessions
  *            (one strata_runner_step of S one-token sequences per step), peak RSS
- *   machine: memory bandwidth (STREAM-style triad on the engine's thread count),
+ *   machine: memory bandwidth (STREAM-style triad on the engine's thread count, and
+ *            a read-only pass, which is what decode does),
  *            GEMM rate of our own matmul (BF16 weights) and of OpenBLAS sgemm
  *   ratios:  decode weight bytes/s ÷ bandwidth, prefill FLOP/s ÷ GEMM FLOP/s
  *
@@ -39,7 +40,7 @@ typedef struct bench_result {
     int threads;
     double prefill_tok_s, ttft_ms, decode_tok_s;
     double aggregate[MAX_SESSIONS];
-    double bandwidth, gemm_ours, gemm_blas;
+    double bandwidth, read_bandwidth, gemm_ours, gemm_blas;
     const char *blas_core;
     double peak_rss_mib;
     double load_start, load_end;  /* 1-minute load average: other work on the machine */
@@ -120,6 +121,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
 typedef struct triad_arg {
     float *a, *b, *c;
     size_t lo, hi;
+    float sum;
 } triad_arg;
 
 static void *triad_part(void *varg)
@@ -130,9 +132,21 @@ static void *triad_part(void *varg)
     return NULL;
 }
 
+/* The read-only pass a decode step makes over its weights: sum b in 8 lanes. */
+static void *read_part(void *varg)
+{
+    triad_arg *t = varg;
+    float s[8] = {0};
+    for (size_t i = t->lo; i + 8 <= t->hi; i += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += t->b[i + (size_t)k];
+    t->sum = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+    return NULL;
+}
+
 /* STREAM triad a = b + s·c over 3 × 128 MiB on n threads; best of 5, in bytes/s
  * (12 bytes per element, write-allocate not counted, as STREAM reports). */
-static double triad_bandwidth(int n_threads)
+static double stream_bandwidth(int n_threads, void *(*part)(void *), double bytes_per_elem)
 {
     size_t n = (size_t)32 << 20;
     float *a = malloc(n * 4), *b = malloc(n * 4), *c = malloc(n * 4);
@@ -145,15 +159,16 @@ static double triad_bandwidth(int n_threads)
         for (int rep = 0; rep < 5; rep++) {
             double t0 = now_s();
             for (int t = 0; t < n_threads; t++) {
-                args[t] = (triad_arg){a, b, c, n * (size_t)t / (size_t)n_threads, n * (size_t)(t + 1) / (size_t)n_threads};
-                if (t && pthread_create(&th[t], NULL, triad_part, &args[t]) != 0)
-                    triad_part(&args[t]), th[t] = 0;
+                args[t] = (triad_arg){a, b, c, n * (size_t)t / (size_t)n_threads,
+                                      n * (size_t)(t + 1) / (size_t)n_threads, 0.0f};
+                if (t && pthread_create(&th[t], NULL, part, &args[t]) != 0)
+                    part(&args[t]), th[t] = 0;
             }
-            triad_part(&args[0]);
+            part(&args[0]);
             for (int t = 1; t < n_threads; t++)
                 if (th[t])
                     pthread_join(th[t], NULL);
-            double bw = 12.0 * (double)n / (now_s() - t0);
+            double bw = bytes_per_elem * (double)n / (now_s() - t0);
             best = bw > best ? bw : best;
         }
     }
@@ -379,12 +394,14 @@ static void print_text(const bench_opts *o, const bench_result *r)
                r->aggregate[i] / r->decode_tok_s);
     printf("peak RSS: %.1f MiB; weights %.1f MiB, %.1f MiB streamed per decode step\n", r->peak_rss_mib,
            (double)r->weight_bytes / 1048576.0, (double)r->decode_bytes / 1048576.0);
-    printf("machine: triad bandwidth %.2f GB/s (%d threads)\n", r->bandwidth / 1e9, r->threads);
+    printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
+           r->read_bandwidth / 1e9, r->threads);
     printf("machine: GEMM %dx%dx%d: ours (bf16 W) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n", GEMM_M,
            GEMM_N, GEMM_K, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
     double bound = r->bandwidth / (double)r->decode_bytes;
-    printf("ratio: decode weight bytes/s / bandwidth = %.3f (bandwidth bound %.2f tok/s)\n",
-           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, bound);
+    printf("ratio: decode weight bytes/s / bandwidth = %.3f (bandwidth bound %.2f tok/s); / read-only bandwidth = %.3f\n",
+           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, bound,
+           r->decode_tok_s * (double)r->decode_bytes / r->read_bandwidth);
     printf("ratio: prefill FLOP/s / our GEMM FLOP/s = %.3f (prefill %.1f GFLOP/s; vs OpenBLAS %.3f)\n",
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_ours,
            r->prefill_flops * r->prefill_tok_s / o->prompt / 1e9,
@@ -400,10 +417,10 @@ static void print_json(const bench_opts *o, const bench_result *r)
     for (int i = 0; i < o->n_sessions; i++)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
-           "\"bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
+           "\"bandwidth_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
            "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
            r->peak_rss_mib, (unsigned long long)r->weight_bytes, (unsigned long long)r->decode_bytes,
-           r->bandwidth / 1e9, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core,
+           r->bandwidth / 1e9, r->read_bandwidth / 1e9, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core,
            r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, pf / r->gemm_ours, r->load_start, r->load_end);
 }
 
@@ -433,7 +450,8 @@ int cli_bench(int argc, char **argv)
     strata_model_free(model);
     if (s != STRATA_OK)
         return cli_fail_err("bench", &err);
-    r.bandwidth = triad_bandwidth(r.threads);
+    r.bandwidth = stream_bandwidth(r.threads, triad_part, 12.0);
+    r.read_bandwidth = stream_bandwidth(r.threads, read_part, 4.0);
     r.gemm_ours = gemm_ours(r.threads);
     r.gemm_blas = gemm_blas(r.threads);
     r.blas_core = openblas_get_corename();
