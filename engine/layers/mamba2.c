@@ -8,7 +8,10 @@
  *   S      = exp(dt·A)·S + dt·(x ⊗ B);  y = S·C + D·x       per token, fp32 state
  *   out    = W_out · (groupwise_rmsnorm(y · silu(z)) · norm_w)
  *
- * The scan is the per-token recurrence, exact for prefill chunks and decode alike.
+ * The scan is the per-token recurrence, exact for prefill chunks and decode alike;
+ * its inner loops over N run in the kernel path's ssm_head (vector lanes, FMA on the
+ * fast paths), one (sequence, head) pair per thread task. Conv, gated norm and the
+ * matmuls split over the runner's threads too; none of the splits changes a number.
  */
 #include <string.h>
 
