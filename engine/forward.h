@@ -21,7 +21,7 @@ typedef struct step {
     int hooked;             /* some sequence captures or intervenes */
     float *ws;              /* workspace reserved for the whole step */
     size_t ws_used, ws_cap;
-    float *panel;           /* matmul panel: MATMUL_PANEL_ROWS * widest input */
+    exec *ex;               /* kernel path, threads and matmul panels */
 } step;
 
 /* Carve n floats out of the step's workspace. The runner reserved enough for the
@@ -47,7 +47,7 @@ void attention_forward(step *s, int li, const float *h, float *out);
 void mlp_forward(step *s, int li, const float *h, float *out);
 void moe_forward(step *s, int li, const float *h, float *out);
 size_t mamba2_scratch(const strata_model *m, int R, int max_rows);
-size_t attention_scratch(const strata_model *m, int R, int max_keys);
+size_t attention_scratch(const strata_model *m, int R, int max_keys, int n_threads);
 size_t mlp_scratch(const strata_model *m, int R);
 size_t moe_scratch(const strata_model *m, int R);
 

@@ -20,7 +20,7 @@ struct strata_runner {
     const strata_model *model;
     float *ws;              /* step workspace */
     size_t ws_cap;
-    float *panel;           /* MATMUL_PANEL_ROWS * widest matmul input */
+    exec ex;                /* kernel path, thread pool, matmul panels */
     int *off;
     int off_cap;
 };
@@ -42,23 +42,51 @@ strata_status strata_runner_new(const strata_model *model, strata_runner **out, 
     if (!model)
         return strata_fail(err, STRATA_E_INVALID, "no model");
     strata_runner *r = calloc(1, sizeof *r);
-    if (r)
-        r->panel = malloc(sizeof(float) * MATMUL_PANEL_ROWS * (size_t)widest_input(model));
-    if (!r || !r->panel) {
-        free(r);
+    if (!r)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    strata_status s = exec_init(&r->ex, pool_default_threads(), widest_input(model), err);
+    if (s != STRATA_OK) {
+        free(r);
+        return s;
     }
     r->model = model;
     *out = r;
     return STRATA_OK;
 }
 
+strata_status strata_runner_set_threads(strata_runner *r, int n_threads, strata_error *err)
+{
+    if (!r)
+        return strata_fail(err, STRATA_E_INVALID, "no runner");
+    if (n_threads == 0)
+        n_threads = pool_default_threads();
+    if (n_threads < 1 || n_threads > 256)
+        return strata_fail(err, STRATA_E_INVALID, "thread count %d is outside [1, 256]", n_threads);
+    if (n_threads == r->ex.n_threads)
+        return STRATA_OK;
+    exec fresh;
+    STRATA_TRY(exec_init(&fresh, n_threads, widest_input(r->model), err));
+    exec_destroy(&r->ex);
+    r->ex = fresh;
+    return STRATA_OK;
+}
+
+int strata_runner_threads(const strata_runner *r)
+{
+    return r ? r->ex.n_threads : 0;
+}
+
+const char *strata_runner_kernel(const strata_runner *r)
+{
+    return r ? r->ex.isa->name : kernel_select()->name;
+}
+
 void strata_runner_free(strata_runner *r)
 {
     if (!r)
         return;
+    exec_destroy(&r->ex);
     free(r->ws);
-    free(r->panel);
     free(r->off);
     free(r);
 }
@@ -130,7 +158,7 @@ static strata_status validate(strata_runner *run, strata_seq *seqs, int n, strat
 
 /* Workspace floats for the whole step: residual, norm and mixer rows, the largest
  * layer's needs, and the logits rows. */
-static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int max_rows)
+static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int max_rows, int n_threads)
 {
     const strata_model_info *m = &model->cfg.info;
     int max_keys = 0, lrows = 0;
@@ -141,7 +169,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
     }
     size_t layer = mlp_scratch(model, R);
     size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R, max_rows) : 0,
-                     model->n_attn ? attention_scratch(model, R, max_keys) : 0,
+                     model->n_attn ? attention_scratch(model, R, max_keys, n_threads) : 0,
                      strchr(m->pattern, 'E') ? moe_scratch(model, R) : 0};
     for (size_t i = 0; i < 3; i++)
         layer = cand[i] > layer ? cand[i] : layer;
@@ -163,7 +191,7 @@ static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R,
         run->off = grown;
         run->off_cap = n + 1;
     }
-    size_t need = workspace_need(run->model, seqs, n, R, max_rows);
+    size_t need = workspace_need(run->model, seqs, n, R, max_rows, run->ex.n_threads);
     if (need > run->ws_cap) {
         float *grown = realloc(run->ws, sizeof(float) * need);
         if (!grown)
@@ -184,6 +212,28 @@ static void embed(step *s, float *x)
             mat_row_f32(&model->embed, s->seqs[q].tokens[t], x + (size_t)(s->off[q] + t) * d);
 }
 
+typedef struct norm_job {
+    float *out;
+    const float *x, *w;
+    int d;
+    float eps;
+} norm_job;
+
+static void norm_rows(void *arg, int lo, int hi)
+{
+    const norm_job *J = arg;
+    for (int r = lo; r < hi; r++)
+        rmsnorm(J->out + (size_t)r * (size_t)J->d, J->x + (size_t)r * (size_t)J->d, J->w, J->d, J->eps);
+}
+
+/* out (R, d) = rmsnorm of each row of x, rows split over the threads. */
+static void norm_all(step *s, float *out, const float *x, const float *w)
+{
+    const strata_model_info *m = &s->model->cfg.info;
+    norm_job J = {out, x, w, m->hidden_size, m->norm_eps};
+    exec_for(s->ex, s->R, (double)s->R * m->hidden_size, norm_rows, &J);
+}
+
 static void run_layer(step *s, int li, float *x, float *h, float *mix)
 {
     const strata_model *model = s->model;
@@ -191,8 +241,7 @@ static void run_layer(step *s, int li, float *x, float *h, float *mix)
     int d = model->cfg.info.hidden_size;
     size_t mark = s->ws_used;
     hook_rows(s, HOOK_BLOCK_IN, li, x);
-    for (int r = 0; r < s->R; r++)
-        rmsnorm(h + (size_t)r * (size_t)d, x + (size_t)r * (size_t)d, l->norm_w, d, model->cfg.info.norm_eps);
+    norm_all(s, h, x, l->norm_w);
     hook_rows(s, HOOK_MIXER_IN, li, h);
     switch (l->kind) {
     case 'M': mamba2_forward(s, li, h, mix); break;
@@ -213,8 +262,7 @@ static void head(step *s, float *x, float *h)
     const strata_model *model = s->model;
     const strata_model_info *m = &model->cfg.info;
     size_t d = (size_t)m->hidden_size, V = (size_t)m->vocab_size;
-    for (int r = 0; r < s->R; r++)
-        rmsnorm(h + (size_t)r * d, x + (size_t)r * d, model->norm_f, (int)d, m->norm_eps);
+    norm_all(s, h, x, model->norm_f);
     hook_rows(s, HOOK_LN_FINAL_OUT, -1, h);
     int total = 0;
     for (int q = 0; q < s->n_seqs; q++)
@@ -229,7 +277,7 @@ static void head(step *s, float *x, float *h)
         memcpy(hsel + (size_t)o * d, h + (size_t)first * d, sizeof(float) * (size_t)n * d);
         o += n;
     }
-    matmul(lsel, hsel, total, &model->lm_head, s->panel);
+    matmul(lsel, hsel, total, &model->lm_head, s->ex);
     o = 0;
     for (int q = 0; q < s->n_seqs; q++) {
         strata_seq *seq = &s->seqs[q];
@@ -265,7 +313,7 @@ strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, st
         run->off[q + 1] = run->off[q] + seqs[q].n_tokens;
 
     step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R, .max_rows = max_rows,
-              .hooked = hooked, .ws = run->ws, .ws_cap = run->ws_cap, .panel = run->panel};
+              .hooked = hooked, .ws = run->ws, .ws_cap = run->ws_cap, .ex = &run->ex};
     size_t d = (size_t)run->model->cfg.info.hidden_size;
     float *x = step_alloc(&s, (size_t)R * d);      // (R, d) residual stream
     float *h = step_alloc(&s, (size_t)R * d);      // (R, d) normed input of the mixer

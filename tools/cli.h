@@ -15,6 +15,8 @@ int cli_generate(int argc, char **argv);
 int cli_tokenize(int argc, char **argv);
 int cli_detokenize(int argc, char **argv);
 int cli_chat_template(int argc, char **argv);
+int cli_make_checkpoint(int argc, char **argv);
+int cli_bench(int argc, char **argv);
 
 /* Print "strata CMD: message" to stderr and return 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

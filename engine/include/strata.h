@@ -224,6 +224,15 @@ typedef struct strata_seq {
 
 strata_status strata_runner_new(const strata_model *model, strata_runner **out, strata_error *err);
 void strata_runner_free(strata_runner *runner);
+/* Threads the runner's steps use: its own pool, created here (0 = the default:
+ * $STRATA_THREADS if set, else the online CPUs). Matmuls split over output columns,
+ * so the thread count never changes a result. */
+strata_status strata_runner_set_threads(strata_runner *runner, int n_threads, strata_error *err);
+int strata_runner_threads(const strata_runner *runner);
+/* The kernel path the runner's matmuls take: "avx512", "avx2" or "portable" (the
+ * fastest the CPU supports; $STRATA_KERNEL may ask for a slower one). NULL runner:
+ * the path a new runner would take. */
+const char *strata_runner_kernel(const strata_runner *runner);
 /* Run one step over several sequences at once: every weight matrix is applied once to
  * all rows of the step. Each sequence's result equals running it alone. On error no
  * cache is changed. */

@@ -1,21 +1,47 @@
 /*
  * kernels.h — the numeric building blocks the layers are written in. All math is
  * fp32; weights are read in their stored dtype (BF16 / F16 / F32) and widened in
- * registers or in a small panel, never copied whole.
+ * registers or in a small per-thread panel, never copied whole.
  */
 #ifndef STRATA_KERNELS_H
 #define STRATA_KERNELS_H
 
 #include <math.h>
 
+#include "kernels/isa.h"
+#include "kernels/pool.h"
 #include "model/model.h"
 
-/* Rows of W widened per panel in the GEMM path; the panel buffer holds
- * MATMUL_PANEL_ROWS * W.cols floats. */
-#define MATMUL_PANEL_ROWS 128
+/* Floats of W widened at a time per thread (128 KiB: stays in L2 while every x row
+ * of the step passes over it, so W is read from memory once per step). */
+#define MATMUL_PANEL_FLOATS 32768
 
-/* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias). */
-void matmul(float *y, const float *x, int n, const strata_mat *w, float *panel);
+/* Where the numeric work runs: the kernel path, the thread pool and each thread's
+ * widening panel. A runner owns one. */
+typedef struct exec {
+    const kernel_isa *isa;
+    pool *pool;             /* NULL when single-threaded */
+    int n_threads;
+    float *panels;          /* (n_threads, panel_floats) */
+    size_t panel_floats;
+} exec;
+
+/* widest_k: the longest matmul input (W.cols) the exec will see. */
+strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err);
+void exec_destroy(exec *e);
+/* fn(arg, ti, nt) on every thread of e (just the caller when it has one). */
+void exec_parallel(exec *e, pool_fn fn, void *arg);
+/* fn(arg, lo, hi) over contiguous parts of [0, n) on e's threads; on the caller
+ * alone when `work` (about one unit per float touched) is too small to split. */
+typedef void (*range_fn)(void *arg, int lo, int hi);
+void exec_for(exec *e, int n, double work, range_fn fn, void *arg);
+/* [*lo, *hi): thread ti's share of n items split in nt contiguous parts. */
+void exec_share(int n, int ti, int nt, int *lo, int *hi);
+
+/* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias), split over W rows across e's threads.
+ * Each output element is summed in the fixed order of isa.h, so results do not
+ * depend on n, on the threads, or on what else shares the step. */
+void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e);
 
 float dot_f32(const float *a, const float *b, int n);
 
@@ -27,5 +53,8 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* torch.nn.functional.softplus with threshold 20. */
 static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static inline float relu2(float x) { return x > 0.0f ? x * x : 0.0f; }
+/* v[i] = relu2(v[i]) over n values, branch-free where SSE is there (MAXPS returns
+ * its second operand, 0, for x ≤ 0, -0 and NaN: the same values as relu2). */
+void relu2_inplace(float *v, size_t n);
 
 #endif

@@ -1,17 +1,176 @@
 /*
- * matmul.c — y = x·Wᵀ for weights stored as BF16, F16 or F32, in fp32 arithmetic.
+ * matmul.c — y = x·Wᵀ for weights stored as BF16, F16 or F32, in fp32 arithmetic:
+ * the driver around the ISA kernels (isa.h), and the exec context (path, threads,
+ * panels) it runs in.
  *
- * W is widened one panel of MATMUL_PANEL_ROWS rows at a time (never copied whole),
- * and each panel serves every input row of the step: one pass over the weights per
- * step, however many sequences it batches.
+ * Work is split over W rows (output columns): each thread owns a contiguous range
+ * of W rows and walks it in panels. Few x rows (decode): the kernel reads W in its
+ * stored dtype and widens in registers — one pass over the weights per step,
+ * whatever the batch. Many x rows (prefill): each panel of W is widened once into
+ * the thread's fp32 panel and every x row of the block passes over it. Widening is
+ * exact, so both routes give the same bits.
  *
- * Invariant (batch invariance): every output element is one dot_f32 over k in a
- * fixed order, whatever n is, so a sequence's numbers do not depend on what else
- * shares its step — batched results equal solo results bit for bit.
+ * Invariant (batch invariance): every output element's summation order is fixed by
+ * the kernel path alone (isa.h), never by n, the tiling or the thread split, so a
+ * sequence's numbers do not depend on what else shares its step.
  */
+#include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
 #include "kernels/kernels.h"
+
+#ifndef MATMUL_WIDEN_MIN_ROWS
+#define MATMUL_WIDEN_MIN_ROWS 17
+#endif
+
+/* Below this much elementwise work an exec_for runs on the caller alone. */
+#define EXEC_FOR_PARALLEL_MIN (1 << 15)
+
+/* Below this many multiply-adds a matmul runs on the calling thread alone. */
+#define MATMUL_PARALLEL_MIN (1 << 16)
+
+strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
+{
+    *e = (exec){.isa = kernel_select(), .n_threads = n_threads};
+    size_t need = (size_t)(widest_k > 0 ? widest_k : 1) * 4 + 64;
+    e->panel_floats = need > MATMUL_PANEL_FLOATS + 64 ? need : MATMUL_PANEL_FLOATS + 64;
+    e->panels = malloc(sizeof(float) * e->panel_floats * (size_t)n_threads);
+    if (!e->panels)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    if (n_threads > 1) {
+        strata_status s = pool_new(n_threads, &e->pool, err);
+        if (s != STRATA_OK) {
+            exec_destroy(e);
+            return s;
+        }
+    }
+    return STRATA_OK;
+}
+
+void exec_destroy(exec *e)
+{
+    pool_free(e->pool);
+    free(e->panels);
+    *e = (exec){0};
+}
+
+void exec_parallel(exec *e, pool_fn fn, void *arg)
+{
+    pool_run(e->pool, fn, arg);
+}
+
+void exec_share(int n, int ti, int nt, int *lo, int *hi)
+{
+    *lo = (int)((long long)n * ti / nt);
+    *hi = (int)((long long)n * (ti + 1) / nt);
+}
+
+typedef struct for_job {
+    range_fn fn;
+    void *arg;
+    int n;
+} for_job;
+
+static void for_thread(void *arg, int ti, int nt)
+{
+    const for_job *J = arg;
+    int lo, hi;
+    exec_share(J->n, ti, nt, &lo, &hi);
+    if (lo < hi)
+        J->fn(J->arg, lo, hi);
+}
+
+void exec_for(exec *e, int n, double work, range_fn fn, void *arg)
+{
+    if (n <= 0)
+        return;
+    if (e->n_threads == 1 || n == 1 || work < EXEC_FOR_PARALLEL_MIN) {
+        fn(arg, 0, n);
+        return;
+    }
+    for_job J = {fn, arg, n};
+    exec_parallel(e, for_thread, &J);
+}
+
+typedef struct mm_job {
+    float *y;
+    const float *x;
+    int n;
+    const strata_mat *w;
+    exec *e;
+    int nt;                 /* threads taking part */
+} mm_job;
+
+/* W rows [ja, jb) for every x row. */
+static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t panel_floats)
+{
+    const strata_mat *w = J->w;
+    const kernel_isa *isa = J->e->isa;
+    int K = w->cols, nr = isa->nr;
+    size_t esz = st_dtype_size(w->dtype), rows = (size_t)w->rows;
+    int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
+    pr = pr < nr ? nr : pr;
+    int widen = w->dtype != ST_F32 && J->n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
+    for (int j0 = ja; j0 < jb; j0 += pr) {
+        int nw = jb - j0 < pr ? jb - j0 : pr;
+        const char *src = (const char *)w->data + (size_t)j0 * (size_t)K * esz;
+        mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K,
+                      .w = src, .dtype = w->dtype, .ldw = (size_t)K,
+                      .bias = w->bias ? w->bias + j0 : NULL, .m = J->n, .nw = nw, .k = K};
+        if (widen) {
+            isa->widen(panel, src, w->dtype, (size_t)nw * (size_t)K);
+            b.w = panel;
+            b.dtype = ST_F32;
+        }
+        isa->block(&b);
+    }
+}
+
+static void matmul_thread(void *arg, int ti, int nt)
+{
+    const mm_job *J = arg;
+    (void)nt;
+    if (ti >= J->nt)
+        return;
+    int nr = J->e->isa->nr, tiles = (J->w->rows + nr - 1) / nr, lo, hi;
+    exec_share(tiles, ti, J->nt, &lo, &hi);
+    int ja = lo * nr, jb = hi * nr < J->w->rows ? hi * nr : J->w->rows;
+    if (ja < jb)
+        matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
+}
+
+void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
+{
+    if (n <= 0)
+        return;
+    mm_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .nt = e->n_threads};
+    double work = (double)n * (double)w->rows * (double)w->cols;
+    if (e->n_threads == 1 || work < MATMUL_PARALLEL_MIN) {
+        J.nt = 1;
+        matmul_thread(&J, 0, 1);
+        return;
+    }
+    exec_parallel(e, matmul_thread, &J);
+}
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+void relu2_inplace(float *v, size_t n)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    __m128 zero = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+        __m128 r = _mm_max_ps(_mm_loadu_ps(v + i), zero);
+        _mm_storeu_ps(v + i, _mm_mul_ps(r, r));
+    }
+#endif
+    for (; i < n; i++)
+        v[i] = relu2(v[i]);
+}
 
 float dot_f32(const float *a, const float *b, int n)
 {
@@ -24,27 +183,6 @@ float dot_f32(const float *a, const float *b, int n)
     for (; i < n; i++)
         t += a[i] * b[i];
     return t;
-}
-
-void matmul(float *y, const float *x, int n, const strata_mat *w, float *panel)
-{
-    size_t cols = (size_t)w->cols, rows = (size_t)w->rows;
-    for (int j0 = 0; j0 < w->rows; j0 += MATMUL_PANEL_ROWS) {
-        int pr = w->rows - j0 < MATMUL_PANEL_ROWS ? w->rows - j0 : MATMUL_PANEL_ROWS;
-        const float *p = (const float *)w->data + (size_t)j0 * cols;
-        if (w->dtype != ST_F32) {
-            for (int j = 0; j < pr; j++)
-                mat_row_f32(w, j0 + j, panel + (size_t)j * cols);
-            p = panel;
-        }
-        for (int r = 0; r < n; r++)
-            for (int j = 0; j < pr; j++)
-                y[(size_t)r * rows + (size_t)(j0 + j)] = dot_f32(x + (size_t)r * cols, p + (size_t)j * cols, w->cols);
-    }
-    if (w->bias)
-        for (int r = 0; r < n; r++)
-            for (size_t j = 0; j < rows; j++)
-                y[(size_t)r * rows + j] += w->bias[j];
 }
 
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps)

@@ -12,11 +12,11 @@
 
 #include "forward.h"
 
-size_t attention_scratch(const strata_model *model, int R, int max_keys)
+size_t attention_scratch(const strata_model *model, int R, int max_keys, int n_threads)
 {
     const strata_model_info *m = &model->cfg.info;
     size_t q = (size_t)m->attn_heads * (size_t)m->head_dim, kv = (size_t)m->kv_heads * (size_t)m->head_dim;
-    return (size_t)R * (2 * q + 2 * kv) + (size_t)max_keys + 64;
+    return (size_t)R * (2 * q + 2 * kv + 4) + (size_t)n_threads * ((size_t)max_keys + 16) + 128;
 }
 
 /* Append the sequence's new keys/values (n rows) at positions p0.. of its cache. */
@@ -31,7 +31,15 @@ static void append_kv(strata_cache *c, int j, const float *k, const float *v, in
         }
 }
 
-/* One query row of one head against keys 0..last; writes probabilities to p. */
+/* z += p·v over hd values (restrict: the loop vectorises). */
+static void axpy(float *restrict z, float p, const float *restrict v, int hd)
+{
+    for (int i = 0; i < hd; i++)
+        z[i] += p * v[i];
+}
+
+/* One query row of one head against keys 0..last; writes probabilities to p. Keys
+ * and values of a head are contiguous in the cache (head-major), read in order. */
 static void attend_row(const strata_cache *c, int j, int kvh, const float *q, int last, float scale,
                        float *p, float *z)
 {
@@ -44,36 +52,51 @@ static void attend_row(const strata_cache *c, int j, int kvh, const float *q, in
     for (int tau = 0; tau <= last; tau++)
         sum += (p[tau] = expf(p[tau] - mx));
     memset(z, 0, sizeof(float) * (size_t)hd);
-    for (int tau = 0; tau <= last; tau++) {
-        const float *vr = cache_v(c, j, kvh, tau);
-        float pt = (p[tau] /= sum);
-        for (int i = 0; i < hd; i++)
-            z[i] += pt * vr[i];
-    }
+    for (int tau = 0; tau <= last; tau++)
+        axpy(z, p[tau] /= sum, cache_v(c, j, kvh, tau), hd);
 }
 
-static void attend_sequence(step *s, int li, int q_idx, const float *q, float *z, float *scores)
+/* The (sequence, query head) pairs of a step, split over threads; each thread has
+ * its own row of scores. */
+typedef struct attn_job {
+    step *s;
+    int li;
+    const float *q;         /* (R, nh, hd) */
+    float *z;               /* (R, nh, hd) */
+    float **pattern;        /* (n_seqs) capture slot (nh, rows, keys) or NULL */
+    size_t *pattern_stride; /* (n_seqs) floats between heads in the slot */
+    float *scores;          /* (n_threads, score_stride) */
+    size_t score_stride;
+} attn_job;
+
+static void attend_pair(const attn_job *J, int q_idx, int h, float *scores)
 {
+    const step *s = J->s;
     const strata_model_info *m = &s->model->cfg.info;
-    strata_seq *seq = &s->seqs[q_idx];
-    strata_cache *c = seq->cache;
-    int j = s->model->layers[li].state_index, n = s->off[q_idx + 1] - s->off[q_idx], p0 = c->n_tokens;
+    strata_cache *c = s->seqs[q_idx].cache;
+    int j = s->model->layers[J->li].state_index, r0 = s->off[q_idx], n = s->off[q_idx + 1] - r0, p0 = c->n_tokens;
     int keys = p0 + n, group = m->attn_heads / m->kv_heads;
     size_t hd = (size_t)m->head_dim, qw = (size_t)m->attn_heads * hd;
     float scale = 1.0f / sqrtf((float)m->head_dim);
-    int pe = seq->capture ? capture_entry(seq->capture, HOOK_PATTERN, li) : -1;
-    size_t hstride = 0;
-    float *pattern = pe >= 0 ? capture_pattern_slot(seq->capture, pe, n, keys, &hstride) : NULL; // (nh, rows, keys)
-    for (int t = 0; t < n; t++)
-        for (int h = 0; h < m->attn_heads; h++) {
-            attend_row(c, j, h / group, q + (size_t)t * qw + (size_t)h * hd, p0 + t, scale, scores,
-                       z + (size_t)t * qw + (size_t)h * hd);
-            if (pattern) {
-                float *row = pattern + (size_t)h * hstride + (size_t)t * (size_t)keys;
-                memcpy(row, scores, sizeof(float) * (size_t)(p0 + t + 1));
-                memset(row + p0 + t + 1, 0, sizeof(float) * (size_t)(n - t - 1));
-            }
+    float *pattern = J->pattern[q_idx];         // (nh, rows, keys), heads pattern_stride[q_idx] apart
+    for (int t = 0; t < n; t++) {
+        size_t at = (size_t)(r0 + t) * qw + (size_t)h * hd;
+        attend_row(c, j, h / group, J->q + at, p0 + t, scale, scores, J->z + at);
+        if (pattern) {
+            float *row = pattern + (size_t)h * J->pattern_stride[q_idx] + (size_t)t * (size_t)keys;
+            memcpy(row, scores, sizeof(float) * (size_t)(p0 + t + 1));
+            memset(row + p0 + t + 1, 0, sizeof(float) * (size_t)(n - t - 1));
         }
+    }
+}
+
+static void attend_thread(void *arg, int ti, int nt)
+{
+    const attn_job *J = arg;
+    int nh = J->s->model->cfg.info.attn_heads, lo, hi;
+    exec_share(J->s->n_seqs * nh, ti, nt, &lo, &hi);
+    for (int i = lo; i < hi; i++)
+        attend_pair(J, i / nh, i % nh, J->scores + (size_t)ti * J->score_stride);
 }
 
 void attention_forward(step *s, int li, const float *h, float *out)
@@ -92,20 +115,27 @@ void attention_forward(step *s, int li, const float *h, float *out)
     float *k = step_alloc(s, R * kvw);          // (R, nkv, hd)
     float *v = step_alloc(s, R * kvw);          // (R, nkv, hd)
     float *z = step_alloc(s, R * qw);           // (R, nh, hd)
-    float *scores = step_alloc(s, (size_t)max_keys); // (keys)
+    size_t score_stride = ((size_t)max_keys + 16) & ~(size_t)15;
+    float *scores = step_alloc(s, (size_t)s->ex->n_threads * score_stride); // (threads, keys)
+    float **pattern = (float **)step_alloc(s, 2 * (size_t)s->n_seqs);      // (n_seqs) capture slots
+    size_t *pattern_stride = (size_t *)step_alloc(s, 2 * (size_t)s->n_seqs); // (n_seqs)
 
-    matmul(q, h, s->R, &w->q, s->panel);
-    matmul(k, h, s->R, &w->k, s->panel);
-    matmul(v, h, s->R, &w->v, s->panel);
+    matmul(q, h, s->R, &w->q, s->ex);
+    matmul(k, h, s->R, &w->k, s->ex);
+    matmul(v, h, s->R, &w->v, s->ex);
     hook_rows(s, HOOK_Q, li, q);
     hook_rows(s, HOOK_K, li, k);
     hook_rows(s, HOOK_V, li, v);
     for (int i = 0; i < s->n_seqs; i++) {
-        int r0 = s->off[i], n = s->off[i + 1] - r0;
-        append_kv(s->seqs[i].cache, l->state_index, k + (size_t)r0 * kvw, v + (size_t)r0 * kvw, n,
-                  s->seqs[i].cache->n_tokens);
-        attend_sequence(s, li, i, q + (size_t)r0 * qw, z + (size_t)r0 * qw, scores);
+        strata_seq *seq = &s->seqs[i];
+        int r0 = s->off[i], n = s->off[i + 1] - r0, pe = seq->capture ? capture_entry(seq->capture, HOOK_PATTERN, li) : -1;
+        append_kv(seq->cache, l->state_index, k + (size_t)r0 * kvw, v + (size_t)r0 * kvw, n, seq->cache->n_tokens);
+        pattern[i] = pe >= 0 ? capture_pattern_slot(seq->capture, pe, n, seq->cache->n_tokens + n, &pattern_stride[i])
+                             : NULL;
     }
+    attn_job job = {.s = s, .li = li, .q = q, .z = z, .pattern = pattern, .pattern_stride = pattern_stride,
+                    .scores = scores, .score_stride = score_stride};
+    exec_parallel(s->ex, attend_thread, &job);
     hook_rows(s, HOOK_Z, li, z);
-    matmul(out, z, s->R, &w->o, s->panel);
+    matmul(out, z, s->R, &w->o, s->ex);
 }

@@ -8,7 +8,10 @@
  *   S      = exp(dt·A)·S + dt·(x ⊗ B);  y = S·C + D·x       per token, fp32 state
  *   out    = W_out · (groupwise_rmsnorm(y · silu(z)) · norm_w)
  *
- * The scan is the per-token recurrence, exact for prefill chunks and decode alike.
+ * The scan is the per-token recurrence, exact for prefill chunks and decode alike;
+ * its inner loops over N run in the kernel path's ssm_head (vector lanes, FMA on the
+ * fast paths), one (sequence, head) pair per thread task. Conv, gated norm and the
+ * matmuls split over the runner's threads too; none of the splits changes a number.
  */
 #include <string.h>
 
@@ -33,65 +36,111 @@ size_t mamba2_scratch(const strata_model *model, int R, int max_rows)
 {
     dims D = dims_of(model);
     size_t r = (size_t)R;
-    return r * (size_t)(D.in_dim + D.conv_dim + D.H + D.d_inner) +
-           (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + 64;
+    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) +
+           (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + (size_t)D.K * (size_t)D.conv_dim + 64;
 }
 
 /* Causal depthwise conv over one sequence's n rows, continuing from its conv state;
- * leaves the last K-1 pre-conv rows in the state. */
-static void conv_sequence(const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
-                          int n, float *window, float *out)
+ * channels are split over the threads; leaves the last K-1 pre-conv rows in the state. */
+typedef struct conv_job {
+    const dims *D;
+    const mamba_weights *w;
+    const float *window;    /* (K-1+n, conv_dim) */
+    const float *wT;        /* (K, conv_dim) taps, tap-major so channels are contiguous */
+    int n;
+    float *out;             /* (n, conv_dim) */
+} conv_job;
+
+/* o[c] = b[c] + Σ_k wT[k][c]·win[k][c] in increasing k (the order of the per-channel
+ * loop), with channels innermost so the loops vectorise. */
+static void conv_row(float *restrict o, const float *restrict b, const float *restrict wT,
+                     const float *restrict win, size_t cd, int K, int c0, int c1)
+{
+    for (int c = c0; c < c1; c++)
+        o[c] = b[c];
+    for (int k = 0; k < K; k++) {
+        const float *restrict wk = wT + (size_t)k * cd, *restrict xk = win + (size_t)k * cd;
+        for (int c = c0; c < c1; c++)
+            o[c] += wk[c] * xk[c];
+    }
+    for (int c = c0; c < c1; c++)
+        o[c] = silu(o[c]);
+}
+
+static void conv_channels(void *arg, int c0, int c1)
+{
+    const conv_job *J = arg;
+    size_t cd = (size_t)J->D->conv_dim;
+    for (int t = 0; t < J->n; t++)
+        conv_row(J->out + (size_t)t * cd, J->w->conv_b, J->wT, J->window + (size_t)t * cd, cd, J->D->K, c0, c1);
+}
+
+static void conv_sequence(exec *ex, const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
+                          int n, float *window, const float *wT, float *out)
 {
     size_t cd = (size_t)D->conv_dim, K1 = (size_t)(D->K - 1);
     memcpy(window, state, sizeof(float) * K1 * cd);                  // (K-1+n, conv_dim)
     for (int t = 0; t < n; t++)
         memcpy(window + (K1 + (size_t)t) * cd, zxbcdt + (size_t)t * (size_t)D->in_dim + D->xbc_off,
                sizeof(float) * cd);
-    for (int t = 0; t < n; t++)
-        for (size_t c = 0; c < cd; c++) {
-            float acc = w->conv_b[c];
-            for (int k = 0; k < D->K; k++)
-                acc += w->conv_w[c * (size_t)D->K + (size_t)k] * window[((size_t)t + (size_t)k) * cd + c];
-            out[(size_t)t * cd + c] = silu(acc);
-        }
+    conv_job J = {D, w, window, wT, n, out};
+    exec_for(ex, D->conv_dim, (double)n * (double)cd * (double)D->K * 4.0, conv_channels, &J);
     memcpy(state, window + (size_t)n * cd, sizeof(float) * K1 * cd);
 }
 
-/* The selective scan over one sequence's n rows, from and into its SSM state. */
-static void scan_sequence(const dims *D, const mamba_weights *w, float *S, const float *xbc,
-                          const float *dt, int n, float *y)
+/* The selective scan, one (sequence, head) pair at a time: each head's state
+ * (P, N) stays in L1 over the sequence's tokens; pairs are split over threads. */
+typedef struct scan_job {
+    const step *s;
+    const dims *D;
+    const mamba_weights *w;
+    int state_index;
+    const float *xbc, *dtT, *aT;    /* (R, conv_dim), (H, R), (H, R) */
+    float *y;                       /* (R, d_inner) */
+} scan_job;
+
+static void scan_thread(void *arg, int ti, int nt)
 {
-    int heads_per_group = D->H / D->G;
-    for (int t = 0; t < n; t++) {
-        const float *row = xbc + (size_t)t * (size_t)D->conv_dim;   // x | B | C
-        for (int h = 0; h < D->H; h++) {
-            int g = h / heads_per_group;
-            const float *B = row + D->d_inner + g * D->N, *C = row + D->d_inner + (D->G + g) * D->N;
-            float dth = dt[(size_t)t * (size_t)D->H + (size_t)h], a = expf(dth * w->A[h]);
-            for (int p = 0; p < D->P; p++) {
-                float x = row[h * D->P + p], *s = S + ((size_t)h * (size_t)D->P + (size_t)p) * (size_t)D->N;
-                float dx = dth * x, acc = 0.0f;
-                for (int k = 0; k < D->N; k++) {
-                    s[k] = a * s[k] + dx * B[k];
-                    acc += s[k] * C[k];
-                }
-                y[(size_t)t * (size_t)D->d_inner + (size_t)(h * D->P + p)] = acc + w->D[h] * x;
-            }
-        }
+    const scan_job *J = arg;
+    const dims *D = J->D;
+    const step *s = J->s;
+    int pairs = s->n_seqs * D->H, lo, hi, hpg = D->H / D->G;
+    size_t R = (size_t)s->R, cd = (size_t)D->conv_dim;
+    exec_share(pairs, ti, nt, &lo, &hi);
+    for (int i = lo; i < hi; i++) {
+        int q = i / D->H, h = i % D->H, g = h / hpg, r0 = s->off[q], n = s->off[q + 1] - r0;
+        float *S = s->seqs[q].cache->ssm[J->state_index] + (size_t)h * (size_t)D->P * (size_t)D->N;
+        const float *row = J->xbc + (size_t)r0 * cd;
+        s->ex->isa->ssm_head(S, D->P, D->N, n, row + (size_t)h * (size_t)D->P, cd,
+                             row + D->d_inner + (size_t)g * (size_t)D->N,
+                             row + D->d_inner + (size_t)(D->G + g) * (size_t)D->N, cd,
+                             J->dtT + (size_t)h * R + (size_t)r0, J->aT + (size_t)h * R + (size_t)r0, J->w->D[h],
+                             J->y + (size_t)r0 * (size_t)D->d_inner + (size_t)h * (size_t)D->P, (size_t)D->d_inner);
     }
 }
 
-/* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise). */
-static void gated_norm(const dims *D, const mamba_weights *w, const float *zxbcdt, float *y, int R, float eps)
+/* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise);
+ * rows split over the threads. */
+typedef struct norm_job {
+    const dims *D;
+    const mamba_weights *w;
+    const float *zxbcdt;
+    float *y;
+    float eps;
+} norm_job;
+
+static void gated_norm_rows(void *arg, int r0, int r1)
 {
+    const norm_job *J = arg;
+    const dims *D = J->D;
     int gs = D->d_inner / D->G;
-    for (int r = 0; r < R; r++) {
-        float *yr = y + (size_t)r * (size_t)D->d_inner;
-        const float *z = zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
+    for (int r = r0; r < r1; r++) {
+        float *yr = J->y + (size_t)r * (size_t)D->d_inner;
+        const float *z = J->zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
         for (int i = 0; i < D->d_inner; i++)
             yr[i] *= silu(z[i]);
         for (int g = 0; g < D->G; g++)
-            rmsnorm(yr + g * gs, yr + g * gs, w->norm_w + g * gs, gs, eps);
+            rmsnorm(yr + g * gs, yr + g * gs, J->w->norm_w + g * gs, gs, J->eps);
     }
 }
 
@@ -107,30 +156,36 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *xbc = step_alloc(s, R * (size_t)D.conv_dim);      // (R, conv_dim) after conv + SiLU
     float *dt = step_alloc(s, R * (size_t)D.H);              // (R, H)
     float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
+    float *dtT = step_alloc(s, R * (size_t)D.H);             // (H, R) dt, head-major for the scan
+    float *aT = step_alloc(s, R * (size_t)D.H);              // (H, R) exp(dt·A)
     float *window = step_alloc(s, (size_t)(D.K - 1 + s->max_rows) * (size_t)D.conv_dim);
+    float *wT = step_alloc(s, (size_t)D.K * (size_t)D.conv_dim);          // (K, conv_dim) conv taps
+    for (int c = 0; c < D.conv_dim; c++)
+        for (int k = 0; k < D.K; k++)
+            wT[(size_t)k * (size_t)D.conv_dim + (size_t)c] = w->conv_w[(size_t)c * (size_t)D.K + (size_t)k];
 
-    matmul(zxbcdt, h, s->R, &w->in_proj, s->panel);
+    matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
     for (int q = 0; q < s->n_seqs; q++) {
         int r0 = s->off[q], n = s->off[q + 1] - r0;
-        conv_sequence(&D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
-                      window, xbc + (size_t)r0 * (size_t)D.conv_dim);
+        conv_sequence(s->ex, &D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
+                      window, wT, xbc + (size_t)r0 * (size_t)D.conv_dim);
     }
     hook_rows(s, HOOK_CONV_ACT, li, xbc);
     for (size_t r = 0; r < R; r++)
         for (int hh = 0; hh < D.H; hh++) {
             float v = softplus(zxbcdt[r * (size_t)D.in_dim + (size_t)(D.dt_off + hh)] + w->dt_bias[hh]);
             v = v < m->dt_limit_lo ? m->dt_limit_lo : v;
-            dt[r * (size_t)D.H + (size_t)hh] = v > m->dt_limit_hi ? m->dt_limit_hi : v;
+            v = v > m->dt_limit_hi ? m->dt_limit_hi : v;
+            dt[r * (size_t)D.H + (size_t)hh] = dtT[(size_t)hh * R + r] = v;
+            aT[(size_t)hh * R + r] = expf(v * w->A[hh]);
         }
     hook_rows(s, HOOK_SSM_DT, li, dt);
-    for (int q = 0; q < s->n_seqs; q++) {
-        int r0 = s->off[q], n = s->off[q + 1] - r0;
-        scan_sequence(&D, w, s->seqs[q].cache->ssm[l->state_index], xbc + (size_t)r0 * (size_t)D.conv_dim,
-                      dt + (size_t)r0 * (size_t)D.H, n, y + (size_t)r0 * (size_t)D.d_inner);
-    }
+    scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y};
+    exec_parallel(s->ex, scan_thread, &job);
     hook_rows(s, HOOK_SSM_Y, li, y);
-    gated_norm(&D, w, zxbcdt, y, s->R, m->norm_eps);
+    norm_job nj = {&D, w, zxbcdt, y, m->norm_eps};
+    exec_for(s->ex, s->R, (double)s->R * (double)D.d_inner * 8.0, gated_norm_rows, &nj);
     hook_rows(s, HOOK_INNER_NORM_OUT, li, y);
-    matmul(out, y, s->R, &w->out_proj, s->panel);
+    matmul(out, y, s->R, &w->out_proj, s->ex);
 }

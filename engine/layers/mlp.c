@@ -4,18 +4,22 @@
  */
 #include "forward.h"
 
+static void relu2_range(void *arg, int lo, int hi)
+{
+    relu2_inplace((float *)arg + lo, (size_t)(hi - lo));
+}
+
 void mlp_apply(step *s, const mlp_weights *w, const float *x, int n, float *hidden, float *y,
                int li, int hooked)
 {
     size_t F = (size_t)w->up.rows;
-    matmul(hidden, x, n, &w->up, s->panel);          // (n, F)
+    matmul(hidden, x, n, &w->up, s->ex);          // (n, F)
     if (hooked)
         hook_rows(s, HOOK_MLP_PRE, li, hidden);
-    for (size_t i = 0; i < (size_t)n * F; i++)
-        hidden[i] = relu2(hidden[i]);
+    exec_for(s->ex, n * (int)F, (double)n * (double)F, relu2_range, hidden);
     if (hooked)
         hook_rows(s, HOOK_MLP_POST, li, hidden);
-    matmul(y, hidden, n, &w->down, s->panel);        // (n, d_in)
+    matmul(y, hidden, n, &w->down, s->ex);        // (n, d_in)
 }
 
 size_t mlp_scratch(const strata_model *m, int R)

@@ -141,7 +141,7 @@ void moe_forward(step *s, int li, const float *h, float *out)
     float *shared = step_alloc(s, R * (size_t)D.d);         // (R, d)
 
     strata_mat router = {.data = w->router, .dtype = ST_F32, .rows = D.E, .cols = D.d};
-    matmul(logits, h, s->R, &router, s->panel);
+    matmul(logits, h, s->R, &router, s->ex);
     hook_rows(s, HOOK_ROUTER_LOGITS, li, logits);
     unsigned char banned[D.E > 0 ? D.E : 1];
     for (size_t r = 0; r < R; r++) {
@@ -154,13 +154,13 @@ void moe_forward(step *s, int li, const float *h, float *out)
     hook_rows(s, HOOK_EXPERT_WEIGHTS, li, weight);
 
     if (model->cfg.moe_latent_size)
-        matmul(u, h, s->R, &w->fc1_latent, s->panel);
+        matmul(u, h, s->R, &w->fc1_latent, s->ex);
     else
         memcpy(u, h, sizeof(float) * R * (size_t)D.d);
     memset(acc, 0, sizeof(float) * R * (size_t)D.d_moe);
     run_experts(s, w, &D, u, idx, weight, acc);
     if (model->cfg.moe_latent_size)
-        matmul(out, acc, s->R, &w->fc2_latent, s->panel);
+        matmul(out, acc, s->R, &w->fc2_latent, s->ex);
     else
         memcpy(out, acc, sizeof(float) * R * (size_t)D.d);
 

@@ -1,0 +1,60 @@
+/*
+ * isa.h — the per-instruction-set kernels behind matmul and the SSM scan, and the
+ * run-time choice between them. Each ISA file compiles its functions with a
+ * target attribute, so the rest of the build stays baseline x86-64.
+ *
+ * Summation order (the batch-invariance contract): output element (r, j) of a
+ * block is the dot product of x row r and W row j accumulated along k in LANES
+ * vector lanes (lane i takes k ≡ i mod LANES, in increasing k; the tail is
+ * zero-padded to a whole vector), then reduced by a fixed tree: 16 → 8 lanes
+ * (i + i+8, AVX-512 only), 8 → 4 (i + i+4), 4 → 2 (i + i+2), 2 → 1, then + bias.
+ * The order depends neither on the block's shape nor on where the element sits
+ * in it, so any split of the work over rows, tiles or threads gives the same bits.
+ * The paths differ from each other by rounding only: portable multiplies then adds,
+ * AVX2/AVX-512 fuse (FMA), and AVX-512 uses 16 lanes. A machine uses one path.
+ */
+#ifndef STRATA_KERNELS_ISA_H
+#define STRATA_KERNELS_ISA_H
+
+#include <stddef.h>
+
+#include "model/safetensors.h"
+
+/* y (m, ·) [:, 0..nw) = x (m, k) · W (nw, k)ᵀ (+ bias), W rows `ldw` elements apart. */
+typedef struct mm_block {
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const void *w;
+    st_dtype dtype;         /* ST_F32, ST_BF16 or ST_F16 */
+    size_t ldw;
+    const float *bias;      /* (nw) or NULL */
+    int m, nw, k;
+} mm_block;
+
+typedef struct kernel_isa {
+    const char *name;       /* "avx512", "avx2", "portable" */
+    int lanes, mr, nr;      /* accumulator lanes; register tile rows of x × rows of W */
+    void (*block)(const mm_block *b);
+    /* dst (n) = fp32 of n stored elements (exact for every dtype) */
+    void (*widen)(float *dst, const void *src, st_dtype dtype, size_t n);
+    /* One Mamba head over n tokens from state S (P, N):
+     *   S = a_t·S + (dt_t·x_t) ⊗ B_t ;  y_t = S·C_t + Dh·x_t
+     * x rows are ldx apart, B/C rows ldbc apart, y rows ldy apart; dt and a (n). */
+    void (*ssm_head)(float *S, int P, int N, int n, const float *x, size_t ldx, const float *B,
+                     const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
+                     size_t ldy);
+} kernel_isa;
+
+extern const kernel_isa kernel_portable;
+extern const kernel_isa kernel_avx2;
+extern const kernel_isa kernel_avx512;
+
+/* The fastest path this CPU supports; $STRATA_KERNEL=portable|avx2|avx512 asks for
+ * another one (granted only if the CPU supports it). */
+const kernel_isa *kernel_select(void);
+/* A path by name if this CPU supports it, else NULL. */
+const kernel_isa *kernel_by_name(const char *name);
+
+#endif

@@ -1,0 +1,172 @@
+/*
+ * matmul_avx512.c — the AVX-512 kernels: 16 fp32 lanes, register tiles of
+ * 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers. Summation order as in
+ * isa.h (16 lanes folded to 8 first). Kept small: the development machine cannot
+ * run it, the test suite runs it wherever the CPU can.
+ */
+#include <string.h>
+
+#include "kernels/isa.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
+#define INLINE static inline __attribute__((always_inline)) TARGET
+#define MR 4
+#define NR 4
+
+INLINE __m512 load_w(const void *w, st_dtype dt, size_t i)
+{
+    if (dt == ST_BF16)
+        return _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i))), 16));
+    if (dt == ST_F16)
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)w + i)));
+    return _mm512_loadu_ps((const float *)w + i);
+}
+
+INLINE __m512 load_w_tail(const void *w, st_dtype dt, size_t i, int len)
+{
+    if (dt == ST_F32) {
+        float t[16] = {0};
+        memcpy(t, (const float *)w + i, sizeof(float) * (size_t)len);
+        return _mm512_loadu_ps(t);
+    }
+    uint16_t t[16] = {0};
+    memcpy(t, (const uint16_t *)w + i, 2 * (size_t)len);
+    return load_w(t, dt == ST_BF16 ? ST_BF16 : ST_F16, 0);
+}
+
+INLINE float reduce16(__m512 v)
+{
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); // i + i+8
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));            // i + i+4
+    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                            // i + i+2
+    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                             // 0 + 1
+}
+
+INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt)
+{
+    __m512 acc[MR][NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    const float *x = b->x + (size_t)r0 * b->ldx;
+    size_t w0 = (size_t)j0 * b->ldw;
+    int k16 = b->k & ~15;
+    for (int kk = 0; kk < k16; kk += 16) {
+        __m512 wv[NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            wv[j] = load_w(b->w, dt, w0 + (size_t)j * b->ldw + (size_t)kk);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512 xv = _mm512_loadu_ps(x + (size_t)i * b->ldx + kk);
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++)
+                acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+    if (k16 < b->k) {
+        int len = b->k - k16;
+        __m512 wv[NR];
+        for (int j = 0; j < nr; j++)
+            wv[j] = load_w_tail(b->w, dt, w0 + (size_t)j * b->ldw + (size_t)k16, len);
+        for (int i = 0; i < mr; i++) {
+            __m512 xv = load_w_tail(x + (size_t)i * b->ldx, ST_F32, (size_t)k16, len);
+            for (int j = 0; j < nr; j++)
+                acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) {
+            float v = reduce16(acc[i][j]);
+            if (b->bias)
+                v += b->bias[j0 + j];
+            b->y[(size_t)(r0 + i) * b->ldy + (size_t)(j0 + j)] = v;
+        }
+}
+
+#define TILE_CASE(M, N) case (M) * 8 + (N): tile(b, r0, j0, M, N, DT); break;
+#define TILE_ROW(M) TILE_CASE(M, 4) TILE_CASE(M, 3) TILE_CASE(M, 2) TILE_CASE(M, 1)
+#define DEFINE_BLOCK(NAME, DTYPE)                                                              \
+    static TARGET void NAME(const mm_block *b)                                                 \
+    {                                                                                          \
+        const st_dtype DT = DTYPE;                                                             \
+        for (int r0 = 0; r0 < b->m; r0 += MR) {                                                \
+            int mr = b->m - r0 < MR ? b->m - r0 : MR;                                          \
+            for (int j0 = 0; j0 < b->nw; j0 += NR) {                                           \
+                int nr = b->nw - j0 < NR ? b->nw - j0 : NR;                                    \
+                switch (mr * 8 + nr) { TILE_ROW(4) TILE_ROW(3) TILE_ROW(2) TILE_ROW(1) }       \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+DEFINE_BLOCK(block_f32, ST_F32)
+DEFINE_BLOCK(block_bf16, ST_BF16)
+DEFINE_BLOCK(block_f16, ST_F16)
+
+static void block(const mm_block *b)
+{
+    if (b->dtype == ST_BF16)
+        block_bf16(b);
+    else if (b->dtype == ST_F16)
+        block_f16(b);
+    else
+        block_f32(b);
+}
+
+static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
+{
+    size_t i = 0;
+    if (dt == ST_F32) {
+        memcpy(dst, src, sizeof(float) * n);
+        return;
+    }
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, dt == ST_BF16 ? load_w(src, ST_BF16, i) : load_w(src, ST_F16, i));
+    if (i < n) {
+        float t[16];
+        _mm512_storeu_ps(t, load_w_tail(src, dt, i, (int)(n - i)));
+        memcpy(dst + i, t, sizeof(float) * (n - i));
+    }
+}
+
+static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_t ldx, const float *B,
+                            const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
+                            size_t ldy)
+{
+    int N16 = N & ~15;
+    for (int t = 0; t < n; t++) {
+        const float *Bt = B + (size_t)t * ldbc, *Ct = C + (size_t)t * ldbc;
+        __m512 av = _mm512_set1_ps(a[t]);
+        for (int p = 0; p < P; p++) {
+            float xv = x[(size_t)t * ldx + (size_t)p], dx = dt[t] * xv, *s = S + (size_t)p * (size_t)N;
+            __m512 dxv = _mm512_set1_ps(dx), acc = _mm512_setzero_ps();
+            for (int k = 0; k < N16; k += 16) {
+                __m512 sv = _mm512_fmadd_ps(dxv, _mm512_loadu_ps(Bt + k), _mm512_mul_ps(av, _mm512_loadu_ps(s + k)));
+                _mm512_storeu_ps(s + k, sv);
+                acc = _mm512_fmadd_ps(sv, _mm512_loadu_ps(Ct + k), acc);
+            }
+            float r = reduce16(acc);
+            for (int k = N16; k < N; k++) {
+                s[k] = a[t] * s[k] + dx * Bt[k];
+                r += s[k] * Ct[k];
+            }
+            y[(size_t)t * ldy + (size_t)p] = r + Dh * xv;
+        }
+    }
+}
+
+const kernel_isa kernel_avx512 = {
+    .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
+};
+#else
+const kernel_isa kernel_avx512 = {.name = "avx512"};
+#endif

@@ -1,0 +1,287 @@
+/*
+ * test_kernels.c — the matmul kernels and the thread pool: every path this CPU
+ * supports against the portable one (random shapes with odd sizes, F32 / BF16 /
+ * F16 weights, 1..9 rows), batch invariance bit for bit (a row computed in a batch
+ * of n, alone, through the widening route or the in-register route, on 1, 2 or 3
+ * threads), the SSM head kernel, and runner thread counts.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/kernels.h"
+#include "util.h"
+
+static uint64_t rng_state = 0x1234567;
+
+static float frand(void)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;   /* [-1, 1) */
+}
+
+static uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Exact for |f| in F16's normal range (values here are in [-1, 1) rounded). */
+static uint16_t to_f16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    if (fabsf(f) < 6.2e-5f)
+        return sign;
+    uint32_t e = ((u >> 23) & 0xffu) - 112u, m = (u >> 13) & 0x3ffu;
+    return sign | (uint16_t)((e << 10) | m);
+}
+
+/* A random W (rows, cols) stored as dtype, with optional bias. */
+typedef struct test_mat {
+    strata_mat m;
+    void *data;
+    float *bias;
+} test_mat;
+
+static void mat_random(test_mat *t, int rows, int cols, st_dtype dt, int with_bias)
+{
+    size_t n = (size_t)rows * (size_t)cols;
+    t->data = malloc(n * 4);
+    for (size_t i = 0; i < n; i++) {
+        float v = frand();
+        if (dt == ST_F32)
+            ((float *)t->data)[i] = v;
+        else
+            ((uint16_t *)t->data)[i] = dt == ST_BF16 ? to_bf16(v) : to_f16(v);
+    }
+    t->bias = NULL;
+    if (with_bias) {
+        t->bias = malloc(sizeof(float) * (size_t)rows);
+        for (int i = 0; i < rows; i++)
+            t->bias[i] = frand();
+    }
+    t->m = (strata_mat){.data = t->data, .dtype = dt, .rows = rows, .cols = cols, .bias = t->bias};
+}
+
+static void mat_free(test_mat *t)
+{
+    free(t->data);
+    free(t->bias);
+}
+
+static float *vec_random(size_t n)
+{
+    float *v = malloc(sizeof(float) * n);
+    for (size_t i = 0; i < n; i++)
+        v[i] = frand();
+    return v;
+}
+
+static const kernel_isa *const all_paths[] = {&kernel_portable, &kernel_avx2, &kernel_avx512};
+
+static int path_supported(const kernel_isa *k)
+{
+    return kernel_by_name(k->name) == k;
+}
+
+static void exec_with(exec *e, const kernel_isa *isa, int threads, int widest)
+{
+    strata_error err;
+    cr_assert_eq(exec_init(e, threads, widest, &err), STRATA_OK, "%s", err.message);
+    e->isa = isa;
+}
+
+static const int Ks[] = {1, 7, 8, 9, 16, 17, 33, 100, 257, 1030};
+static const int Rows[] = {1, 2, 3, 5, 7, 8, 13, 31, 64};
+static const st_dtype dtypes[] = {ST_F32, ST_BF16, ST_F16};
+
+Test(kernels, selected_path_is_supported_and_named)
+{
+    const kernel_isa *k = kernel_select();
+    cr_assert(path_supported(k));
+    cr_assert(!strcmp(k->name, "portable") || !strcmp(k->name, "avx2") || !strcmp(k->name, "avx512"));
+    cr_assert(path_supported(&kernel_portable));
+    cr_assert_str_eq(strata_runner_kernel(NULL), k->name);
+}
+
+/* Every supported path agrees with the portable path (and with a double-precision
+ * dot product) up to rounding. */
+Test(kernels, fast_paths_match_portable, .timeout = 120)
+{
+    for (size_t p = 0; p < 3; p++) {
+        if (!path_supported(all_paths[p]))
+            continue;
+        for (size_t d = 0; d < 3; d++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
+                for (size_t ri = 0; ri < sizeof Rows / sizeof Rows[0]; ri += 2) {
+                    int K = Ks[ki], rows = Rows[ri], n = 1 + (int)((ki + ri + d) % 9);
+                    test_mat w;
+                    mat_random(&w, rows, K, dtypes[d], (ki + ri) % 2);
+                    float *x = vec_random((size_t)n * (size_t)K);
+                    float *y0 = malloc(sizeof(float) * (size_t)n * (size_t)rows), *y1 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
+                    exec e0, e1;
+                    exec_with(&e0, &kernel_portable, 1, K);
+                    exec_with(&e1, all_paths[p], 2, K);
+                    matmul(y0, x, n, &w.m, &e0);
+                    matmul(y1, x, n, &w.m, &e1);
+                    for (int r = 0; r < n; r++)
+                        for (int j = 0; j < rows; j++) {
+                            double ref = w.bias ? w.bias[j] : 0.0, mag = 0.0;
+                            for (int k = 0; k < K; k++) {
+                                double a = x[(size_t)r * (size_t)K + (size_t)k];
+                                double b = mat_elem(w.data, dtypes[d], (size_t)j * (size_t)K + (size_t)k);
+                                ref += a * b;
+                                mag += fabs(a * b);
+                            }
+                            double tol = 1e-6 * mag + 1e-6;
+                            size_t i = (size_t)r * (size_t)rows + (size_t)j;
+                            cr_assert(fabs(y0[i] - ref) <= tol, "portable K=%d rows=%d n=%d: %g vs %g", K, rows, n, y0[i], ref);
+                            cr_assert(fabs(y1[i] - y0[i]) <= tol, "%s dtype %zu K=%d rows=%d n=%d (%d,%d): %g vs portable %g",
+                                      all_paths[p]->name, d, K, rows, n, r, j, y1[i], y0[i]);
+                        }
+                    exec_destroy(&e0);
+                    exec_destroy(&e1);
+                    free(x);
+                    free(y0);
+                    free(y1);
+                    mat_free(&w);
+                }
+    }
+}
+
+/* Within one path: row r of a batch of n equals row r alone, bit for bit, whatever n
+ * (1..9 and 37, which takes the widening route), and whatever the thread count. */
+Test(kernels, batch_invariance_is_bitwise, .timeout = 120)
+{
+    for (size_t p = 0; p < 3; p++) {
+        if (!path_supported(all_paths[p]))
+            continue;
+        for (size_t d = 0; d < 3; d++)
+            for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki += 1)
+                for (size_t ri = 0; ri < sizeof Rows / sizeof Rows[0]; ri += 3) {
+                    int K = Ks[ki], rows = Rows[ri] * 5 + 3;   /* enough rows to split over threads */
+                    test_mat w;
+                    mat_random(&w, rows, K, dtypes[d], ri % 2);
+                    int nmax = 37;
+                    float *x = vec_random((size_t)nmax * (size_t)K);
+                    float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
+                    float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
+                    exec e1, e2, e3;
+                    exec_with(&e1, all_paths[p], 1, K);
+                    exec_with(&e2, all_paths[p], 2, K);
+                    exec_with(&e3, all_paths[p], 3, K);
+                    for (int r = 0; r < nmax; r++)
+                        matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &w.m, &e1);
+                    int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 37};
+                    exec *es[] = {&e1, &e2, &e3};
+                    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                        for (int ei = 0; ei < 3; ei++) {
+                            int n = ns[ni], r0 = nmax - n;  /* the batch's rows start anywhere */
+                            memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
+                            matmul(batch, x + (size_t)r0 * (size_t)K, n, &w.m, es[ei]);
+                            cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
+                                      "%s dtype %zu K=%d rows=%d: batch of %d on %d threads differs from solo rows",
+                                      all_paths[p]->name, d, K, rows, n, ei + 1);
+                        }
+                    exec_destroy(&e1);
+                    exec_destroy(&e2);
+                    exec_destroy(&e3);
+                    free(x);
+                    free(solo);
+                    free(batch);
+                    mat_free(&w);
+                }
+    }
+}
+
+Test(kernels, ssm_head_matches_portable)
+{
+    int P = 5, n = 6;
+    int Ns[] = {1, 8, 13, 16, 35, 128};
+    for (size_t p = 1; p < 3; p++) {
+        if (!path_supported(all_paths[p]))
+            continue;
+        for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
+            int N = Ns[ni];
+            size_t ldx = 7, ldbc = (size_t)N + 3, ldy = 9;
+            float *x = vec_random((size_t)n * ldx), *B = vec_random((size_t)n * ldbc), *C = vec_random((size_t)n * ldbc);
+            float *dt = vec_random((size_t)n), *a = vec_random((size_t)n);
+            float *S0 = vec_random((size_t)P * (size_t)N), *S1 = malloc(sizeof(float) * (size_t)P * (size_t)N);
+            float *y0 = calloc((size_t)n * ldy, sizeof(float)), *y1 = calloc((size_t)n * ldy, sizeof(float));
+            memcpy(S1, S0, sizeof(float) * (size_t)P * (size_t)N);
+            kernel_portable.ssm_head(S0, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y0, ldy);
+            all_paths[p]->ssm_head(S1, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y1, ldy);
+            for (size_t i = 0; i < (size_t)P * (size_t)N; i++)
+                cr_assert(fabsf(S0[i] - S1[i]) <= 1e-5f * (1.0f + fabsf(S0[i])), "%s N=%d state %zu", all_paths[p]->name, N, i);
+            for (size_t i = 0; i < (size_t)n * ldy; i++)
+                cr_assert(fabsf(y0[i] - y1[i]) <= 1e-4f * (1.0f + fabsf(y0[i])), "%s N=%d y %zu: %g vs %g",
+                          all_paths[p]->name, N, i, y1[i], y0[i]);
+            free(x), free(B), free(C), free(dt), free(a), free(S0), free(S1), free(y0), free(y1);
+        }
+    }
+}
+
+typedef struct count_job {
+    int hits[8];
+    int nt_seen;
+} count_job;
+
+static void count_fn(void *arg, int ti, int nt)
+{
+    count_job *j = arg;
+    j->hits[ti]++;
+    j->nt_seen = nt;
+}
+
+Test(kernels, pool_runs_each_thread_once_per_run)
+{
+    strata_error err;
+    pool *p;
+    cr_assert_eq(pool_new(3, &p, &err), STRATA_OK);
+    count_job j = {{0}, 0};
+    for (int i = 0; i < 2000; i++)
+        pool_run(p, count_fn, &j);
+    cr_assert_eq(j.nt_seen, 3);
+    for (int t = 0; t < 3; t++)
+        cr_assert_eq(j.hits[t], 2000, "thread %d ran %d times", t, j.hits[t]);
+    pool_free(p);
+    cr_assert_neq(pool_new(0, &p, &err), STRATA_OK);
+    pool_free(NULL);
+}
+
+/* A whole model's logits do not depend on the thread count. */
+Test(kernels, runner_thread_count_does_not_change_logits, .timeout = 120)
+{
+    strata_error err;
+    strata_model *model;
+    cr_assert_eq(strata_model_load(shared_path("fixtures/models/hybrid-small"), &model, &err), STRATA_OK, "%s", err.message);
+    int V = strata_model_get_info(model)->vocab_size;
+    int32_t ids[23];
+    for (int i = 0; i < 23; i++)
+        ids[i] = (i * 37 + 5) % V;
+    float *ref = malloc(sizeof(float) * 23 * (size_t)V), *got = malloc(sizeof(float) * 23 * (size_t)V);
+    int threads[] = {1, 2, 3, 0};
+    for (int ti = 0; ti < 4; ti++) {
+        strata_runner *run;
+        strata_cache *cache;
+        cr_assert_eq(strata_runner_new(model, &run, &err), STRATA_OK);
+        cr_assert_eq(strata_runner_set_threads(run, threads[ti], &err), STRATA_OK, "%s", err.message);
+        cr_assert(strata_runner_threads(run) >= 1);
+        cr_assert_eq(strata_cache_new(model, &cache, &err), STRATA_OK);
+        strata_seq seq = {.cache = cache, .tokens = ids, .n_tokens = 23, .logits = ti ? got : ref, .all_logits = 1};
+        cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+        if (ti)
+            cr_assert(!memcmp(ref, got, sizeof(float) * 23 * (size_t)V), "%d threads change the logits", threads[ti]);
+        cr_assert_neq(strata_runner_set_threads(run, -1, &err), STRATA_OK);
+        cr_assert_eq(err.status, STRATA_E_INVALID);
+        strata_cache_free(cache);
+        strata_runner_free(run);
+    }
+    free(ref);
+    free(got);
+    strata_model_free(model);
+}

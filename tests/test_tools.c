@@ -1,0 +1,87 @@
+/*
+ * test_tools.c — the benchmarking tools of the CLI: make-checkpoint writes a
+ * loadable Nemotron-H checkpoint in every dtype (tiny preset), and bench runs end to
+ * end on it. No timing is asserted anywhere.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+static void run_tiny_step(const char *dir)
+{
+    strata_error err;
+    strata_model *model;
+    strata_runner *run;
+    strata_cache *cache;
+    cr_assert_eq(strata_model_load(dir, &model, &err), STRATA_OK, "%s", err.message);
+    const strata_model_info *m = strata_model_get_info(model);
+    cr_assert_str_eq(m->pattern, "M-M*-M-");
+    cr_assert_eq(m->hidden_size, 64);
+    cr_assert_eq(strata_runner_new(model, &run, &err), STRATA_OK);
+    cr_assert_eq(strata_cache_new(model, &cache, &err), STRATA_OK);
+    int32_t ids[9] = {1, 5, 9, 200, 3, 77, 511, 0, 42};
+    float *logits = malloc(sizeof(float) * 9 * (size_t)m->vocab_size);
+    strata_seq seq = {.cache = cache, .tokens = ids, .n_tokens = 9, .logits = logits, .all_logits = 1};
+    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    double mx = 0;
+    for (size_t i = 0; i < 9 * (size_t)m->vocab_size; i++) {
+        cr_assert(isfinite(logits[i]), "logit %zu is not finite", i);
+        mx = fabs(logits[i]) > mx ? fabs(logits[i]) : mx;
+    }
+    cr_assert(mx > 1e-6 && mx < 1e3, "max |logit| %g", mx);
+    free(logits);
+    strata_cache_free(cache);
+    strata_runner_free(run);
+    strata_model_free(model);
+}
+
+Test(tools, make_checkpoint_tiny_loads_and_runs_in_every_dtype, .timeout = 120)
+{
+    const char *dtypes[] = {"bf16", "f16", "f32"};
+    for (int i = 0; i < 3; i++) {
+        char *dir = make_temp_dir(), cmd[8192], *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/ckpt --preset tiny --dtype %s --seed 7", cli_path(), dir, dtypes[i]);
+        cr_assert_eq(run_capture(cmd, &out), 0, "%s failed: %s", cmd, out ? out : "");
+        cr_assert(strstr(out, "wrote"), "%s", out);
+        free(out);
+        char path[4200];
+        snprintf(path, sizeof path, "%s/ckpt", dir);
+        run_tiny_step(path);
+        remove_tree(dir);
+        free(dir);
+    }
+}
+
+Test(tools, make_checkpoint_refuses_bad_options)
+{
+    char *dir = make_temp_dir(), cmd[8192], *out = NULL;
+    const char *bad[] = {"--preset huge", "--dtype int4", "--layers-pattern MXM", "--hidden 0"};
+    for (int i = 0; i < 4; i++) {
+        snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/x %s 2>&1", cli_path(), dir, bad[i]);
+        cr_assert_neq(run_capture(cmd, &out), 0, "%s succeeded", bad[i]);
+        free(out);
+        out = NULL;
+    }
+    remove_tree(dir);
+    free(dir);
+}
+
+Test(tools, bench_runs_on_a_tiny_checkpoint_and_prints_json, .timeout = 120)
+{
+    char *dir = make_temp_dir(), cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/ckpt --preset tiny >/dev/null && "
+             "%s bench %s/ckpt --prompt-tokens 12 --gen-tokens 3 --sessions 1,3 --threads 2 --json",
+             cli_path(), dir, cli_path(), dir);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    const char *keys[] = {"\"prefill_tok_s\"", "\"decode_tok_s\"", "\"aggregate_decode_tok_s\":{\"1\":", "\"3\":",
+                          "\"ttft_ms\"", "\"peak_rss_mib\"", "\"weight_bytes\"", "\"kernel\"", "\"threads\":2"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
+        cr_assert(strstr(out, keys[i]), "bench --json lacks %s: %s", keys[i], out);
+    free(out);
+    remove_tree(dir);
+    free(dir);
+}

@@ -1,0 +1,464 @@
+/*
+ * cmd_bench.c — strata bench MODEL_DIR: how fast the engine runs a checkpoint on
+ * this machine, and how that compares with what the machine can do.
+ *
+ *   engine:  prefill tok/s (one step of --prompt-tokens, best of --repeat 3), time to
+ *            first token,
+ *            single-stream decode tok/s, aggregate decode tok/s with S sessions
+ *            (one strata_runner_step of S one-token sequences per step), peak RSS
+ *   machine: memory bandwidth (STREAM-style triad on the engine's thread count, and
+ *            a read-only pass, which is what decode does),
+ *            GEMM rate of our own matmul (BF16 weights) and of OpenBLAS sgemm
+ *   ratios:  decode weight bytes/s ÷ bandwidth, prefill FLOP/s ÷ GEMM FLOP/s
+ *
+ * Only config.json + weights are needed: prompts are fixed pseudo-random ids.
+ * Reads internal kernel headers (kernels/kernels.h) to time the matmul alone.
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+#include "cli.h"
+#include "core/error.h"
+#include "kernels/kernels.h"
+
+#define MAX_SESSIONS 16
+
+typedef struct bench_opts {
+    const char *model_dir;
+    int prompt, gen, threads, json, repeat;
+    int sessions[MAX_SESSIONS], n_sessions;
+} bench_opts;
+
+typedef struct bench_result {
+    const char *kernel;
+    int threads;
+    double prefill_tok_s, ttft_ms, decode_tok_s;
+    double aggregate[MAX_SESSIONS];
+    double bandwidth, read_bandwidth, gemm_ours, gemm_blas;
+    const char *blas_core;
+    double peak_rss_mib;
+    double load_start, load_end;  /* 1-minute load average: other work on the machine */
+    uint64_t weight_bytes, decode_bytes;
+    double prefill_flops;   /* per prefill step */
+} bench_result;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_count(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return 0;
+    *out = (int)v;
+    return 1;
+}
+
+static int parse_sessions(const char *s, bench_opts *o)
+{
+    o->n_sessions = 0;
+    while (*s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096 || o->n_sessions == MAX_SESSIONS || (*end && *end != ','))
+            return 0;
+        o->sessions[o->n_sessions++] = (int)v;
+        s = *end ? end + 1 : end;
+    }
+    return o->n_sessions > 0;
+}
+
+static int parse_opts(int argc, char **argv, bench_opts *o)
+{
+    *o = (bench_opts){.prompt = 512, .gen = 128, .sessions = {1, 4, 16}, .n_sessions = 3, .repeat = 3};
+    for (int i = 0; i < argc; i++) {
+        const char *f = argv[i];
+        int has = i + 1 < argc;
+        if (!strcmp(f, "--prompt-tokens") && has) {
+            if (!parse_count(argv[++i], 1, 1 << 20, &o->prompt))
+                return cli_fail("bench", "--prompt-tokens needs a positive integer"), 0;
+        } else if (!strcmp(f, "--gen-tokens") && has) {
+            if (!parse_count(argv[++i], 1, 1 << 20, &o->gen))
+                return cli_fail("bench", "--gen-tokens needs a positive integer"), 0;
+        } else if (!strcmp(f, "--repeat") && has) {
+            if (!parse_count(argv[++i], 1, 100, &o->repeat))
+                return cli_fail("bench", "--repeat needs an integer in [1, 100]"), 0;
+        } else if (!strcmp(f, "--threads") && has) {
+            if (!parse_count(argv[++i], 0, 256, &o->threads))
+                return cli_fail("bench", "--threads needs an integer in [0, 256]"), 0;
+        } else if (!strcmp(f, "--sessions") && has) {
+            if (!parse_sessions(argv[++i], o))
+                return cli_fail("bench", "--sessions needs a list like 1,4,16 (at most %d values)", MAX_SESSIONS), 0;
+        } else if (!strcmp(f, "--json")) {
+            o->json = 1;
+        } else if (f[0] == '-') {
+            return cli_fail("bench", "unknown or incomplete option '%s'", f), 0;
+        } else if (!o->model_dir) {
+            o->model_dir = f;
+        } else {
+            return cli_fail("bench", "unexpected argument '%s'", f), 0;
+        }
+    }
+    if (!o->model_dir)
+        return cli_fail("bench", "missing MODEL_DIR"), 0;
+    return 1;
+}
+
+/* ---------------------------------------------------------------- machine */
+
+typedef struct triad_arg {
+    float *a, *b, *c;
+    size_t lo, hi;
+    float sum;
+} triad_arg;
+
+static void *triad_part(void *varg)
+{
+    triad_arg *t = varg;
+    for (size_t i = t->lo; i < t->hi; i++)
+        t->a[i] = t->b[i] + 3.0f * t->c[i];
+    return NULL;
+}
+
+/* The read-only pass a decode step makes over its weights: sum b in 8 lanes. */
+static void *read_part(void *varg)
+{
+    triad_arg *t = varg;
+    float s[8] = {0};
+    for (size_t i = t->lo; i + 8 <= t->hi; i += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += t->b[i + (size_t)k];
+    t->sum = s[0] + s[1] + s[2] + s[3] + s[4] + s[5] + s[6] + s[7];
+    return NULL;
+}
+
+/* STREAM triad a = b + s·c over 3 × 128 MiB on n threads; best of 5, in bytes/s
+ * (12 bytes per element, write-allocate not counted, as STREAM reports). */
+static double stream_bandwidth(int n_threads, void *(*part)(void *), double bytes_per_elem)
+{
+    size_t n = (size_t)32 << 20;
+    float *a = malloc(n * 4), *b = malloc(n * 4), *c = malloc(n * 4);
+    double best = 0;
+    if (a && b && c) {
+        for (size_t i = 0; i < n; i++)
+            a[i] = 0.0f, b[i] = 1.0f, c[i] = 2.0f;
+        pthread_t th[256];
+        triad_arg args[256];
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = now_s();
+            for (int t = 0; t < n_threads; t++) {
+                args[t] = (triad_arg){a, b, c, n * (size_t)t / (size_t)n_threads,
+                                      n * (size_t)(t + 1) / (size_t)n_threads, 0.0f};
+                if (t && pthread_create(&th[t], NULL, part, &args[t]) != 0)
+                    part(&args[t]), th[t] = 0;
+            }
+            part(&args[0]);
+            for (int t = 1; t < n_threads; t++)
+                if (th[t])
+                    pthread_join(th[t], NULL);
+            double bw = bytes_per_elem * (double)n / (now_s() - t0);
+            best = bw > best ? bw : best;
+        }
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best;
+}
+
+#define GEMM_M 512
+#define GEMM_N 4096
+#define GEMM_K 1024
+
+/* Our matmul on (512 × 1024) · (4096 × 1024 BF16)ᵀ, through the runner's exec; FLOP/s. */
+static double gemm_ours(int n_threads)
+{
+    exec e;
+    strata_error err;
+    float *x = malloc(sizeof(float) * GEMM_M * GEMM_K), *y = malloc(sizeof(float) * GEMM_M * GEMM_N);
+    uint16_t *w = malloc(2 * (size_t)GEMM_N * GEMM_K);
+    double rate = 0;
+    if (x && y && w && exec_init(&e, n_threads, GEMM_K, &err) == STRATA_OK) {
+        for (size_t i = 0; i < (size_t)GEMM_M * GEMM_K; i++)
+            x[i] = (float)(i % 13) * 0.01f;
+        for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
+            w[i] = 0x3c00 + (uint16_t)(i % 97);      /* bf16 values near 0.01 */
+        strata_mat m = {.data = w, .dtype = ST_BF16, .rows = GEMM_N, .cols = GEMM_K};
+        matmul(y, x, GEMM_M, &m, &e);
+        int reps = 0;
+        double t0 = now_s(), t;
+        do {
+            matmul(y, x, GEMM_M, &m, &e);
+            reps++;
+        } while ((t = now_s() - t0) < 1.0);
+        rate = 2.0 * GEMM_M * GEMM_N * GEMM_K * reps / t;
+        exec_destroy(&e);
+    }
+    free(x);
+    free(y);
+    free(w);
+    return rate;
+}
+
+/* OpenBLAS sgemm on the same shape in fp32; FLOP/s. */
+static double gemm_blas(int n_threads)
+{
+    float *x = malloc(sizeof(float) * GEMM_M * GEMM_K), *y = malloc(sizeof(float) * GEMM_M * GEMM_N);
+    float *w = malloc(sizeof(float) * GEMM_N * GEMM_K);
+    double rate = 0;
+    if (x && y && w) {
+        for (size_t i = 0; i < (size_t)GEMM_M * GEMM_K; i++)
+            x[i] = (float)(i % 13) * 0.01f;
+        for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
+            w[i] = (float)(i % 97) * 0.001f;
+        openblas_set_num_threads(n_threads);
+        int reps = 0;
+        double t0 = now_s(), t;
+        do {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, GEMM_M, GEMM_N, GEMM_K, 1.0f, x, GEMM_K, w,
+                        GEMM_K, 0.0f, y, GEMM_N);
+            reps++;
+        } while ((t = now_s() - t0) < 1.0);
+        rate = 2.0 * GEMM_M * GEMM_N * GEMM_K * reps / t;
+    }
+    free(x);
+    free(y);
+    free(w);
+    return rate;
+}
+
+/* ---------------------------------------------------------------- engine */
+
+static int32_t argmax(const float *v, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
+
+/* Fixed pseudo-random prompt ids in [3, vocab). */
+static void fill_prompt(int32_t *ids, int n, int vocab, uint32_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        ids[i] = 3 + (int32_t)((seed >> 8) % (uint32_t)(vocab > 3 ? vocab - 3 : 1));
+    }
+}
+
+/* S sessions each prefilled with `prompt` tokens, then `gen` steps of S one-token
+ * sequences; returns aggregate decode tokens/s. */
+static strata_status run_sessions(strata_model *model, strata_runner *run, int S, int prompt, int gen,
+                                  double *tok_s, strata_error *err)
+{
+    int vocab = strata_model_get_info(model)->vocab_size;
+    strata_cache **caches = calloc((size_t)S, sizeof *caches);
+    strata_seq *seqs = calloc((size_t)S, sizeof *seqs);
+    int32_t *ids = malloc(sizeof *ids * (size_t)S * (size_t)(prompt > 1 ? prompt : 1));
+    int32_t *next = malloc(sizeof *next * (size_t)S);
+    float *logits = malloc(sizeof *logits * (size_t)S * (size_t)vocab);
+    strata_status s = caches && seqs && ids && next && logits ? STRATA_OK
+                    : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    for (int q = 0; s == STRATA_OK && q < S; q++) {
+        s = strata_cache_new(model, &caches[q], err);
+        fill_prompt(ids + (size_t)q * (size_t)prompt, prompt, vocab, 77u + (uint32_t)q);
+        seqs[q] = (strata_seq){.cache = caches[q], .tokens = ids + (size_t)q * (size_t)prompt, .n_tokens = prompt,
+                               .logits = logits + (size_t)q * (size_t)vocab};
+    }
+    if (s == STRATA_OK)
+        s = strata_runner_step(run, seqs, S, err);
+    double t0 = now_s();
+    for (int i = 0; s == STRATA_OK && i < gen; i++) {
+        for (int q = 0; q < S; q++) {
+            next[q] = argmax(logits + (size_t)q * (size_t)vocab, vocab);
+            seqs[q].tokens = &next[q];
+            seqs[q].n_tokens = 1;
+        }
+        s = strata_runner_step(run, seqs, S, err);
+    }
+    *tok_s = (double)S * gen / (now_s() - t0);
+    for (int q = 0; caches && q < S; q++)
+        strata_cache_free(caches[q]);
+    free(caches);
+    free(seqs);
+    free(ids);
+    free(next);
+    free(logits);
+    return s;
+}
+
+/* Warm-up (touch every weight page), prefill (best of --repeat fresh caches: the
+ * machine may be shared) + single-stream decode from the last one, then the
+ * aggregate runs. */
+static strata_status run_engine(strata_model *model, strata_runner *run, const bench_opts *o, bench_result *r,
+                                strata_error *err)
+{
+    int vocab = strata_model_get_info(model)->vocab_size;
+    double tmp;
+    STRATA_TRY(run_sessions(model, run, 1, 8, 1, &tmp, err));
+    strata_cache *cache = NULL;
+    int32_t *ids = malloc(sizeof *ids * (size_t)o->prompt), next;
+    float *logits = malloc(sizeof *logits * (size_t)vocab);
+    strata_status s = ids && logits ? strata_cache_new(model, &cache, err) : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    strata_seq seq = {.cache = cache, .tokens = ids, .n_tokens = o->prompt, .logits = logits};
+    double best = 0;
+    fill_prompt(ids ? ids : &next, ids ? o->prompt : 1, vocab, 12345u);
+    for (int rep = 0; s == STRATA_OK && rep < o->repeat; rep++) {
+        strata_cache_reset(cache);
+        seq.tokens = ids;
+        seq.n_tokens = o->prompt;
+        double t0 = now_s();
+        s = strata_runner_step(run, &seq, 1, err);
+        double t = now_s() - t0;
+        if (!rep || t < best)
+            best = t;
+    }
+    r->prefill_tok_s = o->prompt / best;
+    r->ttft_ms = 1e3 * best;
+    double t0 = now_s();
+    for (int i = 0; s == STRATA_OK && i < o->gen; i++) {
+        next = argmax(logits, vocab);
+        seq.tokens = &next;
+        seq.n_tokens = 1;
+        s = strata_runner_step(run, &seq, 1, err);
+    }
+    r->decode_tok_s = o->gen / (now_s() - t0);
+    strata_cache_free(cache);
+    free(ids);
+    free(logits);
+    for (int i = 0; s == STRATA_OK && i < o->n_sessions; i++)
+        s = run_sessions(model, run, o->sessions[i], 16, o->gen, &r->aggregate[i], err);
+    return s;
+}
+
+/* Bytes a decode step streams (every matrix but the embedding table, which is only
+ * gathered) and a prefill step's matmul FLOPs. */
+static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
+{
+    uint64_t embed = (uint64_t)m->vocab_size * (uint64_t)m->hidden_size;
+    uint64_t bytes_per_param = m->n_params ? (m->weight_bytes + m->n_params / 2) / m->n_params : 2;
+    uint64_t streamed = m->n_params - (m->tie_word_embeddings ? 0 : embed);
+    r->weight_bytes = m->weight_bytes;
+    r->decode_bytes = streamed * bytes_per_param;
+    /* every non-embedding parameter is a multiply-add per prompt token, except the
+     * LM head, which runs for the last token only */
+    double body = (double)(m->n_params - (m->tie_word_embeddings ? 1 : 2) * embed);
+    double attn = 0;
+    for (int i = 0; i < m->n_layers; i++)
+        if (m->pattern[i] == '*')
+            attn += 2.0 * (double)m->attn_heads * m->head_dim * (double)prompt * (prompt + 1) / 2.0;
+    r->prefill_flops = 2.0 * body * prompt + 2.0 * (double)embed + 2.0 * attn;
+}
+
+/* The 1-minute load average (-1 where /proc/loadavg is missing). */
+static double load_average(void)
+{
+    FILE *f = fopen("/proc/loadavg", "r");
+    double v = -1;
+    if (f) {
+        if (fscanf(f, "%lf", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
+}
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0;
+}
+
+static void print_text(const bench_opts *o, const bench_result *r)
+{
+    printf("engine: kernel %s, %d threads (load average %.2f before, %.2f after)\n", r->kernel, r->threads,
+           r->load_start, r->load_end);
+    printf("prefill: %d tokens, %.1f tok/s (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s, r->ttft_ms);
+    printf("decode: %.2f tok/s single stream (%d tokens)\n", r->decode_tok_s, o->gen);
+    for (int i = 0; i < o->n_sessions; i++)
+        printf("aggregate decode, %d sessions: %.2f tok/s (%.2fx single)\n", o->sessions[i], r->aggregate[i],
+               r->aggregate[i] / r->decode_tok_s);
+    printf("peak RSS: %.1f MiB; weights %.1f MiB, %.1f MiB streamed per decode step\n", r->peak_rss_mib,
+           (double)r->weight_bytes / 1048576.0, (double)r->decode_bytes / 1048576.0);
+    printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
+           r->read_bandwidth / 1e9, r->threads);
+    printf("machine: GEMM %dx%dx%d: ours (bf16 W) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n", GEMM_M,
+           GEMM_N, GEMM_K, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
+    double bound = r->bandwidth / (double)r->decode_bytes;
+    printf("ratio: decode weight bytes/s / bandwidth = %.3f (bandwidth bound %.2f tok/s); / read-only bandwidth = %.3f\n",
+           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, bound,
+           r->decode_tok_s * (double)r->decode_bytes / r->read_bandwidth);
+    printf("ratio: prefill FLOP/s / our GEMM FLOP/s = %.3f (prefill %.1f GFLOP/s; vs OpenBLAS %.3f)\n",
+           r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_ours,
+           r->prefill_flops * r->prefill_tok_s / o->prompt / 1e9,
+           r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_blas);
+}
+
+static void print_json(const bench_opts *o, const bench_result *r)
+{
+    double pf = r->prefill_flops * r->prefill_tok_s / o->prompt;
+    printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"threads\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,"
+           "\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f,\"aggregate_decode_tok_s\":{",
+           o->model_dir, r->kernel, r->threads, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
+    for (int i = 0; i < o->n_sessions; i++)
+        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
+    printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
+           "\"bandwidth_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
+           "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
+           r->peak_rss_mib, (unsigned long long)r->weight_bytes, (unsigned long long)r->decode_bytes,
+           r->bandwidth / 1e9, r->read_bandwidth / 1e9, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core,
+           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, pf / r->gemm_ours, r->load_start, r->load_end);
+}
+
+int cli_bench(int argc, char **argv)
+{
+    bench_opts o;
+    if (!parse_opts(argc, argv, &o))
+        return 1;
+    strata_error err;
+    strata_model *model = NULL;
+    strata_runner *run = NULL;
+    bench_result r = {0};
+    if (strata_model_load(o.model_dir, &model, &err) != STRATA_OK ||
+        strata_runner_new(model, &run, &err) != STRATA_OK ||
+        (o.threads && strata_runner_set_threads(run, o.threads, &err) != STRATA_OK)) {
+        strata_runner_free(run);
+        strata_model_free(model);
+        return cli_fail_err("bench", &err);
+    }
+    r.kernel = strata_runner_kernel(run);
+    r.threads = strata_runner_threads(run);
+    model_costs(strata_model_get_info(model), o.prompt, &r);
+    r.load_start = load_average();
+    strata_status s = run_engine(model, run, &o, &r, &err);
+    r.peak_rss_mib = peak_rss_mib();
+    strata_runner_free(run);
+    strata_model_free(model);
+    if (s != STRATA_OK)
+        return cli_fail_err("bench", &err);
+    r.bandwidth = stream_bandwidth(r.threads, triad_part, 12.0);
+    r.read_bandwidth = stream_bandwidth(r.threads, read_part, 4.0);
+    r.gemm_ours = gemm_ours(r.threads);
+    r.gemm_blas = gemm_blas(r.threads);
+    r.blas_core = openblas_get_corename();
+    r.load_end = load_average();
+    if (o.json)
+        print_json(&o, &r);
+    else
+        print_text(&o, &r);
+    return 0;
+}
