@@ -154,6 +154,11 @@ static int load(server *srv)
         log_line(srv, "warn", "no chat template (%s): /v1/chat/completions is unavailable", err.message);
         srv->chat = NULL;
     }
+    strata_runner *probe;
+    if (strata_runner_new(srv->model, &probe, &err) == STRATA_OK) {
+        log_line(srv, "info", "compute: %s kernels, %d threads", strata_runner_kernel(probe), strata_runner_threads(probe));
+        strata_runner_free(probe);
+    }
     const strata_model_info *m = strata_model_get_info(srv->model);
     srv->context_limit = srv->cfg.context_limit > 0 && srv->cfg.context_limit < m->max_position_embeddings
                              ? srv->cfg.context_limit : m->max_position_embeddings;
