@@ -264,6 +264,10 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
         return strata_fail(err, STRATA_E_INVALID, "sampler: missing argument");
     adjust(s, logits);
     out->token = s->p.temperature == 0.0f ? argmax_of(s->work, s->vocab) : draw(s);
+    out->logprob = 0.0f;
+    out->n_top = 0;
+    if (s->p.skip_logprob && s->p.top_logprobs == 0)
+        return STRATA_OK;
     double lse = log_sum_exp(logits, s->vocab);
     out->logprob = (float)((double)logits[out->token] - lse);
     fill_top(s, logits, lse, out);

@@ -477,6 +477,7 @@ static int parse_body(http_req *r, int chat, gen_params *p, api_error *e)
     if (!ok)
         return 0;
     p->sampling.top_logprobs = p->logprobs > 0 ? p->logprobs : 0;
+    p->sampling.skip_logprob = p->logprobs < 0;
     int longest = 0;
     for (int i = 0; i < p->n_prompts; i++)
         longest = p->prompt_len[i] > longest ? p->prompt_len[i] : longest;

@@ -355,6 +355,7 @@ typedef struct strata_sampling {
     const float *bias_values;
     int n_bias;
     int top_logprobs;           /* alternatives to report per token, 0..STRATA_MAX_TOP_LOGPROBS */
+    int skip_logprob;           /* 1: leave strata_sample.logprob at 0 (saves a pass over the vocabulary) */
 } strata_sampling;
 
 #define STRATA_MAX_TOP_LOGPROBS 20
