@@ -261,7 +261,8 @@ static void *stream_one(void *p)
     http_response r;
     if (http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r) != 0)
         return NULL;
-    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+    char *save = NULL;
+    for (char *line = strtok_r(r.body, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         json_t *c = strncmp(line, "data: {", 7) ? NULL : json_loads(line + 6, 0, NULL);
         json_t *ch = json_array_get(json_object_get(c, "choices"), 0);
         if (ch)
@@ -287,7 +288,7 @@ Test(server, sixteen_concurrent_streams_equal_solo_runs)
         char body[256];
         snprintf(body, sizeof body, "{\"prompt\":[1,%d,%d],\"max_tokens\":12,\"temperature\":0}", 100 + i * 7, 200 + i);
         json_t *j = call("POST", "/v1/completions", body, 200);
-        cr_assert_str_eq(args[i].text, text_of(j, 0), "stream %d", i);
+        cr_assert_str_eq(args[i].text, text_of(j, 0), "stream %d: [%s] vs [%s]", i, args[i].text, text_of(j, 0));
         json_decref(j);
     }
 }
