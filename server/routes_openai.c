@@ -11,13 +11,8 @@
 
 #include "activations.h"
 #include "jobs.h"
+#include "parse.h"
 #include "sessions.h"
-
-typedef struct parse_error {
-    int status;
-    const char *param, *code;
-    char message[512];
-} parse_error;
 
 static int fail(parse_error *e, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
@@ -440,11 +435,10 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, parse_erro
 
 /* ---------------------------------------------------------------- the route */
 
-static int parse_body(http_req *r, int chat, gen_params *p, parse_error *e)
+int completions_parse(server *srv, const char *data, size_t len, int chat, gen_params *p, parse_error *e)
 {
-    server *srv = r->srv;
     json_error_t jerr;
-    json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(body)) {
         json_decref(body);
         return fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
@@ -518,7 +512,7 @@ enum MHD_Result route_completions(http_req *r, int chat)
 {
     gen_params p = {0};
     parse_error e = {0};
-    if (!parse_body(r, chat, &p, &e)) {
+    if (!completions_parse(r->srv, r->body.data, r->body.len, chat, &p, &e)) {
         gen_params_free(&p);
         return http_send_error(r, e.status, e.param, e.code, "%s", e.message);
     }

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activations.h"
 #include "jobs.h"
+#include "parse.h"
 #include "sessions.h"
 
 static enum MHD_Result send_session(http_req *r, int status, const session_entry *e)
@@ -63,57 +65,69 @@ static enum MHD_Result prefill(http_req *r, session_entry *e, int32_t *tokens, i
     return job_start(r, &p);
 }
 
-/* The body's "prompt" (string or token ids) as tokens; 0 with an error sent. */
-static int body_prompt(http_req *r, json_t *prompt, int32_t **ids, int *n, enum MHD_Result *ret)
+/* The body's "prompt" (string or token ids) as tokens; 0 with the error in e. */
+int session_prompt_parse(const server *srv, json_t *prompt, int32_t **ids, int *n, api_error *e)
 {
-    server *srv = r->srv;
     int vocab = strata_model_get_info(srv->model)->vocab_size;
     if (json_is_string(prompt) && srv->tok) {
         size_t len;
         strata_error err;
         if (strata_tokenizer_encode(srv->tok, json_string_value(prompt), json_string_length(prompt),
-                                    STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL, ids, &len, &err) != STRATA_OK) {
-            *ret = http_send_error(r, 400, "prompt", "invalid_value", "%s", err.message);
-            return 0;
-        }
+                                    STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL, ids, &len, &err) != STRATA_OK)
+            return api_fail(e, 400, "prompt", "invalid_value", "%s", err.message);
         *n = (int)len;
     } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
         *n = (int)json_array_size(prompt);
         *ids = malloc(sizeof **ids * (size_t)*n);
-        for (int i = 0; *ids && i < *n; i++) {
+        if (!*ids)
+            return api_fail(e, 500, NULL, "internal_error", "out of memory");
+        for (int i = 0; i < *n; i++) {
             json_t *v = json_array_get(prompt, (size_t)i);
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
                 free(*ids);
-                *ret = http_send_error(r, 400, "prompt", "invalid_value", "prompt[%d] is not a token id in [0, %d)", i, vocab);
-                return 0;
+                *ids = NULL;
+                return api_fail(e, 400, "prompt", "invalid_value", "prompt[%d] is not a token id in [0, %d)", i, vocab);
             }
             (*ids)[i] = (int32_t)json_integer_value(v);
         }
     } else {
-        *ret = http_send_error(r, 400, "prompt", "invalid_value", "prompt must be a string or a non-empty array of token ids");
-        return 0;
+        return api_fail(e, 400, "prompt", "invalid_value", "prompt must be a string or a non-empty array of token ids");
     }
     if (*n + 1 > srv->context_limit) {
         free(*ids);
-        *ret = http_send_error(r, 400, "prompt", "context_length_exceeded", "the prompt exceeds the context of %d tokens",
-                               srv->context_limit);
-        return 0;
+        *ids = NULL;
+        return api_fail(e, 400, "prompt", "context_length_exceeded", "the prompt exceeds the context of %d tokens",
+                        srv->context_limit);
     }
     return 1;
 }
 
-static json_t *optional_body(http_req *r, int *bad)
+static int body_prompt(http_req *r, json_t *prompt, int32_t **ids, int *n, enum MHD_Result *ret)
+{
+    api_error e = {0};
+    if (session_prompt_parse(r->srv, prompt, ids, n, &e))
+        return 1;
+    *ret = http_send_error(r, e.status, e.param, e.code, "%s", e.message);
+    return 0;
+}
+
+json_t *session_body_object(const char *data, size_t len, int *bad)
 {
     *bad = 0;
-    if (!r->body.len)
+    if (!len)
         return json_object();
-    json_t *j = json_loadb(r->body.data, r->body.len, 0, NULL);
+    json_t *j = json_loadb(data, len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         *bad = 1;
         return NULL;
     }
     return j;
+}
+
+static json_t *optional_body(http_req *r, int *bad)
+{
+    return session_body_object(r->body.data, r->body.len, bad);
 }
 
 static enum MHD_Result create(http_req *r)
