@@ -130,15 +130,39 @@ static json_t *optional_body(http_req *r, int *bad)
     return session_body_object(r->body.data, r->body.len, bad);
 }
 
+/* The id a client gives in X-Session-Id when creating or importing a session: the
+ * load balancer's routing key (deploy/), so that the session is named by the key
+ * that routes to its replica. 1 with *id NULL (no header) or the id; 0 with an
+ * error sent when it is not a valid id (400) or is taken (409). */
+static int requested_id(http_req *r, const char **id, enum MHD_Result *ret)
+{
+    *id = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Session-Id");
+    if (!*id)
+        return 1;
+    if (!session_id_valid(*id)) {
+        *ret = http_send_error(r, 400, "X-Session-Id", "invalid_value",
+                               "X-Session-Id must be 1 to 64 characters of [A-Za-z0-9_-]");
+        return 0;
+    }
+    if (sessions_exists(*id)) {
+        *ret = http_send_error(r, 409, "X-Session-Id", "session_exists", "session '%s' exists already", *id);
+        return 0;
+    }
+    return 1;
+}
+
 static enum MHD_Result create(http_req *r)
 {
+    const char *want;
+    enum MHD_Result ret = MHD_YES;
+    if (!requested_id(r, &want, &ret))
+        return ret;
     int bad;
     json_t *body = optional_body(r, &bad);
     if (bad)
         return http_send_error(r, 400, NULL, "invalid_json", "the body must be a JSON object");
     strata_session *s;
     strata_error err;
-    enum MHD_Result ret = MHD_YES;
     json_t *prompt = json_object_get(body, "prompt");
     int32_t *ids = NULL;
     int n = 0;
@@ -151,7 +175,7 @@ static enum MHD_Result create(http_req *r)
         free(ids);
         return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
     }
-    session_entry *e = sessions_add(r->srv, s, NULL);
+    session_entry *e = sessions_add(r->srv, s, want);
     if (!e) {
         strata_session_free(s);
         free(ids);
@@ -254,10 +278,14 @@ static enum MHD_Result import_session(http_req *r)
 {
     strata_session *s;
     strata_error err;
+    const char *want;
+    enum MHD_Result ret = MHD_YES;
+    if (!requested_id(r, &want, &ret))
+        return ret;
     if (strata_session_deserialize(r->srv->model, r->body.data, r->body.len, &s, &err) != STRATA_OK)
         return http_send_error(r, err.status == STRATA_E_INVALID ? 422 : 400, NULL, "invalid_session_file", "%s",
                                err.message);
-    session_entry *e = sessions_add(r->srv, s, NULL);
+    session_entry *e = sessions_add(r->srv, s, want);
     if (!e) {
         strata_session_free(s);
         return full(r);
