@@ -27,6 +27,11 @@ static int connect_local(int port)
     return fd;
 }
 
+int http_connect(int port)
+{
+    return connect_local(port);
+}
+
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
