@@ -175,7 +175,7 @@ Test(deploy_nginx, sessions_stick_to_their_replica_and_survive_failover, .init =
 {
     if (!nginx_bin())
         cr_skip_test("nginx is not installed (apt-get install nginx-light): the load-balancer test is skipped");
-    char ids[N_SESSIONS][16];
+    char ids[N_SESSIONS][24];
     int home[N_SESSIONS], used[N_REPLICAS] = {0};
     for (int k = 0; k < N_SESSIONS; k++) {
         snprintf(ids[k], sizeof ids[k], "conv-%d", k);
