@@ -14,7 +14,7 @@ FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
         libjansson4 libopenblas0-pthread libpcre2-8-0 libutf8proc2 libmicrohttpd12 libuv1 curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --home /var/lib/strata --create-home strata
+    && useradd --system --uid 10001 --home /var/lib/strata --create-home strata
 COPY --from=build /src/build/strata-server /src/build/strata /usr/local/bin/
 COPY --from=build /src/models/strata-demo /opt/strata/models/strata-demo
 COPY config/strata.conf /etc/strata/strata.conf

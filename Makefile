@@ -31,7 +31,7 @@ CLI := $(BUILD)/strata
 SERVER := $(BUILD)/strata-server
 TESTS := $(BUILD)/strata-tests
 
-.PHONY: all deps test asan bench clean valgrind run loadtest
+.PHONY: all deps test asan bench clean valgrind run loadtest fuzz
 MODEL ?= models/strata-demo
 PORT  ?= 8080
 all: $(LIB) $(CLI) $(SERVER)
@@ -53,8 +53,14 @@ $(CLI): $(TOOLS_OBJ) $(LIB)
 $(SERVER): $(SERVER_OBJ) $(LIB)
 	$(CC) $(CFLAGS) -o $@ $(SERVER_OBJ) $(LIB) $(LDLIBS) $(SERVER_LIBS)
 
-$(TESTS): $(TEST_OBJ) $(LIB)
-	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(LIB) $(LDLIBS) -lcriterion
+# The tests also link the server's code (not its main) and the fuzz targets, whose
+# saved crashing inputs they replay.
+SERVER_CORE_OBJ := $(filter-out $(BUILD)/obj/server/main.o,$(SERVER_OBJ))
+FUZZ_TARGETS_OBJ := $(BUILD)/obj/fuzz/targets.o
+$(FUZZ_TARGETS_OBJ): CFLAGS += -Iserver
+
+$(TESTS): $(TEST_OBJ) $(FUZZ_TARGETS_OBJ) $(SERVER_CORE_OBJ) $(LIB)
+	$(CC) $(CFLAGS) -o $@ $(TEST_OBJ) $(FUZZ_TARGETS_OBJ) $(SERVER_CORE_OBJ) $(LIB) $(LDLIBS) $(SERVER_LIBS) -lcriterion
 
 $(BUILD)/bench_%: bench/%.c $(LIB) $(BUILD)/obj/tests/http_client.o
 	$(CC) $(CFLAGS) -Itests -o $@ $< $(BUILD)/obj/tests/http_client.o $(LIB) $(LDLIBS)
@@ -95,6 +101,10 @@ $(BUILD)/loadtest: loadtest/loadtest.c $(LIB) $(BUILD)/obj/tests/http_client.o
 loadtest: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/loadtest
 	STRATA_SERVER=$(abspath $(SERVER)) $(BUILD)/loadtest
+
+# libFuzzer harnesses (fuzz/): the engine and the server's parsers built with clang and
+# ASan + UBSan into build/fuzz, one binary per target, each run FUZZ_SECONDS.
+include fuzz/fuzz.mk
 
 # Serve MODEL (default: the built-in strata-demo) on 127.0.0.1:PORT.
 run: deps

@@ -109,20 +109,34 @@ static void hook_name(hook_point p, int layer, char *buf, size_t len)
 }
 
 /* Glob where '*' matches within one dot-separated segment (so "blocks.*.hook_out"
- * does not match "blocks.3.mixer.hook_out"). */
+ * does not match "blocks.3.mixer.hook_out"). Patterns come from requests: the match
+ * is iterative (constant stack) and takes O(|pat| x |s|) time whatever the stars —
+ * the first star of a run is the only backtracking point, and a matched '.' fixes
+ * the alignment for good since no star reaches past it. */
 static int glob_match(const char *pat, const char *s)
 {
-    if (*pat == '\0')
-        return *s == '\0';
-    if (*pat == '*') {
-        for (const char *t = s;; t++) {
-            if (glob_match(pat + 1, t))
-                return 1;
-            if (*t == '\0' || *t == '.')
-                return 0;
+    const char *star = NULL, *resume = NULL;
+    while (*s) {
+        if (*pat == '*') {
+            while (*pat == '*')
+                pat++;
+            star = pat;
+            resume = s;
+        } else if (*pat == *s) {
+            if (*s == '.')
+                star = NULL;
+            pat++;
+            s++;
+        } else if (star && *resume != '.') {
+            pat = star;
+            s = ++resume;
+        } else {
+            return 0;
         }
     }
-    return *s && *pat == *s && glob_match(pat + 1, s + 1);
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
 }
 
 static strata_status add_entry(strata_capture *c, hook_point p, int layer, strata_error *err)

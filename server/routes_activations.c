@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "activations.h"
+#include "parse.h"
 #include "sessions.h"
 
 #define MAX_RUNS 16
@@ -281,10 +282,9 @@ static int parse_run(act_job *job, int k, api_error *e)
     return k > 0 ? 1 : interventions_from_json(srv, iv, job->origin, run->n, NULL, 0, &run->iv, e);
 }
 
-static int parse_format(http_req *r, act_job *job, api_error *e)
+static int parse_format(const char *accept, act_job *job, api_error *e)
 {
     json_t *f = json_object_get(job->body, "format");
-    const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
     job->format = OUT_JSON;
     if (f && !json_is_string(f))
         return api_fail(e, 400, "format", "invalid_value", "format must be \"json\", \"npy\" or \"safetensors\"");
@@ -306,7 +306,7 @@ static int parse_format(http_req *r, act_job *job, api_error *e)
 }
 
 /* "session": continue it; "commit": true to keep the result (one run only). */
-static int parse_session(http_req *r, act_job *job, api_error *e)
+static int parse_session(server *srv, act_job *job, api_error *e)
 {
     json_t *session = json_object_get(job->body, "session"), *commit = json_object_get(job->body, "commit");
     if (commit && !json_is_boolean(commit))
@@ -314,7 +314,7 @@ static int parse_session(http_req *r, act_job *job, api_error *e)
     if (!session || json_is_null(session))
         return 1;
     const char *id = json_string_value(session);
-    session_entry *se = id ? sessions_find(r->srv, id) : NULL;
+    session_entry *se = id ? sessions_find(srv, id) : NULL;
     if (!se)
         return api_fail(e, 404, "session", "session_not_found", "no session '%.64s'", id ? id : "(not a string)");
     if (se->busy)
@@ -329,20 +329,20 @@ static int parse_session(http_req *r, act_job *job, api_error *e)
     return 1;
 }
 
-static int parse_request(http_req *r, act_job *job, api_error *e)
+static int parse_request(const char *data, size_t len, const char *accept, act_job *job, api_error *e)
 {
-    server *srv = r->srv;
+    server *srv = job->srv;
     json_error_t jerr;
-    job->body = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+    job->body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(job->body))
         return api_fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
                         job->body ? "got another JSON value" : jerr.text);
     json_t *model = json_object_get(job->body, "model");
     if (model && (!json_is_string(model) || strcmp(json_string_value(model), srv->cfg.model_name)))
         return api_fail(e, 404, "model", "model_not_found", "this server serves '%s'", srv->cfg.model_name);
-    if (!parse_session(r, job, e))
+    if (!parse_session(srv, job, e))
         return 0;
-    if (!parse_format(r, job, e))
+    if (!parse_format(accept, job, e))
         return 0;
     json_t *runs = json_object_get(job->body, "runs");
     if (runs && (!json_is_array(runs) || json_array_size(runs) == 0 || json_array_size(runs) > MAX_RUNS))
@@ -608,7 +608,9 @@ enum MHD_Result route_activations(http_req *r)
     job->srv = r->srv;
     job->req = r;
     job->refs = 1;
-    if (!parse_request(r, job, &job->err) || !precheck_size(job, &job->err) || !submit_run(job, &job->err)) {
+    const char *accept = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Accept");
+    if (!parse_request(r->body.data, r->body.len, accept, job, &job->err) || !precheck_size(job, &job->err) ||
+        !submit_run(job, &job->err)) {
         enum MHD_Result ret = http_send_error(r, job->err.status, job->err.param, job->err.code, "%s", job->err.message);
         unref(job);
         return ret;
@@ -616,6 +618,18 @@ enum MHD_Result route_activations(http_req *r)
     r->act = job;
     http_suspend(r);
     return MHD_YES;
+}
+
+int activations_parse(server *srv, const char *data, size_t len, const char *accept, api_error *e)
+{
+    act_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return api_fail(e, 500, NULL, "internal_error", "out of memory");
+    job->srv = srv;
+    job->refs = 1;
+    int ok = parse_request(data, len, accept, job, e) && precheck_size(job, e);
+    unref(job);
+    return ok;
 }
 
 enum MHD_Result route_activations_resumed(http_req *r)

@@ -11,6 +11,7 @@
 
 #include "activations.h"
 #include "jobs.h"
+#include "parse.h"
 #include "sessions.h"
 
 #define BAD(param, ...) api_fail(e, 400, param, "invalid_value", __VA_ARGS__)
@@ -420,11 +421,10 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error 
 
 /* ---------------------------------------------------------------- the route */
 
-static int parse_body(http_req *r, int chat, gen_params *p, api_error *e)
+int completions_parse(server *srv, const char *data, size_t len, int chat, gen_params *p, api_error *e)
 {
-    server *srv = r->srv;
     json_error_t jerr;
-    json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(body)) {
         json_decref(body);
         return api_fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
@@ -498,8 +498,7 @@ enum MHD_Result route_completions(http_req *r, int chat)
 {
     gen_params p = {0};
     api_error e = {0};
-    if (!parse_body(r, chat, &p, &e)) {
-        gen_params_free(&p);
+    if (!completions_parse(r->srv, r->body.data, r->body.len, chat, &p, &e)) {        gen_params_free(&p);
         return http_send_api_error(r, &e);
     }
     return job_start(r, &p);

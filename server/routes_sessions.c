@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activations.h"
 #include "jobs.h"
+#include "parse.h"
 #include "sessions.h"
 
 static enum MHD_Result send_session(http_req *r, int status, const session_entry *e)
@@ -63,51 +65,58 @@ static enum MHD_Result prefill(http_req *r, session_entry *e, int32_t *tokens, i
     return job_start(r, &p);
 }
 
-/* The body's "prompt" (string or token ids) as tokens; 0 with an error sent. */
-static int body_prompt(http_req *r, json_t *prompt, int32_t **ids, int *n, enum MHD_Result *ret)
+/* The body's "prompt" (string or token ids) as tokens; 0 with the error in e. */
+int session_prompt_parse(const server *srv, json_t *prompt, int32_t **ids, int *n, api_error *e)
 {
-    server *srv = r->srv;
     int vocab = strata_model_get_info(srv->model)->vocab_size;
     if (json_is_string(prompt) && srv->tok) {
         size_t len;
         strata_error err;
         if (strata_tokenizer_encode(srv->tok, json_string_value(prompt), json_string_length(prompt),
-                                    STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL, ids, &len, &err) != STRATA_OK) {
-            *ret = http_send_error(r, 400, "prompt", "invalid_value", "%s", err.message);
-            return 0;
-        }
+                                    STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL, ids, &len, &err) != STRATA_OK)
+            return api_fail(e, 400, "prompt", "invalid_value", "%s", err.message);
         *n = (int)len;
     } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
         *n = (int)json_array_size(prompt);
         *ids = malloc(sizeof **ids * (size_t)*n);
-        for (int i = 0; *ids && i < *n; i++) {
+        if (!*ids)
+            return api_fail(e, 500, NULL, "internal_error", "out of memory");
+        for (int i = 0; i < *n; i++) {
             json_t *v = json_array_get(prompt, (size_t)i);
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
                 free(*ids);
-                *ret = http_send_error(r, 400, "prompt", "invalid_value", "prompt[%d] is not a token id in [0, %d)", i, vocab);
-                return 0;
+                *ids = NULL;
+                return api_fail(e, 400, "prompt", "invalid_value", "prompt[%d] is not a token id in [0, %d)", i, vocab);
             }
             (*ids)[i] = (int32_t)json_integer_value(v);
         }
     } else {
-        *ret = http_send_error(r, 400, "prompt", "invalid_value", "prompt must be a string or a non-empty array of token ids");
-        return 0;
+        return api_fail(e, 400, "prompt", "invalid_value", "prompt must be a string or a non-empty array of token ids");
     }
     if (*n + 1 > srv->context_limit) {
         free(*ids);
-        *ret = http_send_error(r, 400, "prompt", "context_length_exceeded", "the prompt exceeds the context of %d tokens",
-                               srv->context_limit);
-        return 0;
+        *ids = NULL;
+        return api_fail(e, 400, "prompt", "context_length_exceeded", "the prompt exceeds the context of %d tokens",
+                        srv->context_limit);
     }
     return 1;
 }
 
-static json_t *optional_body(http_req *r, int *bad)
+static int body_prompt(http_req *r, json_t *prompt, int32_t **ids, int *n, enum MHD_Result *ret)
+{
+    api_error e = {0};
+    if (session_prompt_parse(r->srv, prompt, ids, n, &e))
+        return 1;
+    *ret = http_send_error(r, e.status, e.param, e.code, "%s", e.message);
+    return 0;
+}
+
+json_t *session_body_object(const char *data, size_t len, int *bad)
 {
     *bad = 0;
-    if (!r->body.len)
+    if (!len)
         return json_object();
-    json_t *j = json_loadb(r->body.data, r->body.len, 0, NULL);
+    json_t *j = json_loadb(data, len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         *bad = 1;
@@ -116,15 +125,44 @@ static json_t *optional_body(http_req *r, int *bad)
     return j;
 }
 
+static json_t *optional_body(http_req *r, int *bad)
+{
+    return session_body_object(r->body.data, r->body.len, bad);
+}
+
+/* The id a client gives in X-Session-Id when creating or importing a session: the
+ * load balancer's routing key (deploy/), so that the session is named by the key
+ * that routes to its replica. 1 with *id NULL (no header) or the id; 0 with an
+ * error sent when it is not a valid id (400) or is taken (409). */
+static int requested_id(http_req *r, const char **id, enum MHD_Result *ret)
+{
+    *id = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Session-Id");
+    if (!*id)
+        return 1;
+    if (!session_id_valid(*id)) {
+        *ret = http_send_error(r, 400, "X-Session-Id", "invalid_value",
+                               "X-Session-Id must be 1 to 64 characters of [A-Za-z0-9_-]");
+        return 0;
+    }
+    if (sessions_exists(*id)) {
+        *ret = http_send_error(r, 409, "X-Session-Id", "session_exists", "session '%s' exists already", *id);
+        return 0;
+    }
+    return 1;
+}
+
 static enum MHD_Result create(http_req *r)
 {
+    const char *want;
+    enum MHD_Result ret = MHD_YES;
+    if (!requested_id(r, &want, &ret))
+        return ret;
     int bad;
     json_t *body = optional_body(r, &bad);
     if (bad)
         return http_send_error(r, 400, NULL, "invalid_json", "the body must be a JSON object");
     strata_session *s;
     strata_error err;
-    enum MHD_Result ret = MHD_YES;
     json_t *prompt = json_object_get(body, "prompt");
     int32_t *ids = NULL;
     int n = 0;
@@ -137,7 +175,7 @@ static enum MHD_Result create(http_req *r)
         free(ids);
         return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
     }
-    session_entry *e = sessions_add(r->srv, s, NULL);
+    session_entry *e = sessions_add(r->srv, s, want);
     if (!e) {
         strata_session_free(s);
         free(ids);
@@ -240,10 +278,14 @@ static enum MHD_Result import_session(http_req *r)
 {
     strata_session *s;
     strata_error err;
+    const char *want;
+    enum MHD_Result ret = MHD_YES;
+    if (!requested_id(r, &want, &ret))
+        return ret;
     if (strata_session_deserialize(r->srv->model, r->body.data, r->body.len, &s, &err) != STRATA_OK)
         return http_send_error(r, err.status == STRATA_E_INVALID ? 422 : 400, NULL, "invalid_session_file", "%s",
                                err.message);
-    session_entry *e = sessions_add(r->srv, s, NULL);
+    session_entry *e = sessions_add(r->srv, s, want);
     if (!e) {
         strata_session_free(s);
         return full(r);

@@ -40,6 +40,11 @@ static session_entry *lookup(const char *id)
 
 static void file_path(const server *srv, const char *id, char *buf, size_t len);
 
+int sessions_exists(const char *id)
+{
+    return session_id_valid(id) && lookup(id) != NULL;
+}
+
 static int resident(void)
 {
     int n = 0;

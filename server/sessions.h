@@ -25,6 +25,8 @@ void sessions_free(server *srv);
 /* The session, loaded back from the state directory if it was evicted; NULL for
  * unknown or malformed ids (and for a file found corrupt: that session is lost). */
 session_entry *sessions_find(server *srv, const char *id);
+/* Whether a session has this id (resident or evicted; nothing is loaded). */
+int sessions_exists(const char *id);
 /* Make room for one more resident session: evict idle ones to disk (LRU) while the
  * caps on resident sessions and state bytes are exceeded. 0: cannot (-> 429). */
 int sessions_make_room(server *srv);

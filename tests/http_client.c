@@ -27,6 +27,11 @@ static int connect_local(int port)
     return fd;
 }
 
+int http_connect(int port)
+{
+    return connect_local(port);
+}
+
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -49,6 +54,8 @@ static int send_request(int fd, const char *method, const char *path, const char
     int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n%s"
                                         "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
                      method, path, extra ? extra : "", body ? len : 0);
+    if (n < 0 || (size_t)n >= sizeof head)
+        return -1; /* a request line and headers over 4 KiB: not sent */
     return write_all(fd, head, (size_t)n) || (body && write_all(fd, body, len)) ? -1 : 0;
 }
 

@@ -20,6 +20,8 @@ int http_do(int port, const char *method, const char *path, const char *body, si
             const char *extra_headers, http_response *out);
 void http_response_free(http_response *r);
 
+/* A connection to 127.0.0.1:port, nothing sent (fd, or -1). */
+int http_connect(int port);
 /* Open a connection and send a request without reading the answer (returns fd). */
 int http_send_only(int port, const char *method, const char *path, const char *body);
 

@@ -44,7 +44,8 @@ int tk_pieces_add(tk_pieces *p, const char *s, size_t n, int at_origin);
 int tk_pieces_open(tk_pieces *p, int at_origin);
 void tk_pieces_close(tk_pieces *p);
 void tk_pieces_free(tk_pieces *p);
-static inline const char *tk_piece(const tk_pieces *p, size_t i) { return p->text.p + p->off[i]; }
+/* Pieces that are all empty leave text.p NULL (no offset may be added to it). */
+static inline const char *tk_piece(const tk_pieces *p, size_t i) { return p->text.p ? p->text.p + p->off[i] : ""; }
 
 /* ---- UTF-8 */
 /* Length of the valid UTF-8 prefix of s; equals n when all of s is valid. */
