@@ -153,6 +153,7 @@ int server_start(test_server *s, const char *model_dir, const char *const *extra
     argv[argc] = NULL;
     s->pid = fork();
     if (s->pid == 0) {
+        dup2(fd, 1); /* the test runner's pipes must not outlive a failed test */
         dup2(fd, 2);
         execv(bin, (char *const *)argv);
         _exit(127);
