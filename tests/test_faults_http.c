@@ -250,3 +250,49 @@ Test(faults, a_corrupted_session_file_is_reported_lost_and_the_others_load, .ini
     free(a);
     free(b);
 }
+
+/* A full disk: the state directory on a 1.2 MB tmpfs holds one demo session file
+ * (~0.9 MB); rewriting it needs room for the new copy beside the old one. */
+static int mount_small(const char *dir, int on)
+{
+    char cmd[4400];
+    if (on)
+        snprintf(cmd, sizeof cmd, "mount -t tmpfs -o size=1200k strata-test '%s' 2>/dev/null", dir);
+    else
+        snprintf(cmd, sizeof cmd, "umount '%s' 2>/dev/null", dir);
+    return system(cmd) == 0;
+}
+
+Test(faults, a_full_disk_is_logged_and_loses_nothing_persisted, .init = setup, .fini = teardown, .timeout = 90)
+{
+    if (!mount_small(state_dir, 1))
+        cr_skip_test("cannot mount a small tmpfs here (needs root)");
+    start(NULL);
+    char *a = create_session("In the beginning");
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s.safetensors", state_dir, a);
+    struct stat before, after;
+    int persisted = stat(path, &before) == 0;
+    cr_expect(persisted, "the first session fits");
+    cr_expect_eq(continue_session(a), 200, "the disk is full: the request is still served");
+    char *b = create_session("And God said");
+    cr_expect_eq(continue_session(b), 200);
+    cr_expect_eq(status_of("GET", "/health", NULL), 200);
+    cr_expect(strstr(server_log(), "not persisted") != NULL, "a clear error is logged:\n%s", server_log());
+    if (persisted) {
+        cr_expect_eq(stat(path, &after), 0, "the persisted file is still there");
+        cr_expect_eq(after.st_size, before.st_size, "and whole");
+    }
+    cr_expect_eq(server_stop(&S), 0);
+    S.pid = 0;
+    /* what was persisted loads after a restart */
+    start(NULL);
+    char sp[256];
+    snprintf(sp, sizeof sp, "/v1/sessions/%s", a);
+    cr_expect_eq(status_of("GET", sp, NULL), 200);
+    cr_expect_eq(server_stop(&S), 0);
+    S.pid = 0;
+    mount_small(state_dir, 0);
+    free(a);
+    free(b);
+}
