@@ -5,7 +5,11 @@
  *   3. aggregate decode tokens/s with 8 concurrent streams vs 1;
  *   4. time to first token of turn 10 of a chat, with a session vs with no reuse;
  *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts.
- * Model: $STRATA_BENCH_MODEL or the built-in models/strata-demo.
+ * Model for 1-3: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
+ * generated it (the performance issue's reference shape), else the built-in
+ * models/strata-demo; 4-5 need a chat template and run on models/strata-demo.
+ * Streams ask for logprobs so that every token is a chunk, with or without a
+ * tokenizer.
  */
 #include <jansson.h>
 #include <pthread.h>
@@ -27,10 +31,14 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+#define DEMO "models/strata-demo"
+
 static const char *model_dir(void)
 {
     const char *m = getenv("STRATA_BENCH_MODEL");
-    return m ? m : "models/strata-demo";
+    if (m)
+        return m;
+    return access("build/models/470m/model.safetensors", R_OK) == 0 ? "build/models/470m" : DEMO;
 }
 
 /* 1. prefill 8 tokens, then GEN single-token steps */
@@ -79,14 +87,14 @@ static void *stream(void *arg)
 {
     stream_result *sr = arg;
     char body[256];
-    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning\",\"max_tokens\":%d,\"ignore_eos\":true,"
-                                "\"temperature\":0,\"stream\":true}", GEN);
+    snprintf(body, sizeof body, "{\"prompt\":[1,1165,276,2102,276,2102,276,2102],\"max_tokens\":%d,"
+                                "\"ignore_eos\":true,\"temperature\":0,\"stream\":true,\"logprobs\":0}", GEN);
     int fd = http_send_only(sr->port, "POST", "/v1/completions", body);
     char buf[65536];
     ssize_t n;
     while (fd >= 0 && (n = read(fd, buf, sizeof buf)) > 0) {
         int k = 0;
-        for (char *p = buf; (p = memmem(p, (size_t)(buf + n - p), "\"text\"", 6)); p += 6)
+        for (char *p = buf; (p = memmem(p, (size_t)(buf + n - p), "\"token_logprobs\"", 16)); p += 16)
             k++;
         if (k && !sr->chunks)
             sr->first = now();
@@ -187,11 +195,11 @@ static double prefix_hit_rate(int port)
     return rate;
 }
 
-static void start(test_server *s, const char *const *args)
+static void start(test_server *s, const char *model, const char *const *args)
 {
     if (!getenv("STRATA_SERVER"))
         setenv("STRATA_SERVER", "build/strata-server", 0);
-    if (server_start(s, model_dir(), args) != 0) {
+    if (server_start(s, model, args) != 0) {
         fprintf(stderr, "bench: strata-server did not start\n");
         exit(1);
     }
@@ -207,7 +215,7 @@ int main(void)
     if (!mkdtemp(dir))
         return 1;
     const char *args[] = {"--state-dir", dir, "--max-running", "16", NULL};
-    start(&s, args);
+    start(&s, model_dir(), args);
     double per1, per8;
     aggregate(s.port, 1, &per1); /* warm up */
     double one = aggregate(s.port, 1, &per1);
@@ -215,18 +223,20 @@ int main(void)
     double eight = aggregate(s.port, 8, &per8);
     printf("HTTP+SSE decode, 8 streams:         %8.1f tokens/s total, %.1f per stream (%.2fx one stream)\n", eight,
            per8, eight / one);
+    server_stop(&s);
+    start(&s, DEMO, args);
     double with = turn10_ttft(s.port, 1);
     server_stop(&s);
     const char *no_reuse[] = {"--prefix-cache-bytes", "0", NULL};
-    start(&s, no_reuse);
+    start(&s, DEMO, no_reuse);
     double without = turn10_ttft(s.port, 0);
     server_stop(&s);
-    printf("chat turn 10, time to first token:  %8.1f ms with a session, %.1f ms without reuse (%.1fx)\n", with * 1e3,
+    printf("chat turn 10 (strata-demo), time to first token: %.1f ms with a session, %.1f ms without reuse (%.1fx)\n", with * 1e3,
            without * 1e3, without / with);
-    start(&s, NULL);
+    start(&s, DEMO, NULL);
     double rate = prefix_hit_rate(s.port);
     server_stop(&s);
-    printf("prefix cache, 50 requests / 5 system prompts: hit rate %.0f%%\n", rate * 100);
+    printf("prefix cache (strata-demo), 50 requests / 5 system prompts: hit rate %.0f%%\n", rate * 100);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0)
