@@ -18,6 +18,11 @@ int cli_chat_template(int argc, char **argv);
 int cli_make_checkpoint(int argc, char **argv);
 int cli_bench(int argc, char **argv);
 
+/* Monotonic seconds, for the timings the commands print. */
+double cli_now(void);
+/* Index of the largest of n values (the first on ties): greedy decoding. */
+int32_t cli_argmax(const float *v, int n);
+
 /* Print "strata CMD: message" to stderr and return 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_fail_err(const char *cmd, const strata_error *err);

@@ -21,7 +21,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
 #include "cli.h"
 #include "core/error.h"
@@ -47,13 +46,6 @@ typedef struct bench_result {
     uint64_t weight_bytes, decode_bytes;
     double prefill_flops;   /* per prefill step */
 } bench_result;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static int parse_count(const char *s, int lo, int hi, int *out)
 {
@@ -157,7 +149,7 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
         pthread_t th[256];
         triad_arg args[256];
         for (int rep = 0; rep < 5; rep++) {
-            double t0 = now_s();
+            double t0 = cli_now();
             for (int t = 0; t < n_threads; t++) {
                 args[t] = (triad_arg){a, b, c, n * (size_t)t / (size_t)n_threads,
                                       n * (size_t)(t + 1) / (size_t)n_threads, 0.0f};
@@ -168,7 +160,7 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
             for (int t = 1; t < n_threads; t++)
                 if (th[t])
                     pthread_join(th[t], NULL);
-            double bw = bytes_per_elem * (double)n / (now_s() - t0);
+            double bw = bytes_per_elem * (double)n / (cli_now() - t0);
             best = bw > best ? bw : best;
         }
     }
@@ -198,11 +190,11 @@ static double gemm_ours(int n_threads)
         strata_mat m = {.data = w, .dtype = ST_BF16, .rows = GEMM_N, .cols = GEMM_K};
         matmul(y, x, GEMM_M, &m, &e);
         int reps = 0;
-        double t0 = now_s(), t;
+        double t0 = cli_now(), t;
         do {
             matmul(y, x, GEMM_M, &m, &e);
             reps++;
-        } while ((t = now_s() - t0) < 1.0);
+        } while ((t = cli_now() - t0) < 1.0);
         rate = 2.0 * GEMM_M * GEMM_N * GEMM_K * reps / t;
         exec_destroy(&e);
     }
@@ -225,12 +217,12 @@ static double gemm_blas(int n_threads)
             w[i] = (float)(i % 97) * 0.001f;
         openblas_set_num_threads(n_threads);
         int reps = 0;
-        double t0 = now_s(), t;
+        double t0 = cli_now(), t;
         do {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, GEMM_M, GEMM_N, GEMM_K, 1.0f, x, GEMM_K, w,
                         GEMM_K, 0.0f, y, GEMM_N);
             reps++;
-        } while ((t = now_s() - t0) < 1.0);
+        } while ((t = cli_now() - t0) < 1.0);
         rate = 2.0 * GEMM_M * GEMM_N * GEMM_K * reps / t;
     }
     free(x);
@@ -240,15 +232,6 @@ static double gemm_blas(int n_threads)
 }
 
 /* ---------------------------------------------------------------- engine */
-
-static int32_t argmax(const float *v, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
 
 /* Fixed pseudo-random prompt ids in [3, vocab). */
 static void fill_prompt(int32_t *ids, int n, int vocab, uint32_t seed)
@@ -280,16 +263,16 @@ static strata_status run_sessions(strata_model *model, strata_runner *run, int S
     }
     if (s == STRATA_OK)
         s = strata_runner_step(run, seqs, S, err);
-    double t0 = now_s();
+    double t0 = cli_now();
     for (int i = 0; s == STRATA_OK && i < gen; i++) {
         for (int q = 0; q < S; q++) {
-            next[q] = argmax(logits + (size_t)q * (size_t)vocab, vocab);
+            next[q] = cli_argmax(logits + (size_t)q * (size_t)vocab, vocab);
             seqs[q].tokens = &next[q];
             seqs[q].n_tokens = 1;
         }
         s = strata_runner_step(run, seqs, S, err);
     }
-    *tok_s = (double)S * gen / (now_s() - t0);
+    *tok_s = (double)S * gen / (cli_now() - t0);
     for (int q = 0; caches && q < S; q++)
         strata_cache_free(caches[q]);
     free(caches);
@@ -320,22 +303,22 @@ static strata_status run_engine(strata_model *model, strata_runner *run, const b
         strata_cache_reset(cache);
         seq.tokens = ids;
         seq.n_tokens = o->prompt;
-        double t0 = now_s();
+        double t0 = cli_now();
         s = strata_runner_step(run, &seq, 1, err);
-        double t = now_s() - t0;
+        double t = cli_now() - t0;
         if (!rep || t < best)
             best = t;
     }
     r->prefill_tok_s = o->prompt / best;
     r->ttft_ms = 1e3 * best;
-    double t0 = now_s();
+    double t0 = cli_now();
     for (int i = 0; s == STRATA_OK && i < o->gen; i++) {
-        next = argmax(logits, vocab);
+        next = cli_argmax(logits, vocab);
         seq.tokens = &next;
         seq.n_tokens = 1;
         s = strata_runner_step(run, &seq, 1, err);
     }
-    r->decode_tok_s = o->gen / (now_s() - t0);
+    r->decode_tok_s = o->gen / (cli_now() - t0);
     strata_cache_free(cache);
     free(ids);
     free(logits);

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "cli.h"
 
@@ -95,13 +94,6 @@ static int parse_tokens(const char *cmd, const char *s, int vocab, int32_t **out
     *out = ids;
     *n = len;
     return 1;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---------------------------------------------------------------- info */
@@ -235,34 +227,25 @@ int cli_run(int argc, char **argv)
 
 /* ---------------------------------------------------------------- generate */
 
-static int32_t argmax(const float *v, int n)
-{
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
-
 /* Prefill, then take the argmax and feed it back n_new - 1 times (EOS does not stop:
  * this is the fixtures' definition of a greedy continuation). */
 static strata_status greedy(strata_runner *run, strata_cache *cache, int vocab, const int32_t *ids, int n,
                             int n_new, int32_t *out, float *logits, double *secs, strata_error *err)
 {
-    double t0 = now_s();
+    double t0 = cli_now();
     strata_seq seq = {.cache = cache, .tokens = ids, .n_tokens = n, .logits = logits};
     strata_status s = strata_runner_step(run, &seq, 1, err);
-    secs[0] = now_s() - t0;
-    t0 = now_s();
+    secs[0] = cli_now() - t0;
+    t0 = cli_now();
     for (int i = 0; s == STRATA_OK && i < n_new; i++) {
-        out[i] = argmax(logits, vocab);
+        out[i] = cli_argmax(logits, vocab);
         if (i + 1 == n_new)
             break;
         seq.tokens = &out[i];
         seq.n_tokens = 1;
         s = strata_runner_step(run, &seq, 1, err);
     }
-    secs[1] = now_s() - t0;
+    secs[1] = cli_now() - t0;
     return s;
 }
 

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -24,6 +25,22 @@ static const struct {
      "make-checkpoint OUT_DIR [--preset 470m|8b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
      "[--dtype bf16|f16|f32] [--seed S]"},
 };
+
+double cli_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int32_t cli_argmax(const float *v, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best])
+            best = i;
+    return best;
+}
 
 int cli_fail(const char *cmd, const char *fmt, ...)
 {
