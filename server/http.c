@@ -232,7 +232,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     srv->m.requests_total++;
     int hundreds = r->status / 100;
     srv->m.http_status[hundreds >= 1 && hundreds <= 5 ? hundreds : 0]++;
-    srv->m.requests_failed += r->status >= 400;
     log_line(srv, "info", "%s %s %d %ld tokens %.1f ms", r->method, r->url, r->status ? r->status : 0,
              r->tokens, (now_seconds() - r->t0) * 1e3);
     sb_free(&r->body);

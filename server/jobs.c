@@ -983,12 +983,4 @@ int jobs_active(const server *srv)
     return n;
 }
 
-void jobs_init(server *srv)
-{
-    (void)srv;
-}
 
-void jobs_shutdown(server *srv)
-{
-    jobs_drain(srv);
-}

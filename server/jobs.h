@@ -52,7 +52,5 @@ void jobs_drain(server *srv);
 void jobs_sweep(server *srv);
 /* Jobs still running (for shutdown). */
 int jobs_active(const server *srv);
-void jobs_init(server *srv);
-void jobs_shutdown(server *srv);
 
 #endif

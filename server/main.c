@@ -98,6 +98,23 @@ static void find_eos(server *srv)
     }
 }
 
+/* The special tokens' texts, once: chat requests check user content against them. */
+static void find_specials(server *srv)
+{
+    int32_t V = srv->tok ? strata_tokenizer_vocab_size(srv->tok) : 0;
+    for (int32_t id = 0; id < V; id++) {
+        size_t len;
+        const char *t = strata_tokenizer_is_special(srv->tok, id) ? strata_tokenizer_id_to_token(srv->tok, id, &len) : NULL;
+        if (!t || !len)
+            continue;
+        const char **grown = realloc(srv->specials, sizeof *grown * (size_t)(srv->n_specials + 1));
+        if (!grown)
+            return;
+        srv->specials = grown;
+        srv->specials[srv->n_specials++] = t;
+    }
+}
+
 static int load(server *srv)
 {
     strata_error err;
@@ -130,6 +147,7 @@ static int load(server *srv)
     srv->context_limit = srv->cfg.context_limit > 0 && srv->cfg.context_limit < m->max_position_embeddings
                              ? srv->cfg.context_limit : m->max_position_embeddings;
     find_eos(srv);
+    find_specials(srv);
     if (srv->cfg.prefix_cache_bytes > 0 &&
         strata_prefix_cache_new(srv->model, (uint64_t)srv->cfg.prefix_cache_bytes, &srv->prefix, &err) != STRATA_OK) {
         log_line(srv, "error", "prefix cache: %s", err.message);
@@ -221,7 +239,6 @@ int main(int argc, char **argv)
     S.loop = uv_default_loop();
     uv_async_init(S.loop, &S.wake, on_wake);
     S.wake.data = &S;
-    jobs_init(&S);
     sessions_init(&S);
     if (http_start(&S) != 0)
         return 1;
@@ -240,7 +257,7 @@ int main(int argc, char **argv)
     uv_run(S.loop, UV_RUN_DEFAULT);
     strata_scheduler_stop(S.sched);
     pthread_join(engine, NULL);
-    jobs_shutdown(&S);
+    jobs_drain(&S); /* the engine's last events: every job gets its DONE */
     uv_run(S.loop, UV_RUN_NOWAIT);
     uv_loop_close(S.loop);
     sessions_free(&S);
@@ -253,6 +270,7 @@ int main(int argc, char **argv)
         free(S.api_keys[i]);
     free(S.api_keys);
     free(S.eos_ids);
+    free(S.specials);
     free(S.http);
     log_line(&S, "info", "stopped");
     return 0;

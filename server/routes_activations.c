@@ -412,9 +412,9 @@ static void token_pieces(const server *srv, act_run *run)
     }
 }
 
-static int check_size(act_job *job, api_error *e)
+/* The 413 for a response of `bytes` over --max-activation-bytes, with advice. */
+static int within_limit(const act_job *job, uint64_t bytes, api_error *e)
 {
-    uint64_t bytes = out_size(job->out, job->n_runs, job->format);
     uint64_t limit = (uint64_t)job->srv->cfg.max_activation_bytes;
     if (bytes > limit)
         return api_fail(e, 413, "hooks", "response_too_large", "the response would be about %.1f MiB, over this "
@@ -422,6 +422,11 @@ static int check_size(act_job *job, api_error *e)
                         "(\"positions\": \"last\" or a list), or a binary format (safetensors is ~3x smaller than json)",
                         (double)bytes / 1048576.0, (double)limit / 1048576.0);
     return 1;
+}
+
+static int check_size(act_job *job, api_error *e)
+{
+    return within_limit(job, out_size(job->out, job->n_runs, job->format), e);
 }
 
 /* Capture shapes are known before running; the size check uses a dry layout. */
@@ -451,14 +456,7 @@ static int precheck_size(act_job *job, api_error *e)
             elems += strstr(v.name, "_state") ? per : per * P;
         }
     }
-    uint64_t bytes = elems * (job->format == OUT_JSON ? 13 : 4);
-    uint64_t limit = (uint64_t)job->srv->cfg.max_activation_bytes;
-    if (bytes > limit)
-        return api_fail(e, 413, "hooks", "response_too_large", "the response would be about %.1f MiB, over this "
-                        "server's limit of %.1f MiB (--max-activation-bytes); ask for fewer hooks, fewer positions "
-                        "(\"positions\": \"last\" or a list), or a binary format (safetensors is ~3x smaller than json)",
-                        (double)bytes / 1048576.0, (double)limit / 1048576.0);
-    return 1;
+    return within_limit(job, elems * (job->format == OUT_JSON ? 13 : 4), e);
 }
 
 /* ---------------------------------------------------------------- running */

@@ -278,7 +278,6 @@ static json_t *messages_for_template(json_t *msgs, api_error *e)
 /* Whether some user-supplied content contains a special token's text. */
 static int content_has_special(const server *srv, json_t *msgs)
 {
-    int32_t V = strata_tokenizer_vocab_size(srv->tok);
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m) {
@@ -286,12 +285,9 @@ static int content_has_special(const server *srv, json_t *msgs)
         const char *role = json_string_value(json_object_get(m, "role"));
         if (!c || !role || !strcmp(role, "assistant"))
             continue;
-        for (int32_t id = 0; id < V && id < 4096; id++) {
-            size_t len;
-            const char *t = strata_tokenizer_is_special(srv->tok, id) ? strata_tokenizer_id_to_token(srv->tok, id, &len) : NULL;
-            if (t && len && strstr(c, t))
+        for (int k = 0; k < srv->n_specials; k++)
+            if (strstr(c, srv->specials[k]))
                 return 1;
-        }
     }
     return 0;
 }

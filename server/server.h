@@ -47,7 +47,7 @@ int settings_load(settings *s, int argc, char **argv);
 void settings_usage(FILE *f);
 
 typedef struct metrics {
-    uint64_t requests_total, requests_failed;
+    uint64_t requests_total;
     uint64_t http_status[6];    /* by hundreds: 1xx..5xx */
 } metrics;
 
@@ -59,6 +59,8 @@ typedef struct server {
     int32_t *eos_ids;           /* generation stops at these */
     int n_eos;
     int32_t bos_id;
+    const char **specials;      /* the text of every special added token (tokenizer-owned) */
+    int n_specials;
     int context_limit;
     strata_scheduler *sched;
     strata_prefix_cache *prefix; /* NULL when off */
