@@ -91,7 +91,6 @@ struct gen_job {
     int n_generated;
     strata_cache *snapshots[STRATA_SESSION_MAX_CHECKPOINTS]; /* taken during prefill */
     int n_snapshots;
-    int checkpoint_rel[2];      /* checkpoint positions in the request's own prompt */
 };
 
 static struct {
@@ -264,7 +263,8 @@ static void chunk_head(strbuf *b, const gen_job *job)
 }
 
 /* A token's text for logprobs: the decode of that id alone. */
-static void token_text(const gen_job *job, int32_t id, strbuf *b)
+/* Append an id's text as a JSON string; returns its length in bytes. */
+static size_t token_text(const gen_job *job, int32_t id, strbuf *b)
 {
     char *t = NULL;
     size_t n = 0;
@@ -272,15 +272,6 @@ static void token_text(const gen_job *job, int32_t id, strbuf *b)
         sb_json_string(b, t, n);
     else
         sb_printf(b, "\"<%d>\"", id);
-    free(t);
-}
-
-static size_t token_len(const gen_job *job, int32_t id)
-{
-    char *t = NULL;
-    size_t n = 0;
-    if (job->srv->tok)
-        strata_tokenizer_decode(job->srv->tok, &id, 1, 0, &t, &n, NULL);
     free(t);
     return n;
 }
@@ -320,12 +311,16 @@ static void lp_free(lp_fragments *f)
 }
 
 /* Append one completions entry: token text, its logprob (NaN: null), alternatives. */
+/* text_len: the text the entry stands for; TOKEN_OWN_TEXT: the token's own. */
+#define TOKEN_OWN_TEXT ((size_t)-1)
 static void lp_add(const gen_job *job, lp_fragments *f, int32_t id, float lp, const strata_sample *alts,
                    size_t text_len)
 {
     const char *sep = f->values.len ? "," : "";
     sb_puts(&f->tokens, sep);
-    token_text(job, id, &f->tokens);
+    size_t own = token_text(job, id, &f->tokens);
+    if (text_len == TOKEN_OWN_TEXT)
+        text_len = own;
     if (lp != lp)
         sb_printf(&f->values, "%snull", sep);
     else
@@ -625,9 +620,9 @@ static void prompt_logprob(gen_job *job, int prompt, int pos, float lp)
     lp_fragments *f = &job->prompt_lp[prompt];
     const int32_t *ids = job->p.prompts[prompt];
     if (pos == 1)
-        lp_add(job, f, ids[0], NAN, NULL, token_len(job, ids[0]));
+        lp_add(job, f, ids[0], NAN, NULL, TOKEN_OWN_TEXT);
     strata_sample one = {.n_top = 1, .top = {{.id = ids[pos], .logprob = lp}}};
-    lp_add(job, f, ids[pos], lp, &one, token_len(job, ids[pos]));
+    lp_add(job, f, ids[pos], lp, &one, TOKEN_OWN_TEXT);
 }
 
 static void apply(gen_job *job, event *e)
@@ -760,6 +755,23 @@ static uint64_t fresh_seed(void)
     return ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^ (++counter * 0x9e3779b97f4a7c15ULL);
 }
 
+/* Run q on `cache`, whose state already holds the prompt's first `reused` tokens;
+ * snapshot at the given prompt positions that lie in what is left to process. */
+static void continue_from(strata_request *q, strata_cache *cache, int reused, const int *marks, int n_marks,
+                          int *rel)
+{
+    int k = 0;
+    for (int m = 0; m < n_marks; m++)
+        if (marks[m] > reused && marks[m] < q->n_prompt)
+            rel[k++] = marks[m] - reused;
+    q->cache = cache;
+    q->prompt += reused;
+    q->n_prompt -= reused;
+    q->checkpoint_at = rel;
+    q->n_checkpoint_at = k;
+    q->on_checkpoint = on_checkpoint;
+}
+
 static strata_request request_of(gen_job *job, int i)
 {
     server *srv = job->srv;
@@ -771,33 +783,17 @@ static strata_request request_of(gen_job *job, int i)
                         .on_progress = on_progress, .on_finish = on_finish, .on_done = on_done,
                         .interventions = p->iv[i], .capture = i == 0 ? p->capture : NULL};
     q.sampling.seed = p->sampling.seed + (uint64_t)i * STRATA_MAX_CHOICES;
+    sub *sb = &job->subs[i];
     if (job->session) {
-        q.cache = strata_session_cache(job->session->s);
-        q.prompt += job->reused;
-        q.n_prompt -= job->reused;
+        int marks[2] = {p->checkpoint_at, p->checkpoint_at2};
+        continue_from(&q, strata_session_cache(job->session->s), job->reused, marks, 2, sb->checkpoints);
         q.checkpoint_every = srv->cfg.checkpoint_every;
-        int marks[2] = {p->checkpoint_at, p->checkpoint_at2}, k = 0;
-        for (int m = 0; m < 2; m++)
-            if (marks[m] - job->reused > 0 && marks[m] - job->reused < q.n_prompt)
-                job->checkpoint_rel[k++] = marks[m] - job->reused;
-        q.checkpoint_at = job->checkpoint_rel;
-        q.n_checkpoint_at = k;
-        q.on_checkpoint = on_checkpoint;
     } else if (srv->prefix && !p->iv[i] && !p->capture) {
         /* (a snapshot holds unsteered state: runs that steer or capture start fresh) */
-        sub *sb = &job->subs[i];
-        int branch = 0, k = 0;
+        int branch = 0;
         strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch, NULL);
         int marks[3] = {branch, p->checkpoint_at, p->checkpoint_at2};
-        for (int m = 0; m < 3; m++)
-            if (marks[m] > sb->reused && marks[m] < q.n_prompt)
-                sb->checkpoints[k++] = marks[m] - sb->reused;
-        q.cache = sb->cache;
-        q.prompt += sb->reused;
-        q.n_prompt -= sb->reused;
-        q.checkpoint_at = sb->checkpoints;
-        q.n_checkpoint_at = k;
-        q.on_checkpoint = on_checkpoint;
+        continue_from(&q, sb->cache, sb->reused, marks, 3, sb->checkpoints);
     }
     return q;
 }
