@@ -9,7 +9,9 @@
  *   machine: memory bandwidth (STREAM-style triad on the engine's thread count, and
  *            a read-only pass, which is what decode does),
  *            GEMM rate of our own matmul (BF16 weights) and of OpenBLAS sgemm
- *   ratios:  decode weight bytes/s ÷ bandwidth, prefill FLOP/s ÷ GEMM FLOP/s
+ *            and the FMA peak (independent FMA chains on every thread)
+ *   ratios:  decode weight bytes/s ÷ bandwidth, prefill FLOP/s ÷ GEMM FLOP/s and
+ *            ÷ FMA peak
  *
  * Only config.json + weights are needed: prompts are fixed pseudo-random ids.
  * Reads internal kernel headers (kernels/kernels.h) to time the matmul alone.
@@ -39,7 +41,7 @@ typedef struct bench_result {
     int threads;
     double prefill_tok_s, ttft_ms, decode_tok_s;
     double aggregate[MAX_SESSIONS];
-    double bandwidth, read_bandwidth, gemm_ours, gemm_blas;
+    double bandwidth, read_bandwidth, gemm_ours, gemm_blas, fma_peak;
     const char *blas_core;
     double peak_rss_mib;
     double load_start, load_end;  /* 1-minute load average: other work on the machine */
@@ -231,6 +233,72 @@ static double gemm_blas(int n_threads)
     return rate;
 }
 
+/* The FMA roofline: independent multiply-add chains (enough to cover the FMA
+ * latency on every pipe) on each thread at once, in the widest vectors the
+ * engine's kernel path uses; FLOP/s summed over threads, best of 3. */
+#define PEAK_ITERS 20000000L
+#if defined(__x86_64__) && defined(__GNUC__)
+/* N chains of `a = a·x + y` in BYTES-wide vectors; contracted to FMA instructions. */
+#define FMA_CHAINS(NAME, TARGET, BYTES, N)                                                  \
+    __attribute__((target(TARGET), optimize("fp-contract=fast"))) static float NAME(void)  \
+    {                                                                                       \
+        typedef float vec __attribute__((vector_size(BYTES)));                              \
+        vec a[N], x = (vec){0} + 0.999f, y = (vec){0} + 1e-3f;                              \
+        for (int i = 0; i < N; i++)                                                         \
+            a[i] = (vec){0} + (float)i;                                                     \
+        for (long n = 0; n < PEAK_ITERS; n++) {                                             \
+            _Pragma("GCC unroll 32") for (int i = 0; i < N; i++) a[i] = a[i] * x + y;       \
+        }                                                                                   \
+        float s = 0;                                                                        \
+        for (int i = 0; i < N; i++)                                                         \
+            s += a[i][0];                                                                   \
+        return s;                                                                           \
+    }
+FMA_CHAINS(fma_chains_avx2, "avx2,fma", 32, 12)
+FMA_CHAINS(fma_chains_avx512, "avx512f", 64, 24)
+#endif
+
+typedef struct peak_arg {
+    int avx512;
+    double flops, sink;
+} peak_arg;
+
+static void *peak_part(void *varg)
+{
+    peak_arg *p = varg;
+    p->flops = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    p->sink = p->avx512 ? fma_chains_avx512() : fma_chains_avx2();
+    p->flops = p->avx512 ? 24.0 * 32.0 * PEAK_ITERS : 12.0 * 16.0 * PEAK_ITERS;
+#endif
+    return NULL;
+}
+
+/* 0 where the kernel path has no FMA (portable). */
+static double fma_peak(int n_threads, const char *kernel)
+{
+    if (strcmp(kernel, "avx2") && strcmp(kernel, "avx512"))
+        return 0;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        pthread_t th[256];
+        peak_arg args[256];
+        double t0 = cli_now();
+        for (int t = 0; t < n_threads; t++) {
+            args[t] = (peak_arg){.avx512 = !strcmp(kernel, "avx512")};
+            if (t && pthread_create(&th[t], NULL, peak_part, &args[t]) != 0)
+                peak_part(&args[t]), th[t] = 0;
+        }
+        peak_part(&args[0]);
+        for (int t = 1; t < n_threads; t++)
+            if (th[t])
+                pthread_join(th[t], NULL);
+        double rate = args[0].flops * n_threads / (cli_now() - t0);
+        best = rate > best ? rate : best;
+    }
+    return best;
+}
+
 /* ---------------------------------------------------------------- engine */
 
 /* Fixed pseudo-random prompt ids in [3, vocab). */
@@ -389,6 +457,10 @@ static void print_text(const bench_opts *o, const bench_result *r)
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_ours,
            r->prefill_flops * r->prefill_tok_s / o->prompt / 1e9,
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_blas);
+    if (r->fma_peak > 0)
+        printf("ratio: vs the FMA peak %.1f GFLOP/s (%s, %d threads): prefill %.3f, our GEMM %.3f, OpenBLAS %.3f\n",
+               r->fma_peak / 1e9, r->kernel, r->threads, r->prefill_flops * r->prefill_tok_s / o->prompt / r->fma_peak,
+               r->gemm_ours / r->fma_peak, r->gemm_blas / r->fma_peak);
 }
 
 static void print_json(const bench_opts *o, const bench_result *r)
@@ -401,10 +473,11 @@ static void print_json(const bench_opts *o, const bench_result *r)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
            "\"bandwidth_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
-           "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
+           "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"fma_peak_gflop_s\":%.2f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
            r->peak_rss_mib, (unsigned long long)r->weight_bytes, (unsigned long long)r->decode_bytes,
            r->bandwidth / 1e9, r->read_bandwidth / 1e9, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core,
-           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, pf / r->gemm_ours, r->load_start, r->load_end);
+           r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, pf / r->gemm_ours, r->fma_peak / 1e9, r->load_start,
+           r->load_end);
 }
 
 int cli_bench(int argc, char **argv)
@@ -438,6 +511,7 @@ int cli_bench(int argc, char **argv)
     r.gemm_ours = gemm_ours(r.threads);
     r.gemm_blas = gemm_blas(r.threads);
     r.blas_core = openblas_get_corename();
+    r.fma_peak = fma_peak(r.threads, r.kernel);
     r.load_end = load_average();
     if (o.json)
         print_json(&o, &r);

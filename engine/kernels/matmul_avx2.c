@@ -17,6 +17,9 @@
 #define MR 4
 #define NR 3
 #define NR1 8       /* W rows per tile when there is a single x row (decode) */
+#ifndef MATMUL_PREFETCH
+#define MATMUL_PREFETCH 1
+#endif
 
 INLINE __m256 load_w(const void *w, st_dtype dt, size_t i)
 {
@@ -59,7 +62,17 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
     const float *x = b->x + (size_t)r0 * b->ldx;
     size_t w0 = (size_t)j0 * b->ldw;
     int k8 = b->k & ~7;
+    /* The first x rows of a block meet W rows fresh from memory: fetch the next tile's
+     * rows (contiguous after this tile's) as fast as this tile consumes its own,
+     * nr·8 elements a step, so the stream never waits on DRAM latency. */
+    const char *next = (const char *)b->w + (w0 + (size_t)nr * b->ldw) * st_dtype_size(dt);
+    size_t step_bytes = (size_t)nr * 8 * st_dtype_size(dt);
     for (int kk = 0; kk < k8; kk += 8) {
+        if (MATMUL_PREFETCH && r0 == 0 && b->ldw == (size_t)b->k) {
+            const char *p = next + (size_t)(kk / 8) * step_bytes;
+            for (size_t off = 0; off < step_bytes; off += 64)
+                _mm_prefetch(p + off, _MM_HINT_T0);
+        }
         __m256 wv[NR1];
 #pragma GCC unroll 8
         for (int j = 0; j < nr; j++)
