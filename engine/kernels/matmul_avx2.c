@@ -44,6 +44,17 @@ INLINE __m256 load_w_tail(const void *w, st_dtype dt, size_t i, int len)
     return load_w(t, dt == ST_BF16 ? ST_BF16 : ST_F16, 0);
 }
 
+INLINE size_t elem_size(st_dtype dt)
+{
+    return dt == ST_F32 ? 4 : 2;
+}
+
+INLINE void prefetch_span(const char *p, size_t bytes)
+{
+    for (size_t off = 0; off < bytes; off += 64)
+        _mm_prefetch(p + off, _MM_HINT_T0);
+}
+
 INLINE float reduce8(__m256 v)
 {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // i + i+4
@@ -51,7 +62,9 @@ INLINE float reduce8(__m256 v)
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                 // 0 + 1
 }
 
-INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt)
+/* pf: W bytes to fetch while this tile runs, pf_step of them a k step (0: none). */
+INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt, const char *pf,
+                 size_t pf_step)
 {
     __m256 acc[MR][NR1];
 #pragma GCC unroll 4
@@ -62,17 +75,9 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
     const float *x = b->x + (size_t)r0 * b->ldx;
     size_t w0 = (size_t)j0 * b->ldw;
     int k8 = b->k & ~7;
-    /* The first x rows of a block meet W rows fresh from memory: fetch the next tile's
-     * rows (contiguous after this tile's) as fast as this tile consumes its own,
-     * nr·8 elements a step, so the stream never waits on DRAM latency. */
-    const char *next = (const char *)b->w + (w0 + (size_t)nr * b->ldw) * st_dtype_size(dt);
-    size_t step_bytes = (size_t)nr * 8 * st_dtype_size(dt);
     for (int kk = 0; kk < k8; kk += 8) {
-        if (MATMUL_PREFETCH && r0 == 0 && b->ldw == (size_t)b->k) {
-            const char *p = next + (size_t)(kk / 8) * step_bytes;
-            for (size_t off = 0; off < step_bytes; off += 64)
-                _mm_prefetch(p + off, _MM_HINT_T0);
-        }
+        if (pf_step)
+            prefetch_span(pf + (size_t)(kk / 8) * pf_step, pf_step);
         __m256 wv[NR1];
 #pragma GCC unroll 8
         for (int j = 0; j < nr; j++)
@@ -107,14 +112,41 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
         }
 }
 
-#define TILE_CASE(M, N) case (M) * 16 + (N): tile(b, r0, j0, M, N, DT); break;
+/* What each tile prefetches when W rows are read in place (never for a widened
+ * panel: it is already in cache). One x row (decode): the next tile's rows,
+ * contiguous after this tile's, as fast as this tile consumes its own. A few x rows
+ * (batched decode): the W rows after this block (the next panel), an equal share per
+ * tile, so the next block finds them in cache instead of waiting on DRAM. Either way
+ * the fetches are paced over the tile's k steps, never issued in a burst. */
+typedef struct ahead {
+    const char *next;       /* the next tile's (m == 1) or the next panel's first byte */
+    size_t share;           /* bytes a tile fetches (m > 1) */
+    size_t steps;           /* k steps of a tile */
+} ahead;
+
+static inline ahead ahead_new(const mm_block *b, size_t esz)
+{
+    if (!MATMUL_PREFETCH || b->ldw != (size_t)b->k || b->k < 8)
+        return (ahead){0};
+    size_t bytes = (size_t)b->nw * b->ldw * esz;
+    size_t tiles = (size_t)((b->m + MR - 1) / MR) * (size_t)((b->nw + NR - 1) / NR);
+    return (ahead){(const char *)b->w + bytes, (bytes + tiles - 1) / tiles, (size_t)b->k / 8};
+}
+
+#define TILE_CASE(M, N) case (M) * 16 + (N): tile(b, r0, j0, M, N, DT, pf, pf_step); break;
 #define DEFINE_BLOCK(NAME, DTYPE)                                                              \
     static TARGET void NAME(const mm_block *b)                                                 \
     {                                                                                          \
         const st_dtype DT = DTYPE;                                                             \
+        ahead ah = ahead_new(b, elem_size(DT));                                                \
+        const char *pf = NULL;                                                                 \
+        size_t pf_step = 0;                                                                    \
         if (b->m == 1) {                                                                       \
             int r0 = 0;                                                                        \
             for (int j0 = 0; j0 < b->nw; j0 += NR1) {                                          \
+                int nr = b->nw - j0 < NR1 ? b->nw - j0 : NR1;                                  \
+                pf = (const char *)b->w + (size_t)(j0 + nr) * b->ldw * elem_size(DT);          \
+                pf_step = ah.steps ? (size_t)nr * 8 * elem_size(DT) : 0;                       \
                 switch (16 + (b->nw - j0 < NR1 ? b->nw - j0 : NR1)) {                           \
                 TILE_CASE(1, 8) TILE_CASE(1, 7) TILE_CASE(1, 6) TILE_CASE(1, 5)                \
                 TILE_CASE(1, 4) TILE_CASE(1, 3) TILE_CASE(1, 2) TILE_CASE(1, 1)                \
@@ -122,6 +154,8 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
             }                                                                                  \
             return;                                                                            \
         }                                                                                      \
+        pf = ah.next;                                                                          \
+        pf_step = ah.steps ? (ah.share + ah.steps - 1) / ah.steps : 0;                         \
         for (int r0 = 0; r0 < b->m; r0 += MR) {                                                \
             int mr = b->m - r0 < MR ? b->m - r0 : MR;                                          \
             for (int j0 = 0; j0 < b->nw; j0 += NR) {                                           \
@@ -132,6 +166,7 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
                 TILE_CASE(2, 3) TILE_CASE(2, 2) TILE_CASE(2, 1)                                \
                 TILE_CASE(1, 3) TILE_CASE(1, 2) TILE_CASE(1, 1)                                \
                 }                                                                              \
+                pf += ah.share;                                                                \
             }                                                                                  \
         }                                                                                      \
     }
