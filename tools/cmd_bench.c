@@ -34,10 +34,11 @@ typedef struct bench_opts {
     const char *model_dir;
     int prompt, gen, threads, json, repeat;
     int sessions[MAX_SESSIONS], n_sessions;
+    strata_load_opts load;  /* --weights native|int8 */
 } bench_opts;
 
 typedef struct bench_result {
-    const char *kernel;
+    const char *kernel, *weights;
     int threads;
     double prefill_tok_s, ttft_ms, decode_tok_s;
     double aggregate[MAX_SESSIONS];
@@ -95,6 +96,10 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         } else if (!strcmp(f, "--sessions") && has) {
             if (!parse_sessions(argv[++i], o))
                 return cli_fail("bench", "--sessions needs a list like 1,4,16 (at most %d values)", MAX_SESSIONS), 0;
+        } else if (!strcmp(f, "--weights") && has) {
+            strata_error err;
+            if (strata_weights_parse(argv[++i], &o->load.weights, &err) != STRATA_OK)
+                return cli_fail("bench", "--weights: %s", err.message), 0;
         } else if (!strcmp(f, "--json")) {
             o->json = 1;
         } else if (f[0] == '-') {
@@ -400,10 +405,9 @@ static strata_status run_engine(strata_model *model, strata_runner *run, const b
 static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
 {
     uint64_t embed = (uint64_t)m->vocab_size * (uint64_t)m->hidden_size;
-    uint64_t bytes_per_param = m->n_params ? (m->weight_bytes + m->n_params / 2) / m->n_params : 2;
-    uint64_t streamed = m->n_params - (m->tie_word_embeddings ? 0 : embed);
+    r->weights = m->weights;
     r->weight_bytes = m->weight_bytes;
-    r->decode_bytes = streamed * bytes_per_param;
+    r->decode_bytes = m->matmul_bytes;
     /* every non-embedding parameter is a multiply-add per prompt token, except the
      * LM head, which runs for the last token only */
     double body = (double)(m->n_params - (m->tie_word_embeddings ? 1 : 2) * embed);
@@ -436,8 +440,8 @@ static double peak_rss_mib(void)
 
 static void print_text(const bench_opts *o, const bench_result *r)
 {
-    printf("engine: kernel %s, %d threads (load average %.2f before, %.2f after)\n", r->kernel, r->threads,
-           r->load_start, r->load_end);
+    printf("engine: kernel %s, %d threads, %s weights (load average %.2f before, %.2f after)\n", r->kernel,
+           r->threads, r->weights, r->load_start, r->load_end);
     printf("prefill: %d tokens, %.1f tok/s (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s, r->ttft_ms);
     printf("decode: %.2f tok/s single stream (%d tokens)\n", r->decode_tok_s, o->gen);
     for (int i = 0; i < o->n_sessions; i++)
@@ -466,9 +470,9 @@ static void print_text(const bench_opts *o, const bench_result *r)
 static void print_json(const bench_opts *o, const bench_result *r)
 {
     double pf = r->prefill_flops * r->prefill_tok_s / o->prompt;
-    printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"threads\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,"
+    printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,"
            "\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f,\"aggregate_decode_tok_s\":{",
-           o->model_dir, r->kernel, r->threads, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
+           o->model_dir, r->kernel, r->weights, r->threads, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
     for (int i = 0; i < o->n_sessions; i++)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
@@ -489,7 +493,7 @@ int cli_bench(int argc, char **argv)
     strata_model *model = NULL;
     strata_runner *run = NULL;
     bench_result r = {0};
-    if (strata_model_load(o.model_dir, &model, &err) != STRATA_OK ||
+    if (strata_model_load_with(o.model_dir, &o.load, &model, &err) != STRATA_OK ||
         strata_runner_new(model, &run, &err) != STRATA_OK ||
         (o.threads && strata_runner_set_threads(run, o.threads, &err) != STRATA_OK)) {
         strata_runner_free(run);

@@ -1,8 +1,8 @@
 /*
  * cmd_model.c — the model subcommands of the CLI:
- *   strata info MODEL_DIR
- *   strata run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] --out OUT.safetensors
- *   strata generate MODEL_DIR --tokens 1,2,3 [-n 24]
+ *   strata info MODEL_DIR [--weights native|int8]
+ *   strata run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] [--weights native|int8] --out OUT.safetensors
+ *   strata generate MODEL_DIR --tokens 1,2,3 [-n 24] [--weights native|int8]
  */
 #include <errno.h>
 #include <stdio.h>
@@ -14,6 +14,7 @@
 typedef struct args {
     const char *model_dir, *tokens, *hooks, *out;
     int prefill, n_new;
+    strata_load_opts load;  /* --weights native|int8 */
 } args;
 
 static int parse_int(const char *s, int lo, int hi, int *out)
@@ -39,6 +40,11 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a)
             a->hooks = argv[++i];
         else if (!strcmp(f, "--out") && has_value)
             a->out = argv[++i];
+        else if (!strcmp(f, "--weights") && has_value) {
+            strata_error err;
+            if (strata_weights_parse(argv[++i], &a->load.weights, &err) != STRATA_OK)
+                return cli_fail(cmd, "--weights: %s", err.message), 0;
+        }
         else if (!strcmp(f, "--prefill") && has_value) {
             if (!parse_int(argv[++i], 0, 1 << 30, &a->prefill))
                 return cli_fail(cmd, "--prefill needs a non-negative integer, got '%s'", argv[i]), 0;
@@ -120,7 +126,7 @@ int cli_info(int argc, char **argv)
         return 1;
     strata_error err;
     strata_model *model;
-    if (strata_model_load(a.model_dir, &model, &err) != STRATA_OK)
+    if (strata_model_load_with(a.model_dir, &a.load, &model, &err) != STRATA_OK)
         return cli_fail_err("info", &err);
     const strata_model_info *m = strata_model_get_info(model);
     printf("model: %s (nemotron_h)\n", a.model_dir);
@@ -205,7 +211,7 @@ int cli_run(int argc, char **argv)
     strata_runner *run = NULL;
     int32_t *ids = NULL;
     int n = 0, rc = 1;
-    if (strata_model_load(a.model_dir, &model, &err) != STRATA_OK) {
+    if (strata_model_load_with(a.model_dir, &a.load, &model, &err) != STRATA_OK) {
         cli_fail_err("run", &err);
     } else if (!parse_tokens("run", a.tokens, strata_model_get_info(model)->vocab_size, &ids, &n)) {
     } else if (strata_capture_new(model, &cap, &err) != STRATA_OK || !add_hooks(cap, a.hooks, &err) ||
@@ -270,7 +276,7 @@ int cli_generate(int argc, char **argv)
     float *logits = NULL;
     int n = 0, rc = 1;
     double secs[2] = {0};
-    if (strata_model_load(a.model_dir, &model, &err) != STRATA_OK)
+    if (strata_model_load_with(a.model_dir, &a.load, &model, &err) != STRATA_OK)
         return cli_fail_err("generate", &err);
     int vocab = strata_model_get_info(model)->vocab_size;
     if (!parse_tokens("generate", a.tokens, vocab, &ids, &n)) {

@@ -81,7 +81,11 @@ typedef struct strata_model_info {
     int max_position_embeddings;
     int bos_token_id, eos_token_id, pad_token_id;
     uint64_t n_params;        /* parameters of the causal LM as loaded */
-    uint64_t weight_bytes;    /* bytes of those parameters as stored */
+    uint64_t weight_bytes;    /* bytes of those parameters as stored (as held in memory
+                                 after load: int8 blocks + scales for --weights int8) */
+    uint64_t matmul_bytes;    /* bytes of the matrices the matmuls read, every expert and
+                                 the LM head included: what a decode step streams */
+    const char *weights;      /* "native" (as stored) or "int8" (strata_weights_name) */
     uint64_t state_bytes_fixed;     /* per session: conv + SSM state of all Mamba layers */
     uint64_t state_bytes_per_token; /* per session and token: K + V of all attention layers */
 } strata_model_info;
@@ -89,6 +93,28 @@ typedef struct strata_model_info {
 /* Load a Hugging Face checkpoint directory (config.json + model.safetensors or
  * shards with model.safetensors.index.json). Weights are mmapped and used in place. */
 strata_status strata_model_load(const char *dir, strata_model **out, strata_error *err);
+
+/* How the matmul weights are held. NATIVE: used in place as stored (BF16/F16/F32).
+ * INT8: every matmul weight (Mamba in/out projections, attention q/k/v/o, MLP and
+ * expert up/down, MoE latent projections, the LM head) quantized at load to blocks
+ * of 32 int8 along each row with one bf16 scale (max|w|/127) per block — about half
+ * the bytes of bf16; the file pages of the originals are released. Embeddings, norms,
+ * conv weights, biases and the router stay as loaded. */
+typedef enum strata_weights {
+    STRATA_WEIGHTS_NATIVE = 0,
+    STRATA_WEIGHTS_INT8 = 1
+} strata_weights;
+
+typedef struct strata_load_opts {
+    strata_weights weights;
+} strata_load_opts;
+
+/* strata_model_load with options (opts NULL: the defaults, all zero). */
+strata_status strata_model_load_with(const char *dir, const strata_load_opts *opts, strata_model **out,
+                                     strata_error *err);
+/* "native" / "int8" → the mode; anything else is STRATA_E_INVALID naming the choices. */
+strata_status strata_weights_parse(const char *name, strata_weights *out, strata_error *err);
+const char *strata_weights_name(strata_weights weights);
 void strata_model_free(strata_model *model);
 const strata_model_info *strata_model_get_info(const strata_model *model);
 

@@ -19,6 +19,7 @@
 
 #include "core/error.h"
 #include "kernels/kernels.h"
+#include "kernels/q8.h"
 
 #ifndef MATMUL_WIDEN_MIN_ROWS
 #define MATMUL_WIDEN_MIN_ROWS 17
@@ -144,6 +145,10 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     if (n <= 0)
         return;
+    if (w->dtype == ST_I8) { /* int8 weights: kernels/q8.h */
+        matmul_q8(y, x, n, w, e);
+        return;
+    }
     mm_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .nt = e->n_threads};
     double work = (double)n * (double)w->rows * (double)w->cols;
     if (e->n_threads == 1 || work < MATMUL_PARALLEL_MIN) {

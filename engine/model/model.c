@@ -1,7 +1,9 @@
 /*
  * model.c — strata_model_load: config.json + safetensors (one file or shards) →
  * the layer plan with every weight bound, shape-checked and ready. Any failure
- * frees everything: there is never a partial model.
+ * frees everything: there is never a partial model. With --weights int8 each
+ * matmul weight is quantized here (kernels/q8.h) and its file pages released, so
+ * the resident weights are the int8 blocks plus what stays as stored.
  */
 #include <errno.h>
 #include <math.h>
@@ -9,16 +11,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "core/json.h"
+#include "kernels/q8.h"
 #include "model/model.h"
 
 typedef struct loader {
     strata_model *m;
     const char *dir;
     char prefix[64];        /* "backbone." in released files */
+    int int8;               /* quantize matmul weights (strata_load_opts.weights) */
     strata_error *err;
 } loader;
 
@@ -218,6 +224,41 @@ static strata_status lookup(loader *L, const char *name, int ndim, const int64_t
     return STRATA_OK;
 }
 
+static strata_status own(strata_model *m, void *p, strata_error *err);
+
+/* Drop the mapped pages wholly inside [p, p + n) from this process: the tensor has
+ * been quantized and is never read again (a read would fault it back in). */
+static void release_pages(const void *p, size_t n)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        return;
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t b = ((uintptr_t)p + n) & ~(uintptr_t)(page - 1);
+    if (b > a)
+        madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+/* W as stored → int8 blocks (kernels/q8.h), owned by the model. `release`: drop
+ * the stored tensor's pages afterwards (not when it is still read, as a tied
+ * embedding is). Counts the int8 bytes into weight_bytes. */
+static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, int release)
+{
+    size_t kp = q8_padded(w->cols), qbytes = (size_t)w->rows * kp, sbytes = (size_t)w->rows * (kp / Q8_BLOCK) * 2;
+    int8_t *q = malloc(qbytes ? qbytes : 1);
+    STRATA_TRY(q ? own(L->m, q, L->err) : strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name));
+    uint16_t *s = malloc(sbytes ? sbytes : 1);
+    STRATA_TRY(s ? own(L->m, s, L->err) : strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name));
+    STRATA_TRY(q8_quantize(w->data, w->dtype, w->rows, w->cols, q, s, name, L->err));
+    if (release)
+        release_pages(w->data, (size_t)w->rows * (size_t)w->cols * st_dtype_size(w->dtype));
+    *w = (strata_mat){.data = q, .dtype = ST_I8, .rows = w->rows, .cols = w->cols, .bias = w->bias, .scales = s};
+    L->m->cfg.info.weight_bytes += qbytes + sbytes;
+    L->m->cfg.info.matmul_bytes += qbytes + sbytes;
+    return STRATA_OK;
+}
+
+/* A matmul weight: used in place, or quantized with --weights int8. */
 static strata_status bind_mat(loader *L, strata_mat *w, int rows, int cols, const char *fmt, ...)
     STRATA_PRINTF(5, 6);
 static strata_status bind_mat(loader *L, strata_mat *w, int rows, int cols, const char *fmt, ...)
@@ -230,7 +271,12 @@ static strata_status bind_mat(loader *L, strata_mat *w, int rows, int cols, cons
     const st_tensor *t;
     STRATA_TRY(lookup(L, name, 2, (int64_t[]){rows, cols}, &t));
     *w = (strata_mat){.data = t->data, .dtype = t->dtype, .rows = rows, .cols = cols};
-    return STRATA_OK;
+    if (!L->int8) {
+        L->m->cfg.info.matmul_bytes += t->nbytes;
+        return STRATA_OK;
+    }
+    L->m->cfg.info.weight_bytes -= t->nbytes;
+    return quantize_mat(L, w, name, 1);
 }
 
 static strata_status own(strata_model *m, void *p, strata_error *err)
@@ -414,7 +460,12 @@ static strata_status bind_embeddings(loader *L)
             break;
         }
     }
-    return bind_mat(L, &L->m->embed, m->vocab_size, m->hidden_size, "%s", name);
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", L->prefix, name);
+    const st_tensor *t;
+    STRATA_TRY(lookup(L, full + strlen(L->prefix), 2, (int64_t[]){m->vocab_size, m->hidden_size}, &t));
+    L->m->embed = (strata_mat){.data = t->data, .dtype = t->dtype, .rows = m->vocab_size, .cols = m->hidden_size};
+    return STRATA_OK;
 }
 
 /* lm_head sits at the top level ("lm_head.weight") or beside the backbone in VL files. */
@@ -422,7 +473,12 @@ static strata_status bind_lm_head(loader *L)
 {
     strata_model_info *m = &L->m->cfg.info;
     if (m->tie_word_embeddings) {
+        /* the embedding stays as stored (rows are gathered); the head reads a copy */
         L->m->lm_head = L->m->embed;
+        if (L->int8)
+            return quantize_mat(L, &L->m->lm_head, "lm_head (tied to the embedding)", 0);
+        L->m->cfg.info.matmul_bytes += (uint64_t)m->vocab_size * (uint64_t)m->hidden_size *
+                                       st_dtype_size(L->m->embed.dtype);
         return STRATA_OK;
     }
     char parent[64];
@@ -459,6 +515,7 @@ static strata_status load(loader *L, const char *dir)
     snprintf(path, sizeof path, "%s/config.json", dir);
     STRATA_TRY(config_load(path, &m->cfg, L->err));
     m->cfg.info.pattern = m->cfg.pattern;
+    m->cfg.info.weights = strata_weights_name(L->int8 ? STRATA_WEIGHTS_INT8 : STRATA_WEIGHTS_NATIVE);
     STRATA_TRY(open_weights(m, dir, L->err));
     STRATA_TRY(find_prefix(L));
     STRATA_TRY(bind_embeddings(L));
@@ -471,15 +528,40 @@ static strata_status load(loader *L, const char *dir)
     return bind_lm_head(L);
 }
 
+strata_status strata_weights_parse(const char *name, strata_weights *out, strata_error *err)
+{
+    if (name && !strcmp(name, "native"))
+        *out = STRATA_WEIGHTS_NATIVE;
+    else if (name && !strcmp(name, "int8"))
+        *out = STRATA_WEIGHTS_INT8;
+    else
+        return strata_fail(err, STRATA_E_INVALID, "weights '%s' is not one of: native, int8", name ? name : "");
+    return STRATA_OK;
+}
+
+const char *strata_weights_name(strata_weights weights)
+{
+    return weights == STRATA_WEIGHTS_INT8 ? "int8" : "native";
+}
+
 strata_status strata_model_load(const char *dir, strata_model **out, strata_error *err)
+{
+    return strata_model_load_with(dir, NULL, out, err);
+}
+
+strata_status strata_model_load_with(const char *dir, const strata_load_opts *opts, strata_model **out,
+                                     strata_error *err)
 {
     *out = NULL;
     if (!dir)
         return strata_fail(err, STRATA_E_INVALID, "no model directory given");
+    strata_weights weights = opts ? opts->weights : STRATA_WEIGHTS_NATIVE;
+    if (weights != STRATA_WEIGHTS_NATIVE && weights != STRATA_WEIGHTS_INT8)
+        return strata_fail(err, STRATA_E_INVALID, "unknown weights mode %d", (int)weights);
     strata_model *m = calloc(1, sizeof *m);
     if (!m)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-    loader L = {.m = m, .dir = dir, .err = err};
+    loader L = {.m = m, .dir = dir, .int8 = weights == STRATA_WEIGHTS_INT8, .err = err};
     strata_status s = load(&L, dir);
     if (s != STRATA_OK) {
         strata_model_free(m);

@@ -9,12 +9,15 @@
 #include "model/config.h"
 #include "model/safetensors.h"
 
-/* A weight matrix W [rows, cols] as stored (y = x·Wᵀ + bias). */
+/* A weight matrix W [rows, cols] as stored (y = x·Wᵀ + bias), or quantized to int8
+ * at load (dtype ST_I8: data is q (rows, cols rounded up to 32) with `scales`, the
+ * format of kernels/q8.h). */
 typedef struct strata_mat {
     const void *data;
-    st_dtype dtype;         /* ST_F32, ST_BF16 or ST_F16 */
+    st_dtype dtype;         /* ST_F32, ST_BF16, ST_F16, or ST_I8 (int8 blocks) */
     int rows, cols;
     const float *bias;      /* (rows) or NULL */
+    const uint16_t *scales; /* ST_I8 only: (rows, cols rounded up to 32 / 32) bf16 */
 } strata_mat;
 
 typedef struct mamba_weights {

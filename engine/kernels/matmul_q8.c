@@ -1,0 +1,196 @@
+/*
+ * matmul_q8.c — y = x·Wᵀ for int8 weights (kernels/q8.h): the quantizer, the
+ * portable reference kernel, and the driver that splits the work over threads.
+ *
+ * The driver mirrors matmul.c: each thread owns a contiguous range of W rows. Few
+ * x rows (decode, batched decode): the Q8 kernel reads int8 W in place and
+ * dequantizes in registers — half the bytes of bf16 per step. Many x rows
+ * (prefill): a panel of W is dequantized once to fp32 and the path's fp32 kernel
+ * runs every x row over it. Both routes give the same bits (q8.h), so the summation
+ * order of every output element is fixed by the kernel path alone, whatever n,
+ * tiling or threads (batch invariance, as in matmul.c).
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "kernels/q8.h"
+
+/* x rows from which a panel is dequantized to fp32 (as MATMUL_WIDEN_MIN_ROWS). */
+#ifndef Q8_WIDEN_MIN_ROWS
+#define Q8_WIDEN_MIN_ROWS 17
+#endif
+#define Q8_PARALLEL_MIN (1 << 16)
+
+/* ---------------------------------------------------------------- quantizer */
+
+/* The smallest bf16 ≥ v (v ≥ 0, finite); +inf when v rounds past the largest bf16. */
+static uint16_t bf16_round_up(float v)
+{
+    union { float f; uint32_t u; } b = {.f = v};
+    uint32_t hi = b.u >> 16;
+    if (b.u & 0xffffu)
+        hi++;
+    return (uint16_t)hi;
+}
+
+strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
+                          const char *what, strata_error *err)
+{
+    size_t kp = q8_padded(cols), nb = kp / Q8_BLOCK;
+    float w[Q8_BLOCK];
+    for (int r = 0; r < rows; r++) {
+        size_t base = (size_t)r * (size_t)cols;
+        for (size_t b = 0; b < nb; b++) {
+            int c0 = (int)(b * Q8_BLOCK), len = cols - c0 < Q8_BLOCK ? cols - c0 : Q8_BLOCK;
+            float amax = 0.0f;
+            for (int i = 0; i < len; i++) {
+                w[i] = mat_elem(src, dtype, base + (size_t)c0 + (size_t)i);
+                if (!isfinite(w[i]))
+                    return strata_fail(err, STRATA_E_WEIGHTS, "%s: row %d column %d is not finite; int8 "
+                                       "quantization needs finite weights", what, r, c0 + i);
+                amax = fabsf(w[i]) > amax ? fabsf(w[i]) : amax;
+            }
+            uint16_t sb = bf16_round_up(amax / 127.0f);
+            float s = q8_scale_f32(sb);
+            if (!isfinite(s))
+                return strata_fail(err, STRATA_E_WEIGHTS, "%s: row %d: weights too large for an int8 scale", what, r);
+            int8_t *qb = q + (size_t)r * kp + (size_t)c0;
+            for (int i = 0; i < Q8_BLOCK; i++) {
+                long v = 0;
+                if (i < len && s > 0.0f) {
+                    v = lrint((double)w[i] / (double)s);
+                    v = v > 127 ? 127 : v < -127 ? -127 : v;
+                }
+                qb[i] = (int8_t)v;
+            }
+            scales[(size_t)r * nb + b] = sb;
+        }
+    }
+    return STRATA_OK;
+}
+
+/* ---------------------------------------------------------------- portable path */
+
+#define P_LANES 8
+
+/* As matmul_portable.c's tile for one (x row, W row): 8 lanes, multiply then add,
+ * over w = (float)q · s, the tail zero-padded, the fixed 8 → 4 → 2 → 1 reduction. */
+static float dot_portable(const float *x, const int8_t *q, const uint16_t *s, int k)
+{
+    float acc[P_LANES] = {0};
+    for (int kk = 0; kk < k; kk += P_LANES) {
+        int len = k - kk < P_LANES ? k - kk : P_LANES;
+        float sc = q8_scale_f32(s[kk / Q8_BLOCK]);
+        for (int l = 0; l < P_LANES; l++) {
+            float wv = l < len ? (float)q[kk + l] * sc : 0.0f;
+            float xv = l < len ? x[kk + l] : 0.0f;
+            acc[l] += xv * wv;
+        }
+    }
+    float a0 = acc[0] + acc[4], a1 = acc[1] + acc[5], a2 = acc[2] + acc[6], a3 = acc[3] + acc[7];
+    float b0 = a0 + a2, b1 = a1 + a3;
+    return b0 + b1;
+}
+
+static void block_portable(const q8_block *b)
+{
+    for (int r = 0; r < b->m; r++)
+        for (int j = 0; j < b->nw; j++) {
+            float v = dot_portable(b->x + (size_t)r * b->ldx, b->q + (size_t)j * b->ldq, b->s + (size_t)j * b->lds, b->k);
+            if (b->bias)
+                v += b->bias[j];
+            b->y[(size_t)r * b->ldy + (size_t)j] = v;
+        }
+}
+
+static void dequant_portable(float *dst, const int8_t *q, const uint16_t *s, size_t ldq, size_t lds, int rows, int k)
+{
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < k; c++)
+            dst[(size_t)r * (size_t)k + (size_t)c] =
+                (float)q[(size_t)r * ldq + (size_t)c] * q8_scale_f32(s[(size_t)r * lds + (size_t)c / Q8_BLOCK]);
+}
+
+const q8_isa q8_portable = {.fp32 = &kernel_portable, .block = block_portable, .dequant = dequant_portable};
+
+const q8_isa *q8_isa_for(const kernel_isa *isa)
+{
+    if (isa == &kernel_avx512 && q8_avx512.block)
+        return &q8_avx512;
+    if (isa == &kernel_avx2 && q8_avx2.block)
+        return &q8_avx2;
+    if (isa == &kernel_portable)
+        return &q8_portable;
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- driver */
+
+typedef struct q8_job {
+    float *y;
+    const float *x;
+    int n;
+    const strata_mat *w;
+    exec *e;
+    const q8_isa *q;
+    int nt;                 /* threads taking part */
+} q8_job;
+
+/* W rows [ja, jb) for every x row. */
+static void q8_range(const q8_job *J, int ja, int jb, float *panel, size_t panel_floats)
+{
+    const strata_mat *w = J->w;
+    int K = w->cols, nr = J->q->fp32->nr;
+    size_t kp = q8_padded(K), nb = kp / Q8_BLOCK, rows = (size_t)w->rows;
+    int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
+    pr = pr < nr ? nr : pr;
+    int widen = J->n >= Q8_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
+    /* one x row: the thread's whole range as one sequential stream */
+    if (J->n == 1)
+        pr = jb - ja;
+    for (int j0 = ja; j0 < jb; j0 += pr) {
+        int nw = jb - j0 < pr ? jb - j0 : pr;
+        const int8_t *q = (const int8_t *)w->data + (size_t)j0 * kp;
+        const uint16_t *s = w->scales + (size_t)j0 * nb;
+        const float *bias = w->bias ? w->bias + j0 : NULL;
+        if (widen) {
+            J->q->dequant(panel, q, s, kp, nb, nw, K);
+            mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K, .w = panel,
+                          .dtype = ST_F32, .ldw = (size_t)K, .bias = bias, .m = J->n, .nw = nw, .k = K};
+            J->q->fp32->block(&b);
+        } else {
+            q8_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K, .q = q, .s = s,
+                          .ldq = kp, .lds = nb, .bias = bias, .m = J->n, .nw = nw, .k = K};
+            J->q->block(&b);
+        }
+    }
+}
+
+static void q8_thread(void *arg, int ti, int nt)
+{
+    const q8_job *J = arg;
+    (void)nt;
+    if (ti >= J->nt)
+        return;
+    int nr = J->q->fp32->nr, tiles = (J->w->rows + nr - 1) / nr, lo, hi;
+    exec_share(tiles, ti, J->nt, &lo, &hi);
+    int ja = lo * nr, jb = hi * nr < J->w->rows ? hi * nr : J->w->rows;
+    if (ja < jb)
+        q8_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
+}
+
+void matmul_q8(float *y, const float *x, int n, const strata_mat *w, exec *e)
+{
+    if (n <= 0)
+        return;
+    const q8_isa *q = q8_isa_for(e->isa);
+    q8_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .q = q ? q : &q8_portable, .nt = e->n_threads};
+    double work = (double)n * (double)w->rows * (double)w->cols;
+    if (e->n_threads == 1 || work < Q8_PARALLEL_MIN) {
+        J.nt = 1;
+        q8_thread(&J, 0, 1);
+        return;
+    }
+    exec_parallel(e, q8_thread, &J);
+}

@@ -1,0 +1,77 @@
+/*
+ * q8.h — int8 weights (`--weights int8`): the block format, the quantizer and the
+ * per-instruction-set kernels that multiply by a quantized W.
+ *
+ * Format (ST_I8 in a strata_mat, with `scales` set): W [rows, cols] becomes
+ *   q      (rows, kp) int8, kp = cols rounded up to Q8_BLOCK, zero-padded;
+ *   scales (rows, kp / Q8_BLOCK) bf16, one per block of Q8_BLOCK consecutive
+ *          weights of a row;
+ * and w = q·s with s = max|w over the block| / 127 rounded UP to bf16 (so
+ * |w / s| ≤ 127 still holds) and q = round-to-nearest(w / s). Scales are bf16
+ * (2 bytes per 32 weights: 1.0625 bytes a weight, 53 % of bf16) rather than fp32
+ * (1.125 bytes) because decode streams them with every step; rounding the scale up
+ * costs at most 1/128 of it, and |w − q·s| ≤ s/2 holds for the stored s.
+ *
+ * Summation order: the Q8 kernels compute each weight as the fp32 product
+ * (float)q · s and accumulate exactly as the fp32 kernel of the same path does
+ * (isa.h: the same lanes, FMA or not, the same tail padding and reduction). The
+ * product is correctly rounded on every path, so dequantizing a panel of W to
+ * fp32 and running the fp32 kernel over it gives the same bits as the Q8 kernel:
+ * the driver may take either route for any number of x rows (batch invariance).
+ */
+#ifndef STRATA_KERNELS_Q8_H
+#define STRATA_KERNELS_Q8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/kernels.h"
+
+#define Q8_BLOCK 32
+
+/* y (m, ·) [:, 0..nw) = x (m, k) · W (nw, k)ᵀ (+ bias) for W quantized: q rows ldq
+ * bytes apart, scale rows lds apart (both from the block's first W row). */
+typedef struct q8_block {
+    float *y;
+    size_t ldy;
+    const float *x;
+    size_t ldx;
+    const int8_t *q;
+    const uint16_t *s;
+    size_t ldq, lds;
+    const float *bias;      /* (nw) or NULL */
+    int m, nw, k;
+} q8_block;
+
+typedef struct q8_isa {
+    const kernel_isa *fp32; /* the fp32 path whose summation order this one follows */
+    void (*block)(const q8_block *b);
+    /* dst (rows, k) fp32 = q·s of rows W rows (q rows ldq apart, scales lds apart) */
+    void (*dequant)(float *dst, const int8_t *q, const uint16_t *s, size_t ldq, size_t lds, int rows, int k);
+} q8_isa;
+
+extern const q8_isa q8_portable;
+extern const q8_isa q8_avx2;
+extern const q8_isa q8_avx512;
+
+/* The Q8 path that sums like `isa` (NULL: none; never for the three built-in ones). */
+const q8_isa *q8_isa_for(const kernel_isa *isa);
+
+static inline size_t q8_padded(int cols) { return ((size_t)cols + Q8_BLOCK - 1) / Q8_BLOCK * Q8_BLOCK; }
+static inline float q8_scale_f32(uint16_t s)
+{
+    union { uint32_t u; float f; } v = {.u = (uint32_t)s << 16};
+    return v.f;
+}
+
+/* Quantize W [rows, cols] stored as `dtype` (F32, BF16, F16) into q (rows, q8_padded(cols))
+ * and scales (rows, q8_padded(cols) / Q8_BLOCK). Fails (STRATA_E_WEIGHTS, naming `what`)
+ * on a non-finite weight. */
+strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
+                          const char *what, strata_error *err);
+
+/* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias) for W quantized (dtype ST_I8), split
+ * over W rows across e's threads like matmul (which calls this for ST_I8). */
+void matmul_q8(float *y, const float *x, int n, const strata_mat *w, exec *e);
+
+#endif
