@@ -28,6 +28,7 @@ static const struct option_def {
     STR(host, "host", "127.0.0.1", "IPv4 address to listen on"),
     INT(port, "port", "8080", "TCP port (0: any free port)"),
     INT(threads, "threads", "0", "compute threads (0: all cores)"),
+    STR(weights, "weights", "native", "matmul weights: native (as stored) or int8 (quantized at load)"),
     INT(context_limit, "context-limit", "0", "max prompt + generated tokens per sequence (0: the model's)"),
     INT(max_running, "max-running", "16", "requests decoded together (continuous batching)"),
     INT(max_queued, "max-queued", "64", "requests waiting beyond that before 429"),
@@ -185,6 +186,12 @@ int settings_load(settings *s, int argc, char **argv)
         }
         if (set(s, o, argv[++i], "command line") != 0)
             return -1;
+    }
+    strata_weights w;
+    strata_error err;
+    if (strata_weights_parse(s->weights, &w, &err) != STRATA_OK) {
+        fprintf(stderr, "strata-server: --weights: %s\n", err.message);
+        return -1;
     }
     if (!*s->model_name && *s->model) {
         char copy[4096];

@@ -124,7 +124,9 @@ static int load(server *srv)
         snprintf(n, sizeof n, "%d", srv->cfg.threads);
         setenv("STRATA_THREADS", n, 1);
     }
-    if (strata_model_load(dir, &srv->model, &err) != STRATA_OK) {
+    strata_load_opts opts = {0};
+    if (strata_weights_parse(srv->cfg.weights, &opts.weights, &err) != STRATA_OK ||
+        strata_model_load_with(dir, &opts, &srv->model, &err) != STRATA_OK) {
         log_line(srv, "error", "loading %s: %s", dir, err.message);
         return -1;
     }
@@ -140,7 +142,8 @@ static int load(server *srv)
     }
     strata_runner *probe;
     if (strata_runner_new(srv->model, &probe, &err) == STRATA_OK) {
-        log_line(srv, "info", "compute: %s kernels, %d threads", strata_runner_kernel(probe), strata_runner_threads(probe));
+        log_line(srv, "info", "compute: %s kernels, %d threads, %s weights", strata_runner_kernel(probe),
+                 strata_runner_threads(probe), strata_model_get_info(srv->model)->weights);
         strata_runner_free(probe);
     }
     const strata_model_info *m = strata_model_get_info(srv->model);

@@ -39,6 +39,7 @@ typedef struct settings {
     long max_import_bytes;      /* largest session file accepted by import */
     long prefix_cache_bytes;    /* budget of the prefix cache (0: off) */
     char log_level[16];         /* error, warn, info, debug */
+    char weights[16];           /* native, int8 (strata_weights_parse) */
 } settings;
 
 /* Fill defaults, read --config FILE if given, then apply the other flags.

@@ -1,8 +1,8 @@
 /*
  * matmul_q8_avx2.c — the AVX2 + FMA int8 kernels: 8 fp32 lanes, int8 → int32 →
  * fp32 in registers times the block's bf16 scale, FMA with fp32 x; summation order
- * that of matmul_avx2.c (q8.h). Register tiles of 4 x-rows × 3 W-rows; a single x
- * row (decode) reads W one row at a time, one sequential stream per thread.
+ * that of matmul_avx2.c (q8.h). Register tiles of 4 x-rows × 3 W-rows (a single x
+ * row takes 3 adjacent W rows at a time: 3 FMA chains, W still read in order).
  */
 #include "kernels/q8.h"
 
@@ -82,11 +82,6 @@ INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr)
 
 static TARGET void block(const q8_block *b)
 {
-    if (b->m == 1) {
-        for (int j0 = 0; j0 < b->nw; j0++)
-            tile(b, 0, j0, 1, 1);
-        return;
-    }
     for (int r0 = 0; r0 < b->m; r0 += MR) {
         int mr = b->m - r0 < MR ? b->m - r0 : MR;
         for (int j0 = 0; j0 < b->nw; j0 += NR) {
