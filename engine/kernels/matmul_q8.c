@@ -11,7 +11,9 @@
  * tiling or threads (batch invariance, as in matmul.c).
  */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "kernels/q8.h"
@@ -34,40 +36,114 @@ static uint16_t bf16_round_up(float v)
     return (uint16_t)hi;
 }
 
-strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
-                          const char *what, strata_error *err)
+/* Row r's block starting at column c0 (len ≤ Q8_BLOCK values) as fp32. */
+static void load_block(const void *src, st_dtype dtype, size_t at, int len, float *w)
+{
+    if (dtype == ST_BF16) {
+        const uint16_t *h = (const uint16_t *)src + at;
+        for (int i = 0; i < len; i++)
+            w[i] = q8_scale_f32(h[i]);    /* a bf16 → fp32 widening */
+    } else if (dtype == ST_F32) {
+        memcpy(w, (const float *)src + at, sizeof(float) * (size_t)len);
+    } else {
+        for (int i = 0; i < len; i++)
+            w[i] = mat_elem(src, dtype, at + (size_t)i);
+    }
+}
+
+/* Rows [r0, r1) of W (row indices absolute: q, scales and src start at row 0). */
+static strata_status quantize_rows(const void *src, st_dtype dtype, int r0, int r1, int cols, int8_t *q,
+                                   uint16_t *scales, const char *what, strata_error *err)
 {
     size_t kp = q8_padded(cols), nb = kp / Q8_BLOCK;
     float w[Q8_BLOCK];
-    for (int r = 0; r < rows; r++) {
+    for (int r = r0; r < r1; r++) {
         size_t base = (size_t)r * (size_t)cols;
         for (size_t b = 0; b < nb; b++) {
             int c0 = (int)(b * Q8_BLOCK), len = cols - c0 < Q8_BLOCK ? cols - c0 : Q8_BLOCK;
-            float amax = 0.0f;
-            for (int i = 0; i < len; i++) {
-                w[i] = mat_elem(src, dtype, base + (size_t)c0 + (size_t)i);
-                if (!isfinite(w[i]))
-                    return strata_fail(err, STRATA_E_WEIGHTS, "%s: row %d column %d is not finite; int8 "
-                                       "quantization needs finite weights", what, r, c0 + i);
-                amax = fabsf(w[i]) > amax ? fabsf(w[i]) : amax;
+            load_block(src, dtype, base + (size_t)c0, len, w);
+            for (int i = len; i < Q8_BLOCK; i++)
+                w[i] = 0.0f;
+            /* branch-free over the whole block, so the compiler vectorizes it */
+            float amax = 0.0f, nan_if_not_finite = 0.0f;
+            for (int i = 0; i < Q8_BLOCK; i++) {
+                nan_if_not_finite += w[i] - w[i];
+                amax = fmaxf(amax, fabsf(w[i]));
             }
+            if (!isfinite(nan_if_not_finite))
+                return strata_fail(err, STRATA_E_WEIGHTS, "%s: row %d, columns %d..%d: a weight is not finite; "
+                                   "int8 quantization needs finite weights", what, r, c0, c0 + len - 1);
             uint16_t sb = bf16_round_up(amax / 127.0f);
             float s = q8_scale_f32(sb);
             if (!isfinite(s))
                 return strata_fail(err, STRATA_E_WEIGHTS, "%s: row %d: weights too large for an int8 scale", what, r);
             int8_t *qb = q + (size_t)r * kp + (size_t)c0;
+            double inv = s > 0.0f ? 1.0 / (double)s : 0.0;
             for (int i = 0; i < Q8_BLOCK; i++) {
-                long v = 0;
-                if (i < len && s > 0.0f) {
-                    v = lrint((double)w[i] / (double)s);
-                    v = v > 127 ? 127 : v < -127 ? -127 : v;
-                }
-                qb[i] = (int8_t)v;
+                /* to nearest, halves away from zero; |w·inv| ≤ 127 (s ≥ max|w| / 127) */
+                double v = (double)w[i] * inv;
+                int qi = (int)(v + (v < 0.0 ? -0.5 : 0.5));
+                qb[i] = (int8_t)(qi > 127 ? 127 : qi < -127 ? -127 : qi);
             }
             scales[(size_t)r * nb + b] = sb;
         }
     }
     return STRATA_OK;
+}
+
+typedef struct quant_part {
+    const void *src;
+    st_dtype dtype;
+    int r0, r1, cols;
+    int8_t *q;
+    uint16_t *scales;
+    const char *what;
+    strata_error err;
+    strata_status status;
+} quant_part;
+
+static void *quant_part_run(void *arg)
+{
+    quant_part *p = arg;
+    p->status = quantize_rows(p->src, p->dtype, p->r0, p->r1, p->cols, p->q, p->scales, p->what, &p->err);
+    return NULL;
+}
+
+#define QUANT_MAX_THREADS 16
+#define QUANT_PARALLEL_MIN (1 << 20)    /* weights below which one thread does it all */
+
+/* Large tensors are split by rows over the online CPUs (the load's wall time is
+ * mostly this loop); a thread that cannot start leaves its part to the caller. */
+strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
+                          const char *what, strata_error *err)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = cpus < 1 ? 1 : cpus > QUANT_MAX_THREADS ? QUANT_MAX_THREADS : (int)cpus;
+    if ((double)rows * cols < QUANT_PARALLEL_MIN || rows < nt)
+        nt = 1;
+    quant_part parts[QUANT_MAX_THREADS];
+    pthread_t tids[QUANT_MAX_THREADS];
+    int started[QUANT_MAX_THREADS] = {0};
+    for (int t = 0; t < nt; t++) {
+        parts[t] = (quant_part){.src = src, .dtype = dtype, .r0 = (int)((long long)rows * t / nt),
+                                .r1 = (int)((long long)rows * (t + 1) / nt), .cols = cols, .q = q,
+                                .scales = scales, .what = what};
+        started[t] = t > 0 && pthread_create(&tids[t], NULL, quant_part_run, &parts[t]) == 0;
+    }
+    for (int t = 0; t < nt; t++)
+        if (!started[t])
+            quant_part_run(&parts[t]);
+    strata_status s = STRATA_OK;
+    for (int t = 0; t < nt; t++) {
+        if (started[t])
+            pthread_join(tids[t], NULL);
+        if (s == STRATA_OK && parts[t].status != STRATA_OK) {
+            s = parts[t].status;
+            if (err)
+                *err = parts[t].err;
+        }
+    }
+    return s;
 }
 
 /* ---------------------------------------------------------------- portable path */
