@@ -117,6 +117,13 @@ static void *quant_part_run(void *arg)
 strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
                           const char *what, strata_error *err)
 {
+    return q8_quantize_rows(src, dtype, 0, rows, cols, q, scales, what, err);
+}
+
+strata_status q8_quantize_rows(const void *src, st_dtype dtype, int r0, int r1, int cols, int8_t *q,
+                               uint16_t *scales, const char *what, strata_error *err)
+{
+    int rows = r1 - r0;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int nt = cpus < 1 ? 1 : cpus > QUANT_MAX_THREADS ? QUANT_MAX_THREADS : (int)cpus;
     if ((double)rows * cols < QUANT_PARALLEL_MIN || rows < nt)
@@ -125,8 +132,8 @@ strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, i
     pthread_t tids[QUANT_MAX_THREADS];
     int started[QUANT_MAX_THREADS] = {0};
     for (int t = 0; t < nt; t++) {
-        parts[t] = (quant_part){.src = src, .dtype = dtype, .r0 = (int)((long long)rows * t / nt),
-                                .r1 = (int)((long long)rows * (t + 1) / nt), .cols = cols, .q = q,
+        parts[t] = (quant_part){.src = src, .dtype = dtype, .r0 = r0 + (int)((long long)rows * t / nt),
+                                .r1 = r0 + (int)((long long)rows * (t + 1) / nt), .cols = cols, .q = q,
                                 .scales = scales, .what = what};
         started[t] = t > 0 && pthread_create(&tids[t], NULL, quant_part_run, &parts[t]) == 0;
     }

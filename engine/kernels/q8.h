@@ -69,6 +69,9 @@ static inline float q8_scale_f32(uint16_t s)
  * on a non-finite weight. */
 strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
                           const char *what, strata_error *err);
+/* The same for rows [r0, r1) only (src, q and scales still point at row 0). */
+strata_status q8_quantize_rows(const void *src, st_dtype dtype, int r0, int r1, int cols, int8_t *q,
+                               uint16_t *scales, const char *what, strata_error *err);
 
 /* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias) for W quantized (dtype ST_I8), split
  * over W rows across e's threads like matmul (which calls this for ST_I8). */

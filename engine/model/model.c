@@ -249,9 +249,17 @@ static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, in
     STRATA_TRY(q ? own(L->m, q, L->err) : strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name));
     uint16_t *s = malloc(sbytes ? sbytes : 1);
     STRATA_TRY(s ? own(L->m, s, L->err) : strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name));
-    STRATA_TRY(q8_quantize(w->data, w->dtype, w->rows, w->cols, q, s, name, L->err));
-    if (release)
-        release_pages(w->data, (size_t)w->rows * (size_t)w->cols * st_dtype_size(w->dtype));
+    /* in chunks of about 32 MiB of the original, each released once quantized, so the
+     * stored copy of a large matrix (an LM head) is never resident whole */
+    size_t row_bytes = (size_t)w->cols * st_dtype_size(w->dtype);
+    int chunk = (int)((32u << 20) / (row_bytes ? row_bytes : 1));
+    chunk = chunk < 1 ? 1 : chunk;
+    for (int r0 = 0; r0 < w->rows; r0 += chunk) {
+        int r1 = w->rows - r0 < chunk ? w->rows : r0 + chunk;
+        STRATA_TRY(q8_quantize_rows(w->data, w->dtype, r0, r1, w->cols, q, s, name, L->err));
+        if (release)
+            release_pages((const char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
+    }
     *w = (strata_mat){.data = q, .dtype = ST_I8, .rows = w->rows, .cols = w->cols, .bias = w->bias, .scales = s};
     L->m->cfg.info.weight_bytes += qbytes + sbytes;
     L->m->cfg.info.matmul_bytes += qbytes + sbytes;
