@@ -123,10 +123,12 @@ static TARGET void block(const q8_block *b)
         int r0 = 0, j0 = 0, pf_on = Q8_PF_TILES > 0 && b->k >= 32 && b->k <= Q8_PF_MAX_K;
         size_t step = pf_on ? (size_t)Q8_NR1 * 32 : 0, lead = (size_t)Q8_PF_TILES * Q8_NR1;
         for (; j0 + Q8_NR1 <= b->nw; j0 += Q8_NR1) {
-            if (pf_on)
+            int ahead = pf_on && (size_t)j0 + lead + Q8_NR1 <= (size_t)b->nw; /* within the block */
+            if (ahead)
                 for (size_t off = 0; off < (size_t)Q8_NR1 * b->lds * 2; off += 64)
                     _mm_prefetch((const char *)(b->s + ((size_t)j0 + lead) * b->lds) + off, _MM_HINT_T0);
-            tile(b, r0, j0, 1, Q8_NR1, (const char *)(b->q + ((size_t)j0 + lead) * b->ldq), step);
+            tile(b, r0, j0, 1, Q8_NR1, ahead ? (const char *)(b->q + ((size_t)j0 + lead) * b->ldq) : NULL,
+                 ahead ? step : 0);
         }
         for (; j0 < b->nw; j0++)
             tile(b, r0, j0, 1, 1, NULL, 0);
