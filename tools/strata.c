@@ -15,8 +15,8 @@ static const struct {
     const char *usage;
 } commands[] = {
     {"info", cli_info, "info MODEL_DIR"},
-    {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] --out OUT.safetensors"},
-    {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24]"},
+    {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] [--compute fp32|bf16] --out OUT.safetensors"},
+    {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24] [--compute fp32|bf16]"},
     {"tokenize", cli_tokenize, "tokenize PATH [--add-special] [--parse-special]  (text on stdin)"},
     {"detokenize", cli_detokenize, "detokenize PATH [--skip-special]  (JSON array of ids on stdin)"},
     {"chat-template", cli_chat_template, "chat-template PATH < vars.json  (PATH: checkpoint dir or .jinja)"},
