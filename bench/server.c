@@ -1,7 +1,8 @@
 /*
  * server.c (bench) — strata-server measured against the engine it drives, in one run:
  *   1. the engine's own single-stream decode tokens/s (libstrata directly);
- *   2. the same through HTTP + SSE (one stream), and the ratio to (1);
+ *   2. the same through HTTP + SSE (one stream), and the ratio to (1): 5 rounds of
+ *      (1) then (2), medians compared;
  *   3. aggregate decode tokens/s with 8 concurrent streams vs 1;
  *   4. time to first token of turn 10 of a chat, with a session vs with no reuse;
  *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts.
@@ -23,6 +24,19 @@
 #include "strata.h"
 
 #define GEN 128
+#define ROUNDS 5
+
+static int by_value(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, by_value);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
 
 static double now(void)
 {
@@ -41,38 +55,50 @@ static const char *model_dir(void)
     return access("build/models/470m/model.safetensors", R_OK) == 0 ? "build/models/470m" : DEMO;
 }
 
-/* 1. prefill 8 tokens, then GEN single-token steps */
-static double engine_decode_tok_s(void)
-{
-    strata_error err;
+typedef struct engine {
     strata_model *m;
     strata_runner *r;
-    strata_cache *c;
-    if (strata_model_load(model_dir(), &m, &err) != STRATA_OK) {
+    float *logits;          /* (vocab) */
+} engine;
+
+static void engine_open(engine *e)
+{
+    strata_error err;
+    if (strata_model_load(model_dir(), &e->m, &err) != STRATA_OK || strata_runner_new(e->m, &e->r, &err) != STRATA_OK) {
         fprintf(stderr, "%s\n", err.message);
         exit(1);
     }
-    strata_runner_new(m, &r, &err);
-    strata_cache_new(m, &c, &err);
-    int V = strata_model_get_info(m)->vocab_size;
-    float *logits = malloc(sizeof(float) * (size_t)V);
+    e->logits = malloc(sizeof(float) * (size_t)strata_model_get_info(e->m)->vocab_size);
+}
+
+static void engine_close(engine *e)
+{
+    free(e->logits);
+    strata_runner_free(e->r);
+    strata_model_free(e->m);
+}
+
+/* 1. prefill the streams' 8 prompt tokens, then GEN greedy single-token steps */
+static double engine_decode_tok_s(engine *e)
+{
+    strata_error err;
+    strata_cache *c;
+    strata_cache_new(e->m, &c, &err);
+    int V = strata_model_get_info(e->m)->vocab_size;
     int32_t prompt[8] = {1, 1165, 276, 2102, 276, 2102, 276, 2102}, t = 276;
-    strata_seq s = {.cache = c, .tokens = prompt, .n_tokens = 8, .logits = logits};
-    strata_runner_step(r, &s, 1, &err);
+    strata_seq s = {.cache = c, .tokens = prompt, .n_tokens = 8, .logits = e->logits};
+    strata_runner_step(e->r, &s, 1, &err);
     double t0 = now();
     for (int i = 0; i < GEN; i++) {
-        s = (strata_seq){.cache = c, .tokens = &t, .n_tokens = 1, .logits = logits};
-        strata_runner_step(r, &s, 1, &err);
+        s = (strata_seq){.cache = c, .tokens = &t, .n_tokens = 1, .logits = e->logits};
+        strata_runner_step(e->r, &s, 1, &err);
         int best = 0;
         for (int v = 1; v < V; v++)
-            best = logits[v] > logits[best] ? v : best;
+            best = e->logits[v] > e->logits[best] ? v : best;
         t = best;
     }
     double rate = GEN / (now() - t0);
-    free(logits);
     strata_cache_free(c);
-    strata_runner_free(r);
-    strata_model_free(m);
     return rate;
 }
 
@@ -208,17 +234,25 @@ static void start(test_server *s, const char *model, const char *const *args)
 int main(void)
 {
     printf("== strata-server benchmark (model %s, %d generated tokens per stream)\n", model_dir(), GEN);
-    double engine = engine_decode_tok_s();
-    printf("engine decode, 1 stream:            %8.1f tokens/s\n", engine);
     test_server s;
     char *dir = strdup("/tmp/strata-bench-XXXXXX");
     if (!mkdtemp(dir))
         return 1;
     const char *args[] = {"--state-dir", dir, "--max-running", "16", NULL};
     start(&s, model_dir(), args);
-    double per1, per8;
-    aggregate(s.port, 1, &per1); /* warm up */
-    double one = aggregate(s.port, 1, &per1);
+    engine e;
+    engine_open(&e);
+    double per1, per8, engine_rates[ROUNDS], http_rates[ROUNDS];
+    aggregate(s.port, 1, &per1); /* warm up both */
+    engine_decode_tok_s(&e);
+    for (int i = 0; i < ROUNDS; i++) {  /* interleaved, so drifts of a shared machine hit both alike */
+        engine_rates[i] = engine_decode_tok_s(&e);
+        http_rates[i] = aggregate(s.port, 1, &per1);
+        printf("  round %d: engine %.1f, HTTP+SSE %.1f tokens/s\n", i + 1, engine_rates[i], http_rates[i]);
+    }
+    engine_close(&e);
+    double engine = median(engine_rates, ROUNDS), one = median(http_rates, ROUNDS);
+    printf("engine decode, 1 stream:            %8.1f tokens/s (median of %d)\n", engine, ROUNDS);
     printf("HTTP+SSE decode, 1 stream:          %8.1f tokens/s  (%.0f%% of the engine's)\n", one, 100 * one / engine);
     double eight = aggregate(s.port, 8, &per8);
     printf("HTTP+SSE decode, 8 streams:         %8.1f tokens/s total, %.1f per stream (%.2fx one stream)\n", eight,

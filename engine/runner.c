@@ -45,6 +45,8 @@ strata_status strata_runner_new(const strata_model *model, strata_runner **out, 
     if (!r)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     strata_status s = exec_init(&r->ex, pool_default_threads(), widest_input(model), err);
+    if (s == STRATA_OK && (s = exec_set_bf16(&r->ex, model->compute_bf16, err)) != STRATA_OK)
+        exec_destroy(&r->ex);
     if (s != STRATA_OK) {
         free(r);
         return s;
@@ -66,6 +68,13 @@ strata_status strata_runner_set_threads(strata_runner *r, int n_threads, strata_
         return STRATA_OK;
     exec fresh;
     STRATA_TRY(exec_init(&fresh, n_threads, widest_input(r->model), err));
+    strata_status s = exec_set_bf16(&fresh, r->ex.bf16, err);
+    if (s == STRATA_OK)
+        s = exec_reserve(&fresh, r->ex.rows_cap, err);
+    if (s != STRATA_OK) {
+        exec_destroy(&fresh);
+        return s;
+    }
     exec_destroy(&r->ex);
     r->ex = fresh;
     return STRATA_OK;
@@ -191,6 +200,7 @@ static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R,
         run->off = grown;
         run->off_cap = n + 1;
     }
+    STRATA_TRY(exec_reserve(&run->ex, R, err));
     size_t need = workspace_need(run->model, seqs, n, R, max_rows, run->ex.n_threads);
     if (need > run->ws_cap) {
         float *grown = realloc(run->ws, sizeof(float) * need);

@@ -18,7 +18,7 @@ struct strata_sampler {
     float *bias_values;
     uint32_t *generated;    /* (vocab) times generated */
     uint8_t *seen;          /* (vocab) in prompt or output */
-    float *work;            /* (vocab) adjusted logits */
+    float *work;            /* (vocab) adjusted logits, then the weights draw() picks from */
     int32_t *order;         /* (vocab) candidate ids */
     uint64_t rng[4];        /* xoshiro256** state */
 };
@@ -142,24 +142,84 @@ void strata_sampler_accept(strata_sampler *s, int32_t token, int generated)
         s->generated[token]++;
 }
 
-/* log Σ exp(v) over n values, stably: fp32 exponentials (each term <= 1) summed in
- * 8 partial sums, so a 131072-entry vocabulary costs well under a millisecond. */
+/* e^x for x <= 0, 16 lanes at a time (GCC vector extensions; the clones below pick
+ * the widest ISA). Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, then a
+ * degree-6 Taylor polynomial: relative error under 3e-7, close to expf's. Below -87
+ * it gives ~2^-126 instead of a denormal: the terms are summed next to a term of 1.
+ * In place (a vector argument by value would change the ABI between the clones). */
+typedef float vec16 __attribute__((vector_size(64)));
+typedef int32_t ivec16 __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) void exp_nonpositive(vec16 *v)
+{
+    vec16 x = *v;
+    const vec16 lo = x - x - 87.0f;
+    ivec16 below = x < lo;
+    x = (vec16)(((ivec16)x & ~below) | ((ivec16)lo & below));
+    vec16 n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    vec16 r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    vec16 p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
+    *v = (vec16)((ivec16)p + __builtin_convertvector(n, ivec16) * (1 << 23));
+}
+
+/* Σ e^(v[i] - mx) over n values (each term <= 1) in 16 fp32 partial sums; with
+ * `out`, each term is also stored. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static double sum_exp(const float *v, int n, float mx, float *out)
+{
+    vec16 part = {0}, x;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        memcpy(&x, v + i, sizeof x);
+        vec16 e = x - mx;
+        exp_nonpositive(&e);
+        part += e;
+        if (out)
+            memcpy(out + i, &e, sizeof e);
+    }
+    double sum = 0;
+    for (int k = 0; k < 16; k++)
+        sum += part[k];
+    if (i < n) {                                /* the tail, padded with e^-87 terms dropped */
+        vec16 t = {0}, e;
+        memcpy(&t, v + i, sizeof(float) * (size_t)(n - i));
+        e = t - mx;
+        exp_nonpositive(&e);
+        for (int k = 0; k < n - i; k++) {
+            sum += e[k];
+            if (out)
+                out[i + k] = e[k];
+        }
+    }
+    return sum;
+}
+
+/* The largest of n values (NaNs never win), 16 lanes at a time. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static float max_of(const float *v, int n)
+{
+    vec16 m, x;
+    for (int k = 0; k < 16; k++)
+        m[k] = -FLT_MAX;
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        memcpy(&x, v + i, sizeof x);
+        ivec16 gt = x > m;
+        m = (vec16)(((ivec16)x & gt) | ((ivec16)m & ~gt));
+    }
+    float mx = -FLT_MAX;
+    for (int k = 0; k < 16; k++)
+        mx = m[k] > mx ? m[k] : mx;
+    for (; i < n; i++)
+        mx = v[i] > mx ? v[i] : mx;
+    return mx;
+}
+
+/* log Σ exp(v) over n values, stably (131072 values: about 30 µs with AVX-512). */
 static double log_sum_exp(const float *v, int n)
 {
-    float mx = -FLT_MAX;
-    for (int i = 0; i < n; i++)
-        mx = v[i] > mx ? v[i] : mx;
-    float part[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            part[k] += expf(v[i + k] - mx);
-    double sum = 0;
-    for (int k = 0; k < 8; k++)
-        sum += part[k];
-    for (; i < n; i++)
-        sum += expf(v[i] - mx);
-    return mx + log(sum);
+    float mx = max_of(v, n);
+    return mx + log(sum_exp(v, n, mx, NULL));
 }
 
 float strata_logprob_of(const float *logits, int vocab, int32_t id)
@@ -167,9 +227,17 @@ float strata_logprob_of(const float *logits, int vocab, int32_t id)
     return (float)((double)logits[id] - log_sum_exp(logits, vocab));
 }
 
-static void adjust(strata_sampler *s, const float *logits)
+static int penalized(const strata_sampling *p)
+{
+    return p->n_bias || p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
+}
+
+/* The logits after bias and penalties: `logits` itself when there are none. */
+static const float *adjust(strata_sampler *s, const float *logits)
 {
     const strata_sampling *p = &s->p;
+    if (!penalized(p))
+        return logits;
     memcpy(s->work, logits, sizeof(float) * (size_t)s->vocab);
     for (int i = 0; i < p->n_bias; i++)
         s->work[p->bias_ids[i]] += p->bias_values[i];
@@ -180,6 +248,7 @@ static void adjust(strata_sampler *s, const float *logits)
         if (s->generated[v])
             *w -= p->frequency_penalty * (float)s->generated[v] + p->presence_penalty;
     }
+    return s->work;
 }
 
 static int by_value_desc(const void *a, const void *b, void *keys)
@@ -191,58 +260,88 @@ static int by_value_desc(const void *a, const void *b, void *keys)
     return *(const int32_t *)a - *(const int32_t *)b;
 }
 
+/* The first id of the largest value (0 when there is none). */
 static int argmax_of(const float *v, int n)
 {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
+    float mx = max_of(v, n);
+    for (int i = 0; i < n; i++)
+        if (v[i] == mx)
+            return i;
+    return 0;
 }
 
-/* Draw from the tempered, truncated distribution of s->work. Tokens more than
- * e^-40 below the best cannot matter in fp32 and are not sorted. */
-static int32_t draw(strata_sampler *s)
+/* The ids of the n largest-weight tokens top_k / top_p / min_p can reach, sorted by
+ * weight (descending, ties by id). Rather than sorting the vocabulary, candidates
+ * are taken above a falling threshold until the set provably holds the cut: the
+ * top k when top_k is set, else top_p of the mass, else everything above min_p. */
+static int candidates(strata_sampler *s, const float *e, double total)
 {
     const strata_sampling *p = &s->p;
-    float mx = -FLT_MAX;
-    for (int v = 0; v < s->vocab; v++) {
-        s->work[v] /= p->temperature;
-        mx = s->work[v] > mx ? s->work[v] : mx;
-    }
+    static const float floor_of[] = {1.3533528e-01f /* e^-2 */, 1.8315639e-02f, 3.3546263e-04f, 1.1253517e-07f,
+                                     4.2483541e-18f /* e^-40 */, 0.0f};
     int n = 0;
+    for (size_t f = 0; f < sizeof floor_of / sizeof *floor_of; f++) {
+        float t = floor_of[f] > p->min_p ? floor_of[f] : p->min_p;
+        double mass = 0;
+        n = 0;
+        for (int v = 0; v < s->vocab; v++)
+            if (e[v] >= t) {
+                s->order[n++] = v;
+                mass += e[v];
+            }
+        int enough = p->top_k > 0 ? n >= p->top_k : mass >= (double)p->top_p * total;
+        if (enough || t <= p->min_p || t == 0.0f)
+            break;
+    }
+    qsort_r(s->order, (size_t)n, sizeof *s->order, by_value_desc, (void *)e);
+    return n;
+}
+
+/* Draw from the tempered, truncated distribution of `logits`: weights
+ * e_v = exp((l_v - max) / T) in s->work; top_k, then top_p over the survivors, then
+ * min_p relative to the best token. Without truncation, a walk in id order. */
+static int32_t draw(strata_sampler *s, const float *logits)
+{
+    const strata_sampling *p = &s->p;
+    float *e = s->work;
     for (int v = 0; v < s->vocab; v++)
-        if (s->work[v] >= mx - 40.0f)
-            s->order[n++] = v;
-    qsort_r(s->order, (size_t)n, sizeof *s->order, by_value_desc, s->work);
+        e[v] = logits[v] / p->temperature;
+    float mx = max_of(e, s->vocab);
+    double total = sum_exp(e, s->vocab, mx, e);
+    double r = (double)next_unit(s->rng);
+    if (p->top_k == 0 && p->top_p >= 1.0f && p->min_p == 0.0f) {
+        r *= total;
+        for (int v = 0; v < s->vocab; v++)
+            if ((r -= e[v]) < 0)
+                return v;
+        return argmax_of(e, s->vocab);
+    }
+    int n = candidates(s, e, total);
     int keep = p->top_k > 0 && p->top_k < n ? p->top_k : n;
-    double total = 0;
-    for (int i = 0; i < keep; i++)
-        total += exp((double)s->work[s->order[i]] - mx);
-    /* top_p over the top_k survivors; min_p relative to the best token */
-    double cum = 0;
+    if (p->top_k > 0) {
+        total = 0;
+        for (int i = 0; i < keep; i++)
+            total += e[s->order[i]];
+    }
+    double cum = 0, mass = 0;
     int cut = keep;
     for (int i = 0; i < keep; i++) {
-        double rel = exp((double)s->work[s->order[i]] - mx);
+        double rel = e[s->order[i]];
         if (i > 0 && rel < p->min_p) {
             cut = i;
             break;
         }
+        mass += rel;
         cum += rel / total;
         if (cum >= p->top_p) {
             cut = i + 1;
             break;
         }
     }
-    double mass = 0;
+    r *= mass;
     for (int i = 0; i < cut; i++)
-        mass += exp((double)s->work[s->order[i]] - mx);
-    double r = (double)next_unit(s->rng) * mass;
-    for (int i = 0; i < cut; i++) {
-        r -= exp((double)s->work[s->order[i]] - mx);
-        if (r < 0)
+        if ((r -= e[s->order[i]]) < 0)
             return s->order[i];
-    }
     return s->order[cut - 1];
 }
 
@@ -270,13 +369,15 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
 {
     if (!s || !logits || !out)
         return strata_fail(err, STRATA_E_INVALID, "sampler: missing argument");
-    adjust(s, logits);
-    out->token = s->p.temperature == 0.0f ? argmax_of(s->work, s->vocab) : draw(s);
+    const float *adjusted = adjust(s, logits);
+    out->token = s->p.temperature == 0.0f ? argmax_of(adjusted, s->vocab) : draw(s, adjusted);
     out->logprob = 0.0f;
     out->n_top = 0;
     if (s->p.skip_logprob && s->p.top_logprobs == 0)
         return STRATA_OK;
-    double lse = log_sum_exp(logits, s->vocab);
+    /* greedy on unadjusted logits already found their maximum */
+    float mx = adjusted == logits && s->p.temperature == 0.0f ? logits[out->token] : max_of(logits, s->vocab);
+    double lse = mx + log(sum_exp(logits, s->vocab, mx, NULL));
     out->logprob = (float)((double)logits[out->token] - lse);
     if (s->p.top_logprobs > 0)
         fill_top(s, logits, lse, out);

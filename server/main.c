@@ -130,6 +130,10 @@ static int load(server *srv)
         log_line(srv, "error", "loading %s: %s", dir, err.message);
         return -1;
     }
+    if (strata_model_set_compute(srv->model, srv->cfg.compute, &err) != STRATA_OK) {
+        log_line(srv, "error", "--compute: %s", err.message);
+        return -1;
+    }
     char path[4200];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (exists(path) && strata_tokenizer_load(path, &srv->tok, &err) != STRATA_OK) {
@@ -142,8 +146,8 @@ static int load(server *srv)
     }
     strata_runner *probe;
     if (strata_runner_new(srv->model, &probe, &err) == STRATA_OK) {
-        log_line(srv, "info", "compute: %s kernels, %d threads, %s weights", strata_runner_kernel(probe),
-                 strata_runner_threads(probe), strata_model_get_info(srv->model)->weights);
+        log_line(srv, "info", "compute: %s kernels, %d threads, %s matmuls, %s weights", strata_runner_kernel(probe),
+                 strata_runner_threads(probe), strata_model_compute(srv->model), strata_model_get_info(srv->model)->weights);
         strata_runner_free(probe);
     }
     const strata_model_info *m = strata_model_get_info(srv->model);

@@ -18,6 +18,7 @@ typedef struct settings {
     char host[256];
     int port;
     int threads;
+    char compute[8];            /* matmul precision: fp32 or bf16 */
     int context_limit;          /* prompt + generation tokens; 0 = the model's maximum */
     int max_running;            /* requests batched together */
     int max_queued;             /* waiting beyond that before 429 */

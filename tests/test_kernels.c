@@ -28,6 +28,14 @@ static uint16_t to_bf16(float f)
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* f rounded to BF16 and back (the bf16 compute mode's view of x). */
+static float bf16_round(float f)
+{
+    uint32_t u = (uint32_t)to_bf16(f) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
 /* Exact for |f| in F16's normal range (values here are in [-1, 1) rounded). */
 static uint16_t to_f16(float f)
 {
@@ -88,11 +96,14 @@ static int path_supported(const kernel_isa *k)
     return kernel_by_name(k->name) == k;
 }
 
-static void exec_with(exec *e, const kernel_isa *isa, int threads, int widest)
+/* bf16: the bf16 compute mode, with room for 40 rows of x. */
+static void exec_with(exec *e, const kernel_isa *isa, int threads, int widest, int bf16)
 {
     strata_error err;
     cr_assert_eq(exec_init(e, threads, widest, &err), STRATA_OK, "%s", err.message);
     e->isa = isa;
+    cr_assert_eq(exec_set_bf16(e, bf16, &err), STRATA_OK);
+    cr_assert_eq(exec_reserve(e, 40, &err), STRATA_OK);
 }
 
 static const int Ks[] = {1, 7, 8, 9, 16, 17, 33, 100, 257, 1030};
@@ -109,11 +120,13 @@ Test(kernels, selected_path_is_supported_and_named)
 }
 
 /* Every supported path agrees with the portable path (and with a double-precision
- * dot product) up to rounding. */
+ * dot product) up to rounding, in both compute modes (bf16: of x rounded to BF16
+ * when W is BF16, whether the path has a BF16 dot product or not). */
 Test(kernels, fast_paths_match_portable, .timeout = 120)
 {
-    for (size_t p = 0; p < 3; p++) {
-        if (!path_supported(all_paths[p]))
+    for (int p = 0; p < 6; p++) {
+        int bf16 = p >= 3;
+        if (!path_supported(all_paths[p % 3]))
             continue;
         for (size_t d = 0; d < 3; d++)
             for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
@@ -124,8 +137,8 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
                     float *x = vec_random((size_t)n * (size_t)K);
                     float *y0 = malloc(sizeof(float) * (size_t)n * (size_t)rows), *y1 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
                     exec e0, e1;
-                    exec_with(&e0, &kernel_portable, 1, K);
-                    exec_with(&e1, all_paths[p], 2, K);
+                    exec_with(&e0, &kernel_portable, 1, K, bf16);
+                    exec_with(&e1, all_paths[p % 3], 2, K, bf16);
                     matmul(y0, x, n, &w.m, &e0);
                     matmul(y1, x, n, &w.m, &e1);
                     for (int r = 0; r < n; r++)
@@ -133,6 +146,7 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
                             double ref = w.bias ? w.bias[j] : 0.0, mag = 0.0;
                             for (int k = 0; k < K; k++) {
                                 double a = x[(size_t)r * (size_t)K + (size_t)k];
+                                a = bf16 && dtypes[d] == ST_BF16 ? bf16_round((float)a) : a;
                                 double b = mat_elem(w.data, dtypes[d], (size_t)j * (size_t)K + (size_t)k);
                                 ref += a * b;
                                 mag += fabs(a * b);
@@ -140,8 +154,8 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
                             double tol = 1e-6 * mag + 1e-6;
                             size_t i = (size_t)r * (size_t)rows + (size_t)j;
                             cr_assert(fabs(y0[i] - ref) <= tol, "portable K=%d rows=%d n=%d: %g vs %g", K, rows, n, y0[i], ref);
-                            cr_assert(fabs(y1[i] - y0[i]) <= tol, "%s dtype %zu K=%d rows=%d n=%d (%d,%d): %g vs portable %g",
-                                      all_paths[p]->name, d, K, rows, n, r, j, y1[i], y0[i]);
+                            cr_assert(fabs(y1[i] - y0[i]) <= tol, "%s%s dtype %zu K=%d rows=%d n=%d (%d,%d): %g vs portable %g",
+                                      all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, r, j, y1[i], y0[i]);
                         }
                     exec_destroy(&e0);
                     exec_destroy(&e1);
@@ -153,12 +167,14 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
     }
 }
 
-/* Within one path: row r of a batch of n equals row r alone, bit for bit, whatever n
- * (1..9 and 37, which takes the widening route), and whatever the thread count. */
-Test(kernels, batch_invariance_is_bitwise, .timeout = 120)
+/* Within one path and compute mode: row r of a batch of n equals row r alone, bit
+ * for bit, whatever n (1..9 and 37, which takes the widening route and, in the bf16
+ * mode, is rounded in two parts), and whatever the thread count. */
+Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
 {
-    for (size_t p = 0; p < 3; p++) {
-        if (!path_supported(all_paths[p]))
+    for (int p = 0; p < 6; p++) {
+        int bf16 = p >= 3;
+        if (!path_supported(all_paths[p % 3]))
             continue;
         for (size_t d = 0; d < 3; d++)
             for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki += 1)
@@ -171,9 +187,10 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 120)
                     float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
                     float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
                     exec e1, e2, e3;
-                    exec_with(&e1, all_paths[p], 1, K);
-                    exec_with(&e2, all_paths[p], 2, K);
-                    exec_with(&e3, all_paths[p], 3, K);
+                    exec_with(&e1, all_paths[p % 3], 1, K, bf16);
+                    exec_with(&e2, all_paths[p % 3], 2, K, bf16);
+                    exec_with(&e3, all_paths[p % 3], 3, K, bf16);
+                    e3.rows_cap = bf16 ? 20 : 0;    /* 37 rows: two parts (buffers hold 40) */
                     for (int r = 0; r < nmax; r++)
                         matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &w.m, &e1);
                     int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 37};
@@ -184,8 +201,8 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 120)
                             memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
                             matmul(batch, x + (size_t)r0 * (size_t)K, n, &w.m, es[ei]);
                             cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
-                                      "%s dtype %zu K=%d rows=%d: batch of %d on %d threads differs from solo rows",
-                                      all_paths[p]->name, d, K, rows, n, ei + 1);
+                                      "%s%s dtype %zu K=%d rows=%d: batch of %d on %d threads differs from solo rows",
+                                      all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, ei + 1);
                         }
                     exec_destroy(&e1);
                     exec_destroy(&e2);

@@ -551,6 +551,46 @@ Test(config, file_settings_and_flags, .timeout = 60)
     free(dir);
 }
 
+/* The 8 greedy tokens after "And God said" and their logprobs, from a server
+ * started with args. */
+static void greedy_logprobs(const char *const *args, char tokens[8][64], double *lps)
+{
+    cr_assert_eq(server_start(&S, demo_dir(), args), 0);
+    json_t *j = call("POST", "/v1/completions",
+                     "{\"prompt\":\"And God said\",\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,"
+                     "\"logprobs\":0}", 200);
+    json_t *lp = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs");
+    json_t *vals = json_object_get(lp, "token_logprobs"), *toks = json_object_get(lp, "tokens");
+    cr_assert_eq(json_array_size(vals), 8);
+    for (int i = 0; i < 8; i++) {
+        lps[i] = json_number_value(json_array_get(vals, (size_t)i));
+        snprintf(tokens[i], 64, "%s", json_string_value(json_array_get(toks, (size_t)i)));
+    }
+    json_decref(j);
+    cr_assert_eq(server_stop(&S), 0);
+}
+
+/* --compute bf16 is in effect (log probabilities move) and close to fp32 (the demo
+ * model's greedy text is unchanged); an unknown mode stops the start-up. */
+Test(config, compute_mode_flag, .timeout = 60)
+{
+    char t32[8][64], t16[8][64];
+    double lp32[8], lp16[8], moved = 0;
+    const char *fp32[] = {"--compute", "fp32", NULL}, *bf16[] = {"--compute", "bf16", NULL};
+    greedy_logprobs(fp32, t32, lp32);
+    greedy_logprobs(bf16, t16, lp16);
+    for (int i = 0; i < 8; i++) {
+        cr_assert_str_eq(t16[i], t32[i], "token %d differs under bf16 compute", i);
+        moved = fmax(moved, fabs(lp16[i] - lp32[i]));
+    }
+    cr_assert(moved > 0 && moved < 0.05, "bf16 compute moved the logprobs by %g", moved);
+    char cmd[4400], *out;
+    snprintf(cmd, sizeof cmd, "%s --model %s --port 0 --compute fp16 2>&1", getenv("STRATA_SERVER"), demo_dir());
+    cr_assert_eq(run_capture(cmd, &out), 1);
+    cr_assert(strstr(out, "compute mode 'fp16' is not fp32 or bf16"), "%s", out);
+    free(out);
+}
+
 /* Requests without a session share a system prompt through the prefix cache. */
 Test(server, a_repeated_system_prompt_is_processed_once)
 {

@@ -85,3 +85,31 @@ Test(tools, bench_runs_on_a_tiny_checkpoint_and_prints_json, .timeout = 120)
     remove_tree(dir);
     free(dir);
 }
+
+/* --compute reaches the engine from every command that runs the model: bench reports
+ * it, generate keeps the demo model's greedy ids in bf16, a bad mode is refused. */
+Test(tools, compute_mode_option, .timeout = 120)
+{
+    char *dir = make_temp_dir(), cmd[8192], *out = NULL, *fp32 = NULL, *bf16 = NULL;
+    snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/ckpt --preset tiny >/dev/null && "
+             "%s bench %s/ckpt --prompt-tokens 8 --gen-tokens 2 --sessions 2 --compute bf16 --json",
+             cli_path(), dir, cli_path(), dir);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    cr_assert(strstr(out, "\"compute\":\"bf16\""), "%s", out);
+    free(out);
+    const char *gen = "%s generate %s/models/strata-demo --tokens 1,1165,276,2102 -n 12 --compute %s";
+    snprintf(cmd, sizeof cmd, gen, cli_path(), getenv("STRATA_ROOT") ? getenv("STRATA_ROOT") : ".", "fp32");
+    cr_assert_eq(run_capture(cmd, &fp32), 0);
+    snprintf(cmd, sizeof cmd, gen, cli_path(), getenv("STRATA_ROOT") ? getenv("STRATA_ROOT") : ".", "bf16");
+    cr_assert_eq(run_capture(cmd, &bf16), 0);
+    cr_assert(fp32[0] == '[' && strcspn(fp32, "\n") == strcspn(bf16, "\n") && !strncmp(fp32, bf16, strcspn(fp32, "\n")),
+              "greedy ids: fp32 %s, bf16 %s", fp32, bf16);
+    snprintf(cmd, sizeof cmd, gen, cli_path(), getenv("STRATA_ROOT") ? getenv("STRATA_ROOT") : ".", "fp8 2>&1");
+    cr_assert_eq(run_capture(cmd, &out), 1);
+    cr_assert(strstr(out, "compute mode 'fp8' is not fp32 or bf16"), "%s", out);
+    free(out);
+    free(fp32);
+    free(bf16);
+    remove_tree(dir);
+    free(dir);
+}

@@ -17,6 +17,9 @@
  * Reads internal kernel headers (kernels/kernels.h) to time the matmul alone.
  */
 #include <cblas.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -32,6 +35,7 @@
 
 typedef struct bench_opts {
     const char *model_dir;
+    const char *compute;    /* "fp32" or "bf16" (strata_model_set_compute) */
     int prompt, gen, threads, json, repeat;
     int sessions[MAX_SESSIONS], n_sessions;
     strata_load_opts load;  /* --weights native|int8 */
@@ -40,6 +44,7 @@ typedef struct bench_opts {
 typedef struct bench_result {
     const char *kernel, *weights;
     int threads;
+    int bf16, dot_bf16;     /* the bf16 compute mode; through BF16 dot products */
     double prefill_tok_s, ttft_ms, decode_tok_s;
     double aggregate[MAX_SESSIONS];
     double bandwidth, read_bandwidth, gemm_ours, gemm_blas, fma_peak;
@@ -77,7 +82,7 @@ static int parse_sessions(const char *s, bench_opts *o)
 
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){.prompt = 512, .gen = 128, .sessions = {1, 4, 16}, .n_sessions = 3, .repeat = 3};
+    *o = (bench_opts){.prompt = 512, .gen = 128, .sessions = {1, 4, 16}, .n_sessions = 3, .repeat = 3, .compute = "fp32"};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         int has = i + 1 < argc;
@@ -100,6 +105,8 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             strata_error err;
             if (strata_weights_parse(argv[++i], &o->load.weights, &err) != STRATA_OK)
                 return cli_fail("bench", "--weights: %s", err.message), 0;
+        } else if (!strcmp(f, "--compute") && has) {
+            o->compute = argv[++i];
         } else if (!strcmp(f, "--json")) {
             o->json = 1;
         } else if (f[0] == '-') {
@@ -181,15 +188,21 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
 #define GEMM_N 4096
 #define GEMM_K 1024
 
-/* Our matmul on (512 × 1024) · (4096 × 1024 BF16)ᵀ, through the runner's exec; FLOP/s. */
-static double gemm_ours(int n_threads)
+/* Our matmul on (512 × 1024) · (4096 × 1024 BF16)ᵀ, through an exec like the
+ * runner's, in the compute mode benchmarked; FLOP/s. */
+static double gemm_ours(int n_threads, int bf16)
 {
     exec e;
     strata_error err;
     float *x = malloc(sizeof(float) * GEMM_M * GEMM_K), *y = malloc(sizeof(float) * GEMM_M * GEMM_N);
     uint16_t *w = malloc(2 * (size_t)GEMM_N * GEMM_K);
     double rate = 0;
-    if (x && y && w && exec_init(&e, n_threads, GEMM_K, &err) == STRATA_OK) {
+    int ready = x && y && w && exec_init(&e, n_threads, GEMM_K, &err) == STRATA_OK;
+    if (ready && (exec_set_bf16(&e, bf16, &err) != STRATA_OK || exec_reserve(&e, GEMM_M, &err) != STRATA_OK)) {
+        exec_destroy(&e);
+        ready = 0;
+    }
+    if (ready) {
         for (size_t i = 0; i < (size_t)GEMM_M * GEMM_K; i++)
             x[i] = (float)(i % 13) * 0.01f;
         for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
@@ -261,10 +274,30 @@ static double gemm_blas(int n_threads)
     }
 FMA_CHAINS(fma_chains_avx2, "avx2,fma", 32, 12)
 FMA_CHAINS(fma_chains_avx512, "avx512f", 64, 24)
+
+/* The bf16 compute mode's roofline: 24 chains of VDPBF16PS (64 FLOP each). */
+__attribute__((target("avx512f,avx512bf16"))) static float dot_chains_bf16(void)
+{
+    __m512 a[24];
+    __m512bh x = (__m512bh)_mm512_set1_epi32(0x3f7f3f7f), y = (__m512bh)_mm512_set1_epi32(0x3a833a83);
+    for (int i = 0; i < 24; i++)
+        a[i] = _mm512_set1_ps((float)i);
+    for (long n = 0; n < PEAK_ITERS; n++) {
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; i++)
+            a[i] = _mm512_dpbf16_ps(a[i], x, y);
+    }
+    float s = 0;
+    for (int i = 0; i < 24; i++)
+        s += _mm512_cvtss_f32(a[i]);
+    return s;
+}
 #endif
 
+typedef enum peak_kind { PEAK_FMA_AVX2, PEAK_FMA_AVX512, PEAK_DOT_BF16 } peak_kind;
+
 typedef struct peak_arg {
-    int avx512;
+    peak_kind kind;
     double flops, sink;
 } peak_arg;
 
@@ -273,24 +306,31 @@ static void *peak_part(void *varg)
     peak_arg *p = varg;
     p->flops = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    p->sink = p->avx512 ? fma_chains_avx512() : fma_chains_avx2();
-    p->flops = p->avx512 ? 24.0 * 32.0 * PEAK_ITERS : 12.0 * 16.0 * PEAK_ITERS;
+    if (p->kind == PEAK_DOT_BF16)
+        p->sink = dot_chains_bf16(), p->flops = 24.0 * 64.0 * PEAK_ITERS;
+    else if (p->kind == PEAK_FMA_AVX512)
+        p->sink = fma_chains_avx512(), p->flops = 24.0 * 32.0 * PEAK_ITERS;
+    else
+        p->sink = fma_chains_avx2(), p->flops = 12.0 * 16.0 * PEAK_ITERS;
 #endif
     return NULL;
 }
 
-/* 0 where the kernel path has no FMA (portable). */
-static double fma_peak(int n_threads, const char *kernel)
+/* The multiply-add roofline of the matmuls benchmarked: the BF16 dot product's in
+ * the bf16 compute mode where the CPU has it, else the kernel path's FMA; 0 where
+ * there is none (portable). */
+static double fma_peak(int n_threads, const char *kernel, int dot_bf16)
 {
     if (strcmp(kernel, "avx2") && strcmp(kernel, "avx512"))
         return 0;
+    peak_kind kind = dot_bf16 ? PEAK_DOT_BF16 : !strcmp(kernel, "avx512") ? PEAK_FMA_AVX512 : PEAK_FMA_AVX2;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
         pthread_t th[256];
         peak_arg args[256];
         double t0 = cli_now();
         for (int t = 0; t < n_threads; t++) {
-            args[t] = (peak_arg){.avx512 = !strcmp(kernel, "avx512")};
+            args[t] = (peak_arg){.kind = kind};
             if (t && pthread_create(&th[t], NULL, peak_part, &args[t]) != 0)
                 peak_part(&args[t]), th[t] = 0;
         }
@@ -440,8 +480,9 @@ static double peak_rss_mib(void)
 
 static void print_text(const bench_opts *o, const bench_result *r)
 {
-    printf("engine: kernel %s, %d threads, %s weights (load average %.2f before, %.2f after)\n", r->kernel,
-           r->threads, r->weights, r->load_start, r->load_end);
+    printf("engine: kernel %s, %d threads, %s weights, compute %s (load average %.2f before, %.2f after)\n", r->kernel,
+           r->threads, r->weights, r->bf16 ? r->dot_bf16 ? "bf16 (AVX512_BF16 dot products)" : "bf16 (x rounded, fp32 FMA)" : "fp32",
+           r->load_start, r->load_end);
     printf("prefill: %d tokens, %.1f tok/s (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s, r->ttft_ms);
     printf("decode: %.2f tok/s single stream (%d tokens)\n", r->decode_tok_s, o->gen);
     for (int i = 0; i < o->n_sessions; i++)
@@ -451,8 +492,8 @@ static void print_text(const bench_opts *o, const bench_result *r)
            (double)r->weight_bytes / 1048576.0, (double)r->decode_bytes / 1048576.0);
     printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
            r->read_bandwidth / 1e9, r->threads);
-    printf("machine: GEMM %dx%dx%d: ours (bf16 W) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n", GEMM_M,
-           GEMM_N, GEMM_K, r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
+    printf("machine: GEMM %dx%dx%d: ours (bf16 W, %s compute) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n",
+           GEMM_M, GEMM_N, GEMM_K, r->bf16 ? "bf16" : "fp32", r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
     double bound = r->bandwidth / (double)r->decode_bytes;
     printf("ratio: decode weight bytes/s / bandwidth = %.3f (bandwidth bound %.2f tok/s); / read-only bandwidth = %.3f\n",
            r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, bound,
@@ -462,17 +503,17 @@ static void print_text(const bench_opts *o, const bench_result *r)
            r->prefill_flops * r->prefill_tok_s / o->prompt / 1e9,
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_blas);
     if (r->fma_peak > 0)
-        printf("ratio: vs the FMA peak %.1f GFLOP/s (%s, %d threads): prefill %.3f, our GEMM %.3f, OpenBLAS %.3f\n",
-               r->fma_peak / 1e9, r->kernel, r->threads, r->prefill_flops * r->prefill_tok_s / o->prompt / r->fma_peak,
+        printf("ratio: vs the %s peak %.1f GFLOP/s (%s, %d threads): prefill %.3f, our GEMM %.3f, OpenBLAS %.3f\n",
+               r->dot_bf16 ? "BF16 dot-product" : "FMA", r->fma_peak / 1e9, r->kernel, r->threads, r->prefill_flops * r->prefill_tok_s / o->prompt / r->fma_peak,
                r->gemm_ours / r->fma_peak, r->gemm_blas / r->fma_peak);
 }
 
 static void print_json(const bench_opts *o, const bench_result *r)
 {
     double pf = r->prefill_flops * r->prefill_tok_s / o->prompt;
-    printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"prompt_tokens\":%d,\"gen_tokens\":%d,"
+    printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"compute\":\"%s\",\"prompt_tokens\":%d,\"gen_tokens\":%d,"
            "\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f,\"aggregate_decode_tok_s\":{",
-           o->model_dir, r->kernel, r->weights, r->threads, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
+           o->model_dir, r->kernel, r->weights, r->threads, o->compute, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
     for (int i = 0; i < o->n_sessions; i++)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
@@ -494,6 +535,7 @@ int cli_bench(int argc, char **argv)
     strata_runner *run = NULL;
     bench_result r = {0};
     if (strata_model_load_with(o.model_dir, &o.load, &model, &err) != STRATA_OK ||
+        strata_model_set_compute(model, o.compute, &err) != STRATA_OK ||
         strata_runner_new(model, &run, &err) != STRATA_OK ||
         (o.threads && strata_runner_set_threads(run, o.threads, &err) != STRATA_OK)) {
         strata_runner_free(run);
@@ -502,6 +544,8 @@ int cli_bench(int argc, char **argv)
     }
     r.kernel = strata_runner_kernel(run);
     r.threads = strata_runner_threads(run);
+    r.bf16 = !strcmp(o.compute, "bf16");
+    r.dot_bf16 = r.bf16 && kernel_bf16_dot(kernel_by_name(r.kernel));
     model_costs(strata_model_get_info(model), o.prompt, &r);
     r.load_start = load_average();
     strata_status s = run_engine(model, run, &o, &r, &err);
@@ -512,10 +556,10 @@ int cli_bench(int argc, char **argv)
         return cli_fail_err("bench", &err);
     r.bandwidth = stream_bandwidth(r.threads, triad_part, 12.0);
     r.read_bandwidth = stream_bandwidth(r.threads, read_part, 4.0);
-    r.gemm_ours = gemm_ours(r.threads);
+    r.gemm_ours = gemm_ours(r.threads, r.bf16);
     r.gemm_blas = gemm_blas(r.threads);
     r.blas_core = openblas_get_corename();
-    r.fma_peak = fma_peak(r.threads, r.kernel);
+    r.fma_peak = fma_peak(r.threads, r.kernel, r.dot_bf16);
     r.load_end = load_average();
     if (o.json)
         print_json(&o, &r);

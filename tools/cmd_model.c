@@ -13,6 +13,7 @@
 
 typedef struct args {
     const char *model_dir, *tokens, *hooks, *out;
+    const char *compute;    /* --compute fp32|bf16 */
     int prefill, n_new;
     strata_load_opts load;  /* --weights native|int8 */
 } args;
@@ -30,7 +31,7 @@ static int parse_int(const char *s, int lo, int hi, int *out)
 
 static int parse_args(const char *cmd, int argc, char **argv, args *a)
 {
-    *a = (args){.prefill = -1, .n_new = 24};
+    *a = (args){.prefill = -1, .n_new = 24, .compute = "fp32"};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         int has_value = i + 1 < argc;
@@ -45,6 +46,8 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a)
             if (strata_weights_parse(argv[++i], &a->load.weights, &err) != STRATA_OK)
                 return cli_fail(cmd, "--weights: %s", err.message), 0;
         }
+        else if (!strcmp(f, "--compute") && has_value)
+            a->compute = argv[++i];
         else if (!strcmp(f, "--prefill") && has_value) {
             if (!parse_int(argv[++i], 0, 1 << 30, &a->prefill))
                 return cli_fail(cmd, "--prefill needs a non-negative integer, got '%s'", argv[i]), 0;
@@ -62,6 +65,20 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a)
     if (!a->model_dir)
         return cli_fail(cmd, "missing MODEL_DIR"), 0;
     return 1;
+}
+
+/* The checkpoint of a, in a's compute mode. */
+static strata_status load_model(const args *a, strata_model **model, strata_error *err)
+{
+    strata_status s = strata_model_load_with(a->model_dir, &a->load, model, err);
+    if (s != STRATA_OK)
+        return s;
+    s = strata_model_set_compute(*model, a->compute, err);
+    if (s != STRATA_OK) {
+        strata_model_free(*model);
+        *model = NULL;
+    }
+    return s;
 }
 
 /* "1,2,3" → ids; every id must be an integer in [0, vocab). */
@@ -126,7 +143,7 @@ int cli_info(int argc, char **argv)
         return 1;
     strata_error err;
     strata_model *model;
-    if (strata_model_load_with(a.model_dir, &a.load, &model, &err) != STRATA_OK)
+    if (load_model(&a, &model, &err) != STRATA_OK)
         return cli_fail_err("info", &err);
     const strata_model_info *m = strata_model_get_info(model);
     printf("model: %s (nemotron_h)\n", a.model_dir);
@@ -211,7 +228,7 @@ int cli_run(int argc, char **argv)
     strata_runner *run = NULL;
     int32_t *ids = NULL;
     int n = 0, rc = 1;
-    if (strata_model_load_with(a.model_dir, &a.load, &model, &err) != STRATA_OK) {
+    if (load_model(&a, &model, &err) != STRATA_OK) {
         cli_fail_err("run", &err);
     } else if (!parse_tokens("run", a.tokens, strata_model_get_info(model)->vocab_size, &ids, &n)) {
     } else if (strata_capture_new(model, &cap, &err) != STRATA_OK || !add_hooks(cap, a.hooks, &err) ||
@@ -276,7 +293,7 @@ int cli_generate(int argc, char **argv)
     float *logits = NULL;
     int n = 0, rc = 1;
     double secs[2] = {0};
-    if (strata_model_load_with(a.model_dir, &a.load, &model, &err) != STRATA_OK)
+    if (load_model(&a, &model, &err) != STRATA_OK)
         return cli_fail_err("generate", &err);
     int vocab = strata_model_get_info(model)->vocab_size;
     if (!parse_tokens("generate", a.tokens, vocab, &ids, &n)) {

@@ -117,6 +117,16 @@ strata_status strata_weights_parse(const char *name, strata_weights *out, strata
 const char *strata_weights_name(strata_weights weights);
 void strata_model_free(strata_model *model);
 const strata_model_info *strata_model_get_info(const strata_model *model);
+/* How matmuls with BF16-stored weights compute, for the runners created after:
+ *   "fp32" (the default): the stored weights times fp32 activations, in fp32 — the
+ *          mode the fixtures are checked in;
+ *   "bf16" (opt-in, faster): activations rounded to BF16 first, products summed in
+ *          fp32 — by AVX512_BF16 dot products where the CPU has them (twice the
+ *          multiply-adds of fp32 FMA; elsewhere same speed, same rounding).
+ * Results stay batch-invariant within a mode; their error against fp32 is stated in
+ * README.md. Other weight dtypes always compute in fp32. */
+strata_status strata_model_set_compute(strata_model *model, const char *mode, strata_error *err);
+const char *strata_model_compute(const strata_model *model);
 
 /* ---------------------------------------------------------------- cache */
 

@@ -12,6 +12,12 @@
  * in it, so any split of the work over rows, tiles or threads gives the same bits.
  * The paths differ from each other by rounding only: portable multiplies then adds,
  * AVX2/AVX-512 fuse (FMA), and AVX-512 uses 16 lanes. A machine uses one path.
+ *
+ * The bf16 compute mode (opt-in, strata_model_set_compute) rounds x to BF16 before
+ * every matmul with BF16 weights. Where the CPU has AVX512_BF16, block_bf16 then
+ * sums pairs of products (VDPBF16PS): lane l of 16 takes elements 2l, 2l+1 of each
+ * 32 in increasing k, reduced by the same tree; elsewhere the rounded x goes
+ * through `block`. Either way the order is again fixed by the path alone.
  */
 #ifndef STRATA_KERNELS_ISA_H
 #define STRATA_KERNELS_ISA_H
@@ -24,7 +30,8 @@
 typedef struct mm_block {
     float *y;
     size_t ldy;
-    const float *x;
+    const float *x;         /* (m, ldx), or NULL when xb is given */
+    const uint16_t *xb;     /* (m, ldx) x in BF16 for block_bf16, else NULL */
     size_t ldx;
     const void *w;
     st_dtype dtype;         /* ST_F32, ST_BF16 or ST_F16 */
@@ -37,6 +44,9 @@ typedef struct kernel_isa {
     const char *name;       /* "avx512", "avx2", "portable" */
     int lanes, mr, nr;      /* accumulator lanes; register tile rows of x × rows of W */
     void (*block)(const mm_block *b);
+    /* The same with x and W in BF16 (xb set): NULL where the ISA has no BF16 dot
+     * product; usable only where kernel_bf16_dot says the CPU has it. */
+    void (*block_bf16)(const mm_block *b);
     /* dst (n) = fp32 of n stored elements (exact for every dtype) */
     void (*widen)(float *dst, const void *src, st_dtype dtype, size_t n);
     /* One Mamba head over n tokens from state S (P, N):
@@ -56,5 +66,7 @@ extern const kernel_isa kernel_avx512;
 const kernel_isa *kernel_select(void);
 /* A path by name if this CPU supports it, else NULL. */
 const kernel_isa *kernel_by_name(const char *name);
+/* k->block_bf16 if this CPU runs it, else NULL. */
+void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b);
 
 #endif

@@ -7,6 +7,7 @@
 #define STRATA_KERNELS_H
 
 #include <math.h>
+#include <stdint.h>
 
 #include "kernels/isa.h"
 #include "kernels/pool.h"
@@ -24,11 +25,22 @@ typedef struct exec {
     int n_threads;
     float *panels;          /* (n_threads, panel_floats) */
     size_t panel_floats;
+    int widest_k;
+    int bf16;               /* the bf16 compute mode (isa.h) */
+    uint16_t *xb;           /* (rows_cap, widest_k) x rounded to BF16, for block_bf16 */
+    float *xr;              /* (rows_cap, widest_k) the same as fp32, where there is none */
+    int rows_cap;
 } exec;
 
 /* widest_k: the longest matmul input (W.cols) the exec will see. */
 strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err);
 void exec_destroy(exec *e);
+/* Turn the bf16 compute mode on or off (on: room for rounding 16 rows of x), after
+ * e->isa is final. */
+strata_status exec_set_bf16(exec *e, int on, strata_error *err);
+/* Room to round `rows` rows of x at once in the bf16 mode (a no-op otherwise);
+ * matmuls of more rows go in parts. */
+strata_status exec_reserve(exec *e, int rows, strata_error *err);
 /* fn(arg, ti, nt) on every thread of e (just the caller when it has one). */
 void exec_parallel(exec *e, pool_fn fn, void *arg);
 /* fn(arg, lo, hi) over contiguous parts of [0, n) on e's threads; on the caller

@@ -33,7 +33,7 @@
 
 strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
 {
-    *e = (exec){.isa = kernel_select(), .n_threads = n_threads};
+    *e = (exec){.isa = kernel_select(), .n_threads = n_threads, .widest_k = widest_k > 0 ? widest_k : 1};
     size_t need = (size_t)(widest_k > 0 ? widest_k : 1) * 4 + 64;
     e->panel_floats = need > MATMUL_PANEL_FLOATS + 64 ? need : MATMUL_PANEL_FLOATS + 64;
     e->panels = malloc(sizeof(float) * e->panel_floats * (size_t)n_threads);
@@ -53,7 +53,36 @@ void exec_destroy(exec *e)
 {
     pool_free(e->pool);
     free(e->panels);
+    free(e->xb);
+    free(e->xr);
     *e = (exec){0};
+}
+
+strata_status exec_reserve(exec *e, int rows, strata_error *err)
+{
+    if (!e->bf16 || rows <= e->rows_cap)
+        return STRATA_OK;
+    size_t n = (size_t)rows * (size_t)e->widest_k;
+    int dot = kernel_bf16_dot(e->isa) != NULL;     /* one of the two buffers is used */
+    uint16_t *xb = dot ? malloc(n * sizeof *xb) : NULL;
+    float *xr = dot ? NULL : malloc(n * sizeof *xr);
+    if (!xb && !xr) {
+        free(xb);
+        free(xr);
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory: rounding %d rows of x to BF16", rows);
+    }
+    free(e->xb);
+    free(e->xr);
+    e->xb = xb;
+    e->xr = xr;
+    e->rows_cap = rows;
+    return STRATA_OK;
+}
+
+strata_status exec_set_bf16(exec *e, int on, strata_error *err)
+{
+    e->bf16 = on != 0;
+    return exec_reserve(e, 16, err);
 }
 
 void exec_parallel(exec *e, pool_fn fn, void *arg)
@@ -97,6 +126,8 @@ void exec_for(exec *e, int n, double work, range_fn fn, void *arg)
 typedef struct mm_job {
     float *y;
     const float *x;
+    const uint16_t *xb;     /* x in BF16 for the dot kernel, or NULL */
+    void (*dot)(const mm_block *b);
     int n;
     const strata_mat *w;
     exec *e;
@@ -112,13 +143,17 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
     size_t esz = st_dtype_size(w->dtype), rows = (size_t)w->rows;
     int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
     pr = pr < nr ? nr : pr;
-    int widen = w->dtype != ST_F32 && J->n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
+    int widen = !J->xb && w->dtype != ST_F32 && J->n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
     for (int j0 = ja; j0 < jb; j0 += pr) {
         int nw = jb - j0 < pr ? jb - j0 : pr;
         const char *src = (const char *)w->data + (size_t)j0 * (size_t)K * esz;
-        mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K,
+        mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .xb = J->xb, .ldx = (size_t)K,
                       .w = src, .dtype = w->dtype, .ldw = (size_t)K,
                       .bias = w->bias ? w->bias + j0 : NULL, .m = J->n, .nw = nw, .k = K};
+        if (J->xb) {
+            J->dot(&b);
+            continue;
+        }
         if (widen) {
             isa->widen(panel, src, w->dtype, (size_t)nw * (size_t)K);
             b.w = panel;
@@ -141,6 +176,47 @@ static void matmul_thread(void *arg, int ti, int nt)
         matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
 }
 
+/* x rounded to BF16, to nearest even (NaN stays NaN), into xb, or widened back
+ * to fp32 into xr. */
+static void round_bf16(uint16_t *xb, float *xr, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u);
+        if (xb)
+            xb[i] = (uint16_t)(u >> 16);
+        else
+            u &= 0xffff0000u, memcpy(&xr[i], &u, 4);
+    }
+}
+
+/* J on the exec's threads, or on the caller alone when it is small. */
+static void matmul_run(mm_job *J)
+{
+    double work = (double)J->n * (double)J->w->rows * (double)J->w->cols;
+    if (J->e->n_threads == 1 || work < MATMUL_PARALLEL_MIN) {
+        J->nt = 1;
+        matmul_thread(J, 0, 1);
+        return;
+    }
+    exec_parallel(J->e, matmul_thread, J);
+}
+
+/* The bf16 compute mode: x rounded in parts of at most rows_cap rows. */
+static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, exec *e)
+{
+    void (*dot)(const mm_block *b) = e->xb ? kernel_bf16_dot(e->isa) : NULL;
+    size_t K = (size_t)w->cols;
+    for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
+        int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
+        round_bf16(dot ? e->xb : NULL, e->xr, x + (size_t)r0 * K, (size_t)m * K);
+        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = dot ? e->xb : NULL, .dot = dot,
+                    .n = m, .w = w, .e = e, .nt = e->n_threads};
+        matmul_run(&J);
+    }
+}
+
 void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     if (n <= 0)
@@ -149,14 +225,12 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
         matmul_q8(y, x, n, w, e);
         return;
     }
-    mm_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .nt = e->n_threads};
-    double work = (double)n * (double)w->rows * (double)w->cols;
-    if (e->n_threads == 1 || work < MATMUL_PARALLEL_MIN) {
-        J.nt = 1;
-        matmul_thread(&J, 0, 1);
+    if (e->bf16 && w->dtype == ST_BF16 && (e->xb || e->xr) && w->cols <= e->widest_k) {
+        matmul_bf16(y, x, n, w, e);
         return;
     }
-    exec_parallel(e, matmul_thread, &J);
+    mm_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .nt = e->n_threads};
+    matmul_run(&J);
 }
 
 #if defined(__SSE2__)

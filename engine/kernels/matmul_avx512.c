@@ -1,12 +1,14 @@
 /*
  * matmul_avx512.c — the AVX-512 kernels: 16 fp32 lanes, register tiles of
- * 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers. Summation order as in
- * isa.h (16 lanes folded to 8 first).
+ * 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers; and the bf16 compute
+ * mode's tiles (VDPBF16PS on x and W both BF16). Summation order as in isa.h
+ * (16 lanes folded to 8 first; four tiles' sums folded together, same additions).
  *
  * A single x row (decode) takes W one row at a time: each thread then reads its
  * share of W as one sequential stream, which the hardware prefetcher follows at
  * full memory bandwidth (several rows in lockstep are several short streams, and
- * measured 40 % slower on a Zen 4 with two threads).
+ * measured 40 % slower on a Zen 4 with two threads). A few x rows (batched decode)
+ * walk W tile by tile, prefetching the next tile (see WALK).
  */
 #include <string.h>
 
@@ -51,7 +53,46 @@ INLINE float reduce16(__m512 v)
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                             // 0 + 1
 }
 
-INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt)
+/* reduce16 of a, b, c, d at once: the same additions on the same values (so the
+ * same bits), four sums to a vector instead of one at a time. */
+INLINE void reduce16x4(__m512 a, __m512 b, __m512 c, __m512 d, float out[4])
+{
+    __m512 ab = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44), _mm512_shuffle_f32x4(a, b, 0xee)); /* i + i+8 */
+    __m512 cd = _mm512_add_ps(_mm512_shuffle_f32x4(c, d, 0x44), _mm512_shuffle_f32x4(c, d, 0xee));
+    __m512 q = _mm512_add_ps(_mm512_shuffle_f32x4(ab, cd, 0x88), _mm512_shuffle_f32x4(ab, cd, 0xdd)); /* i + i+4 */
+    q = _mm512_add_ps(q, _mm512_permute_ps(q, 0x4e));                                                /* i + i+2 */
+    q = _mm512_add_ps(q, _mm512_permute_ps(q, 0xb1));                                                /* 0 + 1 */
+    float t[16];
+    _mm512_storeu_ps(t, q);
+    out[0] = t[0], out[1] = t[4], out[2] = t[8], out[3] = t[12];
+}
+
+/* y[r0 + i][j0 + j] = the reduced acc[i][j] (+ bias), four W rows at a time. */
+INLINE void store_tile(const mm_block *b, int r0, int j0, const int mr, const int nr, __m512 acc[MR][NR])
+{
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        float v[NR];
+        if (nr == NR)
+            reduce16x4(acc[i][0], acc[i][1], acc[i][2], acc[i][3], v);
+        else
+            for (int j = 0; j < nr; j++)
+                v[j] = reduce16(acc[i][j]);
+        for (int j = 0; j < nr; j++)
+            b->y[(size_t)(r0 + i) * b->ldy + (size_t)(j0 + j)] = b->bias ? v[j] + b->bias[j0 + j] : v[j];
+    }
+}
+
+/* pf_lines cache lines from pf + (k step)·pf_lines·64 fetched each k step: the
+ * next W tile's share while this one computes (0: none). */
+INLINE void prefetch_step(const char *pf, int step, int pf_lines)
+{
+    for (int l = 0; l < pf_lines; l++)
+        _mm_prefetch(pf + ((size_t)step * (size_t)pf_lines + (size_t)l) * 64, _MM_HINT_T0);
+}
+
+INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt, const char *pf,
+                 int pf_lines)
 {
     __m512 acc[MR][NR];
 #pragma GCC unroll 4
@@ -63,6 +104,7 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
     size_t w0 = (size_t)j0 * b->ldw;
     int k16 = b->k & ~15;
     for (int kk = 0; kk < k16; kk += 16) {
+        prefetch_step(pf, kk / 16, pf_lines);
         __m512 wv[NR];
 #pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
@@ -86,35 +128,55 @@ INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, 
                 acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) {
-            float v = reduce16(acc[i][j]);
-            if (b->bias)
-                v += b->bias[j0 + j];
-            b->y[(size_t)(r0 + i) * b->ldy + (size_t)(j0 + j)] = v;
-        }
+    store_tile(b, r0, j0, mr, nr, acc);
 }
 
-#define TILE_CASE(M, N) case (M) * 8 + (N): tile(b, r0, j0, M, N, DT); break;
-#define TILE_ROW(M) TILE_CASE(M, 4) TILE_CASE(M, 3) TILE_CASE(M, 2) TILE_CASE(M, 1)
+/* The walk over a block's tiles, shared by the fp32 and bf16 kernels (TILE, W
+ * elements of ESZ bytes). One x row: W one row at a time (one stream). Up to
+ * SMALL_M x rows (batched decode): each W tile meets every x row before the next,
+ * whose rows are prefetched meanwhile in equal shares, so W leaves DRAM once and is
+ * never waited on. More rows (prefill): x tiles outer, the W panel in L2. */
+#define SMALL_M 16
+#define TILE_CASE(TILE, M, N) case (M) * 8 + (N): TILE(b, r0, j0, M, N, pf, pf_lines); break;
+#define TILE_ROW(TILE, M) TILE_CASE(TILE, M, 4) TILE_CASE(TILE, M, 3) TILE_CASE(TILE, M, 2) TILE_CASE(TILE, M, 1)
+#define TILE_SWITCH(TILE) switch (mr * 8 + nr) { TILE_ROW(TILE, 4) TILE_ROW(TILE, 3) TILE_ROW(TILE, 2) TILE_ROW(TILE, 1) }
+#define WALK(TILE, ESZ)                                                                        \
+    do {                                                                                       \
+        const char *pf = NULL;                                                                 \
+        int pf_lines = 0, mr = 1, nr = 1, k_steps = (b->k + 15) / 16;                          \
+        if (b->m == 1) {                                                                       \
+            for (int j0 = 0, r0 = 0; j0 < b->nw; j0++)                                         \
+                TILE_SWITCH(TILE)                                                              \
+        } else if (b->m <= SMALL_M) {                                                          \
+            int r_tiles = (b->m + MR - 1) / MR;                                                \
+            size_t tile_lines = (size_t)NR * b->ldw * (ESZ) / 64 + 1;                          \
+            size_t share = (tile_lines + (size_t)r_tiles - 1) / (size_t)r_tiles;               \
+            pf_lines = (int)((share + (size_t)k_steps - 1) / (size_t)k_steps);                 \
+            for (int j0 = 0; j0 < b->nw; j0 += NR) {                                           \
+                nr = b->nw - j0 < NR ? b->nw - j0 : NR;                                        \
+                pf = (const char *)b->w + (size_t)(j0 + nr) * b->ldw * (ESZ);                  \
+                for (int r0 = 0; r0 < b->m; r0 += MR, pf += share * 64) {                      \
+                    mr = b->m - r0 < MR ? b->m - r0 : MR;                                      \
+                    TILE_SWITCH(TILE)                                                          \
+                }                                                                              \
+            }                                                                                  \
+        } else {                                                                               \
+            for (int r0 = 0; r0 < b->m; r0 += MR) {                                            \
+                mr = b->m - r0 < MR ? b->m - r0 : MR;                                          \
+                for (int j0 = 0; j0 < b->nw; j0 += NR) {                                       \
+                    nr = b->nw - j0 < NR ? b->nw - j0 : NR;                                    \
+                    TILE_SWITCH(TILE)                                                          \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    } while (0)
+
+#define TILE_F32(b, r0, j0, M, N, pf, pf_lines) tile(b, r0, j0, M, N, DT, pf, pf_lines)
 #define DEFINE_BLOCK(NAME, DTYPE)                                                              \
     static TARGET void NAME(const mm_block *b)                                                 \
     {                                                                                          \
         const st_dtype DT = DTYPE;                                                             \
-        if (b->m == 1) {                                                                       \
-            for (int j0 = 0; j0 < b->nw; j0++)                                                 \
-                tile(b, 0, j0, 1, 1, DT);                                                      \
-            return;                                                                            \
-        }                                                                                      \
-        for (int r0 = 0; r0 < b->m; r0 += MR) {                                                \
-            int mr = b->m - r0 < MR ? b->m - r0 : MR;                                          \
-            for (int j0 = 0; j0 < b->nw; j0 += NR) {                                           \
-                int nr = b->nw - j0 < NR ? b->nw - j0 : NR;                                    \
-                switch (mr * 8 + nr) { TILE_ROW(4) TILE_ROW(3) TILE_ROW(2) TILE_ROW(1) }       \
-            }                                                                                  \
-        }                                                                                      \
+        WALK(TILE_F32, DT == ST_F32 ? 4 : 2);                                                  \
     }
 
 DEFINE_BLOCK(block_f32, ST_F32)
@@ -129,6 +191,74 @@ static void block(const mm_block *b)
         block_f16(b);
     else
         block_f32(b);
+}
+
+/* ---- the bf16 compute mode: x and W both BF16, pairs of products summed by
+ * VDPBF16PS into 16 fp32 lanes (lane l takes elements 2l and 2l+1 of every 32),
+ * twice the multiply-adds of an FMA per instruction. */
+
+#define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c")))
+#define INLINE_BF16 static inline __attribute__((always_inline)) TARGET_BF16
+
+/* The last len < 32 BF16 elements at p, zero-padded. */
+INLINE_BF16 __m512bh load_pairs_tail(const uint16_t *p, int len)
+{
+    return (__m512bh)_mm512_maskz_loadu_epi16((__mmask32)((1u << len) - 1), p);
+}
+
+INLINE_BF16 __m512bh load_pairs(const uint16_t *p)
+{
+    return (__m512bh)_mm512_loadu_si512((const void *)p);
+}
+
+INLINE_BF16 void tile_bf16(const mm_block *b, int r0, int j0, const int mr, const int nr, const char *pf,
+                           int pf_lines)
+{
+    __m512 acc[MR][NR];
+    const uint16_t *x[MR], *w[NR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        x[i] = b->xb + (size_t)(r0 + i) * b->ldx;
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            acc[i][j] = _mm512_setzero_ps();
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++)
+        w[j] = (const uint16_t *)b->w + (size_t)(j0 + j) * b->ldw;
+    int k32 = b->k & ~31;
+    for (int kk = 0; kk < k32; kk += 32) {
+        prefetch_step(pf, kk / 16, pf_lines);
+        prefetch_step(pf, kk / 16 + 1, pf_lines);
+        __m512bh wv[NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++)
+            wv[j] = load_pairs(w[j] + kk);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512bh xv = load_pairs(x[i] + kk);
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++)
+                acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+        }
+    }
+    if (k32 < b->k) {
+        int len = b->k - k32;
+        __m512bh wv[NR];
+        for (int j = 0; j < nr; j++)
+            wv[j] = load_pairs_tail(w[j] + k32, len);
+        for (int i = 0; i < mr; i++) {
+            __m512bh xv = load_pairs_tail(x[i] + k32, len);
+            for (int j = 0; j < nr; j++)
+                acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+        }
+    }
+    store_tile(b, r0, j0, mr, nr, acc);
+}
+
+static TARGET_BF16 void block_bf16_dot(const mm_block *b)
+{
+    WALK(tile_bf16, 2);
 }
 
 static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
@@ -175,6 +305,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
 
 const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
+    .block_bf16 = block_bf16_dot,
 };
 #else
 const kernel_isa kernel_avx512 = {.name = "avx512"};

@@ -583,3 +583,18 @@ const strata_model_info *strata_model_get_info(const strata_model *model)
 {
     return &model->cfg.info;
 }
+
+strata_status strata_model_set_compute(strata_model *model, const char *mode, strata_error *err)
+{
+    if (!model || !mode)
+        return strata_fail(err, STRATA_E_INVALID, "no model or compute mode");
+    if (strcmp(mode, "fp32") && strcmp(mode, "bf16"))
+        return strata_fail(err, STRATA_E_INVALID, "compute mode '%s' is not fp32 or bf16", mode);
+    model->compute_bf16 = !strcmp(mode, "bf16");
+    return STRATA_OK;
+}
+
+const char *strata_model_compute(const strata_model *model)
+{
+    return model && model->compute_bf16 ? "bf16" : "fp32";
+}

@@ -70,6 +70,7 @@ struct strata_model {
     int n_files;
     void **owned;           /* fp32 conversions made at load */
     int n_owned, cap_owned;
+    int compute_bf16;       /* strata_model_set_compute */
 };
 
 /* Convert element i of a stored tensor to fp32. */

@@ -1,0 +1,192 @@
+/*
+ * test_sampler.c — the sampler's distributions: greedy and its log probability,
+ * top_k, top_p and min_p keep exactly the tokens their definitions keep, the
+ * frequencies of seeded draws follow the renormalised probabilities, seeds replay,
+ * and the candidate search agrees with a full sort on a large flat vocabulary.
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "strata.h"
+
+#define DRAWS 4000
+
+static strata_sampler *sampler(float temperature, int top_k, float top_p, float min_p, uint64_t seed, int vocab)
+{
+    strata_sampling p;
+    strata_sampling_default(&p);
+    p.temperature = temperature;
+    p.top_k = top_k;
+    p.top_p = top_p;
+    p.min_p = min_p;
+    p.seed = seed;
+    strata_sampler *s = NULL;
+    strata_error err;
+    cr_assert_eq(strata_sampler_new(&p, vocab, &s, &err), STRATA_OK, "%s", err.message);
+    return s;
+}
+
+/* counts[v] over DRAWS draws from logits (vocab). */
+static void histogram(strata_sampler *s, const float *logits, int vocab, int *counts)
+{
+    memset(counts, 0, sizeof(int) * (size_t)vocab);
+    strata_sample out;
+    strata_error err;
+    for (int i = 0; i < DRAWS; i++) {
+        cr_assert_eq(strata_sampler_sample(s, logits, &out, &err), STRATA_OK);
+        cr_assert(out.token >= 0 && out.token < vocab);
+        counts[out.token]++;
+    }
+}
+
+/* logits over 64 tokens: the first four carry probabilities 0.5, 0.3, 0.15, 0.05
+ * (up to the tail of 60 tokens at e^-30 below the first). */
+static void four_token_logits(float *l)
+{
+    const double p[4] = {0.5, 0.3, 0.15, 0.05};
+    for (int v = 0; v < 64; v++)
+        l[v] = v < 4 ? (float)log(p[v]) : (float)(log(0.5) - 30.0);
+}
+
+/* Each of the first `keep` tokens is drawn in proportion to its probability
+ * renormalised over them (4 standard deviations), and no other token is. */
+static void assert_frequencies(const int *counts, int keep)
+{
+    const double p[4] = {0.5, 0.3, 0.15, 0.05};
+    double z = 0;
+    for (int v = 0; v < keep; v++)
+        z += p[v];
+    for (int v = 0; v < 64; v++) {
+        if (v >= keep) {
+            cr_assert_eq(counts[v], 0, "token %d drawn %d times, outside the cut of %d", v, counts[v], keep);
+            continue;
+        }
+        double q = p[v] / z, sd = sqrt(DRAWS * q * (1 - q));
+        cr_assert(fabs(counts[v] - DRAWS * q) <= 4 * sd + 1, "token %d: %d draws, expected %.0f", v, counts[v],
+                  DRAWS * q);
+    }
+}
+
+Test(sampler, greedy_picks_the_maximum_with_its_log_probability)
+{
+    float l[1000];
+    for (int v = 0; v < 1000; v++)
+        l[v] = (float)sin(v * 0.37) * 5.0f;
+    l[613] = 9.5f;
+    strata_sampler *s = sampler(0.0f, 0, 1.0f, 0.0f, 1, 1000);
+    strata_sample out;
+    strata_error err;
+    cr_assert_eq(strata_sampler_sample(s, l, &out, &err), STRATA_OK);
+    cr_assert_eq(out.token, 613);
+    double z = 0;
+    for (int v = 0; v < 1000; v++)
+        z += exp((double)l[v] - 9.5);
+    cr_assert_float_eq(out.logprob, -log(z), 1e-5, "logprob %g, expected %g", out.logprob, -log(z));
+    strata_sampler_free(s);
+}
+
+Test(sampler, untruncated_draws_follow_the_softmax)
+{
+    float l[64];
+    int counts[64];
+    four_token_logits(l);
+    strata_sampler *s = sampler(1.0f, 0, 1.0f, 0.0f, 7, 64);
+    histogram(s, l, 64, counts);
+    assert_frequencies(counts, 4);
+    strata_sampler_free(s);
+}
+
+Test(sampler, top_k_top_p_and_min_p_cut_where_defined)
+{
+    float l[64];
+    int counts[64];
+    four_token_logits(l);
+    struct { int top_k; float top_p, min_p; int keep; } cases[] = {
+        {1, 1.0f, 0.0f, 1},     /* top_k 1 is greedy */
+        {3, 1.0f, 0.0f, 3},
+        {0, 0.75f, 0.0f, 2},    /* 0.5, then 0.8 >= 0.75 */
+        {0, 0.85f, 0.0f, 3},
+        {3, 0.9f, 0.0f, 3},     /* top_p over the top 3 (0.95): 0.53, 0.84, 1 */
+        {2, 0.5f, 0.0f, 1},     /* 0.625 of the top 2 >= 0.5 */
+        {0, 1.0f, 0.25f, 3},    /* relative 1, 0.6, 0.3, 0.1 */
+        {0, 1.0f, 0.7f, 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        strata_sampler *s = sampler(1.0f, cases[i].top_k, cases[i].top_p, cases[i].min_p, 100 + i, 64);
+        histogram(s, l, 64, counts);
+        assert_frequencies(counts, cases[i].keep);
+        strata_sampler_free(s);
+    }
+}
+
+Test(sampler, same_seed_same_draws)
+{
+    float l[512];
+    for (int v = 0; v < 512; v++)
+        l[v] = (float)cos(v * 1.3) * 2.0f;
+    strata_sampler *a = sampler(0.9f, 40, 0.95f, 0.01f, 42, 512), *b = sampler(0.9f, 40, 0.95f, 0.01f, 42, 512);
+    strata_sample x, y;
+    strata_error err;
+    int first = -1, varied = 0;
+    for (int i = 0; i < 200; i++) {
+        strata_sampler_sample(a, l, &x, &err);
+        strata_sampler_sample(b, l, &y, &err);
+        cr_assert_eq(x.token, y.token, "draw %d", i);
+        first = first < 0 ? x.token : first;
+        varied |= x.token != first;
+    }
+    cr_assert(varied, "200 draws gave one token");
+    strata_sampler_free(a);
+    strata_sampler_free(b);
+}
+
+static const float *sort_keys;
+
+static int by_key_desc(const void *a, const void *b)
+{
+    float x = sort_keys[*(const int *)a], y = sort_keys[*(const int *)b];
+    return x != y ? (x < y ? 1 : -1) : *(const int *)a - *(const int *)b;
+}
+
+/* A flat vocabulary (every token within a few nats) makes the candidate search
+ * widen its threshold: the drawn tokens must lie in the top_p set of a full sort. */
+Test(sampler, top_p_on_a_flat_vocabulary_matches_a_full_sort)
+{
+    enum { V = 50000 };
+    float *l = malloc(sizeof(float) * V);
+    int *ids = malloc(sizeof(int) * V);
+    char *allowed = calloc(V, 1);
+    srand(3);
+    for (int v = 0; v < V; v++)
+        l[v] = (float)rand() / (float)RAND_MAX * 6.0f, ids[v] = v;
+    sort_keys = l;
+    qsort(ids, V, sizeof *ids, by_key_desc);
+    double z = 0, cum = 0;
+    for (int v = 0; v < V; v++)
+        z += exp((double)l[v] - l[ids[0]]);
+    int n_allowed = 0;
+    for (int i = 0; i < V && cum < 0.3 - 1e-4; i++, n_allowed++) {
+        allowed[ids[i]] = 1;
+        cum += exp((double)l[ids[i]] - l[ids[0]]) / z;
+    }
+    strata_sampler *s = sampler(1.0f, 0, 0.3f, 0.0f, 9, V);
+    strata_sample out;
+    strata_error err;
+    int distinct = 0;
+    char *hit = calloc(V, 1);
+    for (int i = 0; i < 500; i++) {
+        cr_assert_eq(strata_sampler_sample(s, l, &out, &err), STRATA_OK);
+        cr_assert(allowed[out.token] || l[out.token] == l[ids[n_allowed]], "token %d is outside the top_p set",
+                  out.token);
+        distinct += !hit[out.token];
+        hit[out.token] = 1;
+    }
+    cr_assert_gt(distinct, 100, "only %d distinct tokens from a set of %d", distinct, n_allowed);
+    strata_sampler_free(s);
+    free(hit);
+    free(allowed);
+    free(ids);
+    free(l);
+}
