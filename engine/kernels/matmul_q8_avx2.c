@@ -1,8 +1,9 @@
 /*
  * matmul_q8_avx2.c — the AVX2 + FMA int8 kernels: 8 fp32 lanes, int8 → int32 →
  * fp32 in registers times the block's bf16 scale, FMA with fp32 x; summation order
- * that of matmul_avx2.c (q8.h). Register tiles of 4 x-rows × 3 W-rows (a single x
- * row takes 3 adjacent W rows at a time: 3 FMA chains, W still read in order).
+ * that of matmul_avx2.c (q8.h). Register tiles of 4 x-rows × 3 W-rows; a single x row
+ * (decode) takes 4 adjacent W rows at a time (4 FMA chains, W still read in order)
+ * and, for rows ≤ 2 KiB, prefetches the next tile as matmul_q8_avx512.c does.
  */
 #include "kernels/q8.h"
 
@@ -13,6 +14,15 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
 #define NR 3
+/* W rows a single x row (decode) takes at a time (4 FMA chains), and the longest
+ * rows for which it prefetches the next tile (as matmul_q8_avx512.c) */
+#ifndef Q8_NR1
+#define Q8_NR1 4
+#endif
+#ifndef Q8_PF_MAX_K
+#define Q8_PF_MAX_K 2048
+#endif
+#define NRMAX (NR > Q8_NR1 ? NR : Q8_NR1)
 
 /* 8 weights from q (in bounds: rows are padded to whole blocks) times scale sv. */
 INLINE __m256 deq8(const int8_t *q, __m256 sv)
@@ -41,12 +51,14 @@ INLINE __m256 load_x(const float *x, int len)
     return _mm256_maskload_ps(x, _mm256_cmpgt_epi32(_mm256_set1_epi32(len), idx));
 }
 
-INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr)
+/* pf: bytes of W to fetch while this tile runs, pf_step of them per block of 32
+ * (0: none). */
+INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr, const char *pf, size_t pf_step)
 {
-    __m256 acc[MR][NR];
+    __m256 acc[MR][NRMAX];
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++)
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
             acc[i][j] = _mm256_setzero_ps();
     const float *x = b->x + (size_t)r0 * b->ldx;
@@ -54,21 +66,24 @@ INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr)
     const uint16_t *s = b->s + (size_t)j0 * b->lds;
     for (int kk = 0; kk < b->k; kk += 8) {
         int len = b->k - kk;
-        __m256 wv[NR];
-#pragma GCC unroll 3
+        if (pf_step && (kk & 31) == 0 && kk + 32 <= b->k)
+            for (size_t off = 0; off < pf_step; off += 64)
+                _mm_prefetch(pf + (size_t)(kk / 32) * pf_step + off, _MM_HINT_T0);
+        __m256 wv[NRMAX];
+#pragma GCC unroll 4
         for (int j = 0; j < nr; j++)
             wv[j] = deq8(q + (size_t)j * b->ldq + kk, scale(s + (size_t)j * b->lds, (size_t)kk / 32));
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
             __m256 xv = load_x(x + (size_t)i * b->ldx + kk, len);
-#pragma GCC unroll 3
+#pragma GCC unroll 4
             for (int j = 0; j < nr; j++)
                 acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++)
-#pragma GCC unroll 3
+#pragma GCC unroll 4
         for (int j = 0; j < nr; j++) {
             float v = reduce8(acc[i][j]);
             if (b->bias)
@@ -77,11 +92,25 @@ INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr)
         }
 }
 
-#define TILE_CASE(M, N) case (M) * 8 + (N): tile(b, r0, j0, M, N); break;
+#define TILE_CASE(M, N) case (M) * 8 + (N): tile(b, r0, j0, M, N, NULL, 0); break;
 #define TILE_ROW(M) TILE_CASE(M, 3) TILE_CASE(M, 2) TILE_CASE(M, 1)
 
 static TARGET void block(const q8_block *b)
 {
+    if (b->m == 1) {
+        int r0 = 0, j0 = 0, pf_on = b->k >= 32 && b->k <= Q8_PF_MAX_K;
+        for (; j0 + Q8_NR1 <= b->nw; j0 += Q8_NR1) {
+            int ahead = pf_on && j0 + 2 * Q8_NR1 <= b->nw; /* the next tile, within the block */
+            if (ahead)
+                for (size_t off = 0; off < (size_t)Q8_NR1 * b->lds * 2; off += 64)
+                    _mm_prefetch((const char *)(b->s + ((size_t)j0 + Q8_NR1) * b->lds) + off, _MM_HINT_T0);
+            tile(b, r0, j0, 1, Q8_NR1, ahead ? (const char *)(b->q + ((size_t)j0 + Q8_NR1) * b->ldq) : NULL,
+                 ahead ? (size_t)Q8_NR1 * 32 : 0);
+        }
+        for (; j0 < b->nw; j0++)
+            tile(b, r0, j0, 1, 1, NULL, 0);
+        return;
+    }
     for (int r0 = 0; r0 < b->m; r0 += MR) {
         int mr = b->m - r0 < MR ? b->m - r0 : MR;
         for (int j0 = 0; j0 < b->nw; j0 += NR) {
