@@ -45,8 +45,7 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a)
             strata_error err;
             if (strata_weights_parse(argv[++i], &a->load.weights, &err) != STRATA_OK)
                 return cli_fail(cmd, "--weights: %s", err.message), 0;
-        }
-        else if (!strcmp(f, "--compute") && has_value)
+        } else if (!strcmp(f, "--compute") && has_value)
             a->compute = argv[++i];
         else if (!strcmp(f, "--prefill") && has_value) {
             if (!parse_int(argv[++i], 0, 1 << 30, &a->prefill))
