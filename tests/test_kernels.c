@@ -11,27 +11,13 @@
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernel_util.h"
 #include "util.h"
-
-static uint64_t rng_state = 0x1234567;
-
-static float frand(void)
-{
-    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng_state >> 40) & 0xffffff) / 8388608.0f - 1.0f;   /* [-1, 1) */
-}
-
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 /* f rounded to BF16 and back (the bf16 compute mode's view of x). */
 static float bf16_round(float f)
 {
-    uint32_t u = (uint32_t)to_bf16(f) << 16;
+    uint32_t u = (uint32_t)test_to_bf16(f) << 16;
     memcpy(&f, &u, 4);
     return f;
 }
@@ -60,17 +46,17 @@ static void mat_random(test_mat *t, int rows, int cols, st_dtype dt, int with_bi
     size_t n = (size_t)rows * (size_t)cols;
     t->data = malloc(n * 4);
     for (size_t i = 0; i < n; i++) {
-        float v = frand();
+        float v = test_frand();
         if (dt == ST_F32)
             ((float *)t->data)[i] = v;
         else
-            ((uint16_t *)t->data)[i] = dt == ST_BF16 ? to_bf16(v) : to_f16(v);
+            ((uint16_t *)t->data)[i] = dt == ST_BF16 ? test_to_bf16(v) : to_f16(v);
     }
     t->bias = NULL;
     if (with_bias) {
         t->bias = malloc(sizeof(float) * (size_t)rows);
         for (int i = 0; i < rows; i++)
-            t->bias[i] = frand();
+            t->bias[i] = test_frand();
     }
     t->m = (strata_mat){.data = t->data, .dtype = dt, .rows = rows, .cols = cols, .bias = t->bias};
 }
@@ -81,31 +67,6 @@ static void mat_free(test_mat *t)
     free(t->bias);
 }
 
-static float *vec_random(size_t n)
-{
-    float *v = malloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++)
-        v[i] = frand();
-    return v;
-}
-
-static const kernel_isa *const all_paths[] = {&kernel_portable, &kernel_avx2, &kernel_avx512};
-
-static int path_supported(const kernel_isa *k)
-{
-    return kernel_by_name(k->name) == k;
-}
-
-/* bf16: the bf16 compute mode, with room for 40 rows of x. */
-static void exec_with(exec *e, const kernel_isa *isa, int threads, int widest, int bf16)
-{
-    strata_error err;
-    cr_assert_eq(exec_init(e, threads, widest, &err), STRATA_OK, "%s", err.message);
-    e->isa = isa;
-    cr_assert_eq(exec_set_bf16(e, bf16, &err), STRATA_OK);
-    cr_assert_eq(exec_reserve(e, 40, &err), STRATA_OK);
-}
-
 static const int Ks[] = {1, 7, 8, 9, 16, 17, 33, 100, 257, 1030};
 static const int Rows[] = {1, 2, 3, 5, 7, 8, 13, 31, 64};
 static const st_dtype dtypes[] = {ST_F32, ST_BF16, ST_F16};
@@ -113,9 +74,9 @@ static const st_dtype dtypes[] = {ST_F32, ST_BF16, ST_F16};
 Test(kernels, selected_path_is_supported_and_named)
 {
     const kernel_isa *k = kernel_select();
-    cr_assert(path_supported(k));
+    cr_assert(test_path_supported(k));
     cr_assert(!strcmp(k->name, "portable") || !strcmp(k->name, "avx2") || !strcmp(k->name, "avx512"));
-    cr_assert(path_supported(&kernel_portable));
+    cr_assert(test_path_supported(&kernel_portable));
     cr_assert_str_eq(strata_runner_kernel(NULL), k->name);
 }
 
@@ -126,7 +87,7 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
 {
     for (int p = 0; p < 6; p++) {
         int bf16 = p >= 3;
-        if (!path_supported(all_paths[p % 3]))
+        if (!test_path_supported(test_all_paths[p % 3]))
             continue;
         for (size_t d = 0; d < 3; d++)
             for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
@@ -134,11 +95,11 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
                     int K = Ks[ki], rows = Rows[ri], n = 1 + (int)((ki + ri + d) % 9);
                     test_mat w;
                     mat_random(&w, rows, K, dtypes[d], (ki + ri) % 2);
-                    float *x = vec_random((size_t)n * (size_t)K);
+                    float *x = test_vec_random((size_t)n * (size_t)K);
                     float *y0 = malloc(sizeof(float) * (size_t)n * (size_t)rows), *y1 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
                     exec e0, e1;
-                    exec_with(&e0, &kernel_portable, 1, K, bf16);
-                    exec_with(&e1, all_paths[p % 3], 2, K, bf16);
+                    test_exec_with(&e0, &kernel_portable, 1, K, bf16);
+                    test_exec_with(&e1, test_all_paths[p % 3], 2, K, bf16);
                     matmul(y0, x, n, &w.m, &e0);
                     matmul(y1, x, n, &w.m, &e1);
                     for (int r = 0; r < n; r++)
@@ -155,7 +116,7 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
                             size_t i = (size_t)r * (size_t)rows + (size_t)j;
                             cr_assert(fabs(y0[i] - ref) <= tol, "portable K=%d rows=%d n=%d: %g vs %g", K, rows, n, y0[i], ref);
                             cr_assert(fabs(y1[i] - y0[i]) <= tol, "%s%s dtype %zu K=%d rows=%d n=%d (%d,%d): %g vs portable %g",
-                                      all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, r, j, y1[i], y0[i]);
+                                      test_all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, r, j, y1[i], y0[i]);
                         }
                     exec_destroy(&e0);
                     exec_destroy(&e1);
@@ -174,7 +135,7 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
 {
     for (int p = 0; p < 6; p++) {
         int bf16 = p >= 3;
-        if (!path_supported(all_paths[p % 3]))
+        if (!test_path_supported(test_all_paths[p % 3]))
             continue;
         for (size_t d = 0; d < 3; d++)
             for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki += 1)
@@ -183,13 +144,13 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
                     test_mat w;
                     mat_random(&w, rows, K, dtypes[d], ri % 2);
                     int nmax = 37;
-                    float *x = vec_random((size_t)nmax * (size_t)K);
+                    float *x = test_vec_random((size_t)nmax * (size_t)K);
                     float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
                     float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
                     exec e1, e2, e3;
-                    exec_with(&e1, all_paths[p % 3], 1, K, bf16);
-                    exec_with(&e2, all_paths[p % 3], 2, K, bf16);
-                    exec_with(&e3, all_paths[p % 3], 3, K, bf16);
+                    test_exec_with(&e1, test_all_paths[p % 3], 1, K, bf16);
+                    test_exec_with(&e2, test_all_paths[p % 3], 2, K, bf16);
+                    test_exec_with(&e3, test_all_paths[p % 3], 3, K, bf16);
                     e3.rows_cap = bf16 ? 20 : 0;    /* 37 rows: two parts (buffers hold 40) */
                     for (int r = 0; r < nmax; r++)
                         matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &w.m, &e1);
@@ -202,7 +163,7 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
                             matmul(batch, x + (size_t)r0 * (size_t)K, n, &w.m, es[ei]);
                             cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
                                       "%s%s dtype %zu K=%d rows=%d: batch of %d on %d threads differs from solo rows",
-                                      all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, ei + 1);
+                                      test_all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, ei + 1);
                         }
                     exec_destroy(&e1);
                     exec_destroy(&e2);
@@ -220,23 +181,23 @@ Test(kernels, ssm_head_matches_portable)
     int P = 5, n = 6;
     int Ns[] = {1, 8, 13, 16, 35, 128};
     for (size_t p = 1; p < 3; p++) {
-        if (!path_supported(all_paths[p]))
+        if (!test_path_supported(test_all_paths[p]))
             continue;
         for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
             int N = Ns[ni];
             size_t ldx = 7, ldbc = (size_t)N + 3, ldy = 9;
-            float *x = vec_random((size_t)n * ldx), *B = vec_random((size_t)n * ldbc), *C = vec_random((size_t)n * ldbc);
-            float *dt = vec_random((size_t)n), *a = vec_random((size_t)n);
-            float *S0 = vec_random((size_t)P * (size_t)N), *S1 = malloc(sizeof(float) * (size_t)P * (size_t)N);
+            float *x = test_vec_random((size_t)n * ldx), *B = test_vec_random((size_t)n * ldbc), *C = test_vec_random((size_t)n * ldbc);
+            float *dt = test_vec_random((size_t)n), *a = test_vec_random((size_t)n);
+            float *S0 = test_vec_random((size_t)P * (size_t)N), *S1 = malloc(sizeof(float) * (size_t)P * (size_t)N);
             float *y0 = calloc((size_t)n * ldy, sizeof(float)), *y1 = calloc((size_t)n * ldy, sizeof(float));
             memcpy(S1, S0, sizeof(float) * (size_t)P * (size_t)N);
             kernel_portable.ssm_head(S0, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y0, ldy);
-            all_paths[p]->ssm_head(S1, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y1, ldy);
+            test_all_paths[p]->ssm_head(S1, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y1, ldy);
             for (size_t i = 0; i < (size_t)P * (size_t)N; i++)
-                cr_assert(fabsf(S0[i] - S1[i]) <= 1e-5f * (1.0f + fabsf(S0[i])), "%s N=%d state %zu", all_paths[p]->name, N, i);
+                cr_assert(fabsf(S0[i] - S1[i]) <= 1e-5f * (1.0f + fabsf(S0[i])), "%s N=%d state %zu", test_all_paths[p]->name, N, i);
             for (size_t i = 0; i < (size_t)n * ldy; i++)
                 cr_assert(fabsf(y0[i] - y1[i]) <= 1e-4f * (1.0f + fabsf(y0[i])), "%s N=%d y %zu: %g vs %g",
-                          all_paths[p]->name, N, i, y1[i], y0[i]);
+                          test_all_paths[p]->name, N, i, y1[i], y0[i]);
             free(x), free(B), free(C), free(dt), free(a), free(S0), free(S1), free(y0), free(y1);
         }
     }

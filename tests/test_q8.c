@@ -14,22 +14,8 @@
 
 #include "http_client.h"
 #include "kernels/q8.h"
+#include "kernel_util.h"
 #include "util.h"
-
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-
-static float frand(void)
-{
-    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
-    return (float)((rng >> 40) & 0xffffff) / 8388608.0f - 1.0f;   /* [-1, 1) */
-}
-
-static uint16_t to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 /* A quantized random W (rows, cols) with optional bias; `spread` varies the
  * magnitude from row to row and block to block. */
@@ -47,7 +33,7 @@ static void qmat_random(qmat *t, int rows, int cols, int with_bias)
     size_t n = (size_t)rows * (size_t)cols, kp = q8_padded(cols);
     t->w = malloc(sizeof(float) * (n ? n : 1));
     for (size_t i = 0; i < n; i++)
-        t->w[i] = frand() * (1.0f + (float)((i / 32) % 5)) * ((i % 97) == 0 ? 8.0f : 1.0f);
+        t->w[i] = test_frand() * (1.0f + (float)((i / 32) % 5)) * ((i % 97) == 0 ? 8.0f : 1.0f);
     t->q = malloc((size_t)rows * kp);
     t->s = malloc(sizeof(uint16_t) * (size_t)rows * (kp / Q8_BLOCK));
     strata_error err;
@@ -56,7 +42,7 @@ static void qmat_random(qmat *t, int rows, int cols, int with_bias)
     if (with_bias) {
         t->bias = malloc(sizeof(float) * (size_t)rows);
         for (int i = 0; i < rows; i++)
-            t->bias[i] = frand();
+            t->bias[i] = test_frand();
     }
     t->deq = malloc(sizeof(float) * (n ? n : 1));
     q8_portable.dequant(t->deq, t->q, t->s, kp, kp / Q8_BLOCK, rows, cols);
@@ -70,28 +56,6 @@ static void qmat_free(qmat *t)
     free(t->s);
     free(t->bias);
     free(t->deq);
-}
-
-static float *vec_random(size_t n)
-{
-    float *v = malloc(sizeof(float) * n);
-    for (size_t i = 0; i < n; i++)
-        v[i] = frand();
-    return v;
-}
-
-static const kernel_isa *const all_paths[] = {&kernel_portable, &kernel_avx2, &kernel_avx512};
-
-static int path_supported(const kernel_isa *k)
-{
-    return kernel_by_name(k->name) == k;
-}
-
-static void exec_with(exec *e, const kernel_isa *isa, int threads, int widest)
-{
-    strata_error err;
-    cr_assert_eq(exec_init(e, threads, widest, &err), STRATA_OK, "%s", err.message);
-    e->isa = isa;
 }
 
 static const int Ks[] = {1, 7, 16, 31, 32, 33, 48, 75, 100, 257, 1030};
@@ -138,9 +102,9 @@ Test(q8, quantizer_takes_every_float_dtype_and_zero_blocks)
     float w[R * K];
     uint16_t wb[R * K];
     for (int i = 0; i < R * K; i++) {
-        w[i] = i < K ? 0.0f : frand();    /* row 0 all zero */
-        w[i] = mat_elem((uint16_t[]){to_bf16(w[i])}, ST_BF16, 0);
-        wb[i] = to_bf16(w[i]);
+        w[i] = i < K ? 0.0f : test_frand();    /* row 0 all zero */
+        w[i] = mat_elem((uint16_t[]){test_to_bf16(w[i])}, ST_BF16, 0);
+        wb[i] = test_to_bf16(w[i]);
     }
     size_t kp = q8_padded(K), nb = kp / Q8_BLOCK;
     int8_t q1[R * 96], q2[R * 96];
@@ -196,7 +160,7 @@ Test(q8, kernels_equal_fp32_over_the_dequantized_weights, .timeout = 120)
 {
     static const int ns[] = {1, 2, 3, 5, 16, 17, 40};
     for (size_t p = 0; p < 3; p++) {
-        if (!path_supported(all_paths[p]))
+        if (!test_path_supported(test_all_paths[p]))
             continue;
         for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++)
             for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
@@ -204,15 +168,15 @@ Test(q8, kernels_equal_fp32_over_the_dequantized_weights, .timeout = 120)
                 qmat t;
                 qmat_random(&t, rows, K, (ki + ni) % 2);
                 strata_mat f = {.data = t.deq, .dtype = ST_F32, .rows = rows, .cols = K, .bias = t.bias};
-                float *x = vec_random((size_t)n * (size_t)K);
+                float *x = test_vec_random((size_t)n * (size_t)K);
                 float *y0 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
                 float *y1 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
                 exec e;
-                exec_with(&e, all_paths[p], 2, K);
+                test_exec_with(&e, test_all_paths[p], 2, K, 0);
                 matmul(y0, x, n, &f, &e);
                 matmul(y1, x, n, &t.m, &e);
                 cr_assert(!memcmp(y0, y1, sizeof(float) * (size_t)n * (size_t)rows),
-                          "%s K=%d rows=%d n=%d: int8 differs from fp32 over q·s", all_paths[p]->name, K, rows, n);
+                          "%s K=%d rows=%d n=%d: int8 differs from fp32 over q·s", test_all_paths[p]->name, K, rows, n);
                 exec_destroy(&e);
                 free(x);
                 free(y0);
@@ -227,18 +191,18 @@ Test(q8, kernels_equal_fp32_over_the_dequantized_weights, .timeout = 120)
 Test(q8, fast_paths_match_portable, .timeout = 120)
 {
     for (size_t p = 1; p < 3; p++) {
-        if (!path_supported(all_paths[p]))
+        if (!test_path_supported(test_all_paths[p]))
             continue;
         for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
             int K = Ks[ki], rows = 9 + 2 * (int)ki, n = 1 + (int)(ki % 4) * 6;
             qmat t;
             qmat_random(&t, rows, K, ki % 2);
-            float *x = vec_random((size_t)n * (size_t)K);
+            float *x = test_vec_random((size_t)n * (size_t)K);
             float *y0 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
             float *y1 = malloc(sizeof(float) * (size_t)n * (size_t)rows);
             exec e0, e1;
-            exec_with(&e0, &kernel_portable, 1, K);
-            exec_with(&e1, all_paths[p], 2, K);
+            test_exec_with(&e0, &kernel_portable, 1, K, 0);
+            test_exec_with(&e1, test_all_paths[p], 2, K, 0);
             matmul(y0, x, n, &t.m, &e0);
             matmul(y1, x, n, &t.m, &e1);
             for (int r = 0; r < n; r++)
@@ -253,7 +217,7 @@ Test(q8, fast_paths_match_portable, .timeout = 120)
                     size_t i = (size_t)r * (size_t)rows + (size_t)j;
                     cr_assert(fabs(y0[i] - ref) <= tol, "portable K=%d: %g vs %g", K, y0[i], ref);
                     cr_assert(fabs(y1[i] - y0[i]) <= tol, "%s K=%d n=%d (%d,%d): %g vs portable %g",
-                              all_paths[p]->name, K, n, r, j, y1[i], y0[i]);
+                              test_all_paths[p]->name, K, n, r, j, y1[i], y0[i]);
                 }
             exec_destroy(&e0);
             exec_destroy(&e1);
@@ -270,18 +234,18 @@ Test(q8, fast_paths_match_portable, .timeout = 120)
 Test(q8, batch_invariance_is_bitwise, .timeout = 120)
 {
     for (size_t p = 0; p < 3; p++) {
-        if (!path_supported(all_paths[p]))
+        if (!test_path_supported(test_all_paths[p]))
             continue;
         for (size_t ki = 0; ki < sizeof Ks / sizeof Ks[0]; ki++) {
             int K = Ks[ki], rows = 41 + 7 * (int)ki, nmax = 37;
             qmat t;
             qmat_random(&t, rows, K, ki % 2);
-            float *x = vec_random((size_t)nmax * (size_t)K);
+            float *x = test_vec_random((size_t)nmax * (size_t)K);
             float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
             float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
             exec es[3];
             for (int i = 0; i < 3; i++)
-                exec_with(&es[i], all_paths[p], i + 1, K);
+                test_exec_with(&es[i], test_all_paths[p], i + 1, K, 0);
             for (int r = 0; r < nmax; r++)
                 matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &t.m, &es[0]);
             static const int ns[] = {1, 2, 4, 5, 9, 16, 17, 37};
@@ -292,7 +256,7 @@ Test(q8, batch_invariance_is_bitwise, .timeout = 120)
                     matmul(batch, x + (size_t)r0 * (size_t)K, n, &t.m, &es[ei]);
                     cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
                               "%s K=%d rows=%d: batch of %d on %d threads differs from solo rows",
-                              all_paths[p]->name, K, rows, n, ei + 1);
+                              test_all_paths[p]->name, K, rows, n, ei + 1);
                 }
             for (int i = 0; i < 3; i++)
                 exec_destroy(&es[i]);

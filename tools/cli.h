@@ -23,6 +23,9 @@ double cli_now(void);
 /* Index of the largest of n values (the first on ties): greedy decoding. */
 int32_t cli_argmax(const float *v, int n);
 
+/* *out = s as a decimal int in [lo, hi]; 0 when s is not one. */
+int cli_parse_int(const char *s, int lo, int hi, int *out);
+
 /* Print "strata CMD: message" to stderr and return 1. */
 int cli_fail(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cli_fail_err(const char *cmd, const strata_error *err);

@@ -20,7 +20,6 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,17 +54,6 @@ typedef struct bench_result {
     double prefill_flops;   /* per prefill step */
 } bench_result;
 
-static int parse_count(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = (int)v;
-    return 1;
-}
-
 static int parse_sessions(const char *s, bench_opts *o)
 {
     o->n_sessions = 0;
@@ -87,16 +75,16 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         const char *f = argv[i];
         int has = i + 1 < argc;
         if (!strcmp(f, "--prompt-tokens") && has) {
-            if (!parse_count(argv[++i], 1, 1 << 20, &o->prompt))
+            if (!cli_parse_int(argv[++i], 1, 1 << 20, &o->prompt))
                 return cli_fail("bench", "--prompt-tokens needs a positive integer"), 0;
         } else if (!strcmp(f, "--gen-tokens") && has) {
-            if (!parse_count(argv[++i], 1, 1 << 20, &o->gen))
+            if (!cli_parse_int(argv[++i], 1, 1 << 20, &o->gen))
                 return cli_fail("bench", "--gen-tokens needs a positive integer"), 0;
         } else if (!strcmp(f, "--repeat") && has) {
-            if (!parse_count(argv[++i], 1, 100, &o->repeat))
+            if (!cli_parse_int(argv[++i], 1, 100, &o->repeat))
                 return cli_fail("bench", "--repeat needs an integer in [1, 100]"), 0;
         } else if (!strcmp(f, "--threads") && has) {
-            if (!parse_count(argv[++i], 0, 256, &o->threads))
+            if (!cli_parse_int(argv[++i], 0, 256, &o->threads))
                 return cli_fail("bench", "--threads needs an integer in [0, 256]"), 0;
         } else if (!strcmp(f, "--sessions") && has) {
             if (!parse_sessions(argv[++i], o))

@@ -18,17 +18,6 @@ typedef struct args {
     strata_load_opts load;  /* --weights native|int8 */
 } args;
 
-static int parse_int(const char *s, int lo, int hi, int *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || end == s || *end || v < lo || v > hi)
-        return 0;
-    *out = (int)v;
-    return 1;
-}
-
 static int parse_args(const char *cmd, int argc, char **argv, args *a)
 {
     *a = (args){.prefill = -1, .n_new = 24, .compute = "fp32"};
@@ -48,10 +37,10 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a)
         } else if (!strcmp(f, "--compute") && has_value)
             a->compute = argv[++i];
         else if (!strcmp(f, "--prefill") && has_value) {
-            if (!parse_int(argv[++i], 0, 1 << 30, &a->prefill))
+            if (!cli_parse_int(argv[++i], 0, 1 << 30, &a->prefill))
                 return cli_fail(cmd, "--prefill needs a non-negative integer, got '%s'", argv[i]), 0;
         } else if ((!strcmp(f, "-n") || !strcmp(f, "--max-tokens")) && has_value) {
-            if (!parse_int(argv[++i], 0, 1 << 24, &a->n_new))
+            if (!cli_parse_int(argv[++i], 0, 1 << 24, &a->n_new))
                 return cli_fail(cmd, "-n needs a non-negative integer, got '%s'", argv[i]), 0;
         } else if (f[0] == '-') {
             return cli_fail(cmd, "unknown or incomplete option '%s'", f), 0;

@@ -2,8 +2,10 @@
  * strata.c — the CLI entry point: dispatches to one function per subcommand.
  * The subcommands and their flags are a stable interface that tools and tests call.
  */
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -40,6 +42,17 @@ int32_t cli_argmax(const float *v, int n)
         if (v[i] > v[best])
             best = i;
     return best;
+}
+
+int cli_parse_int(const char *s, int lo, int hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi)
+        return 0;
+    *out = (int)v;
+    return 1;
 }
 
 int cli_fail(const char *cmd, const char *fmt, ...)
