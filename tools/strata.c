@@ -3,6 +3,7 @@
  * The subcommands and their flags are a stable interface that tools and tests call.
  */
 #include <errno.h>
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,11 +38,21 @@ double cli_now(void)
 
 int32_t cli_argmax(const float *v, int n)
 {
-    int32_t best = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
+    float lane[16], mx = -FLT_MAX;      /* 16 running maxima: no serial dependence */
+    for (int k = 0; k < 16; k++)
+        lane[k] = -FLT_MAX;
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int k = 0; k < 16; k++)
+            lane[k] = v[i + k] > lane[k] ? v[i + k] : lane[k];
+    for (int k = 0; k < 16; k++)
+        mx = lane[k] > mx ? lane[k] : mx;
+    for (; i < n; i++)
+        mx = v[i] > mx ? v[i] : mx;
+    for (i = 0; i < n; i++)
+        if (v[i] == mx)
+            return i;
+    return 0;
 }
 
 int cli_parse_int(const char *s, int lo, int hi, int *out)
