@@ -67,6 +67,8 @@ INLINE void reduce16x4(__m512 a, __m512 b, __m512 c, __m512 d, float out[4])
     out[0] = t[0], out[1] = t[4], out[2] = t[8], out[3] = t[12];
 }
 
+_Static_assert(NR == 4, "store_tile folds a tile's four W rows with reduce16x4");
+
 /* y[r0 + i][j0 + j] = the reduced acc[i][j] (+ bias), four W rows at a time. */
 INLINE void store_tile(const mm_block *b, int r0, int j0, const int mr, const int nr, __m512 acc[MR][NR])
 {
