@@ -12,6 +12,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "kernels/reduce_x86.h"
+
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
@@ -53,13 +55,6 @@ INLINE void prefetch_span(const char *p, size_t bytes)
 {
     for (size_t off = 0; off < bytes; off += 64)
         _mm_prefetch(p + off, _MM_HINT_T0);
-}
-
-INLINE float reduce8(__m256 v)
-{
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // i + i+4
-    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                // i + i+2
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                 // 0 + 1
 }
 
 /* pf: W bytes to fetch while this tile runs, pf_step of them a k step (0: none). */

@@ -17,6 +17,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "kernels/reduce_x86.h"
+
 #define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
@@ -42,15 +44,6 @@ INLINE __m512 load_w_tail(const void *w, st_dtype dt, size_t i, int len)
     uint16_t t[16] = {0};
     memcpy(t, (const uint16_t *)w + i, 2 * (size_t)len);
     return load_w(t, dt == ST_BF16 ? ST_BF16 : ST_F16, 0);
-}
-
-INLINE float reduce16(__m512 v)
-{
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); // i + i+8
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));            // i + i+4
-    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                            // i + i+2
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                             // 0 + 1
 }
 
 /* reduce16 of a, b, c, d at once: the same additions on the same values (so the

@@ -10,6 +10,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "kernels/reduce_x86.h"
+
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
@@ -28,13 +30,6 @@
 INLINE __m256 deq8(const int8_t *q, __m256 sv)
 {
     return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q))), sv);
-}
-
-INLINE float reduce8(__m256 v)
-{
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // i + i+4
-    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                // i + i+2
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                 // 0 + 1
 }
 
 INLINE __m256 scale(const uint16_t *s, size_t i)

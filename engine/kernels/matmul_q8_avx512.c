@@ -11,6 +11,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
+#include "kernels/reduce_x86.h"
+
 #define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
@@ -33,15 +35,6 @@
 INLINE __m512 deq16(const int8_t *q, __m512 sv)
 {
     return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)q))), sv);
-}
-
-INLINE float reduce16(__m512 v)
-{
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); // i + i+8
-    __m128 a = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));            // i + i+4
-    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                            // i + i+2
-    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                             // 0 + 1
 }
 
 INLINE __m512 scale(const uint16_t *s, size_t i)

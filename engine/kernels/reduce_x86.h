@@ -1,0 +1,28 @@
+/*
+ * reduce_x86.h — the lane reductions of isa.h's summation order, shared by every
+ * x86 kernel file (fp32, bf16 and int8 tiles must fold their lanes identically):
+ * 16 → 8 (i + i+8, AVX-512 only), 8 → 4 (i + i+4), 4 → 2 (i + i+2), 2 → 1.
+ * Each carries the smallest target it needs, so any kernel file can inline it.
+ */
+#ifndef STRATA_KERNELS_REDUCE_X86_H
+#define STRATA_KERNELS_REDUCE_X86_H
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+static inline __attribute__((always_inline, target("avx"))) float reduce8(__m256 v)
+{
+    __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // i + i+4
+    __m128 b = _mm_add_ps(a, _mm_movehl_ps(a, a));                                // i + i+2
+    return _mm_cvtss_f32(_mm_add_ss(b, _mm_shuffle_ps(b, b, 1)));                 // 0 + 1
+}
+
+static inline __attribute__((always_inline, target("avx512f"))) float reduce16(__m512 v)
+{
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); // i + i+8
+    return reduce8(h);
+}
+#endif
+
+#endif
