@@ -17,6 +17,12 @@
  * of the step passes over it, so W is read from memory once per step). */
 #define MATMUL_PANEL_FLOATS 32768
 
+/* x rows from which a matmul widens (or dequantizes) a panel of W to fp32 once and
+ * runs every row over it; below, the kernel reads W in place (decode). */
+#ifndef MATMUL_WIDEN_MIN_ROWS
+#define MATMUL_WIDEN_MIN_ROWS 17
+#endif
+
 /* Where the numeric work runs: the kernel path, the thread pool and each thread's
  * widening panel. A runner owns one. */
 typedef struct exec {

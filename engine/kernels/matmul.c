@@ -21,10 +21,6 @@
 #include "kernels/kernels.h"
 #include "kernels/q8.h"
 
-#ifndef MATMUL_WIDEN_MIN_ROWS
-#define MATMUL_WIDEN_MIN_ROWS 17
-#endif
-
 /* Below this much elementwise work an exec_for runs on the caller alone. */
 #define EXEC_FOR_PARALLEL_MIN (1 << 15)
 
@@ -139,6 +135,10 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
 {
     const strata_mat *w = J->w;
     const kernel_isa *isa = J->e->isa;
+    if (w->dtype == ST_I8) {
+        q8_matmul_rows(J->y, J->x, J->n, w, isa, ja, jb, panel, panel_floats);
+        return;
+    }
     int K = w->cols, nr = isa->nr;
     size_t esz = st_dtype_size(w->dtype), rows = (size_t)w->rows;
     int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
@@ -221,10 +221,6 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     if (n <= 0)
         return;
-    if (w->dtype == ST_I8) { /* int8 weights: kernels/q8.h */
-        matmul_q8(y, x, n, w, e);
-        return;
-    }
     if (e->bf16 && w->dtype == ST_BF16 && (e->xb || e->xr) && w->cols <= e->widest_k) {
         matmul_bf16(y, x, n, w, e);
         return;

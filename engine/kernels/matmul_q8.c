@@ -1,10 +1,10 @@
 /*
  * matmul_q8.c — y = x·Wᵀ for int8 weights (kernels/q8.h): the quantizer, the
- * portable reference kernel, and the driver that splits the work over threads.
+ * portable reference kernel, and a thread's share of the work.
  *
- * The driver mirrors matmul.c: each thread owns a contiguous range of W rows. Few
- * x rows (decode, batched decode): the Q8 kernel reads int8 W in place and
- * dequantizes in registers — half the bytes of bf16 per step. Many x rows
+ * matmul.c splits the W rows over threads as for every dtype and hands each
+ * thread's rows to q8_matmul_rows. Few x rows (decode, batched decode): the Q8
+ * kernel reads int8 W in place and dequantizes in registers — half the bytes of bf16 per step. Many x rows
  * (prefill): a panel of W is dequantized once to fp32 and the path's fp32 kernel
  * runs every x row over it. Both routes give the same bits (q8.h), so the summation
  * order of every output element is fixed by the kernel path alone, whatever n,
@@ -17,12 +17,6 @@
 
 #include "core/error.h"
 #include "kernels/q8.h"
-
-/* x rows from which a panel is dequantized to fp32 (as MATMUL_WIDEN_MIN_ROWS). */
-#ifndef Q8_WIDEN_MIN_ROWS
-#define Q8_WIDEN_MIN_ROWS 17
-#endif
-#define Q8_PARALLEL_MIN (1 << 16)
 
 /* ---------------------------------------------------------------- quantizer */
 
@@ -208,29 +202,23 @@ const q8_isa *q8_isa_for(const kernel_isa *isa)
     return NULL;
 }
 
-/* ---------------------------------------------------------------- driver */
+/* ---------------------------------------------------------------- W rows */
 
-typedef struct q8_job {
-    float *y;
-    const float *x;
-    int n;
-    const strata_mat *w;
-    exec *e;
-    const q8_isa *q;
-    int nt;                 /* threads taking part */
-} q8_job;
-
-/* W rows [ja, jb) for every x row. */
-static void q8_range(const q8_job *J, int ja, int jb, float *panel, size_t panel_floats)
+void q8_matmul_rows(float *y, const float *x, int n, const strata_mat *w, const kernel_isa *isa, int ja, int jb,
+                    float *panel, size_t panel_floats)
 {
-    const strata_mat *w = J->w;
-    int K = w->cols, nr = J->q->fp32->nr;
+    const q8_isa *q8 = q8_isa_for(isa);
+    if (!q8) {
+        q8 = &q8_portable;
+        isa = &kernel_portable;
+    }
+    int K = w->cols, nr = isa->nr;
     size_t kp = q8_padded(K), nb = kp / Q8_BLOCK, rows = (size_t)w->rows;
     int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
     pr = pr < nr ? nr : pr;
-    int widen = J->n >= Q8_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
+    int widen = n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
     /* one x row: the thread's whole range as one sequential stream */
-    if (J->n == 1)
+    if (n == 1)
         pr = jb - ja;
     for (int j0 = ja; j0 < jb; j0 += pr) {
         int nw = jb - j0 < pr ? jb - j0 : pr;
@@ -238,42 +226,14 @@ static void q8_range(const q8_job *J, int ja, int jb, float *panel, size_t panel
         const uint16_t *s = w->scales + (size_t)j0 * nb;
         const float *bias = w->bias ? w->bias + j0 : NULL;
         if (widen) {
-            J->q->dequant(panel, q, s, kp, nb, nw, K);
-            mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K, .w = panel,
-                          .dtype = ST_F32, .ldw = (size_t)K, .bias = bias, .m = J->n, .nw = nw, .k = K};
-            J->q->fp32->block(&b);
+            q8->dequant(panel, q, s, kp, nb, nw, K);
+            mm_block b = {.y = y + (size_t)j0, .ldy = rows, .x = x, .ldx = (size_t)K, .w = panel,
+                          .dtype = ST_F32, .ldw = (size_t)K, .bias = bias, .m = n, .nw = nw, .k = K};
+            isa->block(&b);
         } else {
-            q8_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .ldx = (size_t)K, .q = q, .s = s,
-                          .ldq = kp, .lds = nb, .bias = bias, .m = J->n, .nw = nw, .k = K};
-            J->q->block(&b);
+            q8_block b = {.y = y + (size_t)j0, .ldy = rows, .x = x, .ldx = (size_t)K, .q = q, .s = s,
+                          .ldq = kp, .lds = nb, .bias = bias, .m = n, .nw = nw, .k = K};
+            q8->block(&b);
         }
     }
-}
-
-static void q8_thread(void *arg, int ti, int nt)
-{
-    const q8_job *J = arg;
-    (void)nt;
-    if (ti >= J->nt)
-        return;
-    int nr = J->q->fp32->nr, tiles = (J->w->rows + nr - 1) / nr, lo, hi;
-    exec_share(tiles, ti, J->nt, &lo, &hi);
-    int ja = lo * nr, jb = hi * nr < J->w->rows ? hi * nr : J->w->rows;
-    if (ja < jb)
-        q8_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
-}
-
-void matmul_q8(float *y, const float *x, int n, const strata_mat *w, exec *e)
-{
-    if (n <= 0)
-        return;
-    const q8_isa *q = q8_isa_for(e->isa);
-    q8_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .q = q ? q : &q8_portable, .nt = e->n_threads};
-    double work = (double)n * (double)w->rows * (double)w->cols;
-    if (e->n_threads == 1 || work < Q8_PARALLEL_MIN) {
-        J.nt = 1;
-        q8_thread(&J, 0, 1);
-        return;
-    }
-    exec_parallel(e, q8_thread, &J);
 }

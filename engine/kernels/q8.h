@@ -73,8 +73,10 @@ strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, i
 strata_status q8_quantize_rows(const void *src, st_dtype dtype, int r0, int r1, int cols, int8_t *q,
                                uint16_t *scales, const char *what, strata_error *err);
 
-/* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias) for W quantized (dtype ST_I8), split
- * over W rows across e's threads like matmul (which calls this for ST_I8). */
-void matmul_q8(float *y, const float *x, int n, const strata_mat *w, exec *e);
+/* Columns [ja, jb) of y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias) for W quantized
+ * (dtype ST_I8), on the Q8 path that sums like isa: matmul's thread split calls
+ * this for each thread's W rows; panel (panel_floats) is the thread's scratch. */
+void q8_matmul_rows(float *y, const float *x, int n, const strata_mat *w, const kernel_isa *isa, int ja, int jb,
+                    float *panel, size_t panel_floats);
 
 #endif
