@@ -12,7 +12,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "kernels/reduce_x86.h"
+#include "kernels/x86.h"
 
 #define TARGET __attribute__((target("avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
@@ -49,12 +49,6 @@ INLINE __m256 load_w_tail(const void *w, st_dtype dt, size_t i, int len)
 INLINE size_t elem_size(st_dtype dt)
 {
     return dt == ST_F32 ? 4 : 2;
-}
-
-INLINE void prefetch_span(const char *p, size_t bytes)
-{
-    for (size_t off = 0; off < bytes; off += 64)
-        _mm_prefetch(p + off, _MM_HINT_T0);
 }
 
 /* pf: W bytes to fetch while this tile runs, pf_step of them a k step (0: none). */

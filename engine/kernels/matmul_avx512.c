@@ -17,7 +17,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "kernels/reduce_x86.h"
+#include "kernels/x86.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
@@ -82,8 +82,7 @@ INLINE void store_tile(const mm_block *b, int r0, int j0, const int mr, const in
  * next W tile's share while this one computes (0: none). */
 INLINE void prefetch_step(const char *pf, int step, int pf_lines)
 {
-    for (int l = 0; l < pf_lines; l++)
-        _mm_prefetch(pf + ((size_t)step * (size_t)pf_lines + (size_t)l) * 64, _MM_HINT_T0);
+    prefetch_span(pf + (size_t)step * (size_t)pf_lines * 64, (size_t)pf_lines * 64);
 }
 
 INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt, const char *pf,

@@ -11,7 +11,7 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 
-#include "kernels/reduce_x86.h"
+#include "kernels/x86.h"
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma,f16c")))
 #define INLINE static inline __attribute__((always_inline)) TARGET
@@ -58,8 +58,7 @@ INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr, 
     int k32 = b->k & ~31;
     for (int kk = 0; kk < k32; kk += 32) {
         if (pf_step)
-            for (size_t off = 0; off < pf_step; off += 64)
-                _mm_prefetch(pf + (size_t)(kk / 32) * pf_step + off, _MM_HINT_T0);
+            prefetch_span(pf + (size_t)(kk / 32) * pf_step, pf_step);
         __m512 w0[NRMAX], w1[NRMAX];
 #pragma GCC unroll 8
         for (int j = 0; j < nr; j++) {
@@ -118,8 +117,7 @@ static TARGET void block(const q8_block *b)
         for (; j0 + Q8_NR1 <= b->nw; j0 += Q8_NR1) {
             int ahead = pf_on && (size_t)j0 + lead + Q8_NR1 <= (size_t)b->nw; /* within the block */
             if (ahead)
-                for (size_t off = 0; off < (size_t)Q8_NR1 * b->lds * 2; off += 64)
-                    _mm_prefetch((const char *)(b->s + ((size_t)j0 + lead) * b->lds) + off, _MM_HINT_T0);
+                prefetch_span((const char *)(b->s + ((size_t)j0 + lead) * b->lds), (size_t)Q8_NR1 * b->lds * 2);
             tile(b, r0, j0, 1, Q8_NR1, ahead ? (const char *)(b->q + ((size_t)j0 + lead) * b->ldq) : NULL,
                  ahead ? step : 0);
         }

@@ -1,14 +1,24 @@
 /*
- * reduce_x86.h — the lane reductions of isa.h's summation order, shared by every
- * x86 kernel file (fp32, bf16 and int8 tiles must fold their lanes identically):
- * 16 → 8 (i + i+8, AVX-512 only), 8 → 4 (i + i+4), 4 → 2 (i + i+2), 2 → 1.
- * Each carries the smallest target it needs, so any kernel file can inline it.
+ * x86.h — what every x86 kernel file (fp32, bf16 and int8 tiles) shares: the lane
+ * reductions of isa.h's summation order, which must fold lanes identically
+ * everywhere — 16 → 8 (i + i+8, AVX-512 only), 8 → 4 (i + i+4), 4 → 2 (i + i+2),
+ * 2 → 1 — and the software prefetch of W. Each carries the smallest target it
+ * needs, so any kernel file can inline it.
  */
-#ifndef STRATA_KERNELS_REDUCE_X86_H
-#define STRATA_KERNELS_REDUCE_X86_H
+#ifndef STRATA_KERNELS_X86_H
+#define STRATA_KERNELS_X86_H
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
+
+#include <stddef.h>
+
+/* Fetch [p, p + bytes) into L1, a cache line at a time (never faults). */
+static inline __attribute__((always_inline)) void prefetch_span(const char *p, size_t bytes)
+{
+    for (size_t off = 0; off < bytes; off += 64)
+        _mm_prefetch(p + off, _MM_HINT_T0);
+}
 
 static inline __attribute__((always_inline, target("avx"))) float reduce8(__m256 v)
 {
