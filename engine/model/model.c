@@ -468,10 +468,9 @@ static strata_status bind_embeddings(loader *L)
             break;
         }
     }
-    char full[256];
-    snprintf(full, sizeof full, "%s%s", L->prefix, name);
+    /* rows are gathered, never multiplied: the embedding stays as stored */
     const st_tensor *t;
-    STRATA_TRY(lookup(L, full + strlen(L->prefix), 2, (int64_t[]){m->vocab_size, m->hidden_size}, &t));
+    STRATA_TRY(lookup(L, name, 2, (int64_t[]){m->vocab_size, m->hidden_size}, &t));
     L->m->embed = (strata_mat){.data = t->data, .dtype = t->dtype, .rows = m->vocab_size, .cols = m->hidden_size};
     return STRATA_OK;
 }
