@@ -17,7 +17,6 @@ typedef struct step {
     int n_seqs;
     const int *off;         /* (n_seqs + 1) first row of each sequence */
     int R;                  /* rows in the step */
-    int max_rows;           /* most rows of one sequence */
     int hooked;             /* some sequence captures or intervenes */
     float *ws;              /* workspace reserved for the whole step */
     size_t ws_used, ws_cap;
@@ -46,7 +45,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out);
 void attention_forward(step *s, int li, const float *h, float *out);
 void mlp_forward(step *s, int li, const float *h, float *out);
 void moe_forward(step *s, int li, const float *h, float *out);
-size_t mamba2_scratch(const strata_model *m, int R, int max_rows);
+size_t mamba2_scratch(const strata_model *m, int R);
 size_t attention_scratch(const strata_model *m, int R, int max_keys, int n_threads);
 size_t mlp_scratch(const strata_model *m, int R);
 size_t moe_scratch(const strata_model *m, int R);

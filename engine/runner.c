@@ -167,7 +167,7 @@ static strata_status validate(strata_runner *run, strata_seq *seqs, int n, strat
 
 /* Workspace floats for the whole step: residual, norm and mixer rows, the largest
  * layer's needs, and the logits rows. */
-static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int max_rows, int n_threads)
+static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int n_threads)
 {
     const strata_model_info *m = &model->cfg.info;
     int max_keys = 0, lrows = 0;
@@ -177,7 +177,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
         lrows += logit_rows(&seqs[q]);
     }
     size_t layer = mlp_scratch(model, R);
-    size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R, max_rows) : 0,
+    size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R) : 0,
                      model->n_attn ? attention_scratch(model, R, max_keys, n_threads) : 0,
                      strchr(m->pattern, 'E') ? moe_scratch(model, R) : 0};
     for (size_t i = 0; i < 3; i++)
@@ -186,7 +186,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
     return 3 * ((size_t)R * (size_t)m->hidden_size + 16) + (layer > head ? layer : head);
 }
 
-static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R, int max_rows, strata_error *err)
+static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R, strata_error *err)
 {
     for (int q = 0; q < n; q++) {
         STRATA_TRY(cache_reserve(seqs[q].cache, seqs[q].cache->n_tokens + seqs[q].n_tokens, err));
@@ -201,7 +201,7 @@ static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R,
         run->off_cap = n + 1;
     }
     STRATA_TRY(exec_reserve(&run->ex, R, err));
-    size_t need = workspace_need(run->model, seqs, n, R, max_rows, run->ex.n_threads);
+    size_t need = workspace_need(run->model, seqs, n, R, run->ex.n_threads);
     if (need > run->ws_cap) {
         float *grown = realloc(run->ws, sizeof(float) * need);
         if (!grown)
@@ -310,19 +310,18 @@ strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, st
     if (!run)
         return strata_fail(err, STRATA_E_INVALID, "no runner");
     STRATA_TRY(validate(run, seqs, n, err));
-    int R = 0, max_rows = 0, hooked = 0;
+    int R = 0, hooked = 0;
     for (int q = 0; q < n; q++) {
         R += seqs[q].n_tokens;
-        max_rows = seqs[q].n_tokens > max_rows ? seqs[q].n_tokens : max_rows;
         hooked |= seqs[q].capture != NULL && strata_capture_count(seqs[q].capture) > 0;
         hooked |= strata_interventions_count(seqs[q].interventions) > 0;
     }
-    STRATA_TRY(reserve(run, seqs, n, R, max_rows, err));
+    STRATA_TRY(reserve(run, seqs, n, R, err));
     run->off[0] = 0;
     for (int q = 0; q < n; q++)
         run->off[q + 1] = run->off[q] + seqs[q].n_tokens;
 
-    step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R, .max_rows = max_rows,
+    step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R,
               .hooked = hooked, .ws = run->ws, .ws_cap = run->ws_cap, .ex = &run->ex};
     size_t d = (size_t)run->model->cfg.info.hidden_size;
     float *x = step_alloc(&s, (size_t)R * d);      // (R, d) residual stream

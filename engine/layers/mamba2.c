@@ -32,34 +32,42 @@ static dims dims_of(const strata_model *model)
     };
 }
 
-size_t mamba2_scratch(const strata_model *model, int R, int max_rows)
+size_t mamba2_scratch(const strata_model *model, int R)
 {
     dims D = dims_of(model);
     size_t r = (size_t)R;
-    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) +
-           (size_t)(D.K - 1 + max_rows) * (size_t)D.conv_dim + (size_t)D.K * (size_t)D.conv_dim + 64;
+    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) + (size_t)D.K * (size_t)D.conv_dim + 64;
 }
 
-/* Causal depthwise conv over one sequence's n rows, continuing from its conv state;
- * channels are split over the threads; leaves the last K-1 pre-conv rows in the state. */
+/* Causal depthwise conv over every sequence's rows, each continuing from its conv
+ * state, in one pass split over channels (each thread owns a channel range of every
+ * sequence, state included); leaves each sequence's last K-1 pre-conv rows in its
+ * state. A sequence's window is its K-1 state rows followed by its n new rows. */
 typedef struct conv_job {
+    const step *s;
     const dims *D;
     const mamba_weights *w;
-    const float *window;    /* (K-1+n, conv_dim) */
+    int state_index;
+    const float *zxbcdt;    /* (R, in_proj_dim) */
     const float *wT;        /* (K, conv_dim) taps, tap-major so channels are contiguous */
-    int n;
-    float *out;             /* (n, conv_dim) */
+    float *out;             /* (R, conv_dim) */
 } conv_job;
 
-/* o[c] = b[c] + Σ_k wT[k][c]·win[k][c] in increasing k (the order of the per-channel
- * loop), with channels innermost so the loops vectorise. */
+/* Row r of a sequence's window: state row r, or new row r - (K-1) of the input. */
+static const float *window_row(const float *state, const float *in, size_t ld_in, int K1, size_t cd, int r)
+{
+    return r < K1 ? state + (size_t)r * cd : in + (size_t)(r - K1) * ld_in;
+}
+
+/* o[c] = silu(b[c] + Σ_k wT[k][c]·win_k[c]) in increasing k (the order of the
+ * per-channel loop), with channels innermost so the loops vectorise. */
 static void conv_row(float *restrict o, const float *restrict b, const float *restrict wT,
-                     const float *restrict win, size_t cd, int K, int c0, int c1)
+                     const float *const *win, size_t cd, int K, int c0, int c1)
 {
     for (int c = c0; c < c1; c++)
         o[c] = b[c];
     for (int k = 0; k < K; k++) {
-        const float *restrict wk = wT + (size_t)k * cd, *restrict xk = win + (size_t)k * cd;
+        const float *restrict wk = wT + (size_t)k * cd, *restrict xk = win[k];
         for (int c = c0; c < c1; c++)
             o[c] += wk[c] * xk[c];
     }
@@ -70,22 +78,24 @@ static void conv_row(float *restrict o, const float *restrict b, const float *re
 static void conv_channels(void *arg, int c0, int c1)
 {
     const conv_job *J = arg;
-    size_t cd = (size_t)J->D->conv_dim;
-    for (int t = 0; t < J->n; t++)
-        conv_row(J->out + (size_t)t * cd, J->w->conv_b, J->wT, J->window + (size_t)t * cd, cd, J->D->K, c0, c1);
-}
-
-static void conv_sequence(exec *ex, const dims *D, const mamba_weights *w, float *state, const float *zxbcdt,
-                          int n, float *window, const float *wT, float *out)
-{
-    size_t cd = (size_t)D->conv_dim, K1 = (size_t)(D->K - 1);
-    memcpy(window, state, sizeof(float) * K1 * cd);                  // (K-1+n, conv_dim)
-    for (int t = 0; t < n; t++)
-        memcpy(window + (K1 + (size_t)t) * cd, zxbcdt + (size_t)t * (size_t)D->in_dim + D->xbc_off,
-               sizeof(float) * cd);
-    conv_job J = {D, w, window, wT, n, out};
-    exec_for(ex, D->conv_dim, (double)n * (double)cd * (double)D->K * 4.0, conv_channels, &J);
-    memcpy(state, window + (size_t)n * cd, sizeof(float) * K1 * cd);
+    const dims *D = J->D;
+    size_t cd = (size_t)D->conv_dim, ld = (size_t)D->in_dim, span = sizeof(float) * (size_t)(c1 - c0);
+    int K1 = D->K - 1;
+    const float *win[64];   /* conv_kernel ≤ 64 (config.c) */
+    for (int q = 0; q < J->s->n_seqs; q++) {
+        int r0 = J->s->off[q], n = J->s->off[q + 1] - r0;
+        float *state = J->s->seqs[q].cache->conv[J->state_index];      // (K-1, conv_dim)
+        const float *in = J->zxbcdt + (size_t)r0 * ld + D->xbc_off;     // n rows, ld apart
+        for (int t = 0; t < n; t++) {
+            for (int k = 0; k < D->K; k++)
+                win[k] = window_row(state, in, ld, K1, cd, t + k);
+            conv_row(J->out + (size_t)(r0 + t) * cd, J->w->conv_b, J->wT, win, cd, D->K, c0, c1);
+        }
+        /* state row i ← window row n + i, in increasing i: a source still in the
+         * state (n + i < K-1) sits above every row written so far */
+        for (int i = 0; i < K1; i++)
+            memcpy(state + (size_t)i * cd + c0, window_row(state, in, ld, K1, cd, n + i) + c0, span);
+    }
 }
 
 /* The selective scan, one (sequence, head) pair at a time: each head's state
@@ -158,7 +168,6 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
     float *dtT = step_alloc(s, R * (size_t)D.H);             // (H, R) dt, head-major for the scan
     float *aT = step_alloc(s, R * (size_t)D.H);              // (H, R) exp(dt·A)
-    float *window = step_alloc(s, (size_t)(D.K - 1 + s->max_rows) * (size_t)D.conv_dim);
     float *wT = step_alloc(s, (size_t)D.K * (size_t)D.conv_dim);          // (K, conv_dim) conv taps
     for (int c = 0; c < D.conv_dim; c++)
         for (int k = 0; k < D.K; k++)
@@ -166,11 +175,8 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
 
     matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
-    for (int q = 0; q < s->n_seqs; q++) {
-        int r0 = s->off[q], n = s->off[q + 1] - r0;
-        conv_sequence(s->ex, &D, w, s->seqs[q].cache->conv[l->state_index], zxbcdt + (size_t)r0 * (size_t)D.in_dim, n,
-                      window, wT, xbc + (size_t)r0 * (size_t)D.conv_dim);
-    }
+    conv_job cj = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .zxbcdt = zxbcdt, .wT = wT, .out = xbc};
+    exec_for(s->ex, D.conv_dim, (double)R * (double)D.conv_dim * (double)D.K * 4.0, conv_channels, &cj);
     hook_rows(s, HOOK_CONV_ACT, li, xbc);
     for (size_t r = 0; r < R; r++)
         for (int hh = 0; hh < D.H; hh++) {
