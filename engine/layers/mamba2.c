@@ -59,7 +59,7 @@ static const float *window_row(const float *state, const float *in, size_t ld_in
     return r < K1 ? state + (size_t)r * cd : in + (size_t)(r - K1) * ld_in;
 }
 
-/* o[c] = silu(b[c] + Σ_k wT[k][c]·win_k[c]) in increasing k (the order of the
+/* o[c] = b[c] + Σ_k wT[k][c]·win_k[c] in increasing k (the order of the
  * per-channel loop), with channels innermost so the loops vectorise. */
 static void conv_row(float *restrict o, const float *restrict b, const float *restrict wT,
                      const float *const *win, size_t cd, int K, int c0, int c1)
@@ -71,8 +71,6 @@ static void conv_row(float *restrict o, const float *restrict b, const float *re
         for (int c = c0; c < c1; c++)
             o[c] += wk[c] * xk[c];
     }
-    for (int c = c0; c < c1; c++)
-        o[c] = silu(o[c]);
 }
 
 static void conv_channels(void *arg, int c0, int c1)
@@ -89,7 +87,9 @@ static void conv_channels(void *arg, int c0, int c1)
         for (int t = 0; t < n; t++) {
             for (int k = 0; k < D->K; k++)
                 win[k] = window_row(state, in, ld, K1, cd, t + k);
-            conv_row(J->out + (size_t)(r0 + t) * cd, J->w->conv_b, J->wT, win, cd, D->K, c0, c1);
+            float *o = J->out + (size_t)(r0 + t) * cd;
+            conv_row(o, J->w->conv_b, J->wT, win, cd, D->K, c0, c1);
+            silu_inplace(J->s->ex->isa, o + c0, (size_t)(c1 - c0));
         }
         /* state row i ← window row n + i, in increasing i: a source still in the
          * state (n + i < K-1) sits above every row written so far */
@@ -132,6 +132,7 @@ static void scan_thread(void *arg, int ti, int nt)
 /* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise);
  * rows split over the threads. */
 typedef struct norm_job {
+    const kernel_isa *isa;
     const dims *D;
     const mamba_weights *w;
     const float *zxbcdt;
@@ -147,8 +148,7 @@ static void gated_norm_rows(void *arg, int r0, int r1)
     for (int r = r0; r < r1; r++) {
         float *yr = J->y + (size_t)r * (size_t)D->d_inner;
         const float *z = J->zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
-        for (int i = 0; i < D->d_inner; i++)
-            yr[i] *= silu(z[i]);
+        silu_mul(J->isa, yr, z, (size_t)D->d_inner);
         for (int g = 0; g < D->G; g++)
             rmsnorm(yr + g * gs, yr + g * gs, J->w->norm_w + g * gs, gs, J->eps);
     }
@@ -190,7 +190,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y};
     exec_parallel(s->ex, scan_thread, &job);
     hook_rows(s, HOOK_SSM_Y, li, y);
-    norm_job nj = {&D, w, zxbcdt, y, m->norm_eps};
+    norm_job nj = {s->ex->isa, &D, w, zxbcdt, y, m->norm_eps};
     exec_for(s->ex, s->R, (double)s->R * (double)D.d_inner * 8.0, gated_norm_rows, &nj);
     hook_rows(s, HOOK_INNER_NORM_OUT, li, y);
     matmul(out, y, s->R, &w->out_proj, s->ex);
