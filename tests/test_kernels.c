@@ -176,6 +176,53 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
     }
 }
 
+/* Decode rows of 4096 elements or more go four W rows at a time on the AVX-512
+ * path (matmul_avx512.c, WALK): on every path and dtype, for K = 4096 and 4100 (a
+ * tail) and 11 rows (a partial tile), a single x row gives the bits the same row
+ * gets inside batches of 5 and 37 (batch invariance), and the portable path's
+ * values within 1e-6 of the magnitude. */
+Test(kernels, long_rows_keep_batch_invariance, .timeout = 120)
+{
+    int Klong[] = {4096, 4100}, rows = 11, ns[] = {5, 37};
+    for (int p = 0; p < 6; p++) {
+        int bf16 = p >= 3;
+        if (!test_path_supported(test_all_paths[p % 3]))
+            continue;
+        for (size_t d = 0; d < 3; d++)
+            for (size_t ki = 0; ki < 2; ki++) {
+                int K = Klong[ki];
+                test_mat w;
+                mat_random(&w, rows, K, dtypes[d], (int)ki);
+                float *x = test_vec_random((size_t)37 * (size_t)K);
+                float *solo = malloc(sizeof(float) * 37 * (size_t)rows), *batch = malloc(sizeof(float) * 37 * (size_t)rows);
+                float *port = malloc(sizeof(float) * 37 * (size_t)rows);
+                exec e, e0;
+                test_exec_with(&e, test_all_paths[p % 3], 2, K, bf16);
+                test_exec_with(&e0, &kernel_portable, 1, K, bf16);
+                for (int r = 0; r < 37; r++)
+                    matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &w.m, &e);
+                matmul(port, x, 37, &w.m, &e0);
+                for (size_t i = 0; i < (size_t)37 * (size_t)rows; i++)
+                    cr_assert(fabsf(solo[i] - port[i]) <= 1e-6f * (float)K + 1e-5f, "%s%s dtype %zu K=%d: %g vs portable %g",
+                              test_all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, solo[i], port[i]);
+                for (size_t ni = 0; ni < 2; ni++) {
+                    int n = ns[ni];
+                    matmul(batch, x + (size_t)(37 - n) * (size_t)K, n, &w.m, &e);
+                    cr_assert(!memcmp(batch, solo + (size_t)(37 - n) * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
+                              "%s%s dtype %zu K=%d: a batch of %d differs from the rows alone", test_all_paths[p % 3]->name,
+                              bf16 ? " bf16" : "", d, K, n);
+                }
+                exec_destroy(&e);
+                exec_destroy(&e0);
+                free(x);
+                free(solo);
+                free(batch);
+                free(port);
+                mat_free(&w);
+            }
+    }
+}
+
 Test(kernels, ssm_head_matches_portable)
 {
     int P = 5, n = 6;
