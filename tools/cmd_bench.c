@@ -11,7 +11,10 @@
  *            GEMM rate of our own matmul (BF16 weights) and of OpenBLAS sgemm
  *            and the FMA peak (independent FMA chains on every thread)
  *   ratios:  decode weight bytes/s ÷ bandwidth, prefill FLOP/s ÷ GEMM FLOP/s and
- *            ÷ FMA peak
+ *            ÷ FMA peak, and each aggregate decode ÷ its roofline: S tokens per
+ *            step, a step moving the weights once plus every session's recurrent
+ *            state in and out (and its K/V in), at the read-only bandwidth, and
+ *            doing S tokens' multiply-adds at the peak — whichever takes longer
  *
  * Only config.json + weights are needed: prompts are fixed pseudo-random ids.
  * Reads internal kernel headers (kernels/kernels.h) to time the matmul alone.
@@ -24,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "cli.h"
@@ -52,6 +56,9 @@ typedef struct bench_result {
     double load_start, load_end;  /* 1-minute load average: other work on the machine */
     uint64_t weight_bytes, decode_bytes;
     double prefill_flops;   /* per prefill step */
+    double decode_flops;    /* per decoded token: the matmuls' multiply-adds × 2 */
+    double state_bytes;     /* per session: conv + SSM state (read and written each step) */
+    double kv_bytes_per_token;  /* per session and context token: K + V (read each step) */
 } bench_result;
 
 static int parse_sessions(const char *s, bench_opts *o)
@@ -138,12 +145,30 @@ static void *read_part(void *varg)
     return NULL;
 }
 
+/* n floats in memory mapped like the weights (MADV_HUGEPAGE: 2 MiB pages where the
+ * kernel grants them), so the bandwidth is not measured through 4 KiB-page TLB
+ * misses the weights never take; NULL if it cannot be mapped. */
+static float *huge_floats(size_t n)
+{
+    void *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    madvise(p, n * sizeof(float), MADV_HUGEPAGE);
+    return p;
+}
+
+static void huge_free(float *p, size_t n)
+{
+    if (p)
+        munmap(p, n * sizeof(float));
+}
+
 /* STREAM triad a = b + s·c over 3 × 128 MiB on n threads; best of 5, in bytes/s
  * (12 bytes per element, write-allocate not counted, as STREAM reports). */
 static double stream_bandwidth(int n_threads, void *(*part)(void *), double bytes_per_elem)
 {
     size_t n = (size_t)32 << 20;
-    float *a = malloc(n * 4), *b = malloc(n * 4), *c = malloc(n * 4);
+    float *a = huge_floats(n), *b = huge_floats(n), *c = huge_floats(n);
     double best = 0;
     if (a && b && c) {
         for (size_t i = 0; i < n; i++)
@@ -166,9 +191,9 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
             best = bw > best ? bw : best;
         }
     }
-    free(a);
-    free(b);
-    free(c);
+    huge_free(a, n);
+    huge_free(b, n);
+    huge_free(c, n);
     return best;
 }
 
@@ -444,6 +469,28 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
         if (m->pattern[i] == '*')
             attn += 2.0 * (double)m->attn_heads * m->head_dim * (double)prompt * (prompt + 1) / 2.0;
     r->prefill_flops = 2.0 * body * prompt + 2.0 * (double)embed + 2.0 * attn;
+    r->decode_flops = 2.0 * (body + (double)embed);
+    r->state_bytes = (double)m->state_bytes_fixed;
+    r->kv_bytes_per_token = (double)m->state_bytes_per_token;
+}
+
+/* Bytes a decode step of S sessions moves (run_sessions: a 16-token prompt, then
+ * `gen` steps; K/V at the mean context): the weights once, each session's
+ * recurrent state read and written, its K/V read. */
+static double step_bytes(const bench_result *r, int S, int gen)
+{
+    double ctx = 16.0 + gen / 2.0;
+    return (double)r->decode_bytes + S * (2.0 * r->state_bytes + ctx * r->kv_bytes_per_token);
+}
+
+/* Tokens/s that S sessions could reach on this machine: S over the longer of the
+ * step's traffic at the read-only bandwidth and its FLOPs at the peak (the
+ * traffic alone where no peak was measured). */
+static double aggregate_bound(const bench_result *r, int S, int gen)
+{
+    double t_mem = step_bytes(r, S, gen) / r->read_bandwidth;
+    double t_flop = r->fma_peak > 0 ? S * r->decode_flops / r->fma_peak : 0;
+    return S / (t_mem > t_flop ? t_mem : t_flop);
 }
 
 /* The 1-minute load average (-1 where /proc/loadavg is missing). */
@@ -490,6 +537,14 @@ static void print_text(const bench_opts *o, const bench_result *r)
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_ours,
            r->prefill_flops * r->prefill_tok_s / o->prompt / 1e9,
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_blas);
+    double one = aggregate_bound(r, 1, o->gen);
+    for (int i = 0; i < o->n_sessions; i++) {
+        int S = o->sessions[i];
+        double b = aggregate_bound(r, S, o->gen);
+        printf("ratio: aggregate decode, %d sessions / its roofline %.1f tok/s = %.3f (the roofline allows %.2fx "
+               "one session's; %.1f MiB moved and %.2f GFLOP per step)\n", S, b, r->aggregate[i] / b, b / one,
+               step_bytes(r, S, o->gen) / 1048576.0, S * r->decode_flops / 1e9);
+    }
     if (r->fma_peak > 0)
         printf("ratio: vs the %s peak %.1f GFLOP/s (%s, %d threads): prefill %.3f, our GEMM %.3f, OpenBLAS %.3f\n",
                r->dot_bf16 ? "BF16 dot-product" : "FMA", r->fma_peak / 1e9, r->kernel, r->threads, r->prefill_flops * r->prefill_tok_s / o->prompt / r->fma_peak,
@@ -504,6 +559,9 @@ static void print_json(const bench_opts *o, const bench_result *r)
            o->model_dir, r->kernel, r->weights, r->threads, o->compute, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
     for (int i = 0; i < o->n_sessions; i++)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
+    printf("},\"aggregate_roofline_tok_s\":{");
+    for (int i = 0; i < o->n_sessions; i++)
+        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], aggregate_bound(r, o->sessions[i], o->gen));
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
            "\"bandwidth_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
            "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"fma_peak_gflop_s\":%.2f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
