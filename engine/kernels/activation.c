@@ -110,37 +110,26 @@ static inline __attribute__((always_inline, target("avx2"))) __m128 silu_avx2_4(
     return _mm_div_ps(x, _mm_add_ps(_mm_set1_ps(1.0f), _mm256_cvtpd_ps(e)));
 }
 
-static __attribute__((target("avx512f"))) void silu_avx512(float *v, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(v + i, silu_avx512_8(v + i));
-    silu_portable(v + i, n - i);
-}
+/* silu_ISA / silu_mul_ISA: STEP values at a time through SILU_STEP, the tail
+ * through the scalar path. */
+#define SILU_LOOPS(ISA, TARGET, STEP, LOAD, STORE, MUL, SILU_STEP)                                 \
+    static __attribute__((target(TARGET))) void silu_##ISA(float *v, size_t n)                     \
+    {                                                                                               \
+        size_t i = 0;                                                                               \
+        for (; i + STEP <= n; i += STEP)                                                            \
+            STORE(v + i, SILU_STEP(v + i));                                                         \
+        silu_portable(v + i, n - i);                                                                \
+    }                                                                                               \
+    static __attribute__((target(TARGET))) void silu_mul_##ISA(float *y, const float *z, size_t n) \
+    {                                                                                               \
+        size_t i = 0;                                                                               \
+        for (; i + STEP <= n; i += STEP)                                                            \
+            STORE(y + i, MUL(LOAD(y + i), SILU_STEP(z + i)));                                       \
+        silu_mul_portable(y + i, z + i, n - i);                                                     \
+    }
 
-static __attribute__((target("avx512f"))) void silu_mul_avx512(float *y, const float *z, size_t n)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(y + i), silu_avx512_8(z + i)));
-    silu_mul_portable(y + i, z + i, n - i);
-}
-
-static __attribute__((target("avx2"))) void silu_avx2(float *v, size_t n)
-{
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        _mm_storeu_ps(v + i, silu_avx2_4(v + i));
-    silu_portable(v + i, n - i);
-}
-
-static __attribute__((target("avx2"))) void silu_mul_avx2(float *y, const float *z, size_t n)
-{
-    size_t i = 0;
-    for (; i + 4 <= n; i += 4)
-        _mm_storeu_ps(y + i, _mm_mul_ps(_mm_loadu_ps(y + i), silu_avx2_4(z + i)));
-    silu_mul_portable(y + i, z + i, n - i);
-}
+SILU_LOOPS(avx512, "avx512f", 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_mul_ps, silu_avx512_8)
+SILU_LOOPS(avx2, "avx2", 4, _mm_loadu_ps, _mm_storeu_ps, _mm_mul_ps, silu_avx2_4)
 #endif
 
 void silu_inplace(const kernel_isa *isa, float *v, size_t n)
