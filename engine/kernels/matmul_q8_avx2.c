@@ -104,19 +104,7 @@ static TARGET void block(const q8_block *b)
             tile(b, r0, j0, 1, 1, NULL, 0);
         return;
     }
-    /* A few x rows (batched decode): W tiles outer, the next one prefetched in
-     * equal shares, so W leaves DRAM once per step (as matmul_q8_avx512.c). */
-    int r_tiles = (b->m + MR - 1) / MR, k_blocks = (b->k + 31) / 32;
-    size_t share = ((size_t)NR * b->ldq + (size_t)r_tiles - 1) / (size_t)r_tiles;
-    size_t pf_step = (share + (size_t)k_blocks - 1) / (size_t)k_blocks;
-    for (int j0 = 0; j0 < b->nw; j0 += NR) {
-        int nr = b->nw - j0 < NR ? b->nw - j0 : NR;
-        const char *pf = (const char *)(b->q + (size_t)(j0 + nr) * b->ldq);
-        for (int r0 = 0; r0 < b->m; r0 += MR, pf += share) {
-            int mr = b->m - r0 < MR ? b->m - r0 : MR;
-            switch (mr * 8 + nr) { TILE_ROW(4) TILE_ROW(3) TILE_ROW(2) TILE_ROW(1) }
-        }
-    }
+    Q8_BATCH_WALK();  /* more rows are widened to fp32 panels by matmul_q8.c */
 }
 
 static TARGET void dequant(float *dst, const int8_t *q, const uint16_t *s, size_t ldq, size_t lds, int rows, int k)
