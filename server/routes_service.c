@@ -28,11 +28,13 @@ static void model_object(const server *srv, strbuf *b)
     sb_printf(b, "],\"hybrid_override_pattern\":\"%s\",\"hidden_size\":%d,\"vocab_size\":%d,\"n_params\":%llu,"
                  "\"context_length\":%d,\"state_bytes_fixed\":%llu,\"state_bytes_per_token\":%llu,"
                  "\"mamba\":{\"heads\":%d,\"head_dim\":%d,\"state_size\":%d,\"groups\":%d,\"conv_kernel\":%d},"
-                 "\"attention\":{\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d},\"intermediate_size\":%d",
+                 "\"attention\":{\"heads\":%d,\"kv_heads\":%d,\"head_dim\":%d},\"intermediate_size\":%d,"
+                 "\"compute\":\"%s\",\"weights\":\"%s\",\"weight_bytes\":%llu",
               m->pattern, m->hidden_size, m->vocab_size, (unsigned long long)m->n_params, srv->context_limit,
               (unsigned long long)m->state_bytes_fixed, (unsigned long long)m->state_bytes_per_token, m->mamba_heads,
               m->mamba_head_dim, m->ssm_state_size, m->n_groups, m->conv_kernel, m->attn_heads, m->kv_heads,
-              m->head_dim, m->intermediate_size);
+              m->head_dim, m->intermediate_size, strata_model_compute(srv->model), m->weights,
+              (unsigned long long)m->weight_bytes);
     if (strchr(m->pattern, 'E'))
         sb_printf(b, ",\"moe\":{\"experts\":%d,\"experts_per_tok\":%d,\"intermediate_size\":%d,"
                      "\"shared_intermediate_size\":%d}",

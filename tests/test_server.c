@@ -552,11 +552,17 @@ Test(config, file_settings_and_flags, .timeout = 60)
 }
 
 /* The 8 greedy tokens after "And God said" and their logprobs, from a server
- * started with args. */
-static void greedy_logprobs(const char *const *args, char tokens[8][64], double *lps)
+ * started with args, whose /v1/models reports the compute mode `compute`. */
+static void greedy_logprobs(const char *const *args, const char *compute, char tokens[8][64], double *lps)
 {
     cr_assert_eq(server_start(&S, demo_dir(), args), 0);
-    json_t *j = call("POST", "/v1/completions",
+    json_t *j = call("GET", "/v1/models", NULL, 200);
+    json_t *meta = json_object_get(json_array_get(json_object_get(j, "data"), 0), "meta");
+    cr_assert_str_eq(json_string_value(json_object_get(meta, "compute")), compute);
+    cr_assert_str_eq(json_string_value(json_object_get(meta, "weights")), "native");
+    cr_assert_gt(json_integer_value(json_object_get(meta, "weight_bytes")), 1000000);
+    json_decref(j);
+    j = call("POST", "/v1/completions",
                      "{\"prompt\":\"And God said\",\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,"
                      "\"logprobs\":0}", 200);
     json_t *lp = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "logprobs");
@@ -570,15 +576,16 @@ static void greedy_logprobs(const char *const *args, char tokens[8][64], double 
     cr_assert_eq(server_stop(&S), 0);
 }
 
-/* --compute bf16 is in effect (log probabilities move) and close to fp32 (the demo
- * model's greedy text is unchanged); an unknown mode stops the start-up. */
+/* --compute bf16 is in effect (log probabilities move, /v1/models says so) and close
+ * to fp32 (the demo model's greedy text is unchanged); an unknown mode stops the
+ * start-up. */
 Test(config, compute_mode_flag, .timeout = 60)
 {
     char t32[8][64], t16[8][64];
     double lp32[8], lp16[8], moved = 0;
     const char *fp32[] = {"--compute", "fp32", NULL}, *bf16[] = {"--compute", "bf16", NULL};
-    greedy_logprobs(fp32, t32, lp32);
-    greedy_logprobs(bf16, t16, lp16);
+    greedy_logprobs(fp32, "fp32", t32, lp32);
+    greedy_logprobs(bf16, "bf16", t16, lp16);
     for (int i = 0; i < 8; i++) {
         cr_assert_str_eq(t16[i], t32[i], "token %d differs under bf16 compute", i);
         moved = fmax(moved, fabs(lp16[i] - lp32[i]));
