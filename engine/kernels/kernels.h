@@ -33,8 +33,9 @@ typedef struct exec {
     size_t panel_floats;
     int widest_k;
     int bf16;               /* the bf16 compute mode (isa.h) */
-    uint16_t *xb;           /* (rows_cap, widest_k) x rounded to BF16, for block_bf16 */
-    float *xr;              /* (rows_cap, widest_k) the same as fp32, where there is none */
+    void (*dot)(const mm_block *b); /* in that mode, the CPU's BF16 dot-product kernel, or NULL */
+    uint16_t *xb;           /* (rows_cap, widest_k) x rounded to BF16, for dot */
+    float *xr;              /* (rows_cap, widest_k) the same as fp32, where there is no dot */
     int rows_cap;
 } exec;
 

@@ -59,9 +59,8 @@ strata_status exec_reserve(exec *e, int rows, strata_error *err)
     if (!e->bf16 || rows <= e->rows_cap)
         return STRATA_OK;
     size_t n = (size_t)rows * (size_t)e->widest_k;
-    int dot = kernel_bf16_dot(e->isa) != NULL;     /* one of the two buffers is used */
-    uint16_t *xb = dot ? malloc(n * sizeof *xb) : NULL;
-    float *xr = dot ? NULL : malloc(n * sizeof *xr);
+    uint16_t *xb = e->dot ? malloc(n * sizeof *xb) : NULL;     /* one of the two is used */
+    float *xr = e->dot ? NULL : malloc(n * sizeof *xr);
     if (!xb && !xr) {
         free(xb);
         free(xr);
@@ -78,6 +77,7 @@ strata_status exec_reserve(exec *e, int rows, strata_error *err)
 strata_status exec_set_bf16(exec *e, int on, strata_error *err)
 {
     e->bf16 = on != 0;
+    e->dot = e->bf16 ? kernel_bf16_dot(e->isa) : NULL;
     return exec_reserve(e, 16, err);
 }
 
@@ -122,8 +122,7 @@ void exec_for(exec *e, int n, double work, range_fn fn, void *arg)
 typedef struct mm_job {
     float *y;
     const float *x;
-    const uint16_t *xb;     /* x in BF16 for the dot kernel, or NULL */
-    void (*dot)(const mm_block *b);
+    const uint16_t *xb;     /* x in BF16 for e->dot, or NULL */
     int n;
     const strata_mat *w;
     exec *e;
@@ -151,7 +150,7 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
                       .w = src, .dtype = w->dtype, .ldw = (size_t)K,
                       .bias = w->bias ? w->bias + j0 : NULL, .m = J->n, .nw = nw, .k = K};
         if (J->xb) {
-            J->dot(&b);
+            J->e->dot(&b);
             continue;
         }
         if (widen) {
@@ -206,13 +205,12 @@ static void matmul_run(mm_job *J)
 /* The bf16 compute mode: x rounded in parts of at most rows_cap rows. */
 static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
-    void (*dot)(const mm_block *b) = e->xb ? kernel_bf16_dot(e->isa) : NULL;
     size_t K = (size_t)w->cols;
     for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
         int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
-        round_bf16(dot ? e->xb : NULL, e->xr, x + (size_t)r0 * K, (size_t)m * K);
-        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = dot ? e->xb : NULL, .dot = dot,
-                    .n = m, .w = w, .e = e, .nt = e->n_threads};
+        round_bf16(e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
+        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = e->xb, .n = m, .w = w, .e = e,
+                    .nt = e->n_threads};
         matmul_run(&J);
     }
 }
