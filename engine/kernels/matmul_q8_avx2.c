@@ -16,14 +16,6 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
 #define NR 3
-/* W rows a single x row (decode) takes at a time (4 FMA chains), and the longest
- * rows for which it prefetches the next tile (as matmul_q8_avx512.c) */
-#ifndef Q8_NR1
-#define Q8_NR1 4
-#endif
-#ifndef Q8_PF_MAX_K
-#define Q8_PF_MAX_K 2048
-#endif
 #define NRMAX (NR > Q8_NR1 ? NR : Q8_NR1)
 
 /* 8 weights from q (in bounds: rows are padded to whole blocks) times scale sv. */
@@ -91,20 +83,10 @@ INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr, 
 
 static TARGET void block(const q8_block *b)
 {
-    if (b->m == 1) {
-        int r0 = 0, j0 = 0, pf_on = b->k >= 32 && b->k <= Q8_PF_MAX_K;
-        for (; j0 + Q8_NR1 <= b->nw; j0 += Q8_NR1) {
-            int ahead = pf_on && j0 + 2 * Q8_NR1 <= b->nw; /* the next tile, within the block */
-            if (ahead)
-                prefetch_span((const char *)(b->s + ((size_t)j0 + Q8_NR1) * b->lds), (size_t)Q8_NR1 * b->lds * 2);
-            tile(b, r0, j0, 1, Q8_NR1, ahead ? (const char *)(b->q + ((size_t)j0 + Q8_NR1) * b->ldq) : NULL,
-                 ahead ? (size_t)Q8_NR1 * 32 : 0);
-        }
-        for (; j0 < b->nw; j0++)
-            tile(b, r0, j0, 1, 1, NULL, 0);
-        return;
-    }
-    Q8_BATCH_WALK();  /* more rows are widened to fp32 panels by matmul_q8.c */
+    if (b->m == 1)
+        Q8_DECODE_WALK();
+    else
+        Q8_BATCH_WALK();  /* more rows are widened to fp32 panels by matmul_q8.c */
 }
 
 static TARGET void dequant(float *dst, const int8_t *q, const uint16_t *s, size_t ldq, size_t lds, int rows, int k)

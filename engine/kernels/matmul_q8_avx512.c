@@ -17,18 +17,6 @@
 #define INLINE static inline __attribute__((always_inline)) TARGET
 #define MR 4
 #define NR 4
-/* W rows a single x row (decode) takes at a time: 4 independent FMA chains (one
- * row alone is bound by the FMA latency: 9 GB/s of int8 on one Zen 4 thread at
- * 2.6 GHz against 14.8 GB/s with 4 rows; 2 threads 16 vs 22-25 GB/s) */
-#ifndef Q8_NR1
-#define Q8_NR1 4
-#endif
-#ifndef Q8_PF_TILES
-#define Q8_PF_TILES 1
-#endif
-#ifndef Q8_PF_MAX_K
-#define Q8_PF_MAX_K 2048
-#endif
 #define NRMAX (NR > Q8_NR1 ? NR : Q8_NR1)
 
 /* 16 weights from q (in bounds: rows are padded to whole blocks) times scale sv. */
@@ -106,26 +94,10 @@ INLINE void tile(const q8_block *b, int r0, int j0, const int mr, const int nr, 
 
 static TARGET void block(const q8_block *b)
 {
-    if (b->m == 1) {
-        /* Rows are contiguous (ldq == padded k). Short rows: Q8_NR1 rows of ≤ 2 KiB
-         * read in lockstep are streams too short for the hardware prefetcher, so
-         * fetch the next tile (and its scales) at the rate this one consumes its own
-         * rows: on one Zen 4 thread, K = 1024: 8 → 21 GB/s, K = 2048: 9.7 → 18.6;
-         * K = 4096 gains nothing (12.4 vs 10.3), so longer rows are left alone. */
-        int r0 = 0, j0 = 0, pf_on = Q8_PF_TILES > 0 && b->k >= 32 && b->k <= Q8_PF_MAX_K;
-        size_t step = pf_on ? (size_t)Q8_NR1 * 32 : 0, lead = (size_t)Q8_PF_TILES * Q8_NR1;
-        for (; j0 + Q8_NR1 <= b->nw; j0 += Q8_NR1) {
-            int ahead = pf_on && (size_t)j0 + lead + Q8_NR1 <= (size_t)b->nw; /* within the block */
-            if (ahead)
-                prefetch_span((const char *)(b->s + ((size_t)j0 + lead) * b->lds), (size_t)Q8_NR1 * b->lds * 2);
-            tile(b, r0, j0, 1, Q8_NR1, ahead ? (const char *)(b->q + ((size_t)j0 + lead) * b->ldq) : NULL,
-                 ahead ? step : 0);
-        }
-        for (; j0 < b->nw; j0++)
-            tile(b, r0, j0, 1, 1, NULL, 0);
-        return;
-    }
-    Q8_BATCH_WALK();  /* more rows are widened to fp32 panels by matmul_q8.c */
+    if (b->m == 1)
+        Q8_DECODE_WALK();
+    else
+        Q8_BATCH_WALK();  /* more rows are widened to fp32 panels by matmul_q8.c */
 }
 
 static TARGET void dequant(float *dst, const int8_t *q, const uint16_t *s, size_t ldq, size_t lds, int rows, int k)

@@ -64,6 +64,35 @@ static inline float q8_scale_f32(uint16_t s)
     return v.f;
 }
 
+/* W rows a single x row (decode) takes at a time in the x86 kernels: 4 independent
+ * FMA chains (one row alone is bound by the FMA latency: 9 GB/s of int8 on one Zen 4
+ * thread at 2.6 GHz against 14.8 GB/s with 4 rows; 2 threads 16 vs 22-25 GB/s). */
+#define Q8_NR1 4
+/* The longest rows for which that walk prefetches the next tile. */
+#define Q8_PF_MAX_K 2048
+
+/* The x86 kernels' walk for a single x row (decode): the thread's share of W in
+ * order, Q8_NR1 adjacent rows at a time (rows are contiguous: ldq == padded k).
+ * Short rows: Q8_NR1 rows of <= 2 KiB read in lockstep are streams too short for
+ * the hardware prefetcher, so the next tile (and its scales) is fetched at the rate
+ * this one consumes its own rows: on one Zen 4 thread, K = 1024: 8 → 21 GB/s,
+ * K = 2048: 9.7 → 18.6; K = 4096 gains nothing (12.4 vs 10.3), so longer rows are
+ * left alone. Expects b and tile(b, r0, j0, M, N, pf, pf_step) in scope. */
+#define Q8_DECODE_WALK()                                                                        \
+    do {                                                                                        \
+        int r0 = 0, j0 = 0, pf_on = b->k >= 32 && b->k <= Q8_PF_MAX_K;                          \
+        for (; j0 + Q8_NR1 <= b->nw; j0 += Q8_NR1) {                                            \
+            int ahead = pf_on && j0 + 2 * Q8_NR1 <= b->nw; /* the next tile, within the block */ \
+            if (ahead)                                                                          \
+                prefetch_span((const char *)(b->s + ((size_t)j0 + Q8_NR1) * b->lds),            \
+                              (size_t)Q8_NR1 * b->lds * 2);                                     \
+            tile(b, r0, j0, 1, Q8_NR1, ahead ? (const char *)(b->q + ((size_t)j0 + Q8_NR1) * b->ldq) : NULL, \
+                 ahead ? (size_t)Q8_NR1 * 32 : 0);                                              \
+        }                                                                                       \
+        for (; j0 < b->nw; j0++)                                                                \
+            tile(b, r0, j0, 1, 1, NULL, 0);                                                     \
+    } while (0)
+
 /* The x86 kernels' walk over a block of a few x rows (batched decode): W tiles of NR
  * rows outer, so W leaves DRAM once per step, every x tile of MR rows over a W
  * tile before the next, whose bytes are prefetched meanwhile in equal shares (x
