@@ -36,7 +36,7 @@ size_t mamba2_scratch(const strata_model *model, int R)
 {
     dims D = dims_of(model);
     size_t r = (size_t)R;
-    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) + (size_t)D.K * (size_t)D.conv_dim + 64;
+    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) + 64;
 }
 
 /* Causal depthwise conv over every sequence's rows, each continuing from its conv
@@ -49,7 +49,6 @@ typedef struct conv_job {
     const mamba_weights *w;
     int state_index;
     const float *zxbcdt;    /* (R, in_proj_dim) */
-    const float *wT;        /* (K, conv_dim) taps, tap-major so channels are contiguous */
     float *out;             /* (R, conv_dim) */
 } conv_job;
 
@@ -88,7 +87,7 @@ static void conv_channels(void *arg, int c0, int c1)
             for (int k = 0; k < D->K; k++)
                 win[k] = window_row(state, in, ld, K1, cd, t + k);
             float *o = J->out + (size_t)(r0 + t) * cd;
-            conv_row(o, J->w->conv_b, J->wT, win, cd, D->K, c0, c1);
+            conv_row(o, J->w->conv_b, J->w->conv_wT, win, cd, D->K, c0, c1);
             silu_inplace(J->s->ex->isa, o + c0, (size_t)(c1 - c0));
         }
         /* state row i ← window row n + i, in increasing i: a source still in the
@@ -168,14 +167,10 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
     float *dtT = step_alloc(s, R * (size_t)D.H);             // (H, R) dt, head-major for the scan
     float *aT = step_alloc(s, R * (size_t)D.H);              // (H, R) exp(dt·A)
-    float *wT = step_alloc(s, (size_t)D.K * (size_t)D.conv_dim);          // (K, conv_dim) conv taps
-    for (int c = 0; c < D.conv_dim; c++)
-        for (int k = 0; k < D.K; k++)
-            wT[(size_t)k * (size_t)D.conv_dim + (size_t)c] = w->conv_w[(size_t)c * (size_t)D.K + (size_t)k];
 
     matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
-    conv_job cj = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .zxbcdt = zxbcdt, .wT = wT, .out = xbc};
+    conv_job cj = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .zxbcdt = zxbcdt, .out = xbc};
     exec_for(s->ex, D.conv_dim, (double)R * (double)D.conv_dim * (double)D.K * 4.0, conv_channels, &cj);
     hook_rows(s, HOOK_CONV_ACT, li, xbc);
     for (size_t r = 0; r < R; r++)

@@ -327,6 +327,22 @@ static strata_status bind_f32(loader *L, float **out, int ndim, const int64_t *s
 
 #define VEC(n) 1, (int64_t[]){(n)}
 
+/* w (channels, K) as stored → (K, channels) in place, once at load: the conv reads
+ * one tap across contiguous channels. */
+static strata_status taps_major(loader *L, float *w, int channels, int K)
+{
+    size_t n = (size_t)channels * (size_t)K;
+    float *t = malloc(sizeof(float) * (n ? n : 1));
+    if (!t)
+        return strata_fail(L->err, STRATA_E_NOMEM, "out of memory");
+    memcpy(t, w, sizeof(float) * n);
+    for (int c = 0; c < channels; c++)
+        for (int k = 0; k < K; k++)
+            w[(size_t)k * (size_t)channels + (size_t)c] = t[(size_t)c * (size_t)K + (size_t)k];
+    free(t);
+    return STRATA_OK;
+}
+
 static strata_status bind_bias(loader *L, int enabled, strata_mat *w, const char *name)
 {
     if (!enabled)
@@ -360,7 +376,8 @@ static strata_status bind_mamba(loader *L, int i, mamba_weights *w)
     STRATA_TRY(bind_mat(L, &w->out_proj, d, m->d_inner, "%s.%d.mixer.out_proj.weight", p, i));
     snprintf(name, sizeof name, "%s.%d.mixer.out_proj.bias", p, i);
     STRATA_TRY(bind_bias(L, c->use_bias, &w->out_proj, name));
-    STRATA_TRY(bind_f32(L, &w->conv_w, 3, (int64_t[]){m->conv_dim, 1, K}, "%s.%d.mixer.conv1d.weight", p, i));
+    STRATA_TRY(bind_f32(L, &w->conv_wT, 3, (int64_t[]){m->conv_dim, 1, K}, "%s.%d.mixer.conv1d.weight", p, i));
+    STRATA_TRY(taps_major(L, w->conv_wT, m->conv_dim, K));
     if (c->use_conv_bias) {
         STRATA_TRY(bind_f32(L, &w->conv_b, VEC(m->conv_dim), "%s.%d.mixer.conv1d.bias", p, i));
     } else {

@@ -23,7 +23,8 @@ typedef struct strata_mat {
 typedef struct mamba_weights {
     strata_mat in_proj;     /* [d_mlp*2 + d_inner + conv_dim + H, d] rows: z | xBC | dt */
     strata_mat out_proj;    /* [d, d_inner] */
-    float *conv_w;          /* (conv_dim, K) tap K-1 multiplies the current token */
+    float *conv_wT;         /* (K, conv_dim) taps, tap-major so channels are contiguous;
+                               tap K-1 multiplies the current token */
     float *conv_b;          /* (conv_dim) zeros when use_conv_bias is false */
     float *dt_bias;         /* (H) */
     float *A;               /* (H) = -exp(A_log) */
