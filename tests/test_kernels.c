@@ -311,17 +311,17 @@ Test(kernels, runner_thread_count_does_not_change_logits, .timeout = 120)
     strata_model_free(model);
 }
 
-/* silu_inplace / silu_mul on every kernel path this CPU runs: the float formula
+/* silu / silu_mul on every kernel path this CPU runs: the float formula
  * x / (1 + e^-x) over a correctly rounded e^-x (long double expl, rounded to float)
  * on a sweep of 2^20 values from -110 to 100, bit for bit; the same formula over
  * glibc's expf (what the engine used before; it misrounds e^x on a few inputs in
  * ten thousand) differs on less than 0.5 %; special values as the formula gives
  * them; tails of any length as inside a full vector; silu_mul(y, z) == y ·
- * silu_inplace(z) bit for bit; and every path gives the same bits. */
+ * silu(z) bit for bit; and every path gives the same bits. */
 static void silu_check(const kernel_isa *isa, const float *x, float *v, float *y, size_t n, float *first)
 {
     memcpy(v, x, sizeof(float) * n);
-    silu_inplace(isa, v, n);
+    isa->silu(v, n);
     size_t off = 0, vs_glibc = 0;
     for (size_t i = 0; i < n; i++) {
         off += v[i] != x[i] / (1.0f + (float)expl(-(long double)x[i]));
@@ -335,7 +335,7 @@ static void silu_check(const kernel_isa *isa, const float *x, float *v, float *y
     float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-30f, -1e-30f, 88.0f, -88.0f, 200.0f, -200.0f};
     size_t ns = sizeof special / sizeof special[0];
     memcpy(y, special, sizeof special);
-    silu_inplace(isa, y, ns);
+    isa->silu(y, ns);
     for (size_t i = 0; i < ns; i++) {
         float want = special[i] / (1.0f + expf(-special[i]));
         cr_expect(isnan(want) ? isnan(y[i]) : y[i] == want, "%s: silu(%g) = %g, want %g", isa->name, special[i],
@@ -343,12 +343,12 @@ static void silu_check(const kernel_isa *isa, const float *x, float *v, float *y
     }
     for (size_t len = 1; len <= 19; len++) {
         memcpy(y, x + 1000, sizeof(float) * len);
-        silu_inplace(isa, y, len);
+        isa->silu(y, len);
         cr_expect(memcmp(y, v + 1000, sizeof(float) * len) == 0, "%s: tail of %zu", isa->name, len);
     }
     for (size_t i = 0; i < 4099; i++)
         y[i] = (float)(i % 17) * 0.25f - 2.0f;
-    silu_mul(isa, y, x, 4099);
+    isa->silu_mul(y, x, 4099);
     for (size_t i = 0; i < 4099; i++)
         cr_expect(y[i] == ((float)(i % 17) * 0.25f - 2.0f) * v[i], "%s: silu_mul at %zu", isa->name, i);
 }
@@ -362,7 +362,7 @@ Test(kernels, silu_is_accurate_and_consistent)
     for (size_t i = 0; i < n; i++)
         x[i] = (float)(-110.0 + 210.0 * (double)i / (double)n);
     memcpy(first, x, sizeof(float) * n);
-    silu_inplace(&kernel_portable, first, n);
+    kernel_portable.silu(first, n);
     const char *paths[] = {"portable", "avx2", "avx512"};
     for (size_t p = 0; p < 3; p++) {
         const kernel_isa *isa = kernel_by_name(paths[p]);

@@ -3,7 +3,8 @@
  * output and the gate, 6144 values per token and layer on the 470 M shape). A call
  * to libm's expf per value cost as much as the conv itself; here e^x is evaluated
  * in double precision, 8 (AVX-512) or 4 (AVX2) lanes at a time, and rounded to
- * float once. The SiLU is then computed in float as before: x / (1 + e^-x).
+ * float once. The SiLU is then computed in float as before: x / (1 + e^-x). Each
+ * kernel path (isa.h) points its silu / silu_mul here.
  *
  * Accuracy: the double evaluation is within ~1e-14 of e^x, so the float it rounds to
  * is the correctly rounded expf(x) except within ~1e-14 of a rounding midpoint.
@@ -58,13 +59,13 @@ static float silu_scalar(float x)
     return x / (1.0f + (float)exp_scalar(-(double)x));
 }
 
-static void silu_portable(float *v, size_t n)
+void silu_portable(float *v, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         v[i] = silu_scalar(v[i]);
 }
 
-static void silu_mul_portable(float *y, const float *z, size_t n)
+void silu_mul_portable(float *y, const float *z, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         y[i] *= silu_scalar(z[i]);
@@ -113,14 +114,14 @@ static inline __attribute__((always_inline, target("avx2"))) __m128 silu_avx2_4(
 /* silu_ISA / silu_mul_ISA: STEP values at a time through SILU_STEP, the tail
  * through the scalar path. */
 #define SILU_LOOPS(ISA, TARGET, STEP, LOAD, STORE, MUL, SILU_STEP)                                 \
-    static __attribute__((target(TARGET))) void silu_##ISA(float *v, size_t n)                     \
+    __attribute__((target(TARGET))) void silu_##ISA(float *v, size_t n)                            \
     {                                                                                               \
         size_t i = 0;                                                                               \
         for (; i + STEP <= n; i += STEP)                                                            \
             STORE(v + i, SILU_STEP(v + i));                                                         \
         silu_portable(v + i, n - i);                                                                \
     }                                                                                               \
-    static __attribute__((target(TARGET))) void silu_mul_##ISA(float *y, const float *z, size_t n) \
+    __attribute__((target(TARGET))) void silu_mul_##ISA(float *y, const float *z, size_t n)        \
     {                                                                                               \
         size_t i = 0;                                                                               \
         for (; i + STEP <= n; i += STEP)                                                            \
@@ -131,27 +132,3 @@ static inline __attribute__((always_inline, target("avx2"))) __m128 silu_avx2_4(
 SILU_LOOPS(avx512, "avx512f", 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_mul_ps, silu_avx512_8)
 SILU_LOOPS(avx2, "avx2", 4, _mm_loadu_ps, _mm_storeu_ps, _mm_mul_ps, silu_avx2_4)
 #endif
-
-void silu_inplace(const kernel_isa *isa, float *v, size_t n)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (isa->lanes == 16)
-        silu_avx512(v, n);
-    else if (isa->lanes == 8)
-        silu_avx2(v, n);
-    else
-#endif
-        silu_portable(v, n);
-}
-
-void silu_mul(const kernel_isa *isa, float *y, const float *z, size_t n)
-{
-#if defined(__x86_64__) && defined(__GNUC__)
-    if (isa->lanes == 16)
-        silu_mul_avx512(y, z, n);
-    else if (isa->lanes == 8)
-        silu_mul_avx2(y, z, n);
-    else
-#endif
-        silu_mul_portable(y, z, n);
-}

@@ -49,6 +49,10 @@ typedef struct kernel_isa {
     void (*block_bf16)(const mm_block *b);
     /* dst (n) = fp32 of n stored elements (exact for every dtype) */
     void (*widen)(float *dst, const void *src, st_dtype dtype, size_t n);
+    /* v[i] = silu(v[i]) over n values; y[i] *= silu(z[i]) — activation.c, whose
+     * paths all give the same bits */
+    void (*silu)(float *v, size_t n);
+    void (*silu_mul)(float *y, const float *z, size_t n);
     /* One Mamba head over n tokens from state S (P, N):
      *   S = a_t·S + (dt_t·x_t) ⊗ B_t ;  y_t = S·C_t + Dh·x_t
      * x rows are ldx apart, B/C rows ldbc apart, y rows ldy apart; dt and a (n). */
@@ -56,6 +60,14 @@ typedef struct kernel_isa {
                      const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
                      size_t ldy);
 } kernel_isa;
+
+/* activation.c's SiLU, one pair per path */
+void silu_portable(float *v, size_t n);
+void silu_mul_portable(float *y, const float *z, size_t n);
+void silu_avx2(float *v, size_t n);
+void silu_mul_avx2(float *y, const float *z, size_t n);
+void silu_avx512(float *v, size_t n);
+void silu_mul_avx512(float *y, const float *z, size_t n);
 
 extern const kernel_isa kernel_portable;
 extern const kernel_isa kernel_avx2;

@@ -67,11 +67,6 @@ float dot_f32(const float *a, const float *b, int n);
 /* out = x / sqrt(mean(x²) + eps) * w over n values (w may be NULL). */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 
-/* v[i] = silu(v[i]) = v[i] / (1 + e^-v[i]) over n values; y[i] *= silu(z[i]). e^x
- * is evaluated in double precision and rounded once, on isa's vector width; the
- * bits are the same on every path (activation.c). */
-void silu_inplace(const kernel_isa *isa, float *v, size_t n);
-void silu_mul(const kernel_isa *isa, float *y, const float *z, size_t n);
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* torch.nn.functional.softplus with threshold 20. */
 static inline float softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }

@@ -88,7 +88,7 @@ static void conv_channels(void *arg, int c0, int c1)
                 win[k] = window_row(state, in, ld, K1, cd, t + k);
             float *o = J->out + (size_t)(r0 + t) * cd;
             conv_row(o, J->w->conv_b, J->w->conv_wT, win, cd, D->K, c0, c1);
-            silu_inplace(J->s->ex->isa, o + c0, (size_t)(c1 - c0));
+            J->s->ex->isa->silu(o + c0, (size_t)(c1 - c0));
         }
         /* state row i ← window row n + i, in increasing i: a source still in the
          * state (n + i < K-1) sits above every row written so far */
@@ -147,7 +147,7 @@ static void gated_norm_rows(void *arg, int r0, int r1)
     for (int r = r0; r < r1; r++) {
         float *yr = J->y + (size_t)r * (size_t)D->d_inner;
         const float *z = J->zxbcdt + (size_t)r * (size_t)D->in_dim + D->z_off;
-        silu_mul(J->isa, yr, z, (size_t)D->d_inner);
+        J->isa->silu_mul(yr, z, (size_t)D->d_inner);
         for (int g = 0; g < D->G; g++)
             rmsnorm(yr + g * gs, yr + g * gs, J->w->norm_w + g * gs, gs, J->eps);
     }
