@@ -28,6 +28,8 @@ struct strata_cache {
     const strata_model *model;
     int n_tokens;
     float **conv, **ssm;    /* (n_mamba) */
+    float *ssm_all;         /* (n_mamba, H, P, N): ssm[i] point into it (core/huge.h) */
+    size_t ssm_all_bytes;   /* its huge_zalloc length */
     kv_block **blocks;      /* (n_blocks) */
     int n_blocks, cap_blocks;
 };

@@ -27,11 +27,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/resource.h>
 
 #include "cli.h"
 #include "core/error.h"
+#include "core/huge.h"
 #include "kernels/kernels.h"
 
 #define MAX_SESSIONS 16
@@ -145,30 +145,14 @@ static void *read_part(void *varg)
     return NULL;
 }
 
-/* n floats in memory mapped like the weights (MADV_HUGEPAGE: 2 MiB pages where the
- * kernel grants them), so the bandwidth is not measured through 4 KiB-page TLB
- * misses the weights never take; NULL if it cannot be mapped. */
-static float *huge_floats(size_t n)
-{
-    void *p = mmap(NULL, n * sizeof(float), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    madvise(p, n * sizeof(float), MADV_HUGEPAGE);
-    return p;
-}
-
-static void huge_free(float *p, size_t n)
-{
-    if (p)
-        munmap(p, n * sizeof(float));
-}
-
 /* STREAM triad a = b + s·c over 3 × 128 MiB on n threads; best of 5, in bytes/s
  * (12 bytes per element, write-allocate not counted, as STREAM reports). */
 static double stream_bandwidth(int n_threads, void *(*part)(void *), double bytes_per_elem)
 {
-    size_t n = (size_t)32 << 20;
-    float *a = huge_floats(n), *b = huge_floats(n), *c = huge_floats(n);
+    /* on huge pages like the weights (core/huge.h), so the bandwidth is not measured
+     * through 4 KiB-page TLB misses the weights never take */
+    size_t n = (size_t)32 << 20, la, lb, lc;
+    float *a = huge_zalloc(n * sizeof *a, &la), *b = huge_zalloc(n * sizeof *b, &lb), *c = huge_zalloc(n * sizeof *c, &lc);
     double best = 0;
     if (a && b && c) {
         for (size_t i = 0; i < n; i++)
@@ -191,9 +175,12 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
             best = bw > best ? bw : best;
         }
     }
-    huge_free(a, n);
-    huge_free(b, n);
-    huge_free(c, n);
+    if (a)
+        huge_free(a, la);
+    if (b)
+        huge_free(b, lb);
+    if (c)
+        huge_free(c, lc);
     return best;
 }
 
