@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernels/isa.h"
 #include "util.h"
 
 typedef struct fixture {
@@ -300,6 +301,11 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     strata_runner *run;
     cr_assert_eq(strata_model_set_compute(f.model, "bf16", &err), STRATA_OK);
     cr_assert_str_eq(strata_model_compute(f.model), "bf16");
+    if (kernel_bf16_dot(kernel_select())) { /* weights repacked for the mode (kernels/isa.h): for good */
+        cr_assert_eq(strata_model_set_compute(f.model, "fp32", &err), STRATA_E_INVALID);
+        cr_assert(strstr(err.message, "load the model again"), "%s", err.message);
+        cr_assert_str_eq(strata_model_compute(f.model), "bf16");
+    }
     cr_assert_eq(strata_cache_new(f.model, &cache, &err), STRATA_OK);
     cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
     float *logits = malloc(sizeof(float) * (size_t)f.T * (size_t)f.V);

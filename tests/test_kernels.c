@@ -374,3 +374,75 @@ Test(kernels, silu_is_accurate_and_consistent)
     free(y);
     free(first);
 }
+
+/* The bf16 mode's panels (isa.h), where this CPU runs them: W packed, then every
+ * output within rounding of the double-precision dot product of x rounded to BF16
+ * and W; a row alone gives the same bits as inside batches of 1..9 and 37 on 1, 2
+ * or 3 threads (37 rows rounded in two parts); K = 1100 and 2049 take more than one
+ * chunk of pairs (partial sums in y), odd K a zero pair, 65 and 200 rows a partial
+ * panel. An exec without the panel kernel still computes them (x unrounded). */
+Test(kernels, bf16_panels_match_and_keep_batch_invariance, .timeout = 120)
+{
+    const kernel_isa *isa = &kernel_avx512;
+    if (!test_path_supported(isa) || !kernel_bf16_dot(isa) || !isa->block_panels)
+        cr_skip_test("this CPU has no AVX512_BF16 panels");
+    int Kp[] = {1, 7, 33, 257, 1030, 1100, 2049}, Rp[] = {1, 13, 64, 65, 200}, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 37};
+    for (size_t ki = 0; ki < sizeof Kp / sizeof Kp[0]; ki++)
+        for (size_t ri = 0; ri < sizeof Rp / sizeof Rp[0]; ri++) {
+            int K = Kp[ki], rows = Rp[ri], nmax = 37;
+            test_mat w;
+            mat_random(&w, rows, K, ST_BF16, (int)(ki + ri) % 2);
+            uint16_t *packed = calloc(bf16_panels_elems(rows, K), sizeof *packed);
+            bf16_panels_pack(packed, w.data, rows, K, 0, rows);
+            strata_mat pm = w.m;
+            pm.data = packed;
+            pm.dtype = ST_BF16_PANELS;
+            float *x = test_vec_random((size_t)nmax * (size_t)K);
+            float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
+            float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
+            exec e1, e2, e3, ef;
+            test_exec_with(&e1, isa, 1, K, 1);
+            test_exec_with(&e2, isa, 2, K, 1);
+            test_exec_with(&e3, isa, 3, K, 1);
+            test_exec_with(&ef, isa, 2, K, 0);
+            e3.rows_cap = 20;
+            for (int r = 0; r < nmax; r++)
+                matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &pm, &e1);
+            for (int fp32 = 0; fp32 < 2; fp32++) {
+                if (fp32)
+                    matmul(batch, x, nmax, &pm, &ef);
+                for (int r = 0; r < nmax; r++)
+                    for (int j = 0; j < rows; j++) {
+                        double ref = w.bias ? w.bias[j] : 0.0, mag = 0.0;
+                        for (int k = 0; k < K; k++) {
+                            double a = x[(size_t)r * (size_t)K + (size_t)k];
+                            a = fp32 ? a : bf16_round((float)a);
+                            double b = mat_elem(w.data, ST_BF16, (size_t)j * (size_t)K + (size_t)k);
+                            ref += a * b;
+                            mag += fabs(a * b);
+                        }
+                        float got = (fp32 ? batch : solo)[(size_t)r * (size_t)rows + (size_t)j];
+                        cr_assert(fabs(got - ref) <= 1e-5 * mag + 1e-6, "panels%s K=%d rows=%d (%d,%d): %g vs %g",
+                                  fp32 ? " without the kernel" : "", K, rows, r, j, got, ref);
+                    }
+            }
+            exec *es[] = {&e1, &e2, &e3};
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                for (int ei = 0; ei < 3; ei++) {
+                    int n = ns[ni], r0 = nmax - n;
+                    memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
+                    matmul(batch, x + (size_t)r0 * (size_t)K, n, &pm, es[ei]);
+                    cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
+                              "panels K=%d rows=%d: batch of %d on %d threads differs from solo rows", K, rows, n, ei + 1);
+                }
+            exec_destroy(&e1);
+            exec_destroy(&e2);
+            exec_destroy(&e3);
+            exec_destroy(&ef);
+            free(x);
+            free(solo);
+            free(batch);
+            free(packed);
+            mat_free(&w);
+        }
+}

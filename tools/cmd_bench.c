@@ -189,13 +189,14 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
 #define GEMM_K 1024
 
 /* Our matmul on (512 × 1024) · (4096 × 1024 BF16)ᵀ, through an exec like the
- * runner's, in the compute mode benchmarked; FLOP/s. */
+ * runner's, in the compute mode benchmarked (its W in panels where the model's
+ * are: kernels/isa.h); FLOP/s. */
 static double gemm_ours(int n_threads, int bf16)
 {
     exec e;
     strata_error err;
     float *x = malloc(sizeof(float) * GEMM_M * GEMM_K), *y = malloc(sizeof(float) * GEMM_M * GEMM_N);
-    uint16_t *w = malloc(2 * (size_t)GEMM_N * GEMM_K);
+    uint16_t *w = malloc(2 * (size_t)GEMM_N * GEMM_K), *panels = NULL;
     double rate = 0;
     int ready = x && y && w && exec_init(&e, n_threads, GEMM_K, &err) == STRATA_OK;
     if (ready && (exec_set_bf16(&e, bf16, &err) != STRATA_OK || exec_reserve(&e, GEMM_M, &err) != STRATA_OK)) {
@@ -208,6 +209,11 @@ static double gemm_ours(int n_threads, int bf16)
         for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
             w[i] = 0x3c00 + (uint16_t)(i % 97);      /* bf16 values near 0.01 */
         strata_mat m = {.data = w, .dtype = ST_BF16, .rows = GEMM_N, .cols = GEMM_K};
+        if (e.dot_panels && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
+            bf16_panels_pack(panels, w, GEMM_N, GEMM_K, 0, GEMM_N);
+            m.data = panels;
+            m.dtype = ST_BF16_PANELS;
+        }
         matmul(y, x, GEMM_M, &m, &e);
         int reps = 0;
         double t0 = cli_now(), t;
@@ -221,6 +227,7 @@ static double gemm_ours(int n_threads, int bf16)
     free(x);
     free(y);
     free(w);
+    free(panels);
     return rate;
 }
 

@@ -18,6 +18,17 @@
  * sums pairs of products (VDPBF16PS): lane l of 16 takes elements 2l, 2l+1 of each
  * 32 in increasing k, reduced by the same tree; elsewhere the rounded x goes
  * through `block`. Either way the order is again fixed by the path alone.
+ *
+ * On such a CPU the bf16 mode also repacks every BF16 matmul weight once, at
+ * strata_model_set_compute, into panels (dtype ST_BF16_PANELS): panel g holds rows
+ * 64g .. 64g+63, and for each pair p of columns (2p, 2p+1), in increasing p, the 64
+ * rows' pairs side by side — element [g][p][r][e] = W[64g + r][2p + e]; rows past
+ * the end and column K of an odd K are zero. One vector load is then 16 rows' pairs,
+ * multiplied (VDPBF16PS) with one x pair broadcast: no lane reductions, and twice
+ * the multiply-adds per load of the row layout. Its order: output (i, j) sums in
+ * one fp32 lane, acc += x[2p]·w[2p] + x[2p+1]·w[2p+1] for p = 0, 1, … (K split
+ * in chunks whose partial sums wait in y, exactly), then + bias — again the same
+ * whatever the block's shape, the thread split or the batch.
  */
 #ifndef STRATA_KERNELS_ISA_H
 #define STRATA_KERNELS_ISA_H
@@ -47,6 +58,9 @@ typedef struct kernel_isa {
     /* The same with x and W in BF16 (xb set): NULL where the ISA has no BF16 dot
      * product; usable only where kernel_bf16_dot says the CPU has it. */
     void (*block_bf16)(const mm_block *b);
+    /* The same over W in panels (ST_BF16_PANELS, w at the block's first panel, rows
+     * ldw = K rounded up to even apart in xb): NULL where block_bf16 is. */
+    void (*block_panels)(const mm_block *b);
     /* dst (n) = fp32 of n stored elements (exact for every dtype) */
     void (*widen)(float *dst, const void *src, st_dtype dtype, size_t n);
     /* v[i] = silu(v[i]) over n values; y[i] *= silu(z[i]) — activation.c, whose
@@ -80,5 +94,17 @@ const kernel_isa *kernel_select(void);
 const kernel_isa *kernel_by_name(const char *name);
 /* k->block_bf16 if this CPU runs it, else NULL. */
 void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b);
+
+/* The panel layout: rows per panel, elements of W packed, and the packing of rows
+ * [r0, r1) of W (BF16, (rows, cols)) into dst, which starts zeroed (matmul.c). */
+#define BF16_PANEL_ROWS 64
+size_t bf16_panels_elems(int rows, int cols);
+/* Where W[j][k] sits in the panels of a W with `pairs` = ceil(cols / 2). */
+static inline size_t bf16_panel_index(size_t pairs, int j, size_t k)
+{
+    return ((size_t)(j / BF16_PANEL_ROWS) * pairs + k / 2) * 2 * BF16_PANEL_ROWS + (size_t)(j % BF16_PANEL_ROWS) * 2 +
+           (k & 1);
+}
+void bf16_panels_pack(uint16_t *dst, const uint16_t *w, int rows, int cols, int r0, int r1);
 
 #endif

@@ -34,7 +34,8 @@ typedef struct exec {
     int widest_k;
     int bf16;               /* the bf16 compute mode (isa.h) */
     void (*dot)(const mm_block *b); /* in that mode, the CPU's BF16 dot-product kernel, or NULL */
-    uint16_t *xb;           /* (rows_cap, widest_k) x rounded to BF16, for dot */
+    void (*dot_panels)(const mm_block *b); /* the same over W in panels (isa.h), or NULL */
+    uint16_t *xb;           /* (rows_cap, widest_k rounded up to even) x rounded to BF16, for dot */
     float *xr;              /* (rows_cap, widest_k) the same as fp32, where there is no dot */
     int rows_cap;
 } exec;

@@ -10,6 +10,9 @@
  * the thread's fp32 panel and every x row of the block passes over it. Widening is
  * exact, so both routes give the same bits.
  *
+ * The bf16 compute mode rounds x to BF16 first; W repacked in panels for it
+ * (ST_BF16_PANELS, isa.h) is split over threads in whole panels of 64 rows.
+ *
  * Invariant (batch invariance): every output element's summation order is fixed by
  * the kernel path alone (isa.h), never by n, the tiling or the thread split, so a
  * sequence's numbers do not depend on what else shares its step.
@@ -58,7 +61,7 @@ strata_status exec_reserve(exec *e, int rows, strata_error *err)
 {
     if (!e->bf16 || rows <= e->rows_cap)
         return STRATA_OK;
-    size_t n = (size_t)rows * (size_t)e->widest_k;
+    size_t n = (size_t)rows * (size_t)(e->widest_k + 1);   /* rows padded to even for the panels */
     uint16_t *xb = e->dot ? malloc(n * sizeof *xb) : NULL;     /* one of the two is used */
     float *xr = e->dot ? NULL : malloc(n * sizeof *xr);
     if (!xb && !xr) {
@@ -78,6 +81,7 @@ strata_status exec_set_bf16(exec *e, int on, strata_error *err)
 {
     e->bf16 = on != 0;
     e->dot = e->bf16 ? kernel_bf16_dot(e->isa) : NULL;
+    e->dot_panels = e->dot ? e->isa->block_panels : NULL;
     return exec_reserve(e, 16, err);
 }
 
@@ -162,12 +166,31 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
     }
 }
 
+/* W in panels: rows [ja, jb) from panel ja / 64 on, by the exec's panel kernel. */
+static void matmul_panels(const mm_job *J, int ja, int jb)
+{
+    const strata_mat *w = J->w;
+    size_t kp = (size_t)(w->cols + (w->cols & 1));
+    mm_block b = {.y = J->y + (size_t)ja, .ldy = (size_t)w->rows, .xb = J->xb, .ldx = kp,
+                  .w = (const uint16_t *)w->data + (size_t)ja * kp, .dtype = ST_BF16_PANELS, .ldw = kp,
+                  .bias = w->bias ? w->bias + ja : NULL, .m = J->n, .nw = jb - ja, .k = w->cols};
+    J->e->dot_panels(&b);
+}
+
 static void matmul_thread(void *arg, int ti, int nt)
 {
     const mm_job *J = arg;
     (void)nt;
     if (ti >= J->nt)
         return;
+    if (J->w->dtype == ST_BF16_PANELS) {
+        int panels = (J->w->rows + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS, lo, hi;
+        exec_share(panels, ti, J->nt, &lo, &hi);
+        int ja = lo * BF16_PANEL_ROWS, jb = hi * BF16_PANEL_ROWS < J->w->rows ? hi * BF16_PANEL_ROWS : J->w->rows;
+        if (ja < jb)
+            matmul_panels(J, ja, jb);
+        return;
+    }
     int nr = J->e->isa->nr, tiles = (J->w->rows + nr - 1) / nr, lo, hi;
     exec_share(tiles, ti, J->nt, &lo, &hi);
     int ja = lo * nr, jb = hi * nr < J->w->rows ? hi * nr : J->w->rows;
@@ -190,6 +213,48 @@ static void round_bf16(uint16_t *xb, float *xr, const float *x, size_t n)
     }
 }
 
+/* m rows of x (k) rounded to BF16 into xb rows ldx apart, each padded with zero
+ * to ldx (the panels' pairs read one past an odd k). */
+static void round_rows_bf16(uint16_t *xb, size_t ldx, const float *x, int m, int k)
+{
+    if (ldx == (size_t)k) {
+        round_bf16(xb, NULL, x, (size_t)m * (size_t)k);
+        return;
+    }
+    for (int r = 0; r < m; r++) {
+        round_bf16(xb + (size_t)r * ldx, NULL, x + (size_t)r * (size_t)k, (size_t)k);
+        memset(xb + (size_t)r * ldx + k, 0, sizeof *xb * (ldx - (size_t)k));
+    }
+}
+
+size_t bf16_panels_elems(int rows, int cols)
+{
+    size_t panels = (size_t)((rows + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS);
+    return panels * BF16_PANEL_ROWS * (size_t)(cols + (cols & 1));
+}
+
+void bf16_panels_pack(uint16_t *dst, const uint16_t *w, int rows, int cols, int r0, int r1)
+{
+    size_t pairs = (size_t)(cols + 1) / 2;
+    for (int r = r0; r < r1 && r < rows; r++)
+        for (size_t k = 0; k < (size_t)cols; k++)
+            dst[bf16_panel_index(pairs, r, k)] = w[(size_t)r * (size_t)cols + k];
+}
+
+/* W in panels on an exec without the panel kernel (a runner made before the model
+ * went to the bf16 mode): plainly, x as given, each output summed in k order. */
+static void matmul_panels_portable(float *y, const float *x, int n, const strata_mat *w)
+{
+    size_t pairs = (size_t)(w->cols + 1) / 2, K = (size_t)w->cols;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < w->rows; j++) {
+            float acc = 0.0f;
+            for (size_t k = 0; k < K; k++)
+                acc += x[(size_t)i * K + k] * mat_elem(w->data, ST_BF16, bf16_panel_index(pairs, j, k));
+            y[(size_t)i * (size_t)w->rows + (size_t)j] = w->bias ? acc + w->bias[j] : acc;
+        }
+}
+
 /* J on the exec's threads, or on the caller alone when it is small. */
 static void matmul_run(mm_job *J)
 {
@@ -208,7 +273,10 @@ static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, ex
     size_t K = (size_t)w->cols;
     for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
         int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
-        round_bf16(e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
+        if (w->dtype == ST_BF16_PANELS)
+            round_rows_bf16(e->xb, K + (K & 1), x + (size_t)r0 * K, m, (int)K);
+        else
+            round_bf16(e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
         mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = e->xb, .n = m, .w = w, .e = e,
                     .nt = e->n_threads};
         matmul_run(&J);
@@ -219,7 +287,12 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     if (n <= 0)
         return;
-    if (e->bf16 && w->dtype == ST_BF16 && (e->xb || e->xr) && w->cols <= e->widest_k) {
+    if (w->dtype == ST_BF16_PANELS && !(e->dot_panels && e->xb && w->cols <= e->widest_k)) {
+        matmul_panels_portable(y, x, n, w);
+        return;
+    }
+    if (e->bf16 && (w->dtype == ST_BF16 || w->dtype == ST_BF16_PANELS) && (e->xb || e->xr) &&
+        w->cols <= e->widest_k) {
         matmul_bf16(y, x, n, w, e);
         return;
     }

@@ -1,7 +1,7 @@
 /*
  * matmul_avx512.c — the AVX-512 kernels: 16 fp32 lanes, register tiles of
  * 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers; and the bf16 compute
- * mode's tiles (VDPBF16PS on x and W both BF16). Summation order as in isa.h
+ * mode's tiles (VDPBF16PS on x and W both BF16), on W as stored or in panels. Summation order as in isa.h
  * (16 lanes folded to 8 first; four tiles' sums folded together, same additions).
  *
  * A single x row (decode) takes W one row at a time: each thread then reads its
@@ -265,6 +265,90 @@ static TARGET_BF16 void block_bf16_dot(const mm_block *b)
     WALK(tile_bf16, 2);
 }
 
+/* ---- the same over W in panels (isa.h): per pair step, four loads of 16 rows'
+ * pairs and one broadcast x pair per x row feed 4 × PANEL_MB accumulators, one
+ * fp32 lane per output. PANEL_KC pairs of a panel (128 KiB) stay in L2 while every
+ * block of x rows passes over them; each pass prefetches its share of the next
+ * chunk, so the panels leave DRAM once, as one stream per thread. */
+#define PANEL_MB 6
+#define PANEL_KC 512
+#define PANEL_PAIR 128      /* BF16 elements of one pair step of a panel: 64 rows × 2 */
+
+/* Output columns j .. j+63 of x rows r0 .. r0+mb-1 over pairs [p0, p1) of panel w:
+ * from 0 (p0 = 0) or the partial sums in y, stored back (+ bias after the last). */
+INLINE_BF16 void panel_rows(const mm_block *b, const uint16_t *w, int j, int r0, const int mb, int p0, int p1,
+                            const __mmask16 mask[4], const char *pf, int pf_lines)
+{
+    __m512 acc[PANEL_MB][4];
+    const uint32_t *x[PANEL_MB];
+#pragma GCC unroll 6
+    for (int i = 0; i < mb; i++) {
+        x[i] = (const uint32_t *)(const void *)(b->xb + (size_t)(r0 + i) * b->ldx);
+        const float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            acc[i][t] = p0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[t], y + 16 * t);
+    }
+    for (int p = p0; p < p1; p++) {
+        prefetch_step(pf, p - p0, pf_lines);
+        const uint16_t *wp = w + (size_t)p * PANEL_PAIR;
+        __m512bh wv[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            wv[t] = load_pairs(wp + 32 * t);
+#pragma GCC unroll 6
+        for (int i = 0; i < mb; i++) {
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)x[i][p]);
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++)
+                acc[i][t] = _mm512_dpbf16_ps(acc[i][t], xv, wv[t]);
+        }
+    }
+    int last = p1 == (b->k + 1) / 2;
+#pragma GCC unroll 6
+    for (int i = 0; i < mb; i++) {
+        float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) {
+            __m512 v = acc[i][t];
+            if (last && b->bias)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[t], b->bias + j + 16 * t));
+            _mm512_mask_storeu_ps(y + 16 * t, mask[t], v);
+        }
+    }
+}
+
+#define PANEL_CASE(M) case M: panel_rows(b, w, j, r0, M, p0, p1, mask, pf, pf_lines); break;
+
+static TARGET_BF16 void block_panels(const mm_block *b)
+{
+    int P = (b->k + 1) / 2, n_panels = (b->nw + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS;
+    size_t x_blocks = (size_t)((b->m + PANEL_MB - 1) / PANEL_MB);
+    for (int g = 0; g < n_panels; g++) {
+        const uint16_t *w = (const uint16_t *)b->w + (size_t)g * (size_t)P * PANEL_PAIR;
+        int j = g * BF16_PANEL_ROWS;
+        __mmask16 mask[4];
+        for (int t = 0; t < 4; t++) {
+            int n = b->nw - j - 16 * t;
+            mask[t] = n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
+        }
+        for (int p0 = 0; p0 < P; p0 += PANEL_KC) {
+            int p1 = P - p0 < PANEL_KC ? P : p0 + PANEL_KC;
+            /* the next chunk: this panel's, or the next panel's first */
+            int next_pairs = p1 < P ? (P - p1 < PANEL_KC ? P - p1 : PANEL_KC)
+                             : g + 1 < n_panels ? (P < PANEL_KC ? P : PANEL_KC) : 0;
+            const char *pf = (const char *)(w + (size_t)p1 * PANEL_PAIR);
+            size_t share = ((size_t)next_pairs * PANEL_PAIR * 2 / 64 + x_blocks - 1) / x_blocks;
+            int pf_lines = (int)((share + (size_t)(p1 - p0) - 1) / (size_t)(p1 - p0));
+            for (int r0 = 0; r0 < b->m; r0 += PANEL_MB, pf += share * 64) {
+                switch (b->m - r0 < PANEL_MB ? b->m - r0 : PANEL_MB) {
+                    PANEL_CASE(6) PANEL_CASE(5) PANEL_CASE(4) PANEL_CASE(3) PANEL_CASE(2) PANEL_CASE(1)
+                }
+            }
+        }
+    }
+}
+
 static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
 {
     size_t i = 0;
@@ -310,7 +394,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
 const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .silu = silu_avx512, .silu_mul = silu_mul_avx512,
-    .block_bf16 = block_bf16_dot,
+    .block_bf16 = block_bf16_dot, .block_panels = block_panels,
 };
 #else
 const kernel_isa kernel_avx512 = {.name = "avx512"};

@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/huge.h"
 #include "core/json.h"
+#include "kernels/isa.h"
 #include "kernels/q8.h"
 #include "model/model.h"
 
@@ -525,6 +527,8 @@ void strata_model_free(strata_model *m)
     for (int i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
+    if (m->panels)
+        huge_free(m->panels, m->panels_len);
     for (int i = 0; i < m->n_files; i++)
         st_close(m->files[i]);
     free(m->files);
@@ -600,13 +604,116 @@ const strata_model_info *strata_model_get_info(const strata_model *model)
     return &model->cfg.info;
 }
 
+/* ---- the bf16 mode's panels (kernels/isa.h) */
+
+typedef void (*mat_fn)(strata_model *m, strata_mat *w, void *arg);
+
+static void each_mlp_mat(strata_model *m, mlp_weights *w, mat_fn fn, void *arg)
+{
+    fn(m, &w->up, arg);
+    fn(m, &w->down, arg);
+}
+
+/* fn on every matmul weight: what a decode step streams. */
+static void each_mat(strata_model *m, mat_fn fn, void *arg)
+{
+    for (int i = 0; i < m->cfg.info.n_layers; i++) {
+        layer *l = &m->layers[i];
+        switch (l->kind) {
+        case 'M':
+            fn(m, &l->mamba.in_proj, arg);
+            fn(m, &l->mamba.out_proj, arg);
+            break;
+        case '*':
+            fn(m, &l->attn.q, arg), fn(m, &l->attn.k, arg), fn(m, &l->attn.v, arg), fn(m, &l->attn.o, arg);
+            break;
+        case '-':
+            each_mlp_mat(m, &l->mlp, fn, arg);
+            break;
+        default:
+            for (int e = 0; e < m->cfg.info.n_experts; e++)
+                each_mlp_mat(m, &l->moe.experts[e], fn, arg);
+            each_mlp_mat(m, &l->moe.shared, fn, arg);
+            if (m->cfg.moe_latent_size) {
+                fn(m, &l->moe.fc1_latent, arg);
+                fn(m, &l->moe.fc2_latent, arg);
+            }
+        }
+    }
+    fn(m, &m->lm_head, arg);
+}
+
+/* Elements of W in panels, rounded up to whole cache lines. */
+static size_t panel_slot(const strata_mat *w)
+{
+    return (bf16_panels_elems(w->rows, w->cols) + 31) & ~(size_t)31;
+}
+
+static void count_panels(strata_model *m, strata_mat *w, void *arg)
+{
+    (void)m;
+    if (w->dtype == ST_BF16)
+        *(size_t *)arg += panel_slot(w);
+}
+
+/* W (BF16) → its panels at *next, in parts of about 32 MiB whose file pages are
+ * released once packed (not a tied embedding's, which the lookup still reads). */
+static void pack_mat(strata_model *m, strata_mat *w, void *arg)
+{
+    if (w->dtype != ST_BF16)
+        return;
+    uint16_t **next = arg, *dst = *next;
+    size_t row_bytes = (size_t)w->cols * 2, stored = (size_t)w->rows * row_bytes;
+    int chunk = (int)((32u << 20) / row_bytes) / BF16_PANEL_ROWS * BF16_PANEL_ROWS;
+    chunk = chunk < BF16_PANEL_ROWS ? BF16_PANEL_ROWS : chunk;
+    int release = w->data != m->embed.data;
+    for (int r0 = 0; r0 < w->rows; r0 += chunk) {
+        int r1 = w->rows - r0 < chunk ? w->rows : r0 + chunk;
+        bf16_panels_pack(dst, w->data, w->rows, w->cols, r0, r1);
+        if (release)
+            release_pages((const char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
+    }
+    size_t packed = bf16_panels_elems(w->rows, w->cols) * 2;
+    m->cfg.info.matmul_bytes += packed - stored;
+    m->cfg.info.weight_bytes += release ? packed - stored : packed;
+    w->data = dst;
+    w->dtype = ST_BF16_PANELS;
+    *next = dst + panel_slot(w);
+}
+
+/* The bf16 mode's panels, where the CPU has the BF16 dot product (the only path
+ * that reads them): once, for good — the stored layout's pages are released. */
+static strata_status pack_panels(strata_model *m, strata_error *err)
+{
+    const kernel_isa *isa = kernel_select();
+    if (m->panels || !kernel_bf16_dot(isa) || !isa->block_panels)
+        return STRATA_OK;
+    size_t elems = 0;
+    each_mat(m, count_panels, &elems);
+    if (!elems)
+        return STRATA_OK;
+    m->panels = huge_zalloc(elems * 2, &m->panels_len);
+    if (!m->panels)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory repacking %zu MiB of weights for the bf16 mode",
+                           elems * 2 >> 20);
+    uint16_t *next = m->panels;
+    each_mat(m, pack_mat, &next);
+    return STRATA_OK;
+}
+
 strata_status strata_model_set_compute(strata_model *model, const char *mode, strata_error *err)
 {
     if (!model || !mode)
         return strata_fail(err, STRATA_E_INVALID, "no model or compute mode");
     if (strcmp(mode, "fp32") && strcmp(mode, "bf16"))
         return strata_fail(err, STRATA_E_INVALID, "compute mode '%s' is not fp32 or bf16", mode);
-    model->compute_bf16 = !strcmp(mode, "bf16");
+    int bf16 = !strcmp(mode, "bf16");
+    if (!bf16 && model->panels)
+        return strata_fail(err, STRATA_E_INVALID,
+                           "the weights were repacked for the bf16 compute mode; load the model again for fp32");
+    if (bf16)
+        STRATA_TRY(pack_panels(model, err));
+    model->compute_bf16 = bf16;
     return STRATA_OK;
 }
 

@@ -72,6 +72,8 @@ struct strata_model {
     void **owned;           /* fp32 conversions made at load */
     int n_owned, cap_owned;
     int compute_bf16;       /* strata_model_set_compute */
+    uint16_t *panels;       /* every BF16 matmul weight repacked for the bf16 mode (isa.h), or NULL */
+    size_t panels_len;      /* its huge_zalloc length */
 };
 
 /* Convert element i of a stored tensor to fp32. */
