@@ -38,3 +38,41 @@ void huge_free(void *p, size_t len)
     else
         free(p);
 }
+
+struct huge_chunk {
+    char *base;
+    size_t len, used;
+    huge_chunk *next;
+};
+
+void *huge_arena_alloc(huge_arena *a, size_t bytes)
+{
+    bytes = (bytes + 63) & ~(size_t)63;
+    huge_chunk *c = a->chunks;
+    if (!c || c->len - c->used < bytes) {
+        c = malloc(sizeof *c);
+        if (!c)
+            return NULL;
+        c->base = huge_zalloc(bytes > HUGE_ARENA_CHUNK ? bytes : HUGE_ARENA_CHUNK, &c->len);
+        if (!c->base) {
+            free(c);
+            return NULL;
+        }
+        c->used = 0;
+        c->next = a->chunks;
+        a->chunks = c;
+    }
+    void *p = c->base + c->used;
+    c->used += bytes;
+    return p;
+}
+
+void huge_arena_free(huge_arena *a)
+{
+    while (a->chunks) {
+        huge_chunk *c = a->chunks;
+        a->chunks = c->next;
+        huge_free(c->base, c->len);
+        free(c);
+    }
+}

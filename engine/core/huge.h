@@ -14,4 +14,16 @@
 void *huge_zalloc(size_t bytes, size_t *len);
 void huge_free(void *p, size_t len);
 
+/* Many allocations, freed together, carved from huge-page chunks of at least
+ * HUGE_ARENA_CHUNK bytes (pages of a chunk never touched cost nothing). Zero-init. */
+#define HUGE_ARENA_CHUNK ((size_t)64 << 20)
+typedef struct huge_chunk huge_chunk;
+typedef struct huge_arena {
+    huge_chunk *chunks;     /* the newest first */
+} huge_arena;
+
+/* bytes of zeroed memory, 64-byte aligned, or NULL when out of memory. */
+void *huge_arena_alloc(huge_arena *a, size_t bytes);
+void huge_arena_free(huge_arena *a);
+
 #endif

@@ -3,7 +3,9 @@
  * the layer plan with every weight bound, shape-checked and ready. Any failure
  * frees everything: there is never a partial model. With --weights int8 each
  * matmul weight is quantized here (kernels/q8.h) and its file pages released, so
- * the resident weights are the int8 blocks plus what stays as stored.
+ * the resident weights are the int8 blocks plus what stays as stored; the bf16
+ * compute mode repacks the BF16 ones into panels the same way (kernels/isa.h).
+ * Both live on huge pages (model->weights), like the mapped files.
  */
 #include <errno.h>
 #include <math.h>
@@ -247,10 +249,10 @@ static void release_pages(const void *p, size_t n)
 static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, int release)
 {
     size_t kp = q8_padded(w->cols), qbytes = (size_t)w->rows * kp, sbytes = (size_t)w->rows * (kp / Q8_BLOCK) * 2;
-    int8_t *q = malloc(qbytes ? qbytes : 1);
-    STRATA_TRY(q ? own(L->m, q, L->err) : strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name));
-    uint16_t *s = malloc(sbytes ? sbytes : 1);
-    STRATA_TRY(s ? own(L->m, s, L->err) : strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name));
+    int8_t *q = huge_arena_alloc(&L->m->weights, qbytes);
+    uint16_t *s = huge_arena_alloc(&L->m->weights, sbytes);
+    if (!q || !s)
+        return strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name);
     /* in chunks of about 32 MiB of the original, each released once quantized, so the
      * stored copy of a large matrix (an LM head) is never resident whole */
     size_t row_bytes = (size_t)w->cols * st_dtype_size(w->dtype);
@@ -527,8 +529,7 @@ void strata_model_free(strata_model *m)
     for (int i = 0; i < m->n_owned; i++)
         free(m->owned[i]);
     free(m->owned);
-    if (m->panels)
-        huge_free(m->panels, m->panels_len);
+    huge_arena_free(&m->weights);
     for (int i = 0; i < m->n_files; i++)
         st_close(m->files[i]);
     free(m->files);
@@ -686,18 +687,18 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
 static strata_status pack_panels(strata_model *m, strata_error *err)
 {
     const kernel_isa *isa = kernel_select();
-    if (m->panels || !kernel_bf16_dot(isa) || !isa->block_panels)
+    if (m->packed || !kernel_bf16_dot(isa) || !isa->block_panels)
         return STRATA_OK;
     size_t elems = 0;
     each_mat(m, count_panels, &elems);
     if (!elems)
         return STRATA_OK;
-    m->panels = huge_zalloc(elems * 2, &m->panels_len);
-    if (!m->panels)
+    uint16_t *next = huge_arena_alloc(&m->weights, elems * 2);
+    if (!next)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory repacking %zu MiB of weights for the bf16 mode",
                            elems * 2 >> 20);
-    uint16_t *next = m->panels;
     each_mat(m, pack_mat, &next);
+    m->packed = 1;
     return STRATA_OK;
 }
 
@@ -708,7 +709,7 @@ strata_status strata_model_set_compute(strata_model *model, const char *mode, st
     if (strcmp(mode, "fp32") && strcmp(mode, "bf16"))
         return strata_fail(err, STRATA_E_INVALID, "compute mode '%s' is not fp32 or bf16", mode);
     int bf16 = !strcmp(mode, "bf16");
-    if (!bf16 && model->panels)
+    if (!bf16 && model->packed)
         return strata_fail(err, STRATA_E_INVALID,
                            "the weights were repacked for the bf16 compute mode; load the model again for fp32");
     if (bf16)

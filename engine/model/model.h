@@ -6,6 +6,7 @@
 #ifndef STRATA_MODEL_MODEL_H
 #define STRATA_MODEL_MODEL_H
 
+#include "core/huge.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 
@@ -72,8 +73,8 @@ struct strata_model {
     void **owned;           /* fp32 conversions made at load */
     int n_owned, cap_owned;
     int compute_bf16;       /* strata_model_set_compute */
-    uint16_t *panels;       /* every BF16 matmul weight repacked for the bf16 mode (isa.h), or NULL */
-    size_t panels_len;      /* its huge_zalloc length */
+    huge_arena weights;     /* matmul weights made at load: int8 blocks, the bf16 mode's panels */
+    int packed;             /* the BF16 matmul weights are in panels (kernels/isa.h) */
 };
 
 /* Convert element i of a stored tensor to fp32. */
