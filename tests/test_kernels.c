@@ -446,3 +446,39 @@ Test(kernels, bf16_panels_match_and_keep_batch_invariance, .timeout = 120)
             mat_free(&w);
         }
 }
+
+/* The Mamba conv's taps (conv.c): every supported path gives the portable path's
+ * bits, over channel ranges with vector tails and starts off a vector boundary. */
+Test(kernels, conv_taps_match_portable_bitwise)
+{
+    enum { CD = 100, K = 4 };
+    float *wT = test_vec_random((size_t)K * CD), *b = test_vec_random(CD), *rows = test_vec_random((size_t)K * CD);
+    const float *win[K];
+    for (int k = 0; k < K; k++)
+        win[k] = rows + (size_t)k * CD;
+    int ranges[][2] = {{0, 100}, {3, 97}, {16, 48}, {5, 6}, {0, 0}};
+    for (int p = 0; p < 3; p++) {
+        if (!test_path_supported(test_all_paths[p]))
+            continue;
+        for (size_t ri = 0; ri < sizeof ranges / sizeof ranges[0]; ri++)
+            for (int taps = 1; taps <= K; taps++) {
+                float want[CD], got[CD];
+                memset(want, 0, sizeof want);
+                memset(got, 0, sizeof got);
+                conv_taps_portable(want, b, wT, win, CD, taps, ranges[ri][0], ranges[ri][1]);
+                test_all_paths[p]->conv_taps(got, b, wT, win, CD, taps, ranges[ri][0], ranges[ri][1]);
+                cr_assert(!memcmp(want, got, sizeof want), "%s: conv taps [%d, %d) with %d taps differ",
+                          test_all_paths[p]->name, ranges[ri][0], ranges[ri][1], taps);
+                if (ranges[ri][1] > ranges[ri][0]) {
+                    int c = ranges[ri][0];
+                    float ref = b[c];
+                    for (int k = 0; k < taps; k++)
+                        ref += wT[(size_t)k * CD + (size_t)c] * win[k][c];
+                    cr_assert_eq(got[c], ref, "%s: channel %d", test_all_paths[p]->name, c);
+                }
+            }
+    }
+    free(wT);
+    free(b);
+    free(rows);
+}

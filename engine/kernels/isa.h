@@ -67,6 +67,10 @@ typedef struct kernel_isa {
      * paths all give the same bits */
     void (*silu)(float *v, size_t n);
     void (*silu_mul)(float *y, const float *z, size_t n);
+    /* o[c] = b[c] + Σ_k wT[k][c]·win[k][c] (taps in increasing k) for c in [c0, c1):
+     * the Mamba conv — conv.c, whose paths all give the same bits */
+    void (*conv_taps)(float *restrict o, const float *restrict b, const float *restrict wT,
+                      const float *const *win, size_t cd, int K, int c0, int c1);
     /* One Mamba head over n tokens from state S (P, N):
      *   S = a_t·S + (dt_t·x_t) ⊗ B_t ;  y_t = S·C_t + Dh·x_t
      * x rows are ldx apart, B/C rows ldbc apart, y rows ldy apart; dt and a (n). */
@@ -82,6 +86,14 @@ void silu_avx2(float *v, size_t n);
 void silu_mul_avx2(float *y, const float *z, size_t n);
 void silu_avx512(float *v, size_t n);
 void silu_mul_avx512(float *y, const float *z, size_t n);
+
+/* conv.c's conv_taps, one per path */
+void conv_taps_portable(float *restrict o, const float *restrict b, const float *restrict wT,
+                        const float *const *win, size_t cd, int K, int c0, int c1);
+void conv_taps_avx2(float *restrict o, const float *restrict b, const float *restrict wT, const float *const *win,
+                    size_t cd, int K, int c0, int c1);
+void conv_taps_avx512(float *restrict o, const float *restrict b, const float *restrict wT,
+                      const float *const *win, size_t cd, int K, int c0, int c1);
 
 extern const kernel_isa kernel_portable;
 extern const kernel_isa kernel_avx2;

@@ -393,7 +393,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
 
 const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
-    .silu = silu_avx512, .silu_mul = silu_mul_avx512,
+    .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
     .block_bf16 = block_bf16_dot, .block_panels = block_panels,
 };
 #else

@@ -58,20 +58,6 @@ static const float *window_row(const float *state, const float *in, size_t ld_in
     return r < K1 ? state + (size_t)r * cd : in + (size_t)(r - K1) * ld_in;
 }
 
-/* o[c] = b[c] + Σ_k wT[k][c]·win_k[c] in increasing k (the order of the
- * per-channel loop), with channels innermost so the loops vectorise. */
-static void conv_row(float *restrict o, const float *restrict b, const float *restrict wT,
-                     const float *const *win, size_t cd, int K, int c0, int c1)
-{
-    for (int c = c0; c < c1; c++)
-        o[c] = b[c];
-    for (int k = 0; k < K; k++) {
-        const float *restrict wk = wT + (size_t)k * cd, *restrict xk = win[k];
-        for (int c = c0; c < c1; c++)
-            o[c] += wk[c] * xk[c];
-    }
-}
-
 static void conv_channels(void *arg, int c0, int c1)
 {
     const conv_job *J = arg;
@@ -87,7 +73,7 @@ static void conv_channels(void *arg, int c0, int c1)
             for (int k = 0; k < D->K; k++)
                 win[k] = window_row(state, in, ld, K1, cd, t + k);
             float *o = J->out + (size_t)(r0 + t) * cd;
-            conv_row(o, J->w->conv_b, J->w->conv_wT, win, cd, D->K, c0, c1);
+            J->s->ex->isa->conv_taps(o, J->w->conv_b, J->w->conv_wT, win, cd, D->K, c0, c1);
             J->s->ex->isa->silu(o + c0, (size_t)(c1 - c0));
         }
         /* state row i ← window row n + i, in increasing i: a source still in the
