@@ -482,3 +482,36 @@ Test(kernels, conv_taps_match_portable_bitwise)
     free(b);
     free(rows);
 }
+
+/* The bf16 mode's rounding of x on a path's vector code (isa.h: to_bf16) gives the
+ * scalar rounding's bits: to nearest even, ties both ways, NaN quiet, infinities,
+ * denormals and random bit patterns (NaNs among them), tails left to the caller. */
+Test(kernels, bf16_rounding_matches_scalar_bitwise)
+{
+    enum { N = 4099 };
+    uint32_t bits[N];
+    uint32_t special[] = {0x00000000u, 0x80000000u, 0x7f800000u, 0xff800000u, 0x7f800001u, 0xffc00000u,
+                          0x7fffffffu, 0x00000001u, 0x807fffffu, 0x3f808000u, 0x3f818000u, 0x3f807fffu,
+                          0x7f7fffffu, 0x7f7f8000u, 0x00008000u, 0x00018000u};
+    uint64_t st = 99;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        bits[i] = i < (int)(sizeof special / sizeof special[0]) ? special[i] : (uint32_t)(st >> 32);
+    }
+    float x[N];
+    memcpy(x, bits, sizeof x);
+    for (int p = 0; p < 3; p++) {
+        const kernel_isa *isa = test_all_paths[p];
+        if (!test_path_supported(isa) || !isa->to_bf16)
+            continue;
+        uint16_t got[N];
+        size_t done = isa->to_bf16(got, x, N);
+        cr_assert(done > N - 64 && done <= N, "%s rounded %zu of %d", isa->name, done, N);
+        for (size_t i = 0; i < done; i++) {
+            uint32_t u = bits[i];
+            int nan = (u & 0x7fffffffu) > 0x7f800000u;
+            uint16_t want = (uint16_t)((nan ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+            cr_assert_eq(got[i], want, "%s: 0x%08x rounded to 0x%04x, not 0x%04x", isa->name, u, got[i], want);
+        }
+    }
+}

@@ -61,6 +61,9 @@ typedef struct kernel_isa {
     /* The same over W in panels (ST_BF16_PANELS, w at the block's first panel, rows
      * ldw = K rounded up to even apart in xb): NULL where block_bf16 is. */
     void (*block_panels)(const mm_block *b);
+    /* The bf16 mode's rounding of x (matmul.c: round_bf16, the same bits) over the
+     * leading whole vectors of n values; returns how many it did. NULL: none. */
+    size_t (*to_bf16)(uint16_t *dst, const float *src, size_t n);
     /* dst (n) = fp32 of n stored elements (exact for every dtype) */
     void (*widen)(float *dst, const void *src, st_dtype dtype, size_t n);
     /* v[i] = silu(v[i]) over n values; y[i] *= silu(z[i]) — activation.c, whose

@@ -198,11 +198,12 @@ static void matmul_thread(void *arg, int ti, int nt)
         matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
 }
 
-/* x rounded to BF16, to nearest even (NaN stays NaN), into xb, or widened back
- * to fp32 into xr. */
-static void round_bf16(uint16_t *xb, float *xr, const float *x, size_t n)
+/* x rounded to BF16, to nearest even (NaN stays NaN), into xb (the path's vector
+ * code first, where it has one), or widened back to fp32 into xr. */
+static void round_bf16(const exec *e, uint16_t *xb, float *xr, const float *x, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    size_t i = xb && e->isa->to_bf16 ? e->isa->to_bf16(xb, x, n) : 0;
+    for (; i < n; i++) {
         uint32_t u;
         memcpy(&u, &x[i], 4);
         u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u);
@@ -215,14 +216,14 @@ static void round_bf16(uint16_t *xb, float *xr, const float *x, size_t n)
 
 /* m rows of x (k) rounded to BF16 into xb rows ldx apart, each padded with zero
  * to ldx (the panels' pairs read one past an odd k). */
-static void round_rows_bf16(uint16_t *xb, size_t ldx, const float *x, int m, int k)
+static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float *x, int m, int k)
 {
     if (ldx == (size_t)k) {
-        round_bf16(xb, NULL, x, (size_t)m * (size_t)k);
+        round_bf16(e, xb, NULL, x, (size_t)m * (size_t)k);
         return;
     }
     for (int r = 0; r < m; r++) {
-        round_bf16(xb + (size_t)r * ldx, NULL, x + (size_t)r * (size_t)k, (size_t)k);
+        round_bf16(e, xb + (size_t)r * ldx, NULL, x + (size_t)r * (size_t)k, (size_t)k);
         memset(xb + (size_t)r * ldx + k, 0, sizeof *xb * (ldx - (size_t)k));
     }
 }
@@ -274,9 +275,9 @@ static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, ex
     for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
         int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
         if (w->dtype == ST_BF16_PANELS)
-            round_rows_bf16(e->xb, K + (K & 1), x + (size_t)r0 * K, m, (int)K);
+            round_rows_bf16(e, e->xb, K + (K & 1), x + (size_t)r0 * K, m, (int)K);
         else
-            round_bf16(e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
+            round_bf16(e, e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
         mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = e->xb, .n = m, .w = w, .e = e,
                     .nt = e->n_threads};
         matmul_run(&J);

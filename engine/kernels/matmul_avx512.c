@@ -318,6 +318,24 @@ INLINE_BF16 void panel_rows(const mm_block *b, const uint16_t *w, int j, int r0,
     }
 }
 
+/* round_bf16 (matmul.c) 16 values at a time: u + 0x7fff + (bit 16 of u), the top
+ * half kept, NaN made quiet instead — the same integer steps, so the same bits. */
+static TARGET size_t to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+    const __m512i one = _mm512_set1_epi32(1), half = _mm512_set1_epi32(0x7fff);
+    const __m512i abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000);
+    const __m512i quiet = _mm512_set1_epi32(0x00400000);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_loadu_si512((const void *)(src + i));
+        __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, half), _mm512_and_si512(_mm512_srli_epi32(u, 16), one));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, abs), inf);
+        r = _mm512_mask_or_epi32(r, nan, u, quiet);
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
+    }
+    return i;
+}
+
 #define PANEL_CASE(M) case M: panel_rows(b, w, j, r0, M, p0, p1, mask, pf, pf_lines); break;
 
 static TARGET_BF16 void block_panels(const mm_block *b)
@@ -393,6 +411,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
 
 const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
+    .to_bf16 = to_bf16,
     .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
     .block_bf16 = block_bf16_dot, .block_panels = block_panels,
 };
