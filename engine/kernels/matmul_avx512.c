@@ -274,16 +274,19 @@ static TARGET_BF16 void block_bf16_dot(const mm_block *b)
 #define PANEL_KC 512
 #define PANEL_PAIR 128      /* BF16 elements of one pair step of a panel: 64 rows × 2 */
 
+/* Two BF16 values of x read as one 32-bit lane (x is written as uint16_t). */
+typedef uint32_t pair_bits __attribute__((may_alias));
+
 /* Output columns j .. j+63 of x rows r0 .. r0+mb-1 over pairs [p0, p1) of panel w:
  * from 0 (p0 = 0) or the partial sums in y, stored back (+ bias after the last). */
 INLINE_BF16 void panel_rows(const mm_block *b, const uint16_t *w, int j, int r0, const int mb, int p0, int p1,
                             const __mmask16 mask[4], const char *pf, int pf_lines)
 {
     __m512 acc[PANEL_MB][4];
-    const uint32_t *x[PANEL_MB];
+    const pair_bits *x[PANEL_MB];
 #pragma GCC unroll 6
     for (int i = 0; i < mb; i++) {
-        x[i] = (const uint32_t *)(const void *)(b->xb + (size_t)(r0 + i) * b->ldx);
+        x[i] = (const pair_bits *)(const void *)(b->xb + (size_t)(r0 + i) * b->ldx);
         const float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++)
