@@ -515,3 +515,31 @@ Test(kernels, bf16_rounding_matches_scalar_bitwise)
         }
     }
 }
+
+/* Prefill equals decode in the scan: on every path, ssm_head over n tokens at once
+ * leaves the state and gives the outputs that n one-token calls do, bit for bit
+ * (the AVX-512 path keeps state rows in registers across tokens for N = 16..128). */
+Test(kernels, ssm_head_many_tokens_equal_one_at_a_time)
+{
+    int P = 5, n = 6, Ns[] = {13, 16, 32, 35, 64, 128};
+    for (int p = 0; p < 3; p++) {
+        if (!test_path_supported(test_all_paths[p]))
+            continue;
+        for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++) {
+            int N = Ns[ni];
+            size_t ldx = 7, ldbc = (size_t)N + 3, ldy = 9, ns = (size_t)P * (size_t)N;
+            float *x = test_vec_random((size_t)n * ldx), *B = test_vec_random((size_t)n * ldbc), *C = test_vec_random((size_t)n * ldbc);
+            float *dt = test_vec_random((size_t)n), *a = test_vec_random((size_t)n);
+            float *S0 = test_vec_random(ns), *S1 = malloc(sizeof(float) * ns);
+            float *y0 = calloc((size_t)n * ldy, sizeof(float)), *y1 = calloc((size_t)n * ldy, sizeof(float));
+            memcpy(S1, S0, sizeof(float) * ns);
+            test_all_paths[p]->ssm_head(S0, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y0, ldy);
+            for (int t = 0; t < n; t++)
+                test_all_paths[p]->ssm_head(S1, P, N, 1, x + (size_t)t * ldx, ldx, B + (size_t)t * ldbc, C + (size_t)t * ldbc,
+                                            ldbc, dt + t, a + t, 0.5f, y1 + (size_t)t * ldy, ldy);
+            cr_assert(!memcmp(S0, S1, sizeof(float) * ns), "%s N=%d: state differs", test_all_paths[p]->name, N);
+            cr_assert(!memcmp(y0, y1, sizeof(float) * (size_t)n * ldy), "%s N=%d: y differs", test_all_paths[p]->name, N);
+            free(x), free(B), free(C), free(dt), free(a), free(S0), free(S1), free(y0), free(y1);
+        }
+    }
+}
