@@ -44,8 +44,7 @@ void strata_cache_free(strata_cache *c)
         return;
     for (int i = 0; i < c->model->n_mamba; i++)
         free(c->conv[i]);
-    if (c->ssm_all)
-        huge_free(c->ssm_all, c->ssm_all_bytes);
+    huge_free(c->ssm_all, c->ssm_all_bytes);
     release_blocks(c, 0);
     free(c->blocks);
     free(c->conv);

@@ -175,12 +175,9 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
             best = bw > best ? bw : best;
         }
     }
-    if (a)
-        huge_free(a, la);
-    if (b)
-        huge_free(b, lb);
-    if (c)
-        huge_free(c, lc);
+    huge_free(a, la);
+    huge_free(b, lb);
+    huge_free(c, lc);
     return best;
 }
 

@@ -33,7 +33,7 @@ void *huge_zalloc(size_t bytes, size_t *len)
 
 void huge_free(void *p, size_t len)
 {
-    if (len)
+    if (p && len)
         munmap(p, len);
     else
         free(p);

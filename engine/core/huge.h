@@ -12,6 +12,7 @@
 
 /* bytes of zeroed memory, or NULL; *len is what huge_free needs back. */
 void *huge_zalloc(size_t bytes, size_t *len);
+/* Frees what huge_zalloc returned (NULL: nothing). */
 void huge_free(void *p, size_t len);
 
 /* Many allocations, freed together, carved from huge-page chunks of at least
