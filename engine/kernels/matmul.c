@@ -177,24 +177,21 @@ static void matmul_panels(const mm_job *J, int ja, int jb)
     J->e->dot_panels(&b);
 }
 
+/* Thread ti's share of W rows: whole register tiles, or whole panels. */
 static void matmul_thread(void *arg, int ti, int nt)
 {
     const mm_job *J = arg;
     (void)nt;
     if (ti >= J->nt)
         return;
-    if (J->w->dtype == ST_BF16_PANELS) {
-        int panels = (J->w->rows + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS, lo, hi;
-        exec_share(panels, ti, J->nt, &lo, &hi);
-        int ja = lo * BF16_PANEL_ROWS, jb = hi * BF16_PANEL_ROWS < J->w->rows ? hi * BF16_PANEL_ROWS : J->w->rows;
-        if (ja < jb)
-            matmul_panels(J, ja, jb);
+    int panels = J->w->dtype == ST_BF16_PANELS, unit = panels ? BF16_PANEL_ROWS : J->e->isa->nr, lo, hi;
+    exec_share((J->w->rows + unit - 1) / unit, ti, J->nt, &lo, &hi);
+    int ja = lo * unit, jb = hi * unit < J->w->rows ? hi * unit : J->w->rows;
+    if (ja >= jb)
         return;
-    }
-    int nr = J->e->isa->nr, tiles = (J->w->rows + nr - 1) / nr, lo, hi;
-    exec_share(tiles, ti, J->nt, &lo, &hi);
-    int ja = lo * nr, jb = hi * nr < J->w->rows ? hi * nr : J->w->rows;
-    if (ja < jb)
+    if (panels)
+        matmul_panels(J, ja, jb);
+    else
         matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
 }
 
@@ -218,10 +215,6 @@ static void round_bf16(const exec *e, uint16_t *xb, float *xr, const float *x, s
  * to ldx (the panels' pairs read one past an odd k). */
 static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float *x, int m, int k)
 {
-    if (ldx == (size_t)k) {
-        round_bf16(e, xb, NULL, x, (size_t)m * (size_t)k);
-        return;
-    }
     for (int r = 0; r < m; r++) {
         round_bf16(e, xb + (size_t)r * ldx, NULL, x + (size_t)r * (size_t)k, (size_t)k);
         memset(xb + (size_t)r * ldx + k, 0, sizeof *xb * (ldx - (size_t)k));
@@ -288,12 +281,12 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     if (n <= 0)
         return;
-    if (w->dtype == ST_BF16_PANELS && !(e->dot_panels && e->xb && w->cols <= e->widest_k)) {
+    int bf16_ready = e->bf16 && (e->xb || e->xr) && w->cols <= e->widest_k;
+    if (w->dtype == ST_BF16_PANELS && !(bf16_ready && e->dot_panels)) {
         matmul_panels_portable(y, x, n, w);
         return;
     }
-    if (e->bf16 && (w->dtype == ST_BF16 || w->dtype == ST_BF16_PANELS) && (e->xb || e->xr) &&
-        w->cols <= e->widest_k) {
+    if (bf16_ready && (w->dtype == ST_BF16 || w->dtype == ST_BF16_PANELS)) {
         matmul_bf16(y, x, n, w, e);
         return;
     }

@@ -1,8 +1,9 @@
 /*
  * matmul_avx512.c — the AVX-512 kernels: 16 fp32 lanes, register tiles of
  * 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers; and the bf16 compute
- * mode's tiles (VDPBF16PS on x and W both BF16), on W as stored or in panels. Summation order as in isa.h
- * (16 lanes folded to 8 first; four tiles' sums folded together, same additions).
+ * mode's tiles (VDPBF16PS on x and W both BF16), on W as stored or in panels.
+ * Summation order as in isa.h (16 lanes folded to 8 first; four tiles' sums folded
+ * together, same additions).
  *
  * A single x row (decode) takes W one row at a time: each thread then reads its
  * share of W as one sequential stream, which the hardware prefetcher follows at
@@ -388,8 +389,8 @@ static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
 
 /* ssm_head for N = 16·nv ≤ 128 over a few tokens: row p of S stays in nv
  * registers across them instead of a load and a store per token. The same
- * operations on the same values in the same order as the loop below, so the same
- * bits (prefill still equals decode). */
+ * operations on the same values in the same order as the general loop below (any
+ * N), so the same bits. */
 INLINE void ssm_head_rows(float *S, int P, const int nv, int n, const float *x, size_t ldx, const float *B,
                           const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y, size_t ldy)
 {
@@ -436,7 +437,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
                             const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
                             size_t ldy)
 {
-    if (n > 1 && N % 16 == 0 && N <= 128) {
+    if (N % 16 == 0 && N <= 128) {
         for (int t0 = 0; t0 < n; t0 += SSM_TBLOCK) {
             int m = n - t0 < SSM_TBLOCK ? n - t0 : SSM_TBLOCK;
             ssm_head_block(S, P, N / 16, m, x + (size_t)t0 * ldx, ldx, B + (size_t)t0 * ldbc, C + (size_t)t0 * ldbc,
