@@ -375,17 +375,40 @@ Test(kernels, silu_is_accurate_and_consistent)
     free(first);
 }
 
-/* The bf16 mode's panels (isa.h), where this CPU runs them: W packed, then every
- * output within rounding of the double-precision dot product of x rounded to BF16
- * and W; a row alone gives the same bits as inside batches of 1..9 and 37 on 1, 2
- * or 3 threads (37 rows rounded in two parts); K = 1100 and 2049 take more than one
- * chunk of pairs (partial sums in y), odd K a zero pair, 65 and 200 rows a partial
- * panel. An exec without the panel kernel still computes them (x unrounded). */
-Test(kernels, bf16_panels_match_and_keep_batch_invariance, .timeout = 120)
+/* Every output of panels pm times x (n rows of K) within rounding of the
+ * double-precision dot product of W and x (rounded to BF16 first when `rounded`). */
+static void check_panels_values(const test_mat *w, const float *y, const float *x, int n, int rounded,
+                                const char *what)
+{
+    int rows = w->m.rows, K = w->m.cols;
+    for (int r = 0; r < n; r++)
+        for (int j = 0; j < rows; j++) {
+            double ref = w->bias ? w->bias[j] : 0.0, mag = 0.0;
+            for (int k = 0; k < K; k++) {
+                double a = x[(size_t)r * (size_t)K + (size_t)k];
+                a = rounded ? bf16_round((float)a) : a;
+                double b = mat_elem(w->data, ST_BF16, (size_t)j * (size_t)K + (size_t)k);
+                ref += a * b;
+                mag += fabs(a * b);
+            }
+            float got = y[(size_t)r * (size_t)rows + (size_t)j];
+            cr_assert(fabs(got - ref) <= 1e-5 * mag + 1e-6, "panels %s K=%d rows=%d (%d,%d): %g vs %g", what, K,
+                      rows, r, j, got, ref);
+        }
+}
+
+/* BF16 weights in panels (isa.h), with x in fp32 and, where this CPU has
+ * AVX512_BF16, in the bf16 mode: W packed, then every output within rounding of
+ * the double-precision dot product; a row alone gives the same bits as inside
+ * batches of 1..9 and 37 on 1, 2 or 3 threads (37 rows rounded in two parts);
+ * K = 1100 and 2049 take more than one chunk of pairs (partial sums in y), odd K a
+ * zero pair, 65 and 200 rows a partial panel. An exec on a path without panel
+ * kernels still computes them. */
+Test(kernels, panels_match_and_keep_batch_invariance, .timeout = 240)
 {
     const kernel_isa *isa = &kernel_avx512;
-    if (!test_path_supported(isa) || !kernel_bf16_dot(isa) || !isa->block_panels)
-        cr_skip_test("this CPU has no AVX512_BF16 panels");
+    if (!test_path_supported(isa) || !isa->block_panels_f32)
+        cr_skip_test("this CPU has no AVX-512 panel kernels");
     int Kp[] = {1, 7, 33, 257, 1030, 1100, 2049}, Rp[] = {1, 13, 64, 65, 200}, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 37};
     for (size_t ki = 0; ki < sizeof Kp / sizeof Kp[0]; ki++)
         for (size_t ri = 0; ri < sizeof Rp / sizeof Rp[0]; ri++) {
@@ -400,45 +423,35 @@ Test(kernels, bf16_panels_match_and_keep_batch_invariance, .timeout = 120)
             float *x = test_vec_random((size_t)nmax * (size_t)K);
             float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
             float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
-            exec e1, e2, e3, ef;
-            test_exec_with(&e1, isa, 1, K, 1);
-            test_exec_with(&e2, isa, 2, K, 1);
-            test_exec_with(&e3, isa, 3, K, 1);
-            test_exec_with(&ef, isa, 2, K, 0);
-            e3.rows_cap = 20;
-            for (int r = 0; r < nmax; r++)
-                matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &pm, &e1);
-            for (int fp32 = 0; fp32 < 2; fp32++) {
-                if (fp32)
-                    matmul(batch, x, nmax, &pm, &ef);
+            exec ep;
+            test_exec_with(&ep, &kernel_portable, 1, K, 0);
+            matmul(batch, x, nmax, &pm, &ep);
+            check_panels_values(&w, batch, x, nmax, 0, "on the portable path");
+            exec_destroy(&ep);
+            for (int bf16 = 0; bf16 <= (kernel_bf16_dot(isa) != NULL); bf16++) {
+                exec e1, e2, e3;
+                test_exec_with(&e1, isa, 1, K, bf16);
+                test_exec_with(&e2, isa, 2, K, bf16);
+                test_exec_with(&e3, isa, 3, K, bf16);
+                e3.rows_cap = bf16 ? 20 : e3.rows_cap;
                 for (int r = 0; r < nmax; r++)
-                    for (int j = 0; j < rows; j++) {
-                        double ref = w.bias ? w.bias[j] : 0.0, mag = 0.0;
-                        for (int k = 0; k < K; k++) {
-                            double a = x[(size_t)r * (size_t)K + (size_t)k];
-                            a = fp32 ? a : bf16_round((float)a);
-                            double b = mat_elem(w.data, ST_BF16, (size_t)j * (size_t)K + (size_t)k);
-                            ref += a * b;
-                            mag += fabs(a * b);
-                        }
-                        float got = (fp32 ? batch : solo)[(size_t)r * (size_t)rows + (size_t)j];
-                        cr_assert(fabs(got - ref) <= 1e-5 * mag + 1e-6, "panels%s K=%d rows=%d (%d,%d): %g vs %g",
-                                  fp32 ? " without the kernel" : "", K, rows, r, j, got, ref);
+                    matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &pm, &e1);
+                check_panels_values(&w, solo, x, nmax, bf16, bf16 ? "bf16" : "fp32");
+                exec *es[] = {&e1, &e2, &e3};
+                for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+                    for (int ei = 0; ei < 3; ei++) {
+                        int n = ns[ni], r0 = nmax - n;
+                        memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
+                        matmul(batch, x + (size_t)r0 * (size_t)K, n, &pm, es[ei]);
+                        cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows,
+                                          sizeof(float) * (size_t)n * (size_t)rows),
+                                  "panels %s K=%d rows=%d: batch of %d on %d threads differs from solo rows",
+                                  bf16 ? "bf16" : "fp32", K, rows, n, ei + 1);
                     }
+                exec_destroy(&e1);
+                exec_destroy(&e2);
+                exec_destroy(&e3);
             }
-            exec *es[] = {&e1, &e2, &e3};
-            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
-                for (int ei = 0; ei < 3; ei++) {
-                    int n = ns[ni], r0 = nmax - n;
-                    memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
-                    matmul(batch, x + (size_t)r0 * (size_t)K, n, &pm, es[ei]);
-                    cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
-                              "panels K=%d rows=%d: batch of %d on %d threads differs from solo rows", K, rows, n, ei + 1);
-                }
-            exec_destroy(&e1);
-            exec_destroy(&e2);
-            exec_destroy(&e3);
-            exec_destroy(&ef);
             free(x);
             free(solo);
             free(batch);

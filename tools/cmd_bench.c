@@ -206,7 +206,7 @@ static double gemm_ours(int n_threads, int bf16)
         for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
             w[i] = 0x3c00 + (uint16_t)(i % 97);      /* bf16 values near 0.01 */
         strata_mat m = {.data = w, .dtype = ST_BF16, .rows = GEMM_N, .cols = GEMM_K};
-        if (e.dot_panels && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
+        if (e.isa->block_panels_f32 && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
             bf16_panels_pack(panels, w, GEMM_N, GEMM_K, 0, GEMM_N);
             m.data = panels;
             m.dtype = ST_BF16_PANELS;

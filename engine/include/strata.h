@@ -124,10 +124,8 @@ const strata_model_info *strata_model_get_info(const strata_model *model);
  *          fp32 — by AVX512_BF16 dot products where the CPU has them (twice the
  *          multiply-adds of fp32 FMA; elsewhere same speed, same rounding).
  * Results stay batch-invariant within a mode; their error against fp32 is stated in
- * README.md. Other weight dtypes always compute in fp32. Where the CPU has
- * AVX512_BF16, "bf16" repacks every BF16 matmul weight once for its kernel (the
- * stored layout's pages are released): set the mode before making runners; going
- * back to "fp32" is then STRATA_E_INVALID (load the model again). */
+ * README.md. Other weight dtypes always compute in fp32. Set the mode before
+ * making runners; either mode can follow the other. */
 strata_status strata_model_set_compute(strata_model *model, const char *mode, strata_error *err);
 const char *strata_model_compute(const strata_model *model);
 

@@ -19,16 +19,18 @@
  * 32 in increasing k, reduced by the same tree; elsewhere the rounded x goes
  * through `block`. Either way the order is again fixed by the path alone.
  *
- * On such a CPU the bf16 mode also repacks every BF16 matmul weight once, at
- * strata_model_set_compute, into panels (dtype ST_BF16_PANELS): panel g holds rows
+ * Where the path has panel kernels (AVX-512), every BF16 matmul weight is
+ * repacked once, at load, into panels (dtype ST_BF16_PANELS): panel g holds rows
  * 64g .. 64g+63, and for each pair p of columns (2p, 2p+1), in increasing p, the 64
  * rows' pairs side by side — element [g][p][r][e] = W[64g + r][2p + e]; rows past
- * the end and column K of an odd K are zero. One vector load is then 16 rows' pairs,
- * multiplied (VDPBF16PS) with one x pair broadcast: no lane reductions, and twice
- * the multiply-adds per load of the row layout. Its order: output (i, j) sums in
- * one fp32 lane, acc += x[2p]·w[2p] + x[2p+1]·w[2p+1] for p = 0, 1, … (K split
- * in chunks whose partial sums wait in y, exactly), then + bias — again the same
- * whatever the block's shape, the thread split or the batch.
+ * the end and column K of an odd K are zero. One vector load is then 16 rows' pairs:
+ * no lane reductions, one fp32 lane per output. With x in fp32 (the default mode),
+ * each pair is widened exactly into W[k] and W[k+1] of 16 rows, each times one
+ * broadcast x[k] by FMA: output (i, j) is acc = fma(x[k], w[k], acc) for k = 0, 1, …
+ * With x in BF16 (the bf16 mode, AVX512_BF16), VDPBF16PS multiplies them with one
+ * broadcast x pair: acc += x[2p]·w[2p] + x[2p+1]·w[2p+1] for p = 0, 1, … Either way
+ * K goes in chunks whose partial sums wait in y, exactly, then + bias — again the
+ * same whatever the block's shape, the thread split or the batch.
  */
 #ifndef STRATA_KERNELS_ISA_H
 #define STRATA_KERNELS_ISA_H
@@ -61,6 +63,9 @@ typedef struct kernel_isa {
     /* The same over W in panels (ST_BF16_PANELS, w at the block's first panel, rows
      * ldw = K rounded up to even apart in xb): NULL where block_bf16 is. */
     void (*block_panels)(const mm_block *b);
+    /* The same panels times x in fp32 (x set, ldx = K): the default mode's kernel
+     * for BF16 weights where the path has it (AVX-512), else NULL. */
+    void (*block_panels_f32)(const mm_block *b);
     /* The bf16 mode's rounding of x (matmul.c: round_bf16, the same bits) over the
      * leading whole vectors of n values; returns how many it did. NULL: none. */
     size_t (*to_bf16)(uint16_t *dst, const float *src, size_t n);

@@ -10,8 +10,10 @@
  * the thread's fp32 panel and every x row of the block passes over it. Widening is
  * exact, so both routes give the same bits.
  *
- * The bf16 compute mode rounds x to BF16 first; W repacked in panels for it
- * (ST_BF16_PANELS, isa.h) is split over threads in whole panels of 64 rows.
+ * Where the path has panel kernels (AVX-512), BF16 weights are repacked at load
+ * into panels (ST_BF16_PANELS, isa.h), split over threads in whole panels of 64
+ * rows, and read by one kernel per form of x: fp32, or BF16 in the bf16 compute
+ * mode, which rounds x first.
  *
  * Invariant (batch invariance): every output element's summation order is fixed by
  * the kernel path alone (isa.h), never by n, the tiling or the thread split, so a
@@ -166,15 +168,20 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
     }
 }
 
-/* W in panels: rows [ja, jb) from panel ja / 64 on, by the exec's panel kernel. */
+/* W in panels: rows [ja, jb) from panel ja / 64 on, by the exec's panel kernel
+ * for x in BF16 (rows padded to even) or in fp32. */
 static void matmul_panels(const mm_job *J, int ja, int jb)
 {
     const strata_mat *w = J->w;
     size_t kp = (size_t)(w->cols + (w->cols & 1));
-    mm_block b = {.y = J->y + (size_t)ja, .ldy = (size_t)w->rows, .xb = J->xb, .ldx = kp,
-                  .w = (const uint16_t *)w->data + (size_t)ja * kp, .dtype = ST_BF16_PANELS, .ldw = kp,
-                  .bias = w->bias ? w->bias + ja : NULL, .m = J->n, .nw = jb - ja, .k = w->cols};
-    J->e->dot_panels(&b);
+    mm_block b = {.y = J->y + (size_t)ja, .ldy = (size_t)w->rows, .x = J->x, .xb = J->xb,
+                  .ldx = J->xb ? kp : (size_t)w->cols, .w = (const uint16_t *)w->data + (size_t)ja * kp,
+                  .dtype = ST_BF16_PANELS, .ldw = kp, .bias = w->bias ? w->bias + ja : NULL, .m = J->n,
+                  .nw = jb - ja, .k = w->cols};
+    if (J->xb)
+        J->e->dot_panels(&b);
+    else
+        J->e->isa->block_panels_f32(&b);
 }
 
 /* Thread ti's share of W rows: whole register tiles, or whole panels. */
@@ -235,8 +242,8 @@ void bf16_panels_pack(uint16_t *dst, const uint16_t *w, int rows, int cols, int 
             dst[bf16_panel_index(pairs, r, k)] = w[(size_t)r * (size_t)cols + k];
 }
 
-/* W in panels on an exec without the panel kernel (a runner made before the model
- * went to the bf16 mode): plainly, x as given, each output summed in k order. */
+/* W in panels on an exec whose path has no panel kernels (one asked for by name
+ * after the model was packed): plainly, x as given, each output summed in k order. */
 static void matmul_panels_portable(float *y, const float *x, int n, const strata_mat *w)
 {
     size_t pairs = (size_t)(w->cols + 1) / 2, K = (size_t)w->cols;
@@ -267,7 +274,7 @@ static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, ex
     size_t K = (size_t)w->cols;
     for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
         int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
-        if (w->dtype == ST_BF16_PANELS)
+        if (w->dtype == ST_BF16_PANELS && e->xb)
             round_rows_bf16(e, e->xb, K + (K & 1), x + (size_t)r0 * K, m, (int)K);
         else
             round_bf16(e, e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
@@ -282,7 +289,7 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
     if (n <= 0)
         return;
     int bf16_ready = e->bf16 && (e->xb || e->xr) && w->cols <= e->widest_k;
-    if (w->dtype == ST_BF16_PANELS && !(bf16_ready && e->dot_panels)) {
+    if (w->dtype == ST_BF16_PANELS && !e->isa->block_panels_f32) {
         matmul_panels_portable(y, x, n, w);
         return;
     }

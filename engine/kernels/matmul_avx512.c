@@ -278,6 +278,25 @@ static TARGET_BF16 void block_bf16_dot(const mm_block *b)
 /* Two BF16 values of x read as one 32-bit lane (x is written as uint16_t). */
 typedef uint32_t pair_bits __attribute__((may_alias));
 
+/* Rows r0 .. r0+mb-1 of the panel's outputs j .. j+63 back to y: partial sums,
+ * or after the last chunk (p1 = all pairs) the sums + bias. */
+INLINE void store_panel_rows(const mm_block *b, int j, int r0, const int mb, int p1, const __mmask16 mask[4],
+                             __m512 acc[PANEL_MB][4])
+{
+    int last = p1 == (b->k + 1) / 2;
+#pragma GCC unroll 6
+    for (int i = 0; i < mb; i++) {
+        float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++) {
+            __m512 v = acc[i][t];
+            if (last && b->bias)
+                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[t], b->bias + j + 16 * t));
+            _mm512_mask_storeu_ps(y + 16 * t, mask[t], v);
+        }
+    }
+}
+
 /* Output columns j .. j+63 of x rows r0 .. r0+mb-1 over pairs [p0, p1) of panel w:
  * from 0 (p0 = 0) or the partial sums in y, stored back (+ bias after the last). */
 INLINE_BF16 void panel_rows(const mm_block *b, const uint16_t *w, int j, int r0, const int mb, int p0, int p1,
@@ -308,18 +327,7 @@ INLINE_BF16 void panel_rows(const mm_block *b, const uint16_t *w, int j, int r0,
                 acc[i][t] = _mm512_dpbf16_ps(acc[i][t], xv, wv[t]);
         }
     }
-    int last = p1 == (b->k + 1) / 2;
-#pragma GCC unroll 6
-    for (int i = 0; i < mb; i++) {
-        float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
-#pragma GCC unroll 4
-        for (int t = 0; t < 4; t++) {
-            __m512 v = acc[i][t];
-            if (last && b->bias)
-                v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask[t], b->bias + j + 16 * t));
-            _mm512_mask_storeu_ps(y + 16 * t, mask[t], v);
-        }
-    }
+    store_panel_rows(b, j, r0, mb, p1, mask, acc);
 }
 
 /* round_bf16 (matmul.c) 16 values at a time: u + 0x7fff + (bit 16 of u), the top
@@ -340,35 +348,98 @@ static TARGET size_t to_bf16(uint16_t *dst, const float *src, size_t n)
     return i;
 }
 
-#define PANEL_CASE(M) case M: panel_rows(b, w, j, r0, M, p0, p1, mask, pf, pf_lines); break;
+/* The same over panels with x in fp32 (the default mode): each pair step widens
+ * the four loads exactly — the low element of a pair by a shift, the high one by a
+ * mask — into 16 rows' W[k] then W[k+1], each times one broadcast x[k] per x row
+ * by FMA into 4 × PANEL_MB accumulators; a W element costs one integer op per
+ * PANEL_MB multiply-adds, and no lane is ever reduced. Order per output: FMAs in
+ * increasing k (a K that is odd ends with a lone low element), then + bias. */
+INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, const int mb, int p0, int p1,
+                           const __mmask16 mask[4], const char *pf, int pf_lines)
+{
+    __m512 acc[PANEL_MB][4];
+    const float *x[PANEL_MB];
+#pragma GCC unroll 6
+    for (int i = 0; i < mb; i++) {
+        x[i] = b->x + (size_t)(r0 + i) * b->ldx;
+        const float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            acc[i][t] = p0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[t], y + 16 * t);
+    }
+    const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
+    int whole = b->k / 2 < p1 ? b->k / 2 : p1;      /* pairs with both elements in K */
+    for (int p = p0; p < p1; p++) {
+        prefetch_step(pf, p - p0, pf_lines);
+        const uint16_t *wp = w + (size_t)p * PANEL_PAIR;
+        __m512 wv[4];
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            wv[t] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512((const void *)(wp + 32 * t)), 16));
+#pragma GCC unroll 6
+        for (int i = 0; i < mb; i++) {
+            __m512 xv = _mm512_set1_ps(x[i][2 * p]);
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++)
+                acc[i][t] = _mm512_fmadd_ps(xv, wv[t], acc[i][t]);
+        }
+        if (p >= whole)
+            break;
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            wv[t] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512((const void *)(wp + 32 * t)), high));
+#pragma GCC unroll 6
+        for (int i = 0; i < mb; i++) {
+            __m512 xv = _mm512_set1_ps(x[i][2 * p + 1]);
+#pragma GCC unroll 4
+            for (int t = 0; t < 4; t++)
+                acc[i][t] = _mm512_fmadd_ps(xv, wv[t], acc[i][t]);
+        }
+    }
+    store_panel_rows(b, j, r0, mb, p1, mask, acc);
+}
+
+/* The walk over panels, shared by both row kernels (ROWS): for each panel, its K
+ * in chunks of PANEL_KC pairs, every block of PANEL_MB x rows over a chunk while
+ * prefetching its equal share of the next chunk (this panel's or the next one's). */
+#define PANEL_CASE(ROWS, M) case M: ROWS(b, w, j, r0, M, p0, p1, mask, pf, pf_lines); break;
+#define PANEL_WALK(ROWS)                                                                                  \
+    do {                                                                                                  \
+        int P = (b->k + 1) / 2, n_panels = (b->nw + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS;              \
+        size_t x_blocks = (size_t)((b->m + PANEL_MB - 1) / PANEL_MB);                                     \
+        for (int g = 0; g < n_panels; g++) {                                                              \
+            const uint16_t *w = (const uint16_t *)b->w + (size_t)g * (size_t)P * PANEL_PAIR;              \
+            int j = g * BF16_PANEL_ROWS;                                                                  \
+            __mmask16 mask[4];                                                                            \
+            for (int t = 0; t < 4; t++) {                                                                 \
+                int n = b->nw - j - 16 * t;                                                               \
+                mask[t] = n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;           \
+            }                                                                                             \
+            for (int p0 = 0; p0 < P; p0 += PANEL_KC) {                                                    \
+                int p1 = P - p0 < PANEL_KC ? P : p0 + PANEL_KC;                                           \
+                int next_pairs = p1 < P ? (P - p1 < PANEL_KC ? P - p1 : PANEL_KC)                         \
+                                 : g + 1 < n_panels ? (P < PANEL_KC ? P : PANEL_KC) : 0;                  \
+                const char *pf = (const char *)(w + (size_t)p1 * PANEL_PAIR);                             \
+                size_t share = ((size_t)next_pairs * PANEL_PAIR * 2 / 64 + x_blocks - 1) / x_blocks;     \
+                int pf_lines = (int)((share + (size_t)(p1 - p0) - 1) / (size_t)(p1 - p0));                \
+                for (int r0 = 0; r0 < b->m; r0 += PANEL_MB, pf += share * 64) {                           \
+                    switch (b->m - r0 < PANEL_MB ? b->m - r0 : PANEL_MB) {                                \
+                        PANEL_CASE(ROWS, 6) PANEL_CASE(ROWS, 5) PANEL_CASE(ROWS, 4)                       \
+                        PANEL_CASE(ROWS, 3) PANEL_CASE(ROWS, 2) PANEL_CASE(ROWS, 1)                       \
+                    }                                                                                     \
+                }                                                                                         \
+            }                                                                                             \
+        }                                                                                                 \
+    } while (0)
 
 static TARGET_BF16 void block_panels(const mm_block *b)
 {
-    int P = (b->k + 1) / 2, n_panels = (b->nw + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS;
-    size_t x_blocks = (size_t)((b->m + PANEL_MB - 1) / PANEL_MB);
-    for (int g = 0; g < n_panels; g++) {
-        const uint16_t *w = (const uint16_t *)b->w + (size_t)g * (size_t)P * PANEL_PAIR;
-        int j = g * BF16_PANEL_ROWS;
-        __mmask16 mask[4];
-        for (int t = 0; t < 4; t++) {
-            int n = b->nw - j - 16 * t;
-            mask[t] = n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;
-        }
-        for (int p0 = 0; p0 < P; p0 += PANEL_KC) {
-            int p1 = P - p0 < PANEL_KC ? P : p0 + PANEL_KC;
-            /* the next chunk: this panel's, or the next panel's first */
-            int next_pairs = p1 < P ? (P - p1 < PANEL_KC ? P - p1 : PANEL_KC)
-                             : g + 1 < n_panels ? (P < PANEL_KC ? P : PANEL_KC) : 0;
-            const char *pf = (const char *)(w + (size_t)p1 * PANEL_PAIR);
-            size_t share = ((size_t)next_pairs * PANEL_PAIR * 2 / 64 + x_blocks - 1) / x_blocks;
-            int pf_lines = (int)((share + (size_t)(p1 - p0) - 1) / (size_t)(p1 - p0));
-            for (int r0 = 0; r0 < b->m; r0 += PANEL_MB, pf += share * 64) {
-                switch (b->m - r0 < PANEL_MB ? b->m - r0 : PANEL_MB) {
-                    PANEL_CASE(6) PANEL_CASE(5) PANEL_CASE(4) PANEL_CASE(3) PANEL_CASE(2) PANEL_CASE(1)
-                }
-            }
-        }
-    }
+    PANEL_WALK(panel_rows);
+}
+
+static TARGET void block_panels_f32(const mm_block *b)
+{
+    PANEL_WALK(panel_rows_f32);
 }
 
 static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
@@ -471,7 +542,7 @@ const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .to_bf16 = to_bf16,
     .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
-    .block_bf16 = block_bf16_dot, .block_panels = block_panels,
+    .block_bf16 = block_bf16_dot, .block_panels = block_panels, .block_panels_f32 = block_panels_f32,
 };
 #else
 const kernel_isa kernel_avx512 = {.name = "avx512"};

@@ -3,8 +3,9 @@
  * the layer plan with every weight bound, shape-checked and ready. Any failure
  * frees everything: there is never a partial model. With --weights int8 each
  * matmul weight is quantized here (kernels/q8.h) and its file pages released, so
- * the resident weights are the int8 blocks plus what stays as stored; the bf16
- * compute mode repacks the BF16 ones into panels the same way (kernels/isa.h).
+ * the resident weights are the int8 blocks plus what stays as stored; where the
+ * CPU's kernels read panels, the BF16 ones are repacked into them the same way
+ * (kernels/isa.h).
  * Both live on huge pages (model->weights), like the mapped files.
  */
 #include <errno.h>
@@ -573,6 +574,8 @@ const char *strata_weights_name(strata_weights weights)
     return weights == STRATA_WEIGHTS_INT8 ? "int8" : "native";
 }
 
+static strata_status pack_panels(strata_model *m, strata_error *err);
+
 strata_status strata_model_load(const char *dir, strata_model **out, strata_error *err)
 {
     return strata_model_load_with(dir, NULL, out, err);
@@ -592,6 +595,8 @@ strata_status strata_model_load_with(const char *dir, const strata_load_opts *op
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     loader L = {.m = m, .dir = dir, .int8 = weights == STRATA_WEIGHTS_INT8, .err = err};
     strata_status s = load(&L, dir);
+    if (s == STRATA_OK)
+        s = pack_panels(m, err);
     if (s != STRATA_OK) {
         strata_model_free(m);
         return s;
@@ -605,7 +610,7 @@ const strata_model_info *strata_model_get_info(const strata_model *model)
     return &model->cfg.info;
 }
 
-/* ---- the bf16 mode's panels (kernels/isa.h) */
+/* ---- BF16 weights in panels (kernels/isa.h) */
 
 typedef void (*mat_fn)(strata_model *m, strata_mat *w, void *arg);
 
@@ -682,12 +687,12 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
     *next = dst + panel_slot(w);
 }
 
-/* The bf16 mode's panels, where the CPU has the BF16 dot product (the only path
- * that reads them): once, for good — the stored layout's pages are released. */
+/* The BF16 matmul weights in panels, where this CPU's path has the panel kernels
+ * (kernels/isa.h; both compute modes read them): once, at load — the stored
+ * layout's pages are released. */
 static strata_status pack_panels(strata_model *m, strata_error *err)
 {
-    const kernel_isa *isa = kernel_select();
-    if (m->packed || !kernel_bf16_dot(isa) || !isa->block_panels)
+    if (!kernel_select()->block_panels_f32)
         return STRATA_OK;
     size_t elems = 0;
     each_mat(m, count_panels, &elems);
@@ -695,10 +700,9 @@ static strata_status pack_panels(strata_model *m, strata_error *err)
         return STRATA_OK;
     uint16_t *next = huge_arena_alloc(&m->weights, elems * 2);
     if (!next)
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory repacking %zu MiB of weights for the bf16 mode",
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory repacking %zu MiB of weights into panels",
                            elems * 2 >> 20);
     each_mat(m, pack_mat, &next);
-    m->packed = 1;
     return STRATA_OK;
 }
 
@@ -708,13 +712,7 @@ strata_status strata_model_set_compute(strata_model *model, const char *mode, st
         return strata_fail(err, STRATA_E_INVALID, "no model or compute mode");
     if (strcmp(mode, "fp32") && strcmp(mode, "bf16"))
         return strata_fail(err, STRATA_E_INVALID, "compute mode '%s' is not fp32 or bf16", mode);
-    int bf16 = !strcmp(mode, "bf16");
-    if (!bf16 && model->packed)
-        return strata_fail(err, STRATA_E_INVALID,
-                           "the weights were repacked for the bf16 compute mode; load the model again for fp32");
-    if (bf16)
-        STRATA_TRY(pack_panels(model, err));
-    model->compute_bf16 = bf16;
+    model->compute_bf16 = !strcmp(mode, "bf16");
     return STRATA_OK;
 }
 

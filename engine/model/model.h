@@ -73,8 +73,7 @@ struct strata_model {
     void **owned;           /* fp32 conversions made at load */
     int n_owned, cap_owned;
     int compute_bf16;       /* strata_model_set_compute */
-    huge_arena weights;     /* matmul weights made at load: int8 blocks, the bf16 mode's panels */
-    int packed;             /* the BF16 matmul weights are in panels (kernels/isa.h) */
+    huge_arena weights;     /* matmul weights made at load: int8 blocks, BF16 panels */
 };
 
 /* Convert element i of a stored tensor to fp32. */

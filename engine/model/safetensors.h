@@ -13,7 +13,7 @@
 
 typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_I32, ST_I64, ST_F64, ST_I8, ST_U8, ST_BOOL,
                         ST_I16,
-                        ST_BF16_PANELS /* not a file dtype: BF16 repacked for the bf16 mode (kernels/isa.h) */
+                        ST_BF16_PANELS /* not a file dtype: BF16 repacked at load for the kernels (kernels/isa.h) */
 } st_dtype;
 
 typedef struct st_tensor {
