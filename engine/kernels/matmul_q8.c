@@ -11,11 +11,10 @@
  * tiling or threads (batch invariance, as in matmul.c).
  */
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "core/error.h"
+#include "core/spread.h"
 #include "kernels/q8.h"
 
 /* ---------------------------------------------------------------- quantizer */
@@ -85,66 +84,37 @@ static strata_status quantize_rows(const void *src, st_dtype dtype, int r0, int 
     return STRATA_OK;
 }
 
-typedef struct quant_part {
+typedef struct quant_job {
     const void *src;
     st_dtype dtype;
-    int r0, r1, cols;
+    int r0, cols;
     int8_t *q;
     uint16_t *scales;
     const char *what;
-    strata_error err;
-    strata_status status;
-} quant_part;
+} quant_job;
 
-static void *quant_part_run(void *arg)
+static strata_status quant_part(void *arg, int lo, int hi, strata_error *err)
 {
-    quant_part *p = arg;
-    p->status = quantize_rows(p->src, p->dtype, p->r0, p->r1, p->cols, p->q, p->scales, p->what, &p->err);
-    return NULL;
+    const quant_job *J = arg;
+    return quantize_rows(J->src, J->dtype, J->r0 + lo, J->r0 + hi, J->cols, J->q, J->scales, J->what, err);
 }
 
-#define QUANT_MAX_THREADS 16
 #define QUANT_PARALLEL_MIN (1 << 20)    /* weights below which one thread does it all */
 
-/* Large tensors are split by rows over the online CPUs (the load's wall time is
- * mostly this loop); a thread that cannot start leaves its part to the caller. */
 strata_status q8_quantize(const void *src, st_dtype dtype, int rows, int cols, int8_t *q, uint16_t *scales,
                           const char *what, strata_error *err)
 {
     return q8_quantize_rows(src, dtype, 0, rows, cols, q, scales, what, err);
 }
 
+/* Large tensors are split by rows over the online CPUs (the load's wall time is
+ * mostly this loop). */
 strata_status q8_quantize_rows(const void *src, st_dtype dtype, int r0, int r1, int cols, int8_t *q,
                                uint16_t *scales, const char *what, strata_error *err)
 {
-    int rows = r1 - r0;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int nt = cpus < 1 ? 1 : cpus > QUANT_MAX_THREADS ? QUANT_MAX_THREADS : (int)cpus;
-    if ((double)rows * cols < QUANT_PARALLEL_MIN || rows < nt)
-        nt = 1;
-    quant_part parts[QUANT_MAX_THREADS];
-    pthread_t tids[QUANT_MAX_THREADS];
-    int started[QUANT_MAX_THREADS] = {0};
-    for (int t = 0; t < nt; t++) {
-        parts[t] = (quant_part){.src = src, .dtype = dtype, .r0 = r0 + (int)((long long)rows * t / nt),
-                                .r1 = r0 + (int)((long long)rows * (t + 1) / nt), .cols = cols, .q = q,
-                                .scales = scales, .what = what};
-        started[t] = t > 0 && pthread_create(&tids[t], NULL, quant_part_run, &parts[t]) == 0;
-    }
-    for (int t = 0; t < nt; t++)
-        if (!started[t])
-            quant_part_run(&parts[t]);
-    strata_status s = STRATA_OK;
-    for (int t = 0; t < nt; t++) {
-        if (started[t])
-            pthread_join(tids[t], NULL);
-        if (s == STRATA_OK && parts[t].status != STRATA_OK) {
-            s = parts[t].status;
-            if (err)
-                *err = parts[t].err;
-        }
-    }
-    return s;
+    quant_job J = {src, dtype, r0, cols, q, scales, what};
+    int min_rows = cols > 0 ? QUANT_PARALLEL_MIN / cols : 0;
+    return spread_run(r1 - r0, 1, min_rows, quant_part, &J, err);
 }
 
 /* ---------------------------------------------------------------- portable path */

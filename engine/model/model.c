@@ -21,6 +21,7 @@
 #include "core/error.h"
 #include "core/huge.h"
 #include "core/json.h"
+#include "core/spread.h"
 #include "kernels/isa.h"
 #include "kernels/q8.h"
 #include "model/model.h"
@@ -662,8 +663,24 @@ static void count_panels(strata_model *m, strata_mat *w, void *arg)
         *(size_t *)arg += panel_slot(w);
 }
 
-/* W (BF16) → its panels at *next, in parts of about 32 MiB whose file pages are
- * released once packed (not a tied embedding's, which the lookup still reads). */
+typedef struct pack_job {
+    uint16_t *dst;
+    const strata_mat *w;
+    int r0;
+} pack_job;
+
+static strata_status pack_part(void *arg, int lo, int hi, strata_error *err)
+{
+    const pack_job *J = arg;
+    (void)err;
+    bf16_panels_pack(J->dst, J->w->data, J->w->rows, J->w->cols, J->r0 + lo, J->r0 + hi);
+    return STRATA_OK;
+}
+
+/* W (BF16) → its panels at *next, in parts of about 32 MiB (each split over the
+ * CPUs in whole panels: most of the time is the kernel zeroing fresh huge pages)
+ * whose file pages are released once packed (not a tied embedding's, which the
+ * lookup still reads). */
 static void pack_mat(strata_model *m, strata_mat *w, void *arg)
 {
     if (w->dtype != ST_BF16)
@@ -675,7 +692,8 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
     int release = w->data != m->embed.data;
     for (int r0 = 0; r0 < w->rows; r0 += chunk) {
         int r1 = w->rows - r0 < chunk ? w->rows : r0 + chunk;
-        bf16_panels_pack(dst, w->data, w->rows, w->cols, r0, r1);
+        pack_job J = {dst, w, r0};
+        spread_run(r1 - r0, BF16_PANEL_ROWS, 4 * BF16_PANEL_ROWS, pack_part, &J, NULL);
         if (release)
             release_pages((const char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
     }
