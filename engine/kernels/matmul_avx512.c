@@ -278,6 +278,20 @@ static TARGET_BF16 void block_bf16_dot(const mm_block *b)
 /* Two BF16 values of x read as one 32-bit lane (x is written as uint16_t). */
 typedef uint32_t pair_bits __attribute__((may_alias));
 
+/* The accumulators of rows r0 .. r0+mb-1, outputs j .. j+63: zero before the
+ * first chunk (p0 = 0), else the partial sums waiting in y. */
+INLINE void load_panel_rows(const mm_block *b, int j, int r0, const int mb, int p0, const __mmask16 mask[4],
+                            __m512 acc[PANEL_MB][4])
+{
+#pragma GCC unroll 6
+    for (int i = 0; i < mb; i++) {
+        const float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            acc[i][t] = p0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[t], y + 16 * t);
+    }
+}
+
 /* Rows r0 .. r0+mb-1 of the panel's outputs j .. j+63 back to y: partial sums,
  * or after the last chunk (p1 = all pairs) the sums + bias. */
 INLINE void store_panel_rows(const mm_block *b, int j, int r0, const int mb, int p1, const __mmask16 mask[4],
@@ -304,14 +318,10 @@ INLINE_BF16 void panel_rows(const mm_block *b, const uint16_t *w, int j, int r0,
 {
     __m512 acc[PANEL_MB][4];
     const pair_bits *x[PANEL_MB];
+    load_panel_rows(b, j, r0, mb, p0, mask, acc);
 #pragma GCC unroll 6
-    for (int i = 0; i < mb; i++) {
+    for (int i = 0; i < mb; i++)
         x[i] = (const pair_bits *)(const void *)(b->xb + (size_t)(r0 + i) * b->ldx);
-        const float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
-#pragma GCC unroll 4
-        for (int t = 0; t < 4; t++)
-            acc[i][t] = p0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[t], y + 16 * t);
-    }
     for (int p = p0; p < p1; p++) {
         prefetch_step(pf, p - p0, pf_lines);
         const uint16_t *wp = w + (size_t)p * PANEL_PAIR;
@@ -359,14 +369,10 @@ INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, 
 {
     __m512 acc[PANEL_MB][4];
     const float *x[PANEL_MB];
+    load_panel_rows(b, j, r0, mb, p0, mask, acc);
 #pragma GCC unroll 6
-    for (int i = 0; i < mb; i++) {
+    for (int i = 0; i < mb; i++)
         x[i] = b->x + (size_t)(r0 + i) * b->ldx;
-        const float *y = b->y + (size_t)(r0 + i) * b->ldy + (size_t)j;
-#pragma GCC unroll 4
-        for (int t = 0; t < 4; t++)
-            acc[i][t] = p0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mask[t], y + 16 * t);
-    }
     const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
     int whole = b->k / 2 < p1 ? b->k / 2 : p1;      /* pairs with both elements in K */
     for (int p = p0; p < p1; p++) {
