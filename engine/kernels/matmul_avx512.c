@@ -364,6 +364,19 @@ static TARGET size_t to_bf16(uint16_t *dst, const float *src, size_t n)
  * by FMA into 4 × PANEL_MB accumulators; a W element costs one integer op per
  * PANEL_MB multiply-adds, and no lane is ever reduced. Order per output: FMAs in
  * increasing k (a K that is odd ends with a lone low element), then + bias. */
+/* acc[i][t] += x[i][k] · wv[t] for the mb x rows: one k of 64 outputs. */
+INLINE void fma_rows(__m512 acc[PANEL_MB][4], const __m512 wv[4], const float *const x[PANEL_MB], size_t k,
+                     const int mb)
+{
+#pragma GCC unroll 6
+    for (int i = 0; i < mb; i++) {
+        __m512 xv = _mm512_set1_ps(x[i][k]);
+#pragma GCC unroll 4
+        for (int t = 0; t < 4; t++)
+            acc[i][t] = _mm512_fmadd_ps(xv, wv[t], acc[i][t]);
+    }
+}
+
 INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, const int mb, int p0, int p1,
                            const __mmask16 mask[4], const char *pf, int pf_lines)
 {
@@ -382,25 +395,13 @@ INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, 
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++)
             wv[t] = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_loadu_si512((const void *)(wp + 32 * t)), 16));
-#pragma GCC unroll 6
-        for (int i = 0; i < mb; i++) {
-            __m512 xv = _mm512_set1_ps(x[i][2 * p]);
-#pragma GCC unroll 4
-            for (int t = 0; t < 4; t++)
-                acc[i][t] = _mm512_fmadd_ps(xv, wv[t], acc[i][t]);
-        }
+        fma_rows(acc, wv, x, 2 * (size_t)p, mb);
         if (p >= whole)
             break;
 #pragma GCC unroll 4
         for (int t = 0; t < 4; t++)
             wv[t] = _mm512_castsi512_ps(_mm512_and_si512(_mm512_loadu_si512((const void *)(wp + 32 * t)), high));
-#pragma GCC unroll 6
-        for (int i = 0; i < mb; i++) {
-            __m512 xv = _mm512_set1_ps(x[i][2 * p + 1]);
-#pragma GCC unroll 4
-            for (int t = 0; t < 4; t++)
-                acc[i][t] = _mm512_fmadd_ps(xv, wv[t], acc[i][t]);
-        }
+        fma_rows(acc, wv, x, 2 * (size_t)p + 1, mb);
     }
     store_panel_rows(b, j, r0, mb, p1, mask, acc);
 }
