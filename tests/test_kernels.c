@@ -496,6 +496,46 @@ Test(kernels, conv_taps_match_portable_bitwise)
     free(rows);
 }
 
+/* Attention's inner loops (attend.c): every supported path gives the portable
+ * path's bits — scores over runs of keys that are and are not a multiple of the
+ * keys done at once, head sizes with and without vector tails, and the weighted sum
+ * of values added onto what z already holds. */
+Test(kernels, attention_loops_match_portable_bitwise)
+{
+    enum { N = 13, HD = 136 };
+    float *q = test_vec_random(HD), *kv = test_vec_random((size_t)N * HD), *p = test_vec_random(N);
+    int hds[] = {1, 5, 8, 24, 72, 128, 136};
+    for (int path = 0; path < 3; path++) {
+        const kernel_isa *isa = test_all_paths[path];
+        if (!test_path_supported(isa))
+            continue;
+        for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++)
+            for (int n = 0; n <= N; n++) {
+                int hd = hds[hi];
+                float want[N + 1], got[N + 1], zw[HD], zg[HD];
+                attn_scores_portable(want, q, kv, n, hd, 0.125f);
+                isa->attn_scores(got, q, kv, n, hd, 0.125f);
+                cr_assert(!memcmp(want, got, sizeof(float) * (size_t)n), "%s: scores over %d keys, hd %d differ",
+                          isa->name, n, hd);
+                for (int i = 0; i < hd; i++)
+                    zw[i] = zg[i] = q[i];
+                attn_mix_portable(zw, p, kv, n, hd);
+                isa->attn_mix(zg, p, kv, n, hd);
+                cr_assert(!memcmp(zw, zg, sizeof(float) * (size_t)hd), "%s: mix of %d values, hd %d differs",
+                          isa->name, n, hd);
+            }
+    }
+    float d = 0.0f;
+    for (int i = 0; i < 24; i++)
+        d += q[i] * kv[24 + i];
+    float one;
+    attn_scores_portable(&one, q, kv + 24, 1, 24, 1.0f);
+    cr_assert(fabsf(one - d) <= 1e-5f * (fabsf(d) + 1.0f), "portable score %g vs %g", one, d);
+    free(q);
+    free(kv);
+    free(p);
+}
+
 /* The bf16 mode's rounding of x on a path's vector code (isa.h: to_bf16) gives the
  * scalar rounding's bits: to nearest even, ties both ways, NaN quiet, infinities,
  * denormals and random bit patterns (NaNs among them), tails left to the caller. */

@@ -79,6 +79,11 @@ typedef struct kernel_isa {
      * the Mamba conv — conv.c, whose paths all give the same bits */
     void (*conv_taps)(float *restrict o, const float *restrict b, const float *restrict wT,
                       const float *const *win, size_t cd, int K, int c0, int c1);
+    /* p[t] = dot_f32(q, k_t) · scale for n keys k_t (rows of hd, hd apart); and
+     * z[i] += Σ_t p[t]·v_t[i] over n values in increasing t — attend.c, whose
+     * paths all give the same bits */
+    void (*attn_scores)(float *p, const float *q, const float *k, int n, int hd, float scale);
+    void (*attn_mix)(float *z, const float *p, const float *v, int n, int hd);
     /* One Mamba head over n tokens from state S (P, N):
      *   S = a_t·S + (dt_t·x_t) ⊗ B_t ;  y_t = S·C_t + Dh·x_t
      * x rows are ldx apart, B/C rows ldbc apart, y rows ldy apart; dt and a (n). */
@@ -102,6 +107,13 @@ void conv_taps_avx2(float *restrict o, const float *restrict b, const float *res
                     size_t cd, int K, int c0, int c1);
 void conv_taps_avx512(float *restrict o, const float *restrict b, const float *restrict wT,
                       const float *const *win, size_t cd, int K, int c0, int c1);
+
+/* attend.c's attn_scores and attn_mix, per path */
+void attn_scores_portable(float *p, const float *q, const float *k, int n, int hd, float scale);
+void attn_mix_portable(float *z, const float *p, const float *v, int n, int hd);
+void attn_scores_avx2(float *p, const float *q, const float *k, int n, int hd, float scale);
+void attn_mix_avx2(float *z, const float *p, const float *v, int n, int hd);
+void attn_mix_avx512(float *z, const float *p, const float *v, int n, int hd);
 
 extern const kernel_isa kernel_portable;
 extern const kernel_isa kernel_avx2;

@@ -31,39 +31,31 @@ static void append_kv(strata_cache *c, int j, const float *k, const float *v, in
         }
 }
 
-/* z += p·v over hd values, four at a time (baseline SSE: a multiply then an add per
- * element, never fused, so the same bits as the scalar loop on every CPU). */
-static void axpy(float *restrict z, float p, const float *restrict v, int hd)
-{
-    typedef float vec4 __attribute__((vector_size(16)));
-    int i = 0;
-    for (; i + 4 <= hd; i += 4) {
-        vec4 zv, vv;
-        memcpy(&zv, z + i, sizeof zv);
-        memcpy(&vv, v + i, sizeof vv);
-        zv += p * vv;
-        memcpy(z + i, &zv, sizeof zv);
+/* Keys (or values) [t0, end) of a head run by run: a run is what one cache block
+ * holds contiguously (rows hd apart), handed to fn with its first position. */
+#define EACH_RUN(t0, end, run, BODY)                                                       \
+    for (int t0 = 0, run; t0 < (end); t0 += run) {                                        \
+        run = KV_BLOCK - t0 % KV_BLOCK < (end) - t0 ? KV_BLOCK - t0 % KV_BLOCK : (end) - t0; \
+        BODY;                                                                              \
     }
-    for (; i < hd; i++)
-        z[i] += p * v[i];
-}
 
 /* One query row of one head against keys 0..last; writes probabilities to p. Keys
- * and values of a head are contiguous in the cache (head-major), read in order. */
-static void attend_row(const strata_cache *c, int j, int kvh, const float *q, int last, float scale,
-                       float *p, float *z)
+ * and values of a head are contiguous within a cache block (head-major), read in
+ * order by the path's attn_scores / attn_mix (attend.c). */
+static void attend_row(const kernel_isa *isa, const strata_cache *c, int j, int kvh, const float *q, int last,
+                       float scale, float *p, float *z)
 {
     int hd = c->model->cfg.info.head_dim;
     float mx = -FLT_MAX, sum = 0.0f;
-    for (int tau = 0; tau <= last; tau++) {
-        p[tau] = dot_f32(q, cache_k(c, j, kvh, tau), hd) * scale;
+    EACH_RUN(t0, last + 1, run, isa->attn_scores(p + t0, q, cache_k(c, j, kvh, t0), run, hd, scale))
+    for (int tau = 0; tau <= last; tau++)
         mx = p[tau] > mx ? p[tau] : mx;
-    }
     for (int tau = 0; tau <= last; tau++)
         sum += (p[tau] = expf(p[tau] - mx));
-    memset(z, 0, sizeof(float) * (size_t)hd);
     for (int tau = 0; tau <= last; tau++)
-        axpy(z, p[tau] /= sum, cache_v(c, j, kvh, tau), hd);
+        p[tau] /= sum;
+    memset(z, 0, sizeof(float) * (size_t)hd);
+    EACH_RUN(t0, last + 1, run, isa->attn_mix(z, p + t0, cache_v(c, j, kvh, t0), run, hd))
 }
 
 /* The (sequence, query head) pairs of a step, split over threads; each thread has
@@ -91,7 +83,7 @@ static void attend_pair(const attn_job *J, int q_idx, int h, float *scores)
     float *pattern = J->pattern[q_idx];         // (nh, rows, keys), heads pattern_stride[q_idx] apart
     for (int t = 0; t < n; t++) {
         size_t at = (size_t)(r0 + t) * qw + (size_t)h * hd;
-        attend_row(c, j, h / group, J->q + at, p0 + t, scale, scores, J->z + at);
+        attend_row(s->ex->isa, c, j, h / group, J->q + at, p0 + t, scale, scores, J->z + at);
         if (pattern) {
             float *row = pattern + (size_t)h * J->pattern_stride[q_idx] + (size_t)t * (size_t)keys;
             memcpy(row, scores, sizeof(float) * (size_t)(p0 + t + 1));
