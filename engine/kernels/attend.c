@@ -16,11 +16,17 @@ void attn_scores_portable(float *p, const float *q, const float *k, int n, int h
         p[t] = dot_f32(q, k + (size_t)t * (size_t)hd, hd) * scale;
 }
 
-void attn_mix_portable(float *z, const float *p, const float *v, int n, int hd)
+/* Elements [i0, hd) of z: each adds its values in increasing key order. */
+static void mix_from(float *z, const float *p, const float *v, int n, int hd, int i0)
 {
     for (int t = 0; t < n; t++)
-        for (int i = 0; i < hd; i++)
+        for (int i = i0; i < hd; i++)
             z[i] += p[t] * v[(size_t)t * (size_t)hd + (size_t)i];
+}
+
+void attn_mix_portable(float *z, const float *p, const float *v, int n, int hd)
+{
+    mix_from(z, p, v, n, hd, 0);
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -77,20 +83,12 @@ AVX2 void attn_scores_avx2(float *p, const float *q, const float *k, int n, int 
             STORE(z + i0 + j * (W), zv[j]);                                                              \
     }
 
-/* The elements [i0, hd) of z the vector blocks left, in the scalar order. */
-static void mix_tail(float *z, const float *p, const float *v, int n, int hd, int i0)
-{
-    for (int t = 0; t < n; t++)
-        for (int i = i0; i < hd; i++)
-            z[i] += p[t] * v[(size_t)t * (size_t)hd + (size_t)i];
-}
-
 AVX2 void attn_mix_avx2(float *z, const float *p, const float *v, int n, int hd)
 {
     int i0 = 0;
     MIX_BLOCK(__m256, 8, 4, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_add_ps, _mm256_mul_ps)
     MIX_BLOCK(__m256, 8, 1, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_add_ps, _mm256_mul_ps)
-    mix_tail(z, p, v, n, hd, i0);
+    mix_from(z, p, v, n, hd, i0);
 }
 
 __attribute__((target("avx512f"))) void attn_mix_avx512(float *z, const float *p, const float *v, int n, int hd)
@@ -98,6 +96,6 @@ __attribute__((target("avx512f"))) void attn_mix_avx512(float *z, const float *p
     int i0 = 0;
     MIX_BLOCK(__m512, 16, 4, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_add_ps, _mm512_mul_ps)
     MIX_BLOCK(__m512, 16, 1, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_add_ps, _mm512_mul_ps)
-    mix_tail(z, p, v, n, hd, i0);
+    mix_from(z, p, v, n, hd, i0);
 }
 #endif
