@@ -31,13 +31,13 @@ static void append_kv(strata_cache *c, int j, const float *k, const float *v, in
         }
 }
 
-/* Keys (or values) [t0, end) of a head run by run: a run is what one cache block
- * holds contiguously (rows hd apart), handed to fn with its first position. */
-#define EACH_RUN(t0, end, run, BODY)                                                       \
-    for (int t0 = 0, run; t0 < (end); t0 += run) {                                        \
-        run = KV_BLOCK - t0 % KV_BLOCK < (end) - t0 ? KV_BLOCK - t0 % KV_BLOCK : (end) - t0; \
-        BODY;                                                                              \
-    }
+/* Keys (or values) from position t0 on that one cache block holds contiguously
+ * (rows hd apart), up to end. */
+static int kv_run(int t0, int end)
+{
+    int in_block = KV_BLOCK - t0 % KV_BLOCK;
+    return in_block < end - t0 ? in_block : end - t0;
+}
 
 /* One query row of one head against keys 0..last; writes probabilities to p. Keys
  * and values of a head are contiguous within a cache block (head-major), read in
@@ -47,7 +47,10 @@ static void attend_row(const kernel_isa *isa, const strata_cache *c, int j, int 
 {
     int hd = c->model->cfg.info.head_dim;
     float mx = -FLT_MAX, sum = 0.0f;
-    EACH_RUN(t0, last + 1, run, isa->attn_scores(p + t0, q, cache_k(c, j, kvh, t0), run, hd, scale))
+    for (int t0 = 0, run; t0 <= last; t0 += run) {
+        run = kv_run(t0, last + 1);
+        isa->attn_scores(p + t0, q, cache_k(c, j, kvh, t0), run, hd, scale);
+    }
     for (int tau = 0; tau <= last; tau++)
         mx = p[tau] > mx ? p[tau] : mx;
     for (int tau = 0; tau <= last; tau++)
@@ -55,7 +58,10 @@ static void attend_row(const kernel_isa *isa, const strata_cache *c, int j, int 
     for (int tau = 0; tau <= last; tau++)
         p[tau] /= sum;
     memset(z, 0, sizeof(float) * (size_t)hd);
-    EACH_RUN(t0, last + 1, run, isa->attn_mix(z, p + t0, cache_v(c, j, kvh, t0), run, hd))
+    for (int t0 = 0, run; t0 <= last; t0 += run) {
+        run = kv_run(t0, last + 1);
+        isa->attn_mix(z, p + t0, cache_v(c, j, kvh, t0), run, hd);
+    }
 }
 
 /* The (sequence, query head) pairs of a step, split over threads; each thread has
