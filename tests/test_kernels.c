@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -128,6 +129,26 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
     }
 }
 
+/* The last n of x's BATCH_ROWS rows for n = 1..9 and BATCH_ROWS, as one batch on
+ * each of es (1, 2 and 3 threads), give solo's rows bit for bit (solo: each row
+ * alone). */
+#define BATCH_ROWS 37
+static void check_batches_match_solo(const strata_mat *m, const float *x, const float *solo, exec *const es[3],
+                                     const char *what)
+{
+    int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, BATCH_ROWS}, K = m->cols, rows = m->rows;
+    float *batch = malloc(sizeof(float) * BATCH_ROWS * (size_t)rows);
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+        for (int ei = 0; ei < 3; ei++) {
+            int n = ns[ni], r0 = BATCH_ROWS - n;    /* the batch's rows start anywhere */
+            memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
+            matmul(batch, x + (size_t)r0 * (size_t)K, n, m, es[ei]);
+            cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
+                      "%s K=%d rows=%d: batch of %d on %d threads differs from solo rows", what, K, rows, n, ei + 1);
+        }
+    free(batch);
+}
+
 /* Within one path and compute mode: row r of a batch of n equals row r alone, bit
  * for bit, whatever n (1..9 and 37, which takes the widening route and, in the bf16
  * mode, is rounded in two parts), and whatever the thread count. */
@@ -143,34 +164,24 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
                     int K = Ks[ki], rows = Rows[ri] * 5 + 3;   /* enough rows to split over threads */
                     test_mat w;
                     mat_random(&w, rows, K, dtypes[d], ri % 2);
-                    int nmax = 37;
-                    float *x = test_vec_random((size_t)nmax * (size_t)K);
-                    float *solo = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
-                    float *batch = malloc(sizeof(float) * (size_t)nmax * (size_t)rows);
+                    float *x = test_vec_random((size_t)BATCH_ROWS * (size_t)K);
+                    float *solo = malloc(sizeof(float) * BATCH_ROWS * (size_t)rows);
                     exec e1, e2, e3;
                     test_exec_with(&e1, test_all_paths[p % 3], 1, K, bf16);
                     test_exec_with(&e2, test_all_paths[p % 3], 2, K, bf16);
                     test_exec_with(&e3, test_all_paths[p % 3], 3, K, bf16);
                     e3.rows_cap = bf16 ? 20 : 0;    /* 37 rows: two parts (buffers hold 40) */
-                    for (int r = 0; r < nmax; r++)
+                    for (int r = 0; r < BATCH_ROWS; r++)
                         matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &w.m, &e1);
-                    int ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 37};
                     exec *es[] = {&e1, &e2, &e3};
-                    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
-                        for (int ei = 0; ei < 3; ei++) {
-                            int n = ns[ni], r0 = nmax - n;  /* the batch's rows start anywhere */
-                            memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
-                            matmul(batch, x + (size_t)r0 * (size_t)K, n, &w.m, es[ei]);
-                            cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
-                                      "%s%s dtype %zu K=%d rows=%d: batch of %d on %d threads differs from solo rows",
-                                      test_all_paths[p % 3]->name, bf16 ? " bf16" : "", d, K, rows, n, ei + 1);
-                        }
+                    char what[64];
+                    snprintf(what, sizeof what, "%s%s dtype %zu", test_all_paths[p % 3]->name, bf16 ? " bf16" : "", d);
+                    check_batches_match_solo(&w.m, x, solo, es, what);
                     exec_destroy(&e1);
                     exec_destroy(&e2);
                     exec_destroy(&e3);
                     free(x);
                     free(solo);
-                    free(batch);
                     mat_free(&w);
                 }
     }
@@ -409,10 +420,10 @@ Test(kernels, panels_match_and_keep_batch_invariance, .timeout = 240)
     const kernel_isa *isa = &kernel_avx512;
     if (!test_path_supported(isa) || !isa->block_panels_f32)
         cr_skip_test("this CPU has no AVX-512 panel kernels");
-    int Kp[] = {1, 7, 33, 257, 1030, 1100, 2049}, Rp[] = {1, 13, 64, 65, 200}, ns[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 37};
+    int Kp[] = {1, 7, 33, 257, 1030, 1100, 2049}, Rp[] = {1, 13, 64, 65, 200};
     for (size_t ki = 0; ki < sizeof Kp / sizeof Kp[0]; ki++)
         for (size_t ri = 0; ri < sizeof Rp / sizeof Rp[0]; ri++) {
-            int K = Kp[ki], rows = Rp[ri], nmax = 37;
+            int K = Kp[ki], rows = Rp[ri], nmax = BATCH_ROWS;
             test_mat w;
             mat_random(&w, rows, K, ST_BF16, (int)(ki + ri) % 2);
             uint16_t *packed = calloc(bf16_panels_elems(rows, K), sizeof *packed);
@@ -438,16 +449,7 @@ Test(kernels, panels_match_and_keep_batch_invariance, .timeout = 240)
                     matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &pm, &e1);
                 check_panels_values(&w, solo, x, nmax, bf16, bf16 ? "bf16" : "fp32");
                 exec *es[] = {&e1, &e2, &e3};
-                for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
-                    for (int ei = 0; ei < 3; ei++) {
-                        int n = ns[ni], r0 = nmax - n;
-                        memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
-                        matmul(batch, x + (size_t)r0 * (size_t)K, n, &pm, es[ei]);
-                        cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows,
-                                          sizeof(float) * (size_t)n * (size_t)rows),
-                                  "panels %s K=%d rows=%d: batch of %d on %d threads differs from solo rows",
-                                  bf16 ? "bf16" : "fp32", K, rows, n, ei + 1);
-                    }
+                check_batches_match_solo(&pm, x, solo, es, bf16 ? "panels bf16" : "panels fp32");
                 exec_destroy(&e1);
                 exec_destroy(&e2);
                 exec_destroy(&e3);
