@@ -14,10 +14,10 @@
  * AVX2/AVX-512 fuse (FMA), and AVX-512 uses 16 lanes. A machine uses one path.
  *
  * The bf16 compute mode (opt-in, strata_model_set_compute) rounds x to BF16 before
- * every matmul with BF16 weights. Where the CPU has AVX512_BF16, block_bf16 then
- * sums pairs of products (VDPBF16PS): lane l of 16 takes elements 2l, 2l+1 of each
- * 32 in increasing k, reduced by the same tree; elsewhere the rounded x goes
- * through `block`. Either way the order is again fixed by the path alone.
+ * every matmul with BF16 weights. On W as stored the rounded x goes through
+ * `block`; on panels (below), through block_panels (VDPBF16PS) where the CPU has
+ * AVX512_BF16, else block_panels_f32. Either way the order is again fixed by the
+ * path alone.
  *
  * Where the path has panel kernels (AVX-512), every BF16 matmul weight is
  * repacked once, at load, into panels (dtype ST_BF16_PANELS): panel g holds rows
@@ -44,7 +44,7 @@ typedef struct mm_block {
     float *y;
     size_t ldy;
     const float *x;         /* (m, ldx), or NULL when xb is given */
-    const uint16_t *xb;     /* (m, ldx) x in BF16 for block_bf16, else NULL */
+    const uint16_t *xb;     /* (m, ldx) x in BF16 for block_panels, else NULL */
     size_t ldx;
     const void *w;
     st_dtype dtype;         /* ST_F32, ST_BF16 or ST_F16 */
@@ -57,11 +57,10 @@ typedef struct kernel_isa {
     const char *name;       /* "avx512", "avx2", "portable" */
     int lanes, mr, nr;      /* accumulator lanes; register tile rows of x × rows of W */
     void (*block)(const mm_block *b);
-    /* The same with x and W in BF16 (xb set): NULL where the ISA has no BF16 dot
-     * product; usable only where kernel_bf16_dot says the CPU has it. */
-    void (*block_bf16)(const mm_block *b);
-    /* The same over W in panels (ST_BF16_PANELS, w at the block's first panel, rows
-     * ldw = K rounded up to even apart in xb): NULL where block_bf16 is. */
+    /* The same over W in panels (ST_BF16_PANELS, w at the block's first panel)
+     * with x in BF16 (xb set, rows ldx = K rounded up to even apart): NULL where
+     * the ISA has no BF16 dot product; usable only where kernel_bf16_dot says the
+     * CPU has it. */
     void (*block_panels)(const mm_block *b);
     /* The same panels times x in fp32 (x set, ldx = K): the default mode's kernel
      * for BF16 weights where the path has it (AVX-512), else NULL. */
@@ -124,7 +123,7 @@ extern const kernel_isa kernel_avx512;
 const kernel_isa *kernel_select(void);
 /* A path by name if this CPU supports it, else NULL. */
 const kernel_isa *kernel_by_name(const char *name);
-/* k->block_bf16 if this CPU runs it, else NULL. */
+/* k->block_panels if this CPU runs it, else NULL. */
 void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b);
 
 /* The panel layout: rows per panel, elements of W packed, and the packing of rows

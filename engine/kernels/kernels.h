@@ -33,10 +33,9 @@ typedef struct exec {
     size_t panel_floats;
     int widest_k;
     int bf16;               /* the bf16 compute mode (isa.h) */
-    void (*dot)(const mm_block *b); /* in that mode, the CPU's BF16 dot-product kernel, or NULL */
-    void (*dot_panels)(const mm_block *b); /* the same over W in panels (isa.h), or NULL */
+    void (*dot)(const mm_block *b); /* in that mode, the CPU's BF16 dot product over panels, or NULL */
     uint16_t *xb;           /* (rows_cap, widest_k rounded up to even) x rounded to BF16, for dot */
-    float *xr;              /* (rows_cap, widest_k) the same as fp32, where there is no dot */
+    float *xr;              /* (rows_cap, widest_k) the same as fp32, for every other kernel */
     int rows_cap;
 } exec;
 

@@ -64,9 +64,9 @@ strata_status exec_reserve(exec *e, int rows, strata_error *err)
     if (!e->bf16 || rows <= e->rows_cap)
         return STRATA_OK;
     size_t n = (size_t)rows * (size_t)(e->widest_k + 1);   /* rows padded to even for the panels */
-    uint16_t *xb = e->dot ? malloc(n * sizeof *xb) : NULL;     /* one of the two is used */
-    float *xr = e->dot ? NULL : malloc(n * sizeof *xr);
-    if (!xb && !xr) {
+    uint16_t *xb = e->dot ? malloc(n * sizeof *xb) : NULL;     /* panels, where the CPU has dot */
+    float *xr = malloc(n * sizeof *xr);                        /* everything else (never touched if unused) */
+    if (!xr || (e->dot && !xb)) {
         free(xb);
         free(xr);
         return strata_fail(err, STRATA_E_NOMEM, "out of memory: rounding %d rows of x to BF16", rows);
@@ -83,7 +83,6 @@ strata_status exec_set_bf16(exec *e, int on, strata_error *err)
 {
     e->bf16 = on != 0;
     e->dot = e->bf16 ? kernel_bf16_dot(e->isa) : NULL;
-    e->dot_panels = e->dot ? e->isa->block_panels : NULL;
     return exec_reserve(e, 16, err);
 }
 
@@ -128,7 +127,7 @@ void exec_for(exec *e, int n, double work, range_fn fn, void *arg)
 typedef struct mm_job {
     float *y;
     const float *x;
-    const uint16_t *xb;     /* x in BF16 for e->dot, or NULL */
+    const uint16_t *xb;     /* x in BF16 for e->dot (W in panels), or NULL */
     int n;
     const strata_mat *w;
     exec *e;
@@ -148,17 +147,13 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
     size_t esz = st_dtype_size(w->dtype), rows = (size_t)w->rows;
     int pr = MATMUL_PANEL_FLOATS / K / nr * nr;
     pr = pr < nr ? nr : pr;
-    int widen = !J->xb && w->dtype != ST_F32 && J->n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
+    int widen = w->dtype != ST_F32 && J->n >= MATMUL_WIDEN_MIN_ROWS && (size_t)pr * (size_t)K <= panel_floats;
     for (int j0 = ja; j0 < jb; j0 += pr) {
         int nw = jb - j0 < pr ? jb - j0 : pr;
         const char *src = (const char *)w->data + (size_t)j0 * (size_t)K * esz;
         mm_block b = {.y = J->y + (size_t)j0, .ldy = rows, .x = J->x, .xb = J->xb, .ldx = (size_t)K,
                       .w = src, .dtype = w->dtype, .ldw = (size_t)K,
                       .bias = w->bias ? w->bias + j0 : NULL, .m = J->n, .nw = nw, .k = K};
-        if (J->xb) {
-            J->e->dot(&b);
-            continue;
-        }
         if (widen) {
             isa->widen(panel, src, w->dtype, (size_t)nw * (size_t)K);
             b.w = panel;
@@ -179,7 +174,7 @@ static void matmul_panels(const mm_job *J, int ja, int jb)
                   .dtype = ST_BF16_PANELS, .ldw = kp, .bias = w->bias ? w->bias + ja : NULL, .m = J->n,
                   .nw = jb - ja, .k = w->cols};
     if (J->xb)
-        J->e->dot_panels(&b);
+        J->e->dot(&b);
     else
         J->e->isa->block_panels_f32(&b);
 }
@@ -272,14 +267,15 @@ static void matmul_run(mm_job *J)
 static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     size_t K = (size_t)w->cols;
+    int dot = w->dtype == ST_BF16_PANELS && e->dot;    /* else x rounded in fp32, through the fp32 kernels */
     for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
         int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
-        if (w->dtype == ST_BF16_PANELS && e->xb)
+        if (dot)
             round_rows_bf16(e, e->xb, K + (K & 1), x + (size_t)r0 * K, m, (int)K);
         else
-            round_bf16(e, e->xb, e->xr, x + (size_t)r0 * K, (size_t)m * K);
-        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = e->xb, .n = m, .w = w, .e = e,
-                    .nt = e->n_threads};
+            round_bf16(e, NULL, e->xr, x + (size_t)r0 * K, (size_t)m * K);
+        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = dot ? e->xb : NULL, .n = m, .w = w,
+                    .e = e, .nt = e->n_threads};
         matmul_run(&J);
     }
 }

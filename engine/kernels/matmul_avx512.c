@@ -1,7 +1,8 @@
 /*
- * matmul_avx512.c — the AVX-512 kernels: 16 fp32 lanes, register tiles of
- * 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers; and the bf16 compute
- * mode's tiles (VDPBF16PS on x and W both BF16), on W as stored or in panels.
+ * matmul_avx512.c — the AVX-512 kernels: on W as stored, 16 fp32 lanes in
+ * register tiles of 4 x-rows × 4 W-rows, W widened from BF16/F16 in registers; on
+ * BF16 weights in panels (isa.h), one lane per output, by FMA on W widened in
+ * registers (x in fp32) or by VDPBF16PS (the bf16 compute mode, x in BF16).
  * Summation order as in isa.h (16 lanes folded to 8 first; four tiles' sums folded
  * together, same additions).
  *
@@ -198,79 +199,21 @@ static void block(const mm_block *b)
         block_f32(b);
 }
 
-/* ---- the bf16 compute mode: x and W both BF16, pairs of products summed by
- * VDPBF16PS into 16 fp32 lanes (lane l takes elements 2l and 2l+1 of every 32),
- * twice the multiply-adds of an FMA per instruction. */
-
+/* ---- BF16 weights in panels (isa.h). The bf16 compute mode's kernel: x and W
+ * both BF16, per pair step four loads of 16 rows' pairs and one broadcast x pair
+ * per x row feed 4 × PANEL_MB accumulators by VDPBF16PS (two products summed per
+ * lane: twice the multiply-adds of an FMA per instruction), one fp32 lane per
+ * output. PANEL_KC pairs of a panel (128 KiB) stay in L2 while every
+ * block of x rows passes over them; each pass prefetches its share of the next
+ * chunk, so the panels leave DRAM once, as one stream per thread. */
 #define TARGET_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16,avx2,fma,f16c")))
 #define INLINE_BF16 static inline __attribute__((always_inline)) TARGET_BF16
-
-/* The last len < 32 BF16 elements at p, zero-padded. */
-INLINE_BF16 __m512bh load_pairs_tail(const uint16_t *p, int len)
-{
-    return (__m512bh)_mm512_maskz_loadu_epi16((__mmask32)((1u << len) - 1), p);
-}
 
 INLINE_BF16 __m512bh load_pairs(const uint16_t *p)
 {
     return (__m512bh)_mm512_loadu_si512((const void *)p);
 }
 
-INLINE_BF16 void tile_bf16(const mm_block *b, int r0, int j0, const int mr, const int nr, const char *pf,
-                           int pf_lines)
-{
-    __m512 acc[MR][NR];
-    const uint16_t *x[MR], *w[NR];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) {
-        x[i] = b->xb + (size_t)(r0 + i) * b->ldx;
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++)
-            acc[i][j] = _mm512_setzero_ps();
-    }
-#pragma GCC unroll 4
-    for (int j = 0; j < nr; j++)
-        w[j] = (const uint16_t *)b->w + (size_t)(j0 + j) * b->ldw;
-    int k32 = b->k & ~31;
-    for (int kk = 0; kk < k32; kk += 32) {
-        prefetch_step(pf, kk / 16, pf_lines);
-        prefetch_step(pf, kk / 16 + 1, pf_lines);
-        __m512bh wv[NR];
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++)
-            wv[j] = load_pairs(w[j] + kk);
-#pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            __m512bh xv = load_pairs(x[i] + kk);
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++)
-                acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-        }
-    }
-    if (k32 < b->k) {
-        int len = b->k - k32;
-        __m512bh wv[NR];
-        for (int j = 0; j < nr; j++)
-            wv[j] = load_pairs_tail(w[j] + k32, len);
-        for (int i = 0; i < mr; i++) {
-            __m512bh xv = load_pairs_tail(x[i] + k32, len);
-            for (int j = 0; j < nr; j++)
-                acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
-        }
-    }
-    store_tile(b, r0, j0, mr, nr, acc);
-}
-
-static TARGET_BF16 void block_bf16_dot(const mm_block *b)
-{
-    WALK(tile_bf16, 2);
-}
-
-/* ---- the same over W in panels (isa.h): per pair step, four loads of 16 rows'
- * pairs and one broadcast x pair per x row feed 4 × PANEL_MB accumulators, one
- * fp32 lane per output. PANEL_KC pairs of a panel (128 KiB) stay in L2 while every
- * block of x rows passes over them; each pass prefetches its share of the next
- * chunk, so the panels leave DRAM once, as one stream per thread. */
 #define PANEL_MB 6
 #define PANEL_KC 512
 #define PANEL_PAIR 128      /* BF16 elements of one pair step of a panel: 64 rows × 2 */
@@ -550,7 +493,7 @@ const kernel_isa kernel_avx512 = {
     .to_bf16 = to_bf16,
     .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
     .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx512,
-    .block_bf16 = block_bf16_dot, .block_panels = block_panels, .block_panels_f32 = block_panels_f32,
+    .block_panels = block_panels, .block_panels_f32 = block_panels_f32,
 };
 #else
 const kernel_isa kernel_avx512 = {.name = "avx512"};

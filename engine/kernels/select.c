@@ -46,8 +46,8 @@ void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     __builtin_cpu_init();
-    if (k->block_bf16 && __builtin_cpu_supports("avx512bf16"))
-        return k->block_bf16;
+    if (k->block_panels && __builtin_cpu_supports("avx512bf16"))
+        return k->block_panels;
 #endif
     (void)k;
     return NULL;
