@@ -15,10 +15,10 @@
 
 /* Start fetching [p, p + bytes) toward the core, a cache line at a time (never
  * faults). The T2 hint, not T0: on a Zen 4 the batched-decode tiles (2–16 x rows)
- * then run 1.3–2× faster from DRAM (bf16 tiles at 16 rows 124–207 → 215–297
- * GFLOP/s, fp32 tiles at 4 rows 58–69 → 94–138 on two threads), presumably
- * because T0 fills evict the x rows the tile is still using from L1, while the
- * L1's own prefetcher brings the lines the last step from L2. */
+ * then ran 1.3–2× faster from DRAM (the bf16 dot tiles of the time at 16 rows
+ * 124–207 → 215–297 GFLOP/s, fp32 tiles at 4 rows 58–69 → 94–138 on two
+ * threads), presumably because T0 fills evict the x rows the tile is still using
+ * from L1, while the L1's own prefetcher brings the lines the last step from L2. */
 static inline __attribute__((always_inline)) void prefetch_span(const char *p, size_t bytes)
 {
     for (size_t off = 0; off < bytes; off += 64)
