@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "kernels/isa.h"
 #include "model/model.h"
 #include "util.h"
 
@@ -249,6 +250,26 @@ Test(checkpoints, f16_and_bf16_widen_exactly)
     cr_assert_eq(mat_elem(bf16, ST_BF16, 0), 1.0f);
     cr_assert_eq(mat_elem(bf16, ST_BF16, 1), -3.0f);
     cr_assert_float_eq(mat_elem(bf16, ST_BF16, 2), 0.333984375f, 1e-12);
+}
+
+/* BF16 matmul weights go into panels at load where the kernel path reads them and
+ * they fit in RAM (model.h: panels_fit); a tied LM head is a copy, so the
+ * embedding lookup keeps reading the stored rows. */
+Test(checkpoints, bf16_weights_are_packed_where_they_fit)
+{
+    size_t gib = (size_t)1 << 30;
+    cr_assert(panels_fit(16 * gib, 24 * gib), "the 8B on this machine");
+    cr_assert(!panels_fit(60 * gib, 64 * gib), "a model near the RAM size keeps its stored layout");
+    cr_assert(panels_fit(1, 0), "RAM unknown");
+    strata_model *m;
+    strata_error err;
+    cr_assert_eq(strata_model_load(shared_path("fixtures/models/tied-small"), &m, &err), STRATA_OK, "%s", err.message);
+    st_dtype want = kernel_select()->block_panels_f32 ? ST_BF16_PANELS : ST_BF16;
+    cr_assert_eq(m->lm_head.dtype, want);
+    cr_assert_eq(m->embed.dtype, ST_BF16);
+    if (want == ST_BF16_PANELS)
+        cr_assert_neq(m->lm_head.data, m->embed.data);
+    strata_model_free(m);
 }
 
 Test(checkpoints, truncated_weights_are_refused)

@@ -705,16 +705,22 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
     *next = dst + panel_slot(w);
 }
 
+int panels_fit(size_t packed, size_t phys)
+{
+    return phys == 0 || packed <= phys / 4 * 3;
+}
+
 /* The BF16 matmul weights in panels, where this CPU's path has the panel kernels
- * (kernels/isa.h; both compute modes read them): once, at load — the stored
- * layout's pages are released. */
+ * (kernels/isa.h; both compute modes read them) and they fit (panels_fit): once,
+ * at load — the stored layout's pages are released. */
 static strata_status pack_panels(strata_model *m, strata_error *err)
 {
     if (!kernel_select()->block_panels_f32)
         return STRATA_OK;
     size_t elems = 0;
     each_mat(m, count_panels, &elems);
-    if (!elems)
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (!elems || !panels_fit(elems * 2, pages > 0 && page > 0 ? (size_t)pages * (size_t)page : 0))
         return STRATA_OK;
     uint16_t *next = huge_arena_alloc(&m->weights, elems * 2);
     if (!next)

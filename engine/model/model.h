@@ -66,7 +66,7 @@ struct strata_model {
     int n_mamba, n_attn;
     layer *layers;          /* (n_layers) */
     strata_mat embed;       /* [V, d] */
-    strata_mat lm_head;     /* [V, d] (= embed when tied) */
+    strata_mat lm_head;     /* [V, d] (= embed when tied, unless packed into panels) */
     float *norm_f;          /* (d) */
     st_file **files;        /* the mmapped shards */
     int n_files;
@@ -75,6 +75,12 @@ struct strata_model {
     int compute_bf16;       /* strata_model_set_compute */
     huge_arena weights;     /* matmul weights made at load: int8 blocks, BF16 panels */
 };
+
+/* Whether `packed` bytes of panels (kernels/isa.h) may be made at load on a machine
+ * with `phys` bytes of RAM (0: unknown): at most 3/4 of it. Panels are anonymous
+ * memory, which cannot be paged back to the file as mapped weights can, so a model
+ * near or above the RAM size keeps its stored layout (slower matmuls, but it runs). */
+int panels_fit(size_t packed, size_t phys);
 
 /* Convert element i of a stored tensor to fp32. */
 float mat_elem(const void *data, st_dtype dtype, size_t i);
