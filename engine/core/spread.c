@@ -30,7 +30,10 @@ strata_status spread_run(int n, int unit, int min_items, spread_fn fn, void *arg
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     int units = (n + unit - 1) / unit;
     int nt = cpus < 1 ? 1 : cpus > SPREAD_MAX_THREADS ? SPREAD_MAX_THREADS : (int)cpus;
-    nt = n < min_items ? 1 : nt < units ? nt : units < 1 ? 1 : units;
+    if (n < min_items)
+        nt = 1;
+    if (nt > units)
+        nt = units > 0 ? units : 1;
     spread_part parts[SPREAD_MAX_THREADS];
     pthread_t tids[SPREAD_MAX_THREADS];
     int started[SPREAD_MAX_THREADS] = {0};

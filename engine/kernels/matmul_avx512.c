@@ -301,12 +301,6 @@ static TARGET size_t to_bf16(uint16_t *dst, const float *src, size_t n)
     return i;
 }
 
-/* The same over panels with x in fp32 (the default mode): each pair step widens
- * the four loads exactly — the low element of a pair by a shift, the high one by a
- * mask — into 16 rows' W[k] then W[k+1], each times one broadcast x[k] per x row
- * by FMA into 4 × PANEL_MB accumulators; a W element costs one integer op per
- * PANEL_MB multiply-adds, and no lane is ever reduced. Order per output: FMAs in
- * increasing k (a K that is odd ends with a lone low element), then + bias. */
 /* acc[i][t] += x[i][k] · wv[t] for the mb x rows: one k of 64 outputs. */
 INLINE void fma_rows(__m512 acc[PANEL_MB][4], const __m512 wv[4], const float *const x[PANEL_MB], size_t k,
                      const int mb)
@@ -320,6 +314,12 @@ INLINE void fma_rows(__m512 acc[PANEL_MB][4], const __m512 wv[4], const float *c
     }
 }
 
+/* The same over panels with x in fp32 (the default mode): each pair step widens
+ * the four loads exactly — the low element of a pair by a shift, the high one by a
+ * mask — into 16 rows' W[k] then W[k+1], each times one broadcast x[k] per x row
+ * by FMA into 4 × PANEL_MB accumulators; a W element costs one integer op per
+ * PANEL_MB multiply-adds, and no lane is ever reduced. Order per output: FMAs in
+ * increasing k (a K that is odd ends with a lone low element), then + bias. */
 INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, const int mb, int p0, int p1,
                            const __mmask16 mask[4], const char *pf, int pf_lines)
 {
