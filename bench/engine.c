@@ -3,7 +3,9 @@
  * synthetic Nemotron-H (hidden 1024, 24 layers in the 8B's M / - / * mix, vocab
  * 131072, BF16). The checkpoint is generated on first use outside tracked files
  * ($STRATA_BENCH_MODEL, default build/models/470m), then `strata bench` prints the
- * report. Extra arguments are passed to `strata bench` (e.g. --json).
+ * report: the default compute mode (fp32), then --compute bf16. Extra arguments
+ * are passed to `strata bench` (e.g. --json; a --compute among them runs that mode
+ * alone).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,16 +45,30 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    char **args = calloc((size_t)argc + 4, sizeof *args);
-    if (!args)
-        return 1;
-    int n = 0;
-    args[n++] = (char *)cli;
-    args[n++] = "bench";
-    args[n++] = (char *)dir;
+    /* the default mode (exact fp32 math), then the opt-in bf16 mode, unless the
+     * caller chose one */
+    int chosen = 0;
     for (int i = 1; i < argc; i++)
-        args[n++] = argv[i];
-    int rc = run(args);
-    free(args);
+        chosen |= !strcmp(argv[i], "--compute");
+    const char *modes[] = {"fp32", "bf16"};
+    int rc = 0;
+    for (int m = 0; rc == 0 && m < (chosen ? 1 : 2); m++) {
+        char **args = calloc((size_t)argc + 6, sizeof *args);
+        if (!args)
+            return 1;
+        int n = 0;
+        args[n++] = (char *)cli;
+        args[n++] = "bench";
+        args[n++] = (char *)dir;
+        if (!chosen) {
+            args[n++] = "--compute";
+            args[n++] = (char *)modes[m];
+            printf("bench: --compute %s\n", modes[m]);
+        }
+        for (int i = 1; i < argc; i++)
+            args[n++] = argv[i];
+        rc = run(args);
+        free(args);
+    }
     return rc;
 }

@@ -4,6 +4,7 @@
  * end on it. No timing is asserted anywhere.
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,6 +71,36 @@ Test(tools, make_checkpoint_refuses_bad_options)
     free(dir);
 }
 
+/* Every engine figure of a bench --json report is the best of `rounds` rounds: no
+ * round did better than it (the worst is at most the best), and each S's ratio
+ * to single-stream decode is the one its two figures give. */
+static void check_bench_rounds(const char *out, int rounds)
+{
+    json_error_t jerr;
+    json_t *r = json_loads(out, 0, &jerr);
+    cr_assert(r, "bench --json is not JSON (%s): %s", jerr.text, out);
+    cr_assert_eq(json_integer_value(json_object_get(r, "repeat")), rounds);
+    const char *pairs[][2] = {{"prefill_tok_s", "prefill_tok_s_worst"}, {"decode_tok_s", "decode_tok_s_worst"}};
+    for (int i = 0; i < 2; i++) {
+        double best = json_number_value(json_object_get(r, pairs[i][0]));
+        double worst = json_number_value(json_object_get(r, pairs[i][1]));
+        cr_assert(worst > 0 && worst <= best, "%s %g, worst %g", pairs[i][0], best, worst);
+    }
+    double single = json_number_value(json_object_get(r, "decode_tok_s"));
+    json_t *agg = json_object_get(r, "aggregate_decode_tok_s"), *low = json_object_get(r, "aggregate_decode_tok_s_worst");
+    json_t *ratio = json_object_get(r, "aggregate_vs_single");
+    cr_assert(json_object_size(agg) > 0 && json_object_size(low) == json_object_size(agg) &&
+              json_object_size(ratio) == json_object_size(agg), "%s", out);
+    const char *S;
+    json_t *v;
+    json_object_foreach(agg, S, v) {
+        double best = json_number_value(v), worst = json_number_value(json_object_get(low, S));
+        cr_assert(worst > 0 && worst <= best, "%s sessions: %g, worst %g", S, best, worst);
+        cr_assert_float_eq(json_number_value(json_object_get(ratio, S)), best / single, 2e-3 * best / single, "%s", S);
+    }
+    json_decref(r);
+}
+
 Test(tools, bench_runs_on_a_tiny_checkpoint_and_prints_json, .timeout = 120)
 {
     char *dir = make_temp_dir(), cmd[8192], *out = NULL;
@@ -81,6 +112,7 @@ Test(tools, bench_runs_on_a_tiny_checkpoint_and_prints_json, .timeout = 120)
                           "\"ttft_ms\"", "\"peak_rss_mib\"", "\"weight_bytes\"", "\"kernel\"", "\"threads\":2"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
         cr_assert(strstr(out, keys[i]), "bench --json lacks %s: %s", keys[i], out);
+    check_bench_rounds(out, 3);
     free(out);
     remove_tree(dir);
     free(dir);

@@ -2,10 +2,10 @@
  * cmd_bench.c — strata bench MODEL_DIR: how fast the engine runs a checkpoint on
  * this machine, and how that compares with what the machine can do.
  *
- *   engine:  prefill tok/s (one step of --prompt-tokens, best of --repeat 3), time to
- *            first token,
+ *   engine:  prefill tok/s (one step of --prompt-tokens), time to first token,
  *            single-stream decode tok/s, aggregate decode tok/s with S sessions
- *            (one strata_runner_step of S one-token sequences per step), peak RSS
+ *            (one strata_runner_step of S one-token sequences per step): each the
+ *            best of --repeat 3 interleaved rounds; peak RSS
  *   machine: memory bandwidth (STREAM-style triad on the engine's thread count, and
  *            a read-only pass, which is what decode does),
  *            GEMM rate of our own matmul (BF16 weights) and of OpenBLAS sgemm
@@ -48,8 +48,9 @@ typedef struct bench_result {
     const char *kernel, *weights;
     int threads;
     int bf16, dot_bf16;     /* the bf16 compute mode; through BF16 dot products */
-    double prefill_tok_s, ttft_ms, decode_tok_s;
+    double prefill_tok_s, ttft_ms, decode_tok_s;    /* each the best of --repeat rounds */
     double aggregate[MAX_SESSIONS];
+    double prefill_worst, decode_worst, aggregate_worst[MAX_SESSIONS];  /* the worst rounds */
     double bandwidth, read_bandwidth, gemm_ours, gemm_blas, fma_peak;
     const char *blas_core;
     double peak_rss_mib;
@@ -400,47 +401,71 @@ static strata_status run_sessions(strata_model *model, strata_runner *run, int S
     return s;
 }
 
-/* Warm-up (touch every weight page), prefill (best of --repeat fresh caches: the
- * machine may be shared) + single-stream decode from the last one, then the
- * aggregate runs. */
-static strata_status run_engine(strata_model *model, strata_runner *run, const bench_opts *o, bench_result *r,
-                                strata_error *err)
+/* One prefill of o->prompt tokens into a fresh cache, then o->gen single-stream
+ * decode steps from it; the seconds each took. The cache is freed before the
+ * aggregate runs, so peak RSS stays the weights plus their sessions' state. */
+static strata_status run_single(strata_model *model, strata_runner *run, const int32_t *ids, float *logits,
+                                const bench_opts *o, double *t_prefill, double *t_decode, strata_error *err)
 {
-    int vocab = strata_model_get_info(model)->vocab_size;
-    double tmp;
-    STRATA_TRY(run_sessions(model, run, 1, 8, 1, &tmp, err));
     strata_cache *cache = NULL;
-    int32_t *ids = malloc(sizeof *ids * (size_t)o->prompt), next;
-    float *logits = malloc(sizeof *logits * (size_t)vocab);
-    strata_status s = ids && logits ? strata_cache_new(model, &cache, err) : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    STRATA_TRY(strata_cache_new(model, &cache, err));
     strata_seq seq = {.cache = cache, .tokens = ids, .n_tokens = o->prompt, .logits = logits};
-    double best = 0;
-    fill_prompt(ids ? ids : &next, ids ? o->prompt : 1, vocab, 12345u);
-    for (int rep = 0; s == STRATA_OK && rep < o->repeat; rep++) {
-        strata_cache_reset(cache);
-        seq.tokens = ids;
-        seq.n_tokens = o->prompt;
-        double t0 = cli_now();
-        s = strata_runner_step(run, &seq, 1, err);
-        double t = cli_now() - t0;
-        if (!rep || t < best)
-            best = t;
-    }
-    r->prefill_tok_s = o->prompt / best;
-    r->ttft_ms = 1e3 * best;
+    int vocab = strata_model_get_info(model)->vocab_size;
     double t0 = cli_now();
+    strata_status s = strata_runner_step(run, &seq, 1, err);
+    *t_prefill = cli_now() - t0;
+    int32_t next;
+    t0 = cli_now();
     for (int i = 0; s == STRATA_OK && i < o->gen; i++) {
         next = cli_argmax(logits, vocab);
         seq.tokens = &next;
         seq.n_tokens = 1;
         s = strata_runner_step(run, &seq, 1, err);
     }
-    r->decode_tok_s = o->gen / (cli_now() - t0);
+    *t_decode = cli_now() - t0;
     strata_cache_free(cache);
+    return s;
+}
+
+/* Keep the best and the worst of each round's figure (higher is better). */
+static void keep_range(double v, int round, double *best, double *worst)
+{
+    if (!round || v > *best)
+        *best = v;
+    if (!round || v < *worst)
+        *worst = v;
+}
+
+/* Warm-up (touch every weight page), then --repeat rounds, each a prefill into a
+ * fresh cache, single-stream decode from it and every aggregate run; each figure
+ * is the best over the rounds. The machine may be shared: interleaving the rounds
+ * puts every figure, and so every ratio between them, under the same conditions. */
+static strata_status run_engine(strata_model *model, strata_runner *run, const bench_opts *o, bench_result *r,
+                                strata_error *err)
+{
+    int vocab = strata_model_get_info(model)->vocab_size;
+    double tmp;
+    STRATA_TRY(run_sessions(model, run, 1, 8, 1, &tmp, err));
+    int32_t *ids = malloc(sizeof *ids * (size_t)o->prompt);
+    float *logits = malloc(sizeof *logits * (size_t)vocab);
+    strata_status s = ids && logits ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    if (ids)
+        fill_prompt(ids, o->prompt, vocab, 12345u);
+    for (int rep = 0; s == STRATA_OK && rep < o->repeat; rep++) {
+        double t_prefill, t_decode;
+        s = run_single(model, run, ids, logits, o, &t_prefill, &t_decode, err);
+        if (s != STRATA_OK)
+            break;
+        keep_range(o->prompt / t_prefill, rep, &r->prefill_tok_s, &r->prefill_worst);
+        keep_range(o->gen / t_decode, rep, &r->decode_tok_s, &r->decode_worst);
+        for (int i = 0; s == STRATA_OK && i < o->n_sessions; i++) {
+            s = run_sessions(model, run, o->sessions[i], 16, o->gen, &tmp, err);
+            keep_range(tmp, rep, &r->aggregate[i], &r->aggregate_worst[i]);
+        }
+    }
+    r->ttft_ms = 1e3 * o->prompt / r->prefill_tok_s;
     free(ids);
     free(logits);
-    for (int i = 0; s == STRATA_OK && i < o->n_sessions; i++)
-        s = run_sessions(model, run, o->sessions[i], 16, o->gen, &r->aggregate[i], err);
     return s;
 }
 
@@ -509,11 +534,13 @@ static void print_text(const bench_opts *o, const bench_result *r)
     printf("engine: kernel %s, %d threads, %s weights, compute %s (load average %.2f before, %.2f after)\n", r->kernel,
            r->threads, r->weights, r->bf16 ? r->dot_bf16 ? "bf16 (AVX512_BF16 dot products)" : "bf16 (x rounded, fp32 FMA)" : "fp32",
            r->load_start, r->load_end);
-    printf("prefill: %d tokens, %.1f tok/s (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s, r->ttft_ms);
-    printf("decode: %.2f tok/s single stream (%d tokens)\n", r->decode_tok_s, o->gen);
+    printf("engine figures: the best of %d interleaved rounds (the worst in brackets)\n", o->repeat);
+    printf("prefill: %d tokens, %.1f tok/s [%.1f] (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s,
+           r->prefill_worst, r->ttft_ms);
+    printf("decode: %.2f tok/s [%.2f] single stream (%d tokens)\n", r->decode_tok_s, r->decode_worst, o->gen);
     for (int i = 0; i < o->n_sessions; i++)
-        printf("aggregate decode, %d sessions: %.2f tok/s (%.2fx single)\n", o->sessions[i], r->aggregate[i],
-               r->aggregate[i] / r->decode_tok_s);
+        printf("aggregate decode, %d sessions: %.2f tok/s [%.2f] (%.2fx single)\n", o->sessions[i], r->aggregate[i],
+               r->aggregate_worst[i], r->aggregate[i] / r->decode_tok_s);
     printf("peak RSS: %.1f MiB; weights %.1f MiB, %.1f MiB streamed per decode step\n", r->peak_rss_mib,
            (double)r->weight_bytes / 1048576.0, (double)r->decode_bytes / 1048576.0);
     printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
@@ -550,9 +577,16 @@ static void print_json(const bench_opts *o, const bench_result *r)
            o->model_dir, r->kernel, r->weights, r->threads, o->compute, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
     for (int i = 0; i < o->n_sessions; i++)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
+    printf("},\"aggregate_vs_single\":{");
+    for (int i = 0; i < o->n_sessions; i++)
+        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i] / r->decode_tok_s);
     printf("},\"aggregate_roofline_tok_s\":{");
     for (int i = 0; i < o->n_sessions; i++)
         printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], aggregate_bound(r, o->sessions[i], o->gen));
+    printf("},\"repeat\":%d,\"prefill_tok_s_worst\":%.3f,\"decode_tok_s_worst\":%.3f,\"aggregate_decode_tok_s_worst\":{",
+           o->repeat, r->prefill_worst, r->decode_worst);
+    for (int i = 0; i < o->n_sessions; i++)
+        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate_worst[i]);
     printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
            "\"bandwidth_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
            "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"fma_peak_gflop_s\":%.2f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
