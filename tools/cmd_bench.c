@@ -569,25 +569,32 @@ static void print_text(const bench_opts *o, const bench_result *r)
                r->gemm_ours / r->fma_peak, r->gemm_blas / r->fma_peak);
 }
 
+/* ,"KEY":{"S":v,...} over the --sessions values, v[i] for the i-th. */
+static void print_by_sessions(const bench_opts *o, const char *key, const double *v)
+{
+    printf(",\"%s\":{", key);
+    for (int i = 0; i < o->n_sessions; i++)
+        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], v[i]);
+    printf("}");
+}
+
 static void print_json(const bench_opts *o, const bench_result *r)
 {
-    double pf = r->prefill_flops * r->prefill_tok_s / o->prompt;
+    double pf = r->prefill_flops * r->prefill_tok_s / o->prompt, ratio[MAX_SESSIONS], bound[MAX_SESSIONS];
+    for (int i = 0; i < o->n_sessions; i++) {
+        ratio[i] = r->aggregate[i] / r->decode_tok_s;
+        bound[i] = aggregate_bound(r, o->sessions[i], o->gen);
+    }
     printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"compute\":\"%s\",\"prompt_tokens\":%d,\"gen_tokens\":%d,"
-           "\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f,\"aggregate_decode_tok_s\":{",
+           "\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f",
            o->model_dir, r->kernel, r->weights, r->threads, o->compute, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
-    for (int i = 0; i < o->n_sessions; i++)
-        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i]);
-    printf("},\"aggregate_vs_single\":{");
-    for (int i = 0; i < o->n_sessions; i++)
-        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate[i] / r->decode_tok_s);
-    printf("},\"aggregate_roofline_tok_s\":{");
-    for (int i = 0; i < o->n_sessions; i++)
-        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], aggregate_bound(r, o->sessions[i], o->gen));
-    printf("},\"repeat\":%d,\"prefill_tok_s_worst\":%.3f,\"decode_tok_s_worst\":%.3f,\"aggregate_decode_tok_s_worst\":{",
-           o->repeat, r->prefill_worst, r->decode_worst);
-    for (int i = 0; i < o->n_sessions; i++)
-        printf(i ? ",\"%d\":%.3f" : "\"%d\":%.3f", o->sessions[i], r->aggregate_worst[i]);
-    printf("},\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
+    print_by_sessions(o, "aggregate_decode_tok_s", r->aggregate);
+    print_by_sessions(o, "aggregate_vs_single", ratio);
+    print_by_sessions(o, "aggregate_roofline_tok_s", bound);
+    printf(",\"repeat\":%d,\"prefill_tok_s_worst\":%.3f,\"decode_tok_s_worst\":%.3f", o->repeat, r->prefill_worst,
+           r->decode_worst);
+    print_by_sessions(o, "aggregate_decode_tok_s_worst", r->aggregate_worst);
+    printf(",\"peak_rss_mib\":%.1f,\"weight_bytes\":%llu,\"decode_bytes_per_token\":%llu,"
            "\"bandwidth_gb_s\":%.3f,\"read_bandwidth_gb_s\":%.3f,\"gemm_gflop_s\":%.2f,\"openblas_gemm_gflop_s\":%.2f,\"openblas_core\":\"%s\","
            "\"decode_bandwidth_ratio\":%.4f,\"prefill_gemm_ratio\":%.4f,\"fma_peak_gflop_s\":%.2f,\"loadavg_before\":%.2f,\"loadavg_after\":%.2f}\n",
            r->peak_rss_mib, (unsigned long long)r->weight_bytes, (unsigned long long)r->decode_bytes,
