@@ -386,7 +386,7 @@ Test(kernels, silu_is_accurate_and_consistent)
     free(first);
 }
 
-/* Every output of panels pm times x (n rows of K) within rounding of the
+/* Every output of y = x (n rows of K) times W (in panels) within rounding of the
  * double-precision dot product of W and x (rounded to BF16 first when `rounded`). */
 static void check_panels_values(const test_mat *w, const float *y, const float *x, int n, int rounded,
                                 const char *what)

@@ -245,9 +245,41 @@ static void release_pages(const void *p, size_t n)
         madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
+/* fn over W's stored rows in parts of about 32 MiB (whole multiples of `unit`
+ * rows), each part's file pages dropped once done where `release` (not where the
+ * stored rows are still read, as a tied embedding's are): the stored copy of a
+ * large matrix (an LM head) is never resident whole while it is converted. */
+static strata_status convert_in_parts(const strata_mat *w, int unit, int release, spread_fn fn, void *arg,
+                                      strata_error *err)
+{
+    size_t row_bytes = (size_t)w->cols * st_dtype_size(w->dtype);
+    int part = (int)((32u << 20) / (row_bytes ? row_bytes : 1)) / unit * unit;
+    part = part < unit ? unit : part;
+    for (int r0 = 0; r0 < w->rows; r0 += part) {
+        int r1 = w->rows - r0 < part ? w->rows : r0 + part;
+        STRATA_TRY(fn(arg, r0, r1, err));
+        if (release)
+            release_pages((const char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
+    }
+    return STRATA_OK;
+}
+
+typedef struct quant_job {
+    const strata_mat *w;
+    int8_t *q;
+    uint16_t *s;
+    const char *name;
+} quant_job;
+
+static strata_status quant_rows(void *arg, int r0, int r1, strata_error *err)
+{
+    const quant_job *J = arg;
+    return q8_quantize_rows(J->w->data, J->w->dtype, r0, r1, J->w->cols, J->q, J->s, J->name, err);
+}
+
 /* W as stored → int8 blocks (kernels/q8.h), owned by the model. `release`: drop
- * the stored tensor's pages afterwards (not when it is still read, as a tied
- * embedding is). Counts the int8 bytes into weight_bytes. */
+ * the stored tensor's pages as it goes (convert_in_parts). Counts the int8 bytes
+ * into weight_bytes. */
 static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, int release)
 {
     size_t kp = q8_padded(w->cols), qbytes = (size_t)w->rows * kp, sbytes = (size_t)w->rows * (kp / Q8_BLOCK) * 2;
@@ -255,17 +287,8 @@ static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, in
     uint16_t *s = huge_arena_alloc(&L->m->weights, sbytes);
     if (!q || !s)
         return strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name);
-    /* in chunks of about 32 MiB of the original, each released once quantized, so the
-     * stored copy of a large matrix (an LM head) is never resident whole */
-    size_t row_bytes = (size_t)w->cols * st_dtype_size(w->dtype);
-    int chunk = (int)((32u << 20) / (row_bytes ? row_bytes : 1));
-    chunk = chunk < 1 ? 1 : chunk;
-    for (int r0 = 0; r0 < w->rows; r0 += chunk) {
-        int r1 = w->rows - r0 < chunk ? w->rows : r0 + chunk;
-        STRATA_TRY(q8_quantize_rows(w->data, w->dtype, r0, r1, w->cols, q, s, name, L->err));
-        if (release)
-            release_pages((const char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
-    }
+    quant_job J = {w, q, s, name};
+    STRATA_TRY(convert_in_parts(w, 1, release, quant_rows, &J, L->err));
     *w = (strata_mat){.data = q, .dtype = ST_I8, .rows = w->rows, .cols = w->cols, .bias = w->bias, .scales = s};
     L->m->cfg.info.weight_bytes += qbytes + sbytes;
     L->m->cfg.info.matmul_bytes += qbytes + sbytes;
@@ -677,32 +700,32 @@ static strata_status pack_part(void *arg, int lo, int hi, strata_error *err)
     return STRATA_OK;
 }
 
-/* W (BF16) → its panels at *next, in parts of about 32 MiB (each split over the
- * CPUs in whole panels: most of the time is the kernel zeroing fresh huge pages)
- * whose file pages are released once packed (not a tied embedding's, which the
- * lookup still reads). */
+/* Rows [r0, r1) packed, split over the CPUs in whole panels (most of the time is
+ * the kernel zeroing fresh huge pages). */
+static strata_status pack_rows(void *arg, int r0, int r1, strata_error *err)
+{
+    pack_job J = *(const pack_job *)arg;
+    J.r0 = r0;
+    return spread_run(r1 - r0, BF16_PANEL_ROWS, 4 * BF16_PANEL_ROWS, pack_part, &J, err);
+}
+
+/* W (BF16) → its panels at *next, its file pages released as it goes
+ * (convert_in_parts; not a tied embedding's, which the lookup still reads). */
 static void pack_mat(strata_model *m, strata_mat *w, void *arg)
 {
     if (w->dtype != ST_BF16)
         return;
-    uint16_t **next = arg, *dst = *next;
-    size_t row_bytes = (size_t)w->cols * 2, stored = (size_t)w->rows * row_bytes;
-    int chunk = (int)((32u << 20) / row_bytes) / BF16_PANEL_ROWS * BF16_PANEL_ROWS;
-    chunk = chunk < BF16_PANEL_ROWS ? BF16_PANEL_ROWS : chunk;
+    uint16_t **next = arg;
+    size_t stored = (size_t)w->rows * (size_t)w->cols * 2;
     int release = w->data != m->embed.data;
-    for (int r0 = 0; r0 < w->rows; r0 += chunk) {
-        int r1 = w->rows - r0 < chunk ? w->rows : r0 + chunk;
-        pack_job J = {dst, w, r0};
-        spread_run(r1 - r0, BF16_PANEL_ROWS, 4 * BF16_PANEL_ROWS, pack_part, &J, NULL);
-        if (release)
-            release_pages((const char *)w->data + (size_t)r0 * row_bytes, (size_t)(r1 - r0) * row_bytes);
-    }
+    pack_job J = {*next, w, 0};
+    convert_in_parts(w, BF16_PANEL_ROWS, release, pack_rows, &J, NULL);
     size_t packed = bf16_panels_elems(w->rows, w->cols) * 2;
     m->cfg.info.matmul_bytes += packed - stored;
     m->cfg.info.weight_bytes += release ? packed - stored : packed;
-    w->data = dst;
+    w->data = J.dst;
     w->dtype = ST_BF16_PANELS;
-    *next = dst + panel_slot(w);
+    *next = J.dst + panel_slot(w);
 }
 
 int panels_fit(size_t packed, size_t phys)
