@@ -6,9 +6,14 @@
  *   for each layer i:  x = x + mixer_i(rmsnorm(x))
  *   logits = rmsnorm(x; norm_f) · W_lmᵀ         rows each sequence asked for
  *
+ * A step runs as passes of at most pass_rows rows (sequences in order, each pass
+ * continuing where the last left off): a row's arithmetic never depends on the
+ * rows beside it, so the passes give one pass's bits, and the workspace stays
+ * bounded by the pass, not the prompt.
+ *
  * Invariant: everything that can fail (validation, KV growth, capture storage,
- * workspace) happens before the first cache is touched, so a failed step leaves
- * every cache as it was.
+ * workspace for the largest pass) happens before the first cache is touched, so a
+ * failed step leaves every cache as it was.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -21,9 +26,14 @@ struct strata_runner {
     float *ws;              /* step workspace */
     size_t ws_cap;
     exec ex;                /* kernel path, thread pool, matmul panels */
-    int *off;
-    int off_cap;
+    int pass_rows;          /* rows per pass (strata_runner_set_pass_rows) */
+    int seq_cap;            /* sequences the three arrays below hold */
+    int *off;               /* (seq_cap + 1) a pass's row offsets */
+    int *done;              /* (seq_cap) tokens of each sequence already run */
+    strata_seq *pass;       /* (seq_cap) the current pass's slices */
 };
+
+#define DEFAULT_PASS_ROWS 256
 
 static int widest_input(const strata_model *model)
 {
@@ -52,7 +62,18 @@ strata_status strata_runner_new(const strata_model *model, strata_runner **out, 
         return s;
     }
     r->model = model;
+    r->pass_rows = DEFAULT_PASS_ROWS;
     *out = r;
+    return STRATA_OK;
+}
+
+strata_status strata_runner_set_pass_rows(strata_runner *r, int rows, strata_error *err)
+{
+    if (!r)
+        return strata_fail(err, STRATA_E_INVALID, "no runner");
+    if (rows < 1 || rows > (1 << 20))
+        return strata_fail(err, STRATA_E_INVALID, "rows per pass %d is outside [1, %d]", rows, 1 << 20);
+    r->pass_rows = rows;
     return STRATA_OK;
 }
 
@@ -97,6 +118,8 @@ void strata_runner_free(strata_runner *r)
     exec_destroy(&r->ex);
     free(r->ws);
     free(r->off);
+    free(r->done);
+    free(r->pass);
     free(r);
 }
 
@@ -165,8 +188,8 @@ static strata_status validate(strata_runner *run, strata_seq *seqs, int n, strat
     return STRATA_OK;
 }
 
-/* Workspace floats for the whole step: residual, norm and mixer rows, the largest
- * layer's needs, and the logits rows. */
+/* Workspace floats for a pass of R rows: residual, norm and mixer rows, the largest
+ * layer's needs (attention's for the step's last key), and the logits rows. */
 static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n, int R, int n_threads)
 {
     const strata_model_info *m = &model->cfg.info;
@@ -176,6 +199,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
         max_keys = keys > max_keys ? keys : max_keys;
         lrows += logit_rows(&seqs[q]);
     }
+    lrows = lrows < R ? lrows : R;
     size_t layer = mlp_scratch(model, R);
     size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R) : 0,
                      model->n_attn ? attention_scratch(model, R, max_keys, n_threads) : 0,
@@ -186,6 +210,24 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
     return 3 * ((size_t)R * (size_t)m->hidden_size + 16) + (layer > head ? layer : head);
 }
 
+/* Room for n sequences in the pass arrays. */
+static strata_status reserve_seqs(strata_runner *run, int n, strata_error *err)
+{
+    if (n <= run->seq_cap)
+        return STRATA_OK;
+    int *off = realloc(run->off, sizeof *off * (size_t)(n + 1));
+    run->off = off ? off : run->off;
+    int *done = off ? realloc(run->done, sizeof *done * (size_t)n) : NULL;
+    run->done = done ? done : run->done;
+    strata_seq *pass = done ? realloc(run->pass, sizeof *pass * (size_t)n) : NULL;
+    run->pass = pass ? pass : run->pass;
+    if (!pass)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    run->seq_cap = n;
+    return STRATA_OK;
+}
+
+/* Everything a step of these sequences can need, its largest pass R rows. */
 static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R, strata_error *err)
 {
     for (int q = 0; q < n; q++) {
@@ -193,19 +235,13 @@ static strata_status reserve(strata_runner *run, strata_seq *seqs, int n, int R,
         if (seqs[q].capture)
             STRATA_TRY(capture_reserve(seqs[q].capture, seqs[q].n_tokens, seqs[q].cache->n_tokens + seqs[q].n_tokens, err));
     }
-    if (n + 1 > run->off_cap) {
-        int *grown = realloc(run->off, sizeof *grown * (size_t)(n + 1));
-        if (!grown)
-            return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-        run->off = grown;
-        run->off_cap = n + 1;
-    }
+    STRATA_TRY(reserve_seqs(run, n, err));
     STRATA_TRY(exec_reserve(&run->ex, R, err));
     size_t need = workspace_need(run->model, seqs, n, R, run->ex.n_threads);
     if (need > run->ws_cap) {
         float *grown = realloc(run->ws, sizeof(float) * need);
         if (!grown)
-            return strata_fail(err, STRATA_E_NOMEM, "out of memory: a step of %d rows needs %zu MiB of workspace",
+            return strata_fail(err, STRATA_E_NOMEM, "out of memory: a pass of %d rows needs %zu MiB of workspace",
                                R, need * 4 >> 20);
         run->ws = grown;
         run->ws_cap = need;
@@ -305,22 +341,12 @@ static void head(step *s, float *x, float *h)
     }
 }
 
-strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, strata_error *err)
+/* One pass: the forward over n sequence slices of R rows in all. */
+static void run_pass(strata_runner *run, strata_seq *seqs, int n, int R, int hooked)
 {
-    if (!run)
-        return strata_fail(err, STRATA_E_INVALID, "no runner");
-    STRATA_TRY(validate(run, seqs, n, err));
-    int R = 0, hooked = 0;
-    for (int q = 0; q < n; q++) {
-        R += seqs[q].n_tokens;
-        hooked |= seqs[q].capture != NULL && strata_capture_count(seqs[q].capture) > 0;
-        hooked |= strata_interventions_count(seqs[q].interventions) > 0;
-    }
-    STRATA_TRY(reserve(run, seqs, n, R, err));
     run->off[0] = 0;
     for (int q = 0; q < n; q++)
         run->off[q + 1] = run->off[q] + seqs[q].n_tokens;
-
     step s = {.model = run->model, .seqs = seqs, .n_seqs = n, .off = run->off, .R = R,
               .hooked = hooked, .ws = run->ws, .ws_cap = run->ws_cap, .ex = &run->ex};
     size_t d = (size_t)run->model->cfg.info.hidden_size;
@@ -332,10 +358,56 @@ strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, st
     for (int li = 0; li < run->model->cfg.info.n_layers; li++)
         run_layer(&s, li, x, h, mix);
     head(&s, x, h);
-    for (int q = 0; q < n; q++) {
+    for (int q = 0; q < n; q++)
         seqs[q].cache->n_tokens += seqs[q].n_tokens;
+}
+
+/* The next pass's slices into run->pass: each sequence's next tokens, in order,
+ * up to pass_rows rows. A slice writes logits only where the whole step would:
+ * its rows of all_logits, or the sequence's last token. Returns the slices. */
+static int next_pass(strata_runner *run, const strata_seq *seqs, int n, int *rows)
+{
+    size_t V = (size_t)run->model->cfg.info.vocab_size;
+    int m = 0, budget = run->pass_rows;
+    for (int q = 0; q < n && budget > 0; q++) {
+        int from = run->done[q], take = seqs[q].n_tokens - from;
+        if (take == 0)
+            continue;
+        take = take < budget ? take : budget;
+        strata_seq *p = &run->pass[m++];
+        *p = seqs[q];
+        p->tokens += from;
+        p->n_tokens = take;
+        int last = from + take == seqs[q].n_tokens;
+        p->logits = !seqs[q].logits ? NULL
+                  : seqs[q].all_logits ? seqs[q].logits + (size_t)from * V
+                  : last ? seqs[q].logits : NULL;
+        run->done[q] += take;
+        budget -= take;
+    }
+    *rows = run->pass_rows - budget;
+    return m;
+}
+
+strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, strata_error *err)
+{
+    if (!run)
+        return strata_fail(err, STRATA_E_INVALID, "no runner");
+    STRATA_TRY(validate(run, seqs, n, err));
+    int R = 0, hooked = 0;
+    for (int q = 0; q < n; q++) {
+        R += seqs[q].n_tokens;
+        hooked |= seqs[q].capture != NULL && strata_capture_count(seqs[q].capture) > 0;
+        hooked |= strata_interventions_count(seqs[q].interventions) > 0;
+    }
+    STRATA_TRY(reserve(run, seqs, n, R < run->pass_rows ? R : run->pass_rows, err));
+    memset(run->done, 0, sizeof *run->done * (size_t)n);
+    for (int left = R, rows; left > 0; left -= rows) {
+        int m = next_pass(run, seqs, n, &rows);
+        run_pass(run, run->pass, m, rows, hooked);
+    }
+    for (int q = 0; q < n; q++)
         if (seqs[q].capture)
             capture_states(seqs[q].capture, seqs[q].cache);
-    }
     return STRATA_OK;
 }

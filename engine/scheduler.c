@@ -83,7 +83,12 @@ strata_status strata_scheduler_new(const strata_model *model, const strata_sched
     s->lim = *limits;
     s->next_id = 1;
     strata_status st = strata_runner_new(model, &s->runner, err);
+    /* a step (decode rows, then prefill within max_step_tokens) in one pass, as configured */
+    long rows = (long)limits->max_step_tokens + limits->max_running;
+    if (st == STRATA_OK)
+        st = strata_runner_set_pass_rows(s->runner, rows < (1 << 20) ? (int)rows : 1 << 20, err);
     if (st != STRATA_OK) {
+        strata_runner_free(s->runner);
         free(s);
         return st;
     }

@@ -218,6 +218,102 @@ static void check_batched(int index, const char *compute)
     fixture_close(&f);
 }
 
+/* One run of the passes test: a decode row (after 3 tokens), a prefill of T - 2
+ * tokens with every logit row and every hook captured under an edit, and a 9-token
+ * prefill wanting its last logits, in one step of passes of pass_rows rows. */
+typedef struct pass_run {
+    float *decode, *all, *last;     /* (V), (T - 2, V), (V) */
+    strata_capture *capture;
+} pass_run;
+
+static void run_in_passes(const fixture *f, int pass_rows, pass_run *out)
+{
+    strata_error err;
+    strata_runner *run;
+    strata_cache *c[3];
+    strata_interventions *iv;
+    int T = f->T - 2, at[] = {2, T - 3};
+    size_t V = (size_t)f->V;
+    cr_assert_eq(strata_runner_new(f->model, &run, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_set_pass_rows(run, pass_rows, &err), STRATA_OK, "%s", err.message);
+    for (int q = 0; q < 3; q++)
+        cr_assert_eq(strata_cache_new(f->model, &c[q], &err), STRATA_OK);
+    cr_assert_eq(strata_capture_new(f->model, &out->capture, &err), STRATA_OK);
+    const char *hooks[] = {"*", "*.hook_out", "blocks.*.*", "blocks.*.mixer.*", "blocks.*.mixer.*.hook_out"};
+    for (int i = 0; i < 5; i++)
+        cr_assert_eq(strata_capture_add(out->capture, hooks[i], &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_interventions_new(f->model, 0, T, &iv, &err), STRATA_OK);
+    strata_intervention edit = {.hook = "blocks.1.hook_out", .op = STRATA_OP_SCALE, .positions = at,
+                                .n_positions = 2, .factor = 0.5f};
+    cr_assert_eq(strata_interventions_add(iv, &edit, &err), STRATA_OK, "%s", err.message);
+    out->decode = malloc(sizeof(float) * V);
+    out->all = malloc(sizeof(float) * (size_t)T * V);
+    out->last = malloc(sizeof(float) * V);
+    strata_seq pre = {.cache = c[0], .tokens = f->ids, .n_tokens = 3};
+    cr_assert_eq(strata_runner_step(run, &pre, 1, &err), STRATA_OK, "%s", err.message);
+    strata_seq seqs[3] = {
+        {.cache = c[0], .tokens = f->ids + 3, .n_tokens = 1, .logits = out->decode},
+        {.cache = c[1], .tokens = f->ids, .n_tokens = T, .logits = out->all, .all_logits = 1,
+         .capture = out->capture, .interventions = iv},
+        {.cache = c[2], .tokens = f->ids + 1, .n_tokens = 9, .logits = out->last},
+    };
+    cr_assert_eq(strata_runner_step(run, seqs, 3, &err), STRATA_OK, "%s", err.message);
+    for (int q = 0; q < 3; q++)
+        strata_cache_free(c[q]);
+    strata_interventions_free(iv);
+    strata_runner_free(run);
+}
+
+static void pass_run_free(pass_run *r)
+{
+    free(r->decode);
+    free(r->all);
+    free(r->last);
+    strata_capture_free(r->capture);
+}
+
+/* A step split into passes of 1, 3 or 7 rows (wherever that cuts the sequences)
+ * gives one pass's bits: every logit row, every captured hook and state. */
+static void check_passes(int index)
+{
+    fixture f;
+    fixture_open(index, &f);
+    size_t V = (size_t)f.V, T = (size_t)f.T - 2;
+    pass_run one;
+    run_in_passes(&f, 1 << 20, &one);
+    cr_assert_gt(strata_capture_count(one.capture), 20, "%s: the globs captured too little", f.dir);
+    int sizes[] = {1, 3, 7};
+    for (int i = 0; i < 3; i++) {
+        pass_run p;
+        run_in_passes(&f, sizes[i], &p);
+        cr_assert(!memcmp(p.decode, one.decode, sizeof(float) * V), "%s: passes of %d: decode row", f.dir, sizes[i]);
+        cr_assert(!memcmp(p.all, one.all, sizeof(float) * T * V), "%s: passes of %d: logit rows", f.dir, sizes[i]);
+        cr_assert(!memcmp(p.last, one.last, sizeof(float) * V), "%s: passes of %d: last row", f.dir, sizes[i]);
+        cr_assert_eq(strata_capture_count(p.capture), strata_capture_count(one.capture));
+        for (int k = 0; k < strata_capture_count(one.capture); k++) {
+            strata_tensor_view a, b;
+            strata_error err;
+            cr_assert_eq(strata_capture_get(one.capture, k, &a, &err), STRATA_OK);
+            cr_assert_eq(strata_capture_get(p.capture, k, &b, &err), STRATA_OK);
+            size_t n = 4;
+            for (int d = 0; d < a.ndim; d++)
+                n *= (size_t)a.shape[d];
+            cr_assert(!strcmp(a.name, b.name) && a.ndim == b.ndim && !memcmp(a.shape, b.shape, sizeof a.shape),
+                      "%s: passes of %d: %s has another shape", f.dir, sizes[i], a.name);
+            cr_assert(!memcmp(a.data, b.data, n), "%s: passes of %d: %s differs", f.dir, sizes[i], a.name);
+        }
+        pass_run_free(&p);
+    }
+    strata_error err;
+    strata_runner *run;
+    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
+    cr_assert_neq(strata_runner_set_pass_rows(run, 0, &err), STRATA_OK);
+    cr_assert(strstr(err.message, "rows per pass"), "%s", err.message);
+    strata_runner_free(run);
+    pass_run_free(&one);
+    fixture_close(&f);
+}
+
 static char *ids_csv(const int32_t *ids, int n)
 {
     char *s = malloc((size_t)n * 12 + 2);
@@ -342,6 +438,7 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     Test(name, decode_matches_step_by_step, .timeout = 120) { check_decode(i); }        \
     Test(name, batched_step_equals_alone, .timeout = 120) { check_batched(i, "fp32"); } \
     Test(name, bf16_batched_step_equals_alone, .timeout = 120) { check_batched(i, "bf16"); } \
+    Test(name, passes_give_one_pass_bits, .timeout = 120) { check_passes(i); }          \
     Test(name, bf16_compute_error_is_bounded, .timeout = 120) { check_bf16_error(i, bf16_diff, bf16_moved); } \
     Test(name, cli_generate_is_greedy, .timeout = 120) { check_cli_generate(i); }       \
     Test(name, cli_run_writes_hooks, .timeout = 120) { check_cli_run(i); }

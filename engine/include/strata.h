@@ -245,7 +245,8 @@ strata_status strata_safetensors_write(const char *path, const strata_tensor_vie
 
 /* ---------------------------------------------------------------- forward steps */
 
-/* Scratch memory for forward steps; grows to the largest step seen. */
+/* Scratch memory for forward steps; grows to the largest pass seen (see
+ * strata_runner_set_pass_rows). */
 typedef struct strata_runner strata_runner;
 
 /* One sequence's part of a step: n_tokens new tokens on top of its cache. */
@@ -270,8 +271,13 @@ int strata_runner_threads(const strata_runner *runner);
  * fastest the CPU supports; $STRATA_KERNEL may ask for a slower one). NULL runner:
  * the path a new runner would take. */
 const char *strata_runner_kernel(const strata_runner *runner);
+/* Rows per forward pass (default 256, at most 2^20). A step of more rows runs as
+ * several passes, sequences in order, each continuing where the last left off: the
+ * same bits as one pass, with a workspace bounded by the pass instead of the prompt
+ * (a 512-row pass of the 470m shape needs 30 MiB). */
+strata_status strata_runner_set_pass_rows(strata_runner *runner, int rows, strata_error *err);
 /* Run one step over several sequences at once: every weight matrix is applied once to
- * all rows of the step. Each sequence's result equals running it alone. On error no
+ * all rows of each pass. Each sequence's result equals running it alone. On error no
  * cache is changed. */
 strata_status strata_runner_step(strata_runner *runner, strata_seq *seqs, int n_seqs,
                                  strata_error *err);
