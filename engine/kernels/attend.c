@@ -43,17 +43,20 @@ static inline __attribute__((always_inline)) AVX2 float fold8(__m256 s)
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehl_ps(b, b)));
 }
 
-/* SCORE_KEYS keys at once, each in dot_f32's order (its scalar tail included). */
+/* SCORE_KEYS keys at once, each in dot_f32's order (its scalar tail included); the
+ * key loops unrolled so the sums stay in registers (see MIX_BLOCK). */
 AVX2 void attn_scores_avx2(float *p, const float *q, const float *k, int n, int hd, float scale)
 {
     int t = 0, h8 = hd & ~7;
     for (; t + SCORE_KEYS <= n; t += SCORE_KEYS) {
         const float *kt = k + (size_t)t * (size_t)hd;
         __m256 s[SCORE_KEYS];
+#pragma GCC unroll 4
         for (int j = 0; j < SCORE_KEYS; j++)
             s[j] = _mm256_setzero_ps();
         for (int i = 0; i < h8; i += 8) {
             __m256 qv = _mm256_loadu_ps(q + i);
+#pragma GCC unroll 4
             for (int j = 0; j < SCORE_KEYS; j++)
                 s[j] = _mm256_add_ps(s[j], _mm256_mul_ps(qv, _mm256_loadu_ps(kt + (size_t)j * (size_t)hd + i)));
         }
@@ -67,19 +70,21 @@ AVX2 void attn_scores_avx2(float *p, const float *q, const float *k, int n, int 
     attn_scores_portable(p + t, q, k + (size_t)t * (size_t)hd, n - t, hd, scale);
 }
 
-/* z[i0 ..] over the n values, NV vectors of W lanes at once. */
+/* z[i0 ..] over the n values, NV vectors of W lanes at once (unrolled, so the NV
+ * sums stay in registers: rolled, GCC kept them on the stack, and every add waited
+ * on a store-to-load forward, 4 × slower). */
 #define MIX_BLOCK(VEC, W, NV, LOAD, STORE, SET1, ADD, MUL)                                               \
     for (; i0 + (NV) * (W) <= hd; i0 += (NV) * (W)) {                                                    \
         VEC zv[NV];                                                                                      \
-        for (int j = 0; j < (NV); j++)                                                                   \
+        _Pragma("GCC unroll 4") for (int j = 0; j < (NV); j++)                                           \
             zv[j] = LOAD(z + i0 + j * (W));                                                              \
         for (int t = 0; t < n; t++) {                                                                    \
             VEC pv = SET1(p[t]);                                                                         \
             const float *vt = v + (size_t)t * (size_t)hd + (size_t)i0;                                   \
-            for (int j = 0; j < (NV); j++)                                                               \
+            _Pragma("GCC unroll 4") for (int j = 0; j < (NV); j++)                                       \
                 zv[j] = ADD(zv[j], MUL(pv, LOAD(vt + j * (W))));                                         \
         }                                                                                                \
-        for (int j = 0; j < (NV); j++)                                                                   \
+        _Pragma("GCC unroll 4") for (int j = 0; j < (NV); j++)                                           \
             STORE(z + i0 + j * (W), zv[j]);                                                              \
     }
 

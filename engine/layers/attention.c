@@ -12,11 +12,18 @@
 
 #include "forward.h"
 
+/* Query rows attended together, and the keys of one sub-run: QB rows share each
+ * sub-run of KB keys (16 KiB of K or V rows at head_dim 128) while it sits in L1,
+ * instead of each row streaming the whole history from L3 (a 4096-token prompt
+ * read 2 MiB of K and 2 MiB of V per row and head). */
+#define QB 8
+#define KB 32
+
 size_t attention_scratch(const strata_model *model, int R, int max_keys, int n_threads)
 {
     const strata_model_info *m = &model->cfg.info;
     size_t q = (size_t)m->attn_heads * (size_t)m->head_dim, kv = (size_t)m->kv_heads * (size_t)m->head_dim;
-    return (size_t)R * (2 * q + 2 * kv + 4) + (size_t)n_threads * ((size_t)max_keys + 16) + 128;
+    return (size_t)R * (2 * q + 2 * kv + 4) + (size_t)n_threads * QB * ((size_t)max_keys + 16) + 128;
 }
 
 /* Append the sequence's new keys/values (n rows) at positions p0.. of its cache. */
@@ -39,28 +46,55 @@ static int kv_run(int t0, int end)
     return in_block < end - t0 ? in_block : end - t0;
 }
 
-/* One query row of one head against keys 0..last; writes probabilities to p. Keys
- * and values of a head are contiguous within a cache block (head-major), read in
- * order by the path's attn_scores / attn_mix (attend.c). */
-static void attend_row(const kernel_isa *isa, const strata_cache *c, int j, int kvh, const float *q, int last,
-                       float scale, float *p, float *z)
+/* p[0..n) ← softmax(p[0..n)) */
+static void softmax(float *p, int n)
 {
-    int hd = c->model->cfg.info.head_dim;
     float mx = -FLT_MAX, sum = 0.0f;
-    for (int t0 = 0, run; t0 <= last; t0 += run) {
-        run = kv_run(t0, last + 1);
-        isa->attn_scores(p + t0, q, cache_k(c, j, kvh, t0), run, hd, scale);
-    }
-    for (int tau = 0; tau <= last; tau++)
+    for (int tau = 0; tau < n; tau++)
         mx = p[tau] > mx ? p[tau] : mx;
-    for (int tau = 0; tau <= last; tau++)
+    for (int tau = 0; tau < n; tau++)
         sum += (p[tau] = expf(p[tau] - mx));
-    for (int tau = 0; tau <= last; tau++)
+    for (int tau = 0; tau < n; tau++)
         p[tau] /= sum;
-    memset(z, 0, sizeof(float) * (size_t)hd);
-    for (int t0 = 0, run; t0 <= last; t0 += run) {
-        run = kv_run(t0, last + 1);
-        isa->attn_mix(z, p + t0, cache_v(c, j, kvh, t0), run, hd);
+}
+
+/* The first of a block's rows (row b attends keys 0..last0 + b) that sees key t0,
+ * and how many of the sub-run t0 .. t0 + run - 1 a row seeing keys 0..last sees. */
+static int first_row(int t0, int last0)
+{
+    return t0 > last0 ? t0 - last0 : 0;
+}
+
+static int keys_of_row(int t0, int run, int last)
+{
+    return run < last + 1 - t0 ? run : last + 1 - t0;
+}
+
+/* nb consecutive query rows of one head: row b (q + b·ldq) attends keys
+ * 0..last0 + b, its probabilities to p + b·ldp, its output to z + b·ldz. Keys and
+ * values of a head are contiguous within a cache block (head-major); each sub-run
+ * serves every row before the next is read. Every score is the path's attn_scores
+ * of its key, and every output element adds its values in increasing key order
+ * (attn_mix, sub-run after sub-run): the bits of one row at a time (attend.c). */
+static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int kvh, const float *q, size_t ldq,
+                        int last0, int nb, float scale, float *p, size_t ldp, float *z, size_t ldz)
+{
+    int hd = c->model->cfg.info.head_dim, end = last0 + nb;
+    for (int t0 = 0, run; t0 < end; t0 += run) {
+        run = kv_run(t0, end) < KB ? kv_run(t0, end) : KB;
+        for (int b = first_row(t0, last0); b < nb; b++)
+            isa->attn_scores(p + (size_t)b * ldp + t0, q + (size_t)b * ldq, cache_k(c, j, kvh, t0),
+                             keys_of_row(t0, run, last0 + b), hd, scale);
+    }
+    for (int b = 0; b < nb; b++) {
+        softmax(p + (size_t)b * ldp, last0 + b + 1);
+        memset(z + (size_t)b * ldz, 0, sizeof(float) * (size_t)hd);
+    }
+    for (int t0 = 0, run; t0 < end; t0 += run) {
+        run = kv_run(t0, end) < KB ? kv_run(t0, end) : KB;
+        for (int b = first_row(t0, last0); b < nb; b++)
+            isa->attn_mix(z + (size_t)b * ldz, p + (size_t)b * ldp + t0, cache_v(c, j, kvh, t0),
+                          keys_of_row(t0, run, last0 + b), hd);
     }
 }
 
@@ -73,7 +107,7 @@ typedef struct attn_job {
     float *z;               /* (R, nh, hd) */
     float **pattern;        /* (n_seqs) capture slot (nh, rows, keys) or NULL */
     size_t *pattern_stride; /* (n_seqs) floats between heads in the slot */
-    float *scores;          /* (n_threads, score_stride) */
+    float *scores;          /* (n_threads, QB, score_stride) */
     size_t score_stride;
 } attn_job;
 
@@ -87,12 +121,14 @@ static void attend_pair(const attn_job *J, int q_idx, int h, float *scores)
     size_t hd = (size_t)m->head_dim, qw = (size_t)m->attn_heads * hd;
     float scale = 1.0f / sqrtf((float)m->head_dim);
     float *pattern = J->pattern[q_idx];         // (nh, rows, keys), heads pattern_stride[q_idx] apart
-    for (int t = 0; t < n; t++) {
-        size_t at = (size_t)(r0 + t) * qw + (size_t)h * hd;
-        attend_row(s->ex->isa, c, j, h / group, J->q + at, p0 + t, scale, scores, J->z + at);
-        if (pattern) {
+    for (int t0 = 0; t0 < n; t0 += QB) {
+        int nb = n - t0 < QB ? n - t0 : QB;
+        size_t at = (size_t)(r0 + t0) * qw + (size_t)h * hd;
+        attend_rows(s->ex->isa, c, j, h / group, J->q + at, qw, p0 + t0, nb, scale, scores, J->score_stride,
+                    J->z + at, qw);
+        for (int b = 0, t = t0; pattern && b < nb; b++, t++) {
             float *row = pattern + (size_t)h * J->pattern_stride[q_idx] + (size_t)t * (size_t)keys;
-            memcpy(row, scores, sizeof(float) * (size_t)(p0 + t + 1));
+            memcpy(row, scores + (size_t)b * J->score_stride, sizeof(float) * (size_t)(p0 + t + 1));
             memset(row + p0 + t + 1, 0, sizeof(float) * (size_t)(n - t - 1));
         }
     }
@@ -104,7 +140,7 @@ static void attend_thread(void *arg, int ti, int nt)
     int nh = J->s->model->cfg.info.attn_heads, lo, hi;
     exec_share(J->s->n_seqs * nh, ti, nt, &lo, &hi);
     for (int i = lo; i < hi; i++)
-        attend_pair(J, i / nh, i % nh, J->scores + (size_t)ti * J->score_stride);
+        attend_pair(J, i / nh, i % nh, J->scores + (size_t)ti * QB * J->score_stride);
 }
 
 void attention_forward(step *s, int li, const float *h, float *out)
@@ -124,7 +160,7 @@ void attention_forward(step *s, int li, const float *h, float *out)
     float *v = step_alloc(s, R * kvw);          // (R, nkv, hd)
     float *z = step_alloc(s, R * qw);           // (R, nh, hd)
     size_t score_stride = ((size_t)max_keys + 16) & ~(size_t)15;
-    float *scores = step_alloc(s, (size_t)s->ex->n_threads * score_stride); // (threads, keys)
+    float *scores = step_alloc(s, (size_t)s->ex->n_threads * QB * score_stride); // (threads, QB, keys)
     float **pattern = (float **)step_alloc(s, 2 * (size_t)s->n_seqs);      // (n_seqs) capture slots
     size_t *pattern_stride = (size_t *)step_alloc(s, 2 * (size_t)s->n_seqs); // (n_seqs)
 
