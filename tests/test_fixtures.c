@@ -273,11 +273,14 @@ static void pass_run_free(pass_run *r)
 }
 
 /* A step split into passes of 1, 3 or 7 rows (wherever that cuts the sequences)
- * gives one pass's bits: every logit row, every captured hook and state. */
-static void check_passes(int index)
+ * gives one pass's bits, in the compute mode given: every logit row, every captured
+ * hook and state. */
+static void check_passes(int index, const char *compute)
 {
     fixture f;
     fixture_open(index, &f);
+    strata_error err0;
+    cr_assert_eq(strata_model_set_compute(f.model, compute, &err0), STRATA_OK);
     size_t V = (size_t)f.V, T = (size_t)f.T - 2;
     pass_run one;
     run_in_passes(&f, 1 << 20, &one);
@@ -438,7 +441,8 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     Test(name, decode_matches_step_by_step, .timeout = 120) { check_decode(i); }        \
     Test(name, batched_step_equals_alone, .timeout = 120) { check_batched(i, "fp32"); } \
     Test(name, bf16_batched_step_equals_alone, .timeout = 120) { check_batched(i, "bf16"); } \
-    Test(name, passes_give_one_pass_bits, .timeout = 120) { check_passes(i); }          \
+    Test(name, passes_give_one_pass_bits, .timeout = 120) { check_passes(i, "fp32"); }  \
+    Test(name, bf16_passes_give_one_pass_bits, .timeout = 120) { check_passes(i, "bf16"); } \
     Test(name, bf16_compute_error_is_bounded, .timeout = 120) { check_bf16_error(i, bf16_diff, bf16_moved); } \
     Test(name, cli_generate_is_greedy, .timeout = 120) { check_cli_generate(i); }       \
     Test(name, cli_run_writes_hooks, .timeout = 120) { check_cli_run(i); }
