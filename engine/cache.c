@@ -8,6 +8,7 @@
 #include "cache.h"
 #include "core/error.h"
 #include "core/huge.h"
+#include "kernels/kernels.h"
 
 static size_t conv_elems(const strata_model_info *m)
 {
@@ -17,6 +18,25 @@ static size_t conv_elems(const strata_model_info *m)
 static size_t ssm_elems(const strata_model_info *m)
 {
     return (size_t)m->d_inner * (size_t)m->ssm_state_size;
+}
+
+static size_t ssm_bytes(const strata_cache *c)
+{
+    return ssm_elems(&c->model->cfg.info) * (c->ssm_bf16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+/* Element k of layer i's SSM state as fp32, and set from fp32. */
+static float ssm_get(const strata_cache *c, int i, size_t k)
+{
+    return c->ssm_bf16 ? bf16_widen(((const uint16_t *)c->ssm[i])[k]) : ((const float *)c->ssm[i])[k];
+}
+
+static void ssm_put(strata_cache *c, int i, size_t k, float v)
+{
+    if (c->ssm_bf16)
+        ((uint16_t *)c->ssm[i])[k] = bf16_round_state(v);
+    else
+        ((float *)c->ssm[i])[k] = v;
 }
 
 static size_t block_floats(const strata_model *model)
@@ -62,15 +82,15 @@ strata_status strata_cache_new(const strata_model *model, strata_cache **out, st
     if (!c)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     c->model = model;
+    c->ssm_bf16 = model->compute_bf16;
     int ok = (c->conv = calloc((size_t)model->n_mamba + 1, sizeof *c->conv)) &&
              (c->ssm = calloc((size_t)model->n_mamba + 1, sizeof *c->ssm));
     /* on huge pages (core/huge.h): a 16-session decode step of the 470m shape
      * streams 192 MiB of it in and out, and its scan took 7–8 ms instead of 9.5 */
     if (ok && model->n_mamba > 0)
-        ok = (c->ssm_all = huge_zalloc(sizeof(float) * ssm_elems(m) * (size_t)model->n_mamba, &c->ssm_all_bytes)) !=
-             NULL;
+        ok = (c->ssm_all = huge_zalloc(ssm_bytes(c) * (size_t)model->n_mamba, &c->ssm_all_bytes)) != NULL;
     for (int i = 0; ok && i < model->n_mamba; i++) {
-        c->ssm[i] = c->ssm_all + ssm_elems(m) * (size_t)i;
+        c->ssm[i] = (char *)c->ssm_all + ssm_bytes(c) * (size_t)i;
         ok = (c->conv[i] = calloc(conv_elems(m) + 1, sizeof(float))) != NULL;
     }
     if (!ok) {
@@ -145,7 +165,7 @@ void strata_cache_reset(strata_cache *c)
     release_blocks(c, 0);
     for (int i = 0; i < c->model->n_mamba; i++) {
         memset(c->conv[i], 0, sizeof(float) * conv_elems(m));
-        memset(c->ssm[i], 0, sizeof(float) * ssm_elems(m));
+        memset(c->ssm[i], 0, ssm_bytes(c));
     }
     c->n_tokens = 0;
 }
@@ -163,7 +183,17 @@ uint64_t strata_cache_state_bytes(const strata_cache *c)
 
 void cache_copy_ssm(const strata_cache *c, int i, float *out)
 {
-    memcpy(out, c->ssm[i], sizeof(float) * ssm_elems(&c->model->cfg.info));
+    for (size_t k = 0, n = ssm_elems(&c->model->cfg.info); k < n; k++)
+        out[k] = ssm_get(c, i, k);
+}
+
+void cache_set_ssm(strata_cache *c, int i, const void *in)
+{
+    for (size_t k = 0, n = ssm_elems(&c->model->cfg.info); k < n; k++) {
+        float v;
+        memcpy(&v, (const char *)in + 4 * k, 4);
+        ssm_put(c, i, k, v);
+    }
 }
 
 void cache_copy_conv(const strata_cache *c, int i, float *out)
@@ -217,7 +247,11 @@ void cache_copy_recurrent(strata_cache *dst, const strata_cache *src)
     const strata_model_info *m = &src->model->cfg.info;
     for (int i = 0; i < src->model->n_mamba; i++) {
         memcpy(dst->conv[i], src->conv[i], sizeof(float) * conv_elems(m));
-        memcpy(dst->ssm[i], src->ssm[i], sizeof(float) * ssm_elems(m));
+        if (dst->ssm_bf16 == src->ssm_bf16)
+            memcpy(dst->ssm[i], src->ssm[i], ssm_bytes(src));
+        else
+            for (size_t k = 0; k < ssm_elems(m); k++)
+                ssm_put(dst, i, k, ssm_get(src, i, k));
     }
 }
 

@@ -1,9 +1,11 @@
 /*
  * cache.h — the unified per-sequence state, as the layers see it.
  *
- * Layout (fp32):
+ * Layout (fp32, but for the SSM state of a bf16-mode cache):
  *   conv[i]  (K-1, conv_dim)       Mamba layer i's last K-1 pre-conv xBC rows, oldest first
- *   ssm[i]   (H, P, N)             Mamba layer i's SSM state
+ *   ssm[i]   (H, P, N)             Mamba layer i's SSM state: fp32, or BF16 in a cache made
+ *                                  in the bf16 compute mode (ssm_bf16), as NVIDIA's code
+ *                                  keeps it in the model's dtype; a step computes in fp32
  *   blocks   KV in blocks of KV_BLOCK positions, each (n_attn, 2, n_kv, KV_BLOCK, hd):
  *            one head's keys are sequential within a block
  *
@@ -27,8 +29,10 @@ typedef struct kv_block {
 struct strata_cache {
     const strata_model *model;
     int n_tokens;
-    float **conv, **ssm;    /* (n_mamba) */
-    float *ssm_all;         /* (n_mamba, H, P, N): ssm[i] point into it (core/huge.h) */
+    float **conv;           /* (n_mamba) */
+    void **ssm;             /* (n_mamba) float, or uint16_t where ssm_bf16 */
+    int ssm_bf16;
+    void *ssm_all;          /* (n_mamba, H, P, N): ssm[i] point into it (core/huge.h) */
     size_t ssm_all_bytes;   /* its huge_zalloc length */
     kv_block **blocks;      /* (n_blocks) */
     int n_blocks, cap_blocks;
@@ -57,10 +61,13 @@ static inline float *cache_v(const strata_cache *c, int j, int h, int t)
 
 /* Copies in the public layouts of api.md. */
 void cache_copy_ssm(const strata_cache *c, int i, float *out);   /* (H, P, N) */
+/* Set Mamba layer i's SSM state from fp32 (rounded in a BF16 cache). */
+void cache_set_ssm(strata_cache *c, int i, const void *in);  /* fp32 values, any alignment */
 void cache_copy_conv(const strata_cache *c, int i, float *out);  /* (conv_dim, K-1) */
 int cache_copy_kv(const strata_cache *c, int j, int keys, float *out); /* (T, n_kv, hd); returns T */
 /* A cache with src's first `position` tokens of KV shared and a zero recurrent state. */
 strata_status cache_share_prefix(const strata_cache *src, int position, strata_cache **out, strata_error *err);
+/* dst's conv and SSM state ← src's (converted where one keeps BF16 and the other not). */
 void cache_copy_recurrent(strata_cache *dst, const strata_cache *src);
 /* Bytes of one copy of the recurrent state (conv + SSM of every Mamba layer). */
 uint64_t cache_recurrent_bytes(const strata_model *model);

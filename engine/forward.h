@@ -45,7 +45,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out);
 void attention_forward(step *s, int li, const float *h, float *out);
 void mlp_forward(step *s, int li, const float *h, float *out);
 void moe_forward(step *s, int li, const float *h, float *out);
-size_t mamba2_scratch(const strata_model *m, int R);
+size_t mamba2_scratch(const strata_model *m, int R, int n_threads);
 size_t attention_scratch(const strata_model *m, int R, int max_keys, int n_threads);
 size_t mlp_scratch(const strata_model *m, int R);
 size_t moe_scratch(const strata_model *m, int R);

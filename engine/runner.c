@@ -201,7 +201,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
     }
     lrows = lrows < R ? lrows : R;
     size_t layer = mlp_scratch(model, R);
-    size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R) : 0,
+    size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R, n_threads) : 0,
                      model->n_attn ? attention_scratch(model, R, max_keys, n_threads) : 0,
                      strchr(m->pattern, 'E') ? moe_scratch(model, R) : 0};
     for (size_t i = 0; i < 3; i++)

@@ -329,6 +329,20 @@ static void list_free(tensor_list *l)
     free(l->names);
 }
 
+/* A buffer of n floats that lives as long as the list, or NULL. */
+static float *list_own(tensor_list *l, size_t n)
+{
+    float **grown = realloc(l->owned, sizeof *grown * (size_t)(l->n_owned + 1));
+    if (!grown)
+        return NULL;
+    l->owned = grown;
+    float *buf = malloc(sizeof(float) * (n + 1));
+    if (buf)
+        l->owned[l->n_owned++] = buf;
+    return buf;
+}
+
+/* Conv and SSM state, in fp32 whatever the cache keeps (cache_copy_ssm). */
 static int add_recurrent(tensor_list *l, const strata_model *model, const strata_cache *c, const char *prefix)
 {
     const strata_model_info *m = &model->cfg.info;
@@ -337,9 +351,12 @@ static int add_recurrent(tensor_list *l, const strata_model *model, const strata
     for (int i = 0; ok && i < model->n_mamba; i++) {
         snprintf(name, sizeof name, "%sconv.%d", prefix, i);
         ok = list_add(l, name, STRATA_F32, 2, (int64_t[]){m->conv_kernel - 1, m->conv_dim}, c->conv[i]);
+        float *ssm = ok ? list_own(l, (size_t)m->d_inner * (size_t)m->ssm_state_size) : NULL;
+        if (ssm)
+            cache_copy_ssm(c, i, ssm);
         snprintf(name, sizeof name, "%sssm.%d", prefix, i);
-        ok = ok && list_add(l, name, STRATA_F32, 3, (int64_t[]){m->mamba_heads, m->mamba_head_dim, m->ssm_state_size},
-                            c->ssm[i]);
+        ok = ssm && list_add(l, name, STRATA_F32, 3, (int64_t[]){m->mamba_heads, m->mamba_head_dim, m->ssm_state_size},
+                             ssm);
     }
     return ok;
 }
@@ -349,15 +366,11 @@ static int add_kv(tensor_list *l, const strata_session *s)
 {
     const strata_model_info *m = &s->model->cfg.info;
     size_t hd = (size_t)m->head_dim, T = (size_t)s->n;
-    l->owned = calloc((size_t)s->model->n_attn * 2 + 1, sizeof *l->owned);
-    if (!l->owned)
-        return 0;
     for (int j = 0; j < s->model->n_attn; j++)
         for (int kv = 0; kv < 2; kv++) {
-            float *buf = malloc(sizeof(float) * ((size_t)m->kv_heads * T * hd + 1));
+            float *buf = list_own(l, (size_t)m->kv_heads * T * hd);
             if (!buf)
                 return 0;
-            l->owned[l->n_owned++] = buf;
             for (int h = 0; h < m->kv_heads; h++)
                 for (size_t t = 0; t < T; t++)
                     memcpy(buf + ((size_t)h * T + t) * hd, cache_kv_row(s->cache, j, kv, h, (int)t), sizeof(float) * hd);
@@ -436,7 +449,7 @@ static strata_status read_recurrent(const st_file *f, const strata_model *model,
         snprintf(name, sizeof name, "%sssm.%d", prefix, i);
         if (!(t = expect_tensor(f, name, ssm, err)))
             return STRATA_E_FORMAT;
-        memcpy(c->ssm[i], t->data, ssm * 4);
+        cache_set_ssm(c, i, t->data);
     }
     return STRATA_OK;
 }

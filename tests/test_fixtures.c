@@ -273,8 +273,9 @@ static void pass_run_free(pass_run *r)
 }
 
 /* A step split into passes of 1, 3 or 7 rows (wherever that cuts the sequences)
- * gives one pass's bits, in the compute mode given: every logit row, every captured
- * hook and state. */
+ * gives one pass's bits: every logit row, every captured hook and state — in the
+ * compute mode given (bf16: the SSM state is rounded after every token, so wherever
+ * a pass ends). */
 static void check_passes(int index, const char *compute)
 {
     fixture f;
@@ -436,6 +437,62 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     fixture_close(&f);
 }
 
+/* The bf16 mode's decode: a cache made in the mode keeps its SSM state in BF16
+ * between steps (every captured state value is a BF16 value, not all zero), and
+ * prefill then step-by-step decode stays within the bounds of the mode's full
+ * forward (check_bf16_error) against the reference decode.logits. */
+static void check_bf16_decode(int index, double max_diff, int max_moved)
+{
+    fixture f;
+    fixture_open(index, &f);
+    strata_error err;
+    strata_cache *cache;
+    strata_runner *run;
+    strata_capture *cap;
+    cr_assert_eq(strata_model_set_compute(f.model, "bf16", &err), STRATA_OK);
+    cr_assert_eq(strata_cache_new(f.model, &cache, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
+    cr_assert_eq(strata_capture_new(f.model, &cap, &err), STRATA_OK);
+    cr_assert_eq(strata_capture_add(cap, "blocks.*.mixer.ssm_state", &err), STRATA_OK, "%s", err.message);
+    int rows = f.T - f.T0;
+    float *logits = malloc(sizeof(float) * (size_t)rows * (size_t)f.V);
+    strata_seq seq = {.cache = cache, .tokens = f.ids, .n_tokens = f.T0};
+    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    for (int t = f.T0; t < f.T; t++) {
+        seq = (strata_seq){.cache = cache, .tokens = f.ids + t, .n_tokens = 1, .capture = cap,
+                           .logits = logits + (size_t)(t - f.T0) * (size_t)f.V};
+        cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    }
+    const float *want = expect(&f, "decode.logits")->data;
+    double d = max_abs_diff(logits, want, (size_t)rows * (size_t)f.V);
+    int moved = 0;
+    for (int r = 0; r < rows; r++)
+        moved += argmax_f(logits + (size_t)r * (size_t)f.V, f.V) != argmax_f(want + (size_t)r * (size_t)f.V, f.V);
+    cr_log_info("%s: bf16 decode: logits max abs diff %.4f, %d of %d argmaxes moved", f.dir, d, moved, rows);
+    cr_assert_leq(d, max_diff, "%s: bf16 decode: logits differ by %g", f.dir, d);
+    cr_assert_leq(moved, max_moved, "%s: bf16 decode moved %d argmaxes", f.dir, moved);
+    cr_assert_gt(strata_capture_count(cap), 0);
+    for (int k = 0; k < strata_capture_count(cap); k++) {
+        strata_tensor_view v;
+        cr_assert_eq(strata_capture_get(cap, k, &v, &err), STRATA_OK);
+        size_t n = 1, nonzero = 0;
+        for (int dd = 0; dd < v.ndim; dd++)
+            n *= (size_t)v.shape[dd];
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, (const float *)v.data + i, 4);
+            cr_assert_eq(u & 0xffffu, 0, "%s: %s[%zu] = %a is not a BF16 value", f.dir, v.name, i, ((const float *)v.data)[i]);
+            nonzero += u != 0;
+        }
+        cr_assert_gt(nonzero, n / 2, "%s: %s is mostly zero", f.dir, v.name);
+    }
+    free(logits);
+    strata_capture_free(cap);
+    strata_runner_free(run);
+    strata_cache_free(cache);
+    fixture_close(&f);
+}
+
 #define FIXTURE_TESTS(name, i, bf16_diff, bf16_moved)                                 \
     Test(name, full_forward_matches_every_hook, .timeout = 120) { check_full_forward(i); } \
     Test(name, decode_matches_step_by_step, .timeout = 120) { check_decode(i); }        \
@@ -444,6 +501,7 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     Test(name, passes_give_one_pass_bits, .timeout = 120) { check_passes(i, "fp32"); }  \
     Test(name, bf16_passes_give_one_pass_bits, .timeout = 120) { check_passes(i, "bf16"); } \
     Test(name, bf16_compute_error_is_bounded, .timeout = 120) { check_bf16_error(i, bf16_diff, bf16_moved); } \
+    Test(name, bf16_decode_keeps_a_bf16_state, .timeout = 120) { check_bf16_decode(i, bf16_diff, bf16_moved); } \
     Test(name, cli_generate_is_greedy, .timeout = 120) { check_cli_generate(i); }       \
     Test(name, cli_run_writes_hooks, .timeout = 120) { check_cli_run(i); }
 

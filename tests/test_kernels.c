@@ -16,11 +16,9 @@
 #include "util.h"
 
 /* f rounded to BF16 and back (the bf16 compute mode's view of x). */
-static float bf16_round(float f)
+static float bf16_view(float f)
 {
-    uint32_t u = (uint32_t)test_to_bf16(f) << 16;
-    memcpy(&f, &u, 4);
-    return f;
+    return bf16_widen(bf16_round(f));
 }
 
 /* Exact for |f| in F16's normal range (values here are in [-1, 1) rounded). */
@@ -108,7 +106,7 @@ Test(kernels, fast_paths_match_portable, .timeout = 120)
                             double ref = w.bias ? w.bias[j] : 0.0, mag = 0.0;
                             for (int k = 0; k < K; k++) {
                                 double a = x[(size_t)r * (size_t)K + (size_t)k];
-                                a = bf16 && dtypes[d] == ST_BF16 ? bf16_round((float)a) : a;
+                                a = bf16 && dtypes[d] == ST_BF16 ? bf16_view((float)a) : a;
                                 double b = mat_elem(w.data, dtypes[d], (size_t)j * (size_t)K + (size_t)k);
                                 ref += a * b;
                                 mag += fabs(a * b);
@@ -397,7 +395,7 @@ static void check_panels_values(const test_mat *w, const float *y, const float *
             double ref = w->bias ? w->bias[j] : 0.0, mag = 0.0;
             for (int k = 0; k < K; k++) {
                 double a = x[(size_t)r * (size_t)K + (size_t)k];
-                a = rounded ? bf16_round((float)a) : a;
+                a = rounded ? bf16_view((float)a) : a;
                 double b = mat_elem(w->data, ST_BF16, (size_t)j * (size_t)K + (size_t)k);
                 ref += a * b;
                 mag += fabs(a * b);
@@ -596,5 +594,49 @@ Test(kernels, ssm_head_many_tokens_equal_one_at_a_time)
             cr_assert(!memcmp(y0, y1, sizeof(float) * (size_t)n * ldy), "%s N=%d: y differs", test_all_paths[p]->name, N);
             free(x), free(B), free(C), free(dt), free(a), free(S0), free(S1), free(y0), free(y1);
         }
+    }
+}
+
+/* The scan on a state kept in BF16 (the bf16 mode's caches): on every path,
+ * ssm_head_bf16 — fused on AVX-512, through fp32 scratch otherwise — gives the bits
+ * of, token by token, widening the state, the path's fp32 ssm_head for that token,
+ * and rounding back by bf16_round. */
+Test(kernels, ssm_head_bf16_equals_widened_fp32_then_rounded)
+{
+    int P = 5, Ns[] = {13, 16, 64, 128}, ntok[] = {1, 3, 4, 6, 11};
+    for (int p = 0; p < 3; p++) {
+        const kernel_isa *isa = test_all_paths[p];
+        if (!test_path_supported(isa))
+            continue;
+        for (size_t ni = 0; ni < sizeof Ns / sizeof Ns[0]; ni++)
+            for (size_t ti = 0; ti < sizeof ntok / sizeof ntok[0]; ti++) {
+                int N = Ns[ni], n = ntok[ti];
+                size_t ldx = 7, ldbc = (size_t)N + 3, ldy = 9, ns = (size_t)P * (size_t)N;
+                float *x = test_vec_random((size_t)n * ldx), *B = test_vec_random((size_t)n * ldbc);
+                float *C = test_vec_random((size_t)n * ldbc), *dt = test_vec_random((size_t)n), *a = test_vec_random((size_t)n);
+                float *S = test_vec_random(ns), *scratch = malloc(sizeof(float) * ns);
+                float *y0 = calloc((size_t)n * ldy, sizeof(float)), *y1 = calloc((size_t)n * ldy, sizeof(float));
+                uint16_t *S16 = malloc(sizeof *S16 * ns), *want = malloc(sizeof *want * ns);
+                for (size_t i = 0; i < (size_t)N; i++)   /* row 0 decays into denormals: they go to zero */
+                    S[i] = (1.5f + 0.5f * S[i]) * 1.2e-38f;
+                for (int t = 0; t < n; t++)
+                    x[(size_t)t * ldx] = 0.0f, a[t] = 0.25f;
+                for (size_t i = 0; i < ns; i++)
+                    S16[i] = bf16_round_state(S[i]), S[i] = bf16_widen(S16[i]);
+                for (int t = 0; t < n; t++) {
+                    isa->ssm_head(S, P, N, 1, x + (size_t)t * ldx, ldx, B + (size_t)t * ldbc, C + (size_t)t * ldbc,
+                                  ldbc, dt + t, a + t, 0.5f, y0 + (size_t)t * ldy, ldy);
+                    for (size_t i = 0; i < ns; i++)
+                        want[i] = bf16_round_state(S[i]), S[i] = bf16_widen(want[i]);
+                }
+                ssm_head_bf16(isa, S16, scratch, P, N, n, x, ldx, B, C, ldbc, dt, a, 0.5f, y1, ldy);
+                cr_assert(!memcmp(S16, want, sizeof *want * ns), "%s N=%d n=%d: state differs", isa->name, N, n);
+                int flushed = 0;
+                for (int i = 0; i < N; i++)
+                    flushed += (S16[i] & 0x7fff) == 0;
+                cr_assert_gt(flushed, 0, "%s N=%d n=%d: no denormal was flushed", isa->name, N, n);
+                cr_assert(!memcmp(y0, y1, sizeof(float) * (size_t)n * ldy), "%s N=%d n=%d: y differs", isa->name, N, n);
+                free(x), free(B), free(C), free(dt), free(a), free(S), free(scratch), free(y0), free(y1), free(S16), free(want);
+            }
     }
 }

@@ -178,3 +178,32 @@ Test(session, serialization_round_trip_and_corruption)
     free(bytes);
     strata_session_free(s);
 }
+
+/* In the bf16 compute mode a session's SSM state is kept in BF16: it is saved as
+ * fp32 (exactly) and loads back to the same bits, so the imported session goes on
+ * exactly as the original. */
+Test(session, bf16_state_survives_serialization)
+{
+    strata_error err;
+    strata_session *s, *t;
+    float a[V], b[V];
+    cr_assert_eq(strata_model_set_compute(M, "bf16", &err), STRATA_OK);
+    strata_runner_free(R);
+    cr_assert_eq(strata_runner_new(M, &R, &err), STRATA_OK);
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 40, a);
+    for (int i = 40; i < 44; i++)
+        feed(s, ids + i, 1, a);
+    void *bytes;
+    size_t len;
+    cr_assert_eq(strata_session_serialize(s, &bytes, &len, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_OK, "%s", err.message);
+    for (int i = 44; i < 47; i++) {
+        feed(s, ids + i, 1, a);
+        feed(t, ids + i, 1, b);
+        cr_assert_eq(memcmp(a, b, sizeof a), 0, "token %d: the imported session goes on differently", i);
+    }
+    free(bytes);
+    strata_session_free(t);
+    strata_session_free(s);
+}

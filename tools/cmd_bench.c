@@ -488,6 +488,10 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
     r->decode_flops = 2.0 * (body + (double)embed);
     r->state_bytes = (double)m->state_bytes_fixed;
     r->kv_bytes_per_token = (double)m->state_bytes_per_token;
+    /* the bf16 mode's caches keep the SSM state in BF16 */
+    for (int i = 0; r->bf16 && i < m->n_layers; i++)
+        if (m->pattern[i] == 'M')
+            r->state_bytes -= 2.0 * (double)m->d_inner * (double)m->ssm_state_size;
 }
 
 /* Bytes a decode step of S sessions moves (run_sessions: a 16-token prompt, then

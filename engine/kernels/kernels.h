@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/isa.h"
 #include "kernels/pool.h"
@@ -63,6 +64,44 @@ void exec_share(int n, int ti, int nt, int *lo, int *hi);
 void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e);
 
 float dot_f32(const float *a, const float *b, int n);
+
+/* x rounded to BF16, to nearest even (a NaN stays a NaN, made quiet): the bf16
+ * mode's rounding of activations into its dot products (the vector paths' to_bf16
+ * gives the same bits). */
+static inline uint16_t bf16_round(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* The SSM state's rounding to BF16 (a bf16-mode cache), VCVTNEPS2BF16's steps: as
+ * bf16_round, but a denormal goes to the zero of its sign. */
+static inline uint16_t bf16_round_state(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (u & 0x7f800000u) == 0 ? (uint16_t)((u >> 16) & 0x8000u) : bf16_round(x);
+}
+
+static inline float bf16_widen(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* isa->ssm_head on a head's state S (P, N) kept in BF16: token by token, the state
+ * widened exactly, the path's ssm_head for the token (its y from that fp32 state),
+ * the state rounded back by bf16_round_state. Rounding after every token makes the
+ * state after token t the same however the tokens were split into steps or passes.
+ * Fused where the path and the CPU have it, else through scratch (P·N floats); the
+ * same bits. */
+void ssm_head_bf16(const kernel_isa *isa, uint16_t *S, float *scratch, int P, int N, int n, const float *x,
+                   size_t ldx, const float *B, const float *C, size_t ldbc, const float *dt, const float *a, float Dh,
+                   float *y, size_t ldy);
 
 /* out = x / sqrt(mean(x²) + eps) * w over n values (w may be NULL). */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);

@@ -203,13 +203,28 @@ static void round_bf16(const exec *e, uint16_t *xb, float *xr, const float *x, s
 {
     size_t i = xb && e->isa->to_bf16 ? e->isa->to_bf16(xb, x, n) : 0;
     for (; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &x[i], 4);
-        u = (u & 0x7fffffffu) > 0x7f800000u ? u | 0x00400000u : u + 0x7fffu + ((u >> 16) & 1u);
+        uint16_t h = bf16_round(x[i]);
         if (xb)
-            xb[i] = (uint16_t)(u >> 16);
+            xb[i] = h;
         else
-            u &= 0xffff0000u, memcpy(&xr[i], &u, 4);
+            xr[i] = bf16_widen(h);
+    }
+}
+
+void ssm_head_bf16(const kernel_isa *isa, uint16_t *S, float *scratch, int P, int N, int n, const float *x,
+                   size_t ldx, const float *B, const float *C, size_t ldbc, const float *dt, const float *a, float Dh,
+                   float *y, size_t ldy)
+{
+    if (isa->ssm_head_bf16 && kernel_bf16_dot(isa) && isa->ssm_head_bf16(S, P, N, n, x, ldx, B, C, ldbc, dt, a, Dh, y, ldy))
+        return;
+    size_t len = (size_t)P * (size_t)N;
+    for (int t = 0; t < n; t++) {
+        for (size_t i = 0; i < len; i++)
+            scratch[i] = bf16_widen(S[i]);
+        isa->ssm_head(scratch, P, N, 1, x + (size_t)t * ldx, ldx, B + (size_t)t * ldbc, C + (size_t)t * ldbc, ldbc,
+                      dt + t, a + t, Dh, y + (size_t)t * ldy, ldy);
+        for (size_t i = 0; i < len; i++)
+            S[i] = bf16_round_state(scratch[i]);
     }
 }
 

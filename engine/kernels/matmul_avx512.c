@@ -411,31 +411,68 @@ static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
 /* ssm_head for N = 16·nv ≤ 128 over a few tokens: row p of S stays in nv
  * registers across them instead of a load and a store per token. The same
  * operations on the same values in the same order as the general loop below (any
- * N), so the same bits. */
+ * N), so the same bits. The loop reads 16 state values at element i by LOAD(i),
+ * writes them by STORE(i, v), and passes them from one token to the next through
+ * KEEP(v): for the fp32 state, as they are; for a BF16 one, rounded. */
+#define SSM_ROWS_LOOP(LOAD, STORE, KEEP)                                                           \
+    for (int p = 0; p < P; p++) {                                                                  \
+        size_t s = (size_t)p * (size_t)(16 * nv);                                                  \
+        __m512 sv[8];                                                                              \
+        _Pragma("GCC unroll 8") for (int k = 0; k < nv; k++) sv[k] = LOAD(s + 16 * (size_t)k);     \
+        for (int t = 0; t < n; t++) {                                                              \
+            const float *Bt = B + (size_t)t * ldbc, *Ct = C + (size_t)t * ldbc;                    \
+            float xv = x[(size_t)t * ldx + (size_t)p], dx = dt[t] * xv;                            \
+            __m512 av = _mm512_set1_ps(a[t]), dxv = _mm512_set1_ps(dx), acc = _mm512_setzero_ps(); \
+            _Pragma("GCC unroll 8") for (int k = 0; k < nv; k++) {                                 \
+                sv[k] = _mm512_fmadd_ps(dxv, _mm512_loadu_ps(Bt + 16 * k), _mm512_mul_ps(av, sv[k])); \
+                acc = _mm512_fmadd_ps(sv[k], _mm512_loadu_ps(Ct + 16 * k), acc);                   \
+                sv[k] = t + 1 < n ? KEEP(sv[k]) : sv[k];                                           \
+            }                                                                                      \
+            y[(size_t)t * ldy + (size_t)p] = reduce16(acc) + Dh * xv;                              \
+        }                                                                                          \
+        _Pragma("GCC unroll 8") for (int k = 0; k < nv; k++) STORE(s + 16 * (size_t)k, sv[k]);     \
+    }
+
+#define F32_LOAD(i) _mm512_loadu_ps(S + (i))
+#define F32_STORE(i, v) _mm512_storeu_ps(S + (i), v)
+#define F32_KEEP(v) (v)
+
 INLINE void ssm_head_rows(float *S, int P, const int nv, int n, const float *x, size_t ldx, const float *B,
                           const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y, size_t ldy)
 {
-    for (int p = 0; p < P; p++) {
-        float *s = S + (size_t)p * (size_t)(16 * nv);
-        __m512 sv[8];
-#pragma GCC unroll 8
-        for (int k = 0; k < nv; k++)
-            sv[k] = _mm512_loadu_ps(s + 16 * k);
-        for (int t = 0; t < n; t++) {
-            const float *Bt = B + (size_t)t * ldbc, *Ct = C + (size_t)t * ldbc;
-            float xv = x[(size_t)t * ldx + (size_t)p], dx = dt[t] * xv;
-            __m512 av = _mm512_set1_ps(a[t]), dxv = _mm512_set1_ps(dx), acc = _mm512_setzero_ps();
-#pragma GCC unroll 8
-            for (int k = 0; k < nv; k++) {
-                sv[k] = _mm512_fmadd_ps(dxv, _mm512_loadu_ps(Bt + 16 * k), _mm512_mul_ps(av, sv[k]));
-                acc = _mm512_fmadd_ps(sv[k], _mm512_loadu_ps(Ct + 16 * k), acc);
-            }
-            y[(size_t)t * ldy + (size_t)p] = reduce16(acc) + Dh * xv;
-        }
-#pragma GCC unroll 8
-        for (int k = 0; k < nv; k++)
-            _mm512_storeu_ps(s + 16 * k, sv[k]);
-    }
+    SSM_ROWS_LOOP(F32_LOAD, F32_STORE, F32_KEEP)
+}
+
+/* The state kept in BF16 (kernels.h: ssm_head_bf16): widened exactly, rounded after
+ * every token by VCVTNEPS2BF16 — bf16_round_state's steps. */
+INLINE_BF16 __m512 bf16_state_widen(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+INLINE_BF16 __m512 bf16_state_load(const uint16_t *p)
+{
+    return bf16_state_widen(_mm256_loadu_si256((const __m256i *)(const void *)p));
+}
+
+INLINE_BF16 __m256i bf16_state_round(__m512 v)
+{
+    return (__m256i)_mm512_cvtneps_pbh(v);
+}
+
+INLINE_BF16 __m512 bf16_state_keep(__m512 v)
+{
+    return bf16_state_widen(bf16_state_round(v));
+}
+
+#define BF16_LOAD(i) bf16_state_load(S + (i))
+#define BF16_STORE(i, v) _mm256_storeu_si256((__m256i *)(void *)(S + (i)), bf16_state_round(v))
+
+INLINE_BF16 void ssm_head_rows_bf16(uint16_t *S, int P, const int nv, int n, const float *x, size_t ldx,
+                                    const float *B, const float *C, size_t ldbc, const float *dt, const float *a,
+                                    float Dh, float *y, size_t ldy)
+{
+    SSM_ROWS_LOOP(BF16_LOAD, BF16_STORE, bf16_state_keep)
 }
 
 #define SSM_ROWS_CASE(NV) case NV: ssm_head_rows(S, P, NV, n, x, ldx, B, C, ldbc, dt, a, Dh, y, ldy); return;
@@ -454,6 +491,30 @@ static TARGET void ssm_head_block(float *S, int P, int nv, int n, const float *x
  * 512 tokens on one thread: 14.6–19.3 ms one token at a time, 12.5–14.7 by 4, 14.6–15.8
  * by 8 or 16). */
 #define SSM_TBLOCK 4
+
+#define SSM_BF16_CASE(NV)                                                                          \
+    case NV:                                                                                       \
+        ssm_head_rows_bf16(S, P, NV, m, x + (size_t)t0 * ldx, ldx, B + (size_t)t0 * ldbc,         \
+                           C + (size_t)t0 * ldbc, ldbc, dt + t0, a + t0, Dh, y + (size_t)t0 * ldy, ldy); \
+        break;
+/* isa.h ssm_head_bf16 for N = 16·nv ≤ 128, SSM_TBLOCK tokens at a time (the state
+ * is rounded after every token, so keeping it in BF16 between blocks loses nothing). */
+static TARGET_BF16 int ssm_head_bf16_fused(uint16_t *S, int P, int N, int n, const float *x, size_t ldx,
+                                           const float *B, const float *C, size_t ldbc, const float *dt,
+                                           const float *a, float Dh, float *y, size_t ldy)
+{
+    if (N % 16 || N > 128)
+        return 0;
+    for (int t0 = 0; t0 < n; t0 += SSM_TBLOCK) {
+        int m = n - t0 < SSM_TBLOCK ? n - t0 : SSM_TBLOCK;
+        switch (N / 16) {
+            SSM_BF16_CASE(8) SSM_BF16_CASE(7) SSM_BF16_CASE(6) SSM_BF16_CASE(5)
+            SSM_BF16_CASE(4) SSM_BF16_CASE(3) SSM_BF16_CASE(2) SSM_BF16_CASE(1)
+        }
+    }
+    return 1;
+}
+
 static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_t ldx, const float *B,
                             const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
                             size_t ldy)
@@ -490,7 +551,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
 
 const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
-    .to_bf16 = to_bf16,
+    .ssm_head_bf16 = ssm_head_bf16_fused, .to_bf16 = to_bf16,
     .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
     .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx512,
     .block_panels = block_panels, .block_panels_f32 = block_panels_f32,

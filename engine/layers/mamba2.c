@@ -5,7 +5,8 @@
  *   xBC'   = silu(causal_conv1d(xBC))      the conv window continues from the cache
  *   x, B, C = split(xBC')                  head h reads B/C group h / (H/G)
  *   dt     = clamp(softplus(dt + dt_bias), limit)
- *   S      = exp(dt·A)·S + dt·(x ⊗ B);  y = S·C + D·x       per token, fp32 state
+ *   S      = exp(dt·A)·S + dt·(x ⊗ B);  y = S·C + D·x       per token, in fp32 (a bf16-mode
+ *                                          cache keeps S in BF16 between steps)
  *   out    = W_out · (groupwise_rmsnorm(y · silu(z)) · norm_w)
  *
  * The scan is the per-token recurrence, exact for prefill chunks and decode alike;
@@ -32,11 +33,11 @@ static dims dims_of(const strata_model *model)
     };
 }
 
-size_t mamba2_scratch(const strata_model *model, int R)
+size_t mamba2_scratch(const strata_model *model, int R, int n_threads)
 {
     dims D = dims_of(model);
     size_t r = (size_t)R;
-    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) + 64;
+    return r * (size_t)(D.in_dim + D.conv_dim + 3 * D.H + D.d_inner) + (size_t)n_threads * (size_t)(D.P * D.N) + 64;
 }
 
 /* Causal depthwise conv over every sequence's rows, each continuing from its conv
@@ -92,6 +93,7 @@ typedef struct scan_job {
     int state_index;
     const float *xbc, *dtT, *aT;    /* (R, conv_dim), (H, R), (H, R) */
     float *y;                       /* (R, d_inner) */
+    float *widened;                 /* (threads, P, N) a BF16 head state in fp32 */
 } scan_job;
 
 static void scan_thread(void *arg, int ti, int nt)
@@ -102,15 +104,20 @@ static void scan_thread(void *arg, int ti, int nt)
     int pairs = s->n_seqs * D->H, lo, hi, hpg = D->H / D->G;
     size_t R = (size_t)s->R, cd = (size_t)D->conv_dim;
     exec_share(pairs, ti, nt, &lo, &hi);
+    size_t PN = (size_t)D->P * (size_t)D->N;
     for (int i = lo; i < hi; i++) {
         int q = i / D->H, h = i % D->H, g = h / hpg, r0 = s->off[q], n = s->off[q + 1] - r0;
-        float *S = s->seqs[q].cache->ssm[J->state_index] + (size_t)h * (size_t)D->P * (size_t)D->N;
-        const float *row = J->xbc + (size_t)r0 * cd;
-        s->ex->isa->ssm_head(S, D->P, D->N, n, row + (size_t)h * (size_t)D->P, cd,
-                             row + D->d_inner + (size_t)g * (size_t)D->N,
-                             row + D->d_inner + (size_t)(D->G + g) * (size_t)D->N, cd,
-                             J->dtT + (size_t)h * R + (size_t)r0, J->aT + (size_t)h * R + (size_t)r0, J->w->D[h],
-                             J->y + (size_t)r0 * (size_t)D->d_inner + (size_t)h * (size_t)D->P, (size_t)D->d_inner);
+        const strata_cache *c = s->seqs[q].cache;
+        const float *row = J->xbc + (size_t)r0 * cd, *x = row + (size_t)h * (size_t)D->P;
+        const float *B = row + D->d_inner + (size_t)g * (size_t)D->N, *C = B + (size_t)D->G * (size_t)D->N;
+        const float *dt = J->dtT + (size_t)h * R + (size_t)r0, *a = J->aT + (size_t)h * R + (size_t)r0;
+        float *y = J->y + (size_t)r0 * (size_t)D->d_inner + (size_t)h * (size_t)D->P;
+        if (c->ssm_bf16)
+            ssm_head_bf16(s->ex->isa, (uint16_t *)c->ssm[J->state_index] + (size_t)h * PN, J->widened + (size_t)ti * PN,
+                          D->P, D->N, n, x, cd, B, C, cd, dt, a, J->w->D[h], y, (size_t)D->d_inner);
+        else
+            s->ex->isa->ssm_head((float *)c->ssm[J->state_index] + (size_t)h * PN, D->P, D->N, n, x, cd, B, C, cd, dt,
+                                 a, J->w->D[h], y, (size_t)D->d_inner);
     }
 }
 
@@ -153,6 +160,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     float *y = step_alloc(s, R * (size_t)D.d_inner);         // (R, d_inner)
     float *dtT = step_alloc(s, R * (size_t)D.H);             // (H, R) dt, head-major for the scan
     float *aT = step_alloc(s, R * (size_t)D.H);              // (H, R) exp(dt·A)
+    float *widened = step_alloc(s, (size_t)s->ex->n_threads * (size_t)(D.P * D.N)); // (threads, P, N)
 
     matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
@@ -168,7 +176,8 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
             aT[(size_t)hh * R + r] = expf(v * w->A[hh]);
         }
     hook_rows(s, HOOK_SSM_DT, li, dt);
-    scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y};
+    scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y,
+                    .widened = widened};
     exec_parallel(s->ex, scan_thread, &job);
     hook_rows(s, HOOK_SSM_Y, li, y);
     norm_job nj = {s->ex->isa, &D, w, zxbcdt, y, m->norm_eps};
