@@ -42,13 +42,25 @@ const kernel_isa *kernel_select(void)
     return &kernel_portable;
 }
 
-void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b)
+/* AVX512_BF16, asked of CPUID once: the scan asks for every head it runs on a
+ * BF16 state. (Threads racing on the first call all store the same answer.) */
+static int cpu_has_bf16(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    __builtin_cpu_init();
-    if (k->block_panels && __builtin_cpu_supports("avx512bf16"))
-        return k->block_panels;
+    static int known = -1;
+    int has = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("avx512bf16") != 0;
+        __atomic_store_n(&known, has, __ATOMIC_RELAXED);
+    }
+    return has;
+#else
+    return 0;
 #endif
-    (void)k;
-    return NULL;
+}
+
+void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b)
+{
+    return k->block_panels && cpu_has_bf16() ? k->block_panels : NULL;
 }

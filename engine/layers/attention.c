@@ -39,11 +39,11 @@ static void append_kv(strata_cache *c, int j, const float *k, const float *v, in
 }
 
 /* Keys (or values) from position t0 on that one cache block holds contiguously
- * (rows hd apart), up to end. */
+ * (rows hd apart), up to end: a sub-run of at most KB. */
 static int kv_run(int t0, int end)
 {
-    int in_block = KV_BLOCK - t0 % KV_BLOCK;
-    return in_block < end - t0 ? in_block : end - t0;
+    int in_block = KV_BLOCK - t0 % KV_BLOCK, run = in_block < end - t0 ? in_block : end - t0;
+    return run < KB ? run : KB;
 }
 
 /* p[0..n) ← softmax(p[0..n)) */
@@ -81,7 +81,7 @@ static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int
 {
     int hd = c->model->cfg.info.head_dim, end = last0 + nb;
     for (int t0 = 0, run; t0 < end; t0 += run) {
-        run = kv_run(t0, end) < KB ? kv_run(t0, end) : KB;
+        run = kv_run(t0, end);
         for (int b = first_row(t0, last0); b < nb; b++)
             isa->attn_scores(p + (size_t)b * ldp + t0, q + (size_t)b * ldq, cache_k(c, j, kvh, t0),
                              keys_of_row(t0, run, last0 + b), hd, scale);
@@ -91,7 +91,7 @@ static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int
         memset(z + (size_t)b * ldz, 0, sizeof(float) * (size_t)hd);
     }
     for (int t0 = 0, run; t0 < end; t0 += run) {
-        run = kv_run(t0, end) < KB ? kv_run(t0, end) : KB;
+        run = kv_run(t0, end);
         for (int b = first_row(t0, last0); b < nb; b++)
             isa->attn_mix(z + (size_t)b * ldz, p + (size_t)b * ldp + t0, cache_v(c, j, kvh, t0),
                           keys_of_row(t0, run, last0 + b), hd);
