@@ -123,33 +123,41 @@ static void check_full_forward(int index)
     fixture_close(&f);
 }
 
+/* Prefill T0 tokens, then one token per step (each step captured into cap, if
+ * given), in the model's current mode: the decode rows' logits (T - T0, V). */
+static float *decode_logits(const fixture *f, strata_capture *cap)
+{
+    strata_error err;
+    strata_cache *cache;
+    strata_runner *run;
+    cr_assert_eq(strata_cache_new(f->model, &cache, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_new(f->model, &run, &err), STRATA_OK);
+    float *logits = malloc(sizeof(float) * (size_t)(f->T - f->T0) * (size_t)f->V);
+    strata_seq seq = {.cache = cache, .tokens = f->ids, .n_tokens = f->T0};
+    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    for (int t = f->T0; t < f->T; t++) {
+        seq = (strata_seq){.cache = cache, .tokens = f->ids + t, .n_tokens = 1, .capture = cap,
+                           .logits = logits + (size_t)(t - f->T0) * (size_t)f->V};
+        cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    }
+    strata_runner_free(run);
+    strata_cache_free(cache);
+    return logits;
+}
+
 /* Prefill T0 tokens, then one token per step: decode.logits. */
 static void check_decode(int index)
 {
     fixture f;
     fixture_open(index, &f);
-    strata_error err;
-    strata_cache *cache;
-    strata_runner *run;
-    cr_assert_eq(strata_cache_new(f.model, &cache, &err), STRATA_OK);
-    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
     int rows = f.T - f.T0;
-    float *logits = malloc(sizeof(float) * (size_t)rows * (size_t)f.V);
-    strata_seq seq = {.cache = cache, .tokens = f.ids, .n_tokens = f.T0};
-    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
-    for (int t = f.T0; t < f.T; t++) {
-        seq = (strata_seq){.cache = cache, .tokens = f.ids + t, .n_tokens = 1,
-                           .logits = logits + (size_t)(t - f.T0) * (size_t)f.V};
-        cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
-    }
+    float *logits = decode_logits(&f, NULL);
     const st_tensor *e = expect(&f, "decode.logits");
     double diff, tol;
     cr_assert(within_tolerance(logits, e->data, (size_t)rows * (size_t)f.V, &diff, &tol),
               "%s: decode.logits max diff %g > %g", f.dir, diff, tol);
     check_argmax_rows(&f, logits, e->data, rows);
     free(logits);
-    strata_runner_free(run);
-    strata_cache_free(cache);
     fixture_close(&f);
 }
 
@@ -404,6 +412,23 @@ static float *fixture_logits(fixture *f)
     return logits;
 }
 
+/* rows of bf16-mode logits against the reference: the worst difference within
+ * max_diff, at most max_moved rows whose argmax moved (what: "compute", "decode").
+ * Returns the worst difference. */
+static double check_bf16_bounds(const fixture *f, const float *logits, const float *want, int rows, double max_diff,
+                                int max_moved, const char *what)
+{
+    size_t V = (size_t)f->V;
+    double d = max_abs_diff(logits, want, (size_t)rows * V);
+    int moved = 0;
+    for (int r = 0; r < rows; r++)
+        moved += argmax_f(logits + (size_t)r * V, f->V) != argmax_f(want + (size_t)r * V, f->V);
+    cr_log_info("%s: bf16 %s: logits max abs diff %.4f, %d of %d argmaxes moved", f->dir, what, d, moved, rows);
+    cr_assert_leq(d, max_diff, "%s: bf16 %s: logits differ by %g", f->dir, what, d);
+    cr_assert_leq(moved, max_moved, "%s: bf16 %s moved %d argmaxes", f->dir, what, moved);
+    return d;
+}
+
 /* The opt-in bf16 compute mode against the fp32 reference: its logit error (the
  * worst over all rows, and the rows whose argmax moves) within the bounds README.md
  * states, measured here. For scale, the fixtures' README gives a bf16-activation run
@@ -418,15 +443,8 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     cr_assert_eq(strata_model_set_compute(f.model, "bf16", &err), STRATA_OK);
     cr_assert_str_eq(strata_model_compute(f.model), "bf16");
     float *logits = fixture_logits(&f);
-    const float *want = expect(&f, "logits")->data;
-    double d = max_abs_diff(logits, want, (size_t)f.T * (size_t)f.V);
-    int moved = 0;
-    for (int r = 0; r < f.T; r++)
-        moved += argmax_f(logits + (size_t)r * (size_t)f.V, f.V) != argmax_f(want + (size_t)r * (size_t)f.V, f.V);
-    cr_log_info("%s: bf16 compute: logits max abs diff %.4f, %d of %d argmaxes moved", f.dir, d, moved, f.T);
+    double d = check_bf16_bounds(&f, logits, expect(&f, "logits")->data, f.T, max_diff, max_moved, "compute");
     cr_assert(d > 1e-6, "%s: bf16 compute gave the fp32 logits: the mode is not in effect", f.dir);
-    cr_assert_leq(d, max_diff, "%s: bf16 compute: logits differ by %g", f.dir, d);
-    cr_assert_leq(moved, max_moved, "%s: bf16 compute moved %d argmaxes", f.dir, moved);
     cr_assert_eq(strata_model_set_compute(f.model, "fp32", &err), STRATA_OK);
     float *again = fixture_logits(&f);
     cr_assert(!memcmp(again, fp32, sizeof(float) * (size_t)f.T * (size_t)f.V),
@@ -446,31 +464,12 @@ static void check_bf16_decode(int index, double max_diff, int max_moved)
     fixture f;
     fixture_open(index, &f);
     strata_error err;
-    strata_cache *cache;
-    strata_runner *run;
     strata_capture *cap;
     cr_assert_eq(strata_model_set_compute(f.model, "bf16", &err), STRATA_OK);
-    cr_assert_eq(strata_cache_new(f.model, &cache, &err), STRATA_OK);
-    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK);
     cr_assert_eq(strata_capture_new(f.model, &cap, &err), STRATA_OK);
     cr_assert_eq(strata_capture_add(cap, "blocks.*.mixer.ssm_state", &err), STRATA_OK, "%s", err.message);
-    int rows = f.T - f.T0;
-    float *logits = malloc(sizeof(float) * (size_t)rows * (size_t)f.V);
-    strata_seq seq = {.cache = cache, .tokens = f.ids, .n_tokens = f.T0};
-    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
-    for (int t = f.T0; t < f.T; t++) {
-        seq = (strata_seq){.cache = cache, .tokens = f.ids + t, .n_tokens = 1, .capture = cap,
-                           .logits = logits + (size_t)(t - f.T0) * (size_t)f.V};
-        cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
-    }
-    const float *want = expect(&f, "decode.logits")->data;
-    double d = max_abs_diff(logits, want, (size_t)rows * (size_t)f.V);
-    int moved = 0;
-    for (int r = 0; r < rows; r++)
-        moved += argmax_f(logits + (size_t)r * (size_t)f.V, f.V) != argmax_f(want + (size_t)r * (size_t)f.V, f.V);
-    cr_log_info("%s: bf16 decode: logits max abs diff %.4f, %d of %d argmaxes moved", f.dir, d, moved, rows);
-    cr_assert_leq(d, max_diff, "%s: bf16 decode: logits differ by %g", f.dir, d);
-    cr_assert_leq(moved, max_moved, "%s: bf16 decode moved %d argmaxes", f.dir, moved);
+    float *logits = decode_logits(&f, cap);
+    check_bf16_bounds(&f, logits, expect(&f, "decode.logits")->data, f.T - f.T0, max_diff, max_moved, "decode");
     cr_assert_gt(strata_capture_count(cap), 0);
     for (int k = 0; k < strata_capture_count(cap); k++) {
         strata_tensor_view v;
@@ -488,8 +487,6 @@ static void check_bf16_decode(int index, double max_diff, int max_moved)
     }
     free(logits);
     strata_capture_free(cap);
-    strata_runner_free(run);
-    strata_cache_free(cache);
     fixture_close(&f);
 }
 
