@@ -96,7 +96,10 @@ static void check_bench_rounds(const char *out, int rounds)
     json_object_foreach(agg, S, v) {
         double best = json_number_value(v), worst = json_number_value(json_object_get(low, S));
         cr_assert(worst > 0 && worst <= best, "%s sessions: %g, worst %g", S, best, worst);
-        cr_assert_float_eq(json_number_value(json_object_get(ratio, S)), best / single, 2e-3 * best / single, "%s", S);
+        /* printed to 3 decimals: a small ratio (a slow round on a busy machine) is off by up to 5e-4 */
+        cr_assert_float_eq(json_number_value(json_object_get(ratio, S)), best / single, 6e-4 + 2e-3 * best / single,
+                           "%s sessions: ratio %g, figures give %g", S, json_number_value(json_object_get(ratio, S)),
+                           best / single);
     }
     json_decref(r);
 }

@@ -51,6 +51,7 @@ typedef struct mm_block {
     size_t ldw;
     const float *bias;      /* (nw) or NULL */
     int m, nw, k;
+    const void *pf_after;   /* panels: the panel to prefetch after the block's last, or NULL */
 } mm_block;
 
 typedef struct kernel_isa {

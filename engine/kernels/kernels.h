@@ -7,6 +7,7 @@
 #define STRATA_KERNELS_H
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -38,6 +39,7 @@ typedef struct exec {
     uint16_t *xb;           /* (rows_cap, widest_k rounded up to even) x rounded to BF16, for dot */
     float *xr;              /* (rows_cap, widest_k) the same as fp32, for every other kernel */
     int rows_cap;
+    struct exec_span *spans; /* (n_threads) what is left of each thread's share (exec_span_next) */
 } exec;
 
 /* widest_k: the longest matmul input (W.cols) the exec will see. */
@@ -57,6 +59,16 @@ typedef void (*range_fn)(void *arg, int lo, int hi);
 void exec_for(exec *e, int n, double work, range_fn fn, void *arg);
 /* [*lo, *hi): thread ti's share of n items split in nt contiguous parts. */
 void exec_share(int n, int ti, int nt, int *lo, int *hi);
+/* Work stealing over n units in a parallel region of nt threads: each thread takes
+ * its exec_share front to back, `group` units at a time, then takes groups from the
+ * back of the share with the most left. Every range is part of a contiguous stream,
+ * and a thread that starts late or runs slow (a preempted vCPU, a cold cache) is
+ * helped instead of waited for. Which thread computes a unit never changes a
+ * number. exec_spans_reset(e, n, nt) before the region; in it, exec_span_next
+ * gives thread ti its next range [*lo, *hi) (0 when all is taken) and in *after the
+ * unit it will most likely take next (-1: none), for prefetching. */
+void exec_spans_reset(exec *e, int n, int nt);
+int exec_span_next(exec *e, int ti, int nt, int group, int *lo, int *hi, int *after);
 
 /* y (n, W.rows) = x (n, W.cols) · Wᵀ (+ bias), split over W rows across e's threads.
  * Each output element is summed in the fixed order of isa.h, so results do not

@@ -32,13 +32,20 @@
 /* Below this many multiply-adds a matmul runs on the calling thread alone. */
 #define MATMUL_PARALLEL_MIN (1 << 16)
 
+/* One thread's share left to take, units [front, back) packed as back << 32 | front,
+ * alone in its cache line: the owner's takes stay in its own L1 until a thief comes. */
+struct exec_span {
+    _Alignas(64) atomic_ullong left;
+};
+
 strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
 {
     *e = (exec){.isa = kernel_select(), .n_threads = n_threads, .widest_k = widest_k > 0 ? widest_k : 1};
     size_t need = (size_t)(widest_k > 0 ? widest_k : 1) * 4 + 64;
     e->panel_floats = need > MATMUL_PANEL_FLOATS + 64 ? need : MATMUL_PANEL_FLOATS + 64;
     e->panels = malloc(sizeof(float) * e->panel_floats * (size_t)n_threads);
-    if (!e->panels)
+    e->spans = aligned_alloc(64, sizeof *e->spans * (size_t)n_threads);
+    if (!e->panels || !e->spans)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     if (n_threads > 1) {
         strata_status s = pool_new(n_threads, &e->pool, err);
@@ -54,6 +61,7 @@ void exec_destroy(exec *e)
 {
     pool_free(e->pool);
     free(e->panels);
+    free(e->spans);
     free(e->xb);
     free(e->xr);
     *e = (exec){0};
@@ -95,6 +103,63 @@ void exec_share(int n, int ti, int nt, int *lo, int *hi)
 {
     *lo = (int)((long long)n * ti / nt);
     *hi = (int)((long long)n * (ti + 1) / nt);
+}
+
+void exec_spans_reset(exec *e, int n, int nt)
+{
+    for (int t = 0; t < nt; t++) {
+        int lo, hi;
+        exec_share(n, t, nt, &lo, &hi);
+        atomic_store_explicit(&e->spans[t].left, (unsigned long long)hi << 32 | (unsigned)lo, memory_order_relaxed);
+    }
+}
+
+/* Up to `group` units off the front (front = 1) or the back of a span. */
+static int span_take(struct exec_span *sp, int front, int group, int *lo, int *hi)
+{
+    unsigned long long v = atomic_load_explicit(&sp->left, memory_order_relaxed);
+    for (;;) {
+        int f = (int)(v & 0xffffffffu), b = (int)(v >> 32);
+        if (f >= b)
+            return 0;
+        *lo = front ? f : b - group > f ? b - group : f;
+        *hi = front ? (f + group < b ? f + group : b) : b;
+        unsigned long long w = front ? (unsigned long long)b << 32 | (unsigned)*hi
+                                     : (unsigned long long)*lo << 32 | (unsigned)f;
+        if (atomic_compare_exchange_weak_explicit(&sp->left, &v, w, memory_order_relaxed, memory_order_relaxed))
+            return 1;
+    }
+}
+
+static int span_size(const struct exec_span *sp)
+{
+    unsigned long long v = atomic_load_explicit(&sp->left, memory_order_relaxed);
+    int f = (int)(v & 0xffffffffu), b = (int)(v >> 32);
+    return b > f ? b - f : 0;
+}
+
+int exec_span_next(exec *e, int ti, int nt, int group, int *lo, int *hi, int *after)
+{
+    if (span_take(&e->spans[ti], 1, group, lo, hi)) {
+        *after = span_size(&e->spans[ti]) ? *hi : -1;
+        return 1;
+    }
+    for (;;) {
+        int victim = -1, most = 0;
+        for (int t = 0; t < nt; t++) {
+            int left = span_size(&e->spans[t]);
+            if (left > most) {
+                most = left;
+                victim = t;
+            }
+        }
+        if (victim < 0)
+            return 0;
+        if (span_take(&e->spans[victim], 0, group, lo, hi)) {
+            *after = span_size(&e->spans[victim]) ? (*lo > group ? *lo - group : 0) : -1;
+            return 1;
+        }
+    }
 }
 
 typedef struct for_job {
@@ -164,8 +229,9 @@ static void matmul_range(const mm_job *J, int ja, int jb, float *panel, size_t p
 }
 
 /* W in panels: rows [ja, jb) from panel ja / 64 on, by the exec's panel kernel
- * for x in BF16 (rows padded to even) or in fp32. */
-static void matmul_panels(const mm_job *J, int ja, int jb)
+ * for x in BF16 (rows padded to even) or in fp32; then panel `after` is prefetched
+ * (-1: none). */
+static void matmul_panels(const mm_job *J, int ja, int jb, int after)
 {
     const strata_mat *w = J->w;
     size_t kp = (size_t)(w->cols + (w->cols & 1));
@@ -173,27 +239,33 @@ static void matmul_panels(const mm_job *J, int ja, int jb)
                   .ldx = J->xb ? kp : (size_t)w->cols, .w = (const uint16_t *)w->data + (size_t)ja * kp,
                   .dtype = ST_BF16_PANELS, .ldw = kp, .bias = w->bias ? w->bias + ja : NULL, .m = J->n,
                   .nw = jb - ja, .k = w->cols};
+    b.pf_after = after < 0 ? NULL : (const uint16_t *)w->data + (size_t)after * BF16_PANEL_ROWS * kp;
     if (J->xb)
         J->e->dot(&b);
     else
         J->e->isa->block_panels_f32(&b);
 }
 
-/* Thread ti's share of W rows: whole register tiles, or whole panels. */
+/* Thread ti's W rows: whole register tiles in its fixed share, or whole panels
+ * one at a time by work stealing (exec_span_next), each panel's walk prefetching
+ * the one taken next. */
 static void matmul_thread(void *arg, int ti, int nt)
 {
     const mm_job *J = arg;
     (void)nt;
     if (ti >= J->nt)
         return;
-    int panels = J->w->dtype == ST_BF16_PANELS, unit = panels ? BF16_PANEL_ROWS : J->e->isa->nr, lo, hi;
+    int lo, hi, after;
+    if (J->w->dtype == ST_BF16_PANELS) {
+        while (exec_span_next(J->e, ti, J->nt, 1, &lo, &hi, &after))
+            matmul_panels(J, lo * BF16_PANEL_ROWS, hi * BF16_PANEL_ROWS < J->w->rows ? hi * BF16_PANEL_ROWS : J->w->rows,
+                          after);
+        return;
+    }
+    int unit = J->e->isa->nr;
     exec_share((J->w->rows + unit - 1) / unit, ti, J->nt, &lo, &hi);
     int ja = lo * unit, jb = hi * unit < J->w->rows ? hi * unit : J->w->rows;
-    if (ja >= jb)
-        return;
-    if (panels)
-        matmul_panels(J, ja, jb);
-    else
+    if (ja < jb)
         matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
 }
 
@@ -270,12 +342,14 @@ static void matmul_panels_portable(float *y, const float *x, int n, const strata
 static void matmul_run(mm_job *J)
 {
     double work = (double)J->n * (double)J->w->rows * (double)J->w->cols;
-    if (J->e->n_threads == 1 || work < MATMUL_PARALLEL_MIN) {
+    if (J->e->n_threads == 1 || work < MATMUL_PARALLEL_MIN)
         J->nt = 1;
+    if (J->w->dtype == ST_BF16_PANELS)
+        exec_spans_reset(J->e, (J->w->rows + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS, J->nt);
+    if (J->nt == 1)
         matmul_thread(J, 0, 1);
-        return;
-    }
-    exec_parallel(J->e, matmul_thread, J);
+    else
+        exec_parallel(J->e, matmul_thread, J);
 }
 
 /* The bf16 compute mode: x rounded in parts of at most rows_cap rows. */

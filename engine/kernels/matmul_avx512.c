@@ -367,9 +367,11 @@ INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, 
             }                                                                                             \
             for (int p0 = 0; p0 < P; p0 += PANEL_KC) {                                                    \
                 int p1 = P - p0 < PANEL_KC ? P : p0 + PANEL_KC;                                           \
+                int last = p1 == P && g + 1 == n_panels;                                                  \
                 int next_pairs = p1 < P ? (P - p1 < PANEL_KC ? P - p1 : PANEL_KC)                         \
-                                 : g + 1 < n_panels ? (P < PANEL_KC ? P : PANEL_KC) : 0;                  \
-                const char *pf = (const char *)(w + (size_t)p1 * PANEL_PAIR);                             \
+                                 : !last || b->pf_after ? (P < PANEL_KC ? P : PANEL_KC) : 0;              \
+                const char *pf = last && b->pf_after ? (const char *)b->pf_after                          \
+                                                     : (const char *)(w + (size_t)p1 * PANEL_PAIR);       \
                 size_t share = ((size_t)next_pairs * PANEL_PAIR * 2 / 64 + x_blocks - 1) / x_blocks;     \
                 int pf_lines = (int)((share + (size_t)(p1 - p0) - 1) / (size_t)(p1 - p0));                \
                 for (int r0 = 0; r0 < b->m; r0 += PANEL_MB, pf += share * 64) {                           \

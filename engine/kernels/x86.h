@@ -14,15 +14,17 @@
 #include <stddef.h>
 
 /* Start fetching [p, p + bytes) toward the core, a cache line at a time (never
- * faults). The T2 hint, not T0: on a Zen 4 the batched-decode tiles (2–16 x rows)
- * then ran 1.3–2× faster from DRAM (the bf16 dot tiles of the time at 16 rows
- * 124–207 → 215–297 GFLOP/s, fp32 tiles at 4 rows 58–69 → 94–138 on two
- * threads), presumably because T0 fills evict the x rows the tile is still using
- * from L1, while the L1's own prefetcher brings the lines the last step from L2. */
+ * faults). Not T0: on a Zen 4 the batched-decode tiles (2–16 x rows) ran 1.3–2×
+ * faster from DRAM with T2 than with T0 (the bf16 dot tiles of the time at 16 rows
+ * 124–207 → 215–297 GFLOP/s, fp32 tiles at 4 rows 58–69 → 94–138 on two threads),
+ * presumably because T0 fills evict the x rows the tile is still using from L1.
+ * T1, not T2: on a Zen 5 the panel kernels at 16 x rows, weights from DRAM, best of
+ * 12 alternating runs: in_proj 305 against 333 µs, the LM head 6.13 against 6.51 ms,
+ * the rest the same or better, and 1 x row the same. */
 static inline __attribute__((always_inline)) void prefetch_span(const char *p, size_t bytes)
 {
     for (size_t off = 0; off < bytes; off += 64)
-        _mm_prefetch(p + off, _MM_HINT_T2);
+        _mm_prefetch(p + off, _MM_HINT_T1);
 }
 
 static inline __attribute__((always_inline, target("avx"))) float reduce8(__m256 v)

@@ -85,7 +85,10 @@ static void conv_channels(void *arg, int c0, int c1)
 }
 
 /* The selective scan, one (sequence, head) pair at a time: each head's state
- * (P, N) stays in L1 over the sequence's tokens; pairs are split over threads. */
+ * (P, N) stays in L1 over the sequence's tokens; threads take pairs SCAN_GROUP at
+ * a time by work stealing. */
+#define SCAN_GROUP 4
+
 typedef struct scan_job {
     const step *s;
     const dims *D;
@@ -96,29 +99,33 @@ typedef struct scan_job {
     float *widened;                 /* (threads, P, N) a BF16 head state in fp32 */
 } scan_job;
 
+/* Pair i (sequence i / H, head i % H) on thread ti. */
+static void scan_pair(const scan_job *J, int ti, int i)
+{
+    const dims *D = J->D;
+    const step *s = J->s;
+    size_t R = (size_t)s->R, cd = (size_t)D->conv_dim, PN = (size_t)D->P * (size_t)D->N;
+    int q = i / D->H, h = i % D->H, g = h / (D->H / D->G), r0 = s->off[q], n = s->off[q + 1] - r0;
+    const strata_cache *c = s->seqs[q].cache;
+    const float *row = J->xbc + (size_t)r0 * cd, *x = row + (size_t)h * (size_t)D->P;
+    const float *B = row + D->d_inner + (size_t)g * (size_t)D->N, *C = B + (size_t)D->G * (size_t)D->N;
+    const float *dt = J->dtT + (size_t)h * R + (size_t)r0, *a = J->aT + (size_t)h * R + (size_t)r0;
+    float *y = J->y + (size_t)r0 * (size_t)D->d_inner + (size_t)h * (size_t)D->P;
+    if (c->ssm_bf16)
+        ssm_head_bf16(s->ex->isa, (uint16_t *)c->ssm[J->state_index] + (size_t)h * PN, J->widened + (size_t)ti * PN,
+                      D->P, D->N, n, x, cd, B, C, cd, dt, a, J->w->D[h], y, (size_t)D->d_inner);
+    else
+        s->ex->isa->ssm_head((float *)c->ssm[J->state_index] + (size_t)h * PN, D->P, D->N, n, x, cd, B, C, cd, dt, a,
+                             J->w->D[h], y, (size_t)D->d_inner);
+}
+
 static void scan_thread(void *arg, int ti, int nt)
 {
     const scan_job *J = arg;
-    const dims *D = J->D;
-    const step *s = J->s;
-    int pairs = s->n_seqs * D->H, lo, hi, hpg = D->H / D->G;
-    size_t R = (size_t)s->R, cd = (size_t)D->conv_dim;
-    exec_share(pairs, ti, nt, &lo, &hi);
-    size_t PN = (size_t)D->P * (size_t)D->N;
-    for (int i = lo; i < hi; i++) {
-        int q = i / D->H, h = i % D->H, g = h / hpg, r0 = s->off[q], n = s->off[q + 1] - r0;
-        const strata_cache *c = s->seqs[q].cache;
-        const float *row = J->xbc + (size_t)r0 * cd, *x = row + (size_t)h * (size_t)D->P;
-        const float *B = row + D->d_inner + (size_t)g * (size_t)D->N, *C = B + (size_t)D->G * (size_t)D->N;
-        const float *dt = J->dtT + (size_t)h * R + (size_t)r0, *a = J->aT + (size_t)h * R + (size_t)r0;
-        float *y = J->y + (size_t)r0 * (size_t)D->d_inner + (size_t)h * (size_t)D->P;
-        if (c->ssm_bf16)
-            ssm_head_bf16(s->ex->isa, (uint16_t *)c->ssm[J->state_index] + (size_t)h * PN, J->widened + (size_t)ti * PN,
-                          D->P, D->N, n, x, cd, B, C, cd, dt, a, J->w->D[h], y, (size_t)D->d_inner);
-        else
-            s->ex->isa->ssm_head((float *)c->ssm[J->state_index] + (size_t)h * PN, D->P, D->N, n, x, cd, B, C, cd, dt,
-                                 a, J->w->D[h], y, (size_t)D->d_inner);
-    }
+    int lo, hi, after;
+    while (exec_span_next(J->s->ex, ti, nt, SCAN_GROUP, &lo, &hi, &after))
+        for (int i = lo; i < hi; i++)
+            scan_pair(J, ti, i);
 }
 
 /* y ← groupwise_rmsnorm(y · silu(z)) · norm_w, per row (gate first, then normalise);
@@ -178,6 +185,7 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
     hook_rows(s, HOOK_SSM_DT, li, dt);
     scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y,
                     .widened = widened};
+    exec_spans_reset(s->ex, s->n_seqs * D.H, s->ex->n_threads);
     exec_parallel(s->ex, scan_thread, &job);
     hook_rows(s, HOOK_SSM_Y, li, y);
     norm_job nj = {s->ex->isa, &D, w, zxbcdt, y, m->norm_eps};
