@@ -640,3 +640,40 @@ Test(kernels, ssm_head_bf16_equals_widened_fp32_then_rounded)
             }
     }
 }
+
+/* Work stealing hands out every unit exactly once, whatever order the threads ask
+ * in: here 1..4 simulated threads take turns in a fixed pseudo-random order, with
+ * groups of 1..5, over 0..37 units; each range is inside [0, n) and at most a
+ * group long. */
+Test(kernels, spans_hand_out_every_unit_once)
+{
+    exec e;
+    strata_error err;
+    for (int nt = 1; nt <= 4; nt++) {
+        cr_assert_eq(exec_init(&e, nt, 16, &err), STRATA_OK, "%s", err.message);
+        for (int n = 0; n <= 37; n++)
+            for (int group = 1; group <= 5; group++) {
+                int taken[37] = {0}, done[4] = {0}, left = nt;
+                unsigned seed = (unsigned)(n * 31 + group * 7 + nt);
+                exec_spans_reset(&e, n, nt);
+                while (left > 0) {
+                    seed = seed * 1103515245u + 12345u;
+                    int ti = (int)((seed >> 16) % (unsigned)nt), lo, hi, after;
+                    if (done[ti])
+                        continue;
+                    if (!exec_span_next(&e, ti, nt, group, &lo, &hi, &after)) {
+                        done[ti] = 1;
+                        left--;
+                        continue;
+                    }
+                    cr_assert(0 <= lo && lo < hi && hi <= n && hi - lo <= group, "nt %d n %d: [%d, %d)", nt, n, lo, hi);
+                    cr_assert(after < n, "after %d of %d", after, n);
+                    for (int u = lo; u < hi; u++)
+                        taken[u]++;
+                }
+                for (int u = 0; u < n; u++)
+                    cr_assert_eq(taken[u], 1, "nt %d n %d group %d: unit %d taken %d times", nt, n, group, u, taken[u]);
+            }
+        exec_destroy(&e);
+    }
+}
