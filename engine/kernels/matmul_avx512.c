@@ -415,10 +415,15 @@ static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
  * operations on the same values in the same order as the general loop below (any
  * N), so the same bits. The loop reads 16 state values at element i by LOAD(i),
  * writes them by STORE(i, v), and passes them from one token to the next through
- * KEEP(v): for the fp32 state, as they are; for a BF16 one, rounded. */
+ * KEEP(v): for the fp32 state, as they are; for a BF16 one, rounded. Each row
+ * first prefetches the row SSM_PF_ROWS ahead (past the head's last row: the next
+ * head's, which a decode step scans next): at one token a row takes a few ns, and a
+ * state row waiting on DRAM was a third of the decode scan. */
+#define SSM_PF_ROWS 16
 #define SSM_ROWS_LOOP(LOAD, STORE, KEEP)                                                           \
     for (int p = 0; p < P; p++) {                                                                  \
         size_t s = (size_t)p * (size_t)(16 * nv);                                                  \
+        prefetch_span((const char *)(S + s + (size_t)SSM_PF_ROWS * (size_t)(16 * nv)), sizeof *S * 16 * (size_t)nv); \
         __m512 sv[8];                                                                              \
         _Pragma("GCC unroll 8") for (int k = 0; k < nv; k++) sv[k] = LOAD(s + 16 * (size_t)k);     \
         for (int t = 0; t < n; t++) {                                                              \
