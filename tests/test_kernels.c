@@ -643,8 +643,8 @@ Test(kernels, ssm_head_bf16_equals_widened_fp32_then_rounded)
 
 /* Work stealing hands out every unit exactly once, whatever order the threads ask
  * in: here 1..4 simulated threads take turns in a fixed pseudo-random order, with
- * groups of 1..5, over 0..37 units; each range is inside [0, n) and at most a
- * group long. */
+ * groups of 1..5, over 0..37 units; each range is inside [0, n), and a stolen
+ * one (after the thread's own share is gone) at most a group long. */
 Test(kernels, spans_hand_out_every_unit_once)
 {
     exec e;
@@ -653,9 +653,11 @@ Test(kernels, spans_hand_out_every_unit_once)
         cr_assert_eq(exec_init(&e, nt, 16, &err), STRATA_OK, "%s", err.message);
         for (int n = 0; n <= 37; n++)
             for (int group = 1; group <= 5; group++) {
-                int taken[37] = {0}, done[4] = {0}, left = nt;
+                int taken[37] = {0}, done[4] = {0}, left = nt, own[4], own_hi[4];
                 unsigned seed = (unsigned)(n * 31 + group * 7 + nt);
                 exec_spans_reset(&e, n, nt);
+                for (int t = 0; t < nt; t++)
+                    exec_share(n, t, nt, &own[t], &own_hi[t]);
                 while (left > 0) {
                     seed = seed * 1103515245u + 12345u;
                     int ti = (int)((seed >> 16) % (unsigned)nt), lo, hi, after;
@@ -666,7 +668,9 @@ Test(kernels, spans_hand_out_every_unit_once)
                         left--;
                         continue;
                     }
-                    cr_assert(0 <= lo && lo < hi && hi <= n && hi - lo <= group, "nt %d n %d: [%d, %d)", nt, n, lo, hi);
+                    int mine = lo >= own[ti] && hi <= own_hi[ti];
+                    cr_assert(0 <= lo && lo < hi && hi <= n && (mine || hi - lo <= group), "nt %d n %d: [%d, %d)", nt, n,
+                              lo, hi);
                     cr_assert(after < n, "after %d of %d", after, n);
                     for (int u = lo; u < hi; u++)
                         taken[u]++;
