@@ -32,6 +32,13 @@
 /* Below this many multiply-adds a matmul runs on the calling thread alone. */
 #define MATMUL_PARALLEL_MIN (1 << 16)
 
+static inline void spin_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 /* One thread's share left to take, units [front, back) packed as back << 32 | front,
  * alone in its cache line: the owner's takes stay in its own L1 until a thief comes. */
 struct exec_span {
@@ -202,6 +209,8 @@ typedef struct mm_job {
     const strata_mat *w;
     exec *e;
     int nt;                 /* threads taking part */
+    const float *x_round;   /* x to round into xb in the region first (the bf16 dot mode), or NULL */
+    atomic_int rounded;     /* threads done rounding their rows of x_round */
 } mm_job;
 
 /* W rows [ja, jb) for every x row. */
@@ -251,29 +260,6 @@ static void matmul_panels(const mm_job *J, int ja, int jb, int after)
         J->e->isa->block_panels_f32(&b);
 }
 
-/* Thread ti's W rows: whole register tiles in its fixed share, or whole panels
- * one at a time by work stealing (exec_span_next), each panel's walk prefetching
- * the one taken next. */
-static void matmul_thread(void *arg, int ti, int nt)
-{
-    const mm_job *J = arg;
-    (void)nt;
-    if (ti >= J->nt)
-        return;
-    int lo, hi, after;
-    if (J->w->dtype == ST_BF16_PANELS) {
-        while (exec_span_next(J->e, ti, J->nt, 1, &lo, &hi, &after))
-            matmul_panels(J, lo * BF16_PANEL_ROWS, hi * BF16_PANEL_ROWS < J->w->rows ? hi * BF16_PANEL_ROWS : J->w->rows,
-                          after);
-        return;
-    }
-    int unit = J->e->isa->nr;
-    exec_share((J->w->rows + unit - 1) / unit, ti, J->nt, &lo, &hi);
-    int ja = lo * unit, jb = hi * unit < J->w->rows ? hi * unit : J->w->rows;
-    if (ja < jb)
-        matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
-}
-
 /* x rounded to BF16, to nearest even (NaN stays NaN), into xb (the path's vector
  * code first, where it has one), or widened back to fp32 into xr. */
 static void round_bf16(const exec *e, uint16_t *xb, float *xr, const float *x, size_t n)
@@ -286,6 +272,55 @@ static void round_bf16(const exec *e, uint16_t *xb, float *xr, const float *x, s
         else
             xr[i] = bf16_widen(h);
     }
+}
+
+/* m rows of x (k) rounded to BF16 into xb rows ldx apart, each padded with zero
+ * to ldx (the panels' pairs read one past an odd k). */
+static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float *x, int m, int k)
+{
+    for (int r = 0; r < m; r++) {
+        round_bf16(e, xb + (size_t)r * ldx, NULL, x + (size_t)r * (size_t)k, (size_t)k);
+        memset(xb + (size_t)r * ldx + k, 0, sizeof *xb * (ldx - (size_t)k));
+    }
+}
+
+/* Thread ti's rows of J->x_round rounded into J->xb, then a wait until every
+ * thread's are: the rounding runs split over the threads, inside the matmul's own
+ * region, instead of on the caller before it while the workers wait. */
+static void round_share(mm_job *J, int ti)
+{
+    int lo, hi, K = J->w->cols;
+    size_t ldx = (size_t)K + (size_t)(K & 1);
+    exec_share(J->n, ti, J->nt, &lo, &hi);
+    round_rows_bf16(J->e, (uint16_t *)J->xb + (size_t)lo * ldx, ldx, J->x_round + (size_t)lo * (size_t)K, hi - lo, K);
+    atomic_fetch_add_explicit(&J->rounded, 1, memory_order_release);
+    while (atomic_load_explicit(&J->rounded, memory_order_acquire) < J->nt)
+        spin_pause();
+}
+
+/* Thread ti's W rows: whole register tiles in its fixed share, or whole panels
+ * one at a time by work stealing (exec_span_next), each panel's walk prefetching
+ * the one taken next. */
+static void matmul_thread(void *arg, int ti, int nt)
+{
+    mm_job *J = arg;
+    (void)nt;
+    if (ti >= J->nt)
+        return;
+    int lo, hi, after;
+    if (J->x_round)
+        round_share(J, ti);
+    if (J->w->dtype == ST_BF16_PANELS) {
+        while (exec_span_next(J->e, ti, J->nt, 1, &lo, &hi, &after))
+            matmul_panels(J, lo * BF16_PANEL_ROWS, hi * BF16_PANEL_ROWS < J->w->rows ? hi * BF16_PANEL_ROWS : J->w->rows,
+                          after);
+        return;
+    }
+    int unit = J->e->isa->nr;
+    exec_share((J->w->rows + unit - 1) / unit, ti, J->nt, &lo, &hi);
+    int ja = lo * unit, jb = hi * unit < J->w->rows ? hi * unit : J->w->rows;
+    if (ja < jb)
+        matmul_range(J, ja, jb, J->e->panels + (size_t)ti * J->e->panel_floats, J->e->panel_floats);
 }
 
 void ssm_head_bf16(const kernel_isa *isa, uint16_t *S, float *scratch, int P, int N, int n, const float *x,
@@ -302,16 +337,6 @@ void ssm_head_bf16(const kernel_isa *isa, uint16_t *S, float *scratch, int P, in
                       dt + t, a + t, Dh, y + (size_t)t * ldy, ldy);
         for (size_t i = 0; i < len; i++)
             S[i] = bf16_round_state(scratch[i]);
-    }
-}
-
-/* m rows of x (k) rounded to BF16 into xb rows ldx apart, each padded with zero
- * to ldx (the panels' pairs read one past an odd k). */
-static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float *x, int m, int k)
-{
-    for (int r = 0; r < m; r++) {
-        round_bf16(e, xb + (size_t)r * ldx, NULL, x + (size_t)r * (size_t)k, (size_t)k);
-        memset(xb + (size_t)r * ldx + k, 0, sizeof *xb * (ldx - (size_t)k));
     }
 }
 
@@ -364,12 +389,10 @@ static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, ex
     int dot = w->dtype == ST_BF16_PANELS && e->dot;    /* else x rounded in fp32, through the fp32 kernels */
     for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
         int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
-        if (dot)
-            round_rows_bf16(e, e->xb, K + (K & 1), x + (size_t)r0 * K, m, (int)K);
-        else
+        if (!dot)
             round_bf16(e, NULL, e->xr, x + (size_t)r0 * K, (size_t)m * K);
         mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = dot ? e->xb : NULL, .n = m, .w = w,
-                    .e = e, .nt = e->n_threads};
+                    .e = e, .nt = e->n_threads, .x_round = dot ? x + (size_t)r0 * K : NULL};
         matmul_run(&J);
     }
 }

@@ -98,8 +98,8 @@ static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int
     }
 }
 
-/* The (sequence, query head) pairs of a step, split over threads; each thread has
- * its own row of scores. */
+/* The (sequence, query head) pairs of a step, taken by the threads by work
+ * stealing (exec_span_next); each thread has its own row of scores. */
 typedef struct attn_job {
     step *s;
     int li;
@@ -137,10 +137,10 @@ static void attend_pair(const attn_job *J, int q_idx, int h, float *scores)
 static void attend_thread(void *arg, int ti, int nt)
 {
     const attn_job *J = arg;
-    int nh = J->s->model->cfg.info.attn_heads, lo, hi;
-    exec_share(J->s->n_seqs * nh, ti, nt, &lo, &hi);
-    for (int i = lo; i < hi; i++)
-        attend_pair(J, i / nh, i % nh, J->scores + (size_t)ti * QB * J->score_stride);
+    int nh = J->s->model->cfg.info.attn_heads, lo, hi, after;
+    while (exec_span_next(J->s->ex, ti, nt, 1, &lo, &hi, &after))
+        for (int i = lo; i < hi; i++)
+            attend_pair(J, i / nh, i % nh, J->scores + (size_t)ti * QB * J->score_stride);
 }
 
 void attention_forward(step *s, int li, const float *h, float *out)
@@ -179,6 +179,7 @@ void attention_forward(step *s, int li, const float *h, float *out)
     }
     attn_job job = {.s = s, .li = li, .q = q, .z = z, .pattern = pattern, .pattern_stride = pattern_stride,
                     .scores = scores, .score_stride = score_stride};
+    exec_spans_reset(s->ex, s->n_seqs * m->attn_heads, s->ex->n_threads);
     exec_parallel(s->ex, attend_thread, &job);
     hook_rows(s, HOOK_Z, li, z);
     matmul(out, z, s->R, &w->o, s->ex);
