@@ -118,6 +118,9 @@ void ssm_head_bf16(const kernel_isa *isa, uint16_t *S, float *scratch, int P, in
 
 /* out = x / sqrt(mean(x²) + eps) * w over n values (w may be NULL). */
 void rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* The same in plain C, which rmsnorm's vector path (AVX2, where the CPU has it)
+ * equals bit for bit; for the tests. */
+void rmsnorm_portable(float *out, const float *x, const float *w, int n, float eps);
 
 static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 /* torch.nn.functional.softplus with threshold 20. */

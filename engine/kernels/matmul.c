@@ -432,23 +432,95 @@ void relu2_inplace(float *v, size_t n)
         v[i] = relu2(v[i]);
 }
 
-float dot_f32(const float *a, const float *b, int n)
+/* dot_f32's running sums combined, then the tail: the order every path keeps. */
+static float dot_finish(const float s[8], const float *a, const float *b, int i, int n)
 {
-    float s[8] = {0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++)
-            s[k] += a[i + k] * b[i + k];
     float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     for (; i < n; i++)
         t += a[i] * b[i];
     return t;
 }
 
-void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+static float dot_f32_portable(const float *a, const float *b, int n)
 {
-    float ss = dot_f32(x, x, n);
+    float s[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++)
+            s[k] += a[i + k] * b[i + k];
+    return dot_finish(s, a, b, i, n);
+}
+
+void rmsnorm_portable(float *out, const float *x, const float *w, int n, float eps)
+{
+    float ss = dot_f32_portable(x, x, n);
     float inv = 1.0f / sqrtf(ss / (float)n + eps);
     for (int i = 0; i < n; i++)
         out[i] = x[i] * inv * (w ? w[i] : 1.0f);
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+/* The same sums as dot_f32_portable, its eight running sums the eight lanes of
+ * one AVX vector (a multiply, then an add: no FMA), so the same bits. */
+__attribute__((target("avx2"))) static float dot_f32_avx2(const float *a, const float *b, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+    float s[8];
+    _mm256_storeu_ps(s, acc);
+    return dot_finish(s, a, b, i, n);
+}
+
+/* rmsnorm_portable eight values at a time, the same two multiplies per value. */
+__attribute__((target("avx2"))) static void rmsnorm_avx2(float *out, const float *x, const float *w, int n,
+                                                         float eps)
+{
+    float ss = dot_f32_avx2(x, x, n);
+    float inv = 1.0f / sqrtf(ss / (float)n + eps);
+    __m256 iv = _mm256_set1_ps(inv);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_mul_ps(_mm256_loadu_ps(x + i), iv);
+        _mm256_storeu_ps(out + i, w ? _mm256_mul_ps(v, _mm256_loadu_ps(w + i)) : v);
+    }
+    for (; i < n; i++)
+        out[i] = x[i] * inv * (w ? w[i] : 1.0f);
+}
+
+/* AVX2, asked of CPUID once. */
+static int cpu_has_avx2(void)
+{
+    static int known = -1;
+    int has = __atomic_load_n(&known, __ATOMIC_RELAXED);
+    if (has < 0) {
+        __builtin_cpu_init();
+        has = __builtin_cpu_supports("avx2") != 0;
+        __atomic_store_n(&known, has, __ATOMIC_RELAXED);
+    }
+    return has;
+}
+#else
+static int cpu_has_avx2(void)
+{
+    return 0;
+}
+#define dot_f32_avx2 dot_f32_portable
+#define rmsnorm_avx2 rmsnorm_portable
+#endif
+
+float dot_f32(const float *a, const float *b, int n)
+{
+    return cpu_has_avx2() ? dot_f32_avx2(a, b, n) : dot_f32_portable(a, b, n);
+}
+
+void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    if (cpu_has_avx2())
+        rmsnorm_avx2(out, x, w, n, eps);
+    else
+        rmsnorm_portable(out, x, w, n, eps);
 }
