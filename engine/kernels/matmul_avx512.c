@@ -216,6 +216,12 @@ INLINE_BF16 __m512bh load_pairs(const uint16_t *p)
 
 #define PANEL_MB 6
 #define PANEL_KC 512
+/* The BF16 dot kernel with 2–3 blocks of x rows (7–18 rows: batched decode) takes
+ * chunks of 128 pairs (32 KiB, an L1's worth) instead: weights from DRAM, best of
+ * 3–4 alternating runs on a Zen 5, 12 and 16 rows ran 3–17 % faster on every shape
+ * of the 470m; 20 or more rows (4+ blocks) ran faster with 512, one block the
+ * same. The fp32 kernel, twice the instructions per weight, gained nothing. */
+#define PANEL_KC_FEW 128
 #define PANEL_PAIR 128      /* BF16 elements of one pair step of a panel: 64 rows × 2 */
 
 /* Two BF16 values of x read as one 32-bit lane (x is written as uint16_t). */
@@ -350,13 +356,15 @@ INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, 
 }
 
 /* The walk over panels, shared by both row kernels (ROWS): for each panel, its K
- * in chunks of PANEL_KC pairs, every block of PANEL_MB x rows over a chunk while
- * prefetching its equal share of the next chunk (this panel's or the next one's). */
+ * in chunks of kc pairs (PANEL_KC, or KC_FEW for 2–3 blocks of x rows), every
+ * block of PANEL_MB x rows over a chunk while prefetching its equal share of the
+ * next chunk (this panel's, the next one's, or pf_after). */
 #define PANEL_CASE(ROWS, M) case M: ROWS(b, w, j, r0, M, p0, p1, mask, pf, pf_lines); break;
-#define PANEL_WALK(ROWS)                                                                                  \
+#define PANEL_WALK(ROWS, KC_FEW)                                                                          \
     do {                                                                                                  \
         int P = (b->k + 1) / 2, n_panels = (b->nw + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS;              \
         size_t x_blocks = (size_t)((b->m + PANEL_MB - 1) / PANEL_MB);                                     \
+        int kc = x_blocks >= 2 && x_blocks <= 3 ? (KC_FEW) : PANEL_KC;                                    \
         for (int g = 0; g < n_panels; g++) {                                                              \
             const uint16_t *w = (const uint16_t *)b->w + (size_t)g * (size_t)P * PANEL_PAIR;              \
             int j = g * BF16_PANEL_ROWS;                                                                  \
@@ -365,11 +373,11 @@ INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, 
                 int n = b->nw - j - 16 * t;                                                               \
                 mask[t] = n >= 16 ? (__mmask16)0xffff : n > 0 ? (__mmask16)((1u << n) - 1) : 0;           \
             }                                                                                             \
-            for (int p0 = 0; p0 < P; p0 += PANEL_KC) {                                                    \
-                int p1 = P - p0 < PANEL_KC ? P : p0 + PANEL_KC;                                           \
+            for (int p0 = 0; p0 < P; p0 += kc) {                                                          \
+                int p1 = P - p0 < kc ? P : p0 + kc;                                                       \
                 int last = p1 == P && g + 1 == n_panels;                                                  \
-                int next_pairs = p1 < P ? (P - p1 < PANEL_KC ? P - p1 : PANEL_KC)                         \
-                                 : !last || b->pf_after ? (P < PANEL_KC ? P : PANEL_KC) : 0;              \
+                int next_pairs = p1 < P ? (P - p1 < kc ? P - p1 : kc)                                     \
+                                 : !last || b->pf_after ? (P < kc ? P : kc) : 0;                          \
                 const char *pf = last && b->pf_after ? (const char *)b->pf_after                          \
                                                      : (const char *)(w + (size_t)p1 * PANEL_PAIR);       \
                 size_t share = ((size_t)next_pairs * PANEL_PAIR * 2 / 64 + x_blocks - 1) / x_blocks;     \
@@ -386,12 +394,12 @@ INLINE void panel_rows_f32(const mm_block *b, const uint16_t *w, int j, int r0, 
 
 static TARGET_BF16 void block_panels(const mm_block *b)
 {
-    PANEL_WALK(panel_rows);
+    PANEL_WALK(panel_rows, PANEL_KC_FEW);
 }
 
 static TARGET void block_panels_f32(const mm_block *b)
 {
-    PANEL_WALK(panel_rows_f32);
+    PANEL_WALK(panel_rows_f32, PANEL_KC);
 }
 
 static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
