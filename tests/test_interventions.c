@@ -88,6 +88,30 @@ Test(interventions, chunked_equals_whole_and_edits_change_state)
     strata_model_free(m);
 }
 
+/* An edit of hook_ssm_dt reaches the scan: with dt zeroed, exp(dt·A) = 1 and
+ * dt·x·Bᵀ = 0, so layer 5's state stays at its initial zeros however the prompt is
+ * stepped. */
+Test(interventions, ssm_dt_edit_reaches_the_scan)
+{
+    strata_model *m = load("fixtures/models/moe-small");
+    strata_interventions *iv;
+    strata_error err;
+    cr_assert_eq(strata_interventions_new(m, 0, 12, &iv, &err), STRATA_OK);
+    strata_intervention zero_dt = {.hook = "blocks.5.mixer.hook_ssm_dt", .op = STRATA_OP_ZERO};
+    cr_assert_eq(strata_interventions_add(iv, &zero_dt, &err), STRATA_OK, "%s", err.message);
+    static float logits[12 * 512], plain[12 * 512];
+    float state[2048], plain_state[2048];
+    for (int chunk = 1; chunk <= 12; chunk += 11) {
+        run(m, 12, chunk, iv, logits, state);
+        for (int i = 0; i < 2048; i++)
+            cr_assert_eq(state[i], 0.0f, "chunks of %d: state[%d] = %g", chunk, i, state[i]);
+    }
+    run(m, 12, 12, NULL, plain, plain_state);
+    cr_assert_gt(max_abs_diff(plain_state, state, 2048), 1e-4, "without the edit the state moves");
+    strata_interventions_free(iv);
+    strata_model_free(m);
+}
+
 Test(interventions, batch_invariance)
 {
     strata_model *m = load("fixtures/models/moe-small");

@@ -43,7 +43,9 @@ size_t mamba2_scratch(const strata_model *model, int R, int n_threads)
 /* Causal depthwise conv over every sequence's rows, each continuing from its conv
  * state, in one pass split over channels (each thread owns a channel range of every
  * sequence, state included); leaves each sequence's last K-1 pre-conv rows in its
- * state. A sequence's window is its K-1 state rows followed by its n new rows. */
+ * state. A sequence's window is its K-1 state rows followed by its n new rows.
+ * The same region computes dt and exp(dt·A) (they read only in_proj's output),
+ * each channel range taking the matching share of the heads. */
 typedef struct conv_job {
     const step *s;
     const dims *D;
@@ -51,12 +53,40 @@ typedef struct conv_job {
     int state_index;
     const float *zxbcdt;    /* (R, in_proj_dim) */
     float *out;             /* (R, conv_dim) */
+    float *dt, *dtT, *aT;   /* (R, H), (H, R), (H, R) */
 } conv_job;
 
 /* Row r of a sequence's window: state row r, or new row r - (K-1) of the input. */
 static const float *window_row(const float *state, const float *in, size_t ld_in, int K1, size_t cd, int r)
 {
     return r < K1 ? state + (size_t)r * cd : in + (size_t)(r - K1) * ld_in;
+}
+
+/* The scan's view of dt for heads [h0, h1): dt head-major, and exp(dt·A). */
+static void dt_scan_view(const conv_job *J, int h0, int h1)
+{
+    size_t R = (size_t)J->s->R, H = (size_t)J->D->H;
+    for (size_t r = 0; r < R; r++)
+        for (int h = h0; h < h1; h++) {
+            float v = J->dt[r * H + (size_t)h];
+            J->dtT[(size_t)h * R + r] = v;
+            J->aT[(size_t)h * R + r] = expf(v * J->w->A[h]);
+        }
+}
+
+/* dt = clamp(softplus(dt + dt_bias)) for heads [h0, h1) of every row, then the
+ * scan's view of it. */
+static void dt_heads(const conv_job *J, int h0, int h1)
+{
+    const strata_model_info *m = &J->s->model->cfg.info;
+    const dims *D = J->D;
+    for (size_t r = 0; r < (size_t)J->s->R; r++)
+        for (int h = h0; h < h1; h++) {
+            float v = softplus(J->zxbcdt[r * (size_t)D->in_dim + (size_t)(D->dt_off + h)] + J->w->dt_bias[h]);
+            v = v < m->dt_limit_lo ? m->dt_limit_lo : v;
+            J->dt[r * (size_t)D->H + (size_t)h] = v > m->dt_limit_hi ? m->dt_limit_hi : v;
+        }
+    dt_scan_view(J, h0, h1);
 }
 
 static void conv_channels(void *arg, int c0, int c1)
@@ -82,6 +112,7 @@ static void conv_channels(void *arg, int c0, int c1)
         for (int i = 0; i < K1; i++)
             memcpy(state + (size_t)i * cd + c0, window_row(state, in, ld, K1, cd, n + i) + c0, span);
     }
+    dt_heads(J, (int)((long long)D->H * c0 / D->conv_dim), (int)((long long)D->H * c1 / D->conv_dim));
 }
 
 /* The selective scan, one (sequence, head) pair at a time: each head's state
@@ -171,18 +202,13 @@ void mamba2_forward(step *s, int li, const float *h, float *out)
 
     matmul(zxbcdt, h, s->R, &w->in_proj, s->ex);
     hook_rows(s, HOOK_IN_PROJ_OUT, li, zxbcdt);
-    conv_job cj = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .zxbcdt = zxbcdt, .out = xbc};
+    conv_job cj = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .zxbcdt = zxbcdt, .out = xbc,
+                   .dt = dt, .dtT = dtT, .aT = aT};
     exec_for(s->ex, D.conv_dim, (double)R * (double)D.conv_dim * (double)D.K * 4.0, conv_channels, &cj);
     hook_rows(s, HOOK_CONV_ACT, li, xbc);
-    for (size_t r = 0; r < R; r++)
-        for (int hh = 0; hh < D.H; hh++) {
-            float v = softplus(zxbcdt[r * (size_t)D.in_dim + (size_t)(D.dt_off + hh)] + w->dt_bias[hh]);
-            v = v < m->dt_limit_lo ? m->dt_limit_lo : v;
-            v = v > m->dt_limit_hi ? m->dt_limit_hi : v;
-            dt[r * (size_t)D.H + (size_t)hh] = dtT[(size_t)hh * R + r] = v;
-            aT[(size_t)hh * R + r] = expf(v * w->A[hh]);
-        }
     hook_rows(s, HOOK_SSM_DT, li, dt);
+    if (s->hooked)      /* an edit of dt must reach the scan */
+        dt_scan_view(&cj, 0, D.H);
     scan_job job = {.s = s, .D = &D, .w = w, .state_index = l->state_index, .xbc = xbc, .dtT = dtT, .aT = aT, .y = y,
                     .widened = widened};
     exec_spans_reset(s->ex, s->n_seqs * D.H, s->ex->n_threads);
