@@ -133,6 +133,9 @@ const kernel_isa *kernel_select(void);
 const kernel_isa *kernel_by_name(const char *name);
 /* k->block_panels if this CPU runs it, else NULL. */
 void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b);
+/* CPUID features, asked once (select.c). */
+int cpu_has_bf16(void);
+int cpu_has_avx2(void);
 
 /* The panel layout: rows per panel, elements of W packed, and the packing of rows
  * [r0, r1) of W (BF16, (rows, cols)) into dst, which starts zeroed (matmul.c). */

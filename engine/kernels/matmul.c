@@ -491,23 +491,7 @@ __attribute__((target("avx2"))) static void rmsnorm_avx2(float *out, const float
         out[i] = x[i] * inv * (w ? w[i] : 1.0f);
 }
 
-/* AVX2, asked of CPUID once. */
-static int cpu_has_avx2(void)
-{
-    static int known = -1;
-    int has = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (has < 0) {
-        __builtin_cpu_init();
-        has = __builtin_cpu_supports("avx2") != 0;
-        __atomic_store_n(&known, has, __ATOMIC_RELAXED);
-    }
-    return has;
-}
 #else
-static int cpu_has_avx2(void)
-{
-    return 0;
-}
 #define dot_f32_avx2 dot_f32_portable
 #define rmsnorm_avx2 rmsnorm_portable
 #endif

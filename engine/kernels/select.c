@@ -42,23 +42,32 @@ const kernel_isa *kernel_select(void)
     return &kernel_portable;
 }
 
-/* AVX512_BF16, asked of CPUID once: the scan asks for every head it runs on a
- * BF16 state. (Threads racing on the first call all store the same answer.) */
-static int cpu_has_bf16(void)
-{
+/* A CPU feature asked of CPUID once (the scan asks for AVX512_BF16 for every head it
+ * runs on a BF16 state, rmsnorm for AVX2 on every row); threads racing on the first
+ * call all store the same answer. */
 #if defined(__x86_64__) && defined(__GNUC__)
-    static int known = -1;
-    int has = __atomic_load_n(&known, __ATOMIC_RELAXED);
-    if (has < 0) {
-        __builtin_cpu_init();
-        has = __builtin_cpu_supports("avx512bf16") != 0;
-        __atomic_store_n(&known, has, __ATOMIC_RELAXED);
+#define CPU_FEATURE(NAME, FEATURE)                                                                 \
+    int NAME(void)                                                                                 \
+    {                                                                                              \
+        static int known = -1;                                                                     \
+        int has = __atomic_load_n(&known, __ATOMIC_RELAXED);                                       \
+        if (has < 0) {                                                                             \
+            __builtin_cpu_init();                                                                  \
+            has = __builtin_cpu_supports(FEATURE) != 0;                                            \
+            __atomic_store_n(&known, has, __ATOMIC_RELAXED);                                       \
+        }                                                                                          \
+        return has;                                                                                \
     }
-    return has;
 #else
-    return 0;
+#define CPU_FEATURE(NAME, FEATURE)                                                                 \
+    int NAME(void)                                                                                 \
+    {                                                                                              \
+        return 0;                                                                                  \
+    }
 #endif
-}
+
+CPU_FEATURE(cpu_has_bf16, "avx512bf16")
+CPU_FEATURE(cpu_has_avx2, "avx2")
 
 void (*kernel_bf16_dot(const kernel_isa *k))(const mm_block *b)
 {
