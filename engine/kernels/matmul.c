@@ -11,9 +11,11 @@
  * exact, so both routes give the same bits.
  *
  * Where the path has panel kernels (AVX-512), BF16 weights are repacked at load
- * into panels (ST_BF16_PANELS, isa.h), split over threads in whole panels of 64
- * rows, and read by one kernel per form of x: fp32, or BF16 in the bf16 compute
- * mode, which rounds x first.
+ * into panels (ST_BF16_PANELS, isa.h), taken by the threads in whole panels of 64
+ * rows by work stealing (exec_span_next, also used by the layers' per-head loops),
+ * and read by one kernel per form of x: fp32, or BF16 in the bf16 compute mode,
+ * which rounds x first (each thread its share of the rows, in the same region).
+ * The exec also owns the CPU-dispatched rmsnorm and dot_f32.
  *
  * Invariant (batch invariance): every output element's summation order is fixed by
  * the kernel path alone (isa.h), never by n, the tiling or the thread split, so a
