@@ -54,8 +54,10 @@ strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
     e->panel_floats = need > MATMUL_PANEL_FLOATS + 64 ? need : MATMUL_PANEL_FLOATS + 64;
     e->panels = malloc(sizeof(float) * e->panel_floats * (size_t)n_threads);
     e->spans = aligned_alloc(64, sizeof *e->spans * (size_t)n_threads);
-    if (!e->panels || !e->spans)
+    if (!e->panels || !e->spans) {
+        exec_destroy(e);
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    }
     if (n_threads > 1) {
         strata_status s = pool_new(n_threads, &e->pool, err);
         if (s != STRATA_OK) {
