@@ -62,9 +62,9 @@ void exec_share(int n, int ti, int nt, int *lo, int *hi);
 /* Work stealing over n units in a parallel region of nt threads: each thread takes
  * its exec_share front to back, a quarter of what is left at a time (at least
  * `group` units), then takes `group` units at a time from the back of the share
- * with the most left. Every range is part of a contiguous stream,
- * and a thread that starts late or runs slow (a preempted vCPU, a cold cache) is
- * helped instead of waited for. Which thread computes a unit never changes a
+ * with the most left. Every range is part of a contiguous stream, and a thread
+ * that starts late or runs slow (a preempted vCPU, a cold cache) is helped instead
+ * of waited for. Which thread computes a unit never changes a
  * number. exec_spans_reset(e, n, nt) before the region; in it, exec_span_next
  * gives thread ti its next range [*lo, *hi) (0 when all is taken) and in *after the
  * unit it will most likely take next (-1: none), for prefetching. */

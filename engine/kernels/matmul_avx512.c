@@ -431,7 +431,8 @@ static TARGET void widen(float *dst, const void *src, st_dtype dt, size_t n)
 #define SSM_ROWS_LOOP(LOAD, STORE, KEEP)                                                           \
     for (int p = 0; p < P; p++) {                                                                  \
         size_t s = (size_t)p * (size_t)(16 * nv);                                                  \
-        prefetch_span((const char *)(S + s + (size_t)SSM_PF_ROWS * (size_t)(16 * nv)), sizeof *S * 16 * (size_t)nv); \
+        prefetch_span((const char *)(S + s + (size_t)SSM_PF_ROWS * (size_t)(16 * nv)),              \
+                      sizeof *S * 16 * (size_t)nv);                                                \
         __m512 sv[8];                                                                              \
         _Pragma("GCC unroll 8") for (int k = 0; k < nv; k++) sv[k] = LOAD(s + 16 * (size_t)k);     \
         for (int t = 0; t < n; t++) {                                                              \
