@@ -183,12 +183,20 @@ uint64_t strata_cache_state_bytes(const strata_cache *c)
 
 void cache_copy_ssm(const strata_cache *c, int i, float *out)
 {
+    if (!c->ssm_bf16) {
+        memcpy(out, c->ssm[i], ssm_bytes(c));
+        return;
+    }
     for (size_t k = 0, n = ssm_elems(&c->model->cfg.info); k < n; k++)
         out[k] = ssm_get(c, i, k);
 }
 
 void cache_set_ssm(strata_cache *c, int i, const void *in)
 {
+    if (!c->ssm_bf16) {
+        memcpy(c->ssm[i], in, ssm_bytes(c));
+        return;
+    }
     for (size_t k = 0, n = ssm_elems(&c->model->cfg.info); k < n; k++) {
         float v;
         memcpy(&v, (const char *)in + 4 * k, 4);

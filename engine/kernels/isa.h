@@ -93,7 +93,7 @@ typedef struct kernel_isa {
     /* The same on a state kept in BF16, rounded after every token (kernels.h:
      * ssm_head_bf16), fused — rows widened into registers, rounded there — for the
      * shapes the path takes (returns 1), else 0 and nothing done. NULL: none; usable
-     * only where kernel_bf16_dot says the CPU has BF16. */
+     * only where cpu_has_bf16(). */
     int (*ssm_head_bf16)(uint16_t *S, int P, int N, int n, const float *x, size_t ldx, const float *B,
                          const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
                          size_t ldy);

@@ -64,10 +64,10 @@ void exec_share(int n, int ti, int nt, int *lo, int *hi);
  * `group` units), then takes `group` units at a time from the back of the share
  * with the most left. Every range is part of a contiguous stream, and a thread
  * that starts late or runs slow (a preempted vCPU, a cold cache) is helped instead
- * of waited for. Which thread computes a unit never changes a
- * number. exec_spans_reset(e, n, nt) before the region; in it, exec_span_next
- * gives thread ti its next range [*lo, *hi) (0 when all is taken) and in *after the
- * unit it will most likely take next (-1: none), for prefetching. */
+ * of waited for. Which thread computes a unit never changes a number.
+ * exec_spans_reset(e, n, nt) before the region; in it, exec_span_next gives thread
+ * ti its next range [*lo, *hi) (0 when all is taken) and in *after the unit it will
+ * most likely take next (-1: none), for prefetching. */
 void exec_spans_reset(exec *e, int n, int nt);
 int exec_span_next(exec *e, int ti, int nt, int group, int *lo, int *hi, int *after);
 

@@ -288,15 +288,15 @@ static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float
     }
 }
 
-/* Thread ti's rows of J->x_round rounded into J->xb, then a wait until every
- * thread's are: the rounding runs split over the threads, inside the matmul's own
- * region, instead of on the caller before it while the workers wait. */
+/* Thread ti's rows of J->x_round rounded into the exec's xb (J->xb), then a wait
+ * until every thread's are: the rounding runs split over the threads, inside the
+ * matmul's own region, instead of on the caller before it while the workers wait. */
 static void round_share(mm_job *J, int ti)
 {
     int lo, hi, K = J->w->cols;
     size_t ldx = (size_t)K + (size_t)(K & 1);
     exec_share(J->n, ti, J->nt, &lo, &hi);
-    round_rows_bf16(J->e, (uint16_t *)J->xb + (size_t)lo * ldx, ldx, J->x_round + (size_t)lo * (size_t)K, hi - lo, K);
+    round_rows_bf16(J->e, J->e->xb + (size_t)lo * ldx, ldx, J->x_round + (size_t)lo * (size_t)K, hi - lo, K);
     atomic_fetch_add_explicit(&J->rounded, 1, memory_order_release);
     while (atomic_load_explicit(&J->rounded, memory_order_acquire) < J->nt)
         spin_pause();
@@ -331,7 +331,7 @@ void ssm_head_bf16(const kernel_isa *isa, uint16_t *S, float *scratch, int P, in
                    size_t ldx, const float *B, const float *C, size_t ldbc, const float *dt, const float *a, float Dh,
                    float *y, size_t ldy)
 {
-    if (isa->ssm_head_bf16 && kernel_bf16_dot(isa) && isa->ssm_head_bf16(S, P, N, n, x, ldx, B, C, ldbc, dt, a, Dh, y, ldy))
+    if (isa->ssm_head_bf16 && cpu_has_bf16() && isa->ssm_head_bf16(S, P, N, n, x, ldx, B, C, ldbc, dt, a, Dh, y, ldy))
         return;
     size_t len = (size_t)P * (size_t)N;
     for (int t = 0; t < n; t++) {
