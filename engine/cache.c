@@ -82,7 +82,7 @@ strata_status strata_cache_new(const strata_model *model, strata_cache **out, st
     if (!c)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     c->model = model;
-    c->ssm_bf16 = model->compute_bf16;
+    c->ssm_bf16 = model->compute_bf16 || model->compute_int8;   /* the faster modes keep it in BF16 */
     int ok = (c->conv = calloc((size_t)model->n_mamba + 1, sizeof *c->conv)) &&
              (c->ssm = calloc((size_t)model->n_mamba + 1, sizeof *c->ssm));
     /* on huge pages (core/huge.h): a 16-session decode step of the 470m shape

@@ -55,7 +55,9 @@ strata_status strata_runner_new(const strata_model *model, strata_runner **out, 
     if (!r)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     strata_status s = exec_init(&r->ex, pool_default_threads(), widest_input(model), err);
-    if (s == STRATA_OK && (s = exec_set_bf16(&r->ex, model->compute_bf16, err)) != STRATA_OK)
+    if (s == STRATA_OK && (s = exec_set_bf16(&r->ex, model->compute_bf16, err)) == STRATA_OK)
+        s = exec_set_int8(&r->ex, model->compute_int8, err);
+    if (s != STRATA_OK && r->ex.panels)
         exec_destroy(&r->ex);
     if (s != STRATA_OK) {
         free(r);
@@ -90,6 +92,8 @@ strata_status strata_runner_set_threads(strata_runner *r, int n_threads, strata_
     exec fresh;
     STRATA_TRY(exec_init(&fresh, n_threads, widest_input(r->model), err));
     strata_status s = exec_set_bf16(&fresh, r->ex.bf16, err);
+    if (s == STRATA_OK)
+        s = exec_set_int8(&fresh, r->ex.q8x, err);
     if (s == STRATA_OK)
         s = exec_reserve(&fresh, r->ex.rows_cap, err);
     if (s != STRATA_OK) {

@@ -29,7 +29,7 @@ static const struct option_def {
     INT(port, "port", "8080", "TCP port (0: any free port)"),
     INT(threads, "threads", "0", "compute threads (0: all cores)"),
     STR(weights, "weights", "native", "matmul weights: native (as stored) or int8 (quantized at load)"),
-    STR(compute, "compute", "fp32", "matmul precision with BF16 weights: fp32 (exact) or bf16 (faster, see README)"),
+    STR(compute, "compute", "fp32", "matmul precision: fp32 (exact), bf16 (faster, BF16 weights) or int8 (fastest, with weights = int8 on AVX512_VNNI; see README)"),
     INT(context_limit, "context-limit", "0", "max prompt + generated tokens per sequence (0: the model's)"),
     INT(max_running, "max-running", "16", "requests decoded together (continuous batching)"),
     INT(max_queued, "max-queued", "64", "requests waiting beyond that before 429"),

@@ -124,7 +124,7 @@ static int load(server *srv)
         snprintf(n, sizeof n, "%d", srv->cfg.threads);
         setenv("STRATA_THREADS", n, 1);
     }
-    strata_load_opts opts = {0};
+    strata_load_opts opts = {.compute = srv->cfg.compute};
     if (strata_weights_parse(srv->cfg.weights, &opts.weights, &err) != STRATA_OK ||
         strata_model_load_with(dir, &opts, &srv->model, &err) != STRATA_OK) {
         log_line(srv, "error", "loading %s: %s", dir, err.message);

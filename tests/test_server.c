@@ -594,7 +594,7 @@ Test(config, compute_mode_flag, .timeout = 60)
     char cmd[4400], *out;
     snprintf(cmd, sizeof cmd, "%s --model %s --port 0 --compute fp16 2>&1", getenv("STRATA_SERVER"), demo_dir());
     cr_assert_eq(run_capture(cmd, &out), 1);
-    cr_assert(strstr(out, "compute mode 'fp16' is not fp32 or bf16"), "%s", out);
+    cr_assert(strstr(out, "compute mode 'fp16' is not one of: fp32, bf16, int8"), "%s", out);
     free(out);
 }
 

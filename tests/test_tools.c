@@ -141,7 +141,7 @@ Test(tools, compute_mode_option, .timeout = 120)
               "greedy ids: fp32 %s, bf16 %s", fp32, bf16);
     snprintf(cmd, sizeof cmd, gen, cli_path(), getenv("STRATA_ROOT") ? getenv("STRATA_ROOT") : ".", "fp8 2>&1");
     cr_assert_eq(run_capture(cmd, &out), 1);
-    cr_assert(strstr(out, "compute mode 'fp8' is not fp32 or bf16"), "%s", out);
+    cr_assert(strstr(out, "compute mode 'fp8' is not one of: fp32, bf16, int8"), "%s", out);
     free(out);
     free(fp32);
     free(bf16);

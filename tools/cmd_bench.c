@@ -33,12 +33,13 @@
 #include "core/error.h"
 #include "core/huge.h"
 #include "kernels/kernels.h"
+#include "kernels/q8.h"
 
 #define MAX_SESSIONS 16
 
 typedef struct bench_opts {
     const char *model_dir;
-    const char *compute;    /* "fp32" or "bf16" (strata_model_set_compute) */
+    const char *compute;    /* "fp32", "bf16" or "int8" (strata_load_opts.compute) */
     int prompt, gen, threads, json, repeat;
     int sessions[MAX_SESSIONS], n_sessions;
     strata_load_opts load;  /* --weights native|int8 */
@@ -48,6 +49,7 @@ typedef struct bench_result {
     const char *kernel, *weights;
     int threads;
     int bf16, dot_bf16;     /* the bf16 compute mode; through BF16 dot products */
+    int int8;               /* the int8 compute mode (VNNI dot products) */
     double prefill_tok_s, ttft_ms, decode_tok_s;    /* each the best of --repeat rounds */
     double aggregate[MAX_SESSIONS];
     double prefill_worst, decode_worst, aggregate_worst[MAX_SESSIONS];  /* the worst rounds */
@@ -102,7 +104,7 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
             if (strata_weights_parse(argv[++i], &o->load.weights, &err) != STRATA_OK)
                 return cli_fail("bench", "--weights: %s", err.message), 0;
         } else if (!strcmp(f, "--compute") && has) {
-            o->compute = argv[++i];
+            o->compute = o->load.compute = argv[++i];
         } else if (!strcmp(f, "--json")) {
             o->json = 1;
         } else if (f[0] == '-') {
@@ -186,10 +188,32 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
 #define GEMM_N 4096
 #define GEMM_K 1024
 
+/* m (BF16, rows × cols at w) quantized into int8 panels (kernels/q8.h), malloc'd
+ * into m->data; 0 on success. */
+static int int8_panels_of(strata_mat *m, const uint16_t *w)
+{
+    strata_error err;
+    size_t kp = q8_padded(m->cols);
+    int8_t *q = malloc((size_t)m->rows * kp);
+    uint16_t *s = malloc(2 * (size_t)m->rows * (kp / Q8_BLOCK));
+    uint8_t *p = calloc(1, q8_panels_bytes(m->rows, m->cols));
+    int ok = q && s && p && q8_quantize(w, ST_BF16, m->rows, m->cols, q, s, "gemm", &err) == STRATA_OK;
+    if (ok) {
+        q8_panels_pack(p, q, s, m->rows, m->cols, 0, m->rows);
+        m->data = p;
+        m->dtype = ST_I8_PANELS;
+    } else {
+        free(p);
+    }
+    free(q);
+    free(s);
+    return ok ? 0 : -1;
+}
+
 /* Our matmul on (512 × 1024) · (4096 × 1024 BF16)ᵀ, through an exec like the
  * runner's, in the compute mode benchmarked (its W in panels where the model's
  * are: kernels/isa.h); FLOP/s. */
-static double gemm_ours(int n_threads, int bf16)
+static double gemm_ours(int n_threads, int bf16, int int8)
 {
     exec e;
     strata_error err;
@@ -197,7 +221,8 @@ static double gemm_ours(int n_threads, int bf16)
     uint16_t *w = malloc(2 * (size_t)GEMM_N * GEMM_K), *panels = NULL;
     double rate = 0;
     int ready = x && y && w && exec_init(&e, n_threads, GEMM_K, &err) == STRATA_OK;
-    if (ready && (exec_set_bf16(&e, bf16, &err) != STRATA_OK || exec_reserve(&e, GEMM_M, &err) != STRATA_OK)) {
+    if (ready && (exec_set_bf16(&e, bf16, &err) != STRATA_OK || exec_set_int8(&e, int8, &err) != STRATA_OK ||
+                  exec_reserve(&e, GEMM_M, &err) != STRATA_OK)) {
         exec_destroy(&e);
         ready = 0;
     }
@@ -207,10 +232,16 @@ static double gemm_ours(int n_threads, int bf16)
         for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
             w[i] = 0x3c00 + (uint16_t)(i % 97);      /* bf16 values near 0.01 */
         strata_mat m = {.data = w, .dtype = ST_BF16, .rows = GEMM_N, .cols = GEMM_K};
-        if (e.isa->block_panels_f32 && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
+        if (int8)
+            ready = int8_panels_of(&m, w) == 0, panels = (uint16_t *)(void *)m.data;
+        else if (e.isa->block_panels_f32 && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
             bf16_panels_pack(panels, w, GEMM_N, GEMM_K, 0, GEMM_N);
             m.data = panels;
             m.dtype = ST_BF16_PANELS;
+        }
+        if (!ready) {
+            exec_destroy(&e);
+            goto done;
         }
         matmul(y, x, GEMM_M, &m, &e);
         int reps = 0;
@@ -222,6 +253,7 @@ static double gemm_ours(int n_threads, int bf16)
         rate = 2.0 * GEMM_M * GEMM_N * GEMM_K * reps / t;
         exec_destroy(&e);
     }
+done:
     free(x);
     free(y);
     free(w);
@@ -280,6 +312,26 @@ static double gemm_blas(int n_threads)
 FMA_CHAINS(fma_chains_avx2, "avx2,fma", 32, 12)
 FMA_CHAINS(fma_chains_avx512, "avx512f", 64, 24)
 
+/* The int8 compute mode's roofline: 24 chains of VPDPBUSD (64 multiply-adds each),
+ * in assembly: GCC 12 copies and spills a chain of VPDPBUSD intrinsics (it read 707
+ * GOP/s of a 1840 peak here). */
+#define CHAINS24(X) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13) X(14) X(15) X(16) X(17) \
+    X(18) X(19) X(20) X(21) X(22) X(23) X(24) X(25)
+#define DPBUSD(r) "vpdpbusd %%zmm1, %%zmm0, %%zmm" #r "\n\t"
+#define CLOBBER(r) "xmm" #r,
+__attribute__((target("avx512f,avx512vnni"))) static float dot_chains_int8(void)
+{
+    long n = PEAK_ITERS;
+    __asm__ volatile("vpternlogd $0xff, %%zmm0, %%zmm0, %%zmm0\n\t"
+                     "vpabsb %%zmm0, %%zmm1\n\t"
+                     "1:\n\t" CHAINS24(DPBUSD) "dec %0\n\t"
+                     "jnz 1b\n\t"
+                     : "+r"(n)
+                     :
+                     : CHAINS24(CLOBBER) "xmm0", "xmm1", "cc");
+    return (float)n;
+}
+
 /* The bf16 compute mode's roofline: 24 chains of VDPBF16PS (64 FLOP each). */
 __attribute__((target("avx512f,avx512bf16"))) static float dot_chains_bf16(void)
 {
@@ -299,7 +351,7 @@ __attribute__((target("avx512f,avx512bf16"))) static float dot_chains_bf16(void)
 }
 #endif
 
-typedef enum peak_kind { PEAK_FMA_AVX2, PEAK_FMA_AVX512, PEAK_DOT_BF16 } peak_kind;
+typedef enum peak_kind { PEAK_FMA_AVX2, PEAK_FMA_AVX512, PEAK_DOT_BF16, PEAK_DOT_INT8 } peak_kind;
 
 typedef struct peak_arg {
     peak_kind kind;
@@ -311,7 +363,9 @@ static void *peak_part(void *varg)
     peak_arg *p = varg;
     p->flops = 0;
 #if defined(__x86_64__) && defined(__GNUC__)
-    if (p->kind == PEAK_DOT_BF16)
+    if (p->kind == PEAK_DOT_INT8)
+        p->sink = dot_chains_int8(), p->flops = 24.0 * 128.0 * PEAK_ITERS;
+    else if (p->kind == PEAK_DOT_BF16)
         p->sink = dot_chains_bf16(), p->flops = 24.0 * 64.0 * PEAK_ITERS;
     else if (p->kind == PEAK_FMA_AVX512)
         p->sink = fma_chains_avx512(), p->flops = 24.0 * 32.0 * PEAK_ITERS;
@@ -321,14 +375,16 @@ static void *peak_part(void *varg)
     return NULL;
 }
 
-/* The multiply-add roofline of the matmuls benchmarked: the BF16 dot product's in
- * the bf16 compute mode where the CPU has it, else the kernel path's FMA; 0 where
- * there is none (portable). */
-static double fma_peak(int n_threads, const char *kernel, int dot_bf16)
+/* The multiply-add roofline of the matmuls benchmarked: the int8 dot product's in
+ * the int8 compute mode, the BF16 dot product's in the bf16 compute mode where the
+ * CPU has it, else the kernel path's FMA; 0 where there is none (portable). */
+static double fma_peak(int n_threads, const char *kernel, int dot_bf16, int int8)
 {
     if (strcmp(kernel, "avx2") && strcmp(kernel, "avx512"))
         return 0;
-    peak_kind kind = dot_bf16 ? PEAK_DOT_BF16 : !strcmp(kernel, "avx512") ? PEAK_FMA_AVX512 : PEAK_FMA_AVX2;
+    peak_kind kind = int8       ? PEAK_DOT_INT8
+                     : dot_bf16 ? PEAK_DOT_BF16
+                     : !strcmp(kernel, "avx512") ? PEAK_FMA_AVX512 : PEAK_FMA_AVX2;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
         pthread_t th[256];
@@ -536,7 +592,7 @@ static double peak_rss_mib(void)
 static void print_text(const bench_opts *o, const bench_result *r)
 {
     printf("engine: kernel %s, %d threads, %s weights, compute %s (load average %.2f before, %.2f after)\n", r->kernel,
-           r->threads, r->weights, r->bf16 ? r->dot_bf16 ? "bf16 (AVX512_BF16 dot products)" : "bf16 (x rounded, fp32 FMA)" : "fp32",
+           r->threads, r->weights, r->int8 ? "int8 (AVX512_VNNI dot products)" : r->bf16 ? r->dot_bf16 ? "bf16 (AVX512_BF16 dot products)" : "bf16 (x rounded, fp32 FMA)" : "fp32",
            r->load_start, r->load_end);
     printf("engine figures: the best of %d interleaved rounds (the worst in brackets)\n", o->repeat);
     printf("prefill: %d tokens, %.1f tok/s [%.1f] (time to first token %.1f ms)\n", o->prompt, r->prefill_tok_s,
@@ -550,7 +606,7 @@ static void print_text(const bench_opts *o, const bench_result *r)
     printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
            r->read_bandwidth / 1e9, r->threads);
     printf("machine: GEMM %dx%dx%d: ours (bf16 W, %s compute) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n",
-           GEMM_M, GEMM_N, GEMM_K, r->bf16 ? "bf16" : "fp32", r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
+           GEMM_M, GEMM_N, GEMM_K, r->int8 ? "int8" : r->bf16 ? "bf16" : "fp32", r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
     double bound = r->bandwidth / (double)r->decode_bytes;
     printf("ratio: decode weight bytes/s / bandwidth = %.3f (bandwidth bound %.2f tok/s); / read-only bandwidth = %.3f\n",
            r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, bound,
@@ -569,7 +625,7 @@ static void print_text(const bench_opts *o, const bench_result *r)
     }
     if (r->fma_peak > 0)
         printf("ratio: vs the %s peak %.1f GFLOP/s (%s, %d threads): prefill %.3f, our GEMM %.3f, OpenBLAS %.3f\n",
-               r->dot_bf16 ? "BF16 dot-product" : "FMA", r->fma_peak / 1e9, r->kernel, r->threads, r->prefill_flops * r->prefill_tok_s / o->prompt / r->fma_peak,
+               r->int8 ? "int8 dot-product" : r->dot_bf16 ? "BF16 dot-product" : "FMA", r->fma_peak / 1e9, r->kernel, r->threads, r->prefill_flops * r->prefill_tok_s / o->prompt / r->fma_peak,
                r->gemm_ours / r->fma_peak, r->gemm_blas / r->fma_peak);
 }
 
@@ -628,6 +684,7 @@ int cli_bench(int argc, char **argv)
     r.threads = strata_runner_threads(run);
     r.bf16 = !strcmp(o.compute, "bf16");
     r.dot_bf16 = r.bf16 && kernel_bf16_dot(kernel_by_name(r.kernel));
+    r.int8 = !strcmp(o.compute, "int8");
     model_costs(strata_model_get_info(model), o.prompt, &r);
     r.load_start = load_average();
     strata_status s = run_engine(model, run, &o, &r, &err);
@@ -638,10 +695,10 @@ int cli_bench(int argc, char **argv)
         return cli_fail_err("bench", &err);
     r.bandwidth = stream_bandwidth(r.threads, triad_part, 12.0);
     r.read_bandwidth = stream_bandwidth(r.threads, read_part, 4.0);
-    r.gemm_ours = gemm_ours(r.threads, r.bf16);
+    r.gemm_ours = gemm_ours(r.threads, r.bf16, r.int8);
     r.gemm_blas = gemm_blas(r.threads);
     r.blas_core = openblas_get_corename();
-    r.fma_peak = fma_peak(r.threads, r.kernel, r.dot_bf16);
+    r.fma_peak = fma_peak(r.threads, r.kernel, r.dot_bf16, r.int8);
     r.load_end = load_average();
     if (o.json)
         print_json(&o, &r);

@@ -58,7 +58,9 @@ static int parse_args(const char *cmd, int argc, char **argv, args *a)
 /* The checkpoint of a, in a's compute mode. */
 static strata_status load_model(const args *a, strata_model **model, strata_error *err)
 {
-    strata_status s = strata_model_load_with(a->model_dir, &a->load, model, err);
+    strata_load_opts opts = a->load;
+    opts.compute = a->compute;
+    strata_status s = strata_model_load_with(a->model_dir, &opts, model, err);
     if (s != STRATA_OK)
         return s;
     s = strata_model_set_compute(*model, a->compute, err);

@@ -18,12 +18,12 @@ static const struct {
     const char *usage;
 } commands[] = {
     {"info", cli_info, "info MODEL_DIR [--weights native|int8]"},
-    {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] [--compute fp32|bf16] [--weights native|int8] --out OUT.safetensors"},
-    {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24] [--compute fp32|bf16] [--weights native|int8]"},
+    {"run", cli_run, "run MODEL_DIR --tokens 1,2,3 [--hooks LIST] [--prefill N] [--compute fp32|bf16|int8] [--weights native|int8] --out OUT.safetensors"},
+    {"generate", cli_generate, "generate MODEL_DIR --tokens 1,2,3 [-n 24] [--compute fp32|bf16|int8] [--weights native|int8]"},
     {"tokenize", cli_tokenize, "tokenize PATH [--add-special] [--parse-special]  (text on stdin)"},
     {"detokenize", cli_detokenize, "detokenize PATH [--skip-special]  (JSON array of ids on stdin)"},
     {"chat-template", cli_chat_template, "chat-template PATH < vars.json  (PATH: checkpoint dir or .jinja)"},
-    {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--repeat 3] [--threads N] [--compute fp32|bf16] [--weights native|int8] [--json]"},
+    {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--repeat 3] [--threads N] [--compute fp32|bf16|int8] [--weights native|int8] [--json]"},
     {"make-checkpoint", cli_make_checkpoint,
      "make-checkpoint OUT_DIR [--preset 470m|8b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
      "[--dtype bf16|f16|f32] [--seed S]"},

@@ -107,6 +107,12 @@ typedef enum strata_weights {
 
 typedef struct strata_load_opts {
     strata_weights weights;
+    /* The compute mode to start in (NULL: "fp32"; see strata_model_set_compute).
+     * "int8" is chosen only here: with int8 weights, on a CPU with AVX512_VNNI, the
+     * activations are quantized too (blocks of 32, scale max|x|/127) and the dot
+     * products run on integers — the weights are packed for that at load, and the
+     * model stays in that mode. */
+    const char *compute;
 } strata_load_opts;
 
 /* strata_model_load with options (opts NULL: the defaults, all zero). */
@@ -123,9 +129,11 @@ const strata_model_info *strata_model_get_info(const strata_model *model);
  *   "bf16" (opt-in, faster): activations rounded to BF16 first, products summed in
  *          fp32 — by AVX512_BF16 dot products where the CPU has them (twice the
  *          multiply-adds of fp32 FMA; elsewhere same speed, same rounding).
+ *   "int8" (opt-in, fastest): chosen only at load (strata_load_opts.compute), with
+ *          int8 weights on an AVX512_VNNI CPU; a model loaded so accepts no other.
  * Results stay batch-invariant within a mode; their error against fp32 is stated in
  * README.md. Other weight dtypes always compute in fp32. Set the mode before
- * making runners; either mode can follow the other. */
+ * making runners; fp32 and bf16 can follow each other. */
 strata_status strata_model_set_compute(strata_model *model, const char *mode, strata_error *err);
 const char *strata_model_compute(const strata_model *model);
 

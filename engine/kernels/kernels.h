@@ -25,6 +25,8 @@
 #define MATMUL_WIDEN_MIN_ROWS 17
 #endif
 
+struct q8p_block;   /* kernels/q8.h */
+
 /* Where the numeric work runs: the kernel path, the thread pool and each thread's
  * widening panel. A runner owns one. */
 typedef struct exec {
@@ -38,6 +40,11 @@ typedef struct exec {
     void (*dot)(const mm_block *b); /* in that mode, the CPU's BF16 dot product over panels, or NULL */
     uint16_t *xb;           /* (rows_cap, widest_k rounded up to even) x rounded to BF16, for dot */
     float *xr;              /* (rows_cap, widest_k) the same as fp32, for every other kernel */
+    int q8x;                /* the int8 compute mode (kernels/q8.h) */
+    void (*q8p)(const struct q8p_block *b); /* its panel kernel: VNNI where the CPU has it, else portable */
+    int8_t *xq;             /* (rows_cap, widest_k padded to 32) x quantized, in that mode */
+    float *xs;              /* (rows_cap, blocks of widest_k) its scales */
+    int32_t *xc;            /* (rows_cap, blocks of widest_k) its corrections */
     int rows_cap;
     struct exec_span *spans; /* (n_threads) what is left of each thread's share (exec_span_next) */
 } exec;
@@ -48,8 +55,11 @@ void exec_destroy(exec *e);
 /* Turn the bf16 compute mode on or off (on: room for rounding 16 rows of x), after
  * e->isa is final. */
 strata_status exec_set_bf16(exec *e, int on, strata_error *err);
-/* Room to round `rows` rows of x at once in the bf16 mode (a no-op otherwise);
- * matmuls of more rows go in parts. */
+/* Turn the int8 compute mode on or off (on: room for quantizing 16 rows of x).
+ * matmul with W in int8 panels (ST_I8_PANELS) needs it on. */
+strata_status exec_set_int8(exec *e, int on, strata_error *err);
+/* Room to round or quantize `rows` rows of x at once in the bf16 or int8 mode (a
+ * no-op otherwise); matmuls of more rows go in parts. */
 strata_status exec_reserve(exec *e, int rows, strata_error *err);
 /* fn(arg, ti, nt) on every thread of e (just the caller when it has one). */
 void exec_parallel(exec *e, pool_fn fn, void *arg);

@@ -75,11 +75,39 @@ void exec_destroy(exec *e)
     free(e->spans);
     free(e->xb);
     free(e->xr);
+    free(e->xq);
+    free(e->xs);
+    free(e->xc);
     *e = (exec){0};
+}
+
+/* The int8 mode's room for `rows` rows of x quantized (xq, xs, xc). */
+static strata_status reserve_int8(exec *e, int rows, strata_error *err)
+{
+    size_t kp = q8_padded(e->widest_k), nb = kp / Q8_BLOCK;
+    int8_t *xq = malloc((size_t)rows * kp);
+    float *xs = malloc(sizeof *xs * (size_t)rows * nb);
+    int32_t *xc = malloc(sizeof *xc * (size_t)rows * nb);
+    if (!xq || !xs || !xc) {
+        free(xq);
+        free(xs);
+        free(xc);
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory: quantizing %d rows of x to int8", rows);
+    }
+    free(e->xq);
+    free(e->xs);
+    free(e->xc);
+    e->xq = xq;
+    e->xs = xs;
+    e->xc = xc;
+    e->rows_cap = rows;
+    return STRATA_OK;
 }
 
 strata_status exec_reserve(exec *e, int rows, strata_error *err)
 {
+    if (e->q8x && rows > e->rows_cap)
+        return reserve_int8(e, rows, err);
     if (!e->bf16 || rows <= e->rows_cap)
         return STRATA_OK;
     size_t n = (size_t)rows * (size_t)(e->widest_k + 1);   /* rows padded to even for the panels */
@@ -103,6 +131,18 @@ strata_status exec_set_bf16(exec *e, int on, strata_error *err)
     e->bf16 = on != 0;
     e->dot = e->bf16 ? kernel_bf16_dot(e->isa) : NULL;
     return exec_reserve(e, 16, err);
+}
+
+strata_status exec_set_int8(exec *e, int on, strata_error *err)
+{
+    e->q8x = on != 0;
+    e->q8p = q8_panels_kernel();
+    if (!e->q8p || e->isa != &kernel_avx512)
+        e->q8p = q8_panels_block_portable;
+    if (!e->q8x)
+        return STRATA_OK;
+    e->rows_cap = 0;
+    return reserve_int8(e, 16, err);
 }
 
 void exec_parallel(exec *e, pool_fn fn, void *arg)
@@ -213,8 +253,9 @@ typedef struct mm_job {
     const strata_mat *w;
     exec *e;
     int nt;                 /* threads taking part */
-    const float *x_round;   /* x to round into xb in the region first (the bf16 dot mode), or NULL */
-    atomic_int rounded;     /* threads done rounding their rows of x_round */
+    const float *x_prep;    /* x to round into xb (the bf16 dot mode) or to quantize into xq
+                               (the int8 mode) in the region first, or NULL */
+    atomic_int prepared;    /* threads done with their rows of x_prep */
 } mm_job;
 
 /* W rows [ja, jb) for every x row. */
@@ -288,18 +329,46 @@ static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float
     }
 }
 
-/* Thread ti's rows of J->x_round rounded into the exec's xb (J->xb), then a wait
- * until every thread's are: the rounding runs split over the threads, inside the
- * matmul's own region, instead of on the caller before it while the workers wait. */
-static void round_share(mm_job *J, int ti)
+/* Rows [lo, hi) of x (k) quantized into the exec's int8 buffers. */
+static void quantize_rows_int8(exec *e, const float *x, int lo, int hi, int k)
+{
+    size_t kp = q8_padded(k), nb = kp / Q8_BLOCK;
+    for (int r = lo; r < hi; r++)
+        q8_quantize_x(x + (size_t)r * (size_t)k, k, e->xq + (size_t)r * kp, e->xs + (size_t)r * nb,
+                      e->xc + (size_t)r * nb);
+}
+
+/* Thread ti's rows of J->x_prep rounded into the exec's xb (the bf16 dot mode) or
+ * quantized into its xq (the int8 mode), then a wait until every thread's are: the
+ * work runs split over the threads, inside the matmul's own region, instead of on
+ * the caller before it while the workers wait. */
+static void prep_share(mm_job *J, int ti)
 {
     int lo, hi, K = J->w->cols;
     size_t ldx = (size_t)K + (size_t)(K & 1);
     exec_share(J->n, ti, J->nt, &lo, &hi);
-    round_rows_bf16(J->e, J->e->xb + (size_t)lo * ldx, ldx, J->x_round + (size_t)lo * (size_t)K, hi - lo, K);
-    atomic_fetch_add_explicit(&J->rounded, 1, memory_order_release);
-    while (atomic_load_explicit(&J->rounded, memory_order_acquire) < J->nt)
+    if (J->w->dtype == ST_I8_PANELS)
+        quantize_rows_int8(J->e, J->x_prep, lo, hi, K);
+    else
+        round_rows_bf16(J->e, J->e->xb + (size_t)lo * ldx, ldx, J->x_prep + (size_t)lo * (size_t)K, hi - lo, K);
+    atomic_fetch_add_explicit(&J->prepared, 1, memory_order_release);
+    while (atomic_load_explicit(&J->prepared, memory_order_acquire) < J->nt)
         spin_pause();
+}
+
+/* W in int8 panels: rows [ja, jb) from panel ja / 32 on, x quantized in the exec's
+ * buffers; then panel `after` is prefetched (-1: none). */
+static void matmul_int8_panels(const mm_job *J, int ja, int jb, int after)
+{
+    const strata_mat *w = J->w;
+    const exec *e = J->e;
+    size_t kp = q8_padded(w->cols), panel = kp / Q8_BLOCK * Q8P_BLOCK_BYTES;
+    const uint8_t *base = w->data;
+    q8p_block b = {.y = J->y + (size_t)ja, .ldy = (size_t)w->rows, .xq = e->xq, .xs = e->xs, .xc = e->xc,
+                   .ldx = kp, .lds = kp / Q8_BLOCK, .w = base + (size_t)(ja / Q8P_ROWS) * panel,
+                   .bias = w->bias ? w->bias + ja : NULL, .m = J->n, .nw = jb - ja, .k = w->cols,
+                   .pf_after = after < 0 ? NULL : base + (size_t)after * panel};
+    e->q8p(&b);
 }
 
 /* Thread ti's W rows: whole register tiles in its fixed share, or whole panels
@@ -312,8 +381,13 @@ static void matmul_thread(void *arg, int ti, int nt)
     if (ti >= J->nt)
         return;
     int lo, hi, after;
-    if (J->x_round)
-        round_share(J, ti);
+    if (J->x_prep)
+        prep_share(J, ti);
+    if (J->w->dtype == ST_I8_PANELS) {
+        while (exec_span_next(J->e, ti, J->nt, 1, &lo, &hi, &after))
+            matmul_int8_panels(J, lo * Q8P_ROWS, hi * Q8P_ROWS < J->w->rows ? hi * Q8P_ROWS : J->w->rows, after);
+        return;
+    }
     if (J->w->dtype == ST_BF16_PANELS) {
         while (exec_span_next(J->e, ti, J->nt, 1, &lo, &hi, &after))
             matmul_panels(J, lo * BF16_PANEL_ROWS, hi * BF16_PANEL_ROWS < J->w->rows ? hi * BF16_PANEL_ROWS : J->w->rows,
@@ -380,6 +454,8 @@ static void matmul_run(mm_job *J)
         J->nt = 1;
     if (J->w->dtype == ST_BF16_PANELS)
         exec_spans_reset(J->e, (J->w->rows + BF16_PANEL_ROWS - 1) / BF16_PANEL_ROWS, J->nt);
+    if (J->w->dtype == ST_I8_PANELS)
+        exec_spans_reset(J->e, (J->w->rows + Q8P_ROWS - 1) / Q8P_ROWS, J->nt);
     if (J->nt == 1)
         matmul_thread(J, 0, 1);
     else
@@ -396,7 +472,33 @@ static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, ex
         if (!dot)
             round_bf16(e, NULL, e->xr, x + (size_t)r0 * K, (size_t)m * K);
         mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = dot ? e->xb : NULL, .n = m, .w = w,
-                    .e = e, .nt = e->n_threads, .x_round = dot ? x + (size_t)r0 * K : NULL};
+                    .e = e, .nt = e->n_threads, .x_prep = dot ? x + (size_t)r0 * K : NULL};
+        matmul_run(&J);
+    }
+}
+
+/* The int8 compute mode: x quantized in parts of at most rows_cap rows. */
+static void matmul_int8(float *y, const float *x, int n, const strata_mat *w, exec *e)
+{
+    if (!e->xq || w->cols > e->widest_k) {  /* no room: a row at a time on the caller, quantized in
+                                               its panel (≥ 32768 floats: rows up to 100k columns) */
+        size_t kp = q8_padded(w->cols), nb = kp / Q8_BLOCK;
+        int8_t *xq = (int8_t *)(void *)e->panels;
+        float *xs = e->panels + kp / 4;
+        int32_t *xc = (int32_t *)(void *)(xs + nb);
+        for (int r = 0; r < n; r++) {
+            q8_quantize_x(x + (size_t)r * (size_t)w->cols, w->cols, xq, xs, xc);
+            q8p_block b = {.y = y + (size_t)r * (size_t)w->rows, .ldy = (size_t)w->rows, .xq = xq, .xs = xs,
+                           .xc = xc, .ldx = kp, .lds = nb, .w = w->data, .bias = w->bias, .m = 1, .nw = w->rows,
+                           .k = w->cols};
+            q8_panels_block_portable(&b);
+        }
+        return;
+    }
+    for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
+        int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
+        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .n = m, .w = w, .e = e, .nt = e->n_threads,
+                    .x_prep = x + (size_t)r0 * (size_t)w->cols};
         matmul_run(&J);
     }
 }
@@ -405,6 +507,10 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 {
     if (n <= 0)
         return;
+    if (w->dtype == ST_I8_PANELS) {
+        matmul_int8(y, x, n, w, e);
+        return;
+    }
     int bf16_ready = e->bf16 && (e->xb || e->xr) && w->cols <= e->widest_k;
     if (w->dtype == ST_BF16_PANELS && !e->isa->block_panels_f32) {
         matmul_panels_portable(y, x, n, w);

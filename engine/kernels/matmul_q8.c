@@ -172,6 +172,95 @@ const q8_isa *q8_isa_for(const kernel_isa *isa)
     return NULL;
 }
 
+/* ---------------------------------------------------------------- int8 compute */
+
+size_t q8_panels_bytes(int rows, int cols)
+{
+    size_t panels = (size_t)((rows + Q8P_ROWS - 1) / Q8P_ROWS);
+    return panels * (q8_padded(cols) / Q8_BLOCK) * Q8P_BLOCK_BYTES;
+}
+
+void q8_panels_pack(uint8_t *dst, const int8_t *q, const uint16_t *scales, int rows, int cols, int r0, int r1)
+{
+    size_t kp = q8_padded(cols), nb = kp / Q8_BLOCK;
+    for (int j = r0; j < r1 && j < rows; j++) {
+        const int8_t *qj = q + (size_t)(j - r0) * kp;
+        const uint16_t *sj = scales + (size_t)(j - r0) * nb;
+        int r = j % Q8P_ROWS;
+        for (size_t b = 0; b < nb; b++) {
+            uint8_t *blk = dst + ((size_t)(j / Q8P_ROWS) * nb + b) * Q8P_BLOCK_BYTES;
+            memcpy(blk + 2 * r, &sj[b], 2);
+            for (int c = 0; c < Q8_BLOCK; c++)
+                blk[Q8P_ROWS * 2 + (c / 4) * Q8P_QUAD_BYTES + r * 4 + c % 4] = (uint8_t)(qj[b * Q8_BLOCK + (size_t)c] + 128);
+        }
+    }
+    /* rows past the end: q = 0 is the byte 128 (their scales stay 0) */
+    for (int j = rows; r1 >= rows && j % Q8P_ROWS; j++)
+        for (size_t b = 0; b < nb; b++)
+            for (int u = 0; u < 8; u++)
+                memset(dst + ((size_t)(j / Q8P_ROWS) * nb + b) * Q8P_BLOCK_BYTES + Q8P_ROWS * 2 +
+                           (size_t)u * Q8P_QUAD_BYTES + (size_t)(j % Q8P_ROWS) * 4, 128, 4);
+}
+
+void q8_quantize_x(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)
+{
+    static void (*fast)(const float *, int, int8_t *, float *, int32_t *);
+    static int known;
+    if (!__atomic_load_n(&known, __ATOMIC_ACQUIRE)) {
+        __atomic_store_n(&fast, q8_quantize_x_kernel(), __ATOMIC_RELAXED);
+        __atomic_store_n(&known, 1, __ATOMIC_RELEASE);
+    }
+    void (*f)(const float *, int, int8_t *, float *, int32_t *) = __atomic_load_n(&fast, __ATOMIC_RELAXED);
+    (f ? f : q8_quantize_x_portable)(x, k, xq, xs, xc);
+}
+
+void q8_quantize_x_portable(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)
+{
+    int nb = (int)(q8_padded(k) / Q8_BLOCK);
+    for (int b = 0; b < nb; b++) {
+        int c0 = b * Q8_BLOCK, len = k - c0 < Q8_BLOCK ? k - c0 : Q8_BLOCK;
+        float amax = 0.0f, nan_if_not_finite = 0.0f;
+        for (int i = 0; i < len; i++) {
+            nan_if_not_finite += x[c0 + i] - x[c0 + i];
+            amax = fmaxf(amax, fabsf(x[c0 + i]));
+        }
+        int finite = isfinite(nan_if_not_finite), sum = 0;
+        float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
+        for (int i = 0; i < Q8_BLOCK; i++) {
+            float v = i < len && inv != 0.0f ? x[c0 + i] * inv : 0.0f;
+            int qi = (int)rintf(v);
+            qi = qi > 127 ? 127 : qi < -127 ? -127 : qi;
+            xq[c0 + i] = (int8_t)qi;
+            sum += qi;
+        }
+        xs[b] = finite ? amax / 127.0f : NAN;
+        xc[b] = -128 * sum;
+    }
+}
+
+void q8_panels_block_portable(const q8p_block *b)
+{
+    int nb = (int)(q8_padded(b->k) / Q8_BLOCK);
+    for (int r = 0; r < b->m; r++) {
+        const int8_t *xq = b->xq + (size_t)r * b->ldx;
+        for (int j = 0; j < b->nw; j++) {
+            const uint8_t *panel = b->w + (size_t)(j / Q8P_ROWS) * (size_t)nb * Q8P_BLOCK_BYTES;
+            int pr = j % Q8P_ROWS;
+            float acc = 0.0f;
+            for (int blk = 0; blk < nb; blk++) {
+                const uint8_t *p = panel + (size_t)blk * Q8P_BLOCK_BYTES;
+                uint16_t sw;
+                memcpy(&sw, p + 2 * pr, 2);
+                int32_t isum = b->xc[(size_t)r * b->lds + (size_t)blk];
+                for (int c = 0; c < Q8_BLOCK; c++)
+                    isum += (int32_t)p[Q8P_ROWS * 2 + (c / 4) * Q8P_QUAD_BYTES + pr * 4 + c % 4] * xq[blk * Q8_BLOCK + c];
+                acc = fmaf((float)isum, q8_scale_f32(sw) * b->xs[(size_t)r * b->lds + (size_t)blk], acc);
+            }
+            b->y[(size_t)r * b->ldy + (size_t)j] = b->bias ? acc + b->bias[j] : acc;
+        }
+    }
+}
+
 /* ---------------------------------------------------------------- W rows */
 
 void q8_matmul_rows(float *y, const float *x, int n, const strata_mat *w, const kernel_isa *isa, int ja, int jb,

@@ -114,6 +114,63 @@ static inline float q8_scale_f32(uint16_t s)
         }                                                                                       \
     } while (0)
 
+/* ---------------------------------------------------------------- int8 compute
+ *
+ * The int8 compute mode (strata_load_opts.compute = "int8", with int8 weights; opt-in):
+ * x is quantized too, and the dot products run on integers (AVX512_VNNI VPDPBUSD).
+ *
+ * x, per row and block b of Q8_BLOCK columns (the row zero-padded to whole blocks):
+ *   amax = max |x_i|;  xs_b = amax / 127;  xq_i = rint(x_i · (127 / amax)) in
+ *   [-127, 127] (0 where amax = 0; where a value is not finite, xs_b = NaN and the
+ *   outputs it feeds become NaN, as in fp32);  xc_b = -128 · Σ xq_i.
+ * Output (r, j): acc = 0, then for b = 0, 1, …:
+ *   acc = fma((float)isum_b, sw_b · xs_b, acc),  isum_b = Σ_i q_ji · xq_i  (exact)
+ * then + bias. The integer sums are exact whatever their order, and the fp32 steps
+ * happen in block order, so every path and every split gives the same bits (the
+ * portable kernel below is the reference the VNNI one equals bit for bit).
+ *
+ * W in panels (ST_I8_PANELS): panel g holds rows 32g .. 32g+31 and is nb blocks of
+ * Q8P_BLOCK_BYTES: the block's 32 bf16 scales (row order), then 8 quads — quad u
+ * holds columns 32b+4u .. 32b+4u+3 of the 32 rows, 4 bytes a row, each q + 128
+ * (VPDPBUSD's unsigned operand; xc_b takes the 128 back off). Rows past the end
+ * have q = 0 and scale 0. */
+#define Q8P_ROWS 32
+#define Q8P_QUAD_BYTES (Q8P_ROWS * 4)
+#define Q8P_BLOCK_BYTES (Q8P_ROWS * 2 + 8 * Q8P_QUAD_BYTES)
+
+/* Bytes of W [rows, cols] in panels. */
+size_t q8_panels_bytes(int rows, int cols);
+/* Rows [r0, r1) of a W quantized by q8_quantize (q and scales at row r0, rows of
+ * q8_padded(cols) bytes) into the panels at dst (rows absolute; dst starts zeroed). */
+void q8_panels_pack(uint8_t *dst, const int8_t *q, const uint16_t *scales, int rows, int cols, int r0, int r1);
+
+/* One row of x (k values) quantized: xq (q8_padded(k)) int8, xs and xc (blocks);
+ * by the AVX-512 code where the CPU has it, which gives the portable code's bits. */
+void q8_quantize_x(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
+void q8_quantize_x_portable(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
+/* The AVX-512 quantizer where this CPU runs it, else NULL. */
+void (*q8_quantize_x_kernel(void))(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
+
+/* y (m, ·) [:, 0..nw) = x · Wᵀ (+ bias) in the int8 compute mode, W in panels from
+ * the block's first panel; x quantized rows ldx bytes apart (ldx = q8_padded(k)),
+ * its xs and xc rows lds apart. pf_after: the panel to prefetch once done, or NULL. */
+typedef struct q8p_block {
+    float *y;
+    size_t ldy;
+    const int8_t *xq;
+    const float *xs;
+    const int32_t *xc;
+    size_t ldx, lds;
+    const uint8_t *w;
+    const float *bias;
+    int m, nw, k;
+    const void *pf_after;
+} q8p_block;
+
+void q8_panels_block_portable(const q8p_block *b);
+/* The VNNI kernel where this CPU runs it (AVX512_VNNI), else NULL. */
+void (*q8_panels_kernel(void))(const q8p_block *b);
+
 /* Quantize W [rows, cols] stored as `dtype` (F32, BF16, F16) into q (rows, q8_padded(cols))
  * and scales (rows, q8_padded(cols) / Q8_BLOCK). Fails (STRATA_E_WEIGHTS, naming `what`)
  * on a non-finite weight. */

@@ -31,6 +31,7 @@ typedef struct loader {
     const char *dir;
     char prefix[64];        /* "backbone." in released files */
     int int8;               /* quantize matmul weights (strata_load_opts.weights) */
+    int int8_panels;        /* ... into panels, for the int8 compute mode (strata_load_opts.compute) */
     strata_error *err;
 } loader;
 
@@ -277,11 +278,69 @@ static strata_status quant_rows(void *arg, int r0, int r1, strata_error *err)
     return q8_quantize_rows(J->w->data, J->w->dtype, r0, r1, J->w->cols, J->q, J->s, J->name, err);
 }
 
-/* W as stored → int8 blocks (kernels/q8.h), owned by the model. `release`: drop
- * the stored tensor's pages as it goes (convert_in_parts). Counts the int8 bytes
- * into weight_bytes. */
+typedef struct panel_quant_job {
+    const strata_mat *w;
+    uint8_t *dst;
+    const char *name;
+    int r0;                 /* the part's first row */
+    const int8_t *q;        /* the part quantized, from row r0 */
+    const uint16_t *s;
+} panel_quant_job;
+
+static strata_status pack_int8_part(void *arg, int lo, int hi, strata_error *err)
+{
+    const panel_quant_job *J = arg;
+    size_t kp = q8_padded(J->w->cols);
+    (void)err;
+    q8_panels_pack(J->dst, J->q + (size_t)lo * kp, J->s + (size_t)lo * (kp / Q8_BLOCK), J->w->rows, J->w->cols,
+                   J->r0 + lo, J->r0 + hi);
+    return STRATA_OK;
+}
+
+/* Rows [r0, r1) quantized into a scratch copy, then packed into the panels (both
+ * split over the CPUs). */
+static strata_status quant_pack_rows(void *arg, int r0, int r1, strata_error *err)
+{
+    panel_quant_job J = *(const panel_quant_job *)arg;
+    size_t kp = q8_padded(J.w->cols), rows = (size_t)(r1 - r0);
+    int8_t *q = malloc(rows * kp);
+    uint16_t *s = malloc(sizeof *s * rows * (kp / Q8_BLOCK));
+    strata_status st = q && s ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory quantizing %s", J.name);
+    if (st == STRATA_OK) {
+        const char *src = (const char *)J.w->data + (size_t)r0 * (size_t)J.w->cols * st_dtype_size(J.w->dtype);
+        st = q8_quantize_rows(src, J.w->dtype, 0, r1 - r0, J.w->cols, q, s, J.name, err);
+    }
+    if (st == STRATA_OK) {
+        J.r0 = r0, J.q = q, J.s = s;
+        st = spread_run(r1 - r0, Q8P_ROWS, 4 * Q8P_ROWS, pack_int8_part, &J, err);
+    }
+    free(q);
+    free(s);
+    return st;
+}
+
+/* W as stored → int8 panels (kernels/q8.h: the int8 compute mode), as quantize_mat. */
+static strata_status quantize_mat_panels(loader *L, strata_mat *w, const char *name, int release)
+{
+    size_t bytes = q8_panels_bytes(w->rows, w->cols);
+    uint8_t *p = huge_arena_alloc(&L->m->weights, bytes);
+    if (!p)
+        return strata_fail(L->err, STRATA_E_NOMEM, "out of memory quantizing %s", name);
+    panel_quant_job J = {.w = w, .dst = p, .name = name};
+    STRATA_TRY(convert_in_parts(w, Q8P_ROWS, release, quant_pack_rows, &J, L->err));
+    *w = (strata_mat){.data = p, .dtype = ST_I8_PANELS, .rows = w->rows, .cols = w->cols, .bias = w->bias};
+    L->m->cfg.info.weight_bytes += bytes;
+    L->m->cfg.info.matmul_bytes += bytes;
+    return STRATA_OK;
+}
+
+/* W as stored → int8 blocks (kernels/q8.h), owned by the model; or panels in the
+ * int8 compute mode. `release`: drop the stored tensor's pages as it goes
+ * (convert_in_parts). Counts the int8 bytes into weight_bytes. */
 static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, int release)
 {
+    if (L->int8_panels)
+        return quantize_mat_panels(L, w, name, release);
     size_t kp = q8_padded(w->cols), qbytes = (size_t)w->rows * kp, sbytes = (size_t)w->rows * (kp / Q8_BLOCK) * 2;
     int8_t *q = huge_arena_alloc(&L->m->weights, qbytes);
     uint16_t *s = huge_arena_alloc(&L->m->weights, sbytes);
@@ -600,6 +659,26 @@ const char *strata_weights_name(strata_weights weights)
 
 static strata_status pack_panels(strata_model *m, strata_error *err);
 
+static strata_status compute_mode_known(const char *mode, strata_error *err)
+{
+    if (strcmp(mode, "fp32") && strcmp(mode, "bf16") && strcmp(mode, "int8"))
+        return strata_fail(err, STRATA_E_INVALID, "compute mode '%s' is not one of: fp32, bf16, int8", mode);
+    return STRATA_OK;
+}
+
+/* The int8 compute mode needs int8 weights and the VNNI kernel (kernels/q8.h). */
+static strata_status int8_compute_possible(strata_weights weights, strata_error *err)
+{
+    if (weights != STRATA_WEIGHTS_INT8)
+        return strata_fail(err, STRATA_E_INVALID, "compute mode int8 needs int8 weights (--weights int8)");
+    if (!q8_panels_kernel() || kernel_select() != &kernel_avx512)
+        return strata_fail(err, STRATA_E_INVALID,
+                           "compute mode int8 needs the AVX-512 kernels and AVX512_VNNI, which this CPU (%s "
+                           "kernels) does not run; use --compute fp32",
+                           kernel_select()->name);
+    return STRATA_OK;
+}
+
 strata_status strata_model_load(const char *dir, strata_model **out, strata_error *err)
 {
     return strata_model_load_with(dir, NULL, out, err);
@@ -614,13 +693,22 @@ strata_status strata_model_load_with(const char *dir, const strata_load_opts *op
     strata_weights weights = opts ? opts->weights : STRATA_WEIGHTS_NATIVE;
     if (weights != STRATA_WEIGHTS_NATIVE && weights != STRATA_WEIGHTS_INT8)
         return strata_fail(err, STRATA_E_INVALID, "unknown weights mode %d", (int)weights);
+    const char *compute = opts && opts->compute ? opts->compute : "fp32";
+    int int8_compute = !strcmp(compute, "int8");
+    if (int8_compute)
+        STRATA_TRY(int8_compute_possible(weights, err));
+    else
+        STRATA_TRY(compute_mode_known(compute, err));
     strata_model *m = calloc(1, sizeof *m);
     if (!m)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
-    loader L = {.m = m, .dir = dir, .int8 = weights == STRATA_WEIGHTS_INT8, .err = err};
+    loader L = {.m = m, .dir = dir, .int8 = weights == STRATA_WEIGHTS_INT8, .int8_panels = int8_compute, .err = err};
+    m->compute_int8 = int8_compute;
     strata_status s = load(&L, dir);
     if (s == STRATA_OK)
         s = pack_panels(m, err);
+    if (s == STRATA_OK && !int8_compute)
+        s = strata_model_set_compute(m, compute, err);
     if (s != STRATA_OK) {
         strata_model_free(m);
         return s;
@@ -763,13 +851,20 @@ strata_status strata_model_set_compute(strata_model *model, const char *mode, st
 {
     if (!model || !mode)
         return strata_fail(err, STRATA_E_INVALID, "no model or compute mode");
-    if (strcmp(mode, "fp32") && strcmp(mode, "bf16"))
-        return strata_fail(err, STRATA_E_INVALID, "compute mode '%s' is not fp32 or bf16", mode);
+    STRATA_TRY(compute_mode_known(mode, err));
+    if (model->compute_int8 && strcmp(mode, "int8"))
+        return strata_fail(err, STRATA_E_INVALID,
+                           "this model was loaded for compute mode int8 (its weights are packed for it); load it "
+                           "again for %s", mode);
+    if (!model->compute_int8 && !strcmp(mode, "int8"))
+        return strata_fail(err, STRATA_E_INVALID,
+                           "compute mode int8 is chosen when the model loads (strata_load_opts.compute; "
+                           "--compute int8 with --weights int8)");
     model->compute_bf16 = !strcmp(mode, "bf16");
     return STRATA_OK;
 }
 
 const char *strata_model_compute(const strata_model *model)
 {
-    return model && model->compute_bf16 ? "bf16" : "fp32";
+    return !model ? "fp32" : model->compute_int8 ? "int8" : model->compute_bf16 ? "bf16" : "fp32";
 }

@@ -73,6 +73,7 @@ struct strata_model {
     void **owned;           /* fp32 conversions made at load */
     int n_owned, cap_owned;
     int compute_bf16;       /* strata_model_set_compute */
+    int compute_int8;       /* strata_load_opts.compute = "int8": matmul weights in int8 panels */
     huge_arena weights;     /* matmul weights made at load: int8 blocks, BF16 panels */
 };
 

@@ -13,7 +13,8 @@
 
 typedef enum st_dtype { ST_F32, ST_F16, ST_BF16, ST_I32, ST_I64, ST_F64, ST_I8, ST_U8, ST_BOOL,
                         ST_I16,
-                        ST_BF16_PANELS /* not a file dtype: BF16 repacked at load for the kernels (kernels/isa.h) */
+                        ST_BF16_PANELS, /* not a file dtype: BF16 repacked at load for the kernels (kernels/isa.h) */
+                        ST_I8_PANELS    /* not a file dtype: int8 packed at load for the int8 compute mode (kernels/q8.h) */
 } st_dtype;
 
 typedef struct st_tensor {
