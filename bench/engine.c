@@ -3,15 +3,17 @@
  * synthetic Nemotron-H (hidden 1024, 24 layers in the 8B's M / - / * mix, vocab
  * 131072, BF16). The checkpoint is generated on first use outside tracked files
  * ($STRATA_BENCH_MODEL, default build/models/470m), then `strata bench` prints the
- * report: the default compute mode (fp32), then --compute bf16. Extra arguments
- * are passed to `strata bench` (e.g. --json; a --compute among them runs that mode
- * alone).
+ * report: the default compute mode (fp32), then --compute bf16, then int8 weights
+ * with --compute int8 where the CPU has AVX512_VNNI. Extra arguments are passed to
+ * `strata bench` (e.g. --json; a --compute among them runs that mode alone).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include "kernels/q8.h"
 
 /* Run argv[0] with argv; returns its exit status (127 if it could not start). */
 static int run(char *const *argv)
@@ -45,15 +47,18 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    /* the default mode (exact fp32 math), then the opt-in bf16 mode, unless the
-     * caller chose one */
+    /* the default mode (exact fp32 math), then the opt-in bf16 and int8 modes,
+     * unless the caller chose one */
     int chosen = 0;
     for (int i = 1; i < argc; i++)
         chosen |= !strcmp(argv[i], "--compute");
-    const char *modes[] = {"fp32", "bf16"};
+    const char *modes[] = {"fp32", "bf16", "int8"};
+    int n_modes = q8_panels_kernel() && kernel_select() == &kernel_avx512 ? 3 : 2;
+    if (!chosen && n_modes == 2)
+        printf("bench: no AVX512_VNNI here, so no --compute int8 run\n");
     int rc = 0;
-    for (int m = 0; rc == 0 && m < (chosen ? 1 : 2); m++) {
-        char **args = calloc((size_t)argc + 6, sizeof *args);
+    for (int m = 0; rc == 0 && m < (chosen ? 1 : n_modes); m++) {
+        char **args = calloc((size_t)argc + 8, sizeof *args);
         if (!args)
             return 1;
         int n = 0;
@@ -63,7 +68,11 @@ int main(int argc, char **argv)
         if (!chosen) {
             args[n++] = "--compute";
             args[n++] = (char *)modes[m];
-            printf("bench: --compute %s\n", modes[m]);
+            if (!strcmp(modes[m], "int8")) {
+                args[n++] = "--weights";
+                args[n++] = "int8";
+            }
+            printf("bench: --compute %s%s\n", modes[m], !strcmp(modes[m], "int8") ? " --weights int8" : "");
         }
         for (int i = 1; i < argc; i++)
             args[n++] = argv[i];

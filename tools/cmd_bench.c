@@ -605,8 +605,8 @@ static void print_text(const bench_opts *o, const bench_result *r)
            (double)r->weight_bytes / 1048576.0, (double)r->decode_bytes / 1048576.0);
     printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
            r->read_bandwidth / 1e9, r->threads);
-    printf("machine: GEMM %dx%dx%d: ours (bf16 W, %s compute) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n",
-           GEMM_M, GEMM_N, GEMM_K, r->int8 ? "int8" : r->bf16 ? "bf16" : "fp32", r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
+    printf("machine: GEMM %dx%dx%d: ours (%s W, %s compute) %.1f GFLOP/s, OpenBLAS sgemm %.1f GFLOP/s (core %s)\n",
+           GEMM_M, GEMM_N, GEMM_K, r->int8 ? "int8" : "bf16", r->int8 ? "int8" : r->bf16 ? "bf16" : "fp32", r->gemm_ours / 1e9, r->gemm_blas / 1e9, r->blas_core);
     double bound = r->bandwidth / (double)r->decode_bytes;
     printf("ratio: decode weight bytes/s / bandwidth = %.3f (bandwidth bound %.2f tok/s); / read-only bandwidth = %.3f\n",
            r->decode_tok_s * (double)r->decode_bytes / r->bandwidth, bound,

@@ -15,7 +15,9 @@
  * rows by work stealing (exec_span_next, also used by the layers' per-head loops),
  * and read by one kernel per form of x: fp32, or BF16 in the bf16 compute mode,
  * which rounds x first (each thread its share of the rows, in the same region).
- * The exec also owns the CPU-dispatched rmsnorm and dot_f32.
+ * Int8 panels (ST_I8_PANELS, the int8 compute mode: kernels/q8.h) go the same way,
+ * x quantized instead of rounded. The exec also owns the CPU-dispatched rmsnorm and
+ * dot_f32.
  *
  * Invariant (batch invariance): every output element's summation order is fixed by
  * the kernel path alone (isa.h), never by n, the tiling or the thread split, so a

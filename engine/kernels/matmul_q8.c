@@ -1,6 +1,7 @@
 /*
  * matmul_q8.c — y = x·Wᵀ for int8 weights (kernels/q8.h): the quantizer, the
- * portable reference kernel, and a thread's share of the work.
+ * portable reference kernel, and a thread's share of the work; for the int8 compute
+ * mode, the panel packing, x's quantizer and the reference kernel the VNNI one equals.
  *
  * matmul.c splits the W rows over threads as for every dtype and hands each
  * thread's rows to q8_matmul_rows. Few x rows (decode, batched decode): the Q8

@@ -5,6 +5,8 @@
  * x row (decode) walks the thread's share of W in order, Q8_NR1 adjacent rows at a
  * time: unlike bf16 (where one row at a time streams fastest) int8 needs more
  * arithmetic per byte, and one row leaves the kernel waiting on its one FMA chain.
+ * Also the int8 compute mode's kernel (VPDPBUSD over int8 panels) and its quantizer
+ * of x (q8.h).
  */
 #include <math.h>
 

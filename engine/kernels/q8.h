@@ -1,6 +1,7 @@
 /*
  * q8.h — int8 weights (`--weights int8`): the block format, the quantizer and the
- * per-instruction-set kernels that multiply by a quantized W.
+ * per-instruction-set kernels that multiply by a quantized W; and the int8 compute
+ * mode (`--compute int8`), whose activations are quantized too (below).
  *
  * Format (ST_I8 in a strata_mat, with `scales` set): W [rows, cols] becomes
  *   q      (rows, kp) int8, kp = cols rounded up to Q8_BLOCK, zero-padded;
