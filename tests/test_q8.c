@@ -468,25 +468,63 @@ Test(q8_fixtures, int8_compute_batched_step_equals_alone, .timeout = 120)
 
 /* ---------------------------------------------------------------- CLI and server */
 
-Test(q8_cli, generate_and_bench_take_weights_int8, .timeout = 120)
+/* `strata generate` on dir with `flags` prints 4 token ids. */
+static void check_generates_4(const char *dir, const char *flags)
 {
     char cmd[8192], *out = NULL;
-    const char *dir = shared_path(fixture_models[0]);
-    snprintf(cmd, sizeof cmd, "%s generate %s --tokens 1,2,3 -n 4 --weights int8", cli_path(), dir);
+    snprintf(cmd, sizeof cmd, "%s generate %s --tokens 1,2,3 -n 4 %s", cli_path(), dir, flags);
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", cmd);
     json_t *arr = json_loadb(out, strcspn(out, "\n"), 0, NULL);
-    cr_assert(json_is_array(arr) && json_array_size(arr) == 4, "%s", out);
+    cr_assert(json_is_array(arr) && json_array_size(arr) == 4, "%s: %s", cmd, out);
     json_decref(arr);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s generate %s --tokens 1,2,3 --weights int4 2>&1", cli_path(), dir);
-    cr_assert_neq(run_capture(cmd, &out), 0);
-    cr_assert(strstr(out, "--weights") && strstr(out, "native, int8"), "%s", out);
+}
+
+/* `strata generate` on dir with `flags` fails, saying `what`. */
+static void check_generate_refuses(const char *dir, const char *flags, const char *what)
+{
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s generate %s --tokens 1,2,3 %s 2>&1", cli_path(), dir, flags);
+    cr_assert_neq(run_capture(cmd, &out), 0, "%s", cmd);
+    cr_assert(strstr(out, what), "%s: %s", cmd, out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s bench %s --prompt-tokens 8 --gen-tokens 2 --sessions 1 --repeat 1 --threads 1 "
-             "--weights int8 --json", cli_path(), dir);
+}
+
+/* `strata bench --json` on dir, briefly, with `flags`: its report. */
+static json_t *bench_json(const char *dir, const char *flags)
+{
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s bench %s --prompt-tokens 8 --gen-tokens 2 --sessions 1,2 --repeat 1 --threads 1 "
+             "--json %s", cli_path(), dir, flags);
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", cmd);
     json_t *j = json_loads(out, 0, NULL);
-    cr_assert(json_is_object(j), "%s", out);
+    cr_assert(json_is_object(j), "%s: %s", cmd, out);
+    free(out);
+    return j;
+}
+
+/* strata-server on dir with args completes 4 tokens, then stops cleanly. */
+static void check_server_completes_4(const char *dir, const char **args)
+{
+    test_server S;
+    cr_assert_eq(server_start(&S, dir, args), 0, "strata-server %s %s", args[0], args[1]);
+    const char *body = "{\"prompt\":[1,2,3],\"max_tokens\":4,\"temperature\":0,\"ignore_eos\":true}";
+    http_response r;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 4, "%s", r.body);
+    json_decref(j);
+    http_response_free(&r);
+    cr_assert_eq(server_stop(&S), 0);
+}
+
+Test(q8_cli, generate_and_bench_take_weights_int8, .timeout = 120)
+{
+    const char *dir = shared_path(fixture_models[0]);
+    check_generates_4(dir, "--weights int8");
+    check_generate_refuses(dir, "--weights int4", "native, int8");
+    json_t *j = bench_json(dir, "--weights int8");
     cr_assert_str_eq(json_string_value(json_object_get(j, "weights")), "int8");
     strata_model *m;
     strata_error err;
@@ -497,7 +535,6 @@ Test(q8_cli, generate_and_bench_take_weights_int8, .timeout = 120)
                  strata_model_get_info(m)->matmul_bytes);
     strata_model_free(m);
     json_decref(j);
-    free(out);
 }
 
 Test(q8_cli, server_serves_int8_and_refuses_bad_values, .timeout = 120)
@@ -511,18 +548,8 @@ Test(q8_cli, server_serves_int8_and_refuses_bad_values, .timeout = 120)
     cr_assert_eq(run_capture(cmd, &out), 0);
     cr_assert(strstr(out, "--weights"), "--help lists --weights");
     free(out);
-    test_server S;
     const char *args[] = {"--weights", "int8", NULL};
-    cr_assert_eq(server_start(&S, shared_path(fixture_models[0]), args), 0, "strata-server --weights int8");
-    const char *body = "{\"prompt\":[1,2,3],\"max_tokens\":4,\"temperature\":0,\"ignore_eos\":true}";
-    http_response r;
-    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
-    cr_assert_eq(r.status, 200, "%s", r.body);
-    json_t *j = json_loads(r.body, 0, NULL);
-    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 4, "%s", r.body);
-    json_decref(j);
-    http_response_free(&r);
-    cr_assert_eq(server_stop(&S), 0);
+    check_server_completes_4(shared_path(fixture_models[0]), args);
 }
 
 /* The int8 compute mode is chosen at load, with int8 weights, and then kept. */
@@ -552,42 +579,18 @@ Test(q8_cli, int8_compute_is_chosen_at_load_with_int8_weights, .timeout = 120)
     cr_assert_str_eq(strata_model_compute(m), "int8");
     strata_model_free(m);
 
-    char cmd[8192], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s generate %s --tokens 1,2,3 -n 4 --weights int8 --compute int8", cli_path(), dir);
-    cr_assert_eq(run_capture(cmd, &out), 0, "%s", cmd);
-    json_t *arr = json_loadb(out, strcspn(out, "\n"), 0, NULL);
-    cr_assert(json_is_array(arr) && json_array_size(arr) == 4, "%s", out);
-    json_decref(arr);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s generate %s --tokens 1,2,3 --compute int8 2>&1", cli_path(), dir);
-    cr_assert_neq(run_capture(cmd, &out), 0);
-    cr_assert(strstr(out, "--weights int8"), "%s", out);
-    free(out);
-    snprintf(cmd, sizeof cmd, "%s bench %s --prompt-tokens 8 --gen-tokens 2 --sessions 1,2 --repeat 1 --threads 1 "
-             "--weights int8 --compute int8 --json", cli_path(), dir);
-    cr_assert_eq(run_capture(cmd, &out), 0, "%s", cmd);
-    json_t *j = json_loads(out, 0, NULL);
-    cr_assert(json_is_object(j), "%s", out);
+    check_generates_4(dir, "--weights int8 --compute int8");
+    check_generate_refuses(dir, "--compute int8", "--weights int8");
+    json_t *j = bench_json(dir, "--weights int8 --compute int8");
     cr_assert_str_eq(json_string_value(json_object_get(j, "compute")), "int8");
-    cr_assert_gt(json_real_value(json_object_get(j, "fma_peak_gflop_s")), 0.0, "%s", out);
+    cr_assert_gt(json_real_value(json_object_get(j, "fma_peak_gflop_s")), 0.0);
     json_decref(j);
-    free(out);
+    char cmd[8192], *out = NULL;
 
     snprintf(cmd, sizeof cmd, "%s --model %s --compute int8 2>&1", getenv("STRATA_SERVER"), dir);
     cr_assert_neq(run_capture(cmd, &out), 0, "%s", out);
     cr_assert(strstr(out, "--weights int8"), "%s", out);
     free(out);
-    test_server S;
     const char *args[] = {"--weights", "int8", "--compute", "int8", NULL};
-    cr_assert_eq(server_start(&S, dir, args), 0, "strata-server --weights int8 --compute int8");
-    const char *body = "{\"prompt\":[1,2,3],\"max_tokens\":4,\"temperature\":0,\"ignore_eos\":true}";
-    http_response r;
-    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
-    cr_assert_eq(r.status, 200, "%s", r.body);
-    json_t *resp = json_loads(r.body, 0, NULL);
-    cr_assert_eq(json_integer_value(json_object_get(json_object_get(resp, "usage"), "completion_tokens")), 4, "%s",
-                 r.body);
-    json_decref(resp);
-    http_response_free(&r);
-    cr_assert_eq(server_stop(&S), 0);
+    check_server_completes_4(dir, args);
 }

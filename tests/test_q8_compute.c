@@ -105,6 +105,14 @@ Test(q8_compute, x_quantizer_is_within_half_a_step)
         free(xs);
         free(xc);
     }
+    float tiny[33] = {1e-39f, -2e-39f, 0.0f, 5e-40f};
+    int8_t tq[64];
+    float ts[2];
+    int32_t tc[2];
+    tiny[32] = 1e-36f;  /* 127 / 1e-36 is finite: the next block quantizes */
+    q8_quantize_x(tiny, 33, tq, ts, tc);
+    cr_assert(tq[0] == 0 && tq[1] == 0 && tc[0] == 0, "127 / amax overflows: the block quantizes to 0");
+    cr_assert_eq(tq[32], 127);
     float bad[40] = {1.0f, INFINITY}, one[1] = {0.0f};
     int8_t q[64];
     float s[2];
@@ -237,6 +245,8 @@ Test(q8_compute, fast_x_quantizer_equals_portable)
         float *x = x_random(4, K);
         for (int c = 0; c < K; c += 3)   /* exact halves of a step: 127 / 127 · (n + 0.5) */
             x[c] = c % 2 ? 127.0f : (float)(c % 64) + 0.5f;
+        for (int c = 0; c < K; c++)      /* row 3: denormals, a block 127 / amax overflows */
+            x[3 * (size_t)K + c] = (float)(c % 7) * 1e-40f;
         int8_t *q0 = malloc(kp), *q1 = malloc(kp);
         float *s0 = malloc(sizeof(float) * nb), *s1 = malloc(sizeof(float) * nb);
         int32_t *c0 = malloc(sizeof(int32_t) * nb), *c1 = malloc(sizeof(int32_t) * nb);

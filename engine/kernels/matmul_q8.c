@@ -227,6 +227,7 @@ void q8_quantize_x_portable(const float *x, int k, int8_t *xq, float *xs, int32_
         }
         int finite = isfinite(nan_if_not_finite), sum = 0;
         float inv = finite && amax > 0.0f ? 127.0f / amax : 0.0f;
+        inv = isinf(inv) ? 0.0f : inv;  /* amax below 127 / FLT_MAX: the block quantizes to 0 */
         for (int i = 0; i < Q8_BLOCK; i++) {
             float v = i < len && inv != 0.0f ? x[c0 + i] * inv : 0.0f;
             int qi = (int)rintf(v);

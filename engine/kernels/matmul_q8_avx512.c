@@ -251,6 +251,7 @@ static TARGET void quantize_x(const float *x, int k, int8_t *xq, float *xs, int3
                         _mm512_cmp_ps_mask(_mm512_sub_ps(v1, v1), _mm512_setzero_ps(), _CMP_NEQ_UQ);
         float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
         float inv = !bad && amax > 0.0f ? 127.0f / amax : 0.0f;
+        inv = isinf(inv) ? 0.0f : inv;
         __m512 iv = _mm512_set1_ps(inv);
         __m512i q0 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v0, iv)), lo), hi);
         __m512i q1 = _mm512_min_epi32(_mm512_max_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(v1, iv)), lo), hi);

@@ -122,8 +122,9 @@ static inline float q8_scale_f32(uint16_t s)
  *
  * x, per row and block b of Q8_BLOCK columns (the row zero-padded to whole blocks):
  *   amax = max |x_i|;  xs_b = amax / 127;  xq_i = rint(x_i · (127 / amax)) in
- *   [-127, 127] (0 where amax = 0; where a value is not finite, xs_b = NaN and the
- *   outputs it feeds become NaN, as in fp32);  xc_b = -128 · Σ xq_i.
+ *   [-127, 127] (0 where amax = 0 or 127 / amax overflows; where a value is not
+ *   finite, xs_b = NaN and the outputs it feeds become NaN, as in fp32);
+ *   xc_b = -128 · Σ xq_i.
  * Output (r, j): acc = 0, then for b = 0, 1, …:
  *   acc = fma((float)isum_b, sw_b · xs_b, acc),  isum_b = Σ_i q_ji · xq_i  (exact)
  * then + bias. The integer sums are exact whatever their order, and the fp32 steps
