@@ -232,9 +232,10 @@ static double gemm_ours(int n_threads, int bf16, int int8)
         for (size_t i = 0; i < (size_t)GEMM_N * GEMM_K; i++)
             w[i] = 0x3c00 + (uint16_t)(i % 97);      /* bf16 values near 0.01 */
         strata_mat m = {.data = w, .dtype = ST_BF16, .rows = GEMM_N, .cols = GEMM_K};
-        if (int8)
-            ready = int8_panels_of(&m, w) == 0, panels = (uint16_t *)(void *)m.data;
-        else if (e.isa->block_panels_f32 && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
+        if (int8) {
+            ready = int8_panels_of(&m, w) == 0;
+            panels = ready ? (uint16_t *)(void *)m.data : NULL;    /* freed below */
+        } else if (e.isa->block_panels_f32 && (panels = calloc(bf16_panels_elems(GEMM_N, GEMM_K), sizeof *panels))) {
             bf16_panels_pack(panels, w, GEMM_N, GEMM_K, 0, GEMM_N);
             m.data = panels;
             m.dtype = ST_BF16_PANELS;

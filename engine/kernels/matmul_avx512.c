@@ -81,13 +81,8 @@ INLINE void store_tile(const mm_block *b, int r0, int j0, const int mr, const in
     }
 }
 
-/* pf_lines cache lines from pf + (k step)·pf_lines·64 fetched each k step: the
- * next W tile's share while this one computes (0: none). */
-INLINE void prefetch_step(const char *pf, int step, int pf_lines)
-{
-    prefetch_span(pf + (size_t)step * (size_t)pf_lines * 64, (size_t)pf_lines * 64);
-}
-
+/* A register tile of mr x rows × nr W rows; each k step fetches its pf_lines cache
+ * lines of the next W tile from pf (prefetch_step; 0: none) while this one computes. */
 INLINE void tile(const mm_block *b, int r0, int j0, const int mr, const int nr, const st_dtype dt, const char *pf,
                  int pf_lines)
 {

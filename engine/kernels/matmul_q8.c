@@ -192,15 +192,14 @@ void q8_panels_pack(uint8_t *dst, const int8_t *q, const uint16_t *scales, int r
             uint8_t *blk = dst + ((size_t)(j / Q8P_ROWS) * nb + b) * Q8P_BLOCK_BYTES;
             memcpy(blk + 2 * r, &sj[b], 2);
             for (int c = 0; c < Q8_BLOCK; c++)
-                blk[Q8P_ROWS * 2 + (c / 4) * Q8P_QUAD_BYTES + r * 4 + c % 4] = (uint8_t)(qj[b * Q8_BLOCK + (size_t)c] + 128);
+                blk[q8p_byte(r, c)] = (uint8_t)(qj[b * Q8_BLOCK + (size_t)c] + 128);
         }
     }
     /* rows past the end: q = 0 is the byte 128 (their scales stay 0) */
     for (int j = rows; r1 >= rows && j % Q8P_ROWS; j++)
         for (size_t b = 0; b < nb; b++)
-            for (int u = 0; u < 8; u++)
-                memset(dst + ((size_t)(j / Q8P_ROWS) * nb + b) * Q8P_BLOCK_BYTES + Q8P_ROWS * 2 +
-                           (size_t)u * Q8P_QUAD_BYTES + (size_t)(j % Q8P_ROWS) * 4, 128, 4);
+            for (int c = 0; c < Q8_BLOCK; c++)
+                dst[((size_t)(j / Q8P_ROWS) * nb + b) * Q8P_BLOCK_BYTES + q8p_byte(j % Q8P_ROWS, c)] = 128;
 }
 
 void q8_quantize_x(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)
@@ -255,7 +254,7 @@ void q8_panels_block_portable(const q8p_block *b)
                 memcpy(&sw, p + 2 * pr, 2);
                 int32_t isum = b->xc[(size_t)r * b->lds + (size_t)blk];
                 for (int c = 0; c < Q8_BLOCK; c++)
-                    isum += (int32_t)p[Q8P_ROWS * 2 + (c / 4) * Q8P_QUAD_BYTES + pr * 4 + c % 4] * xq[blk * Q8_BLOCK + c];
+                    isum += (int32_t)p[q8p_byte(pr, c)] * xq[blk * Q8_BLOCK + c];
                 acc = fmaf((float)isum, q8_scale_f32(sw) * b->xs[(size_t)r * b->lds + (size_t)blk], acc);
             }
             b->y[(size_t)r * b->ldy + (size_t)j] = b->bias ? acc + b->bias[j] : acc;

@@ -135,11 +135,6 @@ const q8_isa q8_avx512 = {.fp32 = &kernel_avx512, .block = block, .dequant = deq
 /* Four int8 of x read as one 32-bit lane. */
 typedef int32_t quad_bits __attribute__((may_alias));
 
-INLINE_VNNI void q8p_prefetch(const char *pf, int step, int lines)
-{
-    prefetch_span(pf + (size_t)step * (size_t)lines * 64, (size_t)lines * 64);
-}
-
 /* Outputs j .. j+31 of x rows r0 .. r0+mb-1 over blocks [b0, b1) of panel p: from
  * 0 (b0 = 0) or the partial sums in y, stored back (+ bias after the last block). */
 INLINE_VNNI void q8p_rows(const q8p_block *b, const uint8_t *p, int j, int r0, const int mb, int b0, int b1, int nb,
@@ -159,7 +154,7 @@ INLINE_VNNI void q8p_rows(const q8p_block *b, const uint8_t *p, int j, int r0, c
         xc[i] = b->xc + (size_t)(r0 + i) * b->lds;
     }
     for (int blk = b0; blk < b1; blk++) {
-        q8p_prefetch(pf, blk - b0, pf_lines);
+        prefetch_step(pf, blk - b0, pf_lines);
         const uint8_t *w = p + (size_t)blk * Q8P_BLOCK_BYTES;
         __m512 sw[2];
         for (int t = 0; t < 2; t++)

@@ -140,6 +140,12 @@ static inline float q8_scale_f32(uint16_t s)
 #define Q8P_QUAD_BYTES (Q8P_ROWS * 4)
 #define Q8P_BLOCK_BYTES (Q8P_ROWS * 2 + 8 * Q8P_QUAD_BYTES)
 
+/* Where the byte of row r (of its panel) and column c (of its block) sits in a block. */
+static inline size_t q8p_byte(int r, int c)
+{
+    return (size_t)(Q8P_ROWS * 2 + (c / 4) * Q8P_QUAD_BYTES + r * 4 + c % 4);
+}
+
 /* Bytes of W [rows, cols] in panels. */
 size_t q8_panels_bytes(int rows, int cols);
 /* Rows [r0, r1) of a W quantized by q8_quantize (q and scales at row r0, rows of

@@ -27,6 +27,12 @@ static inline __attribute__((always_inline)) void prefetch_span(const char *p, s
         _mm_prefetch(p + off, _MM_HINT_T1);
 }
 
+/* Step `step` of a prefetch spread over a walk: its `lines` cache lines from pf. */
+static inline __attribute__((always_inline)) void prefetch_step(const char *pf, int step, int lines)
+{
+    prefetch_span(pf + (size_t)step * (size_t)lines * 64, (size_t)lines * 64);
+}
+
 static inline __attribute__((always_inline, target("avx"))) float reduce8(__m256 v)
 {
     __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); // i + i+4

@@ -4,9 +4,8 @@
  * frees everything: there is never a partial model. With --weights int8 each
  * matmul weight is quantized here (kernels/q8.h; into int8 panels for the int8
  * compute mode) and its file pages released, so the resident weights are the int8
- * blocks plus what stays as stored; where the
- * CPU's kernels read panels, the BF16 ones are repacked into them the same way
- * (kernels/isa.h).
+ * blocks plus what stays as stored; where the CPU's kernels read panels, the BF16
+ * ones are repacked into them the same way (kernels/isa.h).
  * Both live on huge pages (model->weights), like the mapped files.
  */
 #include <errno.h>
