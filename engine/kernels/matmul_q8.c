@@ -58,11 +58,14 @@ static strata_status quantize_rows(const void *src, st_dtype dtype, int r0, int 
             load_block(src, dtype, base + (size_t)c0, len, w);
             for (int i = len; i < Q8_BLOCK; i++)
                 w[i] = 0.0f;
-            /* branch-free over the whole block, so the compiler vectorizes it */
+            /* branch-free over the whole block, so the compiler vectorizes it (a plain
+             * comparison, not fmaxf: a libm call here on baseline x86-64, 14 % of an
+             * int8 load; the two differ only on NaN, which fails below anyway) */
             float amax = 0.0f, nan_if_not_finite = 0.0f;
             for (int i = 0; i < Q8_BLOCK; i++) {
+                float a = fabsf(w[i]);
                 nan_if_not_finite += w[i] - w[i];
-                amax = fmaxf(amax, fabsf(w[i]));
+                amax = a > amax ? a : amax;
             }
             if (!isfinite(nan_if_not_finite))
                 return strata_fail(err, STRATA_E_WEIGHTS, "%s: row %d, columns %d..%d: a weight is not finite; "
