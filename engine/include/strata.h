@@ -123,14 +123,16 @@ strata_status strata_weights_parse(const char *name, strata_weights *out, strata
 const char *strata_weights_name(strata_weights weights);
 void strata_model_free(strata_model *model);
 const strata_model_info *strata_model_get_info(const strata_model *model);
-/* How matmuls with BF16-stored weights compute, for the runners created after:
+/* How matmuls compute, for the runners created after (fp32 and bf16: matmuls with
+ * BF16-stored weights; int8: with int8 weights):
  *   "fp32" (the default): the stored weights times fp32 activations, in fp32 — the
  *          mode the fixtures are checked in;
  *   "bf16" (opt-in, faster): activations rounded to BF16 first, products summed in
  *          fp32 — by AVX512_BF16 dot products where the CPU has them (twice the
  *          multiply-adds of fp32 FMA; elsewhere same speed, same rounding).
  *   "int8" (opt-in, fastest): chosen only at load (strata_load_opts.compute), with
- *          int8 weights on an AVX512_VNNI CPU; a model loaded so accepts no other.
+ *          int8 weights on an AVX512_VNNI CPU; activations quantized to int8 too,
+ *          integer dot products; a model loaded so accepts no other mode.
  * Results stay batch-invariant within a mode; their error against fp32 is stated in
  * README.md. Other weight dtypes always compute in fp32. Set the mode before
  * making runners; fp32 and bf16 can follow each other. */
