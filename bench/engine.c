@@ -53,7 +53,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++)
         chosen |= !strcmp(argv[i], "--compute");
     const char *modes[] = {"fp32", "bf16", "int8"};
-    int n_modes = q8_panels_kernel() && kernel_select() == &kernel_avx512 ? 3 : 2;
+    int n_modes = q8_compute_supported() ? 3 : 2;
     if (!chosen && n_modes == 2)
         printf("bench: no AVX512_VNNI here, so no --compute int8 run\n");
     int rc = 0;

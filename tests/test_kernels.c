@@ -51,12 +51,7 @@ static void mat_random(test_mat *t, int rows, int cols, st_dtype dt, int with_bi
         else
             ((uint16_t *)t->data)[i] = dt == ST_BF16 ? test_to_bf16(v) : to_f16(v);
     }
-    t->bias = NULL;
-    if (with_bias) {
-        t->bias = malloc(sizeof(float) * (size_t)rows);
-        for (int i = 0; i < rows; i++)
-            t->bias[i] = test_frand();
-    }
+    t->bias = with_bias ? test_vec_random((size_t)rows) : NULL;
     t->m = (strata_mat){.data = t->data, .dtype = dt, .rows = rows, .cols = cols, .bias = t->bias};
 }
 

@@ -38,12 +38,7 @@ static void qmat_random(qmat *t, int rows, int cols, int with_bias)
     t->s = malloc(sizeof(uint16_t) * (size_t)rows * (kp / Q8_BLOCK));
     strata_error err;
     cr_assert_eq(q8_quantize(t->w, ST_F32, rows, cols, t->q, t->s, "test", &err), STRATA_OK, "%s", err.message);
-    t->bias = NULL;
-    if (with_bias) {
-        t->bias = malloc(sizeof(float) * (size_t)rows);
-        for (int i = 0; i < rows; i++)
-            t->bias[i] = test_frand();
-    }
+    t->bias = with_bias ? test_vec_random((size_t)rows) : NULL;
     t->deq = malloc(sizeof(float) * (n ? n : 1));
     q8_portable.dequant(t->deq, t->q, t->s, kp, kp / Q8_BLOCK, rows, cols);
     t->m = (strata_mat){.data = t->q, .dtype = ST_I8, .rows = rows, .cols = cols, .bias = t->bias, .scales = t->s};
@@ -328,7 +323,7 @@ static const double min_agree_int8x[] = {0.9, 0.85, 0.85, 0.78, 0.95};
 /* The int8 compute mode runs only where the VNNI kernel does. */
 static void need_int8_compute(void)
 {
-    if (!q8_panels_kernel() || kernel_select() != &kernel_avx512)
+    if (!q8_compute_supported())
         cr_skip_test("the int8 compute mode needs AVX512_VNNI");
 }
 

@@ -36,12 +36,7 @@ static void pmat_random(pmat *t, int rows, int cols, int with_bias)
     int half = rows / 2 / Q8P_ROWS * Q8P_ROWS;
     q8_panels_pack(t->panels, t->q, t->s, rows, cols, 0, half);
     q8_panels_pack(t->panels, t->q + (size_t)half * kp, t->s + (size_t)half * (kp / Q8_BLOCK), rows, cols, half, rows);
-    t->bias = NULL;
-    if (with_bias) {
-        t->bias = malloc(sizeof(float) * (size_t)rows);
-        for (int i = 0; i < rows; i++)
-            t->bias[i] = test_frand();
-    }
+    t->bias = with_bias ? test_vec_random((size_t)rows) : NULL;
     t->m = (strata_mat){.data = t->panels, .dtype = ST_I8_PANELS, .rows = rows, .cols = cols, .bias = t->bias};
 }
 
@@ -81,7 +76,7 @@ Test(q8_compute, x_quantizer_is_within_half_a_step)
         int32_t *xc = malloc(sizeof(int32_t) * nb);
         for (int r = 0; r < 3; r++) {
             const float *xr = x + (size_t)r * (size_t)K;
-            q8_quantize_x(xr, K, xq, xs, xc);
+            q8_quantize_x_portable(xr, K, xq, xs, xc);
             for (size_t b = 0; b < nb; b++) {
                 float amax = 0.0f;
                 int sum = 0;
@@ -110,18 +105,18 @@ Test(q8_compute, x_quantizer_is_within_half_a_step)
     float ts[2];
     int32_t tc[2];
     tiny[32] = 1e-36f;  /* 127 / 1e-36 is finite: the next block quantizes */
-    q8_quantize_x(tiny, 33, tq, ts, tc);
+    q8_quantize_x_portable(tiny, 33, tq, ts, tc);
     cr_assert(tq[0] == 0 && tq[1] == 0 && tc[0] == 0, "127 / amax overflows: the block quantizes to 0");
     cr_assert_eq(tq[32], 127);
     float bad[40] = {1.0f, INFINITY}, one[1] = {0.0f};
     int8_t q[64];
     float s[2];
     int32_t c[2];
-    q8_quantize_x(bad, 40, q, s, c);
+    q8_quantize_x_portable(bad, 40, q, s, c);
     cr_assert(isnan(s[0]), "a block with inf gets a NaN scale, so its outputs are NaN");
     cr_assert_eq(q[0], 0);
     cr_assert_eq(s[1], 0.0f, "the next block (zeros) is untouched by it");
-    q8_quantize_x(one, 1, q, s, c);
+    q8_quantize_x_portable(one, 1, q, s, c);
     cr_assert_eq(s[0], 0.0f);
     cr_assert_eq(c[0], 0);
 }
@@ -135,7 +130,7 @@ static void exact_int8(const pmat *t, int rows, int K, const float *x, int n, do
     float *xs = malloc(sizeof(float) * nb);
     int32_t *xc = malloc(sizeof(int32_t) * nb);
     for (int r = 0; r < n; r++) {
-        q8_quantize_x(x + (size_t)r * (size_t)K, K, xq, xs, xc);
+        q8_quantize_x_portable(x + (size_t)r * (size_t)K, K, xq, xs, xc);
         for (int j = 0; j < rows; j++) {
             double acc = t->bias ? t->bias[j] : 0.0, m = fabs(acc);
             for (size_t b = 0; b < nb; b++) {
@@ -239,6 +234,7 @@ Test(q8_compute, matmul_without_the_mode_gives_the_same_bits)
 Test(q8_compute, fast_x_quantizer_equals_portable)
 {
     static const int ks[] = {1, 5, 16, 17, 31, 32, 33, 64, 100, 1030};
+    q8_quantize_x_fn fast = q8_quantize_x_kernel() ? q8_quantize_x_kernel() : q8_quantize_x_portable;
     for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
         int K = ks[ki];
         size_t kp = q8_padded(K), nb = kp / Q8_BLOCK;
@@ -252,7 +248,7 @@ Test(q8_compute, fast_x_quantizer_equals_portable)
         int32_t *c0 = malloc(sizeof(int32_t) * nb), *c1 = malloc(sizeof(int32_t) * nb);
         for (int r = 0; r < 4; r++) {
             q8_quantize_x_portable(x + (size_t)r * (size_t)K, K, q0, s0, c0);
-            q8_quantize_x(x + (size_t)r * (size_t)K, K, q1, s1, c1);
+            fast(x + (size_t)r * (size_t)K, K, q1, s1, c1);
             cr_assert(!memcmp(q0, q1, kp) && !memcmp(s0, s1, sizeof(float) * nb) &&
                           !memcmp(c0, c1, sizeof(int32_t) * nb),
                       "K=%d row %d: the quantizers differ", K, r);
@@ -266,5 +262,5 @@ Test(q8_compute, fast_x_quantizer_equals_portable)
         free(c1);
     }
     if (!q8_quantize_x_kernel())
-        cr_log_info("no AVX-512 here: q8_quantize_x is the portable code");
+        cr_log_info("no AVX-512 here: only the portable quantizer runs");
 }

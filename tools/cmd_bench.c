@@ -193,21 +193,14 @@ static double stream_bandwidth(int n_threads, void *(*part)(void *), double byte
 static int int8_panels_of(strata_mat *m, const uint16_t *w)
 {
     strata_error err;
-    size_t kp = q8_padded(m->cols);
-    int8_t *q = malloc((size_t)m->rows * kp);
-    uint16_t *s = malloc(2 * (size_t)m->rows * (kp / Q8_BLOCK));
     uint8_t *p = calloc(1, q8_panels_bytes(m->rows, m->cols));
-    int ok = q && s && p && q8_quantize(w, ST_BF16, m->rows, m->cols, q, s, "gemm", &err) == STRATA_OK;
-    if (ok) {
-        q8_panels_pack(p, q, s, m->rows, m->cols, 0, m->rows);
-        m->data = p;
-        m->dtype = ST_I8_PANELS;
-    } else {
+    if (!p || q8_quantize_panels(w, ST_BF16, m->rows, m->cols, 0, m->rows, p, "gemm", &err) != STRATA_OK) {
         free(p);
+        return -1;
     }
-    free(q);
-    free(s);
-    return ok ? 0 : -1;
+    m->data = p;
+    m->dtype = ST_I8_PANELS;
+    return 0;
 }
 
 /* Our matmul on (512 × 1024) · (4096 × 1024 BF16)ᵀ, through an exec like the

@@ -42,6 +42,7 @@ typedef struct exec {
     float *xr;              /* (rows_cap, widest_k) the same as fp32, for every other kernel */
     int q8x;                /* the int8 compute mode (kernels/q8.h) */
     void (*q8p)(const struct q8p_block *b); /* its panel kernel: VNNI where the CPU has it, else portable */
+    void (*q8x_quantize)(const float *x, int k, int8_t *xq, float *xs, int32_t *xc); /* its quantizer of x */
     int8_t *xq;             /* (rows_cap, widest_k padded to 32) x quantized, in that mode */
     float *xs;              /* (rows_cap, blocks of widest_k) its scales */
     int32_t *xc;            /* (rows_cap, blocks of widest_k) its corrections */

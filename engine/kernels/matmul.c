@@ -137,10 +137,10 @@ strata_status exec_set_bf16(exec *e, int on, strata_error *err)
 
 strata_status exec_set_int8(exec *e, int on, strata_error *err)
 {
+    int fast = e->isa == &kernel_avx512 && q8_panels_kernel() && q8_quantize_x_kernel();
     e->q8x = on != 0;
-    e->q8p = q8_panels_kernel();
-    if (!e->q8p || e->isa != &kernel_avx512)
-        e->q8p = q8_panels_block_portable;
+    e->q8p = fast ? q8_panels_kernel() : q8_panels_block_portable;
+    e->q8x_quantize = fast ? q8_quantize_x_kernel() : q8_quantize_x_portable;
     if (!e->q8x)
         return STRATA_OK;
     e->rows_cap = 0;
@@ -336,8 +336,8 @@ static void quantize_rows_int8(exec *e, const float *x, int lo, int hi, int k)
 {
     size_t kp = q8_padded(k), nb = kp / Q8_BLOCK;
     for (int r = lo; r < hi; r++)
-        q8_quantize_x(x + (size_t)r * (size_t)k, k, e->xq + (size_t)r * kp, e->xs + (size_t)r * nb,
-                      e->xc + (size_t)r * nb);
+        e->q8x_quantize(x + (size_t)r * (size_t)k, k, e->xq + (size_t)r * kp, e->xs + (size_t)r * nb,
+                        e->xc + (size_t)r * nb);
 }
 
 /* Thread ti's rows of J->x_prep rounded into the exec's xb (the bf16 dot mode) or
@@ -489,7 +489,7 @@ static void matmul_int8(float *y, const float *x, int n, const strata_mat *w, ex
         float *xs = e->panels + kp / 4;
         int32_t *xc = (int32_t *)(void *)(xs + nb);
         for (int r = 0; r < n; r++) {
-            q8_quantize_x(x + (size_t)r * (size_t)w->cols, w->cols, xq, xs, xc);
+            q8_quantize_x_portable(x + (size_t)r * (size_t)w->cols, w->cols, xq, xs, xc);
             q8p_block b = {.y = y + (size_t)r * (size_t)w->rows, .ldy = (size_t)w->rows, .xq = xq, .xs = xs,
                            .xc = xc, .ldx = kp, .lds = nb, .w = w->data, .bias = w->bias, .m = 1, .nw = w->rows,
                            .k = w->cols};

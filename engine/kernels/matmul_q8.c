@@ -12,6 +12,7 @@
  * tiling or threads (batch invariance, as in matmul.c).
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -165,6 +166,11 @@ static void dequant_portable(float *dst, const int8_t *q, const uint16_t *s, siz
 
 const q8_isa q8_portable = {.fp32 = &kernel_portable, .block = block_portable, .dequant = dequant_portable};
 
+int q8_compute_supported(void)
+{
+    return q8_panels_kernel() && kernel_select() == &kernel_avx512;
+}
+
 const q8_isa *q8_isa_for(const kernel_isa *isa)
 {
     if (isa == &kernel_avx512 && q8_avx512.block)
@@ -205,16 +211,41 @@ void q8_panels_pack(uint8_t *dst, const int8_t *q, const uint16_t *scales, int r
                 dst[((size_t)(j / Q8P_ROWS) * nb + b) * Q8P_BLOCK_BYTES + q8p_byte(j % Q8P_ROWS, c)] = 128;
 }
 
-void q8_quantize_x(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)
+typedef struct panel_pack_job {
+    uint8_t *dst;
+    const int8_t *q;        /* rows [r0, r1) quantized, from row r0 */
+    const uint16_t *s;
+    int rows, cols, r0;
+} panel_pack_job;
+
+static strata_status pack_part(void *arg, int lo, int hi, strata_error *err)
 {
-    static void (*fast)(const float *, int, int8_t *, float *, int32_t *);
-    static int known;
-    if (!__atomic_load_n(&known, __ATOMIC_ACQUIRE)) {
-        __atomic_store_n(&fast, q8_quantize_x_kernel(), __ATOMIC_RELAXED);
-        __atomic_store_n(&known, 1, __ATOMIC_RELEASE);
+    const panel_pack_job *J = arg;
+    size_t kp = q8_padded(J->cols);
+    (void)err;
+    q8_panels_pack(J->dst, J->q + (size_t)lo * kp, J->s + (size_t)lo * (kp / Q8_BLOCK), J->rows, J->cols, J->r0 + lo,
+                   J->r0 + hi);
+    return STRATA_OK;
+}
+
+strata_status q8_quantize_panels(const void *src, st_dtype dtype, int rows, int cols, int r0, int r1, uint8_t *dst,
+                                 const char *what, strata_error *err)
+{
+    size_t kp = q8_padded(cols), n = (size_t)(r1 - r0);
+    int8_t *q = malloc(n * kp);
+    uint16_t *s = malloc(sizeof *s * n * (kp / Q8_BLOCK));
+    strata_status st = q && s ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory quantizing %s", what);
+    if (st == STRATA_OK) {
+        const char *rows_r0 = (const char *)src + (size_t)r0 * (size_t)cols * st_dtype_size(dtype);
+        st = q8_quantize_rows(rows_r0, dtype, 0, r1 - r0, cols, q, s, what, err);
     }
-    void (*f)(const float *, int, int8_t *, float *, int32_t *) = __atomic_load_n(&fast, __ATOMIC_RELAXED);
-    (f ? f : q8_quantize_x_portable)(x, k, xq, xs, xc);
+    if (st == STRATA_OK) {
+        panel_pack_job J = {dst, q, s, rows, cols, r0};
+        st = spread_run(r1 - r0, Q8P_ROWS, 4 * Q8P_ROWS, pack_part, &J, err);
+    }
+    free(q);
+    free(s);
+    return st;
 }
 
 void q8_quantize_x_portable(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)

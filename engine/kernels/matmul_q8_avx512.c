@@ -259,7 +259,7 @@ static TARGET void quantize_x(const float *x, int k, int8_t *xq, float *xs, int3
     }
 }
 
-void (*q8_quantize_x_kernel(void))(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)
+q8_quantize_x_fn q8_quantize_x_kernel(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") ? quantize_x : NULL;
@@ -276,7 +276,7 @@ void (*q8_panels_kernel(void))(const q8p_block *b)
 #else
 const q8_isa q8_avx512 = {0};
 
-void (*q8_quantize_x_kernel(void))(const float *x, int k, int8_t *xq, float *xs, int32_t *xc)
+q8_quantize_x_fn q8_quantize_x_kernel(void)
 {
     return NULL;
 }

@@ -151,13 +151,16 @@ size_t q8_panels_bytes(int rows, int cols);
 /* Rows [r0, r1) of a W quantized by q8_quantize (q and scales at row r0, rows of
  * q8_padded(cols) bytes) into the panels at dst (rows absolute; dst starts zeroed). */
 void q8_panels_pack(uint8_t *dst, const int8_t *q, const uint16_t *scales, int rows, int cols, int r0, int r1);
+/* Rows [r0, r1) of W [rows, cols] stored as `dtype` (src at row 0) quantized
+ * (q8_quantize) and packed into the panels at dst, both split over the CPUs. */
+strata_status q8_quantize_panels(const void *src, st_dtype dtype, int rows, int cols, int r0, int r1, uint8_t *dst,
+                                 const char *what, strata_error *err);
 
-/* One row of x (k values) quantized: xq (q8_padded(k)) int8, xs and xc (blocks);
- * by the AVX-512 code where the CPU has it, which gives the portable code's bits. */
-void q8_quantize_x(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
+/* One row of x (k values) quantized: xq (q8_padded(k)) int8, xs and xc (blocks). */
+typedef void (*q8_quantize_x_fn)(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
 void q8_quantize_x_portable(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
-/* The AVX-512 quantizer where this CPU runs it, else NULL. */
-void (*q8_quantize_x_kernel(void))(const float *x, int k, int8_t *xq, float *xs, int32_t *xc);
+/* The AVX-512 quantizer where this CPU runs it (the portable code's bits), else NULL. */
+q8_quantize_x_fn q8_quantize_x_kernel(void);
 
 /* y (m, ·) [:, 0..nw) = x · Wᵀ (+ bias) in the int8 compute mode, W in panels from
  * the block's first panel; x quantized rows ldx bytes apart (ldx = q8_padded(k)),
@@ -178,6 +181,8 @@ typedef struct q8p_block {
 void q8_panels_block_portable(const q8p_block *b);
 /* The VNNI kernel where this CPU runs it (AVX512_VNNI), else NULL. */
 void (*q8_panels_kernel(void))(const q8p_block *b);
+/* Whether the int8 compute mode runs here: the VNNI kernel on the AVX-512 path. */
+int q8_compute_supported(void);
 
 /* Quantize W [rows, cols] stored as `dtype` (F32, BF16, F16) into q (rows, q8_padded(cols))
  * and scales (rows, q8_padded(cols) / Q8_BLOCK). Fails (STRATA_E_WEIGHTS, naming `what`)

@@ -282,41 +282,12 @@ typedef struct panel_quant_job {
     const strata_mat *w;
     uint8_t *dst;
     const char *name;
-    int r0;                 /* the part's first row */
-    const int8_t *q;        /* the part quantized, from row r0 */
-    const uint16_t *s;
 } panel_quant_job;
 
-static strata_status pack_int8_part(void *arg, int lo, int hi, strata_error *err)
-{
-    const panel_quant_job *J = arg;
-    size_t kp = q8_padded(J->w->cols);
-    (void)err;
-    q8_panels_pack(J->dst, J->q + (size_t)lo * kp, J->s + (size_t)lo * (kp / Q8_BLOCK), J->w->rows, J->w->cols,
-                   J->r0 + lo, J->r0 + hi);
-    return STRATA_OK;
-}
-
-/* Rows [r0, r1) quantized into a scratch copy, then packed into the panels (both
- * split over the CPUs). */
 static strata_status quant_pack_rows(void *arg, int r0, int r1, strata_error *err)
 {
-    panel_quant_job J = *(const panel_quant_job *)arg;
-    size_t kp = q8_padded(J.w->cols), rows = (size_t)(r1 - r0);
-    int8_t *q = malloc(rows * kp);
-    uint16_t *s = malloc(sizeof *s * rows * (kp / Q8_BLOCK));
-    strata_status st = q && s ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory quantizing %s", J.name);
-    if (st == STRATA_OK) {
-        const char *src = (const char *)J.w->data + (size_t)r0 * (size_t)J.w->cols * st_dtype_size(J.w->dtype);
-        st = q8_quantize_rows(src, J.w->dtype, 0, r1 - r0, J.w->cols, q, s, J.name, err);
-    }
-    if (st == STRATA_OK) {
-        J.r0 = r0, J.q = q, J.s = s;
-        st = spread_run(r1 - r0, Q8P_ROWS, 4 * Q8P_ROWS, pack_int8_part, &J, err);
-    }
-    free(q);
-    free(s);
-    return st;
+    const panel_quant_job *J = arg;
+    return q8_quantize_panels(J->w->data, J->w->dtype, J->w->rows, J->w->cols, r0, r1, J->dst, J->name, err);
 }
 
 /* W as stored → int8 panels (kernels/q8.h: the int8 compute mode), as quantize_mat. */
@@ -671,7 +642,7 @@ static strata_status int8_compute_possible(strata_weights weights, strata_error 
 {
     if (weights != STRATA_WEIGHTS_INT8)
         return strata_fail(err, STRATA_E_INVALID, "compute mode int8 needs int8 weights (--weights int8)");
-    if (!q8_panels_kernel() || kernel_select() != &kernel_avx512)
+    if (!q8_compute_supported())
         return strata_fail(err, STRATA_E_INVALID,
                            "compute mode int8 needs the AVX-512 kernels and AVX512_VNNI, which this CPU (%s "
                            "kernels) does not run; use --compute fp32",
