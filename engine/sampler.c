@@ -2,6 +2,12 @@
  * sampler.c — choosing the next token from logits: logit bias, penalties,
  * temperature, top-k, top-p, min-p, a seeded random stream, and the log
  * probabilities OpenAI clients ask for (of the model's raw distribution).
+ *
+ * Cost: a few vector passes over the vocabulary per token, whatever the
+ * distribution. The truncations never sort it: a one-pass threshold search keeps
+ * the candidates that can matter, and rank.c finds the cuts and the draw among
+ * them (a flat 131072-token vocabulary with top_p used to take 10–20 ms a token in
+ * qsort).
  */
 #include <float.h>
 #include <math.h>
@@ -9,6 +15,8 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "rank.h"
+#include "vec16.h"
 #include "strata.h"
 
 struct strata_sampler {
@@ -19,9 +27,13 @@ struct strata_sampler {
     uint32_t *generated;    /* (vocab) times generated */
     uint8_t *seen;          /* (vocab) in prompt or output */
     float *work;            /* (vocab) adjusted logits, then the weights draw() picks from */
-    int32_t *order;         /* (vocab) candidate ids */
+    double *block_mass;     /* (vocab / EXP_BLOCK + 1) the weights' sums per block of ids */
+    rank_set rank;          /* the candidates grouped by weight */
+    double drawn_lse;       /* log Σ exp of the logits draw() was given (NAN: not known) */
     uint64_t rng[4];        /* xoshiro256** state */
 };
+
+#define EXP_BLOCK 1024      /* ids per partial sum: the draw's walk skips whole blocks */
 
 void strata_sampling_default(strata_sampling *s)
 {
@@ -71,7 +83,8 @@ void strata_sampler_free(strata_sampler *s)
     free(s->generated);
     free(s->seen);
     free(s->work);
-    free(s->order);
+    free(s->block_mass);
+    rank_set_free(&s->rank);
     free(s);
 }
 
@@ -115,8 +128,10 @@ strata_status strata_sampler_new(const strata_sampling *params, int vocab, strat
     s->generated = calloc(v, sizeof *s->generated);
     s->seen = calloc(v, 1);
     s->work = malloc(v * sizeof *s->work);
-    s->order = malloc(v * sizeof *s->order);
-    if (!s->bias_ids || !s->bias_values || !s->generated || !s->seen || !s->work || !s->order) {
+    s->block_mass = malloc((v / EXP_BLOCK + 1) * sizeof *s->block_mass);
+    int ranked = rank_set_init(&s->rank, vocab);
+    if (!s->bias_ids || !s->bias_values || !s->generated || !s->seen || !s->work ||
+        !s->block_mass || !ranked) {
         strata_sampler_free(s);
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     }
@@ -142,19 +157,15 @@ void strata_sampler_accept(strata_sampler *s, int32_t token, int generated)
         s->generated[token]++;
 }
 
-/* e^x for x <= 0, 16 lanes at a time (GCC vector extensions; the clones below pick
- * the widest ISA). Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, then a
+/* e^x for x <= 0, 16 lanes at a time (vec16.h). Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, then a
  * degree-6 Taylor polynomial: relative error under 3e-7, close to expf's. Below -87
- * it gives ~2^-126 instead of a denormal: the terms are summed next to a term of 1.
- * In place (a vector argument by value would change the ABI between the clones). */
-typedef float vec16 __attribute__((vector_size(64)));
-typedef int32_t ivec16 __attribute__((vector_size(64)));
-
+ * (and for NaN) it gives ~2^-126 instead of a denormal: the terms are summed next to
+ * a term of 1. In place (vec16.h). */
 static inline __attribute__((always_inline)) void exp_nonpositive(vec16 *v)
 {
     vec16 x = *v;
-    const vec16 lo = x - x - 87.0f;
-    ivec16 below = x < lo;
+    const vec16 lo = (vec16){0} - 87.0f;
+    ivec16 below = ~(x >= lo);                  /* NaN too */
     x = (vec16)(((ivec16)x & ~below) | ((ivec16)lo & below));
     vec16 n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
     vec16 r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
@@ -162,54 +173,64 @@ static inline __attribute__((always_inline)) void exp_nonpositive(vec16 *v)
     *v = (vec16)((ivec16)p + __builtin_convertvector(n, ivec16) * (1 << 23));
 }
 
-/* Σ e^(v[i] - mx) over n values (each term <= 1) in 16 fp32 partial sums; with
- * `out`, each term is also stored. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
-static double sum_exp(const float *v, int n, float mx, float *out)
+/* Σ e^((v[i] - mx)·scale) over n values (each term <= 1): in 16 fp32 partial sums
+ * per block of EXP_BLOCK ids, each block's sum kept in block_mass[] when given; with
+ * `out` (which may be v), each term is also stored. */
+VEC16_CLONES
+static double sum_exp(const float *v, int n, float mx, float scale, float *out, double *block_mass)
 {
-    vec16 part = {0}, x;
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        memcpy(&x, v + i, sizeof x);
-        vec16 e = x - mx;
-        exp_nonpositive(&e);
-        part += e;
-        if (out)
-            memcpy(out + i, &e, sizeof e);
-    }
     double sum = 0;
-    for (int k = 0; k < 16; k++)
-        sum += part[k];
-    if (i < n) {                                /* the tail, padded with e^-87 terms dropped */
-        vec16 t = {0}, e;
-        memcpy(&t, v + i, sizeof(float) * (size_t)(n - i));
-        e = t - mx;
-        exp_nonpositive(&e);
-        for (int k = 0; k < n - i; k++) {
-            sum += e[k];
+    for (int b0 = 0; b0 < n; b0 += EXP_BLOCK) {
+        int b1 = n - b0 < EXP_BLOCK ? n : b0 + EXP_BLOCK, i = b0;
+        vec16 part = {0}, x, e;
+        for (; i + 16 <= b1; i += 16) {
+            memcpy(&x, v + i, sizeof x);
+            e = (x - mx) * scale;
+            exp_nonpositive(&e);
+            part += e;
             if (out)
-                out[i + k] = e[k];
+                memcpy(out + i, &e, sizeof e);
         }
+        double block = 0;
+        for (int k = 0; k < 16; k++)
+            block += part[k];
+        if (i < b1) {                           /* the tail, padded with terms dropped */
+            x = (vec16){0};
+            memcpy(&x, v + i, sizeof(float) * (size_t)(b1 - i));
+            e = (x - mx) * scale;
+            exp_nonpositive(&e);
+            for (int k = 0; k < b1 - i; k++) {
+                block += e[k];
+                if (out)
+                    out[i + k] = e[k];
+            }
+        }
+        if (block_mass)
+            block_mass[b0 / EXP_BLOCK] = block;
+        sum += block;
     }
     return sum;
 }
 
-/* The largest of n values (NaNs never win), 16 lanes at a time. */
-__attribute__((target_clones("avx512f", "avx2", "default")))
+/* The largest of n values (NaNs never win), 64 lanes at a time: four running
+ * maxima, so that each comparison does not wait on the one before. */
+VEC16_CLONES
 static float max_of(const float *v, int n)
 {
-    vec16 m, x;
-    for (int k = 0; k < 16; k++)
-        m[k] = -FLT_MAX;
+    vec16 m[4], x;
+    for (int a = 0; a < 4; a++)
+        m[a] = VEC16_SET(-FLT_MAX);
     int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        memcpy(&x, v + i, sizeof x);
-        ivec16 gt = x > m;
-        m = (vec16)(((ivec16)x & gt) | ((ivec16)m & ~gt));
-    }
+    for (; i + 64 <= n; i += 64)
+        for (int a = 0; a < 4; a++) {
+            memcpy(&x, v + i + 16 * a, sizeof x);
+            ivec16 gt = x > m[a];
+            m[a] = (vec16)(((ivec16)x & gt) | ((ivec16)m[a] & ~gt));
+        }
     float mx = -FLT_MAX;
-    for (int k = 0; k < 16; k++)
-        mx = m[k] > mx ? m[k] : mx;
+    for (int a = 0; a < 4; a++)
+        for (int k = 0; k < 16; k++)
+            mx = m[a][k] > mx ? m[a][k] : mx;
     for (; i < n; i++)
         mx = v[i] > mx ? v[i] : mx;
     return mx;
@@ -219,7 +240,7 @@ static float max_of(const float *v, int n)
  * with AVX-512). */
 static double log_sum_exp(const float *v, int n, float mx)
 {
-    return mx + log(sum_exp(v, n, mx, NULL));
+    return mx + log(sum_exp(v, n, mx, 1.0f, NULL, NULL));
 }
 
 float strata_logprob_of(const float *logits, int vocab, int32_t id)
@@ -251,98 +272,155 @@ static const float *adjust(strata_sampler *s, const float *logits)
     return s->work;
 }
 
-static int by_value_desc(const void *a, const void *b, void *keys)
+/* The first i with v[i] == x (0 when there is none), 16 at a time. */
+VEC16_CLONES
+static int first_equal(const float *v, int n, float x)
 {
-    const float *k = keys;
-    float x = k[*(const int32_t *)a], y = k[*(const int32_t *)b];
-    if (x != y)
-        return x < y ? 1 : -1;
-    return *(const int32_t *)a - *(const int32_t *)b;
+    const vec16 xv = VEC16_SET(x);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        vec16 y;
+        memcpy(&y, v + i, sizeof y);
+        ivec16 eq = y == xv;
+        if (VEC16_ANY(eq))
+            break;
+    }
+    for (; i < n; i++)
+        if (v[i] == x)
+            return i;
+    return 0;
 }
 
 /* The first id of the largest value (0 when there is none). */
 static int argmax_of(const float *v, int n)
 {
-    float mx = max_of(v, n);
-    for (int i = 0; i < n; i++)
-        if (v[i] == mx)
-            return i;
-    return 0;
+    return first_equal(v, n, max_of(v, n));
 }
 
-/* The ids of the n largest-weight tokens top_k / top_p / min_p can reach, sorted by
- * weight (descending, ties by id). Rather than sorting the vocabulary, candidates
- * are taken above a falling threshold until the set provably holds the cut: the
- * top k when top_k is set, else top_p of the mass, else everything above min_p. */
-static int candidates(strata_sampler *s, const float *e, double total)
+/* Thresholds the candidate search tries, highest first: e^-2, e^-4, e^-8, e^-16, e^-40
+ * of the best token's weight, then everything. */
+static const float FLOORS[] = {1.3533528e-01f, 1.8315639e-02f, 3.3546263e-04f, 1.1253517e-07f, 4.2483541e-18f,
+                               0.0f};
+#define N_FLOORS (int)(sizeof FLOORS / sizeof *FLOORS)
+
+/* For each threshold t[f]: how many of the n weights are >= t[f], and their sum
+ * (fp32 lanes per block of EXP_BLOCK, blocks summed in double). */
+VEC16_CLONES
+static void floor_stats(const float *e, int n, const float *t, int *count, double *mass)
+{
+    ivec16 c[N_FLOORS] = {0};
+    vec16 tv[N_FLOORS];
+    for (int f = 0; f < N_FLOORS; f++)
+        mass[f] = 0, tv[f] = VEC16_SET(t[f]);
+    for (int b0 = 0; b0 < n; b0 += EXP_BLOCK) {
+        int b1 = n - b0 < EXP_BLOCK ? n : b0 + EXP_BLOCK, i = b0;
+        vec16 m[N_FLOORS] = {0}, x;
+        for (; i + 16 <= b1; i += 16) {
+            memcpy(&x, e + i, sizeof x);
+            for (int f = 0; f < N_FLOORS; f++) {
+                ivec16 in = x >= tv[f];
+                c[f] -= in;
+                m[f] += (vec16)((ivec16)x & in);
+            }
+        }
+        for (int f = 0; f < N_FLOORS; f++) {
+            for (int k = 0; k < 16; k++)
+                mass[f] += m[f][k];
+            for (int j = i; j < b1; j++)
+                if (e[j] >= t[f])
+                    mass[f] += e[j], c[f][0]++;
+        }
+    }
+    for (int f = 0; f < N_FLOORS; f++) {
+        count[f] = 0;
+        for (int k = 0; k < 16; k++)
+            count[f] += c[f][k];
+    }
+}
+
+/* The lowest weight a token top_k / top_p / min_p can reach may have: the highest
+ * threshold whose set provably holds the cut — the top k when top_k is set, else
+ * top_p of the mass (with a margin over the fp32 sums' rounding), else everything
+ * above min_p. *n: how many tokens reach it. */
+static float candidates_floor(strata_sampler *s, const float *e, double total, int *n)
 {
     const strata_sampling *p = &s->p;
-    static const float floor_of[] = {1.3533528e-01f /* e^-2 */, 1.8315639e-02f, 3.3546263e-04f, 1.1253517e-07f,
-                                     4.2483541e-18f /* e^-40 */, 0.0f};
-    int n = 0;
-    for (size_t f = 0; f < sizeof floor_of / sizeof *floor_of; f++) {
-        float t = floor_of[f] > p->min_p ? floor_of[f] : p->min_p;
-        double mass = 0;
-        n = 0;
-        for (int v = 0; v < s->vocab; v++)
-            if (e[v] >= t) {
-                s->order[n++] = v;
-                mass += e[v];
-            }
-        int enough = p->top_k > 0 ? n >= p->top_k : mass >= (double)p->top_p * total;
-        if (enough || t <= p->min_p || t == 0.0f)
+    float t[N_FLOORS];
+    int count[N_FLOORS];
+    double mass[N_FLOORS];
+    for (int f = 0; f < N_FLOORS; f++)
+        t[f] = FLOORS[f] > p->min_p ? FLOORS[f] : p->min_p;
+    floor_stats(e, s->vocab, t, count, mass);
+    int f = 0;
+    for (; f + 1 < N_FLOORS; f++) {
+        int enough = p->top_k > 0 ? count[f] >= p->top_k : mass[f] >= (double)p->top_p * total * (1 + 1e-5);
+        if (enough || t[f] <= p->min_p)
             break;
     }
-    qsort_r(s->order, (size_t)n, sizeof *s->order, by_value_desc, (void *)e);
-    return n;
+    *n = count[f];
+    return t[f];
+}
+
+/* The first id at which the running sum of e passes x, walking whole blocks by
+ * their sums (-1: rounding left x unreached). */
+static int32_t walk(const float *e, int n, const double *block_mass, double x)
+{
+    for (int b0 = 0; b0 < n; b0 += EXP_BLOCK) {
+        if (x >= block_mass[b0 / EXP_BLOCK]) {
+            x -= block_mass[b0 / EXP_BLOCK];
+            continue;
+        }
+        int b1 = n - b0 < EXP_BLOCK ? n : b0 + EXP_BLOCK;
+        for (int v = b0; v < b1; v++)
+            if ((x -= e[v]) < 0)
+                return v;
+    }
+    return -1;
+}
+
+static int truncates(const strata_sampling *p)
+{
+    return p->top_k > 0 || p->top_p < 1.0f || p->min_p > 0.0f;
 }
 
 /* Draw from the tempered, truncated distribution of `logits`: weights
- * e_v = exp((l_v - max) / T) in s->work; top_k, then top_p over the survivors, then
- * min_p relative to the best token. Without truncation, a walk in id order. */
+ * e_v = exp((l_v - max) / T) in s->work; then in the order by weight (descending,
+ * ties by id) the top_k first, top_p of their mass (of all the mass without
+ * top_k), only those >= min_p (relative to the best token), and the token where the
+ * running mass passes r times what is kept. Without truncation, the walk is in id
+ * order. */
 static int32_t draw(strata_sampler *s, const float *logits)
 {
     const strata_sampling *p = &s->p;
     float *e = s->work;
-    for (int v = 0; v < s->vocab; v++)
-        e[v] = logits[v] / p->temperature;
-    float mx = max_of(e, s->vocab);
-    double total = sum_exp(e, s->vocab, mx, e);
+    float mx = max_of(logits, s->vocab);
+    s->drawn_lse = NAN;
+    if (isinf(mx))                              /* +inf logits: the first of them */
+        return argmax_of(logits, s->vocab);
+    double total = sum_exp(logits, s->vocab, mx, 1.0f / p->temperature, e, s->block_mass);
+    if (p->temperature == 1.0f)
+        s->drawn_lse = mx + log(total);
     double r = (double)next_unit(s->rng);
-    if (p->top_k == 0 && p->top_p >= 1.0f && p->min_p == 0.0f) {
-        r *= total;
-        for (int v = 0; v < s->vocab; v++)
-            if ((r -= e[v]) < 0)
-                return v;
-        return argmax_of(e, s->vocab);
-    }
-    int n = candidates(s, e, total);
-    int keep = p->top_k > 0 && p->top_k < n ? p->top_k : n;
-    if (p->top_k > 0) {
-        total = 0;
-        for (int i = 0; i < keep; i++)
-            total += e[s->order[i]];
-    }
-    double cum = 0, mass = 0;
-    int cut = keep;
-    for (int i = 0; i < keep; i++) {
-        double rel = e[s->order[i]];
-        if (i > 0 && rel < p->min_p) {
-            cut = i;
-            break;
+    int32_t id;
+    if (!truncates(p)) {
+        id = walk(e, s->vocab, s->block_mass, r * total);
+    } else {
+        int n;
+        rank_set_build(&s->rank, e, s->vocab, candidates_floor(s, e, total, &n));
+        rank_pos cut, *kept = NULL;
+        if (p->top_k > 0 && p->top_k < n) {
+            cut = rank_find(&s->rank, NULL, RANK_COUNT, p->top_k, 0);
+            kept = &cut;
         }
-        mass += rel;
-        cum += rel / total;
-        if (cum >= p->top_p) {
-            cut = i + 1;
-            break;
+        if (p->top_p < 1.0f) {
+            int of_kept = p->top_k > 0;
+            cut = rank_find(&s->rank, kept, RANK_MASS_REACH,
+                            of_kept ? p->top_p : p->top_p * total, of_kept);
+            kept = &cut;
         }
+        id = rank_find(&s->rank, kept, RANK_MASS_PASS, r, 1).id;
     }
-    r *= mass;
-    for (int i = 0; i < cut; i++)
-        if ((r -= e[s->order[i]]) < 0)
-            return s->order[i];
-    return s->order[cut - 1];
+    return id >= 0 ? id : argmax_of(e, s->vocab);
 }
 
 /* The top alternatives by raw log probability. */
@@ -375,9 +453,12 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
     out->n_top = 0;
     if (s->p.skip_logprob && s->p.top_logprobs == 0)
         return STRATA_OK;
-    /* greedy on unadjusted logits already found their maximum */
-    float mx = adjusted == logits && s->p.temperature == 0.0f ? logits[out->token] : max_of(logits, s->vocab);
-    double lse = log_sum_exp(logits, s->vocab, mx);
+    double lse;
+    if (adjusted == logits && s->p.temperature == 1.0f && !isnan(s->drawn_lse))
+        lse = s->drawn_lse;                     /* the draw summed these very terms */
+    else                                        /* greedy on unadjusted logits found their maximum */
+        lse = log_sum_exp(logits, s->vocab, adjusted == logits && s->p.temperature == 0.0f
+                                                ? logits[out->token] : max_of(logits, s->vocab));
     out->logprob = (float)((double)logits[out->token] - lse);
     if (s->p.top_logprobs > 0)
         fill_top(s, logits, lse, out);

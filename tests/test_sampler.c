@@ -1,8 +1,9 @@
 /*
  * test_sampler.c — the sampler's distributions: greedy and its log probability,
  * top_k, top_p and min_p keep exactly the tokens their definitions keep, the
- * frequencies of seeded draws follow the renormalised probabilities, seeds replay,
- * and the candidate search agrees with a full sort on a large flat vocabulary.
+ * frequencies of seeded draws follow the renormalised probabilities (on a 131072-token
+ * vocabulary too), seeds replay, and every cut on a large flat vocabulary keeps the
+ * set a full sort keeps.
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -150,43 +151,96 @@ static int by_key_desc(const void *a, const void *b)
     return x != y ? (x < y ? 1 : -1) : *(const int *)a - *(const int *)b;
 }
 
-/* A flat vocabulary (every token within a few nats) makes the candidate search
- * widen its threshold: the drawn tokens must lie in the top_p set of a full sort. */
-Test(sampler, top_p_on_a_flat_vocabulary_matches_a_full_sort)
+/* How many tokens of the sorted order (ids sorted by logit) the cuts keep, by their
+ * definitions: the top k, then the smallest prefix holding top_p of their mass,
+ * then those within min_p of the best. */
+static int kept_by_definition(const float *l, const int *ids, int V, int top_k, float top_p, float min_p)
+{
+    int keep = top_k > 0 && top_k < V ? top_k : V;
+    double z = 0, cum = 0;
+    for (int i = 0; i < keep; i++)
+        z += exp((double)l[ids[i]] - l[ids[0]]);
+    int n = 0;
+    while (n < keep) {
+        double w = exp((double)l[ids[n]] - l[ids[0]]);
+        if (n > 0 && w < min_p)
+            break;
+        cum += w / z;
+        n++;
+        if (cum >= top_p - 1e-6)
+            break;
+    }
+    return n;
+}
+
+/* A flat vocabulary (every token within a few nats) makes the candidate search take
+ * most of it: the drawn tokens must lie in the set a full sort keeps, and the draws
+ * must spread over it. */
+Test(sampler, truncations_on_a_flat_vocabulary_match_a_full_sort)
 {
     enum { V = 50000 };
     float *l = malloc(sizeof(float) * V);
     int *ids = malloc(sizeof(int) * V);
-    char *allowed = calloc(V, 1);
+    char *allowed = malloc(V);
     srand(3);
     for (int v = 0; v < V; v++)
         l[v] = (float)rand() / (float)RAND_MAX * 6.0f, ids[v] = v;
     sort_keys = l;
     qsort(ids, V, sizeof *ids, by_key_desc);
-    double z = 0, cum = 0;
-    for (int v = 0; v < V; v++)
-        z += exp((double)l[v] - l[ids[0]]);
-    int n_allowed = 0;
-    for (int i = 0; i < V && cum < 0.3 - 1e-4; i++, n_allowed++) {
-        allowed[ids[i]] = 1;
-        cum += exp((double)l[ids[i]] - l[ids[0]]) / z;
+    struct { int top_k; float top_p, min_p; } cases[] = {
+        {0, 0.3f, 0.0f}, {0, 0.95f, 0.0f}, {40, 1.0f, 0.0f}, {5000, 0.5f, 0.0f}, {0, 1.0f, 0.5f},
+        {100, 0.9f, 0.9f}, {0, 0.99f, 0.01f},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        int n_allowed = kept_by_definition(l, ids, V, cases[c].top_k, cases[c].top_p, cases[c].min_p);
+        memset(allowed, 0, V);
+        for (int i = 0; i < n_allowed; i++)
+            allowed[ids[i]] = 1;
+        float edge = l[ids[n_allowed - 1]];
+        strata_sampler *s = sampler(1.0f, cases[c].top_k, cases[c].top_p, cases[c].min_p, 9 + c, V);
+        strata_sample out;
+        strata_error err;
+        int distinct = 0;
+        char *hit = calloc(V, 1);
+        for (int i = 0; i < 500; i++) {
+            cr_assert_eq(strata_sampler_sample(s, l, &out, &err), STRATA_OK);
+            cr_assert(allowed[out.token] || fabsf(l[out.token] - edge) < 1e-5f,
+                      "case %zu: token %d is outside the %d the cuts keep", c, out.token, n_allowed);
+            distinct += !hit[out.token];
+            hit[out.token] = 1;
+        }
+        int want = n_allowed < 200 ? n_allowed / 2 : 100;
+        cr_assert_geq(distinct, want, "case %zu: only %d distinct tokens from a set of %d", c, distinct, n_allowed);
+        strata_sampler_free(s);
+        free(hit);
     }
-    strata_sampler *s = sampler(1.0f, 0, 0.3f, 0.0f, 9, V);
-    strata_sample out;
-    strata_error err;
-    int distinct = 0;
-    char *hit = calloc(V, 1);
-    for (int i = 0; i < 500; i++) {
-        cr_assert_eq(strata_sampler_sample(s, l, &out, &err), STRATA_OK);
-        cr_assert(allowed[out.token] || l[out.token] == l[ids[n_allowed]], "token %d is outside the top_p set",
-                  out.token);
-        distinct += !hit[out.token];
-        hit[out.token] = 1;
-    }
-    cr_assert_gt(distinct, 100, "only %d distinct tokens from a set of %d", distinct, n_allowed);
-    strata_sampler_free(s);
-    free(hit);
     free(allowed);
     free(ids);
+    free(l);
+}
+
+/* A large vocabulary with three clear leaders over a flat tail: top_k 3 draws them
+ * in proportion to their probabilities, whatever the tail's size. */
+Test(sampler, top_k_frequencies_on_a_large_vocabulary)
+{
+    enum { V = 131072 };
+    float *l = malloc(sizeof(float) * V);
+    int *counts = malloc(sizeof(int) * V);
+    for (int v = 0; v < V; v++)
+        l[v] = (float)(v % 101) * 0.01f;
+    const int lead[3] = {70000, 5, 131071};
+    const double p[3] = {0.5, 0.3, 0.2};
+    for (int i = 0; i < 3; i++)
+        l[lead[i]] = 20.0f + (float)log(p[i]);
+    strata_sampler *s = sampler(1.0f, 3, 1.0f, 0.0f, 77, V);
+    histogram(s, l, V, counts);
+    for (int i = 0; i < 3; i++) {
+        double sd = sqrt(DRAWS * p[i] * (1 - p[i]));
+        cr_assert(fabs(counts[lead[i]] - DRAWS * p[i]) <= 4 * sd, "token %d: %d draws, expected %.0f", lead[i],
+                  counts[lead[i]], DRAWS * p[i]);
+    }
+    cr_assert_eq(counts[lead[0]] + counts[lead[1]] + counts[lead[2]], DRAWS, "a token outside the top 3");
+    strata_sampler_free(s);
+    free(counts);
     free(l);
 }
