@@ -415,6 +415,34 @@ static int next_pass(strata_runner *run, const strata_seq *seqs, int n, int *row
     return m;
 }
 
+typedef struct sample_job {
+    strata_sampler *const *samplers;
+    const float *const *logits;
+    strata_sample *out;
+} sample_job;
+
+static void sample_rows(void *arg, int lo, int hi)
+{
+    const sample_job *J = arg;
+    for (int i = lo; i < hi; i++)
+        strata_sampler_sample(J->samplers[i], J->logits[i], &J->out[i], NULL);
+}
+
+/* Rows split evenly over the threads: a row costs a few passes over the vocabulary
+ * whatever its settings (sampler.c). */
+strata_status strata_runner_sample(strata_runner *r, strata_sampler *const *samplers, const float *const *logits,
+                                   strata_sample *out, int n, strata_error *err)
+{
+    if (!r || n < 0 || (n > 0 && (!samplers || !logits || !out)))
+        return strata_fail(err, STRATA_E_INVALID, "runner_sample: missing argument");
+    for (int i = 0; i < n; i++)
+        if (!samplers[i] || !logits[i])
+            return strata_fail(err, STRATA_E_INVALID, "runner_sample: row %d has no sampler or logits", i);
+    sample_job J = {samplers, logits, out};
+    exec_for(&r->ex, n, (double)n * r->model->cfg.info.vocab_size * 4, sample_rows, &J);
+    return STRATA_OK;
+}
+
 strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, strata_error *err)
 {
     if (!run)

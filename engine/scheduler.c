@@ -57,6 +57,9 @@ struct strata_scheduler {
     strata_seq *seqs;
     request **seq_req;
     int *seq_choice;            /* -1: a prefill chunk */
+    strata_sampler **row_sampler; /* the decode rows' samplers, logits and samples */
+    const float **row_logits;
+    strata_sample *row_sample;
     float *logits;
     size_t logits_cap;
     int seq_cap;
@@ -130,6 +133,9 @@ void strata_scheduler_free(strata_scheduler *s)
     free(s->seqs);
     free(s->seq_req);
     free(s->seq_choice);
+    free(s->row_sampler);
+    free(s->row_logits);
+    free(s->row_sample);
     free(s->logits);
     free(s);
 }
@@ -281,15 +287,11 @@ static void finish_choice(request *q, int i, strata_finish reason)
         q->r.on_finish(q->r.user, i, reason);
 }
 
-/* Sample choice i from logits, report it, and decide whether it goes on. */
-static void advance_choice(strata_scheduler *s, request *q, int i, const float *logits)
+/* Choice i drew smp: report it, and decide whether it goes on. */
+static void take_sample(strata_scheduler *s, request *q, int i, const strata_sample *smp_in)
 {
     choice *c = &q->ch[i];
-    strata_sample smp;
-    if (strata_sampler_sample(c->sampler, logits, &smp, NULL) != STRATA_OK) {
-        finish_choice(q, i, STRATA_FINISH_ERROR);
-        return;
-    }
+    strata_sample smp = *smp_in;
     strata_sampler_accept(c->sampler, smp.token, 1);
     c->last = smp.token;
     c->n_generated++;
@@ -302,6 +304,16 @@ static void advance_choice(strata_scheduler *s, request *q, int i, const float *
         finish_choice(q, i, STRATA_FINISH_STOP);
     else if (c->n_generated >= q->r.max_tokens)
         finish_choice(q, i, STRATA_FINISH_LENGTH);
+}
+
+/* Sample choice i from logits, then take_sample. */
+static void advance_choice(strata_scheduler *s, request *q, int i, const float *logits)
+{
+    strata_sample smp;
+    if (strata_sampler_sample(q->ch[i].sampler, logits, &smp, NULL) != STRATA_OK)
+        finish_choice(q, i, STRATA_FINISH_ERROR);
+    else
+        take_sample(s, q, i, &smp);
 }
 
 /* The prompt is in choice 0's cache: give every other choice a copy, then sample
@@ -411,7 +423,16 @@ static int grow_step_buffers(strata_scheduler *s, int seqs, size_t logit_rows)
         int *c = realloc(s->seq_choice, sizeof *c * (size_t)cap);
         if (c)
             s->seq_choice = c;
-        if (!a || !b || !c)
+        strata_sampler **d = realloc(s->row_sampler, sizeof *d * (size_t)cap);
+        if (d)
+            s->row_sampler = d;
+        const float **e = realloc(s->row_logits, sizeof *e * (size_t)cap);
+        if (e)
+            s->row_logits = e;
+        strata_sample *f = realloc(s->row_sample, sizeof *f * (size_t)cap);
+        if (f)
+            s->row_sample = f;
+        if (!a || !b || !c || !d || !e || !f)
             return 0;
         s->seq_cap = cap;
     }
@@ -509,15 +530,27 @@ static void report_prompt_logprobs(request *q, const strata_seq *seq)
     }
 }
 
-/* After the step: sample decode rows, account prefill chunks. */
+/* After the step: sample decode rows (all at once, on the runner's threads), then
+ * report them and account prefill chunks, in step order. */
 static void consume_step(strata_scheduler *s, int n)
 {
     const strata_model_info *m = &s->model->cfg.info;
-    for (int k = 0; k < n; k++) {
+    int rows = 0;
+    for (int k = 0; k < n; k++)
+        if (s->seq_choice[k] >= 0) {
+            s->row_sampler[rows] = s->seq_req[k]->ch[s->seq_choice[k]].sampler;
+            s->row_logits[rows++] = s->seqs[k].logits;
+        }
+    int sampled = strata_runner_sample(s->runner, s->row_sampler, s->row_logits, s->row_sample, rows, NULL) ==
+                  STRATA_OK;
+    for (int k = 0, row = 0; k < n; k++) {
         request *q = s->seq_req[k];
         strata_seq *seq = &s->seqs[k];
         if (s->seq_choice[k] >= 0) {
-            advance_choice(s, q, s->seq_choice[k], seq->logits);
+            if (sampled)
+                take_sample(s, q, s->seq_choice[k], &s->row_sample[row++]);
+            else
+                finish_choice(q, s->seq_choice[k], STRATA_FINISH_ERROR);
             continue;
         }
         if (q->r.prompt_logprobs)

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "strata.h"
+#include "util.h"
 
 #define DRAWS 4000
 
@@ -243,4 +244,67 @@ Test(sampler, top_k_frequencies_on_a_large_vocabulary)
     strata_sampler_free(s);
     free(counts);
     free(l);
+}
+
+/* strata_runner_sample over many rows on two threads (the demo model: 4096 tokens a
+ * row, enough to split the rows) gives each row exactly what its sampler gives
+ * alone, round after round (penalties and random streams advancing), and refuses a
+ * row without a sampler. */
+Test(sampler, runner_sample_equals_one_by_one)
+{
+    enum { ROWS = 12, ROUNDS = 8 };
+    strata_error err;
+    strata_model *m;
+    strata_runner *r;
+    cr_assert_eq(strata_model_load(shared_path("models/strata-demo"), &m, &err), STRATA_OK, "%s",
+                 err.message);
+    cr_assert_eq(strata_runner_new(m, &r, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_set_threads(r, 2, &err), STRATA_OK);
+    int V = strata_model_get_info(m)->vocab_size;
+    strata_sampler *batch[ROWS], *alone[ROWS];
+    for (int i = 0; i < ROWS; i++) {
+        strata_sampling p;
+        strata_sampling_default(&p);
+        p.temperature = i % 4 == 0 ? 0.0f : 0.5f + 0.25f * (float)(i % 3);
+        p.top_p = i % 3 == 1 ? 0.8f : 1.0f;
+        p.top_k = i % 5 == 2 ? 7 : 0;
+        p.min_p = i % 6 == 5 ? 0.05f : 0.0f;
+        p.frequency_penalty = i % 4 == 3 ? 0.5f : 0.0f;
+        p.top_logprobs = i % 2 ? 3 : 0;
+        p.seed = 1000 + (uint64_t)i;
+        cr_assert_eq(strata_sampler_new(&p, V, &batch[i], &err), STRATA_OK);
+        cr_assert_eq(strata_sampler_new(&p, V, &alone[i], &err), STRATA_OK);
+    }
+    float *l = malloc(sizeof(float) * (size_t)ROWS * (size_t)V);
+    const float *rows[ROWS];
+    strata_sample got[ROWS], want;
+    srand(21);
+    for (int round = 0; round < ROUNDS; round++) {
+        for (size_t k = 0; k < (size_t)ROWS * (size_t)V; k++)
+            l[k] = (float)rand() / (float)RAND_MAX * 4.0f;
+        for (int i = 0; i < ROWS; i++)
+            rows[i] = l + (size_t)i * (size_t)V;
+        cr_assert_eq(strata_runner_sample(r, batch, rows, got, ROWS, &err), STRATA_OK, "%s", err.message);
+        for (int i = 0; i < ROWS; i++) {
+            cr_assert_eq(strata_sampler_sample(alone[i], rows[i], &want, &err), STRATA_OK);
+            cr_assert_eq(got[i].token, want.token, "round %d row %d", round, i);
+            cr_assert_eq(got[i].logprob, want.logprob, "round %d row %d", round, i);
+            cr_assert_eq(got[i].n_top, want.n_top);
+            for (int t = 0; t < want.n_top; t++)
+                cr_assert_eq(got[i].top[t].id, want.top[t].id);
+            strata_sampler_accept(batch[i], got[i].token, 1);
+            strata_sampler_accept(alone[i], want.token, 1);
+        }
+    }
+    batch[3] = NULL;
+    cr_assert_eq(strata_runner_sample(r, batch, rows, got, ROWS, &err), STRATA_E_INVALID);
+    batch[3] = alone[3];
+    for (int i = 0; i < ROWS; i++) {
+        if (i != 3)
+            strata_sampler_free(batch[i]);
+        strata_sampler_free(alone[i]);
+    }
+    free(l);
+    strata_runner_free(r);
+    strata_model_free(m);
 }

@@ -440,6 +440,11 @@ void strata_sampler_accept(strata_sampler *s, int32_t token, int generated);
 /* Pick a token from logits (vocab); logits are not modified. */
 strata_status strata_sampler_sample(strata_sampler *s, const float *logits, strata_sample *out,
                                     strata_error *err);
+/* Pick a token for each of n rows at once on the runner's threads (between steps,
+ * from the thread that steps it): out[i] from samplers[i] over logits[i], each as
+ * strata_sampler_sample would give it. The samplers must be distinct. */
+strata_status strata_runner_sample(strata_runner *runner, strata_sampler *const *samplers,
+                                   const float *const *logits, strata_sample *out, int n, strata_error *err);
 /* log softmax of logits at id (for echoing prompt logprobs). */
 float strata_logprob_of(const float *logits, int vocab, int32_t id);
 
