@@ -157,16 +157,18 @@ void strata_sampler_accept(strata_sampler *s, int32_t token, int generated)
         s->generated[token]++;
 }
 
-/* e^x for x <= 0, 16 lanes at a time (vec16.h). Cody-Waite reduction x = n·ln2 + r, |r| <= ln2/2, then a
- * degree-6 Taylor polynomial: relative error under 3e-7, close to expf's. Below -87
- * (and for NaN) it gives ~2^-126 instead of a denormal: the terms are summed next to
- * a term of 1. In place (vec16.h). */
+/* e^x for x <= 0, 16 lanes at a time (vec16.h). Cody-Waite reduction x = n·ln2 + r,
+ * |r| <= ln2/2, then a degree-6 Taylor polynomial: relative error under 3e-7, close
+ * to expf's. Below -87 (and for NaN) it gives ~2^-126 instead of a denormal: the
+ * terms are summed next to a term of 1. Above 0 (a maximum that was not one: an
+ * infinite or NaN logit) it gives 1, never an integer overflow. In place. */
 static inline __attribute__((always_inline)) void exp_nonpositive(vec16 *v)
 {
     vec16 x = *v;
-    const vec16 lo = (vec16){0} - 87.0f;
+    const vec16 lo = VEC16_SET(-87.0f);
     ivec16 below = ~(x >= lo);                  /* NaN too */
     x = (vec16)(((ivec16)x & ~below) | ((ivec16)lo & below));
+    x = (vec16)((ivec16)x & ~(x > VEC16_SET(0.0f)));
     vec16 n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
     vec16 r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
     vec16 p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));

@@ -126,7 +126,7 @@ static float uniform(void)
 
 Test(rank, answers_equal_a_full_sort)
 {
-    enum { V = 40000 };
+    enum { V = 12000 };
     float *e = malloc(sizeof(float) * V);
     srand(11);
     const float floors[] = {0.0f, 0.1f, 0.6f, 1.0f};
