@@ -19,6 +19,11 @@
 #include "vec16.h"
 #include "strata.h"
 
+typedef struct scored {
+    float logit;
+    int32_t id;
+} scored;
+
 struct strata_sampler {
     strata_sampling p;
     int vocab;
@@ -29,11 +34,14 @@ struct strata_sampler {
     float *work;            /* (vocab) adjusted logits, then the weights draw() picks from */
     double *block_mass;     /* (vocab / EXP_BLOCK + 1) the weights' sums per block of ids */
     rank_set rank;          /* the candidates grouped by weight */
+    scored *best;           /* (top_k) when top_k <= TOP_K_HEAP */
     double drawn_lse;       /* log Σ exp of the logits draw() was given (NAN: not known) */
     uint64_t rng[4];        /* xoshiro256** state */
 };
 
 #define EXP_BLOCK 1024      /* ids per partial sum: the draw's walk skips whole blocks */
+#define TOP_K_HEAP 1024     /* top_k up to this: a heap over the logits, no pass of exp */
+
 
 void strata_sampling_default(strata_sampling *s)
 {
@@ -85,6 +93,7 @@ void strata_sampler_free(strata_sampler *s)
     free(s->work);
     free(s->block_mass);
     rank_set_free(&s->rank);
+    free(s->best);
     free(s);
 }
 
@@ -130,8 +139,10 @@ strata_status strata_sampler_new(const strata_sampling *params, int vocab, strat
     s->work = malloc(v * sizeof *s->work);
     s->block_mass = malloc((v / EXP_BLOCK + 1) * sizeof *s->block_mass);
     int ranked = rank_set_init(&s->rank, vocab);
+    int heap = params->top_k > 0 && params->top_k <= TOP_K_HEAP;
+    s->best = heap ? malloc((size_t)params->top_k * sizeof *s->best) : NULL;
     if (!s->bias_ids || !s->bias_values || !s->generated || !s->seen || !s->work ||
-        !s->block_mass || !ranked) {
+        !s->block_mass || !ranked || (heap && !s->best)) {
         strata_sampler_free(s);
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     }
@@ -319,6 +330,7 @@ static void floor_stats(const float *e, int n, const float *t, int *count, doubl
         vec16 m[N_FLOORS] = {0}, x;
         for (; i + 16 <= b1; i += 16) {
             memcpy(&x, e + i, sizeof x);
+#pragma GCC unroll 6                            /* the sums stay in registers */
             for (int f = 0; f < N_FLOORS; f++) {
                 ivec16 in = x >= tv[f];
                 c[f] -= in;
@@ -380,6 +392,101 @@ static int32_t walk(const float *e, int n, const double *block_mass, double x)
     return -1;
 }
 
+/* a ranks after b in the order by logit (descending, ties by id) */
+static int ranks_after(scored a, scored b)
+{
+    return a.logit < b.logit || (a.logit == b.logit && a.id > b.id);
+}
+
+/* Restore the heap (the last-ranked at the root) below node i. */
+static void sift_down(scored *h, int n, int i)
+{
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= n)
+            return;
+        if (c + 1 < n && ranks_after(h[c + 1], h[c]))
+            c++;
+        if (!ranks_after(h[c], h[i]))
+            return;
+        scored t = h[i];
+        h[i] = h[c];
+        h[c] = t;
+        i = c;
+    }
+}
+
+static int best_first(const void *a, const void *b)
+{
+    return ranks_after(*(const scored *)a, *(const scored *)b) ? 1 : -1;
+}
+
+/* The k best logits (NaNs never), best first, into best; how many (fewer than k
+ * when the vocabulary has fewer that are not NaN). One pass: a heap holds the best
+ * so far, and 16 logits at a time are skipped when none beats its last. Scanning in
+ * id order, a logit equal to the last never beats it: ties go to the lower id. */
+VEC16_CLONES
+static int best_k(const float *l, int n, int k, scored *best)
+{
+    int m = 0, v = 0;
+    for (; v < n && m < k; v++)
+        if (l[v] == l[v])
+            best[m++] = (scored){l[v], v};
+    for (int i = m / 2 - 1; i >= 0; i--)
+        sift_down(best, m, i);
+    for (; v < n; v++) {
+        if (v % 16 == 0 && v + 16 <= n) {
+            vec16 x;
+            memcpy(&x, l + v, sizeof x);
+            ivec16 beats = x > VEC16_SET(best[0].logit);
+            if (!VEC16_ANY(beats)) {
+                v += 15;
+                continue;
+            }
+        }
+        if (l[v] > best[0].logit) {
+            best[0] = (scored){l[v], v};
+            sift_down(best, m, 0);
+        }
+    }
+    qsort(best, (size_t)m, sizeof *best, best_first);
+    return m;
+}
+
+/* draw() when top_k is small: the top k by logit, their weights
+ * e_i = exp((l_i - l_0) / T), then top_p of their mass, min_p relative to the
+ * best, and the token where the running mass passes r times what is kept. */
+static int32_t draw_top_k(strata_sampler *s, const float *logits, double r)
+{
+    const strata_sampling *p = &s->p;
+    int n = best_k(logits, s->vocab, p->top_k, s->best);
+    if (n == 0 || isinf(s->best[0].logit))      /* all NaN; or +inf logits: the first of them */
+        return n ? s->best[0].id : argmax_of(logits, s->vocab);
+    float *e = s->work;
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        total += e[i] = expf((s->best[i].logit - s->best[0].logit) / p->temperature);
+    double cum = 0, mass = 0;
+    int cut = n;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && e[i] < p->min_p) {
+            cut = i;
+            break;
+        }
+        mass += e[i];
+        cum += e[i] / total;
+        if (cum >= p->top_p) {
+            cut = i + 1;
+            break;
+        }
+    }
+    r *= mass;
+    for (int i = 0; i < cut; i++)
+        if ((r -= e[i]) < 0)
+            return s->best[i].id;
+    return s->best[cut - 1].id;
+}
+
 static int truncates(const strata_sampling *p)
 {
     return p->top_k > 0 || p->top_p < 1.0f || p->min_p > 0.0f;
@@ -395,14 +502,16 @@ static int32_t draw(strata_sampler *s, const float *logits)
 {
     const strata_sampling *p = &s->p;
     float *e = s->work;
-    float mx = max_of(logits, s->vocab);
+    double r = (double)next_unit(s->rng);
     s->drawn_lse = NAN;
+    if (s->best)
+        return draw_top_k(s, logits, r);
+    float mx = max_of(logits, s->vocab);
     if (isinf(mx))                              /* +inf logits: the first of them */
         return argmax_of(logits, s->vocab);
     double total = sum_exp(logits, s->vocab, mx, 1.0f / p->temperature, e, s->block_mass);
     if (p->temperature == 1.0f)
         s->drawn_lse = mx + log(total);
-    double r = (double)next_unit(s->rng);
     int32_t id;
     if (!truncates(p)) {
         id = walk(e, s->vocab, s->block_mass, r * total);
