@@ -3,15 +3,18 @@
  * 131072-token vocabulary, the Nemotron-H size: per sampling setting and per shape
  * of the logits — peaked (a trained model's), flat (a random checkpoint's, sd 0.64:
  * the worst case for the truncations) — in µs per token, and as passes: that time
- * over the time of one vector pass reading the logits (a sum), measured in the same
- * run. Each figure is the best of 5 rounds of 200 tokens, in CPU time.
+ * over the time of one vector pass reading the logits (an OR of their bits, 16 lanes
+ * wide: the cache's read rate), measured in the same run. Each figure is the best of
+ * 5 rounds of 200 tokens, in CPU time.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "strata.h"
+#include "vec16.h"
 
 #define V 131072
 #define TOKENS 200
@@ -35,7 +38,19 @@ static float normal(uint64_t *s)
     return (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
 }
 
-static volatile float sink;
+static volatile int32_t sink;
+
+VEC16_CLONES
+static int32_t or_pass(const float *l)
+{
+    ivec16 acc[4] = {{0}}, x;
+    for (int i = 0; i < V; i += 64)
+        for (int a = 0; a < 4; a++) {
+            memcpy(&x, l + i + 16 * a, sizeof x);
+            acc[a] |= x;
+        }
+    return (acc[0] | acc[1] | acc[2] | acc[3])[0];
+}
 
 /* µs for one pass reading the logits: the unit the settings are measured in. */
 static double pass_us(const float *l)
@@ -43,13 +58,8 @@ static double pass_us(const float *l)
     double best = 1e30;
     for (int r = 0; r < ROUNDS; r++) {
         double t0 = cpu_us();
-        for (int k = 0; k < TOKENS; k++) {
-            float acc[16] = {0};
-            for (int i = 0; i < V; i += 16)
-                for (int j = 0; j < 16; j++)
-                    acc[j] += l[i + j];
-            sink = acc[k % 16];
-        }
+        for (int k = 0; k < TOKENS; k++)
+            sink = or_pass(l);
         double t = (cpu_us() - t0) / TOKENS;
         best = t < best ? t : best;
     }
