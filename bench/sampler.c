@@ -69,7 +69,7 @@ static double pass_us(const float *l)
 typedef struct setting {
     const char *name;
     float temperature, top_p, min_p;
-    int top_k, logprobs;
+    int top_k, logprobs;    /* logprobs: 1 the token's, > 1 that many alternatives too */
 } setting;
 
 static double token_us(const setting *st, const float *l)
@@ -81,6 +81,7 @@ static double token_us(const setting *st, const float *l)
     p.top_k = st->top_k;
     p.min_p = st->min_p;
     p.skip_logprob = !st->logprobs;
+    p.top_logprobs = st->logprobs > 1 ? st->logprobs : 0;
     p.seed = 7;
     strata_sampler *s;
     strata_error err;
@@ -114,6 +115,7 @@ int main(void)
     const setting settings[] = {
         {"greedy", 0, 1, 0, 0, 0},
         {"greedy + logprobs", 0, 1, 0, 0, 1},
+        {"greedy + 20 top_logprobs", 0, 1, 0, 0, 20},
         {"temperature 1", 1, 1, 0, 0, 0},
         {"temperature 0.7, top_p 0.9", 0.7f, 0.9f, 0, 0, 0},
         {"top_k 40", 1, 1, 0, 40, 0},

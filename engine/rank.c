@@ -237,14 +237,10 @@ rank_pos rank_find(rank_set *r, const rank_pos *limit, rank_by by, double x, int
         high--;
     if (high < low)
         return at;
-    double part_mass = 0;
-    int part_count = limit ? take_group(r, lg, limit, &part_mass) : (int)r->count[lg];
-    if (!limit)
-        part_mass = r->mass[lg];
-    uint32_t saved_count = r->count[lg];
+    uint32_t saved_count = r->count[lg];        /* restored below: the set is reused */
     double saved_mass = r->mass[lg];
-    r->count[lg] = (uint32_t)part_count;
-    r->mass[lg] = part_mass;
+    if (limit)
+        r->count[lg] = (uint32_t)take_group(r, lg, limit, &r->mass[lg]);
     while (low < high && !r->count[low])
         low++;
     if (of_set) {

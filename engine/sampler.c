@@ -4,10 +4,11 @@
  * probabilities OpenAI clients ask for (of the model's raw distribution).
  *
  * Cost: a few vector passes over the vocabulary per token, whatever the
- * distribution. The truncations never sort it: a one-pass threshold search keeps
- * the candidates that can matter, and rank.c finds the cuts and the draw among
- * them (a flat 131072-token vocabulary with top_p used to take 10–20 ms a token in
- * qsort).
+ * distribution (bench/sampler.c). The truncations never sort it: top_k up to
+ * TOP_K_HEAP keeps the k best logits in a heap; otherwise a one-pass threshold
+ * search keeps the candidates that can matter, and rank.c finds the cuts and the
+ * draw among them (a flat 131072-token vocabulary with top_p used to take 10–20 ms
+ * a token in qsort).
  */
 #include <float.h>
 #include <math.h>
@@ -429,6 +430,8 @@ VEC16_CLONES
 static int best_k(const float *l, int n, int k, scored *best)
 {
     int m = 0, v = 0;
+    if (k <= 0)
+        return 0;
     for (; v < n && m < k; v++)
         if (l[v] == l[v])
             best[m++] = (scored){l[v], v};
@@ -534,24 +537,13 @@ static int32_t draw(strata_sampler *s, const float *logits)
     return id >= 0 ? id : argmax_of(e, s->vocab);
 }
 
-/* The top alternatives by raw log probability. */
+/* The top alternatives by raw log probability: the best logits (ties by id). */
 static void fill_top(strata_sampler *s, const float *logits, double lse, strata_sample *out)
 {
-    int k = s->p.top_logprobs;
-    out->n_top = 0;
-    for (int v = 0; v < s->vocab; v++) {
-        float lp = (float)((double)logits[v] - lse);
-        int pos = out->n_top < k ? out->n_top++ : k;
-        if (pos == k && (k == 0 || lp <= out->top[k - 1].logprob))
-            continue;
-        if (pos == k)
-            pos = k - 1;
-        while (pos > 0 && out->top[pos - 1].logprob < lp) {
-            out->top[pos] = out->top[pos - 1];
-            pos--;
-        }
-        out->top[pos] = (strata_token_logprob){.id = v, .logprob = lp};
-    }
+    scored best[STRATA_MAX_TOP_LOGPROBS];
+    out->n_top = best_k(logits, s->vocab, s->p.top_logprobs, best);
+    for (int i = 0; i < out->n_top; i++)
+        out->top[i] = (strata_token_logprob){.id = best[i].id, .logprob = (float)((double)best[i].logit - lse)};
 }
 
 strata_status strata_sampler_sample(strata_sampler *s, const float *logits, strata_sample *out, strata_error *err)

@@ -349,3 +349,40 @@ Test(sampler, non_finite_logits_give_a_valid_token)
         }
     }
 }
+
+/* The alternatives are the top_logprobs best logits of a full sort (ties by id),
+ * best first, with their log softmax. */
+Test(sampler, top_logprobs_are_the_best_of_a_full_sort)
+{
+    enum { V = 5003 };
+    float *l = malloc(sizeof(float) * V);
+    int *ids = malloc(sizeof(int) * V);
+    srand(8);
+    for (int v = 0; v < V; v++)
+        l[v] = (float)(rand() % 400) * 0.01f, ids[v] = v;    /* many ties */
+    sort_keys = l;
+    qsort(ids, V, sizeof *ids, by_key_desc);
+    double z = 0;
+    for (int v = 0; v < V; v++)
+        z += exp((double)l[v] - l[ids[0]]);
+    for (int k = 1; k <= STRATA_MAX_TOP_LOGPROBS; k += 19) {
+        strata_sampling p;
+        strata_sampling_default(&p);
+        p.temperature = 0.0f;
+        p.top_logprobs = k;
+        strata_sampler *s = NULL;
+        strata_error err;
+        cr_assert_eq(strata_sampler_new(&p, V, &s, &err), STRATA_OK);
+        strata_sample out;
+        cr_assert_eq(strata_sampler_sample(s, l, &out, &err), STRATA_OK);
+        cr_assert_eq(out.n_top, k);
+        for (int i = 0; i < k; i++) {
+            cr_assert_eq(out.top[i].id, ids[i], "k %d, alternative %d: id %d, expected %d", k, i, out.top[i].id, ids[i]);
+            double lp = (double)l[ids[i]] - l[ids[0]] - log(z);
+            cr_assert(fabs(out.top[i].logprob - lp) < 1e-5, "alternative %d: %g, expected %g", i, out.top[i].logprob, lp);
+        }
+        strata_sampler_free(s);
+    }
+    free(ids);
+    free(l);
+}
