@@ -34,7 +34,7 @@ struct strata_sampler {
     uint8_t *seen;          /* (vocab) in prompt or output */
     float *work;            /* (vocab) adjusted logits, then the weights draw() picks from */
     double *block_mass;     /* (vocab / EXP_BLOCK + 1) the weights' sums per block of ids */
-    rank_set rank;          /* the candidates grouped by weight */
+    rank_set rank;          /* the candidates grouped by weight (zero when unused) */
     scored *best;           /* (top_k) when top_k <= TOP_K_HEAP */
     double drawn_lse;       /* log Σ exp of the logits draw() was given (NAN: not known) */
     uint64_t rng[4];        /* xoshiro256** state */
@@ -98,6 +98,11 @@ void strata_sampler_free(strata_sampler *s)
     free(s);
 }
 
+static int truncates(const strata_sampling *p)
+{
+    return p->top_k > 0 || p->top_p < 1.0f || p->min_p > 0.0f;
+}
+
 static strata_status check_params(const strata_sampling *p, int vocab, strata_error *err)
 {
     if (!(p->temperature >= 0 && p->temperature <= 100))
@@ -139,8 +144,8 @@ strata_status strata_sampler_new(const strata_sampling *params, int vocab, strat
     s->seen = calloc(v, 1);
     s->work = malloc(v * sizeof *s->work);
     s->block_mass = malloc((v / EXP_BLOCK + 1) * sizeof *s->block_mass);
-    int ranked = rank_set_init(&s->rank, vocab);
     int heap = params->top_k > 0 && params->top_k <= TOP_K_HEAP;
+    int ranked = !truncates(params) || heap || rank_set_init(&s->rank, vocab); /* only where draw() uses it */
     s->best = heap ? malloc((size_t)params->top_k * sizeof *s->best) : NULL;
     if (!s->bias_ids || !s->bias_values || !s->generated || !s->seen || !s->work ||
         !s->block_mass || !ranked || (heap && !s->best)) {
@@ -488,11 +493,6 @@ static int32_t draw_top_k(strata_sampler *s, const float *logits, double r)
         if ((r -= e[i]) < 0)
             return s->best[i].id;
     return s->best[cut - 1].id;
-}
-
-static int truncates(const strata_sampling *p)
-{
-    return p->top_k > 0 || p->top_p < 1.0f || p->min_p > 0.0f;
 }
 
 /* Draw from the tempered, truncated distribution of `logits`: weights
