@@ -288,18 +288,17 @@ static void finish_choice(request *q, int i, strata_finish reason)
 }
 
 /* Choice i drew smp: report it, and decide whether it goes on. */
-static void take_sample(strata_scheduler *s, request *q, int i, const strata_sample *smp_in)
+static void take_sample(strata_scheduler *s, request *q, int i, const strata_sample *smp)
 {
     choice *c = &q->ch[i];
-    strata_sample smp = *smp_in;
-    strata_sampler_accept(c->sampler, smp.token, 1);
-    c->last = smp.token;
+    strata_sampler_accept(c->sampler, smp->token, 1);
+    c->last = smp->token;
     c->n_generated++;
     s->stats.generated_tokens++;
     int is_stop = 0;
     for (int k = 0; !q->r.ignore_eos && k < q->r.n_stop_ids; k++)
-        is_stop |= smp.token == q->stop_ids[k];
-    int halt = q->r.on_token ? q->r.on_token(q->r.user, i, &smp) : 0;
+        is_stop |= smp->token == q->stop_ids[k];
+    int halt = q->r.on_token ? q->r.on_token(q->r.user, i, smp) : 0;
     if (is_stop || halt)
         finish_choice(q, i, STRATA_FINISH_STOP);
     else if (c->n_generated >= q->r.max_tokens)
