@@ -499,8 +499,8 @@ static int32_t draw_top_k(strata_sampler *s, const float *logits, double r)
  * e_v = exp((l_v - max) / T) in s->work; then in the order by weight (descending,
  * ties by id) the top_k first, top_p of their mass (of all the mass without
  * top_k), only those >= min_p (relative to the best token), and the token where the
- * running mass passes r times what is kept. Without truncation, the walk is in id
- * order. */
+ * running mass passes r times what is kept (top_k up to TOP_K_HEAP: draw_top_k,
+ * over the k best logits alone). Without truncation, the walk is in id order. */
 static int32_t draw(strata_sampler *s, const float *logits)
 {
     const strata_sampling *p = &s->p;
