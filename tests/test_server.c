@@ -638,8 +638,14 @@ Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
     cr_assert_eq(server_start(&S, demo_dir(), args), 0);
     int fd = http_send_only(S.port, "POST", "/v1/completions",
                             "{\"prompt\":\"And\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}");
-    char buf[1024];
-    cr_assert_gt(read(fd, buf, sizeof buf), 0);
+    char buf[4096];
+    size_t got = 0;
+    /* its first token: admitted and running (the headers alone come before admission) */
+    while (got < sizeof buf - 1 && !memmem(buf, got, "data:", 5)) {
+        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
+        cr_assert_gt(n, 0, "the stream started");
+        got += (size_t)n;
+    }
     http_response r;
     const char *body = "{\"prompt\":\"In\",\"max_tokens\":2}";
     cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
@@ -647,7 +653,7 @@ Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
     cr_assert(strcasestr(r.headers, "Retry-After:"), "%s", r.headers);
     http_response_free(&r);
     close(fd);
-    for (int i = 0; i < 100 && metric("strata_running_requests") != 0; i++)
+    for (int i = 0; i < 100 && (metric("strata_running_requests") != 0 || metric("strata_queue_depth") != 0); i++)
         usleep(50000);
     json_t *j = call("POST", "/v1/completions", body, 200);
     json_decref(j);
