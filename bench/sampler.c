@@ -3,18 +3,19 @@
  * 131072-token vocabulary, the Nemotron-H size: per sampling setting and per shape
  * of the logits — peaked (a trained model's), flat (a random checkpoint's, sd 0.64:
  * the worst case for the truncations) — in µs per token, and as passes: that time
- * over the time of one vector pass reading the logits (an OR of their bits, 16 lanes
- * wide: the cache's read rate), measured in the same run. Each figure is the best of
- * 5 rounds of 200 tokens, in CPU time.
+ * over the time of one vector pass reading the logits (the kernel path's maximum,
+ * as wide as the CPU allows: the cache's read rate), measured in the same run. Each
+ * figure is the best of 5 rounds of 200 tokens, in CPU time. $STRATA_KERNEL picks a
+ * narrower path, as for the matmuls.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 
+#include "kernels/isa.h"
+#include "kernels/vocab.h"
 #include "strata.h"
-#include "vec16.h"
 
 #define V 131072
 #define TOKENS 200
@@ -38,19 +39,7 @@ static float normal(uint64_t *s)
     return (float)(sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
 }
 
-static volatile int32_t sink;
-
-VEC16_CLONES
-static int32_t or_pass(const float *l)
-{
-    ivec16 acc[4] = {{0}}, x;
-    for (int i = 0; i < V; i += 64)
-        for (int a = 0; a < 4; a++) {
-            memcpy(&x, l + i + 16 * a, sizeof x);
-            acc[a] |= x;
-        }
-    return (acc[0] | acc[1] | acc[2] | acc[3])[0];
-}
+static volatile float sink;
 
 /* µs for one pass reading the logits: the unit the settings are measured in. */
 static double pass_us(const float *l)
@@ -59,7 +48,7 @@ static double pass_us(const float *l)
     for (int r = 0; r < ROUNDS; r++) {
         double t0 = cpu_us();
         for (int k = 0; k < TOKENS; k++)
-            sink = or_pass(l);
+            sink = kernel_select()->vocab->max(l, V);
         double t = (cpu_us() - t0) / TOKENS;
         best = t < best ? t : best;
     }
@@ -123,7 +112,7 @@ int main(void)
         {"min_p 0.05", 1, 1, 0.05f, 0, 0},
     };
     double unit = pass_us(flat);
-    printf("sampler: one token over %d logits (one read pass: %.1f us)\n", V, unit);
+    printf("sampler: one token over %d logits (%s; one read pass: %.1f us)\n", V, kernel_select()->name, unit);
     printf("  %-28s %20s %20s\n", "setting", "peaked: us (passes)", "flat: us (passes)");
     for (size_t i = 0; i < sizeof settings / sizeof *settings; i++) {
         double a = token_us(&settings[i], peaked), b = token_us(&settings[i], flat);

@@ -16,20 +16,20 @@
 #include <string.h>
 
 #include "rank.h"
-#include "vec16.h"
 
-#define RANK_GROUPS 2048
+#define RANK_GROUPS VOCAB_GROUPS
 #define SUB_BITS 12
 #define RANK_SUB (1 << SUB_BITS)
-#define COPIES 4            /* counters per group, used in turn: a flat vocabulary puts
+#define COPIES VOCAB_COPIES /* counters per group, used in turn: a flat vocabulary puts
                                runs of tokens in one group, and one counter would make
                                each increment wait on the last. Side by side, not
                                RANK_GROUPS apart: copies 4 KiB apart stalled on false
                                store-to-load dependencies (5 ns a token) */
 
-int rank_set_init(rank_set *r, int vocab)
+int rank_set_init(rank_set *r, int vocab, const vocab_kernels *vk)
 {
     memset(r, 0, sizeof *r);
+    r->vk = vk;
     r->count = malloc(COPIES * (RANK_GROUPS + 1) * sizeof *r->count);
     r->mass = malloc(COPIES * (RANK_GROUPS + 1) * sizeof *r->mass);
     r->members = malloc((size_t)vocab * sizeof *r->members);
@@ -60,11 +60,6 @@ static int group_of_key(const rank_set *r, uint32_t key)
     return g < RANK_GROUPS ? (int)g : RANK_GROUPS - 1;
 }
 
-static int group_of(const rank_set *r, float w)
-{
-    return group_of_key(r, key_of(w));
-}
-
 static int at_or_before(uint32_t key, int32_t id, const rank_pos *limit)
 {
     return !limit || key > limit->key || (key == limit->key && id <= limit->id);
@@ -82,42 +77,6 @@ static int reaches(rank_by by, int64_t count, double mass, double x)
     }
 }
 
-/* Count and sum the tokens at least the floor per group. 16 at a time: skipped when
- * none is (most of a peaked distribution's vocabulary), else their slots computed
- * in vector lanes — the group's counter copy lane % COPIES, or the spare group
- * RANK_GROUPS for a token below the floor, so that no branch depends on a weight. */
-VEC16_CLONES
-static void count_groups(rank_set *r)
-{
-    const vec16 floor = VEC16_SET(r->floor);
-    const uvec16 copy = {0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3};
-    const uint32_t base = r->base, shift = (uint32_t)r->shift;
-    int i = 0;
-    for (; i + 16 <= r->n; i += 16) {
-        vec16 x;
-        memcpy(&x, r->e + i, sizeof x);
-        ivec16 in = x >= floor;
-        if (!VEC16_ANY(in))
-            continue;
-        uvec16 g = ((uvec16)x - base) >> shift;
-        ivec16 top = g < RANK_GROUPS - 1;
-        g = (g & (uvec16)top) | ((RANK_GROUPS - 1) & (uvec16)~top);
-        g = (g & (uvec16)in) | (RANK_GROUPS & (uvec16)~in);
-        uint32_t slot[16];
-        g = g * COPIES + copy;
-        memcpy(slot, &g, sizeof slot);
-        for (int j = 0; j < 16; j++) {
-            r->count[slot[j]]++;
-            r->mass[slot[j]] += r->e[i + j];
-        }
-    }
-    for (; i < r->n; i++) {
-        uint32_t slot = r->e[i] >= r->floor ? (uint32_t)group_of(r, r->e[i]) * COPIES : RANK_GROUPS * COPIES;
-        r->count[slot]++;
-        r->mass[slot] += r->e[i];
-    }
-}
-
 void rank_set_build(rank_set *r, const float *e, int n, float floor)
 {
     r->e = e;
@@ -129,7 +88,7 @@ void rank_set_build(rank_set *r, const float *e, int n, float floor)
         r->shift++;
     memset(r->count, 0, COPIES * (RANK_GROUPS + 1) * sizeof *r->count);
     memset(r->mass, 0, COPIES * (RANK_GROUPS + 1) * sizeof *r->mass);
-    count_groups(r);
+    r->vk->count_groups(e, n, floor, r->base, r->shift, r->count, r->mass);
     for (int g = 0; g < RANK_GROUPS; g++) {     /* in place: group g's copies lie at or after g */
         uint32_t c = 0;
         double w = 0;
@@ -140,28 +99,6 @@ void rank_set_build(rank_set *r, const float *e, int n, float floor)
         r->count[g] = c;
         r->mass[g] = w;
     }
-}
-
-/* The ids of the tokens whose key is in [lo, lo + span), ascending, into out; how
- * many. */
-VEC16_CLONES
-static int take_range(const float *e, int n, uint32_t lo, uint32_t span, int32_t *out)
-{
-    int m = 0, i = 0;
-    for (; i + 16 <= n; i += 16) {
-        uvec16 k;
-        memcpy(&k, e + i, sizeof k);
-        ivec16 in = (k - lo) < span;            /* one unsigned comparison per lane */
-        if (!VEC16_ANY(in))
-            continue;
-        for (int j = i; j < i + 16; j++)
-            if (key_of(e[j]) - lo < span)
-                out[m++] = j;
-    }
-    for (; i < n; i++)
-        if (key_of(e[i]) - lo < span)
-            out[m++] = i;
-    return m;
 }
 
 /* The buckets of bits (shift, bits) of key - base over members[0 .. m): counts and sums into
@@ -216,7 +153,7 @@ static int take_group(rank_set *r, int g, const rank_pos *limit, double *mass)
 {
     uint32_t lo = r->base + ((uint32_t)g << r->shift);
     uint32_t span = g == RANK_GROUPS - 1 ? UINT32_MAX - lo : 1u << r->shift;
-    int m = take_range(r->e, r->n, lo, span, r->members), kept = 0;
+    int m = r->vk->take_range(r->e, r->n, lo, span, r->members), kept = 0;
     *mass = 0;
     for (int i = 0; i < m; i++) {
         int32_t id = r->members[i];

@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "kernels/vocab.h"
+
 /* A token's place in the order, with what the order holds up to and including it. */
 typedef struct rank_pos {
     int32_t id;             /* -1: none (an empty set) */
@@ -29,19 +31,20 @@ typedef enum rank_by {
 /* The tokens whose weight is at least a floor, grouped by weight; and the work
  * space to refine a group. */
 typedef struct rank_set {
+    const vocab_kernels *vk; /* the passes over the vocabulary */
     const float *e;         /* (n) the weights, by id: in [0, 1], not NaN */
     int n;
     float floor;            /* the set: tokens with e >= floor */
     uint32_t base;          /* floor's key: group g holds keys base + [g, g+1) << shift */
     int shift;
-    uint32_t *count;        /* (RANK_GROUPS) tokens per group (while counting: COPIES each) */
-    double *mass;           /* (RANK_GROUPS) their weights' sum (the same) */
+    uint32_t *count;        /* (VOCAB_GROUPS) tokens per group (while counting: VOCAB_COPIES each) */
+    double *mass;           /* (VOCAB_GROUPS) their weights' sum (the same) */
     int32_t *members;       /* (n) the tokens of the group being refined */
     uint32_t *sub_count;    /* (RANK_SUB) per bucket of the finer bits */
     double *sub_mass;
 } rank_set;
 
-int rank_set_init(rank_set *r, int vocab);     /* 0: out of memory */
+int rank_set_init(rank_set *r, int vocab, const vocab_kernels *vk); /* 0: out of memory */
 void rank_set_free(rank_set *r);
 
 /* The set of tokens v < n with e[v] >= floor (weights in [0, 1], not NaN). */

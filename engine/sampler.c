@@ -4,20 +4,21 @@
  * probabilities OpenAI clients ask for (of the model's raw distribution).
  *
  * Cost: a few vector passes over the vocabulary per token, whatever the
- * distribution (bench/sampler.c). The truncations never sort it: top_k up to
+ * distribution (bench/sampler.c); the passes are the kernel path's (kernels/vocab.h),
+ * chosen when the sampler is made. The truncations never sort it: top_k up to
  * TOP_K_HEAP keeps the k best logits in a heap; otherwise a one-pass threshold
  * search keeps the candidates that can matter, and rank.c finds the cuts and the
  * draw among them (a flat 131072-token vocabulary with top_p used to take 10–20 ms
  * a token in qsort).
  */
-#include <float.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "kernels/isa.h"
+#include "kernels/vocab.h"
 #include "rank.h"
-#include "vec16.h"
 #include "strata.h"
 
 typedef struct scored {
@@ -33,14 +34,14 @@ struct strata_sampler {
     uint32_t *generated;    /* (vocab) times generated */
     uint8_t *seen;          /* (vocab) in prompt or output */
     float *work;            /* (vocab) adjusted logits, then the weights draw() picks from */
-    double *block_mass;     /* (vocab / EXP_BLOCK + 1) the weights' sums per block of ids */
+    const vocab_kernels *vk; /* the passes over the vocabulary, of the kernel path */
+    double *block_mass;     /* (vocab / VOCAB_BLOCK + 1) the weights' sums per block of ids */
     rank_set rank;          /* the candidates grouped by weight (zero when unused) */
     scored *best;           /* (top_k) when top_k <= TOP_K_HEAP */
     double drawn_lse;       /* log Σ exp of the logits draw() was given (NAN: not known) */
     uint64_t rng[4];        /* xoshiro256** state */
 };
 
-#define EXP_BLOCK 1024      /* ids per partial sum: the draw's walk skips whole blocks */
 #define TOP_K_HEAP 1024     /* top_k up to this: a heap over the logits, no pass of exp */
 
 
@@ -143,9 +144,10 @@ strata_status strata_sampler_new(const strata_sampling *params, int vocab, strat
     s->generated = calloc(v, sizeof *s->generated);
     s->seen = calloc(v, 1);
     s->work = malloc(v * sizeof *s->work);
-    s->block_mass = malloc((v / EXP_BLOCK + 1) * sizeof *s->block_mass);
+    s->block_mass = malloc((v / VOCAB_BLOCK + 1) * sizeof *s->block_mass);
     int heap = params->top_k > 0 && params->top_k <= TOP_K_HEAP;
-    int ranked = !truncates(params) || heap || rank_set_init(&s->rank, vocab); /* only where draw() uses it */
+    s->vk = kernel_select()->vocab;
+    int ranked = !truncates(params) || heap || rank_set_init(&s->rank, vocab, s->vk); /* where draw() uses it */
     s->best = heap ? malloc((size_t)params->top_k * sizeof *s->best) : NULL;
     if (!s->bias_ids || !s->bias_values || !s->generated || !s->seen || !s->work ||
         !s->block_mass || !ranked || (heap && !s->best)) {
@@ -174,97 +176,17 @@ void strata_sampler_accept(strata_sampler *s, int32_t token, int generated)
         s->generated[token]++;
 }
 
-/* e^x for x <= 0, 16 lanes at a time (vec16.h). Cody-Waite reduction x = n·ln2 + r,
- * |r| <= ln2/2, then a degree-6 Taylor polynomial: relative error under 3e-7, close
- * to expf's. Below -87 (and for NaN) it gives ~2^-126 instead of a denormal: the
- * terms are summed next to a term of 1. Above 0 (a maximum that was not one: an
- * infinite or NaN logit) it gives 1, never an integer overflow. In place. */
-static inline __attribute__((always_inline)) void exp_nonpositive(vec16 *v)
-{
-    vec16 x = *v;
-    const vec16 lo = VEC16_SET(-87.0f);
-    ivec16 below = ~(x >= lo);                  /* NaN too */
-    x = (vec16)(((ivec16)x & ~below) | ((ivec16)lo & below));
-    x = (vec16)((ivec16)x & ~(x > VEC16_SET(0.0f)));
-    vec16 n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
-    vec16 r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
-    vec16 p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24 + r * (1.0f / 120 + r * (1.0f / 720))))));
-    *v = (vec16)((ivec16)p + __builtin_convertvector(n, ivec16) * (1 << 23));
-}
-
-/* Σ e^((v[i] - mx)·scale) over n values (each term <= 1): in 16 fp32 partial sums
- * per block of EXP_BLOCK ids, each block's sum kept in block_mass[] when given; with
- * `out` (which may be v), each term is also stored. */
-VEC16_CLONES
-static double sum_exp(const float *v, int n, float mx, float scale, float *out, double *block_mass)
-{
-    double sum = 0;
-    for (int b0 = 0; b0 < n; b0 += EXP_BLOCK) {
-        int b1 = n - b0 < EXP_BLOCK ? n : b0 + EXP_BLOCK, i = b0;
-        vec16 part = {0}, x, e;
-        for (; i + 16 <= b1; i += 16) {
-            memcpy(&x, v + i, sizeof x);
-            e = (x - mx) * scale;
-            exp_nonpositive(&e);
-            part += e;
-            if (out)
-                memcpy(out + i, &e, sizeof e);
-        }
-        double block = 0;
-        for (int k = 0; k < 16; k++)
-            block += part[k];
-        if (i < b1) {                           /* the tail, padded with terms dropped */
-            x = (vec16){0};
-            memcpy(&x, v + i, sizeof(float) * (size_t)(b1 - i));
-            e = (x - mx) * scale;
-            exp_nonpositive(&e);
-            for (int k = 0; k < b1 - i; k++) {
-                block += e[k];
-                if (out)
-                    out[i + k] = e[k];
-            }
-        }
-        if (block_mass)
-            block_mass[b0 / EXP_BLOCK] = block;
-        sum += block;
-    }
-    return sum;
-}
-
-/* The largest of n values (NaNs never win), 64 lanes at a time: four running
- * maxima, so that each comparison does not wait on the one before. */
-VEC16_CLONES
-static float max_of(const float *v, int n)
-{
-    vec16 m[4], x;
-    for (int a = 0; a < 4; a++)
-        m[a] = VEC16_SET(-FLT_MAX);
-    int i = 0;
-    for (; i + 64 <= n; i += 64)
-        for (int a = 0; a < 4; a++) {
-            memcpy(&x, v + i + 16 * a, sizeof x);
-            ivec16 gt = x > m[a];
-            m[a] = (vec16)(((ivec16)x & gt) | ((ivec16)m[a] & ~gt));
-        }
-    float mx = -FLT_MAX;
-    for (int a = 0; a < 4; a++)
-        for (int k = 0; k < 16; k++)
-            mx = m[a][k] > mx ? m[a][k] : mx;
-    for (; i < n; i++)
-        mx = v[i] > mx ? v[i] : mx;
-    return mx;
-}
-
 /* log Σ exp(v) over n values whose maximum is mx, stably (131072 values: about 30 µs
  * with AVX-512). */
-static double log_sum_exp(const float *v, int n, float mx)
+static double log_sum_exp(const vocab_kernels *vk, const float *v, int n, float mx)
 {
-    return mx + log(sum_exp(v, n, mx, 1.0f, NULL, NULL));
+    return mx + log(vk->sum_exp(v, n, mx, 1.0f, NULL, NULL));
 }
 
 float strata_logprob_of(const float *logits, int vocab, int32_t id)
 {
-    return (float)((double)logits[id] - log_sum_exp(logits, vocab, max_of(logits, vocab)));
+    const vocab_kernels *vk = kernel_select()->vocab;
+    return (float)((double)logits[id] - log_sum_exp(vk, logits, vocab, vk->max(logits, vocab)));
 }
 
 static int penalized(const strata_sampling *p)
@@ -291,72 +213,17 @@ static const float *adjust(strata_sampler *s, const float *logits)
     return s->work;
 }
 
-/* The first i with v[i] == x (0 when there is none), 16 at a time. */
-VEC16_CLONES
-static int first_equal(const float *v, int n, float x)
-{
-    const vec16 xv = VEC16_SET(x);
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        vec16 y;
-        memcpy(&y, v + i, sizeof y);
-        ivec16 eq = y == xv;
-        if (VEC16_ANY(eq))
-            break;
-    }
-    for (; i < n; i++)
-        if (v[i] == x)
-            return i;
-    return 0;
-}
-
 /* The first id of the largest value (0 when there is none). */
-static int argmax_of(const float *v, int n)
+static int argmax_of(const vocab_kernels *vk, const float *v, int n)
 {
-    return first_equal(v, n, max_of(v, n));
+    int i = vk->first_equal(v, n, vk->max(v, n));
+    return i < 0 ? 0 : i;
 }
 
 /* Thresholds the candidate search tries, highest first: e^-2, e^-4, e^-8, e^-16, e^-40
  * of the best token's weight, then everything. */
-static const float FLOORS[] = {1.3533528e-01f, 1.8315639e-02f, 3.3546263e-04f, 1.1253517e-07f, 4.2483541e-18f,
+static const float FLOORS[VOCAB_FLOORS] = {1.3533528e-01f, 1.8315639e-02f, 3.3546263e-04f, 1.1253517e-07f, 4.2483541e-18f,
                                0.0f};
-#define N_FLOORS (int)(sizeof FLOORS / sizeof *FLOORS)
-
-/* For each threshold t[f]: how many of the n weights are >= t[f], and their sum
- * (fp32 lanes per block of EXP_BLOCK, blocks summed in double). */
-VEC16_CLONES
-static void floor_stats(const float *e, int n, const float *t, int *count, double *mass)
-{
-    ivec16 c[N_FLOORS] = {0};
-    vec16 tv[N_FLOORS];
-    for (int f = 0; f < N_FLOORS; f++)
-        mass[f] = 0, tv[f] = VEC16_SET(t[f]);
-    for (int b0 = 0; b0 < n; b0 += EXP_BLOCK) {
-        int b1 = n - b0 < EXP_BLOCK ? n : b0 + EXP_BLOCK, i = b0;
-        vec16 m[N_FLOORS] = {0}, x;
-        for (; i + 16 <= b1; i += 16) {
-            memcpy(&x, e + i, sizeof x);
-#pragma GCC unroll 6                            /* the sums stay in registers */
-            for (int f = 0; f < N_FLOORS; f++) {
-                ivec16 in = x >= tv[f];
-                c[f] -= in;
-                m[f] += (vec16)((ivec16)x & in);
-            }
-        }
-        for (int f = 0; f < N_FLOORS; f++) {
-            for (int k = 0; k < 16; k++)
-                mass[f] += m[f][k];
-            for (int j = i; j < b1; j++)
-                if (e[j] >= t[f])
-                    mass[f] += e[j], c[f][0]++;
-        }
-    }
-    for (int f = 0; f < N_FLOORS; f++) {
-        count[f] = 0;
-        for (int k = 0; k < 16; k++)
-            count[f] += c[f][k];
-    }
-}
 
 /* The lowest weight a token top_k / top_p / min_p can reach may have: the highest
  * threshold whose set provably holds the cut — the top k when top_k is set, else
@@ -365,14 +232,14 @@ static void floor_stats(const float *e, int n, const float *t, int *count, doubl
 static float candidates_floor(strata_sampler *s, const float *e, double total, int *n)
 {
     const strata_sampling *p = &s->p;
-    float t[N_FLOORS];
-    int count[N_FLOORS];
-    double mass[N_FLOORS];
-    for (int f = 0; f < N_FLOORS; f++)
+    float t[VOCAB_FLOORS];
+    int count[VOCAB_FLOORS];
+    double mass[VOCAB_FLOORS];
+    for (int f = 0; f < VOCAB_FLOORS; f++)
         t[f] = FLOORS[f] > p->min_p ? FLOORS[f] : p->min_p;
-    floor_stats(e, s->vocab, t, count, mass);
+    s->vk->floor_stats(e, s->vocab, t, count, mass);
     int f = 0;
-    for (; f + 1 < N_FLOORS; f++) {
+    for (; f + 1 < VOCAB_FLOORS; f++) {
         int enough = p->top_k > 0 ? count[f] >= p->top_k : mass[f] >= (double)p->top_p * total * (1 + 1e-5);
         if (enough || t[f] <= p->min_p)
             break;
@@ -385,12 +252,12 @@ static float candidates_floor(strata_sampler *s, const float *e, double total, i
  * their sums (-1: rounding left x unreached). */
 static int32_t walk(const float *e, int n, const double *block_mass, double x)
 {
-    for (int b0 = 0; b0 < n; b0 += EXP_BLOCK) {
-        if (x >= block_mass[b0 / EXP_BLOCK]) {
-            x -= block_mass[b0 / EXP_BLOCK];
+    for (int b0 = 0; b0 < n; b0 += VOCAB_BLOCK) {
+        if (x >= block_mass[b0 / VOCAB_BLOCK]) {
+            x -= block_mass[b0 / VOCAB_BLOCK];
             continue;
         }
-        int b1 = n - b0 < EXP_BLOCK ? n : b0 + EXP_BLOCK;
+        int b1 = n - b0 < VOCAB_BLOCK ? n : b0 + VOCAB_BLOCK;
         for (int v = b0; v < b1; v++)
             if ((x -= e[v]) < 0)
                 return v;
@@ -429,10 +296,10 @@ static int best_first(const void *a, const void *b)
 
 /* The k best logits (NaNs never), best first, into best; how many (fewer than k
  * when the vocabulary has fewer that are not NaN). One pass: a heap holds the best
- * so far, and 16 logits at a time are skipped when none beats its last. Scanning in
- * id order, a logit equal to the last never beats it: ties go to the lower id. */
-VEC16_CLONES
-static int best_k(const float *l, int n, int k, scored *best)
+ * so far, and the vector pass next_above skips to the next logit that beats its
+ * last. Scanning in id order, a logit equal to the last never beats it: ties go to
+ * the lower id. */
+static int best_k(const vocab_kernels *vk, const float *l, int n, int k, scored *best)
 {
     int m = 0, v = 0;
     if (k <= 0)
@@ -442,20 +309,10 @@ static int best_k(const float *l, int n, int k, scored *best)
             best[m++] = (scored){l[v], v};
     for (int i = m / 2 - 1; i >= 0; i--)
         sift_down(best, m, i);
-    for (; v < n; v++) {
-        if (v % 16 == 0 && v + 16 <= n) {
-            vec16 x;
-            memcpy(&x, l + v, sizeof x);
-            ivec16 beats = x > VEC16_SET(best[0].logit);
-            if (!VEC16_ANY(beats)) {
-                v += 15;
-                continue;
-            }
-        }
-        if (l[v] > best[0].logit) {
-            best[0] = (scored){l[v], v};
-            sift_down(best, m, 0);
-        }
+    while ((v = vk->next_above(l, v, n, best[0].logit)) < n) {
+        best[0] = (scored){l[v], v};
+        sift_down(best, m, 0);
+        v++;
     }
     qsort(best, (size_t)m, sizeof *best, best_first);
     return m;
@@ -467,9 +324,9 @@ static int best_k(const float *l, int n, int k, scored *best)
 static int32_t draw_top_k(strata_sampler *s, const float *logits, double r)
 {
     const strata_sampling *p = &s->p;
-    int n = best_k(logits, s->vocab, p->top_k, s->best);
+    int n = best_k(s->vk, logits, s->vocab, p->top_k, s->best);
     if (n == 0 || isinf(s->best[0].logit))      /* all NaN; or +inf logits: the first of them */
-        return n ? s->best[0].id : argmax_of(logits, s->vocab);
+        return n ? s->best[0].id : argmax_of(s->vk, logits, s->vocab);
     float *e = s->work;
     double total = 0;
     for (int i = 0; i < n; i++)
@@ -509,10 +366,10 @@ static int32_t draw(strata_sampler *s, const float *logits)
     s->drawn_lse = NAN;
     if (s->best)
         return draw_top_k(s, logits, r);
-    float mx = max_of(logits, s->vocab);
+    float mx = s->vk->max(logits, s->vocab);
     if (isinf(mx))                              /* +inf logits: the first of them */
-        return argmax_of(logits, s->vocab);
-    double total = sum_exp(logits, s->vocab, mx, 1.0f / p->temperature, e, s->block_mass);
+        return argmax_of(s->vk, logits, s->vocab);
+    double total = s->vk->sum_exp(logits, s->vocab, mx, 1.0f / p->temperature, e, s->block_mass);
     if (p->temperature == 1.0f)
         s->drawn_lse = mx + log(total);
     int32_t id;
@@ -534,14 +391,14 @@ static int32_t draw(strata_sampler *s, const float *logits)
         }
         id = rank_find(&s->rank, kept, RANK_MASS_PASS, r, 1).id;
     }
-    return id >= 0 ? id : argmax_of(e, s->vocab);
+    return id >= 0 ? id : argmax_of(s->vk, e, s->vocab);
 }
 
 /* The top alternatives by raw log probability: the best logits (ties by id). */
 static void fill_top(strata_sampler *s, const float *logits, double lse, strata_sample *out)
 {
     scored best[STRATA_MAX_TOP_LOGPROBS];
-    out->n_top = best_k(logits, s->vocab, s->p.top_logprobs, best);
+    out->n_top = best_k(s->vk, logits, s->vocab, s->p.top_logprobs, best);
     for (int i = 0; i < out->n_top; i++)
         out->top[i] = (strata_token_logprob){.id = best[i].id, .logprob = (float)((double)best[i].logit - lse)};
 }
@@ -551,7 +408,7 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
     if (!s || !logits || !out)
         return strata_fail(err, STRATA_E_INVALID, "sampler: missing argument");
     const float *adjusted = adjust(s, logits);
-    out->token = s->p.temperature == 0.0f ? argmax_of(adjusted, s->vocab) : draw(s, adjusted);
+    out->token = s->p.temperature == 0.0f ? argmax_of(s->vk, adjusted, s->vocab) : draw(s, adjusted);
     out->logprob = 0.0f;
     out->n_top = 0;
     if (s->p.skip_logprob && s->p.top_logprobs == 0)
@@ -560,8 +417,8 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
     if (adjusted == logits && s->p.temperature == 1.0f && !isnan(s->drawn_lse))
         lse = s->drawn_lse;                     /* the draw summed these very terms */
     else                                        /* greedy on unadjusted logits found their maximum */
-        lse = log_sum_exp(logits, s->vocab, adjusted == logits && s->p.temperature == 0.0f
-                                                ? logits[out->token] : max_of(logits, s->vocab));
+        lse = log_sum_exp(s->vk, logits, s->vocab, adjusted == logits && s->p.temperature == 0.0f
+                                                       ? logits[out->token] : s->vk->max(logits, s->vocab));
     out->logprob = (float)((double)logits[out->token] - lse);
     if (s->p.top_logprobs > 0)
         fill_top(s, logits, lse, out);

@@ -6,12 +6,14 @@
  * threads), the SSM head kernel, and runner thread counts.
  */
 #include <criterion/criterion.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/kernels.h"
+#include "kernels/vocab.h"
 #include "kernel_util.h"
 #include "util.h"
 
@@ -699,4 +701,100 @@ Test(kernels, rmsnorm_equals_portable_bitwise)
     rmsnorm(a, a, w, N, 1e-6f);
     rmsnorm_portable(b, x, w, N, 1e-6f);
     cr_assert(!memcmp(a, b, sizeof a), "in place");
+}
+
+/* The sampler's vocabulary passes (vocab.h) on every supported path against plain
+ * scalar loops: the maximum, the first equal and next larger values and the ranges
+ * of bits exactly; the exponentials bit for bit the portable path's, their sums and
+ * the threshold and group sums within fp32-lane rounding; lengths off every vector
+ * width, NaN and infinite values among them. */
+Test(kernels, vocab_passes_match_scalar_loops)
+{
+    enum { N = 5003 };
+    float *v = test_vec_random(N), *e = malloc(sizeof(float) * N), *want_e = malloc(sizeof(float) * N);
+    int32_t *ids = malloc(sizeof(int32_t) * N), *want_ids = malloc(sizeof(int32_t) * N);
+    for (int i = 0; i < N; i++)
+        v[i] *= 8.0f;
+    v[17] = NAN, v[40] = -INFINITY, v[4000] = 7.9999f;
+    double block_mass[N / VOCAB_BLOCK + 1];
+    vocab_portable.sum_exp(v, N, 7.9999f, 1.0f, want_e, NULL);
+    for (int p = 0; p < 3; p++) {
+        const kernel_isa *k = test_all_paths[p];
+        if (!test_path_supported(k))
+            continue;
+        const vocab_kernels *vk = k->vocab;
+        for (int n = 1; n <= N; n += n < 40 ? 1 : 997) {
+            float mx = -FLT_MAX;
+            for (int i = 0; i < n; i++)
+                mx = v[i] > mx ? v[i] : mx;
+            cr_assert_eq(vk->max(v, n), mx, "%s: max of %d", k->name, n);
+            int first = -1;
+            for (int i = 0; i < n && first < 0; i++)
+                first = v[i] == v[n / 2] ? i : -1;
+            cr_assert_eq(vk->first_equal(v, n, v[n / 2]), first, "%s: first_equal of %d", k->name, n);
+            for (int from = 0; from < n; from += 1 + n / 7) {
+                int next = from;
+                while (next < n && !(v[next] > 3.0f))
+                    next++;
+                cr_assert_eq(vk->next_above(v, from, n, 3.0f), next, "%s: next_above %d of %d", k->name, from, n);
+            }
+        }
+        double sum = vk->sum_exp(v, N, 7.9999f, 1.0f, e, block_mass), ref = 0, blocks = 0;
+        cr_assert(!memcmp(e, want_e, sizeof(float) * N), "%s: the exponentials differ from portable's", k->name);
+        for (int i = 0; i < N; i++)
+            ref += e[i];
+        for (int b = 0; b <= N / VOCAB_BLOCK; b++)
+            blocks += block_mass[b];
+        cr_assert(fabs(sum - ref) <= 1e-6 * ref && fabs(blocks - sum) <= 1e-9 * ref, "%s: sum %g, %g", k->name,
+                  sum, ref);
+        const float t[VOCAB_FLOORS] = {0.5f, 0.1f, 0.01f, 1e-4f, 1e-20f, 0.0f};
+        int count[VOCAB_FLOORS];
+        double mass[VOCAB_FLOORS];
+        vk->floor_stats(e, N, t, count, mass);
+        for (int f = 0; f < VOCAB_FLOORS; f++) {
+            int c = 0;
+            double m = 0;
+            for (int i = 0; i < N; i++)
+                if (e[i] >= t[f])
+                    c++, m += e[i];
+            cr_assert_eq(count[f], c, "%s: floor %g", k->name, t[f]);
+            cr_assert(fabs(mass[f] - m) <= 1e-6 * m, "%s: floor %g mass %g, %g", k->name, t[f], mass[f], m);
+        }
+        uint32_t base, lo = 0x3d000000u, span = 1u << 21;
+        float floor = 0.01f;
+        memcpy(&base, &floor, sizeof base);
+        uint32_t *gc = calloc(VOCAB_COPIES * (VOCAB_GROUPS + 1), sizeof *gc);
+        double *gm = calloc(VOCAB_COPIES * (VOCAB_GROUPS + 1), sizeof *gm);
+        vk->count_groups(e, N, floor, base, 15, gc, gm);
+        int m = vk->take_range(e, N, lo, span, ids), want_m = 0;
+        uint32_t *want_gc = calloc(VOCAB_GROUPS, sizeof *want_gc);
+        double *want_gm = calloc(VOCAB_GROUPS, sizeof *want_gm);
+        for (int i = 0; i < N; i++) {
+            uint32_t key;
+            memcpy(&key, &e[i], sizeof key);
+            uint32_t g = (key - base) >> 15 < VOCAB_GROUPS - 1 ? (key - base) >> 15 : VOCAB_GROUPS - 1;
+            if (e[i] >= floor)
+                want_gc[g]++, want_gm[g] += e[i];
+            if (key - lo < span)
+                want_ids[want_m++] = i;
+        }
+        for (int g = 0; g < VOCAB_GROUPS; g++) {
+            uint32_t c = 0;
+            double w = 0;
+            for (int k2 = 0; k2 < VOCAB_COPIES; k2++)
+                c += gc[g * VOCAB_COPIES + k2], w += gm[g * VOCAB_COPIES + k2];
+            cr_assert_eq(c, want_gc[g], "%s: group %d counts %u, expected %u", k->name, g, c, want_gc[g]);
+            cr_assert(fabs(w - want_gm[g]) <= 1e-12 * (1 + want_gm[g]), "%s: group %d sums %g", k->name, g, w);
+        }
+        free(want_gc);
+        free(want_gm);
+        cr_assert(m == want_m && !memcmp(ids, want_ids, sizeof(int32_t) * (size_t)m), "%s: take_range", k->name);
+        free(gc);
+        free(gm);
+    }
+    free(v);
+    free(e);
+    free(want_e);
+    free(ids);
+    free(want_ids);
 }

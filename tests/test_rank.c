@@ -2,7 +2,8 @@
  * test_rank.c — rank.c's answers equal a full sort's: on weight sets that are
  * uniform, flat, tied, peaked and tiny, with floors, for counts, masses reached and
  * passed, with and without a limit, the token found and its place in the order are
- * those of a walk down the sorted vocabulary.
+ * those of a walk down the sorted vocabulary — on every kernel path this CPU runs
+ * (vocab.h: the passes at 64, 32 and 16 bytes).
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -10,10 +11,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernel_util.h"
+#include "kernels/isa.h"
 #include "rank.h"
 
 static const float *sort_w;
 static int exact_sums;      /* weights whose sums are exact in any order */
+
+/* The vocabulary passes of every kernel path this CPU runs, and their names. */
+static int paths(const vocab_kernels **vk, const char **names)
+{
+    int n = 0;
+    for (int i = 0; i < 3; i++)
+        if (test_path_supported(test_all_paths[i])) {
+            vk[n] = test_all_paths[i]->vocab;
+            names[n++] = test_all_paths[i]->name;
+        }
+    return n;
+}
 
 static uint32_t key_of(float w)
 {
@@ -88,10 +103,10 @@ static void check(rank_set *rs, const reference *ref, const float *e, const rank
 }
 
 /* Every kind of question, over the whole set and under limits at several places. */
-static void check_all(const float *e, int V, float floor, const char *name)
+static void check_path(const vocab_kernels *vk, const float *e, int V, float floor, const char *name)
 {
     rank_set rs;
-    cr_assert(rank_set_init(&rs, V));
+    cr_assert(rank_set_init(&rs, V, vk));
     rank_set_build(&rs, e, V, floor);
     reference ref = sorted_set(e, V, floor);
     if (ref.n == 0) {
@@ -117,6 +132,18 @@ static void check_all(const float *e, int V, float floor, const char *name)
     rank_set_free(&rs);
     free(ref.order);
     free(ref.through);
+}
+
+/* check_path on every kernel path. */
+static void check_all(const float *e, int V, float floor, const char *name)
+{
+    const vocab_kernels *vk[3];
+    const char *names[3];
+    for (int p = 0, n = paths(vk, names); p < n; p++) {
+        char full[128];
+        snprintf(full, sizeof full, "%s (%s)", name, names[p]);
+        check_path(vk[p], e, V, floor, full);
+    }
 }
 
 static float uniform(void)
@@ -160,20 +187,24 @@ Test(rank, reach_and_pass_at_exact_boundaries)
     srand(5);
     for (int v = 0; v < V; v++)
         e[v] = 0.25f * (float)(1 + rand() % 4);
-    rank_set rs;
-    cr_assert(rank_set_init(&rs, V));
-    rank_set_build(&rs, e, V, 0.0f);
     reference ref = sorted_set(e, V, 0.0f);
-    exact_sums = 1;
-    for (int i = 0; i + 1 < V; i += 97) {
-        check(&rs, &ref, e, NULL, V, RANK_MASS_REACH, ref.through[i], 0, "reach");
-        check(&rs, &ref, e, NULL, V, RANK_MASS_PASS, ref.through[i], 0, "pass");
-        cr_assert_eq(rank_find(&rs, NULL, RANK_MASS_REACH, ref.through[i], 0).count, i + 1);
-        cr_assert_eq(rank_find(&rs, NULL, RANK_MASS_PASS, ref.through[i], 0).count, i + 2);
+    const vocab_kernels *vk[3];
+    const char *names[3];
+    for (int p = 0, n = paths(vk, names); p < n; p++) {
+        rank_set rs;
+        cr_assert(rank_set_init(&rs, V, vk[p]));
+        rank_set_build(&rs, e, V, 0.0f);
+        exact_sums = 1;
+        for (int i = 0; i + 1 < V; i += 97) {
+            check(&rs, &ref, e, NULL, V, RANK_MASS_REACH, ref.through[i], 0, names[p]);
+            check(&rs, &ref, e, NULL, V, RANK_MASS_PASS, ref.through[i], 0, names[p]);
+            cr_assert_eq(rank_find(&rs, NULL, RANK_MASS_REACH, ref.through[i], 0).count, i + 1, "%s", names[p]);
+            cr_assert_eq(rank_find(&rs, NULL, RANK_MASS_PASS, ref.through[i], 0).count, i + 2, "%s", names[p]);
+        }
+        exact_sums = 0;
+        rank_set_free(&rs);
     }
-    exact_sums = 0;
     check_all(e, V, 0.0f, "quarters");
-    rank_set_free(&rs);
     free(ref.order);
     free(ref.through);
 }

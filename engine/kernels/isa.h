@@ -97,6 +97,8 @@ typedef struct kernel_isa {
     int (*ssm_head_bf16)(uint16_t *S, int P, int N, int n, const float *x, size_t ldx, const float *B,
                          const float *C, size_t ldbc, const float *dt, const float *a, float Dh, float *y,
                          size_t ldy);
+    /* The sampler's passes over a vocabulary, at the path's vector width (vocab.h). */
+    const struct vocab_kernels *vocab;
 } kernel_isa;
 
 /* activation.c's SiLU, one pair per path */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "kernels/isa.h"
+#include "kernels/vocab.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -220,6 +221,7 @@ const kernel_isa kernel_avx2 = {
     .name = "avx2", .lanes = 8, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .silu = silu_avx2, .silu_mul = silu_mul_avx2, .conv_taps = conv_taps_avx2,
     .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx2,
+    .vocab = &vocab_avx2,
 };
 #else
 const kernel_isa kernel_avx2 = {.name = "avx2"};

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "kernels/isa.h"
+#include "kernels/vocab.h"
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -566,6 +567,7 @@ const kernel_isa kernel_avx512 = {
     .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
     .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx512,
     .block_panels = block_panels, .block_panels_f32 = block_panels_f32,
+    .vocab = &vocab_avx512,
 };
 #else
 const kernel_isa kernel_avx512 = {.name = "avx512"};

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "kernels/isa.h"
+#include "kernels/vocab.h"
 #include "kernels/kernels.h"
 
 #define LANES 8
@@ -89,4 +90,5 @@ const kernel_isa kernel_portable = {
     .name = "portable", .lanes = LANES, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .silu = silu_portable, .silu_mul = silu_mul_portable, .conv_taps = conv_taps_portable,
     .attn_scores = attn_scores_portable, .attn_mix = attn_mix_portable,
+    .vocab = &vocab_portable,
 };
