@@ -3,7 +3,8 @@
  *   1. the engine's own single-stream decode tokens/s (libstrata directly);
  *   2. the same through HTTP + SSE (one stream), and the ratio to (1): 7 rounds of
  *      (1) then (2); the ratio of the medians and the median of each round's ratio;
- *   3. aggregate decode tokens/s with 8 concurrent streams vs 1;
+ *   3. aggregate decode tokens/s with 8 concurrent streams vs 1, greedy and
+ *      sampling (temperature 1, top_p 0.9: the sampler's costliest common setting);
  *   4. time to first token of turn 10 of a chat, with a session vs with no reuse;
  *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts.
  * Model for 1-3: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
@@ -104,6 +105,7 @@ static double engine_decode_tok_s(engine *e)
 
 typedef struct stream_result {
     int port;
+    const char *sampling;   /* the request's sampling fields, as JSON members */
     double first, last;     /* arrival of the first and last token chunks */
     int chunks;
 } stream_result;
@@ -114,7 +116,7 @@ static void *stream(void *arg)
     stream_result *sr = arg;
     char body[256];
     snprintf(body, sizeof body, "{\"prompt\":[1,1165,276,2102,276,2102,276,2102],\"max_tokens\":%d,"
-                                "\"ignore_eos\":true,\"temperature\":0,\"stream\":true,\"logprobs\":0}", GEN);
+                                "\"ignore_eos\":true,%s,\"stream\":true,\"logprobs\":0}", GEN, sr->sampling);
     int fd = http_send_only(sr->port, "POST", "/v1/completions", body);
     char buf[65536];
     ssize_t n;
@@ -133,12 +135,14 @@ static void *stream(void *arg)
     return NULL;
 }
 
-static double aggregate(int port, int streams, double *per_stream)
+#define GREEDY "\"temperature\":0"
+
+static double aggregate(int port, int streams, const char *sampling, double *per_stream)
 {
     stream_result r[16];
     pthread_t th[16];
     for (int i = 0; i < streams; i++) {
-        r[i] = (stream_result){.port = port};
+        r[i] = (stream_result){.port = port, .sampling = sampling};
         pthread_create(&th[i], NULL, stream, &r[i]);
     }
     double first = 1e300, last = 0, sum = 0;
@@ -243,11 +247,11 @@ int main(void)
     engine e;
     engine_open(&e);
     double per1, per8, engine_rates[ROUNDS], http_rates[ROUNDS], ratios[ROUNDS];
-    aggregate(s.port, 1, &per1); /* warm up both */
+    aggregate(s.port, 1, GREEDY, &per1); /* warm up both */
     engine_decode_tok_s(&e);
     for (int i = 0; i < ROUNDS; i++) {  /* interleaved, so drifts of a shared machine hit both alike */
         engine_rates[i] = engine_decode_tok_s(&e);
-        http_rates[i] = aggregate(s.port, 1, &per1);
+        http_rates[i] = aggregate(s.port, 1, GREEDY, &per1);
         ratios[i] = http_rates[i] / engine_rates[i];
         printf("  round %d: engine %.1f, HTTP+SSE %.1f tokens/s (%.0f%%)\n", i + 1, engine_rates[i], http_rates[i],
                100 * ratios[i]);
@@ -257,9 +261,12 @@ int main(void)
     printf("engine decode, 1 stream:            %8.1f tokens/s (median of %d)\n", engine, ROUNDS);
     printf("HTTP+SSE decode, 1 stream:          %8.1f tokens/s  (%.0f%% of the engine's; median of the rounds' "
            "ratios %.0f%%)\n", one, 100 * one / engine, 100 * median(ratios, ROUNDS));
-    double eight = aggregate(s.port, 8, &per8);
+    double eight = aggregate(s.port, 8, GREEDY, &per8);
     printf("HTTP+SSE decode, 8 streams:         %8.1f tokens/s total, %.1f per stream (%.2fx one stream)\n", eight,
            per8, eight / one);
+    double sampled = aggregate(s.port, 8, "\"temperature\":1,\"top_p\":0.9,\"seed\":7", &per8);
+    printf("HTTP+SSE decode, 8 streams sampling: %7.1f tokens/s total with temperature 1, top_p 0.9 (%.2f of "
+           "greedy's)\n", sampled, sampled / eight);
     server_stop(&s);
     start(&s, DEMO, args);
     double with = turn10_ttft(s.port, 1);
