@@ -10,7 +10,7 @@
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl")
+#pragma GCC target("avx512f,avx512bw,avx2,fma,f16c") /* what select.c asks of the CPU */
 #define VP avx512
 #define VL 16
 #define VANY(m)                                                                                   \
