@@ -81,7 +81,6 @@ void rank_set_build(rank_set *r, const float *e, int n, float floor)
 {
     r->e = e;
     r->n = n;
-    r->floor = floor;
     r->base = key_of(floor);
     r->shift = 0;
     while (((key_of(1.0f) - r->base) >> r->shift) >= RANK_GROUPS)
@@ -176,8 +175,9 @@ rank_pos rank_find(rank_set *r, const rank_pos *limit, rank_by by, double x, int
         return at;
     uint32_t saved_count = r->count[lg];        /* restored below: the set is reused */
     double saved_mass = r->mass[lg];
+    int part = limit ? take_group(r, lg, limit, &r->mass[lg]) : 0; /* its tokens stay in members */
     if (limit)
-        r->count[lg] = (uint32_t)take_group(r, lg, limit, &r->mass[lg]);
+        r->count[lg] = (uint32_t)part;
     while (low < high && !r->count[low])
         low++;
     if (of_set) {
@@ -192,7 +192,7 @@ rank_pos rank_find(rank_set *r, const rank_pos *limit, rank_by by, double x, int
     if (g < 0)
         return at;
     double unused;
-    int m = take_group(r, g, g == lg ? limit : NULL, &unused);
+    int m = limit && g == lg ? part : take_group(r, g, NULL, &unused);
     for (int shift = r->shift; shift > 0 && m > 1;) {
         int bits = shift < SUB_BITS ? shift : SUB_BITS;
         shift -= bits;

@@ -34,8 +34,8 @@ typedef struct rank_set {
     const vocab_kernels *vk; /* the passes over the vocabulary */
     const float *e;         /* (n) the weights, by id: in [0, 1], not NaN */
     int n;
-    float floor;            /* the set: tokens with e >= floor */
-    uint32_t base;          /* floor's key: group g holds keys base + [g, g+1) << shift */
+    uint32_t base;          /* the floor's key (the set: e >= floor): group g holds keys
+                               base + [g, g+1) << shift */
     int shift;
     uint32_t *count;        /* (VOCAB_GROUPS) tokens per group (while counting: VOCAB_COPIES each) */
     double *mass;           /* (VOCAB_GROUPS) their weights' sum (the same) */
