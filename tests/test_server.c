@@ -305,10 +305,11 @@ static long metric(const char *name)
     return v;
 }
 
-Test(server, a_client_that_disconnects_is_cancelled)
+/* A streamed completion of `body`, read up to its first token: admitted and running
+ * (its headers alone come before admission). The open connection. */
+static int stream_until_first_token(const char *body)
 {
-    int fd = http_send_only(S.port, "POST", "/v1/completions",
-                            "{\"prompt\":\"And\",\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true}");
+    int fd = http_send_only(S.port, "POST", "/v1/completions", body);
     cr_assert_geq(fd, 0);
     char buf[4096];
     size_t got = 0;
@@ -317,6 +318,12 @@ Test(server, a_client_that_disconnects_is_cancelled)
         cr_assert_gt(n, 0, "the stream started");
         got += (size_t)n;
     }
+    return fd;
+}
+
+Test(server, a_client_that_disconnects_is_cancelled)
+{
+    int fd = stream_until_first_token("{\"prompt\":\"And\",\"max_tokens\":4000,\"ignore_eos\":true,\"stream\":true}");
     cr_assert_eq(metric("strata_running_requests"), 1);
     close(fd);
     for (int i = 0; i < 100 && metric("strata_running_requests") != 0; i++)
@@ -636,16 +643,7 @@ Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
 {
     const char *args[] = {"--max-running", "1", "--max-queued", "0", NULL};
     cr_assert_eq(server_start(&S, demo_dir(), args), 0);
-    int fd = http_send_only(S.port, "POST", "/v1/completions",
-                            "{\"prompt\":\"And\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}");
-    char buf[4096];
-    size_t got = 0;
-    /* its first token: admitted and running (the headers alone come before admission) */
-    while (got < sizeof buf - 1 && !memmem(buf, got, "data:", 5)) {
-        ssize_t n = read(fd, buf + got, sizeof buf - 1 - got);
-        cr_assert_gt(n, 0, "the stream started");
-        got += (size_t)n;
-    }
+    int fd = stream_until_first_token("{\"prompt\":\"And\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true}");
     http_response r;
     const char *body = "{\"prompt\":\"In\",\"max_tokens\":2}";
     cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
