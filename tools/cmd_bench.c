@@ -410,6 +410,47 @@ static void fill_prompt(int32_t *ids, int n, int vocab, uint32_t seed)
     }
 }
 
+/* `gen` decode steps of the S sequences, each continuing from its logits: the next
+ * tokens picked greedily by the engine's sampler, all rows at once on the runner's
+ * threads, as the server's scheduler does. The seconds the steps took. */
+static strata_status decode_steps(strata_runner *run, strata_seq *seqs, int S, int gen, int vocab, double *seconds,
+                                  strata_error *err)
+{
+    strata_sampler **samplers = calloc((size_t)S, sizeof *samplers);
+    const float **rows = calloc((size_t)S, sizeof *rows);
+    strata_sample *picked = calloc((size_t)S, sizeof *picked);
+    int32_t *next = calloc((size_t)S, sizeof *next);
+    strata_status s = samplers && rows && picked && next ? STRATA_OK
+                    : strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    strata_sampling greedy;
+    strata_sampling_default(&greedy);
+    greedy.temperature = 0;
+    greedy.skip_logprob = 1;
+    for (int q = 0; s == STRATA_OK && q < S; q++) {
+        s = strata_sampler_new(&greedy, vocab, &samplers[q], err);
+        rows[q] = seqs[q].logits;
+    }
+    double t0 = cli_now();
+    for (int i = 0; s == STRATA_OK && i < gen; i++) {
+        s = strata_runner_sample(run, samplers, rows, picked, S, err);
+        for (int q = 0; s == STRATA_OK && q < S; q++) {
+            next[q] = picked[q].token;
+            seqs[q].tokens = &next[q];
+            seqs[q].n_tokens = 1;
+        }
+        if (s == STRATA_OK)
+            s = strata_runner_step(run, seqs, S, err);
+    }
+    *seconds = cli_now() - t0;
+    for (int q = 0; samplers && q < S; q++)
+        strata_sampler_free(samplers[q]);
+    free(samplers);
+    free(rows);
+    free(picked);
+    free(next);
+    return s;
+}
+
 /* S sessions each prefilled with `prompt` tokens, then `gen` steps of S one-token
  * sequences; returns aggregate decode tokens/s. */
 static strata_status run_sessions(strata_model *model, strata_runner *run, int S, int prompt, int gen,
@@ -419,9 +460,8 @@ static strata_status run_sessions(strata_model *model, strata_runner *run, int S
     strata_cache **caches = calloc((size_t)S, sizeof *caches);
     strata_seq *seqs = calloc((size_t)S, sizeof *seqs);
     int32_t *ids = malloc(sizeof *ids * (size_t)S * (size_t)(prompt > 1 ? prompt : 1));
-    int32_t *next = malloc(sizeof *next * (size_t)S);
     float *logits = malloc(sizeof *logits * (size_t)S * (size_t)vocab);
-    strata_status s = caches && seqs && ids && next && logits ? STRATA_OK
+    strata_status s = caches && seqs && ids && logits ? STRATA_OK
                     : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     for (int q = 0; s == STRATA_OK && q < S; q++) {
         s = strata_cache_new(model, &caches[q], err);
@@ -431,22 +471,15 @@ static strata_status run_sessions(strata_model *model, strata_runner *run, int S
     }
     if (s == STRATA_OK)
         s = strata_runner_step(run, seqs, S, err);
-    double t0 = cli_now();
-    for (int i = 0; s == STRATA_OK && i < gen; i++) {
-        for (int q = 0; q < S; q++) {
-            next[q] = cli_argmax(logits + (size_t)q * (size_t)vocab, vocab);
-            seqs[q].tokens = &next[q];
-            seqs[q].n_tokens = 1;
-        }
-        s = strata_runner_step(run, seqs, S, err);
-    }
-    *tok_s = (double)S * gen / (cli_now() - t0);
+    double seconds = 0;
+    if (s == STRATA_OK)
+        s = decode_steps(run, seqs, S, gen, vocab, &seconds, err);
+    *tok_s = (double)S * gen / seconds;
     for (int q = 0; caches && q < S; q++)
         strata_cache_free(caches[q]);
     free(caches);
     free(seqs);
     free(ids);
-    free(next);
     free(logits);
     return s;
 }
@@ -464,15 +497,8 @@ static strata_status run_single(strata_model *model, strata_runner *run, const i
     double t0 = cli_now();
     strata_status s = strata_runner_step(run, &seq, 1, err);
     *t_prefill = cli_now() - t0;
-    int32_t next;
-    t0 = cli_now();
-    for (int i = 0; s == STRATA_OK && i < o->gen; i++) {
-        next = cli_argmax(logits, vocab);
-        seq.tokens = &next;
-        seq.n_tokens = 1;
-        s = strata_runner_step(run, &seq, 1, err);
-    }
-    *t_decode = cli_now() - t0;
+    if (s == STRATA_OK)
+        s = decode_steps(run, &seq, 1, o->gen, vocab, t_decode, err);
     strata_cache_free(cache);
     return s;
 }
