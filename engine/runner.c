@@ -443,6 +443,38 @@ strata_status strata_runner_sample(strata_runner *r, strata_sampler *const *samp
     return STRATA_OK;
 }
 
+typedef struct score_job {
+    const float *logits;        /* (n, vocab) */
+    const int32_t *ids;         /* (n) */
+    int vocab, top;
+    strata_sample *out;         /* (n) */
+} score_job;
+
+static void score_rows(void *arg, int lo, int hi)
+{
+    const score_job *J = arg;
+    for (int i = lo; i < hi; i++)
+        strata_logits_score(J->logits + (size_t)i * (size_t)J->vocab, J->vocab, J->ids[i], J->top, &J->out[i], NULL);
+}
+
+strata_status strata_runner_score(strata_runner *r, const float *logits, const int32_t *ids, int n, int top,
+                                  strata_sample *out, strata_error *err)
+{
+    if (!r || n < 0 || (n > 0 && (!logits || !ids || !out)))
+        return strata_fail(err, STRATA_E_INVALID, "runner_score: missing argument");
+    int vocab = r->model->cfg.info.vocab_size;
+    if (top < 0 || top > STRATA_MAX_TOP_LOGPROBS)
+        return strata_fail(err, STRATA_E_INVALID, "runner_score: top must be 0..%d, not %d", STRATA_MAX_TOP_LOGPROBS,
+                           top);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= vocab)
+            return strata_fail(err, STRATA_E_INVALID, "runner_score: row %d's token %d is outside the vocabulary of %d",
+                               i, ids[i], vocab);
+    score_job J = {logits, ids, vocab, top, out};
+    exec_for(&r->ex, n, (double)n * vocab * 4, score_rows, &J);
+    return STRATA_OK;
+}
+
 strata_status strata_runner_step(strata_runner *run, strata_seq *seqs, int n, strata_error *err)
 {
     if (!run)

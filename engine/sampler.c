@@ -183,11 +183,6 @@ static double log_sum_exp(const vocab_kernels *vk, const float *v, int n, float 
     return mx + log(vk->sum_exp(v, n, mx, 1.0f, NULL, NULL));
 }
 
-float strata_logprob_of(const float *logits, int vocab, int32_t id)
-{
-    const vocab_kernels *vk = kernel_select()->vocab;
-    return (float)((double)logits[id] - log_sum_exp(vk, logits, vocab, vk->max(logits, vocab)));
-}
 
 static int penalized(const strata_sampling *p)
 {
@@ -394,11 +389,11 @@ static int32_t draw(strata_sampler *s, const float *logits)
     return id >= 0 ? id : argmax_of(s->vk, e, s->vocab);
 }
 
-/* The top alternatives by raw log probability: the best logits (ties by id). */
-static void fill_top(strata_sampler *s, const float *logits, double lse, strata_sample *out)
+/* The k top alternatives by raw log probability: the best logits (ties by id). */
+static void fill_top(const vocab_kernels *vk, const float *logits, int vocab, int k, double lse, strata_sample *out)
 {
     scored best[STRATA_MAX_TOP_LOGPROBS];
-    out->n_top = best_k(s->vk, logits, s->vocab, s->p.top_logprobs, best);
+    out->n_top = best_k(vk, logits, vocab, k, best);
     for (int i = 0; i < out->n_top; i++)
         out->top[i] = (strata_token_logprob){.id = best[i].id, .logprob = (float)((double)best[i].logit - lse)};
 }
@@ -421,6 +416,24 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
                                                        ? logits[out->token] : s->vk->max(logits, s->vocab));
     out->logprob = (float)((double)logits[out->token] - lse);
     if (s->p.top_logprobs > 0)
-        fill_top(s, logits, lse, out);
+        fill_top(s->vk, logits, s->vocab, s->p.top_logprobs, lse, out);
+    return STRATA_OK;
+}
+
+strata_status strata_logits_score(const float *logits, int vocab, int32_t id, int top, strata_sample *out,
+                                  strata_error *err)
+{
+    if (!logits || !out || vocab <= 0)
+        return strata_fail(err, STRATA_E_INVALID, "logits_score: missing argument");
+    if (id < 0 || id >= vocab)
+        return strata_fail(err, STRATA_E_INVALID, "logits_score: token %d is outside the vocabulary of %d", id, vocab);
+    if (top < 0 || top > STRATA_MAX_TOP_LOGPROBS)
+        return strata_fail(err, STRATA_E_INVALID, "logits_score: top must be 0..%d, not %d", STRATA_MAX_TOP_LOGPROBS,
+                           top);
+    const vocab_kernels *vk = kernel_select()->vocab;
+    double lse = log_sum_exp(vk, logits, vocab, vk->max(logits, vocab));
+    out->token = id;
+    out->logprob = (float)((double)logits[id] - lse);
+    fill_top(vk, logits, vocab, top, lse, out);
     return STRATA_OK;
 }

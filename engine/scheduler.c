@@ -9,6 +9,7 @@
  * the stats; the run loop reads flags and changes list links only under the mutex.
  * A request is freed only by the run loop, after on_done.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,6 +61,8 @@ struct strata_scheduler {
     strata_sampler **row_sampler; /* the decode rows' samplers, logits and samples */
     const float **row_logits;
     strata_sample *row_sample;
+    strata_sample *scores;      /* (scores_cap) a prefill chunk's prompt tokens scored */
+    int scores_cap;
     float *logits;
     size_t logits_cap;
     int seq_cap;
@@ -136,6 +139,7 @@ void strata_scheduler_free(strata_scheduler *s)
     free(s->row_sampler);
     free(s->row_logits);
     free(s->row_sample);
+    free(s->scores);
     free(s->logits);
     free(s);
 }
@@ -515,17 +519,32 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
     return n;
 }
 
-static void report_prompt_logprobs(request *q, const strata_seq *seq)
+/* The prompt tokens a prefill chunk's logit rows predict (row t: prompt[first + t + 1])
+ * scored on the runner's threads, with the request's top_logprobs alternatives, then
+ * reported in order. Where the buffer cannot grow, a row at a time. */
+static void report_prompt_logprobs(strata_scheduler *s, request *q, const strata_seq *seq)
 {
     if (!q->r.on_prompt_token)
         return;
-    const strata_model_info *m = &seq->cache->model->cfg.info;
-    int first = q->prefilled; /* row t predicts prompt[first + t + 1] */
-    for (int t = 0; t < seq->n_tokens && first + t + 1 < q->r.n_prompt; t++) {
-        const float *l = seq->logits + (size_t)t * (size_t)m->vocab_size;
-        strata_sample smp = {.token = q->prompt[first + t + 1]};
-        smp.logprob = strata_logprob_of(l, m->vocab_size, smp.token);
-        q->r.on_prompt_token(q->r.user, first + t + 1, &smp);
+    size_t V = (size_t)s->model->cfg.info.vocab_size;
+    int first = q->prefilled, rows = q->r.n_prompt - first - 1;
+    rows = rows < seq->n_tokens ? rows : seq->n_tokens;
+    if (rows > s->scores_cap) {
+        strata_sample *grown = realloc(s->scores, sizeof *grown * (size_t)rows);
+        if (grown) {
+            s->scores = grown;
+            s->scores_cap = rows;
+        }
+    }
+    int part = s->scores_cap < rows ? 1 : rows, top = q->r.sampling.top_logprobs;
+    strata_sample one, *out = part == 1 ? &one : s->scores;
+    for (int t0 = 0; t0 < rows; t0 += part) {
+        const int32_t *ids = q->prompt + first + 1 + t0;
+        if (strata_runner_score(s->runner, seq->logits + (size_t)t0 * V, ids, part, top, out, NULL) != STRATA_OK)
+            for (int t = 0; t < part; t++)
+                out[t] = (strata_sample){.token = ids[t], .logprob = NAN};
+        for (int t = 0; t < part; t++)
+            q->r.on_prompt_token(q->r.user, first + 1 + t0 + t, &out[t]);
     }
 }
 
@@ -553,7 +572,7 @@ static void consume_step(strata_scheduler *s, int n)
             continue;
         }
         if (q->r.prompt_logprobs)
-            report_prompt_logprobs(q, seq);
+            report_prompt_logprobs(s, q, seq);
         int due = next_checkpoint(q);
         q->prefilled += seq->n_tokens;
         s->stats.prompt_tokens += (uint64_t)seq->n_tokens;

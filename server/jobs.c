@@ -63,7 +63,8 @@ typedef struct choice_result {  /* loop thread only */
     strata_finish finish;
     lp_fragments lp;
     strbuf lp_content;          /* chat logprobs entries */
-    int role_sent;
+    int role_sent;              /* chat stream: the role chunk went out */
+    int echo_sent;              /* completions stream with echo: the prompt chunk went out */
 } choice_result;
 
 struct gen_job {
@@ -376,20 +377,8 @@ static void completion_logprobs_json(strbuf *b, const gen_job *job, const lp_fra
     join2(b, prompt ? &prompt->values : NULL, &f->values);
     sb_puts(b, "],\"top_logprobs\":[");
     join2(b, prompt ? &prompt->top : NULL, &f->top);
-    sb_puts(b, "],\"text_offset\":[");
-    if (prompt) {
-        /* generated offsets continue after the echoed prompt */
-        sb_append(b, prompt->offsets.data, prompt->offsets.len);
-        const char *o = f->offsets.data ? f->offsets.data : "";
-        for (int first = 1; *o; first = 0) {
-            char *end;
-            unsigned long v = strtoul(o, &end, 10);
-            sb_printf(b, "%s%lu", (prompt->offsets.len || !first) ? "," : "", v + prompt->offset);
-            o = *end ? end + 1 : end;
-        }
-    } else {
-        sb_append(b, f->offsets.data, f->offsets.len);
-    }
+    sb_puts(b, "],\"text_offset\":["); /* a choice's offsets start after its echo (job_new) */
+    join2(b, prompt ? &prompt->offsets : NULL, &f->offsets);
     sb_puts(b, "]}");
 }
 
@@ -409,11 +398,31 @@ static void echo_text(const gen_job *job, int prompt, strbuf *b)
     free(t);
 }
 
+/* Completions streamed with echo: the choice's first chunk is its prompt as given,
+ * with the prompt's logprobs entries when asked (the prompt is scored by then). */
+static void stream_echo_chunk(gen_job *job, int c)
+{
+    strbuf *b = &job->out, text = {0};
+    int prompt = c / job->p.n;
+    static const lp_fragments none;
+    echo_text(job, prompt, &text);
+    chunk_head(b, job);
+    sb_printf(b, "{\"index\":%d,\"text\":", c);
+    sb_json_string(b, text.data ? text.data : "", text.len);
+    sb_puts(b, ",\"logprobs\":");
+    completion_logprobs_json(b, job, &none, &job->prompt_lp[prompt]);
+    sb_puts(b, ",\"finish_reason\":null}]}\n\n");
+    sb_free(&text);
+    job->cr[c].echo_sent = 1;
+}
+
 static void stream_text_chunk(gen_job *job, int c, const char *text, size_t len, const strata_sample *smp,
                               const char *finish)
 {
     strbuf *b = &job->out;
     choice_result *cr = &job->cr[c];
+    if (job->p.echo && !job->p.chat && !cr->echo_sent)
+        stream_echo_chunk(job, c);
     if (job->p.chat && !cr->role_sent) {
         chunk_head(b, job);
         sb_printf(b, "{\"index\":%d,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
@@ -614,15 +623,28 @@ static void all_done(gen_job *job)
     job->complete = 1;
 }
 
-/* echo + logprobs: prompt position pos (>= 1) has logprob lp; position 0 has none. */
-static void prompt_logprob(gen_job *job, int prompt, int pos, float lp)
+/* The bytes prompt token id stands for in the echoed text of a prompt given as text:
+ * none for a special token the tokenizer added (BOS), which that text lacks. */
+static size_t echoed_len(const gen_job *job, int prompt, int32_t id)
+{
+    char *t = NULL;
+    size_t n = 0;
+    if (!job->p.prompt_text[prompt] || !job->srv->tok ||
+        strata_tokenizer_decode(job->srv->tok, &id, 1, 1, &t, &n, NULL) != STRATA_OK)
+        n = TOKEN_OWN_TEXT;
+    free(t);
+    return n;
+}
+
+/* echo + logprobs: prompt position pos (>= 1) scored (its logprob and the top
+ * alternatives there); position 0 has none. */
+static void prompt_logprob(gen_job *job, int prompt, int pos, const strata_sample *smp)
 {
     lp_fragments *f = &job->prompt_lp[prompt];
     const int32_t *ids = job->p.prompts[prompt];
     if (pos == 1)
-        lp_add(job, f, ids[0], NAN, NULL, TOKEN_OWN_TEXT);
-    strata_sample one = {.n_top = 1, .top = {{.id = ids[pos], .logprob = lp}}};
-    lp_add(job, f, ids[pos], lp, &one, TOKEN_OWN_TEXT);
+        lp_add(job, f, ids[0], NAN, NULL, echoed_len(job, prompt, ids[0]));
+    lp_add(job, f, ids[pos], smp->logprob, smp, echoed_len(job, prompt, ids[pos]));
 }
 
 static void apply(gen_job *job, event *e)
@@ -655,7 +677,7 @@ static void apply(gen_job *job, event *e)
         }
         break;
     case EV_PROMPT_LOGPROB:
-        prompt_logprob(job, e->choice, e->pos, e->sample.logprob);
+        prompt_logprob(job, e->choice, e->pos, &e->sample);
         break;
     case EV_CHECKPOINT:
         if (!job->session) {

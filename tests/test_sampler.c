@@ -395,3 +395,85 @@ Test(sampler, top_logprobs_are_the_best_of_a_full_sort)
     free(ids);
     free(l);
 }
+
+/* A given token scored: its log softmax, and the best alternatives of a full sort
+ * (ties by id) with theirs; ids and counts out of range are refused. */
+Test(sampler, scoring_a_token_gives_its_log_softmax_and_the_best_alternatives)
+{
+    enum { V = 5003 };
+    float *l = malloc(sizeof(float) * V);
+    int *ids = malloc(sizeof(int) * V);
+    srand(9);
+    for (int v = 0; v < V; v++)
+        l[v] = (float)(rand() % 400) * 0.01f - 2.0f, ids[v] = v;    /* many ties */
+    sort_keys = l;
+    qsort(ids, V, sizeof *ids, by_key_desc);
+    double z = 0;
+    for (int v = 0; v < V; v++)
+        z += exp((double)l[v] - l[ids[0]]);
+    strata_error err;
+    strata_sample out;
+    int32_t scored[] = {ids[0], ids[V / 2], ids[V - 1], 0, V - 1};
+    int tops[] = {0, 1, 5, STRATA_MAX_TOP_LOGPROBS};
+    for (size_t c = 0; c < sizeof scored / sizeof *scored; c++)
+        for (size_t t = 0; t < sizeof tops / sizeof *tops; t++) {
+            cr_assert_eq(strata_logits_score(l, V, scored[c], tops[t], &out, &err), STRATA_OK, "%s", err.message);
+            cr_assert_eq(out.token, scored[c]);
+            double want = (double)l[scored[c]] - l[ids[0]] - log(z);
+            cr_assert(fabs(out.logprob - want) < 1e-5, "token %d: %g, expected %g", scored[c], out.logprob, want);
+            cr_assert_eq(out.n_top, tops[t]);
+            for (int i = 0; i < out.n_top; i++) {
+                cr_assert_eq(out.top[i].id, ids[i], "alternative %d: id %d, expected %d", i, out.top[i].id, ids[i]);
+                double lp = (double)l[ids[i]] - l[ids[0]] - log(z);
+                cr_assert(fabs(out.top[i].logprob - lp) < 1e-5);
+            }
+        }
+    cr_assert_eq(strata_logits_score(l, V, V, 1, &out, &err), STRATA_E_INVALID);
+    cr_assert(strstr(err.message, "outside the vocabulary"), "%s", err.message);
+    cr_assert_eq(strata_logits_score(l, V, -1, 1, &out, &err), STRATA_E_INVALID);
+    cr_assert_eq(strata_logits_score(l, V, 3, STRATA_MAX_TOP_LOGPROBS + 1, &out, &err), STRATA_E_INVALID);
+    cr_assert_eq(strata_logits_score(NULL, V, 3, 1, &out, &err), STRATA_E_INVALID);
+    free(ids);
+    free(l);
+}
+
+/* strata_runner_score over many rows on two threads gives each row exactly what
+ * strata_logits_score gives it alone; one id out of range refuses the call before
+ * any row is scored. */
+Test(sampler, runner_score_equals_one_by_one)
+{
+    enum { ROWS = 12 };
+    strata_error err;
+    strata_model *m;
+    strata_runner *r;
+    cr_assert_eq(strata_model_load(shared_path("models/strata-demo"), &m, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_runner_new(m, &r, &err), STRATA_OK);
+    cr_assert_eq(strata_runner_set_threads(r, 2, &err), STRATA_OK);
+    int V = strata_model_get_info(m)->vocab_size;
+    float *l = malloc(sizeof(float) * (size_t)ROWS * (size_t)V);
+    int32_t ids[ROWS];
+    strata_sample got[ROWS], want;
+    srand(22);
+    for (size_t k = 0; k < (size_t)ROWS * (size_t)V; k++)
+        l[k] = (float)rand() / (float)RAND_MAX * 6.0f;
+    for (int i = 0; i < ROWS; i++)
+        ids[i] = rand() % V;
+    cr_assert_eq(strata_runner_score(r, l, ids, ROWS, 4, got, &err), STRATA_OK, "%s", err.message);
+    for (int i = 0; i < ROWS; i++) {
+        cr_assert_eq(strata_logits_score(l + (size_t)i * (size_t)V, V, ids[i], 4, &want, &err), STRATA_OK);
+        cr_assert_eq(got[i].token, ids[i]);
+        cr_assert_eq(got[i].logprob, want.logprob, "row %d", i);
+        cr_assert_eq(got[i].n_top, 4);
+        for (int t = 0; t < 4; t++)
+            cr_assert(got[i].top[t].id == want.top[t].id && got[i].top[t].logprob == want.top[t].logprob);
+    }
+    memset(got, 0xff, sizeof got);
+    ids[5] = V;
+    cr_assert_eq(strata_runner_score(r, l, ids, ROWS, 4, got, &err), STRATA_E_INVALID);
+    cr_assert(strstr(err.message, "row 5"), "%s", err.message);
+    cr_assert_eq(got[0].token, -1, "no row is scored");
+    cr_assert_eq(strata_runner_score(r, l, ids, 0, 4, NULL, &err), STRATA_OK);
+    free(l);
+    strata_runner_free(r);
+    strata_model_free(m);
+}

@@ -441,6 +441,97 @@ Test(server, many_prompts_echo_and_prompt_logprobs)
     json_decref(j);
 }
 
+static json_t *logprobs_of(json_t *resp, int choice)
+{
+    return json_object_get(json_array_get(json_object_get(resp, "choices"), (size_t)choice), "logprobs");
+}
+
+/* Echo scores each prompt token on the logits generation would draw from there:
+ * its top alternatives are those a one-token completion of the prompt's prefix
+ * reports, key for key and value for value. */
+Test(server, echo_reports_the_prompts_top_alternatives_as_generation_would)
+{
+    json_t *echo = call("POST", "/v1/completions",
+                        "{\"prompt\":[1,1165,276,2102],\"max_tokens\":0,\"echo\":true,\"logprobs\":3}", 200);
+    json_t *lp = logprobs_of(echo, 0), *tops = json_object_get(lp, "top_logprobs");
+    json_t *vals = json_object_get(lp, "token_logprobs");
+    cr_assert_eq(json_array_size(tops), 4);
+    cr_assert(json_is_null(json_array_get(tops, 0)));
+    const char *prefixes[] = {"[1]", "[1,1165]", "[1,1165,276]"};
+    for (int pos = 1; pos <= 3; pos++) {
+        char body[256];
+        snprintf(body, sizeof body, "{\"prompt\":%s,\"max_tokens\":1,\"temperature\":0,\"logprobs\":3}", prefixes[pos - 1]);
+        json_t *gen = call("POST", "/v1/completions", body, 200);
+        json_t *want = json_array_get(json_object_get(logprobs_of(gen, 0), "top_logprobs"), 0);
+        json_t *got = json_array_get(tops, (size_t)pos);
+        cr_assert_eq(json_object_size(got), 3, "position %d", pos);
+        cr_assert(json_equal(got, want), "position %d: echo %s, generation %s", pos, json_dumps(got, 0),
+                  json_dumps(want, 0));
+        double token_lp = json_real_value(json_array_get(vals, (size_t)pos)), best = -1e30;
+        const char *key;
+        json_t *v;
+        json_object_foreach(got, key, v) best = json_real_value(v) > best ? json_real_value(v) : best;
+        cr_assert_leq(token_lp, best + 1e-6, "position %d: the prompt token is not likelier than the best", pos);
+        json_decref(gen);
+    }
+    json_decref(echo);
+}
+
+/* text_offset indexes the returned text: a text prompt's added <s> stands for no
+ * bytes of it, and the generated tokens follow the echoed prompt. */
+Test(server, echo_text_offsets_index_the_returned_text)
+{
+    json_t *j = call("POST", "/v1/completions",
+                     "{\"prompt\":\"The cat sat\",\"max_tokens\":3,\"temperature\":0,\"echo\":true,\"logprobs\":0}", 200);
+    const char *text = text_of(j, 0);
+    json_t *lp = logprobs_of(j, 0), *toks = json_object_get(lp, "tokens"), *offs = json_object_get(lp, "text_offset");
+    cr_assert_eq(json_array_size(toks), json_array_size(offs));
+    cr_assert_str_eq(json_string_value(json_array_get(toks, 0)), "<s>");
+    cr_assert_eq(json_integer_value(json_array_get(offs, 0)), 0);
+    for (size_t i = 1; i < json_array_size(toks); i++) {
+        const char *tok = json_string_value(json_array_get(toks, i));
+        size_t at = (size_t)json_integer_value(json_array_get(offs, i));
+        cr_assert_leq(at + strlen(tok), strlen(text), "token %zu", i);
+        cr_assert_eq(strncmp(text + at, tok, strlen(tok)), 0, "token %zu '%s' at %zu of '%s'", i, tok, at, text);
+    }
+    cr_assert_eq(json_integer_value(json_array_get(offs, json_array_size(offs) - 3)), strlen("The cat sat"));
+    json_decref(j);
+}
+
+/* Streamed with echo, a choice opens with its prompt (and the prompt's logprobs),
+ * and the chunks reassemble to the text and entries of the same request unstreamed. */
+Test(server, streamed_echo_opens_with_the_prompt)
+{
+    const char *plain = "{\"prompt\":\"The cat sat\",\"max_tokens\":4,\"temperature\":0,\"echo\":true,\"logprobs\":2}";
+    json_t *j = call("POST", "/v1/completions", plain, 200);
+    json_t *want = json_object_get(logprobs_of(j, 0), "tokens");
+    http_response r;
+    const char *body = "{\"prompt\":\"The cat sat\",\"max_tokens\":4,\"temperature\":0,\"echo\":true,\"logprobs\":2,"
+                       "\"stream\":true}";
+    cr_assert_eq(http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r), 0);
+    cr_assert_eq(r.status, 200);
+    char text[1024] = "";
+    json_t *tokens = json_array();
+    int chunks = 0;
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        if (strncmp(line, "data: ", 6) || !strcmp(line, "data: [DONE]"))
+            continue;
+        json_t *c = json_loads(line + 6, 0, NULL), *choice = json_array_get(json_object_get(c, "choices"), 0);
+        if (chunks++ == 0)
+            cr_assert_str_eq(json_string_value(json_object_get(choice, "text")), "The cat sat");
+        strcat(text, json_string_value(json_object_get(choice, "text")));
+        json_t *lp = json_object_get(choice, "logprobs");
+        if (json_is_object(lp))
+            json_array_extend(tokens, json_object_get(lp, "tokens"));
+        json_decref(c);
+    }
+    cr_assert_str_eq(text, text_of(j, 0));
+    cr_assert(json_equal(tokens, want), "streamed %s, unstreamed %s", json_dumps(tokens, 0), json_dumps(want, 0));
+    json_decref(tokens);
+    http_response_free(&r);
+    json_decref(j);
+}
+
 Test(api_keys, keys_guard_everything_but_health, .timeout = 60)
 {
     char *dir = make_temp_dir(), path[4200];

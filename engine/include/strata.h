@@ -445,8 +445,16 @@ strata_status strata_sampler_sample(strata_sampler *s, const float *logits, stra
  * strata_sampler_sample would give it. The samplers must be distinct. */
 strata_status strata_runner_sample(strata_runner *runner, strata_sampler *const *samplers,
                                    const float *const *logits, strata_sample *out, int n, strata_error *err);
-/* log softmax of logits at id (for echoing prompt logprobs). */
-float strata_logprob_of(const float *logits, int vocab, int32_t id);
+/* Score a given token: out->token = id, out->logprob the log softmax of logits
+ * (vocab) at id, and out->top its `top` (0..STRATA_MAX_TOP_LOGPROBS) most likely
+ * tokens, best first, as a sampler reports them. For echoing a prompt's logprobs. */
+strata_status strata_logits_score(const float *logits, int vocab, int32_t id, int top, strata_sample *out,
+                                  strata_error *err);
+/* The same for n rows of logits (n, vocab) and their tokens ids (n) at once on the
+ * runner's threads, out (n): row t of a prefill scores the token after it. Checks
+ * every id before scoring any. Between steps, from the thread that steps the runner. */
+strata_status strata_runner_score(strata_runner *runner, const float *logits, const int32_t *ids, int n, int top,
+                                  strata_sample *out, strata_error *err);
 
 /* ---------------------------------------------------------------- scheduler */
 
@@ -474,7 +482,8 @@ typedef struct strata_request {
     const int32_t *stop_ids;    /* end-of-sequence ids (copied); ignored with ignore_eos */
     int n_stop_ids;
     int ignore_eos;
-    int prompt_logprobs;        /* report each prompt token's logprob (echo + logprobs) */
+    int prompt_logprobs;        /* report each prompt token's logprob and its sampling.top_logprobs
+                                 * alternatives (echo + logprobs) */
     /* Continue this cache instead of a fresh one: the prompt is processed on top of
      * its state (choice 0 goes on in it, other choices in copies), and the cache is
      * left to the caller, who must not touch it until on_done. */
