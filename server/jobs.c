@@ -810,8 +810,9 @@ static strata_request request_of(gen_job *job, int i)
         int marks[2] = {p->checkpoint_at, p->checkpoint_at2};
         continue_from(&q, strata_session_cache(job->session->s), job->reused, marks, 2, sb->checkpoints);
         q.checkpoint_every = srv->cfg.checkpoint_every;
-    } else if (srv->prefix && !p->iv[i] && !p->capture) {
-        /* (a snapshot holds unsteered state: runs that steer or capture start fresh) */
+    } else if (srv->prefix && !p->iv[i] && !p->capture && !q.prompt_logprobs) {
+        /* (a snapshot holds unsteered state and no logits: runs that steer, capture or
+         * score the prompt start fresh) */
         int branch = 0;
         strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch, NULL);
         int marks[3] = {branch, p->checkpoint_at, p->checkpoint_at2};

@@ -468,6 +468,9 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
             ok = 0;
         else if (*p->session_id && (p->iv[0] || p->capture))
             ok = BAD("session", "interventions and activations on a session are not supported yet");
+        else if (*p->session_id && p->echo && p->logprobs >= 0)
+            ok = BAD("echo", "echo with logprobs scores the whole prompt, which a session has partly processed "
+                             "already; ask without session");
     }
     json_decref(body);
     if (!ok)

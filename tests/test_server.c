@@ -446,6 +446,14 @@ static json_t *logprobs_of(json_t *resp, int choice)
     return json_object_get(json_array_get(json_object_get(resp, "choices"), (size_t)choice), "logprobs");
 }
 
+/* A one-token greedy completion of prompt (token ids, JSON) with top alternatives. */
+static json_t *generate_one(const char *prompt, int top)
+{
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":%s,\"max_tokens\":1,\"temperature\":0,\"logprobs\":%d}", prompt, top);
+    return call("POST", "/v1/completions", body, 200);
+}
+
 /* Echo scores each prompt token on the logits generation would draw from there:
  * its top alternatives are those a one-token completion of the prompt's prefix
  * reports, key for key and value for value. */
@@ -459,9 +467,7 @@ Test(server, echo_reports_the_prompts_top_alternatives_as_generation_would)
     cr_assert(json_is_null(json_array_get(tops, 0)));
     const char *prefixes[] = {"[1]", "[1,1165]", "[1,1165,276]"};
     for (int pos = 1; pos <= 3; pos++) {
-        char body[256];
-        snprintf(body, sizeof body, "{\"prompt\":%s,\"max_tokens\":1,\"temperature\":0,\"logprobs\":3}", prefixes[pos - 1]);
-        json_t *gen = call("POST", "/v1/completions", body, 200);
+        json_t *gen = generate_one(prefixes[pos - 1], 3);
         json_t *want = json_array_get(json_object_get(logprobs_of(gen, 0), "top_logprobs"), 0);
         json_t *got = json_array_get(tops, (size_t)pos);
         cr_assert_eq(json_object_size(got), 3, "position %d", pos);
@@ -475,6 +481,38 @@ Test(server, echo_reports_the_prompts_top_alternatives_as_generation_would)
         json_decref(gen);
     }
     json_decref(echo);
+}
+
+/* A prompt whose prefix the prefix cache holds is still scored from its first token
+ * (a snapshot has no logits), each entry at its own position; on a session, which
+ * has processed part of the prompt already, echo with logprobs is refused. */
+Test(server, echo_with_logprobs_scores_a_cached_prefix_too)
+{
+    /* the second prompt snapshots where it leaves the first, the third finds it */
+    json_decref(call("POST", "/v1/completions", "{\"prompt\":[1,1165,276,2102,290,300],\"max_tokens\":1}", 200));
+    json_decref(call("POST", "/v1/completions", "{\"prompt\":[1,1165,276,2102,500,600],\"max_tokens\":1}", 200));
+    json_t *hit = call("POST", "/v1/completions", "{\"prompt\":[1,1165,276,2102,400,401],\"max_tokens\":1}", 200);
+    json_t *details = json_object_get(json_object_get(hit, "usage"), "prompt_tokens_details");
+    cr_assert_eq(json_integer_value(json_object_get(details, "cached_tokens")), 4, "the prefix is cached");
+    json_decref(hit);
+    json_t *echo = call("POST", "/v1/completions",
+                        "{\"prompt\":[1,1165,276,2102,700,800],\"max_tokens\":1,\"echo\":true,\"logprobs\":2}", 200);
+    json_t *tops = json_object_get(logprobs_of(echo, 0), "top_logprobs");
+    cr_assert_eq(json_array_size(tops), 6 + 1);
+    json_t *gen = generate_one("[1,1165]", 2);
+    json_t *want = json_array_get(json_object_get(logprobs_of(gen, 0), "top_logprobs"), 0);
+    cr_assert(json_equal(json_array_get(tops, 2), want), "position 2: echo %s, generation %s",
+              json_dumps(json_array_get(tops, 2), 0), json_dumps(want, 0));
+    json_decref(gen);
+    json_decref(echo);
+    json_t *sess = call("POST", "/v1/sessions", "{}", 201);
+    char body[256];
+    snprintf(body, sizeof body, "{\"prompt\":[1,1165],\"max_tokens\":1,\"echo\":true,\"logprobs\":1,\"session\":\"%s\"}",
+             json_string_value(json_object_get(sess, "id")));
+    json_t *err = call("POST", "/v1/completions", body, 400);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(err, "error"), "param")), "echo");
+    json_decref(err);
+    json_decref(sess);
 }
 
 /* text_offset indexes the returned text: a text prompt's added <s> stands for no
