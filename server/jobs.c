@@ -329,13 +329,20 @@ static void lp_add(const gen_job *job, lp_fragments *f, int32_t id, float lp, co
     sb_printf(&f->offsets, "%s%zu", sep, f->offset);
     if (!alts) {
         sb_printf(&f->top, "%snull", sep);
-    } else {
+    } else {    /* the `logprobs` most likely, and the token itself where it is not among them */
+        int listed = 0, k = 0;
         sb_printf(&f->top, "%s{", sep);
-        for (int k = 0; k < alts->n_top && k < job->p.logprobs; k++) {
+        for (; k < alts->n_top && k < job->p.logprobs; k++) {
             if (k)
                 sb_puts(&f->top, ",");
             token_text(job, alts->top[k].id, &f->top);
             sb_printf(&f->top, ":%.6g", (double)alts->top[k].logprob);
+            listed |= alts->top[k].id == id;
+        }
+        if (!listed && lp == lp) {
+            sb_puts(&f->top, k ? "," : "");
+            token_text(job, id, &f->top);
+            sb_printf(&f->top, ":%.6g", (double)lp);
         }
         sb_puts(&f->top, "}");
     }

@@ -454,6 +454,29 @@ static json_t *generate_one(const char *prompt, int top)
     return call("POST", "/v1/completions", body, 200);
 }
 
+/* An echoed prompt token's top_logprobs `got`: the alternatives of generation at
+ * that position (`want`, its chosen token the best), key for key and value for
+ * value, plus the prompt token itself where it is not among them (OpenAI's
+ * logprobs + 1). */
+static void assert_top_of_generation(json_t *got, json_t *want, const char *token, double token_lp)
+{
+    const char *key;
+    json_t *v;
+    double best = -INFINITY;
+    json_object_foreach(want, key, v) {
+        cr_assert(json_equal(json_object_get(got, key), v), "'%s': echo %s, generation %s", key, json_dumps(got, 0),
+                  json_dumps(want, 0));
+        best = json_real_value(v) > best ? json_real_value(v) : best;
+    }
+    cr_assert_leq(token_lp, best + 1e-6, "'%s' is not likelier than the best", token);
+    if (json_object_get(want, token))
+        cr_assert_eq(json_object_size(got), json_object_size(want));
+    else {
+        cr_assert_eq(json_object_size(got), json_object_size(want) + 1, "'%s' is added: %s", token, json_dumps(got, 0));
+        cr_assert_float_eq(json_real_value(json_object_get(got, token)), token_lp, 1e-9);
+    }
+}
+
 /* Echo scores each prompt token on the logits generation would draw from there:
  * its top alternatives are those a one-token completion of the prompt's prefix
  * reports, key for key and value for value. */
@@ -469,15 +492,9 @@ Test(server, echo_reports_the_prompts_top_alternatives_as_generation_would)
     for (int pos = 1; pos <= 3; pos++) {
         json_t *gen = generate_one(prefixes[pos - 1], 3);
         json_t *want = json_array_get(json_object_get(logprobs_of(gen, 0), "top_logprobs"), 0);
-        json_t *got = json_array_get(tops, (size_t)pos);
-        cr_assert_eq(json_object_size(got), 3, "position %d", pos);
-        cr_assert(json_equal(got, want), "position %d: echo %s, generation %s", pos, json_dumps(got, 0),
-                  json_dumps(want, 0));
-        double token_lp = json_real_value(json_array_get(vals, (size_t)pos)), best = -1e30;
-        const char *key;
-        json_t *v;
-        json_object_foreach(got, key, v) best = json_real_value(v) > best ? json_real_value(v) : best;
-        cr_assert_leq(token_lp, best + 1e-6, "position %d: the prompt token is not likelier than the best", pos);
+        assert_top_of_generation(json_array_get(tops, (size_t)pos), want,
+                                 json_string_value(json_array_get(json_object_get(lp, "tokens"), (size_t)pos)),
+                                 json_real_value(json_array_get(vals, (size_t)pos)));
         json_decref(gen);
     }
     json_decref(echo);
@@ -497,12 +514,12 @@ Test(server, echo_with_logprobs_scores_a_cached_prefix_too)
     json_decref(hit);
     json_t *echo = call("POST", "/v1/completions",
                         "{\"prompt\":[1,1165,276,2102,700,800],\"max_tokens\":1,\"echo\":true,\"logprobs\":2}", 200);
-    json_t *tops = json_object_get(logprobs_of(echo, 0), "top_logprobs");
+    json_t *lp = logprobs_of(echo, 0), *tops = json_object_get(lp, "top_logprobs");
     cr_assert_eq(json_array_size(tops), 6 + 1);
     json_t *gen = generate_one("[1,1165]", 2);
-    json_t *want = json_array_get(json_object_get(logprobs_of(gen, 0), "top_logprobs"), 0);
-    cr_assert(json_equal(json_array_get(tops, 2), want), "position 2: echo %s, generation %s",
-              json_dumps(json_array_get(tops, 2), 0), json_dumps(want, 0));
+    assert_top_of_generation(json_array_get(tops, 2), json_array_get(json_object_get(logprobs_of(gen, 0), "top_logprobs"), 0),
+                             json_string_value(json_array_get(json_object_get(lp, "tokens"), 2)),
+                             json_real_value(json_array_get(json_object_get(lp, "token_logprobs"), 2)));
     json_decref(gen);
     json_decref(echo);
     json_t *sess = call("POST", "/v1/sessions", "{}", 201);
@@ -513,6 +530,27 @@ Test(server, echo_with_logprobs_scores_a_cached_prefix_too)
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(err, "error"), "param")), "echo");
     json_decref(err);
     json_decref(sess);
+}
+
+/* Sampled tokens, however unlikely, are always among their top_logprobs (OpenAI's
+ * "up to logprobs + 1 elements"), with the same logprob. */
+Test(server, a_sampled_token_is_always_among_its_top_logprobs)
+{
+    json_t *j = call("POST", "/v1/completions",
+                     "{\"prompt\":\"And\",\"max_tokens\":24,\"temperature\":2,\"seed\":5,\"logprobs\":1}", 200);
+    json_t *lp = logprobs_of(j, 0), *toks = json_object_get(lp, "tokens"), *tops = json_object_get(lp, "top_logprobs");
+    int outside = 0;
+    for (size_t i = 0; i < json_array_size(toks); i++) {
+        json_t *top = json_array_get(tops, i);
+        const char *tok = json_string_value(json_array_get(toks, i));
+        double v = json_real_value(json_array_get(json_object_get(lp, "token_logprobs"), i));
+        cr_assert(json_object_get(top, tok), "token %zu '%s' in %s", i, tok, json_dumps(top, 0));
+        cr_assert_float_eq(json_real_value(json_object_get(top, tok)), v, 1e-9);
+        cr_assert_leq(json_object_size(top), 2);
+        outside += json_object_size(top) == 2;
+    }
+    cr_assert_gt(outside, 0, "at temperature 2 some draws are not the most likely token");
+    json_decref(j);
 }
 
 /* text_offset indexes the returned text: a text prompt's added <s> stands for no
