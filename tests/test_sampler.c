@@ -359,6 +359,21 @@ Test(sampler, non_finite_logits_give_a_valid_token)
     }
 }
 
+/* V logits of 400 values (many ties) from seed, + shift; ids sorted by them, best
+ * first (ties by id). Returns Σ exp(l - max). */
+static double tied_logits_sorted(float *l, int *ids, int V, unsigned seed, float shift)
+{
+    srand(seed);
+    for (int v = 0; v < V; v++)
+        l[v] = (float)(rand() % 400) * 0.01f + shift, ids[v] = v;
+    sort_keys = l;
+    qsort(ids, (size_t)V, sizeof *ids, by_key_desc);
+    double z = 0;
+    for (int v = 0; v < V; v++)
+        z += exp((double)l[v] - l[ids[0]]);
+    return z;
+}
+
 /* The alternatives are the top_logprobs best logits of a full sort (ties by id),
  * best first, with their log softmax. */
 Test(sampler, top_logprobs_are_the_best_of_a_full_sort)
@@ -366,14 +381,7 @@ Test(sampler, top_logprobs_are_the_best_of_a_full_sort)
     enum { V = 5003 };
     float *l = malloc(sizeof(float) * V);
     int *ids = malloc(sizeof(int) * V);
-    srand(8);
-    for (int v = 0; v < V; v++)
-        l[v] = (float)(rand() % 400) * 0.01f, ids[v] = v;    /* many ties */
-    sort_keys = l;
-    qsort(ids, V, sizeof *ids, by_key_desc);
-    double z = 0;
-    for (int v = 0; v < V; v++)
-        z += exp((double)l[v] - l[ids[0]]);
+    double z = tied_logits_sorted(l, ids, V, 8, 0.0f);
     for (int k = 1; k <= STRATA_MAX_TOP_LOGPROBS; k += 19) {
         strata_sampling p;
         strata_sampling_default(&p);
@@ -403,14 +411,7 @@ Test(sampler, scoring_a_token_gives_its_log_softmax_and_the_best_alternatives)
     enum { V = 5003 };
     float *l = malloc(sizeof(float) * V);
     int *ids = malloc(sizeof(int) * V);
-    srand(9);
-    for (int v = 0; v < V; v++)
-        l[v] = (float)(rand() % 400) * 0.01f - 2.0f, ids[v] = v;    /* many ties */
-    sort_keys = l;
-    qsort(ids, V, sizeof *ids, by_key_desc);
-    double z = 0;
-    for (int v = 0; v < V; v++)
-        z += exp((double)l[v] - l[ids[0]]);
+    double z = tied_logits_sorted(l, ids, V, 9, -2.0f);
     strata_error err;
     strata_sample out;
     int32_t scored[] = {ids[0], ids[V / 2], ids[V - 1], 0, V - 1};
