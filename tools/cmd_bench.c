@@ -4,8 +4,9 @@
  *
  *   engine:  prefill tok/s (one step of --prompt-tokens), time to first token,
  *            single-stream decode tok/s, aggregate decode tok/s with S sessions
- *            (one strata_runner_step of S one-token sequences per step): each the
- *            best of --repeat 3 interleaved rounds; peak RSS
+ *            (one strata_runner_step of S one-token sequences per step, the next
+ *            tokens picked greedily by strata_runner_sample as the server does):
+ *            each the best of --repeat 3 interleaved rounds; peak RSS
  *   machine: memory bandwidth (STREAM-style triad on the engine's thread count, and
  *            a read-only pass, which is what decode does),
  *            GEMM rate of our own matmul (BF16 weights) and of OpenBLAS sgemm
