@@ -4,7 +4,7 @@
 FROM debian:12-slim AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential pkg-config libjansson-dev libopenblas-dev libpcre2-dev libutf8proc-dev \
-        libmicrohttpd-dev libuv1-dev libcriterion-dev python3-numpy \
+        libmicrohttpd-dev libuv1-dev libcriterion-dev zlib1g-dev python3-numpy \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -12,7 +12,7 @@ RUN make -j2 all
 
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends \
-        libjansson4 libopenblas0-pthread libpcre2-8-0 libutf8proc2 libmicrohttpd12 libuv1 curl \
+        libjansson4 libopenblas0-pthread libpcre2-8-0 libutf8proc2 libmicrohttpd12 libuv1 zlib1g curl \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home /var/lib/strata --create-home strata
 COPY --from=build /src/build/strata-server /src/build/strata /usr/local/bin/

@@ -4,7 +4,7 @@
 BUILD   ?= build
 SHARED  ?= $(abspath ../shared)
 CC      ?= cc
-PKGS    := jansson libpcre2-8 libutf8proc openblas
+PKGS    := jansson libpcre2-8 libutf8proc openblas zlib
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
