@@ -582,7 +582,8 @@ static void remember_token(gen_job *job, int32_t token)
 }
 
 /* The request on a session is over: record what its cache consumed, keep the
- * checkpoints taken during prefill and one at the end, release and persist it. */
+ * checkpoints taken during prefill and one at the end (the session stays busy until
+ * it is saved). */
 static void session_finish(gen_job *job)
 {
     session_entry *e = job->session;
@@ -595,21 +596,48 @@ static void session_finish(gen_job *job)
         strata_session_adopt_checkpoint(s, job->snapshots[i], 1, &err);
     job->n_snapshots = 0;
     strata_session_checkpoint(s, 1, &err);
-    e->busy = 0;
     e->last_used = (double)time(NULL);
     e->last_reprocessed = job->reprocessed + job->p.replayed;
-    sessions_persist(job->srv, e);
-    job->session = NULL;
 }
 
+static void respond(gen_job *job, const session_entry *se);
+
+/* The session is saved: release it, then answer. */
+static void session_saved(void *arg)
+{
+    gen_job *job = arg;
+    session_entry *se = job->session;
+    se->busy = 0;
+    job->session = NULL;
+    respond(job, se);
+    wake_client(job);
+    unref(job);
+}
+
+/* Every choice is done: answer, once the session (if any) is saved in the background
+ * (session_saved): the answer still means the session is on disk, and the loop
+ * thread serves the other clients meanwhile. */
 static void all_done(gen_job *job)
 {
     for (int i = 0; i < job->p.n_prompts; i++)
         if (!job->subs[i].done)
             return;
     session_entry *se = job->session;
-    if (se)
+    if (se) {
         session_finish(job);
+        job->refs++;
+        if (sessions_persist_async(job->srv, se, session_saved, job))
+            return;
+        job->refs--;
+        se->busy = 0;
+        job->session = NULL;
+    }
+    respond(job, se);
+}
+
+/* The response's last bytes. */
+static void respond(gen_job *job, const session_entry *se)
+{
     if (job->p.response == RESP_SESSION) {
         session_json(se, &job->out);
     } else if (job->p.stream) {

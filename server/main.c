@@ -266,6 +266,7 @@ int main(int argc, char **argv)
     pthread_join(engine, NULL);
     jobs_drain(&S); /* the engine's last events: every job gets its DONE */
     uv_run(S.loop, UV_RUN_NOWAIT);
+    sessions_flush(&S); /* and every session they leave is on disk */
     uv_loop_close(S.loop);
     sessions_free(&S);
     strata_prefix_cache_free(S.prefix);

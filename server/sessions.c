@@ -2,8 +2,10 @@
  * sessions.c — the registry of live sessions and their files in the state
  * directory: <state-dir>/<id>.safetensors, written atomically with a checksum
  * (strata_session_save) after every change, so that after a crash each session is
- * at its last persisted state or absent, never corrupt. Ids are validated before
- * they are ever joined to a path.
+ * at its last persisted state or absent, never corrupt. A generation's save runs on
+ * libuv's thread pool while its session stays busy, and its answer waits for it:
+ * an answer still means the session is on disk. Ids are validated before they are
+ * ever joined to a path.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -185,12 +187,18 @@ void sessions_remove(server *srv, session_entry *e)
     n_sessions--;
 }
 
+/* The entry's figures for listing it while evicted. */
+static void note_sizes(session_entry *e)
+{
+    e->n_tokens = strata_session_n_tokens(e->s);
+    e->state_bytes = strata_session_state_bytes(e->s);
+}
+
 int sessions_persist(server *srv, session_entry *e)
 {
     if (!e->s)
         return 0;
-    e->n_tokens = strata_session_n_tokens(e->s);
-    e->state_bytes = strata_session_state_bytes(e->s);
+    note_sizes(e);
     if (!*srv->cfg.state_dir)
         return 0;
     char path[4200];
@@ -201,6 +209,67 @@ int sessions_persist(server *srv, session_entry *e)
         return -1;
     }
     return 0;
+}
+
+/* A save on libuv's thread pool: serializing, writing and fsync-ing a session file
+ * takes milliseconds to seconds (it grows with the checkpoints), which the loop
+ * thread, serving every other client, must not spend. */
+typedef struct persist_req {
+    uv_work_t work;
+    server *srv;
+    session_entry *e;
+    char path[4200];
+    strata_status status;
+    strata_error err;
+    void (*done)(void *arg);
+    void *arg;
+} persist_req;
+
+static int persists_pending;
+
+static void persist_work(uv_work_t *w)
+{
+    persist_req *p = w->data;
+    p->status = strata_session_save(p->e->s, p->path, &p->err);
+}
+
+static void persist_after(uv_work_t *w, int status)
+{
+    persist_req *p = w->data;
+    if (status != 0 || p->status != STRATA_OK)
+        log_line(p->srv, "error", "session %s not persisted: %s", p->e->id,
+                 status != 0 ? uv_strerror(status) : p->err.message);
+    persists_pending--;
+    p->done(p->arg);
+    free(p);
+}
+
+int sessions_persist_async(server *srv, session_entry *e, void (*done)(void *arg), void *arg)
+{
+    if (!e->s)
+        return 0;
+    note_sizes(e);
+    if (!*srv->cfg.state_dir)
+        return 0;
+    persist_req *p = calloc(1, sizeof *p);
+    if (p) {
+        *p = (persist_req){.srv = srv, .e = e, .done = done, .arg = arg};
+        p->work.data = p;
+        file_path(srv, e->id, p->path, sizeof p->path);
+    }
+    if (!p || uv_queue_work(srv->loop, &p->work, persist_work, persist_after) != 0) {
+        free(p);
+        sessions_persist(srv, e);   /* no thread for it: here and now */
+        return 0;
+    }
+    persists_pending++;
+    return 1;
+}
+
+void sessions_flush(server *srv)
+{
+    while (persists_pending > 0)
+        uv_run(srv->loop, UV_RUN_ONCE);
 }
 
 void sessions_init(server *srv)

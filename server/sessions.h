@@ -38,6 +38,13 @@ session_entry *sessions_add(server *srv, strata_session *s, const char *id);
 void sessions_remove(server *srv, session_entry *e);
 /* Write the session to the state directory (no-op without one); logs failures. */
 int sessions_persist(server *srv, session_entry *e);
+/* The same on libuv's thread pool, then done(arg) on the loop thread; the session must
+ * stay untouched until then (its request keeps it busy). 0 when there was nothing to
+ * write in the background (no state directory; or no thread: written here and now):
+ * done is not called then. */
+int sessions_persist_async(server *srv, session_entry *e, void (*done)(void *arg), void *arg);
+/* Run the loop until every background save is done (shutdown). */
+void sessions_flush(server *srv);
 int sessions_count(const server *srv);
 uint64_t sessions_bytes(const server *srv);
 /* Whether a string may be a session id: [A-Za-z0-9_-], 1..64 characters. */

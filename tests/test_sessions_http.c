@@ -5,12 +5,14 @@
  * a session has one writer at a time.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -287,6 +289,57 @@ Test(sessions, one_writer_at_a_time)
     cr_assert_str_eq(on, off, "nothing was corrupted");
     free(on);
     free(off);
+    free(id);
+}
+
+/* A session's save runs beside the loop that serves every client: with the file's
+ * temporary path made a FIFO, the save blocks writing into it, and meanwhile other
+ * clients are answered and the session shows busy; once the FIFO is drained (fsync
+ * on a FIFO fails: "not persisted" is logged), the session's request gets its answer. */
+Test(sessions, a_session_being_saved_holds_up_no_other_client)
+{
+    char *id = new_session("\"In the beginning\"");
+    char fifo[4400], path[256], body[512];
+    snprintf(fifo, sizeof fifo, "%s/%s.safetensors.tmp", state_dir, id);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning God\",\"max_tokens\":2,\"session\":\"%s\"}", id);
+    int fd = http_send_only(S.port, "POST", "/v1/completions", body);
+    int rd = open(fifo, O_RDONLY);     /* returns once the save has opened it to write */
+    cr_assert_geq(rd, 0);
+    char buf[65536];
+    json_t *health = req("GET", "/health", NULL, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(health, "status")), "ok");
+    json_decref(health);
+    char *other = complete(NULL, "\"And God said\"", 3, NULL);
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    json_t *during = req("GET", path, NULL, 200);
+    cr_assert(json_is_true(json_object_get(during, "busy")), "the session is busy while it is saved");
+    json_decref(during);
+    size_t drained = 0;
+    for (ssize_t n; (n = read(rd, buf, sizeof buf)) > 0;)
+        drained += (size_t)n;
+    close(rd);
+    cr_assert_gt(drained, 100000, "the save wrote the whole session into the FIFO");
+    size_t got = 0;
+    for (ssize_t n; (n = read(fd, buf + got, sizeof buf - 1 - got)) > 0;)
+        got += (size_t)n;
+    close(fd);
+    buf[got] = '\0';
+    cr_assert(strstr(buf, "HTTP/1.1 200"), "the session's request is answered: %s", buf);
+    char log[65536];
+    ssize_t n = pread(S.log_fd, log, sizeof log - 1, 0);
+    log[n > 0 ? n : 0] = '\0';
+    cr_assert(strstr(log, "not persisted"), "the failed save is logged:\n%s", log);
+    json_t *after = req("GET", path, NULL, 200);
+    cr_assert(json_is_false(json_object_get(after, "busy")));
+    cr_assert_eq(json_integer_value(json_object_get(after, "n_tokens")), 5 + 1);
+    json_decref(after);
+    char *again = complete(id, "\"In the beginning God\"", 3, NULL), *fresh = complete(NULL, "\"In the beginning God\"", 3, NULL);
+    cr_assert_str_eq(again, fresh, "the session goes on from memory");
+    free(again);
+    free(fresh);
+    free(other);
+    unlink(fifo);
     free(id);
 }
 
