@@ -183,7 +183,6 @@ static double log_sum_exp(const vocab_kernels *vk, const float *v, int n, float 
     return mx + log(vk->sum_exp(v, n, mx, 1.0f, NULL, NULL));
 }
 
-
 static int penalized(const strata_sampling *p)
 {
     return p->n_bias || p->repetition_penalty != 1.0f || p->frequency_penalty != 0.0f || p->presence_penalty != 0.0f;
