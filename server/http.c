@@ -205,6 +205,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return route_generation_resumed(r);
     if (r->act)
         return route_activations_resumed(r);
+    if (r->save)
+        return route_sessions_resumed(r);
     if (*upload_size) {
         if ((long)(r->body.len + *upload_size) > body_limit(r))
             r->body_too_large = 1;
@@ -227,6 +229,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         route_generation_closed(r);
     if (r->act)
         route_activations_closed(r);
+    if (r->save)
+        route_sessions_closed(r);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status < 400)
         r->status = 499; /* the client went away */
     srv->m.requests_total++;

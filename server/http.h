@@ -23,6 +23,7 @@ typedef struct http_req {
     double t0;
     struct gen_job *job;        /* a generation in flight for this request */
     struct act_job *act;        /* an activations run in flight (routes_activations.c) */
+    struct pending_save *save;  /* a session route's answer waiting for its save (routes_sessions.c) */
     int suspended;
 } http_req;
 
@@ -69,6 +70,10 @@ enum MHD_Result route_detokenize(http_req *r);
 enum MHD_Result route_metrics(http_req *r);
 enum MHD_Result route_completions(http_req *r, int chat);
 enum MHD_Result route_sessions(http_req *r, const char *rest);
+/* Called again after a session route waiting for its save is resumed; the connection
+ * ended while it waited. */
+enum MHD_Result route_sessions_resumed(http_req *r);
+void route_sessions_closed(http_req *r);
 /* Called again after a suspended generation request is resumed. */
 enum MHD_Result route_generation_resumed(http_req *r);
 /* The connection ended (normally or not) while a generation was attached. */

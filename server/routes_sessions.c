@@ -3,7 +3,8 @@
  * delete, fork, checkpoint, rewind, export and import. Prefill and the replay of a
  * rewind run on the engine thread as requests on the session's cache (jobs.c);
  * everything else is bookkeeping on the loop thread, allowed only while the
- * session is not busy (single writer: 409 otherwise).
+ * session is not busy (single writer: 409 otherwise). A change is answered once
+ * the session is saved, which runs beside the loop (answer_when_saved).
  */
 #include <jansson.h>
 #include <stdlib.h>
@@ -21,6 +22,88 @@ static enum MHD_Result send_session(http_req *r, int status, const session_entry
     enum MHD_Result ret = http_send_json(r, status, &b);
     sb_free(&b);
     return ret;
+}
+
+/* A route's answer waiting for its session's save: the session object, or `body`
+ * when one was built (a checkpoint). */
+typedef struct pending_save {
+    http_req *req;              /* NULL once the client is gone */
+    session_entry *e;           /* busy until saved */
+    int status, done;
+    strbuf body;
+} pending_save;
+
+static void pending_free(pending_save *ps)
+{
+    sb_free(&ps->body);
+    free(ps);
+}
+
+static void saved(void *arg)
+{
+    pending_save *ps = arg;
+    ps->e->busy = 0;
+    ps->done = 1;
+    if (ps->req)
+        http_resume(ps->req);  /* route_sessions_resumed answers */
+    else
+        pending_free(ps);
+}
+
+static enum MHD_Result answer(http_req *r, int status, const session_entry *e, const strbuf *body)
+{
+    return body && body->len ? http_send_json(r, status, body) : send_session(r, status, e);
+}
+
+/* Save e (it stays busy meanwhile), then answer with status and body (NULL: the
+ * session object); the loop serves every other client while the file is written.
+ * Takes body. Without a state directory, the answer goes now. */
+static enum MHD_Result answer_when_saved(http_req *r, session_entry *e, int status, strbuf *body)
+{
+    pending_save *ps = calloc(1, sizeof *ps);
+    if (ps) {
+        *ps = (pending_save){.req = r, .e = e, .status = status};
+        if (body)
+            ps->body = *body, *body = (strbuf){0};
+        e->busy = 1;
+        if (sessions_persist_async(r->srv, e, saved, ps)) {
+            r->save = ps;
+            http_suspend(r);
+            return MHD_YES;
+        }
+        e->busy = 0;
+    } else {
+        sessions_persist(r->srv, e);
+    }
+    enum MHD_Result ret = answer(r, status, e, ps ? &ps->body : body);
+    if (ps)
+        pending_free(ps);
+    else if (body)
+        sb_free(body);
+    return ret;
+}
+
+enum MHD_Result route_sessions_resumed(http_req *r)
+{
+    pending_save *ps = r->save;
+    if (!ps->done) {
+        http_suspend(r);
+        return MHD_YES;
+    }
+    r->save = NULL;
+    enum MHD_Result ret = answer(r, ps->status, ps->e, &ps->body);
+    pending_free(ps);
+    return ret;
+}
+
+void route_sessions_closed(http_req *r)
+{
+    pending_save *ps = r->save;
+    r->save = NULL;
+    if (ps->done)
+        pending_free(ps);
+    else
+        ps->req = NULL;        /* saved() frees it */
 }
 
 static enum MHD_Result not_found(http_req *r, const char *id)
@@ -183,8 +266,7 @@ static enum MHD_Result create(http_req *r)
     }
     if (ids)
         return prefill(r, e, ids, n, 201, 0);
-    sessions_persist(r->srv, e);
-    return send_session(r, 201, e);
+    return answer_when_saved(r, e, 201, NULL);
 }
 
 static enum MHD_Result list(http_req *r)
@@ -210,8 +292,7 @@ static enum MHD_Result fork_session(http_req *r, session_entry *e)
         strata_session_free(f);
         return full(r);
     }
-    sessions_persist(r->srv, fe);
-    return send_session(r, 201, fe);
+    return answer_when_saved(r, fe, 201, NULL);
 }
 
 static enum MHD_Result checkpoint(http_req *r, session_entry *e)
@@ -219,7 +300,6 @@ static enum MHD_Result checkpoint(http_req *r, session_entry *e)
     strata_error err;
     if (strata_session_checkpoint(e->s, 0, &err) != STRATA_OK)
         return http_send_error(r, 500, NULL, "internal_error", "%s", err.message);
-    sessions_persist(r->srv, e);
     int pos = strata_session_n_tokens(e->s);
     uint64_t bytes = 0;
     for (int i = 0; i < strata_session_checkpoint_count(e->s); i++) {
@@ -231,9 +311,7 @@ static enum MHD_Result checkpoint(http_req *r, session_entry *e)
     strbuf b = {0};
     sb_printf(&b, "{\"id\":\"cp-%d\",\"object\":\"session.checkpoint\",\"position\":%d,\"bytes\":%llu}", pos, pos,
               (unsigned long long)bytes);
-    enum MHD_Result ret = http_send_json(r, 201, &b);
-    sb_free(&b);
-    return ret;
+    return answer_when_saved(r, e, 201, &b);
 }
 
 static enum MHD_Result rewind_session(http_req *r, session_entry *e)
@@ -256,8 +334,7 @@ static enum MHD_Result rewind_session(http_req *r, session_entry *e)
     e->last_reprocessed = n_replay;
     if (n_replay == 0) {
         free(replay);
-        sessions_persist(r->srv, e);
-        return send_session(r, 200, e);
+        return answer_when_saved(r, e, 200, NULL);
     }
     return prefill(r, e, replay, n_replay, 200, n_replay);
 }
@@ -290,8 +367,7 @@ static enum MHD_Result import_session(http_req *r)
         strata_session_free(s);
         return full(r);
     }
-    sessions_persist(r->srv, e);
-    return send_session(r, 201, e);
+    return answer_when_saved(r, e, 201, NULL);
 }
 
 /* /v1/sessions[/...]: `rest` is what follows "/v1/sessions". */

@@ -292,28 +292,27 @@ Test(sessions, one_writer_at_a_time)
     free(id);
 }
 
-/* A session's save runs beside the loop that serves every client: with the file's
- * temporary path made a FIFO, the save blocks writing into it, and meanwhile other
- * clients are answered and the session shows busy; once the FIFO is drained (fsync
- * on a FIFO fails: "not persisted" is logged), the session's request gets its answer. */
-Test(sessions, a_session_being_saved_holds_up_no_other_client)
+/* Send method path body for session id with its save blocked: the file's temporary
+ * path is a FIFO, so the save blocks writing into it. Meanwhile other clients are
+ * answered and the session shows busy; once the FIFO is drained (fsync on a FIFO
+ * fails: "not persisted" is logged), the request gets its answer, want_status. */
+static void with_save_blocked(const char *id, const char *method, const char *path, const char *body,
+                              int want_status)
 {
-    char *id = new_session("\"In the beginning\"");
-    char fifo[4400], path[256], body[512];
+    char fifo[4400], info[256], want[32], buf[65536];
     snprintf(fifo, sizeof fifo, "%s/%s.safetensors.tmp", state_dir, id);
     cr_assert_eq(mkfifo(fifo, 0600), 0);
-    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning God\",\"max_tokens\":2,\"session\":\"%s\"}", id);
-    int fd = http_send_only(S.port, "POST", "/v1/completions", body);
+    int fd = http_send_only(S.port, method, path, body);
     int rd = open(fifo, O_RDONLY);     /* returns once the save has opened it to write */
     cr_assert_geq(rd, 0);
-    char buf[65536];
     json_t *health = req("GET", "/health", NULL, 200);
     cr_assert_str_eq(json_string_value(json_object_get(health, "status")), "ok");
     json_decref(health);
-    char *other = complete(NULL, "\"And God said\"", 3, NULL);
-    snprintf(path, sizeof path, "/v1/sessions/%s", id);
-    json_t *during = req("GET", path, NULL, 200);
-    cr_assert(json_is_true(json_object_get(during, "busy")), "the session is busy while it is saved");
+    free(complete(NULL, "\"And God said\"", 3, NULL));
+    snprintf(info, sizeof info, "/v1/sessions/%s", id);
+    json_t *during = req("GET", info, NULL, 200);
+    cr_assert(json_is_true(json_object_get(during, "busy")), "%s %s: the session is busy while it is saved", method,
+              path);
     json_decref(during);
     size_t drained = 0;
     for (ssize_t n; (n = read(rd, buf, sizeof buf)) > 0;)
@@ -325,21 +324,36 @@ Test(sessions, a_session_being_saved_holds_up_no_other_client)
         got += (size_t)n;
     close(fd);
     buf[got] = '\0';
-    cr_assert(strstr(buf, "HTTP/1.1 200"), "the session's request is answered: %s", buf);
+    snprintf(want, sizeof want, "HTTP/1.1 %d", want_status);
+    cr_assert(strstr(buf, want), "%s %s is answered %d: %s", method, path, want_status, buf);
+    unlink(fifo);
+    json_t *after = req("GET", info, NULL, 200);
+    cr_assert(json_is_false(json_object_get(after, "busy")));
+    json_decref(after);
+}
+
+/* A session's save runs beside the loop that serves every client: a generation's
+ * and a checkpoint's alike. */
+Test(sessions, a_session_being_saved_holds_up_no_other_client)
+{
+    char *id = new_session("\"In the beginning\"");
+    char body[512], path[256];
+    snprintf(body, sizeof body, "{\"prompt\":\"In the beginning God\",\"max_tokens\":2,\"session\":\"%s\"}", id);
+    with_save_blocked(id, "POST", "/v1/completions", body, 200);
+    snprintf(path, sizeof path, "/v1/sessions/%s/checkpoints", id);
+    with_save_blocked(id, "POST", path, NULL, 201);
     char log[65536];
     ssize_t n = pread(S.log_fd, log, sizeof log - 1, 0);
     log[n > 0 ? n : 0] = '\0';
-    cr_assert(strstr(log, "not persisted"), "the failed save is logged:\n%s", log);
-    json_t *after = req("GET", path, NULL, 200);
-    cr_assert(json_is_false(json_object_get(after, "busy")));
-    cr_assert_eq(json_integer_value(json_object_get(after, "n_tokens")), 5 + 1);
-    json_decref(after);
+    cr_assert(strstr(log, "not persisted"), "the failed saves are logged:\n%s", log);
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    json_t *s = req("GET", path, NULL, 200);
+    cr_assert_eq(json_integer_value(json_object_get(s, "n_tokens")), 5 + 1);
+    json_decref(s);
     char *again = complete(id, "\"In the beginning God\"", 3, NULL), *fresh = complete(NULL, "\"In the beginning God\"", 3, NULL);
     cr_assert_str_eq(again, fresh, "the session goes on from memory");
     free(again);
     free(fresh);
-    free(other);
-    unlink(fifo);
     free(id);
 }
 
