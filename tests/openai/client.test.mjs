@@ -33,6 +33,24 @@ test('completions streamed reassemble to the same text', async () => {
   assert.equal(usage.completion_tokens, 20);
 });
 
+test('completions echo + logprobs score the prompt, as evaluation harnesses read it', async () => {
+  const ask = { model, prompt: 'In the beginning God', max_tokens: 1, temperature: 0, echo: true, logprobs: 1 };
+  const r = await client.completions.create(ask);
+  const lp = r.choices[0].logprobs;
+  assert.equal(lp.tokens.length, r.usage.prompt_tokens + 1);
+  assert.equal(lp.token_logprobs[0], null);
+  for (let i = 1; i < lp.tokens.length; i++) {
+    const best = Math.max(...Object.values(lp.top_logprobs[i]));
+    assert.ok(lp.token_logprobs[i] <= best + 1e-6, `token ${i} is not likelier than the best`);
+    assert.equal(lp.top_logprobs[i][lp.tokens[i]], lp.token_logprobs[i], `token ${i} is among its alternatives`);
+  }
+  assert.ok(r.choices[0].text.startsWith('In the beginning God'));
+  const stream = await client.completions.create({ ...ask, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.text ?? '';
+  assert.equal(text, r.choices[0].text);
+});
+
 test('chat: JSON and streamed agree', async () => {
   const messages = [{ role: 'user', content: 'Who made the heaven and the earth?' }];
   const r = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
