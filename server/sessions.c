@@ -2,10 +2,11 @@
  * sessions.c — the registry of live sessions and their files in the state
  * directory: <state-dir>/<id>.safetensors, written atomically with a checksum
  * (strata_session_save) after every change, so that after a crash each session is
- * at its last persisted state or absent, never corrupt. A generation's save runs on
- * libuv's thread pool while its session stays busy, and its answer waits for it:
- * an answer still means the session is on disk. Ids are validated before they are
- * ever joined to a path.
+ * at its last persisted state or absent, never corrupt. A request's save (after a
+ * generation, create, fork, checkpoint, rewind or import) runs on libuv's thread
+ * pool while its session stays busy, and its answer waits for it: an answer still
+ * means the session is on disk. Ids are validated before they are ever joined to a
+ * path.
  */
 #include <dirent.h>
 #include <stdio.h>
