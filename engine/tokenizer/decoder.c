@@ -106,7 +106,8 @@ static strata_status dec_bytelevel(tk_scratch *sc, strata_error *err)
     for (size_t i = 0; i < sc->a.n; i++)
         if (bytelevel_token(&sc->tmp, tk_piece(&sc->a, i), sc->a.len[i]))
             return tk_nomem(err);
-    if (tk_pieces_open(&sc->b, 0) || tk_utf8_append_lossy(&sc->b.text, sc->tmp.p, sc->tmp.len))
+    if (tk_pieces_open(&sc->b, 0) || (sc->raw ? tk_buf_append(&sc->b.text, sc->tmp.p, sc->tmp.len)
+                                              : tk_utf8_append_lossy(&sc->b.text, sc->tmp.p, sc->tmp.len)))
         return tk_nomem(err);
     tk_pieces_close(&sc->b);
     return STRATA_OK;
@@ -147,7 +148,7 @@ static int flush_bytes(tk_scratch *sc)
 {
     if (!sc->tmp.len)
         return 0;
-    if (tk_utf8_valid(sc->tmp.p, sc->tmp.len)) {
+    if (sc->raw || tk_utf8_valid(sc->tmp.p, sc->tmp.len)) {
         if (tk_pieces_add(&sc->b, sc->tmp.p, sc->tmp.len, 0))
             return -1;
     } else {
@@ -186,16 +187,16 @@ static strata_status dec_fuse(tk_scratch *sc, strata_error *err)
 /* Strip up to start leading and stop trailing copies of the content char. */
 static strata_status dec_strip(const tk_decoder *d, tk_scratch *sc, strata_error *err)
 {
-    size_t c = d->content_len;
+    size_t c = d->content_len, start = sc->raw ? 0 : d->start, stop = sc->raw ? 0 : d->stop;
     for (size_t i = 0; i < sc->a.n; i++) {
         const char *s = tk_piece(&sc->a, i);
         size_t lo = 0, hi = sc->a.len[i];
-        for (size_t k = 0; k < d->start && hi - lo >= c && !memcmp(s + lo, d->content, c); k++)
+        for (size_t k = 0; k < start && hi - lo >= c && !memcmp(s + lo, d->content, c); k++)
             lo += c;
         size_t nchars_left = 0;
         for (size_t j = lo; j < hi; j += (size_t)tk_utf8_len((unsigned char)s[j]))
             nchars_left++;
-        for (size_t k = 0; k < d->stop && nchars_left && hi - lo >= c && !memcmp(s + hi - c, d->content, c); k++) {
+        for (size_t k = 0; k < stop && nchars_left && hi - lo >= c && !memcmp(s + hi - c, d->content, c); k++) {
             hi -= c;
             nchars_left--;
         }
@@ -211,7 +212,7 @@ static strata_status dec_metaspace(const tk_decoder *d, tk_scratch *sc, strata_e
     for (size_t i = 0; i < sc->a.n; i++) {
         const char *s = tk_piece(&sc->a, i);
         size_t n = sc->a.len[i];
-        int drop = i == 0 && d->prepend_scheme != PREPEND_NEVER;
+        int drop = i == 0 && d->prepend_scheme != PREPEND_NEVER && !sc->raw;
         if (tk_pieces_open(&sc->b, 0))
             return tk_nomem(err);
         for (size_t j = 0; j < n;) {

@@ -186,3 +186,32 @@ strata_status strata_tokenizer_decode(const strata_tokenizer *tok, const int32_t
     *len = out.len;
     return STRATA_OK;
 }
+
+strata_status strata_tokenizer_token_bytes(const strata_tokenizer *tok, int32_t n, char **blob, uint32_t **offsets,
+                                           strata_error *err)
+{
+    if (!tok || !blob || !offsets || n < 0)
+        return strata_fail(err, STRATA_E_INVALID, "strata_tokenizer_token_bytes: bad argument");
+    *blob = NULL;
+    *offsets = malloc(sizeof(uint32_t) * ((size_t)n + 1));
+    tk_scratch sc = {.raw = 1};
+    tk_buf out = {0};
+    strata_status st = *offsets && !tk_buf_reserve(&out, 0) ? STRATA_OK : tk_nomem(err);
+    for (int32_t id = 0; id < n && st == STRATA_OK; id++) {
+        (*offsets)[id] = (uint32_t)out.len;
+        if (id < tok->n_ids && tok->tok_str[id] && !tok->tok_special[id])
+            st = tk_decode_ids(tok, &sc, &id, 1, 0, &out, err);
+        if (out.len > UINT32_MAX / 2)
+            st = strata_fail(err, STRATA_E_LIMIT, "tokenizer: the vocabulary's bytes pass 2 GiB");
+    }
+    tk_scratch_free(&sc);
+    if (st != STRATA_OK) {
+        tk_buf_free(&out);
+        free(*offsets);
+        *offsets = NULL;
+        return st;
+    }
+    (*offsets)[n] = (uint32_t)out.len;
+    *blob = out.p;
+    return STRATA_OK;
+}

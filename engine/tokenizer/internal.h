@@ -31,6 +31,8 @@ typedef struct tk_scratch {
     struct tk_span *spans;      /* split work array (pretokenizer.c) */
     size_t spans_cap;
     void *bpe;                  /* BPE work arrays (bpe.c) */
+    int raw;                    /* decoders keep a token's bytes as they are: no U+FFFD, and no
+                                 * rule of the stream's start (Strip, Metaspace's first space) */
 } tk_scratch;
 
 typedef struct tk_span {
