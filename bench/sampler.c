@@ -7,12 +7,19 @@
  * as wide as the CPU allows: the cache's read rate), measured in the same run. Each
  * figure is the best of 5 rounds of 200 tokens, in CPU time. $STRATA_KERNEL picks a
  * narrower path, as for the matmuls.
+ *
+ * Then constrained output (response_format) on the 131072-token vocabulary of the
+ * fixtures' Nemotron-H tokenizer:
+ * the mask over every token, where JSON's grammar prunes most first bytes (after a
+ * comma in an object) and where it prunes few (inside a string), and a constrained
+ * token with and without truncation (which always masks the whole vocabulary).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "constraint/internal.h"
 #include "kernels/isa.h"
 #include "kernels/vocab.h"
 #include "strata.h"
@@ -61,7 +68,11 @@ typedef struct setting {
     int top_k, logprobs;    /* logprobs: 1 the token's, > 1 that many alternatives too */
 } setting;
 
-static double token_us(const setting *st, const float *l)
+/* µs for one token of setting st over l; with a constraint c, after the bytes of
+ * text (each a token of its own: a byte-level tokenizer has every byte). */
+static int32_t byte_token[256]; /* the tokenizer's token of each single byte */
+
+static double token_us(const setting *st, const float *l, const strata_constraint *c, const char *text)
 {
     strata_sampling p;
     strata_sampling_default(&p);
@@ -72,23 +83,91 @@ static double token_us(const setting *st, const float *l)
     p.skip_logprob = !st->logprobs;
     p.top_logprobs = st->logprobs > 1 ? st->logprobs : 0;
     p.seed = 7;
+    p.constraint = c;
     strata_sampler *s;
     strata_error err;
     if (strata_sampler_new(&p, V, &s, &err) != STRATA_OK) {
         fprintf(stderr, "sampler: %s\n", err.message);
         exit(1);
     }
+    for (const char *t = text; t && *t; t++)
+        strata_sampler_accept(s, byte_token[(unsigned char)*t], 1);
     strata_sample out;
     double best = 1e30;
     for (int r = 0; r < ROUNDS; r++) {
         double t0 = cpu_us();
         for (int k = 0; k < TOKENS; k++)
-            strata_sampler_sample(s, l, &out, NULL);
+            if (strata_sampler_sample(s, l, &out, &err) != STRATA_OK) {
+                fprintf(stderr, "sampler: %s\n", err.message);
+                exit(1);
+            }
         double t = (cpu_us() - t0) / TOKENS;
         best = t < best ? t : best;
     }
     strata_sampler_free(s);
     return best;
+}
+
+/* µs for one mask of the whole vocabulary after text. */
+static double mask_us(const strata_constraint *c, const char *text, float *work, int *allowed)
+{
+    cons_cursor *k;
+    if (cons_cursor_new(c, &k, NULL) != STRATA_OK)
+        exit(1);
+    for (const char *t = text; *t; t++)
+        cons_advance(k, byte_token[(unsigned char)*t]);
+    double best = 1e30;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = cpu_us();
+        for (int i = 0; i < TOKENS / 10; i++)
+            *allowed = cons_mask(k, work);
+        double t = (cpu_us() - t0) / (TOKENS / 10);
+        best = t < best ? t : best;
+    }
+    cons_cursor_free(k);
+    return best;
+}
+
+static int constrained(const float *peaked, const float *flat, double unit)
+{
+    const char *shared = getenv("STRATA_SHARED");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/fixtures/tokenizers/nemotron_h_proxy", shared ? shared : "../shared");
+    strata_tokenizer *tok;
+    strata_vocab *v;
+    strata_constraint *c;
+    strata_error err;
+    int32_t end = 0;
+    double t0 = cpu_us();
+    if (strata_tokenizer_load(path, &tok, &err) != STRATA_OK || strata_vocab_new(tok, V, &v, &err) != STRATA_OK ||
+        strata_constraint_new_json(v, NULL, 0, &end, 1, &c, &err) != STRATA_OK) {
+        fprintf(stderr, "constrained: %s\n", err.message);
+        return 1;
+    }
+    double build_ms = (cpu_us() - t0) / 1e3;
+    for (int id = 0; id < V; id++)
+        if (v->off[id + 1] - v->off[id] == 1)
+            byte_token[(unsigned char)v->blob[v->off[id]]] = id;
+    static float work[V];
+    printf("constrained output (json_object; tokenizer loaded and token bytes built in %.0f ms):\n",
+           build_ms);
+    const char *where[][2] = {{"after a comma in an object", "{\"name\": \"Bob\","},
+                              {"inside a string", "{\"name\": \"Bo"}};
+    for (int i = 0; i < 2; i++) {
+        int allowed;
+        double us = mask_us(c, where[i][1], work, &allowed);
+        printf("  mask %-28s %8.1f us (%5.1f passes), %d tokens allowed\n", where[i][0], us, us / unit, allowed);
+    }
+    const setting greedy = {"greedy", 0, 1, 0, 0, 0}, nucleus = {"temperature 0.7, top_p 0.9", 0.7f, 0.9f, 0, 0, 0};
+    const char *in_string = where[1][1];
+    printf("  %-33s %8.1f us (peaked logits; flat: %.1f)\n", "greedy token inside a string",
+           token_us(&greedy, peaked, c, in_string), token_us(&greedy, flat, c, in_string));
+    printf("  %-33s %8.1f us (peaked logits; flat: %.1f)\n", "top_p 0.9 token inside a string",
+           token_us(&nucleus, peaked, c, in_string), token_us(&nucleus, flat, c, in_string));
+    strata_constraint_free(c);
+    strata_vocab_free(v);
+    strata_tokenizer_free(tok);
+    return 0;
 }
 
 int main(void)
@@ -115,8 +194,8 @@ int main(void)
     printf("sampler: one token over %d logits (%s; one read pass: %.1f us)\n", V, kernel_select()->name, unit);
     printf("  %-28s %20s %20s\n", "setting", "peaked: us (passes)", "flat: us (passes)");
     for (size_t i = 0; i < sizeof settings / sizeof *settings; i++) {
-        double a = token_us(&settings[i], peaked), b = token_us(&settings[i], flat);
+        double a = token_us(&settings[i], peaked, NULL, NULL), b = token_us(&settings[i], flat, NULL, NULL);
         printf("  %-28s %11.1f (%5.1f)   %11.1f (%5.1f)\n", settings[i].name, a, a / unit, b, b / unit);
     }
-    return 0;
+    return constrained(peaked, flat, unit);
 }

@@ -392,6 +392,35 @@ void strata_prefix_cache_get_stats(const strata_prefix_cache *pc, strata_prefix_
 
 /* ---------------------------------------------------------------- sampling */
 
+/* ---------------------------------------------------------------- constrained output */
+
+/* Structured output (OpenAI's response_format): a constraint masks, at every step,
+ * the tokens whose bytes no text of the language can continue, so the output is
+ * always a prefix of a valid text and ends (with one of its end ids) only once it is
+ * whole. The draw is from the model's distribution restricted to the allowed tokens,
+ * exactly (see sampler.c). */
+
+/* Each token's bytes, grouped by first byte: built once per model and tokenizer
+ * (about 20 ms for 131072 tokens), shared read-only by every constraint. */
+typedef struct strata_vocab strata_vocab;
+typedef struct strata_tokenizer strata_tokenizer;  /* see "tokenizer" below */
+strata_status strata_vocab_new(const strata_tokenizer *tok, int vocab_size, strata_vocab **out, strata_error *err);
+void strata_vocab_free(strata_vocab *v);
+
+typedef struct strata_constraint strata_constraint;
+/* JSON output: schema is JSON Schema text (len bytes), or NULL for any JSON object
+ * (OpenAI's json_object). Supported keywords: type (one or a list), enum, const,
+ * properties, required, additionalProperties (bool or schema), items, minItems,
+ * maxItems, minLength, maxLength, anyOf of branches of different types, $ref to
+ * "#", "#/$defs/..." or "#/definitions/..."; annotations (title, description,
+ * default, examples, $schema, $id, strict, format) are ignored. Any other keyword
+ * fails with STRATA_E_UNSUPPORTED naming it. end_ids (n_end >= 1): the tokens that
+ * may end a whole text. Immutable: one constraint may serve several samplers. */
+strata_status strata_constraint_new_json(const strata_vocab *v, const char *schema, size_t len,
+                                         const int32_t *end_ids, int n_end, strata_constraint **out,
+                                         strata_error *err);
+void strata_constraint_free(strata_constraint *c);
+
 /* How to pick the next token. Applied in this order: logit_bias, repetition /
  * presence / frequency penalties, then temperature 0 → argmax; otherwise temperature,
  * top_k, top_p, min_p, and a draw from the request's own random stream. */
@@ -409,6 +438,9 @@ typedef struct strata_sampling {
     int n_bias;
     int top_logprobs;           /* alternatives to report per token, 0..STRATA_MAX_TOP_LOGPROBS */
     int skip_logprob;           /* 1: leave strata_sample.logprob at 0 (saves a pass over the vocabulary) */
+    const strata_constraint *constraint; /* NULL: none; else only tokens it allows, after the
+                                 * penalties and before temperature and truncation; it must
+                                 * outlive the sampler */
 } strata_sampling;
 
 #define STRATA_MAX_TOP_LOGPROBS 20
@@ -435,7 +467,7 @@ strata_status strata_sampler_new(const strata_sampling *params, int vocab, strat
                                  strata_error *err);
 void strata_sampler_free(strata_sampler *s);
 /* Count a token of the context: prompt tokens (generated = 0) feed the repetition
- * penalty only; generated tokens feed all penalties. */
+ * penalty only; generated tokens feed all penalties and advance the constraint. */
 void strata_sampler_accept(strata_sampler *s, int32_t token, int generated);
 /* Pick a token from logits (vocab); logits are not modified. */
 strata_status strata_sampler_sample(strata_sampler *s, const float *logits, strata_sample *out,
@@ -601,6 +633,14 @@ const char *strata_tokenizer_id_to_token(const strata_tokenizer *tok, int32_t id
 int32_t strata_tokenizer_token_to_id(const strata_tokenizer *tok, const char *token, size_t len);
 /* 1 when id is an added token marked "special": true, else 0. */
 int strata_tokenizer_is_special(const strata_tokenizer *tok, int32_t id);
+
+/* The bytes each of the ids 0..n-1 adds to a decoded text in mid-stream, raw (a
+ * token holding part of a UTF-8 character gives that part; no rule of the stream's
+ * start applies); special tokens and ids without a token give none. *blob (malloc'd)
+ * holds them back to back, id's at [(*offsets)[id], (*offsets)[id + 1]); *offsets
+ * (malloc'd) has n + 1 entries. For constrained decoding (strata_vocab_new). */
+strata_status strata_tokenizer_token_bytes(const strata_tokenizer *tok, int32_t n, char **blob, uint32_t **offsets,
+                                           strata_error *err);
 
 /* Streaming decoder: push ids one at a time and get text pieces whose concatenation,
  * after strata_detok_flush, equals strata_tokenizer_decode of all ids (same

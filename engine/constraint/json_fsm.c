@@ -1,0 +1,562 @@
+/*
+ * json_fsm.c — the byte automaton of constrained JSON output: a stack of frames,
+ * one per value being written (object, key, array, string, number, literal), each
+ * pointing at the schema node it must satisfy. A byte is taken only when the text
+ * stays a prefix of some valid text, so a token is allowed when all its bytes are.
+ *
+ * Checking a token must not touch the cursor: it runs on a `sim`, a copy-on-read
+ * view that copies a frame from the cursor only when the walk reaches it (a token
+ * rarely pops more than two), so a mask over 131072 tokens copies a few frames per
+ * token rather than the stack. Advancing is the same walk, then a commit.
+ *
+ * Bounds (internal.h): nesting JF_MAX_DEPTH, JF_MAX_WS whitespace bytes in a row
+ * (JSON allows any number, and a model can loop on them), JF_MAX_NUMBER bytes of a
+ * number, MAX_KEY bytes of a key.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "constraint/internal.h"
+#include "core/error.h"
+
+#define MAX_FRAMES (JF_MAX_DEPTH + 2)
+#define MAX_KEY 1024
+
+enum { F_VALUE, F_OBJ, F_KEY, F_ARR, F_STR, F_NUM, F_LIT, F_WORD };
+enum { O_OPEN, O_KEY, O_COLON, O_NEXT };                /* F_OBJ: after '{', ',', a key, a value */
+enum { A_OPEN, A_VALUE, A_NEXT };                       /* F_ARR: after '[', ',', a value */
+enum { S_PLAIN, S_ESC, S_HEX1, S_HEX4 = S_HEX1 + 3 };   /* F_STR / F_KEY: escapes */
+enum { N_START, N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
+enum { R_BAD, R_CONT, R_CHAR, R_END };                  /* what a string byte was */
+
+typedef struct frame {
+    uint8_t kind, st;
+    uint8_t need, lo, hi;       /* strings: UTF-8 continuation bytes due, the next one's range */
+    uint8_t int_only;           /* F_NUM: no fraction or exponent */
+    int32_t node;               /* the schema node this value satisfies */
+    int32_t count;              /* string: characters; array: items; key, literal, word: bytes */
+    int32_t child;              /* object: node of the current value; word: which word */
+    uint64_t mask;              /* object: properties seen; key, literal: candidates left */
+} frame;
+
+typedef struct fsm {
+    int depth;                  /* frames in use; 0 with done: the text is whole */
+    int done, ws;               /* ws: whitespace bytes in a row */
+    frame f[MAX_FRAMES];
+} fsm;
+
+struct cons_cursor {
+    const strata_constraint *c;
+    fsm state;
+};
+
+/* A walk over bytes on top of a cursor's fsm: frames [lo, depth) are its own. */
+typedef struct sim {
+    const strata_constraint *c;
+    const fsm *base;
+    int depth, done, ws, lo;
+    frame f[MAX_FRAMES];
+} sim;
+
+static const char *const WORDS[] = {"true", "false", "null"};
+
+static void sim_start(sim *s, const strata_constraint *c, const fsm *base)
+{
+    s->c = c;
+    s->base = base;
+    s->depth = base->depth;
+    s->done = base->done;
+    s->ws = base->ws;
+    s->lo = base->depth;
+}
+
+static void sim_commit(const sim *s, fsm *base)
+{
+    for (int i = s->lo; i < s->depth; i++)
+        base->f[i] = s->f[i];
+    base->depth = s->depth;
+    base->done = s->done;
+    base->ws = s->ws;
+}
+
+static frame *top(sim *s)
+{
+    int i = s->depth - 1;
+    if (i < s->lo) {
+        s->f[i] = s->base->f[i];
+        s->lo = i;
+    }
+    return &s->f[i];
+}
+
+static int push(sim *s, frame f)
+{
+    if (s->depth == MAX_FRAMES)
+        return 0;
+    s->f[s->depth++] = f;
+    return 1;
+}
+
+static void pop(sim *s)
+{
+    if (--s->depth < s->lo)
+        s->lo = s->depth;
+    s->done = s->depth == 0;
+}
+
+static int is_ws(unsigned char b)
+{
+    return b == ' ' || b == '\n' || b == '\t' || b == '\r';
+}
+
+static int take_ws(sim *s, unsigned char b)
+{
+    return is_ws(b) && s->ws < JF_MAX_WS && ++s->ws;
+}
+
+static int step(sim *s, unsigned char b);
+
+/* ---- strings and keys */
+
+static int is_hex(unsigned char b)
+{
+    return (b >= '0' && b <= '9') || (b >= 'a' && b <= 'f') || (b >= 'A' && b <= 'F');
+}
+
+/* One byte inside a string: valid UTF-8, no raw control bytes, JSON escapes. */
+static int string_byte(frame *f, unsigned char b)
+{
+    if (f->need) {
+        if (b < f->lo || b > f->hi)
+            return R_BAD;
+        f->need--;
+        f->lo = 0x80;
+        f->hi = 0xBF;
+        return R_CONT;
+    }
+    if (f->st == S_ESC) {
+        f->st = b == 'u' ? S_HEX1 : S_PLAIN;
+        return b == 'u' || strchr("\"\\/bfnrt", b) ? R_CONT : R_BAD;
+    }
+    if (f->st >= S_HEX1) {
+        f->st = f->st == S_HEX4 ? S_PLAIN : f->st + 1;
+        return is_hex(b) ? R_CONT : R_BAD;
+    }
+    if (b == '"')
+        return R_END;
+    if (b == '\\')
+        f->st = S_ESC;
+    return b < 0x20 || (b >= 0x80 && !(f->need = (uint8_t)jf_utf8_lead(b, &f->lo, &f->hi))) ? R_BAD : R_CHAR;
+}
+
+static int str_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    int r = string_byte(f, b);
+    if (r == R_END && f->count >= n->min_len)
+        pop(s);
+    else if (r == R_CHAR && (n->max_len < 0 || f->count < n->max_len))
+        f->count++;
+    else
+        return r == R_CONT;
+    return 1;
+}
+
+/* The key ends: the object's current value gets its property's node (marked seen)
+ * or the node of additional properties. */
+static int key_end(sim *s, frame *key)
+{
+    const jf_node *n = &s->c->nodes[key->node];
+    uint64_t whole = 0;
+    for (uint64_t m = key->mask; m; m &= m - 1) {
+        int i = __builtin_ctzll(m);
+        whole |= s->c->props[n->prop0 + i].len == key->count ? m & -m : 0;
+    }
+    if (!whole && n->additional == JF_NONE)
+        return 0;
+    pop(s);
+    frame *obj = top(s);
+    obj->mask |= whole;
+    obj->child = whole ? s->c->props[n->prop0 + __builtin_ctzll(whole)].node : n->additional;
+    return 1;
+}
+
+static int key_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    int escaped = f->st != S_PLAIN, r = string_byte(f, b);
+    if (r == R_END)
+        return key_end(s, f);
+    if (r == R_BAD || f->count >= MAX_KEY)
+        return 0;
+    if (escaped || b == '\\') {
+        f->mask = 0;                        /* an escaped key is never a property's name */
+    } else {
+        uint64_t left = 0;
+        for (uint64_t m = f->mask; m; m &= m - 1) {
+            const jf_prop *p = &s->c->props[n->prop0 + __builtin_ctzll(m)];
+            left |= p->len > f->count && (unsigned char)p->name[f->count] == b ? m & -m : 0;
+        }
+        f->mask = left;
+    }
+    f->count++;
+    return f->mask || n->additional != JF_NONE;
+}
+
+/* ---- objects and arrays */
+
+static uint64_t all_props(const jf_node *n)
+{
+    return n->n_props == 64 ? ~0ull : (1ull << n->n_props) - 1;
+}
+
+static int obj_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    if (take_ws(s, b))
+        return 1;
+    int may_close = (f->st == O_OPEN || f->st == O_NEXT) && (n->required & ~f->mask) == 0;
+    if (b == '}' && may_close) {
+        pop(s);
+        return 1;
+    }
+    if (b == '"' && (f->st == O_OPEN || f->st == O_KEY)) {
+        uint64_t left = all_props(n) & ~f->mask;
+        f->st = O_COLON;
+        return (left || n->additional != JF_NONE) &&
+               push(s, (frame){.kind = F_KEY, .node = f->node, .mask = left});
+    }
+    if (b == ',' && f->st == O_NEXT && ((all_props(n) & ~f->mask) || n->additional != JF_NONE)) {
+        f->st = O_KEY;
+        return 1;
+    }
+    if (b == ':' && f->st == O_COLON) {
+        f->st = O_NEXT;
+        return push(s, (frame){.kind = F_VALUE, .node = f->child});
+    }
+    return 0;
+}
+
+static int arr_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    if (take_ws(s, b))
+        return 1;
+    if (f->st == A_NEXT) {
+        if (b == ']' && f->count >= n->min_items) {
+            pop(s);
+            return 1;
+        }
+        int more = n->max_items < 0 || f->count < n->max_items;
+        f->st = A_VALUE;
+        return b == ',' && more;
+    }
+    if (b == ']' && f->st == A_OPEN && n->min_items == 0) {
+        pop(s);
+        return 1;
+    }
+    if (n->max_items == 0)
+        return 0;
+    f->st = A_NEXT;
+    f->count++;
+    return push(s, (frame){.kind = F_VALUE, .node = n->items}) && step(s, b);
+}
+
+/* ---- numbers and literals */
+
+/* The number state after byte b, or -1. */
+static int num_next(int st, unsigned char b, int int_only)
+{
+    int digit = b >= '0' && b <= '9', e = (b == 'e' || b == 'E') && !int_only;
+    switch (st) {
+    case N_START: return b == '-' ? N_MINUS : b == '0' ? N_ZERO : digit ? N_INT : -1;
+    case N_MINUS: return b == '0' ? N_ZERO : digit ? N_INT : -1;
+    case N_ZERO: return b == '.' && !int_only ? N_DOT : e ? N_E : -1;
+    case N_INT: return digit ? N_INT : b == '.' && !int_only ? N_DOT : e ? N_E : -1;
+    case N_DOT: return digit ? N_FRAC : -1;
+    case N_FRAC: return digit ? N_FRAC : e ? N_E : -1;
+    case N_E: return b == '+' || b == '-' ? N_ESIGN : digit ? N_EXP : -1;
+    case N_ESIGN:
+    case N_EXP: return digit ? N_EXP : -1;
+    }
+    return -1;
+}
+
+static int num_complete(int st)
+{
+    return st == N_ZERO || st == N_INT || st == N_FRAC || st == N_EXP;
+}
+
+/* A number or a literal ends at the first byte it cannot take: its parent's. */
+static int end_then_step(sim *s, unsigned char b)
+{
+    pop(s);
+    return !s->done && step(s, b);
+}
+
+static int num_step(sim *s, frame *f, unsigned char b)
+{
+    int next = num_next(f->st, b, f->int_only);
+    if (next >= 0 && f->count < JF_MAX_NUMBER) {
+        f->st = (uint8_t)next;
+        f->count++;
+        return 1;
+    }
+    return num_complete(f->st) && end_then_step(s, b);
+}
+
+/* The candidates of literal frame f whose text is exactly what was written. */
+static uint64_t lits_whole(const sim *s, const frame *f)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    uint64_t whole = 0;
+    for (uint64_t m = f->mask; m; m &= m - 1)
+        whole |= s->c->lits[n->lit0 + __builtin_ctzll(m)].len == f->count ? m & -m : 0;
+    return whole;
+}
+
+static uint64_t lits_going_on(const sim *s, const frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    uint64_t left = 0;
+    for (uint64_t m = f->mask; m; m &= m - 1) {
+        const jf_lit *l = &s->c->lits[n->lit0 + __builtin_ctzll(m)];
+        left |= l->len > f->count && (unsigned char)l->text[f->count] == b ? m & -m : 0;
+    }
+    return left;
+}
+
+static int lit_step(sim *s, frame *f, unsigned char b)
+{
+    uint64_t left = lits_going_on(s, f, b);
+    if (left) {
+        f->mask = left;
+        f->count++;
+        return 1;
+    }
+    return lits_whole(s, f) && end_then_step(s, b);
+}
+
+static int word_step(sim *s, frame *f, unsigned char b)
+{
+    const char *w = WORDS[f->child];
+    if ((unsigned char)w[f->count] != b)
+        return 0;
+    if (w[++f->count] == '\0')
+        pop(s);
+    return 1;
+}
+
+/* ---- values */
+
+static unsigned type_of(unsigned char b)
+{
+    return b == '{' ? JT_OBJ : b == '[' ? JT_ARR : b == '"' ? JT_STR : b == 't' || b == 'f' ? JT_BOOL
+         : b == 'n' ? JT_NULL : b == '-' || (b >= '0' && b <= '9') ? JT_INT | JT_NUM : 0;
+}
+
+/* The first byte of a value for f's node: f becomes the value's own frame. */
+static int value_step(sim *s, frame *f, unsigned char b)
+{
+    if (take_ws(s, b))
+        return 1;
+    const strata_constraint *c = s->c;
+    int node = f->node;
+    const jf_node *n = &c->nodes[node];
+    if (n->n_lits) {
+        *f = (frame){.kind = F_LIT, .node = node, .mask = n->n_lits == 64 ? ~0ull : (1ull << n->n_lits) - 1};
+        return lit_step(s, f, b);
+    }
+    unsigned t = type_of(b) & n->types;
+    if (!t)
+        return 0;
+    for (int i = 0; i < n->n_alts; i++)
+        if (c->nodes[c->alts[n->alt0 + i]].types & t)
+            node = c->alts[n->alt0 + i];
+    n = &c->nodes[node];
+    switch (b) {
+    case '{': *f = (frame){.kind = F_OBJ, .st = O_OPEN, .node = node}; return s->depth < JF_MAX_DEPTH;
+    case '[': *f = (frame){.kind = F_ARR, .st = A_OPEN, .node = node}; return s->depth < JF_MAX_DEPTH;
+    case '"': *f = (frame){.kind = F_STR, .node = node}; return 1;
+    case 't': case 'f': case 'n':
+        *f = (frame){.kind = F_WORD, .node = node, .child = b == 't' ? 0 : b == 'f' ? 1 : 2};
+        return word_step(s, f, b);
+    }
+    *f = (frame){.kind = F_NUM, .st = N_START, .node = node, .int_only = !(n->types & JT_NUM)};
+    return num_step(s, f, b);
+}
+
+static int step(sim *s, unsigned char b)
+{
+    if (s->done)
+        return 0;
+    if (!is_ws(b))
+        s->ws = 0;
+    frame *f = top(s);
+    switch (f->kind) {
+    case F_VALUE: return value_step(s, f, b);
+    case F_OBJ: return obj_step(s, f, b);
+    case F_KEY: return key_step(s, f, b);
+    case F_ARR: return arr_step(s, f, b);
+    case F_STR: return str_step(s, f, b);
+    case F_NUM: return num_step(s, f, b);
+    case F_LIT: return lit_step(s, f, b);
+    case F_WORD: return word_step(s, f, b);
+    }
+    return 0;
+}
+
+/* ---- the cursor */
+
+/* The text may end here: the root value is whole (a number or literal at the root
+ * ends only with the text). */
+static int can_finish(const cons_cursor *k)
+{
+    const fsm *m = &k->state;
+    if (m->done)
+        return 1;
+    if (m->depth != 1)
+        return 0;
+    sim s;
+    sim_start(&s, k->c, m);
+    const frame *f = top(&s);
+    return (f->kind == F_NUM && num_complete(f->st)) || (f->kind == F_LIT && lits_whole(&s, f));
+}
+
+static int is_end(const strata_constraint *c, int32_t token)
+{
+    for (int i = 0; i < c->n_end; i++)
+        if (c->end_ids[i] == token)
+            return 1;
+    return 0;
+}
+
+/* Walk token's bytes on s; 1 when every one is taken. */
+static int walk(sim *s, int32_t token)
+{
+    const strata_vocab *v = s->c->vocab;
+    uint32_t a = v->off[token], z = v->off[token + 1];
+    if (a == z)
+        return 0;
+    for (uint32_t i = a; i < z; i++)
+        if (!step(s, (unsigned char)v->blob[i]))
+            return 0;
+    return 1;
+}
+
+strata_status cons_cursor_new(const strata_constraint *c, cons_cursor **out, strata_error *err)
+{
+    cons_cursor *k = calloc(1, sizeof *k);
+    if (!k)
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    k->c = c;
+    k->state.depth = 1;
+    k->state.f[0] = (frame){.kind = F_VALUE, .node = c->root};
+    *out = k;
+    return STRATA_OK;
+}
+
+void cons_cursor_free(cons_cursor *k)
+{
+    free(k);
+}
+
+int cons_allows(const cons_cursor *k, int32_t token)
+{
+    if (token < 0 || token >= k->c->vocab->n)
+        return 0;
+    if (is_end(k->c, token))
+        return can_finish(k);
+    sim s;
+    sim_start(&s, k->c, &k->state);
+    return walk(&s, token);
+}
+
+void cons_advance(cons_cursor *k, int32_t token)
+{
+    if (token < 0 || token >= k->c->vocab->n || is_end(k->c, token))
+        return;
+    sim s;
+    sim_start(&s, k->c, &k->state);
+    if (walk(&s, token))
+        sim_commit(&s, &k->state);
+}
+
+/* Inside a string (or a key no property can match) with no escape or character
+ * under way, a plain token (vocab->plain) fits as long as its length does: how
+ * many characters of a string (bytes of a key) may still come; -1: walk every token. */
+static int plain_room(const cons_cursor *k, int *in_key)
+{
+    const fsm *m = &k->state;
+    const frame *f = m->depth && !m->done ? &m->f[m->depth - 1] : NULL;
+    if (!f || (f->kind != F_STR && f->kind != F_KEY) || f->st != S_PLAIN || f->need)
+        return -1;
+    const jf_node *n = &k->c->nodes[f->node];
+    *in_key = f->kind == F_KEY;
+    if (*in_key)
+        return f->mask || n->additional == JF_NONE ? -1 : MAX_KEY - f->count;
+    return n->max_len < 0 ? 255 : n->max_len - f->count;
+}
+
+/* Whether plain token id fits in room (plain_room). */
+static int plain_fits(const strata_vocab *v, int32_t id, int room, int in_key)
+{
+    return (in_key ? (int)(v->off[id + 1] - v->off[id]) : v->plain[id]) <= room;
+}
+
+/* ok2[b2]: the bytes b, b2 are taken from the cursor's state. */
+static void second_bytes(const cons_cursor *k, unsigned char b, uint8_t ok2[256])
+{
+    for (int b2 = 0; b2 < 256; b2++) {
+        sim s;
+        sim_start(&s, k->c, &k->state);
+        ok2[b2] = step(&s, b) && step(&s, (unsigned char)b2);
+    }
+}
+
+#define BIG_GROUP 1024  /* tokens of one first byte worth a table of second bytes */
+
+int cons_mask(const cons_cursor *k, float *logits)
+{
+    const strata_constraint *c = k->c;
+    const strata_vocab *v = c->vocab;
+    int in_key = 0, room = plain_room(k, &in_key);
+    float end_logit[JF_MAX_END];
+    for (int i = 0; i < c->n_end; i++)
+        end_logit[i] = logits[c->end_ids[i]];
+    int allowed = 0;
+    for (int b = 0; b < 256; b++) {
+        sim s;
+        sim_start(&s, c, &k->state);
+        int first = step(&s, (unsigned char)b);
+        int big = first && room < 0 && v->first_at[b + 1] - v->first_at[b] >= BIG_GROUP;
+        uint8_t ok2[256];
+        if (big)        /* e.g. the 40000 tokens " word" after a comma: most fail at their second byte */
+            second_bytes(k, (unsigned char)b, ok2);
+        for (int32_t i = v->first_at[b]; i < v->first_at[b + 1]; i++) {
+            int32_t id = v->by_first[i];
+            sim t;
+            int ok;
+            if (room >= 0 && v->plain[id])
+                ok = plain_fits(v, id, room, in_key);
+            else if ((ok = first && (!big || v->off[id + 1] - v->off[id] < 2 ||
+                                     ok2[(unsigned char)v->blob[v->off[id] + 1]])))
+                sim_start(&t, c, &k->state), ok = walk(&t, id);
+            if (ok)
+                allowed++;
+            else
+                logits[id] = -INFINITY;
+        }
+    }
+    for (int32_t id = 0; id < v->n; id++)
+        if (v->off[id + 1] == v->off[id])
+            logits[id] = -INFINITY;
+    int finish = can_finish(k);
+    for (int i = 0; i < c->n_end; i++) {
+        int32_t id = c->end_ids[i];
+        allowed += finish - (logits[id] != -INFINITY);     /* an end id is allowed just when the text is whole */
+        logits[id] = finish ? end_logit[i] : -INFINITY;
+    }
+    return allowed;
+}
