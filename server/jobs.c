@@ -769,6 +769,7 @@ void gen_params_free(gen_params *p)
         strata_interventions_free(p->iv[i]);
     }
     strata_capture_free(p->capture);
+    strata_constraint_free(p->constraint);
     memset(p, 0, sizeof *p);
 }
 

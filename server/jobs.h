@@ -17,7 +17,8 @@ typedef struct gen_params {
     int stream, include_usage, echo;
     int logprobs;               /* -1: off; otherwise alternatives per token */
     int n, max_tokens, ignore_eos;
-    strata_sampling sampling;   /* bias arrays point into bias_ids / bias_values */
+    strata_sampling sampling;   /* bias arrays point into bias_ids / bias_values; constraint at constraint */
+    strata_constraint *constraint; /* response_format (NULL: free text) */
     int32_t *bias_ids;
     float *bias_values;
     char *stop[MAX_STOP];

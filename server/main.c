@@ -155,6 +155,10 @@ static int load(server *srv)
                              ? srv->cfg.context_limit : m->max_position_embeddings;
     find_eos(srv);
     find_specials(srv);
+    if (srv->tok && strata_vocab_new(srv->tok, m->vocab_size, &srv->vocab, &err) != STRATA_OK) {
+        log_line(srv, "error", "token bytes for structured output: %s", err.message);
+        return -1;
+    }
     if (srv->cfg.prefix_cache_bytes > 0 &&
         strata_prefix_cache_new(srv->model, (uint64_t)srv->cfg.prefix_cache_bytes, &srv->prefix, &err) != STRATA_OK) {
         log_line(srv, "error", "prefix cache: %s", err.message);
@@ -272,6 +276,7 @@ int main(int argc, char **argv)
     strata_prefix_cache_free(S.prefix);
     strata_scheduler_free(S.sched);
     strata_template_free(S.chat);
+    strata_vocab_free(S.vocab);
     strata_tokenizer_free(S.tok);
     strata_model_free(S.model);
     for (int i = 0; i < S.n_api_keys; i++)

@@ -130,6 +130,41 @@ static int parse_sampling(json_t *body, gen_params *p, const server *srv, api_er
     return ok;
 }
 
+/* response_format: text (free), json_object (any JSON object) or json_schema
+ * ({"json_schema": {"name", "schema", "strict"}}): a constraint every choice's
+ * sampler follows (engine/constraint/). A schema the engine cannot enforce is a 400
+ * naming the keyword, never a silent pass. */
+static int parse_response_format(json_t *body, const server *srv, gen_params *p, api_error *e)
+{
+    json_t *rf = json_object_get(body, "response_format");
+    if (!rf || json_is_null(rf))
+        return 1;
+    const char *type = json_string_value(json_object_get(rf, "type"));
+    if (!json_is_object(rf) || !type)
+        return BAD("response_format", "response_format must be an object with a type");
+    if (!strcmp(type, "text"))
+        return 1;
+    int with_schema = !strcmp(type, "json_schema");
+    if (!with_schema && strcmp(type, "json_object"))
+        return BAD("response_format", "response_format type must be text, json_object or json_schema, not '%s'", type);
+    json_t *schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
+    if (with_schema && !json_is_object(schema))
+        return BAD("response_format", "json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+    if (!srv->vocab || !srv->n_eos)
+        return BAD("response_format", "structured output needs the model's tokenizer and an end-of-sequence token");
+    char *text = with_schema ? json_dumps(schema, JSON_COMPACT) : NULL;
+    strata_error err;
+    strata_status st = with_schema && !text ? STRATA_E_NOMEM
+                                            : strata_constraint_new_json(srv->vocab, text, text ? strlen(text) : 0,
+                                                                         srv->eos_ids, srv->n_eos, &p->constraint, &err);
+    free(text);
+    if (st != STRATA_OK)
+        return st == STRATA_E_NOMEM ? api_fail(e, 500, NULL, "internal_error", "out of memory")
+                                    : BAD("response_format", "%s", err.message);
+    p->sampling.constraint = p->constraint;
+    return 1;
+}
+
 static int parse_stream(json_t *body, gen_params *p, api_error *e)
 {
     if (!get_bool(body, "stream", &p->stream, e))
@@ -463,8 +498,9 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
         ok = ok && get_bool(body, "echo", &p->echo, e) &&
              get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) && parse_prompt(body, srv, p, e);
     }
-    if (ok) { /* steering and captures (routes_activations.c) */
-        if (!generation_hooks_parse(srv, body, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, e))
+    if (ok) { /* structured output; steering and captures (routes_activations.c) */
+        if (!parse_response_format(body, srv, p, e) ||
+            !generation_hooks_parse(srv, body, p->prompt_len, p->n_prompts, p->n, p->iv, &p->capture, e))
             ok = 0;
         else if (*p->session_id && (p->iv[0] || p->capture))
             ok = BAD("session", "interventions and activations on a session are not supported yet");

@@ -58,6 +58,7 @@ typedef struct server {
     strata_model *model;
     strata_tokenizer *tok;      /* NULL: token-id prompts only */
     strata_template *chat;      /* NULL: no chat endpoint */
+    strata_vocab *vocab;        /* token bytes for response_format (NULL: no tokenizer) */
     int32_t *eos_ids;           /* generation stops at these */
     int n_eos;
     int32_t bos_id;

@@ -1,8 +1,8 @@
 /*
  * test_server.c — the real strata-server on 127.0.0.1, spoken to over HTTP: every
  * route, greedy output equal to the fixtures, streaming equal to non-streaming, stop
- * strings, seeds, logprobs, concurrency equal to solo runs, cancellation on
- * disconnect, malformed requests, API keys and graceful shutdown.
+ * strings, seeds, logprobs, structured output, concurrency equal to solo runs,
+ * cancellation on disconnect, malformed requests, API keys and graceful shutdown.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -247,6 +247,82 @@ Test(server, chat_completions_json_and_stream)
     json_decref(j);
 }
 
+static const char *PERSON_FORMAT =
+    "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"person\",\"strict\":true,\"schema\":{\"type\":\"object\","
+    "\"additionalProperties\":false,\"required\":[\"name\",\"age\"],\"properties\":{\"name\":{\"type\":\"string\","
+    "\"maxLength\":20},\"age\":{\"type\":\"integer\"}}}}}";
+
+/* A finished choice's content is a person as the schema says. */
+static void assert_person(const char *content)
+{
+    json_error_t je;
+    json_t *o = json_loads(content, 0, &je);
+    cr_assert(json_is_object(o), "not a JSON object (%s): %s", je.text, content);
+    cr_assert_eq(json_object_size(o), 2, "exactly name and age: %s", content);
+    json_t *name = json_object_get(o, "name"), *age = json_object_get(o, "age");
+    cr_assert(json_is_string(name) && json_is_integer(age), "types: %s", content);
+    cr_assert_leq(json_string_length(name), 20 * 4, "maxLength: %s", content);
+    json_decref(o);
+}
+
+/* The demo model knows nothing of JSON; with response_format every choice that
+ * ends is a valid object of the schema (the rest are cut by max_tokens, still a
+ * prefix of one), streamed as sent whole. */
+Test(server, response_format_json_schema_holds_every_choice_to_the_schema)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"A person as JSON.\"}],"
+             "\"max_tokens\":300,\"n\":4,\"seed\":5,\"response_format\":%s}", PERSON_FORMAT);
+    json_t *j = call("POST", "/v1/chat/completions", body, 200);
+    int stopped = 0;
+    for (int c = 0; c < 4; c++) {
+        json_t *ch = json_array_get(json_object_get(j, "choices"), (size_t)c);
+        const char *finish = json_string_value(json_object_get(ch, "finish_reason"));
+        if (!strcmp(finish, "stop")) {
+            assert_person(text_of(j, c));
+            stopped++;
+        } else {
+            cr_assert_str_eq(finish, "length");
+            cr_assert_eq(text_of(j, c)[strspn(text_of(j, c), " \t\r\n")], '{', "%s", text_of(j, c));
+        }
+    }
+    cr_assert_geq(stopped, 1, "some choice of four finishes its object within 300 tokens");
+    json_decref(j);
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"A person as JSON.\"}],"
+             "\"max_tokens\":300,\"temperature\":0,\"response_format\":%s}", PERSON_FORMAT);
+    json_t *g = call("POST", "/v1/chat/completions", body, 200);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(g, "choices"), 0),
+                                                       "finish_reason")), "stop");
+    assert_person(text_of(g, 0));
+    json_decref(g);
+}
+
+Test(server, response_format_json_object_gives_objects_and_text_gives_free_text)
+{
+    const char *body = "{\"prompt\":\"The LORD said\",\"max_tokens\":200,\"n\":4,\"seed\":5,"
+                       "\"response_format\":{\"type\":\"json_object\"}}";
+    json_t *j = call("POST", "/v1/completions", body, 200);
+    int stopped = 0;
+    for (int c = 0; c < 4; c++) {
+        json_t *ch = json_array_get(json_object_get(j, "choices"), (size_t)c);
+        if (strcmp(json_string_value(json_object_get(ch, "finish_reason")), "stop"))
+            continue;
+        json_t *o = json_loads(text_of(j, c), 0, NULL);
+        cr_assert(json_is_object(o), "choice %d: %s", c, text_of(j, c));
+        json_decref(o);
+        stopped++;
+    }
+    cr_assert_geq(stopped, 1);
+    json_decref(j);
+    json_t *free_text = call("POST", "/v1/completions", "{\"prompt\":\"The LORD said\",\"max_tokens\":8,"
+                             "\"temperature\":0,\"response_format\":{\"type\":\"text\"}}", 200);
+    json_t *plain = call("POST", "/v1/completions", "{\"prompt\":\"The LORD said\",\"max_tokens\":8,\"temperature\":0}", 200);
+    cr_assert_str_eq(text_of(free_text, 0), text_of(plain, 0));
+    cr_assert_neq(text_of(plain, 0)[strspn(text_of(plain, 0), " \n")], '{', "the free text is not JSON by chance");
+    json_decref(free_text);
+    json_decref(plain);
+}
+
 typedef struct concurrent_arg {
     int index;
     char text[4096];
@@ -384,6 +460,10 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", 400, "messages"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"top_logprobs\":3}", 400, "top_logprobs"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":-4}", 400, "max_completion_tokens"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":\"json\"}", 400, "response_format"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}", 400, "response_format"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\"}}", 400, "response_format"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}}", 400, "response_format"},
         {"/tokenize", "{\"content\":5}", 400, "content"},
         {"/detokenize", "{\"tokens\":[999999]}", 400, "tokens"},
         {"/detokenize", "{\"tokens\":\"abc\"}", 400, "tokens"},
