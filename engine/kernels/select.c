@@ -4,8 +4,20 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "kernels/isa.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+/* CPUID leaf 1, ECX bit 29 (clang's __builtin_cpu_supports does not know "f16c"). */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
 
 static int supported(const kernel_isa *k)
 {
@@ -13,10 +25,9 @@ static int supported(const kernel_isa *k)
     __builtin_cpu_init();
     if (k == &kernel_avx512)
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c") && k->block;
+               __builtin_cpu_supports("fma") && has_f16c() && k->block;
     if (k == &kernel_avx2)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c") && k->block;
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c() && k->block;
 #endif
     return k == &kernel_portable;
 }
