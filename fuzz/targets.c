@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "constraint/internal.h"
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "parse.h"
@@ -49,6 +50,12 @@ static server *fuzz_server(void)
         die(path, &err);
     if (strata_template_load(model_dir(), &srv.chat, &err) != STRATA_OK)
         srv.chat = NULL;
+    static int32_t eos[1];
+    eos[0] = strata_model_get_info(srv.model)->eos_token_id;
+    srv.eos_ids = eos;
+    srv.n_eos = 1;
+    if (strata_vocab_new(srv.tok, strata_model_get_info(srv.model)->vocab_size, &srv.vocab, &err) != STRATA_OK)
+        die("token bytes", &err);
     srv.context_limit = strata_model_get_info(srv.model)->max_position_embeddings;
     return &srv;
 }
@@ -211,12 +218,56 @@ static int sessions_body(const uint8_t *data, size_t size)
     return 0;
 }
 
+/* ---------------------------------------------------------------- structured output */
+
+/* A JSON schema (empty: json_object), a NUL byte, then text: each byte of it the
+ * constraint allows is taken as its single-byte token, others skipped; every 16
+ * bytes the whole vocabulary is masked. */
+static int json_schema(const uint8_t *data, size_t size)
+{
+    server *srv = fuzz_server();
+    static int32_t byte_token[256];
+    static float *logits;
+    const strata_vocab *v = srv->vocab;
+    if (!logits) {
+        logits = malloc(sizeof(float) * (size_t)v->n);
+        for (int id = 0; id < v->n; id++)
+            if (v->off[id + 1] - v->off[id] == 1)
+                byte_token[(unsigned char)v->blob[v->off[id]]] = id;
+    }
+    const uint8_t *nul = memchr(data, 0, size);
+    size_t slen = nul ? (size_t)(nul - data) : size;
+    strata_constraint *c;
+    cons_cursor *k;
+    strata_error err;
+    if (strata_constraint_new_json(v, slen ? (const char *)data : NULL, slen, srv->eos_ids, srv->n_eos, &c, &err) !=
+        STRATA_OK)
+        return 0;
+    if (cons_cursor_new(c, &k, &err) != STRATA_OK)
+        die("cursor", &err);
+    for (size_t i = slen + 1; i < size; i++) {
+        int32_t t = byte_token[data[i]];
+        if (cons_allows(k, t))
+            cons_advance(k, t);
+        if (i % 16 == 0) {
+            for (int id = 0; id < v->n; id++)
+                logits[id] = 0.0f;
+            cons_mask(k, logits);
+        }
+    }
+    cons_allows(k, srv->eos_ids[0]);
+    cons_cursor_free(k);
+    strata_constraint_free(c);
+    return 0;
+}
+
 const fuzz_target fuzz_targets[] = {
     {"safetensors", safetensors_header},   {"config", config_json},
     {"tokenizer_json", tokenizer_json},    {"encode", encode},
     {"chat_template", chat_template},      {"completions", completions_body},
     {"chat", chat_body},                   {"activations", activations_body},
     {"sessions", sessions_body},           {"session_import", session_import},
+    {"json_schema", json_schema},
 };
 const int fuzz_n_targets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 

@@ -71,3 +71,22 @@ test('errors arrive as the client\'s own error type', async () => {
                        (e) => e.status === 400 && e.error?.param === 'max_tokens');
   await assert.rejects(client.completions.create({ model: 'gpt-4', prompt: 'x' }), (e) => e.status === 404);
 });
+
+test('chat: response_format json_schema gives a value of the schema, streamed or not', async () => {
+  const schema = { type: 'object', additionalProperties: false, required: ['name', 'age'],
+                   properties: { name: { type: 'string', maxLength: 20 }, age: { type: 'integer' } } };
+  const ask = { model, messages: [{ role: 'user', content: 'A person as JSON.' }], max_tokens: 300, temperature: 0,
+                response_format: { type: 'json_schema', json_schema: { name: 'person', strict: true, schema } } };
+  const r = await client.chat.completions.create(ask);
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  const person = JSON.parse(r.choices[0].message.content);
+  assert.deepEqual(Object.keys(person).sort(), ['age', 'name']);
+  assert.equal(typeof person.name, 'string');
+  assert.ok(Number.isInteger(person.age));
+  const stream = await client.chat.completions.create({ ...ask, stream: true });
+  let text = '';
+  for await (const chunk of stream) text += chunk.choices[0]?.delta?.content ?? '';
+  assert.equal(text, r.choices[0].message.content);
+  await assert.rejects(client.chat.completions.create({ ...ask, response_format: { type: 'json_schema',
+    json_schema: { name: 'p', schema: { type: 'string', pattern: '^a' } } } }), (e) => e.status === 400);
+});
