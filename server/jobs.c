@@ -20,6 +20,7 @@
 #include "activations.h"
 #include "jobs.h"
 #include "sessions.h"
+#include "tool_calls.h"
 
 enum ev_kind { EV_TOKEN, EV_FINISH, EV_PROMPT_LOGPROB, EV_PROGRESS, EV_CHECKPOINT, EV_DONE };
 
@@ -65,6 +66,9 @@ typedef struct choice_result {  /* loop thread only */
     strbuf lp_content;          /* chat logprobs entries */
     int role_sent;              /* chat stream: the role chunk went out */
     int echo_sent;              /* completions stream with echo: the prompt chunk went out */
+    size_t streamed;            /* with tools: bytes of text streamed as content so far */
+    json_t *calls;              /* with tools: the finished text's tool_calls, or NULL */
+    size_t content_len;         /* with calls: the bytes of text before them */
 } choice_result;
 
 struct gen_job {
@@ -475,6 +479,54 @@ static void stream_text_chunk(gen_job *job, int c, const char *text, size_t len,
     sb_puts(b, "}]}\n\n");
 }
 
+/* ,"tool_calls":[...]; streamed, each call also carries its "index". */
+static void tool_calls_json(strbuf *b, json_t *calls, int indexed)
+{
+    size_t i;
+    json_t *call;
+    sb_puts(b, ",\"tool_calls\":[");
+    json_array_foreach(calls, i, call) {
+        json_t *one = json_deep_copy(call);
+        if (indexed)
+            json_object_set_new(one, "index", json_integer((json_int_t)i));
+        char *text = json_dumps(one, JSON_COMPACT);
+        sb_printf(b, "%s%s", i ? "," : "", text ? text : "{}");
+        free(text);
+        json_decref(one);
+    }
+    sb_puts(b, "]");
+}
+
+/* With tools, a choice's content streams only up to where a call may begin. */
+static void stream_content_so_far(gen_job *job, int c, const strata_sample *smp)
+{
+    choice_result *cr = &job->cr[c];
+    size_t limit = tool_content_limit((tool_syntax)job->srv->tool_syntax, cr->text.data ? cr->text.data : "",
+                                      cr->text.len);
+    stream_text_chunk(job, c, cr->text.data + cr->streamed, limit - cr->streamed, smp, NULL);
+    cr->streamed = limit;
+}
+
+/* The end of a choice with tools: the content before its calls, the calls as one
+ * delta, then finish_reason "tool_calls" (or, without calls, the rest as text). */
+static void stream_tools_finish(gen_job *job, int c, const char *finish)
+{
+    choice_result *cr = &job->cr[c];
+    size_t end = cr->calls ? cr->content_len : cr->text.len;
+    const char *text = cr->text.data ? cr->text.data : "";
+    if (!cr->calls) {
+        stream_text_chunk(job, c, text + cr->streamed, end > cr->streamed ? end - cr->streamed : 0, NULL, finish);
+        return;
+    }
+    if (end > cr->streamed)
+        stream_text_chunk(job, c, text + cr->streamed, end - cr->streamed, NULL, NULL);
+    chunk_head(&job->out, job);
+    sb_printf(&job->out, "{\"index\":%d,\"delta\":{", c);
+    tool_calls_json(&job->out, cr->calls, 1);
+    sb_puts(&job->out, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    stream_text_chunk(job, c, "", 0, NULL, "tool_calls");
+}
+
 /* ,"activations": the captures at the rows that produced each generated token. */
 static void generated_activations(const gen_job *job, strbuf *b)
 {
@@ -496,7 +548,13 @@ static void final_json(gen_job *job, strbuf *b)
         sb_printf(b, "%s{\"index\":%d,", c ? "," : "", c);
         if (p->chat) {
             sb_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
-            sb_json_string(b, cr->text.data ? cr->text.data : "", cr->text.len);
+            size_t n = cr->calls ? cr->content_len : cr->text.len;
+            if (cr->calls && !n)
+                sb_puts(b, "null");
+            else
+                sb_json_string(b, cr->text.data ? cr->text.data : "", n);
+            if (cr->calls)
+                tool_calls_json(b, cr->calls, 0);
             sb_puts(b, "},\"logprobs\":");
             if (p->logprobs >= 0) {
                 sb_puts(b, "{\"content\":[");
@@ -516,7 +574,7 @@ static void final_json(gen_job *job, strbuf *b)
             sb_puts(b, ",\"logprobs\":");
             completion_logprobs_json(b, job, &cr->lp, p->echo ? &job->prompt_lp[c / p->n] : NULL);
         }
-        sb_printf(b, ",\"finish_reason\":\"%s\"}", finish_name(cr->finish));
+        sb_printf(b, ",\"finish_reason\":\"%s\"}", cr->calls ? "tool_calls" : finish_name(cr->finish));
     }
     sb_puts(b, "],");
     usage_json(b, job);
@@ -543,6 +601,7 @@ static void job_free(gen_job *job)
         sb_free(&cr->text);
         lp_free(&cr->lp);
         sb_free(&cr->lp_content);
+        json_decref(cr->calls);
     }
     for (int i = 0; i < MAX_PROMPTS; i++)
         lp_free(&job->prompt_lp[i]);
@@ -693,7 +752,9 @@ static void apply(gen_job *job, event *e)
         cr->n_tokens++;
         job->completion_tokens++;
         sb_append(&cr->text, e->text, e->len);
-        if (job->p.stream)
+        if (job->p.stream && job->p.tools)
+            stream_content_so_far(job, e->choice, &e->sample);
+        else if (job->p.stream)
             stream_text_chunk(job, e->choice, e->text, e->len, &e->sample, NULL);
         else
             record_logprobs(job, cr, &e->sample, e->len);
@@ -703,7 +764,15 @@ static void apply(gen_job *job, event *e)
     case EV_FINISH:
         cr->finish = e->finish;
         sb_append(&cr->text, e->text, e->len);
-        if (job->p.stream)
+        if (job->p.tools && e->finish != STRATA_FINISH_ERROR) {
+            char stem[64];
+            snprintf(stem, sizeof stem, "%s_%d", strchr(job->id, '-') + 1, e->choice);
+            cr->calls = tool_calls_parse((tool_syntax)srv->tool_syntax, job->p.tools, cr->text.data ? cr->text.data : "",
+                                         cr->text.len, stem, &cr->content_len);
+        }
+        if (job->p.stream && job->p.tools)
+            stream_tools_finish(job, e->choice, finish_name(e->finish));
+        else if (job->p.stream)
             stream_text_chunk(job, e->choice, e->text, e->len, NULL, finish_name(e->finish));
         if (e->finish == STRATA_FINISH_ERROR && job->p.stream && !job->error_sent) {
             job->error_sent = 1;
@@ -770,6 +839,7 @@ void gen_params_free(gen_params *p)
     }
     strata_capture_free(p->capture);
     strata_constraint_free(p->constraint);
+    json_decref(p->tools);
     memset(p, 0, sizeof *p);
 }
 

@@ -19,6 +19,7 @@ typedef struct gen_params {
     int n, max_tokens, ignore_eos;
     strata_sampling sampling;   /* bias arrays point into bias_ids / bias_values; constraint at constraint */
     strata_constraint *constraint; /* response_format (NULL: free text) */
+    json_t *tools;              /* chat tools whose calls the answer reports (tool_choice auto); NULL: none */
     int32_t *bias_ids;
     float *bias_values;
     char *stop[MAX_STOP];

@@ -18,6 +18,7 @@
 #include "activations.h"
 #include "jobs.h"
 #include "sessions.h"
+#include "tool_calls.h"
 
 /* ---------------------------------------------------------------- loading */
 
@@ -144,6 +145,7 @@ static int load(server *srv)
         log_line(srv, "warn", "no chat template (%s): /v1/chat/completions is unavailable", err.message);
         srv->chat = NULL;
     }
+    srv->tool_syntax = tool_syntax_detect(srv->chat);
     strata_runner *probe;
     if (strata_runner_new(srv->model, &probe, &err) == STRATA_OK) {
         log_line(srv, "info", "compute: %s kernels, %d threads, %s matmuls, %s weights", strata_runner_kernel(probe),
@@ -164,9 +166,10 @@ static int load(server *srv)
         log_line(srv, "error", "prefix cache: %s", err.message);
         return -1;
     }
-    log_line(srv, "info", "model %s: %d layers (%s), %.1f M parameters, context %d, tokenizer %s, chat template %s",
-             srv->cfg.model_name, m->n_layers, m->pattern, (double)m->n_params / 1e6, srv->context_limit,
-             srv->tok ? "yes" : "no", srv->chat ? "yes" : "no");
+    log_line(srv, "info", "model %s: %d layers (%s), %.1f M parameters, context %d, tokenizer %s, chat template %s "
+             "(tool calls: %s)", srv->cfg.model_name, m->n_layers, m->pattern, (double)m->n_params / 1e6,
+             srv->context_limit, srv->tok ? "yes" : "no", srv->chat ? "yes" : "no",
+             tool_syntax_name((tool_syntax)srv->tool_syntax));
     strata_scheduler_limits lim = {.max_running = srv->cfg.max_running, .max_queued = srv->cfg.max_queued,
                                    .max_step_tokens = srv->cfg.max_step_tokens, .max_context = srv->context_limit};
     if (strata_scheduler_new(srv->model, &lim, &srv->sched, &err) != STRATA_OK) {

@@ -13,6 +13,7 @@
 #include "jobs.h"
 #include "parse.h"
 #include "sessions.h"
+#include "tool_calls.h"
 
 #define BAD(param, ...) api_fail(e, 400, param, "invalid_value", __VA_ARGS__)
 
@@ -281,13 +282,32 @@ static int check_messages(json_t *msgs, api_error *e)
     return 1;
 }
 
-/* Flatten list-of-parts content to text (what these text-only models can use). */
+/* An assistant turn's tool_calls carry their arguments as JSON text (OpenAI); chat
+ * templates iterate them as a mapping (`arguments|items`), so the text becomes the
+ * object it holds. Text that is not a JSON object stays as it is. */
+static void arguments_as_objects(json_t *msg)
+{
+    size_t i;
+    json_t *call;
+    json_array_foreach(json_object_get(msg, "tool_calls"), i, call) {
+        json_t *f = json_object_get(call, "function");
+        json_t *args = json_object_get(f, "arguments");
+        json_t *obj = json_is_string(args) ? json_loads(json_string_value(args), 0, NULL) : NULL;
+        if (json_is_object(obj))
+            json_object_set(f, "arguments", obj);
+        json_decref(obj);
+    }
+}
+
+/* Flatten list-of-parts content to text (what these text-only models can use), and
+ * tool calls' arguments to objects. */
 static json_t *messages_for_template(json_t *msgs, api_error *e)
 {
     json_t *copy = json_deep_copy(msgs);
     size_t i;
     json_t *m;
     json_array_foreach(copy, i, m) {
+        arguments_as_objects(m);
         json_t *content = json_object_get(m, "content");
         if (!json_is_array(content))
             continue;
@@ -415,12 +435,39 @@ static int history_length(const server *srv, json_t *vars, const gen_params *p, 
     return at;
 }
 
+/* tools (functions only) and tool_choice: with "auto" (the default) and a template
+ * that writes calls, the answer reports the calls the model makes (tool_calls.c).
+ * "none" renders the tools and reports no calls. "required" and a named function
+ * would need the call's syntax enforced while sampling: refused, not pretended. */
+static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error *e)
+{
+    json_t *tools = json_object_get(body, "tools"), *choice = json_object_get(body, "tool_choice");
+    size_t i;
+    json_t *t;
+    if (tools && !json_is_null(tools) && !json_is_array(tools))
+        return BAD("tools", "tools must be an array");
+    json_array_foreach(tools, i, t) {
+        json_t *f = json_object_get(t, "function");
+        if (!json_is_object(t) || !json_is_string(json_object_get(t, "type")) ||
+            strcmp(json_string_value(json_object_get(t, "type")), "function") ||
+            !json_is_string(json_object_get(f, "name")))
+            return BAD("tools", "tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": ...}}", i);
+    }
+    const char *how = json_is_string(choice) ? json_string_value(choice) : NULL;
+    if (choice && !json_is_null(choice) && (!how || (strcmp(how, "auto") && strcmp(how, "none"))))
+        return api_fail(e, 400, "tool_choice", "unsupported_value", "tool_choice must be \"auto\" or \"none\": "
+                        "forcing a call (\"required\" or a named function) is not supported");
+    if (json_array_size(tools) && (!how || !strcmp(how, "auto")) && srv->tool_syntax != TOOL_SYNTAX_NONE)
+        p->tools = json_incref(tools);
+    return 1;
+}
+
 static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error *e)
 {
     json_t *msgs = json_object_get(body, "messages");
     if (!srv->chat || !srv->tok)
         return api_fail(e, 400, "messages", "no_chat_template", "this model has no chat template");
-    if (!check_messages(msgs, e))
+    if (!check_messages(msgs, e) || !parse_tools(body, srv, p, e))
         return 0;
     json_t *flat = messages_for_template(msgs, e);
     if (!flat)

@@ -323,6 +323,81 @@ Test(server, response_format_json_object_gives_objects_and_text_gives_free_text)
     json_decref(plain);
 }
 
+static const char *WEATHER_TOOLS =
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"description\":\"The weather\","
+    "\"parameters\":{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"}},"
+    "\"required\":[\"city\"]}}}]";
+
+/* The streamed content of a chat answer, and whether a delta carried tool_calls. */
+static char *streamed_content(const char *body, int *tool_deltas, char *finish, size_t finish_len)
+{
+    http_response r;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/chat/completions", body, strlen(body), NULL, &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    char *text = calloc(1, r.body_len + 1);
+    *tool_deltas = 0;
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *c = strncmp(line, "data: {", 7) ? NULL : json_loads(line + 6, 0, NULL);
+        json_t *ch = json_array_get(json_object_get(c, "choices"), 0), *delta = json_object_get(ch, "delta");
+        if (json_is_string(json_object_get(delta, "content")))
+            strcat(text, json_string_value(json_object_get(delta, "content")));
+        *tool_deltas += json_object_get(delta, "tool_calls") != NULL;
+        if (json_is_string(json_object_get(ch, "finish_reason")))
+            snprintf(finish, finish_len, "%s", json_string_value(json_object_get(ch, "finish_reason")));
+        json_decref(c);
+    }
+    http_response_free(&r);
+    return text;
+}
+
+/* A multi-turn tool conversation as the openai SDKs send it (arguments as JSON
+ * text, a tool message) renders through the checkpoint's template; an answer with
+ * no call is plain content, streamed the same; forcing a call is refused. */
+Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
+{
+    char body[2048];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"},"
+             "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_1\",\"type\":\"function\","
+             "\"function\":{\"name\":\"get_weather\",\"arguments\":\"{\\\"city\\\": \\\"Paris\\\", \\\"days\\\": 2}\"}}]},"
+             "{\"role\":\"tool\",\"tool_call_id\":\"call_1\",\"content\":\"sunny\"}],%s,\"max_tokens\":12,"
+             "\"temperature\":0%%s}", WEATHER_TOOLS);
+    char plain[2100], streamed[2100];
+    snprintf(plain, sizeof plain, body, "");
+    snprintf(streamed, sizeof streamed, body, ",\"stream\":true");
+    json_t *j = call("POST", "/v1/chat/completions", plain, 200);
+    json_t *ch = json_array_get(json_object_get(j, "choices"), 0), *msg = json_object_get(ch, "message");
+    cr_assert(json_is_string(json_object_get(msg, "content")));
+    cr_assert_null(json_object_get(msg, "tool_calls"));
+    cr_assert_str_neq(json_string_value(json_object_get(ch, "finish_reason")), "tool_calls");
+    json_t *without = call("POST", "/v1/chat/completions",
+                           "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],\"max_tokens\":1}", 200);
+    cr_assert_gt(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")),
+                 json_integer_value(json_object_get(json_object_get(without, "usage"), "prompt_tokens")) + 40,
+                 "the tools, the call and its result are in the prompt");
+    int tool_deltas;
+    char finish[32] = "";
+    char *text = streamed_content(streamed, &tool_deltas, finish, sizeof finish);
+    cr_assert_str_eq(text, json_string_value(json_object_get(msg, "content")));
+    cr_assert_eq(tool_deltas, 0);
+    cr_assert_str_eq(finish, json_string_value(json_object_get(ch, "finish_reason")));
+    free(text);
+    json_decref(j);
+    json_decref(without);
+    char bad[1024];
+    const char *choices[] = {"\"required\"", "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}", "5"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(bad, sizeof bad, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,\"tool_choice\":%s}",
+                 WEATHER_TOOLS, choices[i]);
+        json_t *e = call("POST", "/v1/chat/completions", bad, 400);
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "tool_choice");
+        json_decref(e);
+    }
+    json_t *e = call("POST", "/v1/chat/completions",
+                     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"retrieval\"}]}", 400);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "tools");
+    json_decref(e);
+}
+
 typedef struct concurrent_arg {
     int index;
     char text[4096];
