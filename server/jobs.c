@@ -479,12 +479,12 @@ static void stream_text_chunk(gen_job *job, int c, const char *text, size_t len,
     sb_puts(b, "}]}\n\n");
 }
 
-/* ,"tool_calls":[...]; streamed, each call also carries its "index". */
+/* "tool_calls":[...]; streamed, each call also carries its "index". */
 static void tool_calls_json(strbuf *b, json_t *calls, int indexed)
 {
     size_t i;
     json_t *call;
-    sb_puts(b, ",\"tool_calls\":[");
+    sb_puts(b, "\"tool_calls\":[");
     json_array_foreach(calls, i, call) {
         json_t *one = json_deep_copy(call);
         if (indexed)
@@ -553,8 +553,10 @@ static void final_json(gen_job *job, strbuf *b)
                 sb_puts(b, "null");
             else
                 sb_json_string(b, cr->text.data ? cr->text.data : "", n);
-            if (cr->calls)
+            if (cr->calls) {
+                sb_puts(b, ",");
                 tool_calls_json(b, cr->calls, 0);
+            }
             sb_puts(b, "},\"logprobs\":");
             if (p->logprobs >= 0) {
                 sb_puts(b, "{\"content\":[");

@@ -140,6 +140,8 @@ static int parse_response_format(json_t *body, const server *srv, gen_params *p,
     json_t *rf = json_object_get(body, "response_format");
     if (!rf || json_is_null(rf))
         return 1;
+    if (p->constraint)
+        return BAD("response_format", "response_format and a forced tool call (tool_choice) exclude each other");
     const char *type = json_string_value(json_object_get(rf, "type"));
     if (!json_is_object(rf) || !type)
         return BAD("response_format", "response_format must be an object with a type");
@@ -435,10 +437,66 @@ static int history_length(const server *srv, json_t *vars, const gen_params *p, 
     return at;
 }
 
+/* The tool tool_choice forces: the named one, or with "required" the only one. */
+static json_t *forced_tool(json_t *tools, json_t *choice, api_error *e)
+{
+    const char *want = json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
+    if (json_is_string(choice) && json_array_size(tools) != 1) {
+        BAD("tool_choice", "tool_choice \"required\" is supported with one tool; name the function to call");
+        return NULL;
+    }
+    size_t i;
+    json_t *t;
+    json_array_foreach(tools, i, t) {
+        const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
+        if (!want || !strcmp(name, want))
+            return t;
+    }
+    BAD("tool_choice", "tool_choice names a function that is not in tools");
+    return NULL;
+}
+
+/* A forced call of tool t as a constraint, in the template's own call syntax: the
+ * parameters as XML, or {"name", "arguments"} as JSON between the syntax's tags. */
+static int force_call(const server *srv, json_t *t, gen_params *p, api_error *e)
+{
+    json_t *f = json_object_get(t, "function"), *params = json_object_get(f, "parameters");
+    const char *name = json_string_value(json_object_get(f, "name"));
+    if (!srv->vocab || !srv->n_eos || srv->tool_syntax == TOOL_SYNTAX_NONE)
+        return BAD("tool_choice", "this model's chat template writes no tool calls, so none can be forced");
+    json_t *args = json_is_object(params) ? json_incref(params) : json_pack("{s:s}", "type", "object");
+    json_t *call = json_pack("{s:s,s:b,s:[s,s],s:{s:{s:s},s:O}}", "type", "object", "additionalProperties", 0,
+                             "required", "name", "arguments", "properties", "name", "const", name, "arguments", args);
+    int list = srv->tool_syntax == TOOL_SYNTAX_JSON_LIST;
+    json_t *schema = srv->tool_syntax == TOOL_SYNTAX_XML ? json_incref(args)
+                     : list ? json_pack("{s:s,s:i,s:i,s:O}", "type", "array", "minItems", 1, "maxItems", 1, "items", call)
+                            : json_incref(call);
+    char *text = json_dumps(schema, JSON_COMPACT);
+    strata_error err;
+    strata_status st =
+        !text ? STRATA_E_NOMEM
+        : srv->tool_syntax == TOOL_SYNTAX_XML
+            ? strata_constraint_new_xml_call(srv->vocab, name, text, strlen(text), srv->eos_ids, srv->n_eos,
+                                             &p->constraint, &err)
+            : strata_constraint_new_json_between(srv->vocab, text, strlen(text), list ? "<TOOLCALL>" : "<tool_call>\n",
+                                                 list ? "</TOOLCALL>" : "\n</tool_call>", srv->eos_ids, srv->n_eos,
+                                                 &p->constraint, &err);
+    free(text);
+    json_decref(schema);
+    json_decref(call);
+    json_decref(args);
+    if (st != STRATA_OK)
+        return st == STRATA_E_NOMEM ? api_fail(e, 500, NULL, "internal_error", "out of memory")
+                                    : BAD("tools", "the parameters of '%s' cannot be enforced: %s", name, err.message);
+    p->sampling.constraint = p->constraint;
+    return 1;
+}
+
 /* tools (functions only) and tool_choice: with "auto" (the default) and a template
- * that writes calls, the answer reports the calls the model makes (tool_calls.c).
- * "none" renders the tools and reports no calls. "required" and a named function
- * would need the call's syntax enforced while sampling: refused, not pretended. */
+ * that writes calls, the answer reports the calls the model makes (tool_calls.c);
+ * "required" (with one tool) or a named function forces that call, written in the
+ * template's syntax and its parameters' schema (engine/constraint/); "none" renders
+ * the tools and reports no calls. */
 static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error *e)
 {
     json_t *tools = json_object_get(body, "tools"), *choice = json_object_get(body, "tool_choice");
@@ -454,10 +512,18 @@ static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error
             return BAD("tools", "tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": ...}}", i);
     }
     const char *how = json_is_string(choice) ? json_string_value(choice) : NULL;
-    if (choice && !json_is_null(choice) && (!how || (strcmp(how, "auto") && strcmp(how, "none"))))
-        return api_fail(e, 400, "tool_choice", "unsupported_value", "tool_choice must be \"auto\" or \"none\": "
-                        "forcing a call (\"required\" or a named function) is not supported");
-    if (json_array_size(tools) && (!how || !strcmp(how, "auto")) && srv->tool_syntax != TOOL_SYNTAX_NONE)
+    const char *type = json_string_value(json_object_get(choice, "type"));
+    int named = json_is_object(choice) && type && !strcmp(type, "function");
+    int forced = named || (how && !strcmp(how, "required"));
+    if (choice && !json_is_null(choice) && !forced && (!how || (strcmp(how, "auto") && strcmp(how, "none"))))
+        return BAD("tool_choice", "tool_choice must be \"auto\", \"none\", \"required\" or "
+                   "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+    if (forced && !json_array_size(tools))
+        return BAD("tool_choice", "tool_choice forces a call, but there are no tools");
+    json_t *tool = forced ? forced_tool(tools, choice, e) : NULL;
+    if (forced && (!tool || !force_call(srv, tool, p, e)))
+        return 0;
+    if (json_array_size(tools) && (!how || strcmp(how, "none")) && srv->tool_syntax != TOOL_SYNTAX_NONE)
         p->tools = json_incref(tools);
     return 1;
 }
@@ -476,6 +542,8 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error 
     json_t *kwargs = json_object_get(body, "chat_template_kwargs");
     if (json_is_object(kwargs))
         json_object_update(vars, kwargs);
+    if (p->constraint && !json_object_get(vars, "enable_thinking"))
+        json_object_set_new(vars, "enable_thinking", json_false()); /* a forced call comes first, as history shows */
     json_object_set(vars, "messages", flat);
     json_t *tools = json_object_get(body, "tools");
     if (json_is_array(tools))

@@ -93,30 +93,34 @@ static const char *until(cursor *c, const char *lit, size_t *n)
     return start;
 }
 
-/* The JSON type a tool's parameter is declared with, or NULL. */
-static const char *param_type(const json_t *tools, const char *fn, size_t fn_len, const char *param)
+/* Whether a tool's parameter holds text: declared "string", or an enum whose first
+ * value is a string; undeclared parameters are text too. */
+static int param_is_text(const json_t *tools, const char *fn, size_t fn_len, const char *param)
 {
     size_t i;
     json_t *t;
     json_array_foreach((json_t *)tools, i, t) {
         json_t *f = json_object_get(t, "function");
         const char *name = json_string_value(json_object_get(f, "name"));
-        if (name && strlen(name) == fn_len && !memcmp(name, fn, fn_len))
-            return json_string_value(
-                json_object_get(json_object_get(json_object_get(json_object_get(f, "parameters"), "properties"), param),
-                                "type"));
+        if (!name || strlen(name) != fn_len || memcmp(name, fn, fn_len))
+            continue;
+        json_t *schema = json_object_get(json_object_get(json_object_get(f, "parameters"), "properties"), param);
+        json_t *type = json_object_get(schema, "type"), *first = json_array_get(json_object_get(schema, "enum"), 0);
+        if (json_is_string(type))
+            return !strcmp(json_string_value(type), "string");
+        return !schema || !first || json_is_string(first);
     }
-    return NULL;
+    return 1;
 }
 
-/* One XML parameter's value: its text for a string parameter, else its JSON. */
-static json_t *xml_value(const char *v, size_t n, const char *type)
+/* One XML parameter's value: its text for a text parameter, else its JSON. */
+static json_t *xml_value(const char *v, size_t n, int text)
 {
     if (n && v[0] == '\n')
         v++, n--;
     if (n && v[n - 1] == '\n')
         n--;
-    json_t *j = type && strcmp(type, "string") ? json_loadb(v, n, JSON_DECODE_ANY, NULL) : NULL;
+    json_t *j = text ? NULL : json_loadb(v, n, JSON_DECODE_ANY, NULL);
     return j ? j : json_stringn(v, n);
 }
 
@@ -138,7 +142,7 @@ static json_t *xml_call(cursor *c, const json_t *tools)
         }
         memcpy(key, pname, pn);
         key[pn] = '\0';
-        json_object_set_new(args, key, xml_value(v, vn, param_type(tools, name, n, key)));
+        json_object_set_new(args, key, xml_value(v, vn, param_is_text(tools, name, n, key)));
     }
     if (!take(c, "</function>")) {
         json_decref(args);

@@ -31,7 +31,8 @@ size_t tool_content_limit(tool_syntax s, const char *text, size_t len);
  * "call_<id_stem>_<i>"), or NULL when it holds none, or a malformed one (then the
  * text stays content). *content_len: the bytes before the first call, trailing
  * whitespace dropped. tools (the request's, may be NULL) types XML parameter values:
- * a string parameter keeps its text, others are read as JSON. */
+ * a string parameter (or a string enum, or one not declared) keeps its text, others
+ * are read as JSON. */
 json_t *tool_calls_parse(tool_syntax s, const json_t *tools, const char *text, size_t len, const char *id_stem,
                          size_t *content_len);
 

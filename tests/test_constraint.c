@@ -7,6 +7,7 @@
  */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +115,11 @@ static const char *PERSON =
     "\"tags\":{\"type\":\"array\",\"items\":{\"enum\":[\"x\",\"yy\",1.5,null]},\"minItems\":1,\"maxItems\":2},"
     "\"nick\":{\"type\":[\"string\",\"null\"]}}}";
 
+static const char *WEATHER =
+    "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"city\"],\"properties\":{"
+    "\"city\":{\"type\":\"string\"},\"days\":{\"type\":\"integer\"},\"unit\":{\"enum\":[\"C\",\"F\"]},"
+    "\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\"}}}}";
+
 Test(constraint, a_schema_holds_keys_types_bounds_and_enums)
 {
     strata_constraint *c = compile(V, PERSON);
@@ -190,14 +196,19 @@ Test(constraint, unsupported_or_malformed_schemas_are_refused_by_name)
 
 /* The mask agrees with cons_allows token for token, at every prefix of a text, on a
  * real tokenizer's vocabulary (multi-byte tokens, partial UTF-8 characters), under a
- * schema (keys matched to properties, a bounded string) and json_object (free keys
- * and strings: the mask's shortcut for plain tokens). */
-static void check_mask_along(const strata_vocab *v, const strata_tokenizer *tok, const char *schema, const char *text)
+ * schema (keys matched to properties, a bounded string), json_object (free keys
+ * and strings: the mask's shortcut for plain tokens) and an XML call (raw text). */
+static void check_mask_along(const strata_vocab *v, const strata_tokenizer *tok, const char *schema, const char *text,
+                             const char *xml_function)
 {
     strata_error err = {0};
     int32_t end = 2;
     strata_constraint *c;
-    cr_assert_eq(strata_constraint_new_json(v, schema, schema ? strlen(schema) : 0, &end, 1, &c, &err), STRATA_OK);
+    if (xml_function)
+        cr_assert_eq(strata_constraint_new_xml_call(v, xml_function, schema, strlen(schema), &end, 1, &c, &err),
+                     STRATA_OK, "%s", err.message);
+    else
+        cr_assert_eq(strata_constraint_new_json(v, schema, schema ? strlen(schema) : 0, &end, 1, &c, &err), STRATA_OK);
     int32_t *ids;
     size_t n_ids;
     cr_assert_eq(strata_tokenizer_encode(tok, text, strlen(text), 0, &ids, &n_ids, &err), STRATA_OK);
@@ -235,8 +246,10 @@ Test(constraint, the_mask_is_the_set_of_allowed_tokens)
                  "%s", err.message);
     strata_vocab *v;
     cr_assert_eq(strata_vocab_new(tok, strata_tokenizer_vocab_size(tok), &v, &err), STRATA_OK, "%s", err.message);
-    check_mask_along(v, tok, PERSON, "{\"name\": \"Zoë\", \"age\": 30, \"tags\": [\"yy\"]}");
-    check_mask_along(v, tok, NULL, "{\"Straße \\\"x\\\"\": [\"naïve text\\n\", -1.5e3, {\"\": null}]}");
+    check_mask_along(v, tok, PERSON, "{\"name\": \"Zoë\", \"age\": 30, \"tags\": [\"yy\"]}", NULL);
+    check_mask_along(v, tok, NULL, "{\"Straße \\\"x\\\"\": [\"naïve text\\n\", -1.5e3, {\"\": null}]}", NULL);
+    check_mask_along(v, tok, WEATHER, "<tool_call>\n<function=get_weather>\n<parameter=days>\n2\n</parameter>\n"
+                     "<parameter=city>\nSão </p> Paulo\n</parameter>\n</function>\n</tool_call>", "get_weather");
     strata_vocab_free(v);
     strata_tokenizer_free(tok);
 }
@@ -297,5 +310,74 @@ Test(constraint, a_constrained_draw_keeps_the_models_odds_among_allowed_tokens)
     cr_assert_eq(strata_sampler_sample(g, logits, &out, NULL), STRATA_OK);
     cr_expect_eq(out.token, '1', "greedy: the best token allowed after a key");
     strata_sampler_free(g);
+    strata_constraint_free(c);
+}
+
+/* The XML call syntax: parameters in any order, each once, required ones present;
+ * strings raw up to "\n</parameter>", string enums raw, the rest JSON. */
+Test(constraint, an_xml_call_writes_the_templates_syntax_and_the_schema)
+{
+    strata_constraint *c = NULL;
+    int32_t end = END;
+    strata_error err = {0};
+    cr_assert_eq(strata_constraint_new_xml_call(V, "get_weather", WEATHER, strlen(WEATHER), &end, 1, &c, &err),
+                 STRATA_OK, "%s", err.message);
+#define OPEN "<tool_call>\n<function=get_weather>\n"
+#define P(name, value) "<parameter=" name ">\n" value "\n</parameter>\n"
+#define CLOSE "</function>\n</tool_call>"
+    const char *whole[] = {OPEN P("city", "New York") CLOSE,
+                           OPEN P("days", "3") P("city", "Zoë said \"<hi>\"\nand </para") P("unit", "F") CLOSE,
+                           OPEN P("tags", "[\"a\", \"b\"]") P("city", "") CLOSE};
+    for (size_t i = 0; i < sizeof whole / sizeof *whole; i++)
+        cr_expect_eq(first_refused(c, whole[i]), -1, "%s", whole[i]);
+    struct { const char *text; long at; } bad[] = {
+        {"<tool_call>\n<function=get_time>", 26},               /* another function */
+        {OPEN "</function>", 36},                               /* city is required at '/' */
+        {OPEN P("city", "x") "<parameter=city>", 78},           /* once */
+        {OPEN "<parameter=zip>", 46},                           /* not a parameter */
+        {OPEN P("city", "a</parameter>") CLOSE, 64},             /* the text may not close it early */
+        {OPEN P("days", "3.5") CLOSE, 53},                      /* integer */
+        {OPEN P("unit", "K") CLOSE, 52},                        /* enum, raw */
+        {OPEN P("city", "x") CLOSE "\n", 91},                   /* nothing after the call */
+        {OPEN P("city", "x") "</function>", 78}};               /* not whole before </tool_call> */
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_expect_eq(first_refused(c, bad[i].text), bad[i].at, "%s: refused at %ld, expected %ld", bad[i].text,
+                     first_refused(c, bad[i].text), bad[i].at);
+#undef OPEN
+#undef P
+#undef CLOSE
+    strata_constraint_free(c);
+    const char *bounded = "{\"type\":\"object\",\"properties\":{\"c\":{\"type\":\"string\",\"minLength\":2,"
+                          "\"maxLength\":4}}}";
+    cr_assert_eq(strata_constraint_new_xml_call(V, "f", bounded, strlen(bounded), &end, 1, &c, &err), STRATA_OK);
+    const char *head = "<tool_call>\n<function=f>\n<parameter=c>\n";
+    char text[256];
+    long h = (long)strlen(head);
+    const char *values[] = {"abcd", "ab", "abcde", "a", "abc\n\n"};
+    long want[] = {-1, -1, h + 4, h + 13, h + 5};  /* maxLength at 'e'; minLength at the end's '>'; "abc\n\n" is 5 */
+    for (int i = 0; i < 5; i++) {
+        snprintf(text, sizeof text, "%s%s\n</parameter>\n</function>\n</tool_call>", head, values[i]);
+        cr_expect_eq(first_refused(c, text), want[i], "'%s': refused at %ld", values[i], first_refused(c, text));
+    }
+    strata_constraint_free(c);
+    cr_expect_eq(strata_constraint_new_xml_call(V, "a>b", NULL, 0, &end, 1, &c, &err), STRATA_E_INVALID);
+    cr_expect_eq(strata_constraint_new_xml_call(V, "f", "{\"type\":\"string\"}", 17, &end, 1, &c, &err),
+                 STRATA_E_UNSUPPORTED);
+}
+
+Test(constraint, a_json_value_between_fixed_texts)
+{
+    const char *schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"name\",\"arguments\"],"
+                         "\"properties\":{\"name\":{\"const\":\"f\"},\"arguments\":{\"type\":\"object\"}}}";
+    strata_constraint *c = NULL;
+    int32_t end = END;
+    strata_error err = {0};
+    cr_assert_eq(strata_constraint_new_json_between(V, schema, strlen(schema), "<tool_call>\n", "\n</tool_call>", &end,
+                                                    1, &c, &err), STRATA_OK, "%s", err.message);
+    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": [1]}}\n</tool_call>"), -1);
+    cr_expect_eq(first_refused(c, "{"), 0);
+    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"g\""), 22);
+    const char *open = "<tool_call>\n{\"name\":\"f\",\"arguments\":{}}\n</tool";
+    cr_expect_eq(first_refused(c, open), (long)strlen(open), "taken, but not whole yet");
     strata_constraint_free(c);
 }

@@ -352,7 +352,7 @@ static char *streamed_content(const char *body, int *tool_deltas, char *finish, 
 
 /* A multi-turn tool conversation as the openai SDKs send it (arguments as JSON
  * text, a tool message) renders through the checkpoint's template; an answer with
- * no call is plain content, streamed the same; forcing a call is refused. */
+ * no call is plain content, streamed the same; a bad tool_choice is a 400. */
 Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
 {
     char body[2048];
@@ -384,7 +384,7 @@ Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
     json_decref(j);
     json_decref(without);
     char bad[1024];
-    const char *choices[] = {"\"required\"", "{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}", "5"};
+    const char *choices[] = {"5", "\"always\"", "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}"};
     for (int i = 0; i < 3; i++) {
         snprintf(bad, sizeof bad, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,\"tool_choice\":%s}",
                  WEATHER_TOOLS, choices[i]);
@@ -395,6 +395,73 @@ Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
     json_t *e = call("POST", "/v1/chat/completions",
                      "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"tools\":[{\"type\":\"retrieval\"}]}", 400);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "tools");
+    json_decref(e);
+}
+
+/* tool_choice naming the function (or "required" with one tool): the demo model,
+ * which never saw a tool, writes a call of the template's syntax whose arguments
+ * satisfy the parameters' schema; the answer reports it as tool_calls, streamed as
+ * one delta, and the call renders back into the next turn's prompt. */
+Test(server, a_forced_tool_call_is_written_in_the_templates_syntax_and_reported)
+{
+    const char *tools = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{"
+                        "\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"city\"],\"properties\":{"
+                        "\"city\":{\"type\":\"string\",\"maxLength\":20},\"days\":{\"type\":\"integer\"},"
+                        "\"unit\":{\"enum\":[\"C\",\"F\"]}}}}}]";
+    const char *choices[] = {"{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}", "\"required\""};
+    for (int k = 0; k < 2; k++) {
+        char body[2048];
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,"
+                 "\"tool_choice\":%s,\"max_tokens\":300,\"n\":2,\"seed\":%d}", tools, choices[k], 11 + k);
+        json_t *j = call("POST", "/v1/chat/completions", body, 200);
+        for (int c = 0; c < 2; c++) {
+            json_t *ch = json_array_get(json_object_get(j, "choices"), (size_t)c), *msg = json_object_get(ch, "message");
+            cr_assert_str_eq(json_string_value(json_object_get(ch, "finish_reason")), "tool_calls", "%s",
+                             json_dumps(ch, 0));
+            cr_assert(json_is_null(json_object_get(msg, "content")));
+            json_t *calls = json_object_get(msg, "tool_calls"), *f = json_object_get(json_array_get(calls, 0), "function");
+            cr_assert_eq(json_array_size(calls), 1);
+            cr_assert_str_eq(json_string_value(json_object_get(f, "name")), "get_weather");
+            json_t *args = json_loads(json_string_value(json_object_get(f, "arguments")), 0, NULL);
+            json_t *city = json_object_get(args, "city"), *days = json_object_get(args, "days");
+            json_t *unit = json_object_get(args, "unit");
+            cr_assert(json_is_string(city), "%s", json_string_value(json_object_get(f, "arguments")));
+            cr_assert_leq(json_string_length(city), 20 * 4);
+            cr_assert(!days || json_is_integer(days));
+            cr_assert(!unit || !strcmp(json_string_value(unit), "C") || !strcmp(json_string_value(unit), "F"));
+            size_t allowed = 1 + (days != NULL) + (unit != NULL);
+            cr_assert_eq(json_object_size(args), allowed, "no other keys");
+            json_decref(args);
+        }
+        json_decref(j);
+    }
+    /* greedy, streamed and not; then the call goes back into the conversation */
+    char body[2048], streamed[2100];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,"
+             "\"tool_choice\":\"required\",\"max_tokens\":300,\"temperature\":0%%s}", tools);
+    char plain[2100];
+    snprintf(plain, sizeof plain, body, "");
+    snprintf(streamed, sizeof streamed, body, ",\"stream\":true");
+    json_t *j = call("POST", "/v1/chat/completions", plain, 200);
+    json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+    int tool_deltas;
+    char finish[32] = "";
+    char *text = streamed_content(streamed, &tool_deltas, finish, sizeof finish);
+    cr_assert_str_eq(text, "", "no content streams before the call");
+    cr_assert_eq(tool_deltas, 1);
+    cr_assert_str_eq(finish, "tool_calls");
+    free(text);
+    char *call_json = json_dumps(json_object_get(msg, "tool_calls"), JSON_COMPACT);
+    char next[4096];
+    snprintf(next, sizeof next, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"},"
+             "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":%s},{\"role\":\"tool\",\"tool_call_id\":\"x\","
+             "\"content\":\"sunny\"}],%s,\"max_tokens\":4}", call_json, tools);
+    json_decref(call("POST", "/v1/chat/completions", next, 200));
+    free(call_json);
+    json_decref(j);
+    json_t *e = call("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                     "\"tool_choice\":\"required\"}", 400);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "tool_choice");
     json_decref(e);
 }
 

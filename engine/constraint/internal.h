@@ -47,6 +47,10 @@ static inline int jf_utf8_lead(unsigned char b, uint8_t *lo, uint8_t *hi)
 }
 
 /* ---- json_schema.c: the compiled schema */
+
+/* The fixed texts a constraint writes (raws[]): the user's prefix and suffix, then
+ * the pieces of an XML call's parameter list. */
+enum { JF_RAW_PREFIX, JF_RAW_SUFFIX, JF_RAW_PARAM, JF_RAW_FUNCTION, JF_RAW_NL, JF_RAW_PARAM_END, JF_RAWS };
 enum {
     JT_NULL = 1, JT_BOOL = 2, JT_INT = 4, JT_NUM = 8, JT_STR = 16, JT_ARR = 32, JT_OBJ = 64, JT_ANY = 127
 };
@@ -95,6 +99,8 @@ struct strata_constraint {
     int n_strings;
     int32_t *end_ids;
     int n_end;
+    jf_lit raws[JF_RAWS];       /* fixed texts: around the value, and the XML syntax's */
+    int xml;                    /* the root is written as XML parameters (strata_constraint_new_xml_call) */
 };
 
 /* ---- json_fsm.c: the cursor sampler.c keeps per choice */

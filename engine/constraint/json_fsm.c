@@ -23,7 +23,8 @@
 #define MAX_FRAMES (JF_MAX_DEPTH + 2)
 #define MAX_KEY 1024
 
-enum { F_VALUE, F_OBJ, F_KEY, F_ARR, F_STR, F_NUM, F_LIT, F_WORD };
+enum { F_VALUE, F_OBJ, F_KEY, F_ARR, F_STR, F_NUM, F_LIT, F_WORD, F_RAW, F_XOBJ, F_XKEY, F_XRAW };
+enum { X_NEXT, X_LT, X_CLOSE };                         /* F_XOBJ: before a parameter, after '<', after "</" */
 enum { O_OPEN, O_KEY, O_COLON, O_NEXT };                /* F_OBJ: after '{', ',', a key, a value */
 enum { A_OPEN, A_VALUE, A_NEXT };                       /* F_ARR: after '[', ',', a value */
 enum { S_PLAIN, S_ESC, S_HEX1, S_HEX4 = S_HEX1 + 3 };   /* F_STR / F_KEY: escapes */
@@ -34,9 +35,12 @@ typedef struct frame {
     uint8_t kind, st;
     uint8_t need, lo, hi;       /* strings: UTF-8 continuation bytes due, the next one's range */
     uint8_t int_only;           /* F_NUM: no fraction or exponent */
+    uint8_t unquoted;           /* F_LIT: string literals written without their quotes (XML values) */
     int32_t node;               /* the schema node this value satisfies */
-    int32_t count;              /* string: characters; array: items; key, literal, word: bytes */
-    int32_t child;              /* object: node of the current value; word: which word */
+    int32_t count;              /* string: characters; array: items; key, literal, word, raw: bytes;
+                                 * XML value: bytes of "\n</parameter>" matched */
+    int32_t child;              /* object: node of the current value; word: which word; raw: which
+                                 * text; XML value: bytes of "</parameter>" matched */
     uint64_t mask;              /* object: properties seen; key, literal: candidates left */
 } frame;
 
@@ -312,7 +316,7 @@ static uint64_t lits_whole(const sim *s, const frame *f)
     const jf_node *n = &s->c->nodes[f->node];
     uint64_t whole = 0;
     for (uint64_t m = f->mask; m; m &= m - 1)
-        whole |= s->c->lits[n->lit0 + __builtin_ctzll(m)].len == f->count ? m & -m : 0;
+        whole |= s->c->lits[n->lit0 + __builtin_ctzll(m)].len - 2 * f->unquoted == f->count ? m & -m : 0;
     return whole;
 }
 
@@ -322,7 +326,8 @@ static uint64_t lits_going_on(const sim *s, const frame *f, unsigned char b)
     uint64_t left = 0;
     for (uint64_t m = f->mask; m; m &= m - 1) {
         const jf_lit *l = &s->c->lits[n->lit0 + __builtin_ctzll(m)];
-        left |= l->len > f->count && (unsigned char)l->text[f->count] == b ? m & -m : 0;
+        int q = f->unquoted;
+        left |= l->len - 2 * q > f->count && (unsigned char)l->text[f->count + q] == b ? m & -m : 0;
     }
     return left;
 }
@@ -346,6 +351,131 @@ static int word_step(sim *s, frame *f, unsigned char b)
     if (w[++f->count] == '\0')
         pop(s);
     return 1;
+}
+
+/* ---- fixed texts and XML calls (strata_constraint_new_xml_call) */
+
+static frame raw_frame(int which)
+{
+    return (frame){.kind = F_RAW, .child = which};
+}
+
+static int raw_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_lit *t = &s->c->raws[f->child];
+    if ((unsigned char)t->text[f->count] != b)
+        return 0;
+    if (++f->count == t->len)
+        pop(s);
+    return 1;
+}
+
+/* Parameters are written in any order, each once, required ones before the end:
+ * '<' then 'p' ("arameter=", a name, '>') or '/' ("function>"). */
+static int xobj_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    uint64_t left = all_props(n) & ~f->mask;
+    switch (f->st) {
+    case X_NEXT:
+        f->st = X_LT;
+        return b == '<';
+    case X_LT:
+        if (b == '/' && (n->required & ~f->mask) == 0) {
+            f->st = X_CLOSE;
+            return push(s, raw_frame(JF_RAW_FUNCTION));
+        }
+        f->st = X_NEXT;
+        return b == 'p' && (left || n->additional != JF_NONE) &&
+               push(s, (frame){.kind = F_XKEY, .node = f->node, .mask = left}) && push(s, raw_frame(JF_RAW_PARAM));
+    }
+    return end_then_step(s, b);                             /* X_CLOSE: "</function>" is written */
+}
+
+/* An enum of strings with no escapes: written raw, as the templates render strings. */
+static int raw_enum(const strata_constraint *c, const jf_node *n)
+{
+    for (int i = 0; i < n->n_lits; i++) {
+        const jf_lit *l = &c->lits[n->lit0 + i];
+        if (l->text[0] != '"' || memchr(l->text, '\\', (size_t)l->len))
+            return 0;
+    }
+    return n->n_lits > 0;
+}
+
+/* The value after <parameter=NAME>: "\n", then a string raw (an enum of strings
+ * one of them raw), anything else as JSON, then "\n</parameter>\n". */
+static int xml_value(sim *s, int node)
+{
+    const jf_node *n = &s->c->nodes[node];
+    if (n->types == JT_STR && !n->n_lits && !n->n_alts)
+        return push(s, (frame){.kind = F_XRAW, .node = node}) && push(s, raw_frame(JF_RAW_NL));
+    frame value = {.kind = F_VALUE, .node = node};
+    if (raw_enum(s->c, n))
+        value = (frame){.kind = F_LIT, .node = node, .unquoted = 1,
+                        .mask = n->n_lits == 64 ? ~0ull : (1ull << n->n_lits) - 1};
+    return push(s, raw_frame(JF_RAW_PARAM_END)) && push(s, value) && push(s, raw_frame(JF_RAW_NL));
+}
+
+/* A parameter's name, up to '>': one of the properties left, or another when the
+ * schema allows more. */
+static int xkey_step(sim *s, frame *f, unsigned char b)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    if (b == '>') {
+        uint64_t whole = 0;
+        for (uint64_t m = f->mask; m; m &= m - 1)
+            whole |= s->c->props[n->prop0 + __builtin_ctzll(m)].len == f->count ? m & -m : 0;
+        if (!f->count || (!whole && n->additional == JF_NONE))
+            return 0;
+        int node = whole ? s->c->props[n->prop0 + __builtin_ctzll(whole)].node : n->additional;
+        pop(s);
+        top(s)->mask |= whole;
+        return xml_value(s, node);
+    }
+    if (b < 0x20 || b == '<' || f->count >= MAX_KEY)
+        return 0;
+    uint64_t left = 0;
+    for (uint64_t m = f->mask; m; m &= m - 1) {
+        const jf_prop *p = &s->c->props[n->prop0 + __builtin_ctzll(m)];
+        left |= p->len > f->count && (unsigned char)p->name[f->count] == b ? m & -m : 0;
+    }
+    f->mask = left;
+    f->count++;
+    return left || n->additional != JF_NONE;
+}
+
+/* A string parameter's raw text: UTF-8 of minLength..maxLength characters, ending
+ * at "\n</parameter>" (then "\n"), never holding "</parameter>" otherwise (the
+ * parser splits there). mask counts the characters, the end's included. */
+static int xraw_step(sim *s, frame *f, unsigned char b)
+{
+    static const char END[] = "\n</parameter>";
+    const int end_len = (int)sizeof END - 1;
+    const jf_node *n = &s->c->nodes[f->node];
+    if (f->need) {
+        if (b < f->lo || b > f->hi)
+            return 0;
+        f->need--;
+        f->lo = 0x80;
+        f->hi = 0xBF;
+    } else if ((b < 0x20 && b != '\n' && b != '\t' && b != '\r') ||
+               (b >= 0x80 && !(f->need = (uint8_t)jf_utf8_lead(b, &f->lo, &f->hi)))) {
+        return 0;
+    } else {
+        f->mask++;
+    }
+    f->count = (unsigned char)END[f->count] == b ? f->count + 1 : b == '\n';
+    f->child = (unsigned char)END[f->child + 1] == b ? f->child + 1 : b == '<';
+    if (f->count == end_len) {
+        if ((int64_t)f->mask - end_len < n->min_len)
+            return 0;
+        *f = raw_frame(JF_RAW_NL);
+        return 1;
+    }
+    if (n->max_len >= 0 && (int64_t)f->mask - f->count > n->max_len)
+        return 0;                                           /* the text before a possible end is too long */
+    return f->child < end_len - 1;                          /* "</parameter>" alone */
 }
 
 /* ---- values */
@@ -403,6 +533,10 @@ static int step(sim *s, unsigned char b)
     case F_NUM: return num_step(s, f, b);
     case F_LIT: return lit_step(s, f, b);
     case F_WORD: return word_step(s, f, b);
+    case F_RAW: return raw_step(s, f, b);
+    case F_XOBJ: return xobj_step(s, f, b);
+    case F_XKEY: return xkey_step(s, f, b);
+    case F_XRAW: return xraw_step(s, f, b);
     }
     return 0;
 }
@@ -451,8 +585,12 @@ strata_status cons_cursor_new(const strata_constraint *c, cons_cursor **out, str
     if (!k)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     k->c = c;
-    k->state.depth = 1;
-    k->state.f[0] = (frame){.kind = F_VALUE, .node = c->root};
+    fsm *m = &k->state;                     /* bottom up: the suffix, the value, the prefix */
+    if (c->raws[JF_RAW_SUFFIX].len)
+        m->f[m->depth++] = raw_frame(JF_RAW_SUFFIX);
+    m->f[m->depth++] = (frame){.kind = c->xml ? F_XOBJ : F_VALUE, .node = c->root};
+    if (c->raws[JF_RAW_PREFIX].len)
+        m->f[m->depth++] = raw_frame(JF_RAW_PREFIX);
     *out = k;
     return STRATA_OK;
 }

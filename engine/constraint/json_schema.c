@@ -9,6 +9,7 @@
  * was never checked against it. Annotations (description, format, ...) are ignored.
  */
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -451,9 +452,37 @@ static strata_status compile_root(compiler *k, const char *schema, size_t len)
     return compile(k, k->doc, &k->c->root);
 }
 
-strata_status strata_constraint_new_json(const strata_vocab *v, const char *schema, size_t len,
-                                         const int32_t *end_ids, int n_end, strata_constraint **out,
-                                         strata_error *err)
+/* The fixed texts of the constraint: prefix and suffix (NULL: none) and the XML
+ * syntax's pieces, owned by c. */
+static strata_status set_raws(compiler *k, const char *prefix, const char *suffix)
+{
+    const char *texts[JF_RAWS] = {prefix ? prefix : "", suffix ? suffix : "", "arameter=", "function>", "\n",
+                                  "\n</parameter>\n"};
+    for (int i = 0; i < JF_RAWS; i++) {
+        STRATA_TRY(own(k, strdup(texts[i])));
+        k->c->raws[i] = (jf_lit){k->c->strings[k->c->n_strings - 1], (int)strlen(texts[i])};
+    }
+    return STRATA_OK;
+}
+
+/* An XML call writes the root object's properties as <parameter=NAME>: names must
+ * not hold '<', '>' or a line break, and the root must be a plain object. */
+static strata_status check_xml(compiler *k)
+{
+    const strata_constraint *c = k->c;
+    const jf_node *n = &c->nodes[c->root];
+    if (n->types != JT_OBJ || n->n_lits || n->n_alts)
+        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "XML call: the parameters' schema must be an object");
+    for (int i = 0; i < n->n_props; i++)
+        if (strpbrk(c->props[n->prop0 + i].name, "<>\n"))
+            return strata_fail(k->err, STRATA_E_UNSUPPORTED, "XML call: parameter names may not hold '<', '>' or "
+                               "a line break");
+    return STRATA_OK;
+}
+
+static strata_status build(const strata_vocab *v, const char *schema, size_t len, const char *prefix,
+                           const char *suffix, int xml, const int32_t *end_ids, int n_end, strata_constraint **out,
+                           strata_error *err)
 {
     *out = NULL;
     if (!v || n_end < 1 || n_end > JF_MAX_END || !end_ids)
@@ -466,9 +495,14 @@ strata_status strata_constraint_new_json(const strata_vocab *v, const char *sche
     strata_status st = c ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     if (st == STRATA_OK) {
         c->vocab = v;
+        c->xml = xml;
         c->end_ids = malloc(sizeof(int32_t) * (size_t)n_end);
         st = c->end_ids ? compile_root(&k, schema, len) : nomem(&k);
     }
+    if (st == STRATA_OK)
+        st = set_raws(&k, prefix, suffix);
+    if (st == STRATA_OK && xml)
+        st = check_xml(&k);
     json_decref(k.doc);
     free(k.memo);
     if (st != STRATA_OK) {
@@ -479,4 +513,31 @@ strata_status strata_constraint_new_json(const strata_vocab *v, const char *sche
     c->n_end = n_end;
     *out = c;
     return STRATA_OK;
+}
+
+strata_status strata_constraint_new_json(const strata_vocab *v, const char *schema, size_t len,
+                                         const int32_t *end_ids, int n_end, strata_constraint **out,
+                                         strata_error *err)
+{
+    return build(v, schema, len, NULL, NULL, 0, end_ids, n_end, out, err);
+}
+
+strata_status strata_constraint_new_json_between(const strata_vocab *v, const char *schema, size_t len,
+                                                 const char *prefix, const char *suffix, const int32_t *end_ids,
+                                                 int n_end, strata_constraint **out, strata_error *err)
+{
+    return build(v, schema, len, prefix, suffix, 0, end_ids, n_end, out, err);
+}
+
+strata_status strata_constraint_new_xml_call(const strata_vocab *v, const char *name, const char *schema, size_t len,
+                                             const int32_t *end_ids, int n_end, strata_constraint **out,
+                                             strata_error *err)
+{
+    if (!name || !*name || strpbrk(name, "<>\n") || strlen(name) > 256)
+        return strata_fail(err, STRATA_E_INVALID, "XML call: a function name of 1 to 256 bytes without '<', '>' "
+                           "or a line break");
+    char prefix[300];
+    snprintf(prefix, sizeof prefix, "<tool_call>\n<function=%s>\n", name);
+    return build(v, schema ? schema : "{\"type\":\"object\"}", schema ? len : 17, prefix, "\n</tool_call>", 1, end_ids,
+                 n_end, out, err);
 }

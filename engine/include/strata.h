@@ -419,6 +419,19 @@ typedef struct strata_constraint strata_constraint;
 strata_status strata_constraint_new_json(const strata_vocab *v, const char *schema, size_t len,
                                          const int32_t *end_ids, int n_end, strata_constraint **out,
                                          strata_error *err);
+/* The same value between two fixed texts (NULL: none), e.g. a tool call's tags:
+ * "<tool_call>\n" + {"name": ..., "arguments": ...} + "\n</tool_call>". */
+strata_status strata_constraint_new_json_between(const strata_vocab *v, const char *schema, size_t len,
+                                                 const char *prefix, const char *suffix, const int32_t *end_ids,
+                                                 int n_end, strata_constraint **out, strata_error *err);
+/* One call of function name in the XML syntax of Nemotron 3 and Qwen3-Coder chat
+ * templates: "<tool_call>\n<function=NAME>\n", then each property of the object
+ * schema (NULL: {"type":"object"}) written "<parameter=P>\nVALUE\n</parameter>\n"
+ * (a string property's VALUE raw, never holding "</parameter>"; others as JSON;
+ * required ones present, none twice), then "</function>\n</tool_call>". */
+strata_status strata_constraint_new_xml_call(const strata_vocab *v, const char *name, const char *schema, size_t len,
+                                             const int32_t *end_ids, int n_end, strata_constraint **out,
+                                             strata_error *err);
 void strata_constraint_free(strata_constraint *c);
 
 /* How to pick the next token. Applied in this order: logit_bias, repetition /
