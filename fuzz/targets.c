@@ -220,9 +220,10 @@ static int sessions_body(const uint8_t *data, size_t size)
 
 /* ---------------------------------------------------------------- structured output */
 
-/* A JSON schema (empty: json_object), a NUL byte, then text: each byte of it the
- * constraint allows is taken as its single-byte token, others skipped; every 16
- * bytes the whole vocabulary is masked. */
+/* A JSON schema (empty: json_object; after "XML:", the parameters of an XML call of
+ * function f), a NUL byte, then text: each byte of it the constraint allows is
+ * taken as its single-byte token, others skipped; every 16 bytes the whole
+ * vocabulary is masked. */
 static int json_schema(const uint8_t *data, size_t size)
 {
     server *srv = fuzz_server();
@@ -240,8 +241,13 @@ static int json_schema(const uint8_t *data, size_t size)
     strata_constraint *c;
     cons_cursor *k;
     strata_error err;
-    if (strata_constraint_new_json(v, slen ? (const char *)data : NULL, slen, srv->eos_ids, srv->n_eos, &c, &err) !=
-        STRATA_OK)
+    int xml = slen >= 4 && !memcmp(data, "XML:", 4);
+    const char *schema = (const char *)data + (xml ? 4 : 0);
+    size_t schema_len = slen - (xml ? 4 : 0);
+    strata_status st = xml ? strata_constraint_new_xml_call(v, "f", schema, schema_len, srv->eos_ids, srv->n_eos, &c, &err)
+                           : strata_constraint_new_json(v, slen ? schema : NULL, schema_len, srv->eos_ids, srv->n_eos,
+                                                        &c, &err);
+    if (st != STRATA_OK)
         return 0;
     if (cons_cursor_new(c, &k, &err) != STRATA_OK)
         die("cursor", &err);

@@ -90,3 +90,31 @@ test('chat: response_format json_schema gives a value of the schema, streamed or
   await assert.rejects(client.chat.completions.create({ ...ask, response_format: { type: 'json_schema',
     json_schema: { name: 'p', schema: { type: 'string', pattern: '^a' } } } }), (e) => e.status === 400);
 });
+
+test('chat: tools, a forced call and the conversation that follows it', async () => {
+  const tools = [{ type: 'function', function: { name: 'get_weather', description: 'The weather in a city',
+    parameters: { type: 'object', additionalProperties: false, required: ['city'],
+                  properties: { city: { type: 'string', maxLength: 20 }, days: { type: 'integer' } } } } }];
+  const messages = [{ role: 'user', content: 'Weather in Paris?' }];
+  const r = await client.chat.completions.create({ model, messages, tools, max_tokens: 300, temperature: 0,
+    tool_choice: { type: 'function', function: { name: 'get_weather' } } });
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  const call = r.choices[0].message.tool_calls[0];
+  assert.equal(call.type, 'function');
+  assert.equal(call.function.name, 'get_weather');
+  assert.equal(typeof JSON.parse(call.function.arguments).city, 'string');
+  const stream = await client.chat.completions.create({ model, messages, tools, max_tokens: 300, temperature: 0,
+    tool_choice: 'required', stream: true });
+  let streamed = null, finish = null;
+  for await (const chunk of stream) {
+    const c = chunk.choices[0];
+    if (c?.delta?.tool_calls) streamed = c.delta.tool_calls[0];
+    if (c?.finish_reason) finish = c.finish_reason;
+  }
+  assert.equal(finish, 'tool_calls');
+  assert.equal(streamed.index, 0);
+  assert.equal(streamed.function.arguments, call.function.arguments);
+  const next = await client.chat.completions.create({ model, tools, max_tokens: 8, messages: [...messages,
+    r.choices[0].message, { role: 'tool', tool_call_id: call.id, content: 'sunny, 21 C' }] });
+  assert.equal(typeof next.choices[0].message.content, 'string');
+});
