@@ -15,6 +15,7 @@
 #include "model/safetensors.h"
 #include "parse.h"
 #include "targets.h"
+#include "tool_calls.h"
 
 static const char *model_dir(void)
 {
@@ -50,6 +51,7 @@ static server *fuzz_server(void)
         die(path, &err);
     if (strata_template_load(model_dir(), &srv.chat, &err) != STRATA_OK)
         srv.chat = NULL;
+    srv.tool_syntax = tool_syntax_detect(srv.chat);
     static int32_t eos[1];
     eos[0] = strata_model_get_info(srv.model)->eos_token_id;
     srv.eos_ids = eos;
