@@ -32,6 +32,7 @@ struct strata_session {
     int n, cap;
     checkpoint cps[STRATA_SESSION_MAX_CHECKPOINTS];
     int n_cps;
+    uint64_t cp_budget;         /* bytes automatic checkpoints may hold (0: no bound) */
 };
 
 strata_status strata_session_new(const strata_model *model, strata_session **out, strata_error *err)
@@ -117,6 +118,35 @@ void strata_session_sync(strata_session *s)
 }
 
 /* Keep `cache` (owned) as the checkpoint at its position, in order. */
+/* Drop the oldest automatic checkpoints (explicit ones stay) until `extra` more
+ * fit in the budget; *at keeps pointing at the same place. 0 when even with none
+ * left they would not. */
+static int within_budget(strata_session *s, int extra, int *at)
+{
+    uint64_t each = cache_recurrent_bytes(s->model);
+    int automatic = 0;
+    for (int k = 0; k < s->n_cps; k++)
+        automatic += s->cps[k].automatic;
+    while (s->cp_budget && (uint64_t)(automatic + extra) * each > s->cp_budget) {
+        if (!automatic)
+            return 0;
+        int victim = 0;
+        while (!s->cps[victim].automatic)
+            victim++;
+        drop_checkpoint(s, victim);
+        *at -= victim < *at;
+        automatic--;
+    }
+    return 1;
+}
+
+void strata_session_set_checkpoint_budget(strata_session *s, uint64_t bytes)
+{
+    int at = 0;
+    s->cp_budget = bytes;
+    within_budget(s, 0, &at);
+}
+
 static strata_status insert_checkpoint(strata_session *s, strata_cache *cache, int automatic, strata_error *err)
 {
     int pos = strata_cache_n_tokens(cache), i = 0;
@@ -138,6 +168,10 @@ static strata_status insert_checkpoint(strata_session *s, strata_cache *cache, i
         drop_checkpoint(s, victim);
         if (victim < i)
             i--;
+    }
+    if (automatic && !within_budget(s, 1, &i)) {
+        strata_cache_free(cache);               /* one alone passes the budget: none is taken */
+        return STRATA_OK;
     }
     memmove(&s->cps[i + 1], &s->cps[i], sizeof s->cps[0] * (size_t)(s->n_cps - i));
     s->cps[i] = (checkpoint){.pos = pos, .automatic = automatic, .cache = cache};
@@ -261,6 +295,7 @@ strata_status strata_session_fork(const strata_session *s, strata_session **out,
     if (!f)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     f->model = s->model;
+    f->cp_budget = s->cp_budget;
     strata_status st = strata_cache_copy(s->cache, &f->cache, err);
     if (st == STRATA_OK)
         st = strata_session_append(f, s->tokens, s->n, err);

@@ -50,6 +50,8 @@ static const struct option_def {
      "state bytes sessions may hold in memory"},
     INT(session_ttl_s, "session-ttl", "86400", "seconds an idle session lives (0: forever)"),
     INT(checkpoint_every, "checkpoint-every", "512", "session checkpoints every N prompt tokens of a long prefill"),
+    {"session-checkpoint-bytes", T_LONG, offsetof(settings, session_checkpoint_bytes), sizeof(long), "268435456",
+     "state bytes one session's automatic checkpoints may hold (0: no bound)"},
     {"max-import-bytes", T_LONG, offsetof(settings, max_import_bytes), sizeof(long), "1073741824",
      "largest session file POST /v1/sessions/import accepts"},
     {"prefix-cache-bytes", T_LONG, offsetof(settings, prefix_cache_bytes), sizeof(long), "268435456",

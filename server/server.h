@@ -37,6 +37,7 @@ typedef struct settings {
     long session_memory_bytes;  /* state bytes resident sessions may hold */
     int session_ttl_s;          /* idle sessions are dropped after this (0: never) */
     int checkpoint_every;       /* session checkpoints every N prompt tokens */
+    long session_checkpoint_bytes; /* per session: automatic checkpoints' state bytes (0: no bound) */
     long max_import_bytes;      /* largest session file accepted by import */
     long prefix_cache_bytes;    /* budget of the prefix cache (0: off) */
     char log_level[16];         /* error, warn, info, debug */

@@ -111,6 +111,7 @@ session_entry *sessions_find(server *srv, const char *id)
         forget(e);
         return NULL;
     }
+    strata_session_set_checkpoint_budget(e->s, (uint64_t)srv->cfg.session_checkpoint_bytes);
     return e;
 }
 
@@ -157,6 +158,7 @@ session_entry *sessions_add(server *srv, strata_session *s, const char *id)
             fresh_id(e->id, sizeof e->id);
         while (sessions_find(srv, e->id));
     e->s = s;
+    strata_session_set_checkpoint_budget(s, (uint64_t)srv->cfg.session_checkpoint_bytes);
     e->n_tokens = strata_session_n_tokens(s);
     e->state_bytes = strata_session_state_bytes(s);
     e->created = e->last_used = (double)time(NULL);

@@ -207,3 +207,49 @@ Test(session, bf16_state_survives_serialization)
     strata_session_free(t);
     strata_session_free(s);
 }
+
+/* A budget keeps the newest automatic checkpoints that fit; explicit ones stay
+ * whatever it says; forks inherit it; and rewinding still lands exactly. */
+Test(session, a_checkpoint_budget_keeps_the_newest_automatic_ones)
+{
+    strata_error err;
+    strata_session *s;
+    float a[V], b[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 10, a);
+    cr_assert_eq(strata_session_checkpoint(s, 1, &err), STRATA_OK);
+    int pos;
+    uint64_t each;
+    strata_session_checkpoint_info(s, 0, &pos, &each);
+    strata_session_set_checkpoint_budget(s, each * 5 / 2);      /* room for two */
+    cr_assert_eq(strata_session_checkpoint_count(s), 1);
+    for (int k = 1; k < 5; k++) {
+        feed(s, ids + 10 * k, 10, a);
+        cr_assert_eq(strata_session_checkpoint(s, k != 2, &err), STRATA_OK);   /* the one at 30 is explicit */
+    }
+    int want[] = {30, 40, 50};
+    cr_assert_eq(strata_session_checkpoint_count(s), 3);
+    for (int i = 0; i < 3; i++) {
+        strata_session_checkpoint_info(s, i, &pos, &each);
+        cr_expect_eq(pos, want[i], "checkpoint %d at %d", i, pos);
+    }
+    strata_session *f;
+    cr_assert_eq(strata_session_fork(s, &f, &err), STRATA_OK);
+    feed(f, ids + 50, 10, a);
+    cr_assert_eq(strata_session_checkpoint(f, 1, &err), STRATA_OK);
+    cr_assert_eq(strata_session_checkpoint_count(f), 3, "the fork keeps the budget: 30 (explicit), 50, 60");
+    strata_session_free(f);
+    int32_t *replay;
+    int n;
+    cr_assert_eq(strata_session_rewind(s, 45, &replay, &n, &err), STRATA_OK);
+    cr_assert_eq(n, 5, "from the checkpoint at 40");
+    feed(s, replay, n, a);
+    free(replay);
+    fresh_logits(ids, 45, b);
+    cr_assert_eq(memcmp(a, b, sizeof a), 0);
+    strata_session_set_checkpoint_budget(s, each / 2);          /* room for none */
+    cr_assert_eq(strata_session_checkpoint_count(s), 1, "the explicit one stays");
+    cr_assert_eq(strata_session_checkpoint(s, 1, &err), STRATA_OK);
+    cr_assert_eq(strata_session_checkpoint_count(s), 1, "an automatic one is not taken");
+    strata_session_free(s);
+}

@@ -412,3 +412,44 @@ Test(session_limits, idle_sessions_move_to_disk_and_come_back, .timeout = 60)
     remove_tree(state_dir);
     free(state_dir);
 }
+
+/* --session-checkpoint-bytes bounds what one session's automatic checkpoints hold;
+ * an explicit checkpoint is taken whatever it says. */
+Test(sessions, automatic_checkpoints_stay_within_their_byte_budget)
+{
+    char *id = new_session("[1, 1165, 276]");
+    free(complete(id, "[1, 1165, 276, 2102]", 4, NULL));
+    char path[128];
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    json_t *j = req("GET", path, NULL, 200);
+    json_t *cps = json_object_get(j, "checkpoints");
+    cr_assert_geq(json_array_size(cps), 2, "by default every prompt and generation ends with one");
+    long each = (long)json_integer_value(json_object_get(json_array_get(cps, 0), "bytes"));
+    json_decref(j);
+    cr_assert_eq(server_stop(&S), 0);
+    char budget[32];
+    snprintf(budget, sizeof budget, "%ld", each * 5 / 2);
+    const char *args[] = {"--state-dir", state_dir, "--session-checkpoint-bytes", budget, NULL};
+    cr_assert_eq(server_start(&S, demo(), args), 0);
+    free(id);
+    id = new_session("[1, 1165, 276]");
+    snprintf(path, sizeof path, "/v1/sessions/%s/checkpoints", id);
+    json_decref(req("POST", path, "{}", 201));      /* at 3: explicit */
+    char prompt[256] = "[1, 1165, 276";
+    for (int turn = 0; turn < 5; turn++) {
+        for (int k = 0; k < 3; k++)
+            snprintf(prompt + strlen(prompt), sizeof prompt - strlen(prompt), ", %d", 300 + 10 * turn + k);
+        strcat(prompt, "]");
+        free(complete(id, prompt, 3, NULL));
+        prompt[strlen(prompt) - 1] = '\0';
+    }
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    j = req("GET", path, NULL, 200);
+    cps = json_object_get(j, "checkpoints");
+    cr_assert_eq(json_array_size(cps), 3, "the explicit one and the newest two automatic ones: %s", json_dumps(j, 0));
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(cps, 0), "position")), 3);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(cps, 2), "position")),
+                 json_integer_value(json_object_get(j, "n_tokens")), "the newest is the end of the last turn");
+    json_decref(j);
+    free(id);
+}

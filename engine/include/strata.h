@@ -335,6 +335,12 @@ strata_status strata_session_checkpoint(strata_session *s, int automatic, strata
  * checkpoint at its position; the session takes ownership of cache. */
 strata_status strata_session_adopt_checkpoint(strata_session *s, strata_cache *cache, int automatic,
                                               strata_error *err);
+/* Keep automatic checkpoints within bytes of recurrent state (0: no bound, the
+ * default), from now on: the oldest automatic ones go first, and one that alone
+ * passes the budget is not taken. Explicit checkpoints are always kept. Forks
+ * inherit it. A
+ * Nemotron-H 8B's checkpoint is 99 MiB, so 32 automatic ones would be 3.2 GB. */
+void strata_session_set_checkpoint_budget(strata_session *s, uint64_t bytes);
 int strata_session_checkpoint_count(const strata_session *s);
 /* Checkpoint i (oldest first): its position and the bytes its recurrent state holds. */
 void strata_session_checkpoint_info(const strata_session *s, int i, int *position, uint64_t *bytes);
