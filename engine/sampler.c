@@ -426,8 +426,18 @@ static int32_t pick(strata_sampler *s, const float *adjusted)
 static strata_status pick_constrained(strata_sampler *s, const float *adjusted, int32_t *token, strata_error *err)
 {
     float *m = s->masked;
-    memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
-    for (int i = 0; !truncates(&s->p) && i < CONSTRAINED_TRIES; i++) {
+    if (!truncates(&s->p)) {
+        int32_t t = pick(s, adjusted);          /* the first draw needs no copy */
+        if (cons_allows(s->cursor, t)) {
+            *token = t;
+            return STRATA_OK;
+        }
+        memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
+        m[t] = -INFINITY;
+    } else {
+        memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
+    }
+    for (int i = 1; !truncates(&s->p) && i < CONSTRAINED_TRIES; i++) {
         int32_t t = pick(s, m);
         if (cons_allows(s->cursor, t)) {
             *token = t;
