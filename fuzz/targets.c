@@ -246,7 +246,9 @@ static int json_schema(const uint8_t *data, size_t size)
     int xml = slen >= 4 && !memcmp(data, "XML:", 4);
     const char *schema = (const char *)data + (xml ? 4 : 0);
     size_t schema_len = slen - (xml ? 4 : 0);
-    strata_status st = xml ? strata_constraint_new_xml_call(v, "f", schema, schema_len, srv->eos_ids, srv->n_eos, &c, &err)
+    strata_call_schema call = {"f", schema, schema_len};
+    strata_status st = xml ? strata_constraint_new_call(v, &call, 1, 1, "<tool_call>\n<function=", ">\n", "\n</tool_call>",
+                                                        srv->eos_ids, srv->n_eos, &c, &err)
                            : strata_constraint_new_json(v, slen ? schema : NULL, schema_len, srv->eos_ids, srv->n_eos,
                                                         &c, &err);
     if (st != STRATA_OK)

@@ -16,6 +16,7 @@
 #include "tool_calls.h"
 
 #define BAD(param, ...) api_fail(e, 400, param, "invalid_value", __VA_ARGS__)
+#define MAX_FORCED_TOOLS 64  /* calls one forced tool_choice may choose among (the constraint's bound) */
 
 /* A number field within [lo, hi]; absent or null keeps *out. */
 static int get_number(json_t *body, const char *key, double lo, double hi, float *out, api_error *e)
@@ -437,64 +438,60 @@ static int history_length(const server *srv, json_t *vars, const gen_params *p, 
     return at;
 }
 
-/* The tool tool_choice forces: the named one, or with "required" the only one. */
-static json_t *forced_tool(json_t *tools, json_t *choice, api_error *e)
+/* The tools tool_choice forces: the named one, or with "required" any of them. */
+static int forced_tools(json_t *tools, json_t *choice, json_t **out, int *n, api_error *e)
 {
     const char *want = json_string_value(json_object_get(json_object_get(choice, "function"), "name"));
-    if (json_is_string(choice) && json_array_size(tools) != 1) {
-        BAD("tool_choice", "tool_choice \"required\" is supported with one tool; name the function to call");
-        return NULL;
-    }
     size_t i;
     json_t *t;
+    *n = 0;
     json_array_foreach(tools, i, t) {
         const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
-        if (!want || !strcmp(name, want))
-            return t;
+        if (*n < MAX_FORCED_TOOLS && (!want || !strcmp(name, want)))
+            out[(*n)++] = t;
     }
-    BAD("tool_choice", "tool_choice names a function that is not in tools");
-    return NULL;
+    if (!want && json_array_size(tools) > MAX_FORCED_TOOLS)
+        return BAD("tool_choice", "tool_choice \"required\" takes at most %d tools", MAX_FORCED_TOOLS);
+    return *n ? 1 : BAD("tool_choice", "tool_choice names a function that is not in tools");
 }
 
-/* A forced call of tool t as a constraint, in the template's own call syntax: the
- * parameters as XML, or {"name", "arguments"} as JSON between the syntax's tags. */
-static int force_call(const server *srv, json_t *t, gen_params *p, api_error *e)
+/* How each syntax writes a call around its name and arguments (tool_calls.h). */
+static const struct { const char *prefix, *mid, *suffix; } CALL_TEXT[] = {
+    [TOOL_SYNTAX_XML] = {"<tool_call>\n<function=", ">\n", "\n</tool_call>"},
+    [TOOL_SYNTAX_JSON_TAG] = {"<tool_call>\n{\"name\": \"", "\", \"arguments\": ", "}\n</tool_call>"},
+    [TOOL_SYNTAX_JSON_LIST] = {"<TOOLCALL>[{\"name\": \"", "\", \"arguments\": ", "}]</TOOLCALL>"}};
+
+/* A forced call of one of tools[0..n) as a constraint, written as the template
+ * writes calls, with arguments that satisfy the function's parameters. */
+static int force_call(const server *srv, json_t **tools, int n, gen_params *p, api_error *e)
 {
-    json_t *f = json_object_get(t, "function"), *params = json_object_get(f, "parameters");
-    const char *name = json_string_value(json_object_get(f, "name"));
     if (!srv->vocab || !srv->n_eos || srv->tool_syntax == TOOL_SYNTAX_NONE)
         return BAD("tool_choice", "this model's chat template writes no tool calls, so none can be forced");
-    json_t *args = json_is_object(params) ? json_incref(params) : json_pack("{s:s}", "type", "object");
-    json_t *call = json_pack("{s:s,s:b,s:[s,s],s:{s:{s:s},s:O}}", "type", "object", "additionalProperties", 0,
-                             "required", "name", "arguments", "properties", "name", "const", name, "arguments", args);
-    int list = srv->tool_syntax == TOOL_SYNTAX_JSON_LIST;
-    json_t *schema = srv->tool_syntax == TOOL_SYNTAX_XML ? json_incref(args)
-                     : list ? json_pack("{s:s,s:i,s:i,s:O}", "type", "array", "minItems", 1, "maxItems", 1, "items", call)
-                            : json_incref(call);
-    char *text = json_dumps(schema, JSON_COMPACT);
+    strata_call_schema calls[MAX_FORCED_TOOLS];
+    char *texts[MAX_FORCED_TOOLS] = {0};
+    for (int i = 0; i < n; i++) {
+        json_t *f = json_object_get(tools[i], "function"), *params = json_object_get(f, "parameters");
+        texts[i] = json_is_object(params) ? json_dumps(params, JSON_COMPACT) : NULL;
+        calls[i] = (strata_call_schema){json_string_value(json_object_get(f, "name")), texts[i],
+                                        texts[i] ? strlen(texts[i]) : 0};
+    }
     strata_error err;
-    strata_status st =
-        !text ? STRATA_E_NOMEM
-        : srv->tool_syntax == TOOL_SYNTAX_XML
-            ? strata_constraint_new_xml_call(srv->vocab, name, text, strlen(text), srv->eos_ids, srv->n_eos,
-                                             &p->constraint, &err)
-            : strata_constraint_new_json_between(srv->vocab, text, strlen(text), list ? "<TOOLCALL>" : "<tool_call>\n",
-                                                 list ? "</TOOLCALL>" : "\n</tool_call>", srv->eos_ids, srv->n_eos,
-                                                 &p->constraint, &err);
-    free(text);
-    json_decref(schema);
-    json_decref(call);
-    json_decref(args);
+    int s = srv->tool_syntax;
+    strata_status st = strata_constraint_new_call(srv->vocab, calls, n, s == TOOL_SYNTAX_XML, CALL_TEXT[s].prefix,
+                                                  CALL_TEXT[s].mid, CALL_TEXT[s].suffix, srv->eos_ids, srv->n_eos,
+                                                  &p->constraint, &err);
+    for (int i = 0; i < n; i++)
+        free(texts[i]);
     if (st != STRATA_OK)
         return st == STRATA_E_NOMEM ? api_fail(e, 500, NULL, "internal_error", "out of memory")
-                                    : BAD("tools", "the parameters of '%s' cannot be enforced: %s", name, err.message);
+                                    : BAD("tools", "the call cannot be enforced: %s", err.message);
     p->sampling.constraint = p->constraint;
     return 1;
 }
 
 /* tools (functions only) and tool_choice: with "auto" (the default) and a template
  * that writes calls, the answer reports the calls the model makes (tool_calls.c);
- * "required" (with one tool) or a named function forces that call, written in the
+ * "required" (a call of any tool) or a named function forces a call, written in the
  * template's syntax and its parameters' schema (engine/constraint/); "none" renders
  * the tools and reports no calls. */
 static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error *e)
@@ -520,8 +517,9 @@ static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error
                    "{\"type\": \"function\", \"function\": {\"name\": ...}}");
     if (forced && !json_array_size(tools))
         return BAD("tool_choice", "tool_choice forces a call, but there are no tools");
-    json_t *tool = forced ? forced_tool(tools, choice, e) : NULL;
-    if (forced && (!tool || !force_call(srv, tool, p, e)))
+    json_t *chosen[MAX_FORCED_TOOLS];
+    int n_chosen;
+    if (forced && (!forced_tools(tools, choice, chosen, &n_chosen, e) || !force_call(srv, chosen, n_chosen, p, e)))
         return 0;
     if (json_array_size(tools) && (!how || strcmp(how, "none")) && srv->tool_syntax != TOOL_SYNTAX_NONE)
         p->tools = json_incref(tools);

@@ -57,6 +57,15 @@ static strata_constraint *compile(const strata_vocab *v, const char *schema)
     return c;
 }
 
+/* A forced call of one function (or, with name2, of either) in the XML syntax. */
+static strata_status xml_call(const strata_vocab *v, const char *name, const char *schema, const char *name2,
+                              int32_t end, strata_constraint **c, strata_error *err)
+{
+    strata_call_schema calls[2] = {{name, schema, schema ? strlen(schema) : 0}, {name2, NULL, 0}};
+    return strata_constraint_new_call(v, calls, name2 ? 2 : 1, 1, "<tool_call>\n<function=", ">\n", "\n</tool_call>",
+                                      &end, 1, c, err);
+}
+
 /* Feed text byte by byte: the offset of the first byte refused, strlen(text) when the
  * text is taken but may not end there, or -1 when it is taken and may end. */
 static long first_refused(const strata_constraint *c, const char *text)
@@ -205,8 +214,7 @@ static void check_mask_along(const strata_vocab *v, const strata_tokenizer *tok,
     int32_t end = 2;
     strata_constraint *c;
     if (xml_function)
-        cr_assert_eq(strata_constraint_new_xml_call(v, xml_function, schema, strlen(schema), &end, 1, &c, &err),
-                     STRATA_OK, "%s", err.message);
+        cr_assert_eq(xml_call(v, xml_function, schema, NULL, end, &c, &err), STRATA_OK, "%s", err.message);
     else
         cr_assert_eq(strata_constraint_new_json(v, schema, schema ? strlen(schema) : 0, &end, 1, &c, &err), STRATA_OK);
     int32_t *ids;
@@ -320,8 +328,7 @@ Test(constraint, an_xml_call_writes_the_templates_syntax_and_the_schema)
     strata_constraint *c = NULL;
     int32_t end = END;
     strata_error err = {0};
-    cr_assert_eq(strata_constraint_new_xml_call(V, "get_weather", WEATHER, strlen(WEATHER), &end, 1, &c, &err),
-                 STRATA_OK, "%s", err.message);
+    cr_assert_eq(xml_call(V, "get_weather", WEATHER, NULL, end, &c, &err), STRATA_OK, "%s", err.message);
 #define OPEN "<tool_call>\n<function=get_weather>\n"
 #define P(name, value) "<parameter=" name ">\n" value "\n</parameter>\n"
 #define CLOSE "</function>\n</tool_call>"
@@ -349,7 +356,7 @@ Test(constraint, an_xml_call_writes_the_templates_syntax_and_the_schema)
     strata_constraint_free(c);
     const char *bounded = "{\"type\":\"object\",\"properties\":{\"c\":{\"type\":\"string\",\"minLength\":2,"
                           "\"maxLength\":4}}}";
-    cr_assert_eq(strata_constraint_new_xml_call(V, "f", bounded, strlen(bounded), &end, 1, &c, &err), STRATA_OK);
+    cr_assert_eq(xml_call(V, "f", bounded, NULL, end, &c, &err), STRATA_OK);
     const char *head = "<tool_call>\n<function=f>\n<parameter=c>\n";
     char text[256];
     long h = (long)strlen(head);
@@ -360,24 +367,38 @@ Test(constraint, an_xml_call_writes_the_templates_syntax_and_the_schema)
         cr_expect_eq(first_refused(c, text), want[i], "'%s': refused at %ld", values[i], first_refused(c, text));
     }
     strata_constraint_free(c);
-    cr_expect_eq(strata_constraint_new_xml_call(V, "a>b", NULL, 0, &end, 1, &c, &err), STRATA_E_INVALID);
-    cr_expect_eq(strata_constraint_new_xml_call(V, "f", "{\"type\":\"string\"}", 17, &end, 1, &c, &err),
+    cr_expect_eq(xml_call(V, "a>b", NULL, NULL, end, &c, &err), STRATA_E_INVALID);
+    cr_expect_eq(xml_call(V, "f", "{\"type\":\"string\"}", NULL, end, &c, &err),
                  STRATA_E_UNSUPPORTED);
 }
 
-Test(constraint, a_json_value_between_fixed_texts)
+/* A call in a JSON syntax: the name one of the functions, then that function's
+ * arguments; and in XML, the second function's arguments follow its own name. */
+Test(constraint, a_forced_call_takes_the_arguments_of_the_function_it_names)
 {
-    const char *schema = "{\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"name\",\"arguments\"],"
-                         "\"properties\":{\"name\":{\"const\":\"f\"},\"arguments\":{\"type\":\"object\"}}}";
+    strata_call_schema calls[2] = {{"get_weather", WEATHER, strlen(WEATHER)}, {"get", "{\"type\":\"object\","
+                                   "\"additionalProperties\":false,\"properties\":{\"n\":{\"type\":\"integer\"}},"
+                                   "\"required\":[\"n\"]}", 0}};
+    calls[1].len = strlen(calls[1].schema);
     strata_constraint *c = NULL;
     int32_t end = END;
     strata_error err = {0};
-    cr_assert_eq(strata_constraint_new_json_between(V, schema, strlen(schema), "<tool_call>\n", "\n</tool_call>", &end,
-                                                    1, &c, &err), STRATA_OK, "%s", err.message);
-    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": [1]}}\n</tool_call>"), -1);
+    cr_assert_eq(strata_constraint_new_call(V, calls, 2, 0, "<tool_call>\n{\"name\": \"", "\", \"arguments\": ",
+                                            "}\n</tool_call>", &end, 1, &c, &err), STRATA_OK, "%s", err.message);
+    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n"
+                                  "</tool_call>"), -1);
+    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"n\": 3}}\n</tool_call>"), -1);
+    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"city\""), 43,
+                 "get's arguments, not get_weather's");
+    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"set"), 22);
     cr_expect_eq(first_refused(c, "{"), 0);
-    cr_expect_eq(first_refused(c, "<tool_call>\n{\"name\": \"g\""), 22);
-    const char *open = "<tool_call>\n{\"name\":\"f\",\"arguments\":{}}\n</tool";
+    const char *open = "<tool_call>\n{\"name\": \"get\", \"arguments\": {\"n\": 3}}\n</tool";
     cr_expect_eq(first_refused(c, open), (long)strlen(open), "taken, but not whole yet");
+    strata_constraint_free(c);
+    cr_assert_eq(xml_call(V, "get_weather", WEATHER, "get", end, &c, &err), STRATA_OK, "%s", err.message);
+    cr_expect_eq(first_refused(c, "<tool_call>\n<function=get>\n</function>\n</tool_call>"), -1);
+    cr_expect_eq(first_refused(c, "<tool_call>\n<function=get>\n<parameter=any>\nraw text\n</parameter>\n</function>\n"
+                                  "</tool_call>"), -1, "undeclared parameters are text, as the parser reads them");
+    cr_expect_eq(first_refused(c, "<tool_call>\n<function=gex"), 24);
     strata_constraint_free(c);
 }

@@ -398,17 +398,20 @@ Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
     json_decref(e);
 }
 
-/* tool_choice naming the function (or "required" with one tool): the demo model,
- * which never saw a tool, writes a call of the template's syntax whose arguments
- * satisfy the parameters' schema; the answer reports it as tool_calls, streamed as
- * one delta, and the call renders back into the next turn's prompt. */
+/* tool_choice naming a function, or "required" (any of them): the demo model, which
+ * never saw a tool, writes a call of the template's syntax whose arguments satisfy
+ * that function's parameters; the answer reports it as tool_calls, streamed as one
+ * delta, and the call renders back into the next turn's prompt. */
 Test(server, a_forced_tool_call_is_written_in_the_templates_syntax_and_reported)
 {
     const char *tools = "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"get_weather\",\"parameters\":{"
                         "\"type\":\"object\",\"additionalProperties\":false,\"required\":[\"city\"],\"properties\":{"
                         "\"city\":{\"type\":\"string\",\"maxLength\":20},\"days\":{\"type\":\"integer\"},"
-                        "\"unit\":{\"enum\":[\"C\",\"F\"]}}}}}]";
+                        "\"unit\":{\"enum\":[\"C\",\"F\"]}}}}},{\"type\":\"function\",\"function\":{\"name\":"
+                        "\"get_time\",\"parameters\":{\"type\":\"object\",\"additionalProperties\":false,"
+                        "\"required\":[\"tz\"],\"properties\":{\"tz\":{\"enum\":[\"UTC\",\"CET\"]}}}}}]";
     const char *choices[] = {"{\"type\":\"function\",\"function\":{\"name\":\"get_weather\"}}", "\"required\""};
+    int names_seen[2] = {0, 0};
     for (int k = 0; k < 2; k++) {
         char body[2048];
         snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,"
@@ -421,8 +424,18 @@ Test(server, a_forced_tool_call_is_written_in_the_templates_syntax_and_reported)
             cr_assert(json_is_null(json_object_get(msg, "content")));
             json_t *calls = json_object_get(msg, "tool_calls"), *f = json_object_get(json_array_get(calls, 0), "function");
             cr_assert_eq(json_array_size(calls), 1);
-            cr_assert_str_eq(json_string_value(json_object_get(f, "name")), "get_weather");
+            const char *name = json_string_value(json_object_get(f, "name"));
             json_t *args = json_loads(json_string_value(json_object_get(f, "arguments")), 0, NULL);
+            if (!strcmp(name, "get_time")) {
+                cr_assert_eq(k, 1, "only \"required\" may choose get_time");
+                const char *tz = json_string_value(json_object_get(args, "tz"));
+                cr_assert(tz && (!strcmp(tz, "UTC") || !strcmp(tz, "CET")) && json_object_size(args) == 1);
+                names_seen[1]++;
+                json_decref(args);
+                continue;
+            }
+            cr_assert_str_eq(name, "get_weather");
+            names_seen[0]++;
             json_t *city = json_object_get(args, "city"), *days = json_object_get(args, "days");
             json_t *unit = json_object_get(args, "unit");
             cr_assert(json_is_string(city), "%s", json_string_value(json_object_get(f, "arguments")));
@@ -435,6 +448,7 @@ Test(server, a_forced_tool_call_is_written_in_the_templates_syntax_and_reported)
         }
         json_decref(j);
     }
+    cr_assert_gt(names_seen[0], 0);
     /* greedy, streamed and not; then the call goes back into the conversation */
     char body[2048], streamed[2100];
     snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Weather in Paris?\"}],%s,"
@@ -459,6 +473,7 @@ Test(server, a_forced_tool_call_is_written_in_the_templates_syntax_and_reported)
     json_decref(call("POST", "/v1/chat/completions", next, 200));
     free(call_json);
     json_decref(j);
+    cr_log_info("forced calls: get_weather %d, get_time %d", names_seen[0], names_seen[1]);
     json_t *e = call("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
                      "\"tool_choice\":\"required\"}", 400);
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "tool_choice");

@@ -50,7 +50,7 @@ static inline int jf_utf8_lead(unsigned char b, uint8_t *lo, uint8_t *hi)
 
 /* The fixed texts a constraint writes (raws[]): the user's prefix and suffix, then
  * the pieces of an XML call's parameter list. */
-enum { JF_RAW_PREFIX, JF_RAW_SUFFIX, JF_RAW_PARAM, JF_RAW_FUNCTION, JF_RAW_NL, JF_RAW_PARAM_END, JF_RAWS };
+enum { JF_RAW_PREFIX, JF_RAW_MID, JF_RAW_SUFFIX, JF_RAW_PARAM, JF_RAW_FUNCTION, JF_RAW_NL, JF_RAW_PARAM_END, JF_RAWS };
 enum {
     JT_NULL = 1, JT_BOOL = 2, JT_INT = 4, JT_NUM = 8, JT_STR = 16, JT_ARR = 32, JT_OBJ = 64, JT_ANY = 127
 };
@@ -65,6 +65,12 @@ typedef struct jf_lit {         /* an enum / const value as compact JSON text */
     const char *text;
     int len;
 } jf_lit;
+
+typedef struct jf_call {        /* a function a forced tool call may name */
+    const char *name;           /* no '<', '>', '"', '\\' or control bytes (checked at compile) */
+    int len;
+    int node;                   /* its arguments */
+} jf_call;
 
 typedef struct jf_prop {
     const char *name;           /* no '"', '\\' or control bytes (checked at compile) */
@@ -99,8 +105,10 @@ struct strata_constraint {
     int n_strings;
     int32_t *end_ids;
     int n_end;
-    jf_lit raws[JF_RAWS];       /* fixed texts: around the value, and the XML syntax's */
-    int xml;                    /* the root is written as XML parameters (strata_constraint_new_xml_call) */
+    jf_lit raws[JF_RAWS];       /* fixed texts: around a call's name, and the XML syntax's */
+    jf_call *calls;             /* a tool call (strata_constraint_new_call): prefix, one of these */
+    int n_calls;                /* names, mid, its arguments, suffix; 0: root is the whole text */
+    int xml;                    /* the arguments are written as XML parameters */
 };
 
 /* ---- json_fsm.c: the cursor sampler.c keeps per choice */

@@ -23,7 +23,7 @@
 #define MAX_FRAMES (JF_MAX_DEPTH + 2)
 #define MAX_KEY 1024
 
-enum { F_VALUE, F_OBJ, F_KEY, F_ARR, F_STR, F_NUM, F_LIT, F_WORD, F_RAW, F_XOBJ, F_XKEY, F_XRAW };
+enum { F_VALUE, F_OBJ, F_KEY, F_ARR, F_STR, F_NUM, F_LIT, F_WORD, F_RAW, F_XOBJ, F_XKEY, F_XRAW, F_CALL };
 enum { X_NEXT, X_LT, X_CLOSE };                         /* F_XOBJ: before a parameter, after '<', after "</" */
 enum { O_OPEN, O_KEY, O_COLON, O_NEXT };                /* F_OBJ: after '{', ',', a key, a value */
 enum { A_OPEN, A_VALUE, A_NEXT };                       /* F_ARR: after '[', ',', a value */
@@ -41,7 +41,7 @@ typedef struct frame {
                                  * XML value: bytes of "\n</parameter>" matched */
     int32_t child;              /* object: node of the current value; word: which word; raw: which
                                  * text; XML value: bytes of "</parameter>" matched */
-    uint64_t mask;              /* object: properties seen; key, literal: candidates left */
+    uint64_t mask;              /* object: properties seen; key, literal, call: candidates left */
 } frame;
 
 typedef struct fsm {
@@ -403,12 +403,13 @@ static int raw_enum(const strata_constraint *c, const jf_node *n)
     return n->n_lits > 0;
 }
 
-/* The value after <parameter=NAME>: "\n", then a string raw (an enum of strings
- * one of them raw), anything else as JSON, then "\n</parameter>\n". */
+/* The value after <parameter=NAME>: "\n", then a string (or a value of any type,
+ * which the parser reads as text) raw, an enum of strings one of them raw,
+ * anything else as JSON, then "\n</parameter>\n". */
 static int xml_value(sim *s, int node)
 {
     const jf_node *n = &s->c->nodes[node];
-    if (n->types == JT_STR && !n->n_lits && !n->n_alts)
+    if ((n->types == JT_STR || n->types == JT_ANY) && !n->n_lits && !n->n_alts)
         return push(s, (frame){.kind = F_XRAW, .node = node}) && push(s, raw_frame(JF_RAW_NL));
     frame value = {.kind = F_VALUE, .node = node};
     if (raw_enum(s->c, n))
@@ -478,6 +479,31 @@ static int xraw_step(sim *s, frame *f, unsigned char b)
     return f->child < end_len - 1;                          /* "</parameter>" alone */
 }
 
+/* A call's name, one of the constraint's calls, ended by mid's first byte (which
+ * no name holds); then mid and the call's arguments. */
+static int call_step(sim *s, frame *f, unsigned char b)
+{
+    const strata_constraint *c = s->c;
+    if (b == (unsigned char)c->raws[JF_RAW_MID].text[0]) {
+        uint64_t whole = 0;
+        for (uint64_t m = f->mask; m; m &= m - 1)
+            whole |= c->calls[__builtin_ctzll(m)].len == f->count ? m & -m : 0;
+        if (!whole)
+            return 0;
+        int node = c->calls[__builtin_ctzll(whole)].node;
+        *f = c->xml ? (frame){.kind = F_XOBJ, .st = X_NEXT, .node = node} : (frame){.kind = F_VALUE, .node = node};
+        return push(s, raw_frame(JF_RAW_MID)) && step(s, b);
+    }
+    uint64_t left = 0;
+    for (uint64_t m = f->mask; m; m &= m - 1) {
+        const jf_call *call = &c->calls[__builtin_ctzll(m)];
+        left |= call->len > f->count && (unsigned char)call->name[f->count] == b ? m & -m : 0;
+    }
+    f->mask = left;
+    f->count++;
+    return left != 0;
+}
+
 /* ---- values */
 
 static unsigned type_of(unsigned char b)
@@ -537,6 +563,7 @@ static int step(sim *s, unsigned char b)
     case F_XOBJ: return xobj_step(s, f, b);
     case F_XKEY: return xkey_step(s, f, b);
     case F_XRAW: return xraw_step(s, f, b);
+    case F_CALL: return call_step(s, f, b);
     }
     return 0;
 }
@@ -585,10 +612,11 @@ strata_status cons_cursor_new(const strata_constraint *c, cons_cursor **out, str
     if (!k)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     k->c = c;
-    fsm *m = &k->state;                     /* bottom up: the suffix, the value, the prefix */
+    fsm *m = &k->state;                     /* bottom up: the suffix, the value or call, the prefix */
+    uint64_t all = c->n_calls == 64 ? ~0ull : (1ull << c->n_calls) - 1;
     if (c->raws[JF_RAW_SUFFIX].len)
         m->f[m->depth++] = raw_frame(JF_RAW_SUFFIX);
-    m->f[m->depth++] = (frame){.kind = c->xml ? F_XOBJ : F_VALUE, .node = c->root};
+    m->f[m->depth++] = c->n_calls ? (frame){.kind = F_CALL, .mask = all} : (frame){.kind = F_VALUE, .node = c->root};
     if (c->raws[JF_RAW_PREFIX].len)
         m->f[m->depth++] = raw_frame(JF_RAW_PREFIX);
     *out = k;

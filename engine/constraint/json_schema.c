@@ -23,6 +23,8 @@ typedef struct compiler {
     json_t *doc;                /* the whole schema, for $ref */
     struct memo { const json_t *schema; int node; } *memo; /* schema objects compiled so far */
     int n_memo, cap_memo, cap_nodes, cap_props, cap_lits, cap_strings, cap_alts;
+    json_t *docs[JF_MAX_PROPS + 1]; /* every schema parsed (the memo points into them) */
+    int n_docs;
     int depth;
     strata_error *err;
 } compiler;
@@ -432,32 +434,33 @@ void strata_constraint_free(strata_constraint *c)
     free(c->props);
     free(c->lits);
     free(c->alts);
+    free(c->calls);
     free(c->end_ids);
     free(c);
 }
 
-static strata_status compile_root(compiler *k, const char *schema, size_t len)
+/* Parse schema text and compile it into *node (NULL: any object, as json_object
+ * and argument-less calls ask). */
+static strata_status compile_text(compiler *k, const char *schema, size_t len, int *node)
 {
-    int any;
-    STRATA_TRY(new_node(k, &any));          /* node 0: any value */
-    if (!schema) {                          /* json_object: any object */
-        STRATA_TRY(new_node(k, &k->c->root));
-        k->c->nodes[k->c->root].types = JT_OBJ;
+    if (!schema) {
+        STRATA_TRY(new_node(k, node));
+        k->c->nodes[*node].types = JT_OBJ;
         return STRATA_OK;
     }
     json_error_t je;
-    k->doc = json_loadb(schema, len, JSON_REJECT_DUPLICATES, &je);
-    if (!k->doc)
+    json_t *doc = json_loadb(schema, len, JSON_REJECT_DUPLICATES, &je);
+    if (!doc)
         return strata_fail(k->err, STRATA_E_INVALID, "JSON schema: %s (line %d)", je.text, je.line);
-    return compile(k, k->doc, &k->c->root);
+    k->docs[k->n_docs++] = k->doc = doc;
+    return compile(k, doc, node);
 }
 
-/* The fixed texts of the constraint: prefix and suffix (NULL: none) and the XML
- * syntax's pieces, owned by c. */
-static strata_status set_raws(compiler *k, const char *prefix, const char *suffix)
+/* The fixed texts of the constraint (NULL: none), owned by c. */
+static strata_status set_raws(compiler *k, const char *prefix, const char *mid, const char *suffix)
 {
-    const char *texts[JF_RAWS] = {prefix ? prefix : "", suffix ? suffix : "", "arameter=", "function>", "\n",
-                                  "\n</parameter>\n"};
+    const char *texts[JF_RAWS] = {prefix ? prefix : "", mid ? mid : "", suffix ? suffix : "", "arameter=",
+                                  "function>", "\n", "\n</parameter>\n"};
     for (int i = 0; i < JF_RAWS; i++) {
         STRATA_TRY(own(k, strdup(texts[i])));
         k->c->raws[i] = (jf_lit){k->c->strings[k->c->n_strings - 1], (int)strlen(texts[i])};
@@ -465,14 +468,14 @@ static strata_status set_raws(compiler *k, const char *prefix, const char *suffi
     return STRATA_OK;
 }
 
-/* An XML call writes the root object's properties as <parameter=NAME>: names must
- * not hold '<', '>' or a line break, and the root must be a plain object. */
-static strata_status check_xml(compiler *k)
+/* XML arguments are an object's properties written as <parameter=NAME>: names
+ * must not hold '<', '>' or a line break, and the schema must be a plain object. */
+static strata_status check_xml(compiler *k, int node)
 {
     const strata_constraint *c = k->c;
-    const jf_node *n = &c->nodes[c->root];
+    const jf_node *n = &c->nodes[node];
     if (n->types != JT_OBJ || n->n_lits || n->n_alts)
-        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "XML call: the parameters' schema must be an object");
+        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "XML call: the arguments' schema must be an object");
     for (int i = 0; i < n->n_props; i++)
         if (strpbrk(c->props[n->prop0 + i].name, "<>\n"))
             return strata_fail(k->err, STRATA_E_UNSUPPORTED, "XML call: parameter names may not hold '<', '>' or "
@@ -480,64 +483,95 @@ static strata_status check_xml(compiler *k)
     return STRATA_OK;
 }
 
-static strata_status build(const strata_vocab *v, const char *schema, size_t len, const char *prefix,
-                           const char *suffix, int xml, const int32_t *end_ids, int n_end, strata_constraint **out,
-                           strata_error *err)
+/* The calls' names and arguments (strata_constraint_new_call). */
+static strata_status compile_calls(compiler *k, const strata_call_schema *calls, int n, int xml, const char *mid)
+{
+    strata_constraint *c = k->c;
+    if (n < 1 || n > JF_MAX_PROPS || !mid || !*mid)
+        return strata_fail(k->err, STRATA_E_INVALID, "constraint: 1 to %d calls and a text after the name",
+                           JF_MAX_PROPS);
+    if (!(c->calls = calloc((size_t)n, sizeof *c->calls)))
+        return nomem(k);
+    for (int i = 0; i < n; i++) {
+        const char *name = calls[i].name;
+        if (!name || !*name || strlen(name) > 256 || strchr(name, mid[0]) || !plain_name(name) ||
+            strpbrk(name, "<>"))
+            return strata_fail(k->err, STRATA_E_INVALID, "constraint: call name '%s' is empty, too long, or holds "
+                               "'<', '>', '\"', '\\' or a control byte", name ? name : "");
+        STRATA_TRY(own(k, strdup(name)));
+        c->calls[i] = (jf_call){c->strings[c->n_strings - 1], (int)strlen(name), 0};
+        int node;
+        STRATA_TRY(compile_text(k, calls[i].schema, calls[i].len, &node));
+        if (xml)
+            STRATA_TRY(check_xml(k, node));
+        c->calls[i].node = node;
+        c->n_calls = i + 1;
+    }
+    return STRATA_OK;
+}
+
+static strata_status new_constraint(const strata_vocab *v, const int32_t *end_ids, int n_end, strata_constraint **out,
+                                    compiler *k, strata_error *err)
 {
     *out = NULL;
+    *k = (compiler){.err = err};
     if (!v || n_end < 1 || n_end > JF_MAX_END || !end_ids)
         return strata_fail(err, STRATA_E_INVALID, "constraint: needs a vocabulary and 1 to %d end ids", JF_MAX_END);
     for (int i = 0; i < n_end; i++)
         if (end_ids[i] < 0 || end_ids[i] >= v->n)
             return strata_fail(err, STRATA_E_INVALID, "constraint: end id %d is outside the vocabulary", end_ids[i]);
     strata_constraint *c = calloc(1, sizeof *c);
-    compiler k = {.c = c, .err = err};
-    strata_status st = c ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
-    if (st == STRATA_OK) {
-        c->vocab = v;
-        c->xml = xml;
-        c->end_ids = malloc(sizeof(int32_t) * (size_t)n_end);
-        st = c->end_ids ? compile_root(&k, schema, len) : nomem(&k);
+    if (!c || !(c->end_ids = malloc(sizeof(int32_t) * (size_t)n_end))) {
+        free(c);
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     }
-    if (st == STRATA_OK)
-        st = set_raws(&k, prefix, suffix);
-    if (st == STRATA_OK && xml)
-        st = check_xml(&k);
-    json_decref(k.doc);
-    free(k.memo);
-    if (st != STRATA_OK) {
-        strata_constraint_free(c);
-        return st;
-    }
+    k->c = c;
+    c->vocab = v;
     memcpy(c->end_ids, end_ids, sizeof(int32_t) * (size_t)n_end);
     c->n_end = n_end;
-    *out = c;
-    return STRATA_OK;
+    int any;
+    return new_node(k, &any);               /* node 0: any value */
+}
+
+/* The compiler's scratch goes; on failure the constraint too. */
+static strata_status finish(compiler *k, strata_status st, strata_constraint **out)
+{
+    for (int i = 0; i < k->n_docs; i++)
+        json_decref(k->docs[i]);
+    free(k->memo);
+    if (st != STRATA_OK)
+        strata_constraint_free(k->c);
+    else
+        *out = k->c;
+    return st;
 }
 
 strata_status strata_constraint_new_json(const strata_vocab *v, const char *schema, size_t len,
                                          const int32_t *end_ids, int n_end, strata_constraint **out,
                                          strata_error *err)
 {
-    return build(v, schema, len, NULL, NULL, 0, end_ids, n_end, out, err);
+    compiler k;
+    strata_status st = new_constraint(v, end_ids, n_end, out, &k, err);
+    if (st != STRATA_OK)
+        return k.c ? finish(&k, st, out) : st;
+    st = compile_text(&k, schema, len, &k.c->root);
+    if (st == STRATA_OK)
+        st = set_raws(&k, NULL, NULL, NULL);
+    return finish(&k, st, out);
 }
 
-strata_status strata_constraint_new_json_between(const strata_vocab *v, const char *schema, size_t len,
-                                                 const char *prefix, const char *suffix, const int32_t *end_ids,
-                                                 int n_end, strata_constraint **out, strata_error *err)
+strata_status strata_constraint_new_call(const strata_vocab *v, const strata_call_schema *calls, int n, int xml,
+                                         const char *prefix, const char *mid, const char *suffix,
+                                         const int32_t *end_ids, int n_end, strata_constraint **out,
+                                         strata_error *err)
 {
-    return build(v, schema, len, prefix, suffix, 0, end_ids, n_end, out, err);
-}
-
-strata_status strata_constraint_new_xml_call(const strata_vocab *v, const char *name, const char *schema, size_t len,
-                                             const int32_t *end_ids, int n_end, strata_constraint **out,
-                                             strata_error *err)
-{
-    if (!name || !*name || strpbrk(name, "<>\n") || strlen(name) > 256)
-        return strata_fail(err, STRATA_E_INVALID, "XML call: a function name of 1 to 256 bytes without '<', '>' "
-                           "or a line break");
-    char prefix[300];
-    snprintf(prefix, sizeof prefix, "<tool_call>\n<function=%s>\n", name);
-    return build(v, schema ? schema : "{\"type\":\"object\"}", schema ? len : 17, prefix, "\n</tool_call>", 1, end_ids,
-                 n_end, out, err);
+    compiler k;
+    strata_status st = new_constraint(v, end_ids, n_end, out, &k, err);
+    if (st != STRATA_OK)
+        return k.c ? finish(&k, st, out) : st;
+    k.c->xml = xml;
+    st = calls ? compile_calls(&k, calls, n, xml, mid) : strata_fail(err, STRATA_E_INVALID, "constraint: no calls");
+    if (st == STRATA_OK)
+        st = set_raws(&k, prefix, mid, suffix);
+    return finish(&k, st, out);
 }

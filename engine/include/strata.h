@@ -425,19 +425,23 @@ typedef struct strata_constraint strata_constraint;
 strata_status strata_constraint_new_json(const strata_vocab *v, const char *schema, size_t len,
                                          const int32_t *end_ids, int n_end, strata_constraint **out,
                                          strata_error *err);
-/* The same value between two fixed texts (NULL: none), e.g. a tool call's tags:
- * "<tool_call>\n" + {"name": ..., "arguments": ...} + "\n</tool_call>". */
-strata_status strata_constraint_new_json_between(const strata_vocab *v, const char *schema, size_t len,
-                                                 const char *prefix, const char *suffix, const int32_t *end_ids,
-                                                 int n_end, strata_constraint **out, strata_error *err);
-/* One call of function name in the XML syntax of Nemotron 3 and Qwen3-Coder chat
- * templates: "<tool_call>\n<function=NAME>\n", then each property of the object
- * schema (NULL: {"type":"object"}) written "<parameter=P>\nVALUE\n</parameter>\n"
- * (a string property's VALUE raw, never holding "</parameter>"; others as JSON;
- * required ones present, none twice), then "</function>\n</tool_call>". */
-strata_status strata_constraint_new_xml_call(const strata_vocab *v, const char *name, const char *schema, size_t len,
-                                             const int32_t *end_ids, int n_end, strata_constraint **out,
-                                             strata_error *err);
+/* A tool call, written in a chat template's syntax: prefix, the name of one of the
+ * n calls (1..64; names without '<', '>', '"', '\\' or control bytes), mid, that
+ * call's arguments, suffix. The arguments are a value of its schema (NULL:
+ * {"type":"object"}) as JSON, or with xml the properties of that object schema as
+ * "<parameter=P>\nVALUE\n</parameter>\n" (a string property's VALUE raw and never
+ * holding "</parameter>", others as JSON; in any order, each once, required ones
+ * present) and then "</function>": Nemotron 3's and Qwen3-Coder's syntax is
+ * prefix "<tool_call>\n<function=", mid ">\n", suffix "\n</tool_call>". */
+typedef struct strata_call_schema {
+    const char *name;
+    const char *schema;
+    size_t len;
+} strata_call_schema;
+strata_status strata_constraint_new_call(const strata_vocab *v, const strata_call_schema *calls, int n, int xml,
+                                         const char *prefix, const char *mid, const char *suffix,
+                                         const int32_t *end_ids, int n_end, strata_constraint **out,
+                                         strata_error *err);
 void strata_constraint_free(strata_constraint *c);
 
 /* How to pick the next token. Applied in this order: logit_bias, repetition /
