@@ -60,6 +60,7 @@ typedef struct act_job {
      * the one run goes on in the session itself ("commit": true) */
     session_entry *session;
     int commit, origin;
+    int saving;                 /* the committed session is being written (the answer waits) */
     strata_cache *fork;
 } act_job;
 
@@ -123,8 +124,24 @@ static void run_free(act_run *run)
     free(run->t);
 }
 
-/* A committed run's tokens join the session; either way the session is free again. */
-static void release_session(act_job *job, int ran)
+static void wake_client(act_job *job);
+static void unref(act_job *job);
+
+/* The committed session is on disk: it is free again, and the answer may go. */
+static void session_saved(void *arg)
+{
+    act_job *job = arg;
+    job->session->busy = 0;
+    job->session = NULL;
+    job->saving = 0;
+    wake_client(job);
+    unref(job);
+}
+
+/* A committed run's tokens join the session, which is then saved (on the thread
+ * pool when `wait`: the answer waits for it, as a generation's does); either way
+ * the session is free again after. */
+static void release_session(act_job *job, int ran, int wait)
 {
     session_entry *se = job->session;
     if (!se)
@@ -136,9 +153,15 @@ static void release_session(act_job *job, int ran)
         strata_session_sync(se->s);
         if (ran)
             strata_session_checkpoint(se->s, 1, &err);
-        se->busy = 0;
         se->last_used = (double)time(NULL);
-        sessions_persist(job->srv, se);
+        if (wait && sessions_persist_async(job->srv, se, session_saved, job)) {
+            job->saving = 1;
+            job->refs++;
+            return;
+        }
+        if (!wait)
+            sessions_persist(job->srv, se);
+        se->busy = 0;
     }
     job->session = NULL;
 }
@@ -147,7 +170,7 @@ static void unref(act_job *job)
 {
     if (--job->refs > 0)
         return;
-    release_session(job, 0);
+    release_session(job, 0, 0);
     strata_cache_free(job->fork);
     for (int i = 0; i < job->n_runs; i++)
         run_free(&job->runs[i]);
@@ -576,7 +599,7 @@ static void job_finished(act_job *job)
 {
     if (job->complete && !job->in_engine)
         release_session(job, job->err.status == 0 && job->finish != STRATA_FINISH_CANCELLED &&
-                                 job->finish != STRATA_FINISH_ERROR);
+                                 job->finish != STRATA_FINISH_ERROR, 1);
 }
 
 void activations_drain(server *srv)
@@ -633,7 +656,7 @@ int activations_parse(server *srv, const char *data, size_t len, const char *acc
 enum MHD_Result route_activations_resumed(http_req *r)
 {
     act_job *job = r->act;
-    if (!job->complete) {
+    if (!job->complete || job->saving) {
         http_suspend(r);
         return MHD_YES;
     }

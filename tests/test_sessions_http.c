@@ -332,8 +332,8 @@ static void with_save_blocked(const char *id, const char *method, const char *pa
     json_decref(after);
 }
 
-/* A session's save runs beside the loop that serves every client: a generation's
- * and a checkpoint's alike. */
+/* A session's save runs beside the loop that serves every client: a generation's,
+ * a checkpoint's and a committed activations run's alike. */
 Test(sessions, a_session_being_saved_holds_up_no_other_client)
 {
     char *id = new_session("\"In the beginning\"");
@@ -342,13 +342,15 @@ Test(sessions, a_session_being_saved_holds_up_no_other_client)
     with_save_blocked(id, "POST", "/v1/completions", body, 200);
     snprintf(path, sizeof path, "/v1/sessions/%s/checkpoints", id);
     with_save_blocked(id, "POST", path, NULL, 201);
+    snprintf(body, sizeof body, "{\"prompt\":[2102],\"hooks\":[\"logits\"],\"session\":\"%s\",\"commit\":true}", id);
+    with_save_blocked(id, "POST", "/v1/activations", body, 200);
     char log[65536];
     ssize_t n = pread(S.log_fd, log, sizeof log - 1, 0);
     log[n > 0 ? n : 0] = '\0';
     cr_assert(strstr(log, "not persisted"), "the failed saves are logged:\n%s", log);
     snprintf(path, sizeof path, "/v1/sessions/%s", id);
     json_t *s = req("GET", path, NULL, 200);
-    cr_assert_eq(json_integer_value(json_object_get(s, "n_tokens")), 5 + 1);
+    cr_assert_eq(json_integer_value(json_object_get(s, "n_tokens")), 5 + 1 + 1, "the committed run's token joined");
     json_decref(s);
     char *again = complete(id, "\"In the beginning God\"", 3, NULL), *fresh = complete(NULL, "\"In the beginning God\"", 3, NULL);
     cr_assert_str_eq(again, fresh, "the session goes on from memory");
