@@ -167,16 +167,33 @@ static int str_step(sim *s, frame *f, unsigned char b)
     return 1;
 }
 
+/* Of the properties of n in mask (bit i: props[n->prop0 + i]), those whose name
+ * is exactly the `len` bytes written... */
+static uint64_t props_whole(const sim *s, const jf_node *n, uint64_t mask, int len)
+{
+    uint64_t whole = 0;
+    for (uint64_t m = mask; m; m &= m - 1)
+        whole |= s->c->props[n->prop0 + __builtin_ctzll(m)].len == len ? m & -m : 0;
+    return whole;
+}
+
+/* ...and those whose name goes on with byte b at position pos. */
+static uint64_t props_going_on(const sim *s, const jf_node *n, uint64_t mask, int pos, unsigned char b)
+{
+    uint64_t left = 0;
+    for (uint64_t m = mask; m; m &= m - 1) {
+        const jf_prop *p = &s->c->props[n->prop0 + __builtin_ctzll(m)];
+        left |= p->len > pos && (unsigned char)p->name[pos] == b ? m & -m : 0;
+    }
+    return left;
+}
+
 /* The key ends: the object's current value gets its property's node (marked seen)
  * or the node of additional properties. */
 static int key_end(sim *s, frame *key)
 {
     const jf_node *n = &s->c->nodes[key->node];
-    uint64_t whole = 0;
-    for (uint64_t m = key->mask; m; m &= m - 1) {
-        int i = __builtin_ctzll(m);
-        whole |= s->c->props[n->prop0 + i].len == key->count ? m & -m : 0;
-    }
+    uint64_t whole = props_whole(s, n, key->mask, key->count);
     if (!whole && n->additional == JF_NONE)
         return 0;
     pop(s);
@@ -194,16 +211,8 @@ static int key_step(sim *s, frame *f, unsigned char b)
         return key_end(s, f);
     if (r == R_BAD || f->count >= MAX_KEY)
         return 0;
-    if (escaped || b == '\\') {
-        f->mask = 0;                        /* an escaped key is never a property's name */
-    } else {
-        uint64_t left = 0;
-        for (uint64_t m = f->mask; m; m &= m - 1) {
-            const jf_prop *p = &s->c->props[n->prop0 + __builtin_ctzll(m)];
-            left |= p->len > f->count && (unsigned char)p->name[f->count] == b ? m & -m : 0;
-        }
-        f->mask = left;
-    }
+    /* an escaped key is never a property's name */
+    f->mask = escaped || b == '\\' ? 0 : props_going_on(s, n, f->mask, f->count, b);
     f->count++;
     return f->mask || n->additional != JF_NONE;
 }
@@ -424,9 +433,7 @@ static int xkey_step(sim *s, frame *f, unsigned char b)
 {
     const jf_node *n = &s->c->nodes[f->node];
     if (b == '>') {
-        uint64_t whole = 0;
-        for (uint64_t m = f->mask; m; m &= m - 1)
-            whole |= s->c->props[n->prop0 + __builtin_ctzll(m)].len == f->count ? m & -m : 0;
+        uint64_t whole = props_whole(s, n, f->mask, f->count);
         if (!f->count || (!whole && n->additional == JF_NONE))
             return 0;
         int node = whole ? s->c->props[n->prop0 + __builtin_ctzll(whole)].node : n->additional;
@@ -436,14 +443,9 @@ static int xkey_step(sim *s, frame *f, unsigned char b)
     }
     if (b < 0x20 || b == '<' || f->count >= MAX_KEY)
         return 0;
-    uint64_t left = 0;
-    for (uint64_t m = f->mask; m; m &= m - 1) {
-        const jf_prop *p = &s->c->props[n->prop0 + __builtin_ctzll(m)];
-        left |= p->len > f->count && (unsigned char)p->name[f->count] == b ? m & -m : 0;
-    }
-    f->mask = left;
+    f->mask = props_going_on(s, n, f->mask, f->count, b);
     f->count++;
-    return left || n->additional != JF_NONE;
+    return f->mask || n->additional != JF_NONE;
 }
 
 /* A string parameter's raw text: UTF-8 of minLength..maxLength characters, ending
