@@ -111,6 +111,8 @@ Test(constraint, json_object_takes_exactly_the_prefixes_of_json_objects)
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         cr_expect_eq(first_refused(c, bad[i].text), bad[i].at, "%s: refused at %ld, expected %ld", bad[i].text,
                      first_refused(c, bad[i].text), bad[i].at);
+    cr_expect_eq(first_refused(c, "{\"a\":12345678901234567890123."), 28, "no fraction the number bound would cut");
+    cr_expect_eq(first_refused(c, "{\"a\":1234567890123456789012.5}"), -1);
     char spaces[80] = "{";
     memset(spaces + 1, ' ', JF_MAX_WS + 1);
     cr_expect_eq(first_refused(c, spaces), 1 + JF_MAX_WS, "a run of whitespace is bounded");
@@ -401,4 +403,40 @@ Test(constraint, a_forced_call_takes_the_arguments_of_the_function_it_names)
                                   "</tool_call>"), -1, "undeclared parameters are text, as the parser reads them");
     cr_expect_eq(first_refused(c, "<tool_call>\n<function=gex"), 24);
     strata_constraint_free(c);
+}
+
+/* Liveness, the invariant the sampler relies on: wherever a walk of allowed bytes
+ * leads, some byte or the end is allowed. Random walks (a fixed stream) over every
+ * kind of constraint, taking a random allowed byte each step. */
+Test(constraint, no_walk_of_allowed_bytes_reaches_a_dead_end)
+{
+    strata_constraint *cs[4];
+    cs[0] = compile(V, NULL);
+    cs[1] = compile(V, PERSON);
+    cs[2] = compile(V, "{\"type\":\"array\",\"items\":{\"anyOf\":[{\"type\":\"number\"},{\"type\":\"string\",\"maxLength\":3},"
+                       "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"maxItems\":2}]},\"minItems\":2}");
+    int32_t end = END;
+    strata_call_schema calls[2] = {{"get_weather", WEATHER, strlen(WEATHER)}, {"f", NULL, 0}};
+    cr_assert_eq(strata_constraint_new_call(V, calls, 2, 1, "<tool_call>\n<function=", ">\n", "\n</tool_call>", &end, 1,
+                                            &cs[3], NULL), STRATA_OK);
+    uint64_t rng = 12345;
+    for (int k = 0; k < 4; k++) {
+        for (int walk = 0; walk < 200; walk++) {
+            cons_cursor *cur;
+            cr_assert_eq(cons_cursor_new(cs[k], &cur, NULL), STRATA_OK);
+            for (int step = 0; step < 300; step++) {
+                int ok[256], n = 0;
+                for (int b = 0; b < 256; b++)
+                    if (cons_allows(cur, b))
+                        ok[n++] = b;
+                cr_assert(n > 0 || cons_allows(cur, END), "constraint %d, walk %d: stuck after %d bytes", k, walk, step);
+                if (!n)
+                    break;
+                rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+                cons_advance(cur, ok[(rng >> 33) % (uint64_t)n]);
+            }
+            cons_cursor_free(cur);
+        }
+        strata_constraint_free(cs[k]);
+    }
 }

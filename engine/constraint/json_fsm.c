@@ -1,8 +1,10 @@
 /*
- * json_fsm.c — the byte automaton of constrained JSON output: a stack of frames,
- * one per value being written (object, key, array, string, number, literal), each
- * pointing at the schema node it must satisfy. A byte is taken only when the text
- * stays a prefix of some valid text, so a token is allowed when all its bytes are.
+ * json_fsm.c — the byte automaton of constrained output: a stack of frames, one per
+ * value being written (object, key, array, string, number, literal), each pointing
+ * at the schema node it must satisfy; for a forced tool call also the fixed texts
+ * around it, the function's name and XML parameters. A byte is taken only when the
+ * text stays a prefix of some valid text, so a token is allowed when all its bytes
+ * are.
  *
  * Checking a token must not touch the cursor: it runs on a `sim`, a copy-on-read
  * view that copies a frame from the cursor only when the walk reaches it (a token
@@ -11,7 +13,7 @@
  *
  * Bounds (internal.h): nesting JF_MAX_DEPTH, JF_MAX_WS whitespace bytes in a row
  * (JSON allows any number, and a model can loop on them), JF_MAX_NUMBER bytes of a
- * number, MAX_KEY bytes of a key.
+ * number, MAX_KEY bytes of a key, MAX_XML_NAME of an XML parameter's name.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -22,6 +24,7 @@
 
 #define MAX_FRAMES (JF_MAX_DEPTH + 2)
 #define MAX_KEY 1024
+#define MAX_XML_NAME 255        /* bytes of an XML parameter's name (tool_calls.c reads up to 255) */
 
 enum { F_VALUE, F_OBJ, F_KEY, F_ARR, F_STR, F_NUM, F_LIT, F_WORD, F_RAW, F_XOBJ, F_XKEY, F_XRAW, F_CALL };
 enum { X_NEXT, X_LT, X_CLOSE };                         /* F_XOBJ: before a parameter, after '<', after "</" */
@@ -209,7 +212,7 @@ static int key_step(sim *s, frame *f, unsigned char b)
     int escaped = f->st != S_PLAIN, r = string_byte(f, b);
     if (r == R_END)
         return key_end(s, f);
-    if (r == R_BAD || f->count >= MAX_KEY)
+    if (r == R_BAD || (r == R_CHAR && f->count >= MAX_KEY))    /* a character under way may finish */
         return 0;
     /* an escaped key is never a property's name */
     f->mask = escaped || b == '\\' ? 0 : props_going_on(s, n, f->mask, f->count, b);
@@ -311,7 +314,8 @@ static int end_then_step(sim *s, unsigned char b)
 static int num_step(sim *s, frame *f, unsigned char b)
 {
     int next = num_next(f->st, b, f->int_only);
-    if (next >= 0 && f->count < JF_MAX_NUMBER) {
+    /* within the bound, and never where the bound would leave it unfinished */
+    if (next >= 0 && (f->count + 1 < JF_MAX_NUMBER || (f->count + 1 == JF_MAX_NUMBER && num_complete(next)))) {
         f->st = (uint8_t)next;
         f->count++;
         return 1;
@@ -441,11 +445,11 @@ static int xkey_step(sim *s, frame *f, unsigned char b)
         top(s)->mask |= whole;
         return xml_value(s, node);
     }
-    if (b < 0x20 || b == '<' || f->count >= MAX_KEY)
+    if (b < 0x20 || b == '<' || f->count >= MAX_XML_NAME)
         return 0;
     f->mask = props_going_on(s, n, f->mask, f->count, b);
     f->count++;
-    return f->mask || n->additional != JF_NONE;
+    return f->mask || (n->additional != JF_NONE && b < 0x80);  /* other names: ASCII (always UTF-8) */
 }
 
 /* A string parameter's raw text: UTF-8 of minLength..maxLength characters, ending
