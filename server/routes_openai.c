@@ -445,6 +445,8 @@ static int forced_tools(json_t *tools, json_t *choice, json_t **out, int *n, api
     size_t i;
     json_t *t;
     *n = 0;
+    if (json_is_object(choice) && !want)
+        return BAD("tool_choice", "tool_choice {\"type\": \"function\"} needs function.name");
     json_array_foreach(tools, i, t) {
         const char *name = json_string_value(json_object_get(json_object_get(t, "function"), "name"));
         if (*n < MAX_FORCED_TOOLS && (!want || !strcmp(name, want)))

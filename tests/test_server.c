@@ -384,8 +384,9 @@ Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
     json_decref(j);
     json_decref(without);
     char bad[1024];
-    const char *choices[] = {"5", "\"always\"", "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}"};
-    for (int i = 0; i < 3; i++) {
+    const char *choices[] = {"5", "\"always\"", "{\"type\":\"function\",\"function\":{\"name\":\"get_time\"}}",
+                             "{\"type\":\"function\",\"function\":{}}"};
+    for (int i = 0; i < 4; i++) {
         snprintf(bad, sizeof bad, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],%s,\"tool_choice\":%s}",
                  WEATHER_TOOLS, choices[i]);
         json_t *e = call("POST", "/v1/chat/completions", bad, 400);
