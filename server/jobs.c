@@ -501,9 +501,11 @@ static void tool_calls_json(strbuf *b, json_t *calls, int indexed)
 static void stream_content_so_far(gen_job *job, int c, const strata_sample *smp)
 {
     choice_result *cr = &job->cr[c];
-    size_t limit = tool_content_limit((tool_syntax)job->srv->tool_syntax, cr->text.data ? cr->text.data : "",
-                                      cr->text.len);
-    stream_text_chunk(job, c, cr->text.data + cr->streamed, limit - cr->streamed, smp, NULL);
+    const char *text = cr->text.data ? cr->text.data : "";
+    size_t limit = tool_content_limit((tool_syntax)job->srv->tool_syntax, text, cr->text.len);
+    if (limit < cr->streamed)   /* never: a call's marker starts within the tail held back */
+        limit = cr->streamed;
+    stream_text_chunk(job, c, text + cr->streamed, limit - cr->streamed, smp, NULL);
     cr->streamed = limit;
 }
 
