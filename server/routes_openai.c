@@ -2,7 +2,8 @@
  * routes_openai.c — POST /v1/completions and /v1/chat/completions: parse and
  * validate every field OpenAI's reference lists (plus top_k, min_p,
  * repetition_penalty, ignore_eos), turn prompts or chat messages into token ids,
- * and hand the job to jobs.c. Every invalid field is a 400 naming the field.
+ * turn response_format and a forced tool_choice into a constraint the sampler
+ * follows, and hand the job to jobs.c. Every invalid field is a 400 naming it.
  */
 #include <jansson.h>
 #include <math.h>
