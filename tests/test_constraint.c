@@ -185,7 +185,8 @@ Test(constraint, unsupported_or_malformed_schemas_are_refused_by_name)
 {
     struct { const char *schema, *needle; strata_status st; } cases[] = {
         {"{\"type\":\"string\",\"pattern\":\"^a\"}", "'pattern'", STRATA_E_UNSUPPORTED},
-        {"{\"type\":\"integer\",\"minimum\":3}", "'minimum'", STRATA_E_UNSUPPORTED},
+        {"{\"type\":\"number\",\"minimum\":3}", "integer", STRATA_E_UNSUPPORTED},
+        {"{\"type\":\"integer\",\"multipleOf\":3}", "'multipleOf'", STRATA_E_UNSUPPORTED},
         {"{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"string\",\"maxLength\":2}]}", "same type",
          STRATA_E_UNSUPPORTED},
         {"{\"$ref\":\"https://example.com/s.json\"}", "$ref", STRATA_E_UNSUPPORTED},
@@ -414,7 +415,8 @@ Test(constraint, no_walk_of_allowed_bytes_reaches_a_dead_end)
     cs[0] = compile(V, NULL);
     cs[1] = compile(V, PERSON);
     cs[2] = compile(V, "{\"type\":\"array\",\"items\":{\"anyOf\":[{\"type\":\"number\"},{\"type\":\"string\",\"maxLength\":3},"
-                       "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"maxItems\":2}]},\"minItems\":2}");
+                       "{\"type\":\"array\",\"items\":{\"type\":\"integer\",\"minimum\":-7,\"maximum\":1234},"
+                       "\"maxItems\":2}]},\"minItems\":2}");
     int32_t end = END;
     strata_call_schema calls[2] = {{"get_weather", WEATHER, strlen(WEATHER)}, {"f", NULL, 0}};
     cr_assert_eq(strata_constraint_new_call(V, calls, 2, 1, "<tool_call>\n<function=", ">\n", "\n</tool_call>", &end, 1,
@@ -439,4 +441,37 @@ Test(constraint, no_walk_of_allowed_bytes_reaches_a_dead_end)
         }
         strata_constraint_free(cs[k]);
     }
+}
+
+/* Integer bounds, exclusive or not, are exact and never strand a number: "1" may
+ * not start a value of 25..30, "-" may not start one >= 0 (save "-0"). allOf of one
+ * schema is that schema. */
+Test(constraint, integer_bounds_take_only_prefixes_that_can_still_fit)
+{
+    strata_constraint *c = compile(V, "{\"type\":\"integer\",\"minimum\":25,\"exclusiveMaximum\":31}");
+    const char *ok[] = {"25", "30", "27"};
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(first_refused(c, ok[i]), -1, "%s", ok[i]);
+    struct { const char *text; long at; } bad[] = {{"1", 0}, {"31", 1}, {"24", 1}, {"-", 0}, {"250", 2}, {"2.5", 1},
+                                                   {"3", 1}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        cr_expect_eq(first_refused(c, bad[i].text), bad[i].at, "%s: refused at %ld", bad[i].text,
+                     first_refused(c, bad[i].text));
+    strata_constraint_free(c);
+    c = compile(V, "{\"allOf\":[{\"type\":\"integer\",\"exclusiveMinimum\":-5,\"maximum\":0.5}],\"description\":\"d\"}");
+    const char *ok2[] = {"-4", "0", "-0", "-1"};
+    for (int i = 0; i < 4; i++)
+        cr_expect_eq(first_refused(c, ok2[i]), -1, "%s", ok2[i]);
+    cr_expect_eq(first_refused(c, "-5"), 1, "-5 is excluded, and longer ones are smaller still");
+    cr_expect_eq(first_refused(c, "1"), 0);
+    cr_expect_eq(first_refused(c, "-10"), 2);
+    strata_constraint_free(c);
+    int32_t end = END;
+    strata_constraint *none = NULL;
+    strata_error err = {0};
+    const char *refused[] = {"{\"type\":\"number\",\"maximum\":1}", "{\"type\":\"integer\",\"minimum\":2,\"maximum\":1.5}",
+                             "{\"allOf\":[{\"type\":\"integer\"},{\"minimum\":1}]}"};
+    for (int i = 0; i < 3; i++)
+        cr_expect_neq(strata_constraint_new_json(V, refused[i], strlen(refused[i]), &end, 1, &none, &err), STRATA_OK,
+                      "%s", refused[i]);
 }

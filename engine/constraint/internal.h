@@ -82,6 +82,8 @@ typedef struct jf_node {
     unsigned types;             /* JT_* the value may take */
     int lit0, n_lits;           /* n_lits > 0: the value is one of lits[lit0 ..] exactly */
     int min_len, max_len;       /* string, in characters; max_len -1: none */
+    double min, max;            /* number: its bounds (-inf / inf: none; no exponent when bounded) */
+    int min_excl, max_excl;     /* 1: exclusiveMinimum / exclusiveMaximum */
     int items;                  /* array: node of every item */
     int min_items, max_items;   /* max_items -1: none */
     int prop0, n_props;         /* object: props[prop0 ..] */

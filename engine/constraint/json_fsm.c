@@ -39,12 +39,14 @@ typedef struct frame {
     uint8_t need, lo, hi;       /* strings: UTF-8 continuation bytes due, the next one's range */
     uint8_t int_only;           /* F_NUM: no fraction or exponent */
     uint8_t unquoted;           /* F_LIT: string literals written without their quotes (XML values) */
+    uint8_t negative;           /* F_NUM: a '-' was written (bounded integers) */
     int32_t node;               /* the schema node this value satisfies */
     int32_t count;              /* string: characters; array: items; key, literal, word, raw: bytes;
                                  * XML value: bytes of "\n</parameter>" matched */
     int32_t child;              /* object: node of the current value; word: which word; raw: which
                                  * text; XML value: bytes of "</parameter>" matched */
-    uint64_t mask;              /* object: properties seen; key, literal, call: candidates left */
+    uint64_t mask;              /* object: properties seen; key, literal, call: candidates left;
+                                 * bounded integer: its magnitude so far */
 } frame;
 
 typedef struct fsm {
@@ -311,16 +313,99 @@ static int end_then_step(sim *s, unsigned char b)
     return !s->done && step(s, b);
 }
 
+/* ---- integers with bounds (minimum / maximum): a prefix is taken only while some
+ * integer it can still become lies within them, so none is ever stranded. Exact in
+ * 64 bits: a bounded integer has at most BOUNDED_DIGITS digits. */
+
+#define BOUNDED_DIGITS 18
+
+static int bounded(const jf_node *n)
+{
+    return n->min > -INFINITY || n->max < INFINITY;
+}
+
+/* The node's bounds as integers: [*lo, *hi]. */
+static void int_bounds(const jf_node *n, int64_t *lo, int64_t *hi)
+{
+    const double cap = 9e18;
+    double a = n->min_excl ? floor(n->min) + 1 : ceil(n->min), b = n->max_excl ? ceil(n->max) - 1 : floor(n->max);
+    *lo = a < -cap ? (int64_t)-cap : a > cap ? (int64_t)cap : (int64_t)a;
+    *hi = b > cap ? (int64_t)cap : b < -cap ? (int64_t)-cap : (int64_t)b;
+}
+
+/* Whether some integer of [a, b], signed as f, lies within n's bounds. */
+static int ints_meet(const jf_node *n, const frame *f, int64_t a, int64_t b)
+{
+    int64_t lo, hi;
+    int_bounds(n, &lo, &hi);
+    if (f->negative) {
+        int64_t t = -b;
+        b = -a;
+        a = t;
+    }
+    return (a > lo ? a : lo) <= (b < hi ? b : hi);
+}
+
+/* Whether the integer written so far can still become one within n's bounds: its
+ * magnitude m followed by k more digits, [m 10^k, m 10^k + 10^k - 1], for the k the
+ * remaining bytes and digits allow ("-" alone: any magnitude; "0": only 0). */
+static int int_reachable(const jf_node *n, const frame *f)
+{
+    int digits = f->st == N_MINUS ? 0 : (int)f->count - f->negative;
+    int room = JF_MAX_NUMBER - (int)f->count, left = BOUNDED_DIGITS - digits;
+    if (room > left)
+        room = left;
+    int64_t m = (int64_t)f->mask, p = 1;
+    if (room < 0)
+        return 0;                               /* past BOUNDED_DIGITS */
+    if (f->st == N_ZERO)
+        return ints_meet(n, f, 0, 0);
+    if (f->st == N_MINUS) {                     /* "-0" or up to `room` digits */
+        for (int k = 0; k < room; k++)
+            p *= 10;
+        return ints_meet(n, f, 0, p - 1);
+    }
+    for (int k = 0;; k++) {
+        if (ints_meet(n, f, m * p, m * p + p - 1))
+            return 1;
+        if (k == room)
+            return 0;
+        p *= 10;
+    }
+}
+
+/* Byte b moved f to state next: the sign and the magnitude (in mask). */
+static void int_track(frame *f, int next, unsigned char b)
+{
+    if (next == N_MINUS)
+        f->negative = 1;
+    else if (next == N_INT)
+        f->mask = f->mask * 10 + (uint64_t)(b - '0');
+}
+
+/* Whether the number written so far is a whole one within its bounds. */
+static int num_may_end(const sim *s, const frame *f)
+{
+    const jf_node *n = &s->c->nodes[f->node];
+    int64_t v = f->negative ? -(int64_t)f->mask : (int64_t)f->mask;
+    return num_complete(f->st) && (!f->int_only || !bounded(n) || ints_meet(n, &(frame){0}, v, v));
+}
+
 static int num_step(sim *s, frame *f, unsigned char b)
 {
+    const jf_node *n = &s->c->nodes[f->node];
+    int fenced = f->int_only && bounded(n);
     int next = num_next(f->st, b, f->int_only);
     /* within the bound, and never where the bound would leave it unfinished */
     if (next >= 0 && (f->count + 1 < JF_MAX_NUMBER || (f->count + 1 == JF_MAX_NUMBER && num_complete(next)))) {
         f->st = (uint8_t)next;
         f->count++;
-        return 1;
+        if (!fenced)
+            return 1;
+        int_track(f, next, b);
+        return int_reachable(n, f);
     }
-    return num_complete(f->st) && end_then_step(s, b);
+    return num_may_end(s, f) && end_then_step(s, b);
 }
 
 /* The candidates of literal frame f whose text is exactly what was written. */
@@ -588,7 +673,7 @@ static int can_finish(const cons_cursor *k)
     sim s;
     sim_start(&s, k->c, m);
     const frame *f = top(&s);
-    return (f->kind == F_NUM && num_complete(f->st)) || (f->kind == F_LIT && lits_whole(&s, f));
+    return (f->kind == F_NUM && num_may_end(&s, f)) || (f->kind == F_LIT && lits_whole(&s, f));
 }
 
 static int is_end(const strata_constraint *c, int32_t token)

@@ -9,6 +9,7 @@
  * was never checked against it. Annotations (description, format, ...) are ignored.
  */
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,7 +59,8 @@ static strata_status new_node(compiler *k, int *out)
     strata_constraint *c = k->c;
     if (!grow((void **)&c->nodes, &k->cap_nodes, c->n_nodes + 1, sizeof *c->nodes))
         return nomem(k);
-    c->nodes[c->n_nodes] = (jf_node){.types = JT_ANY, .max_len = -1, .max_items = -1};
+    c->nodes[c->n_nodes] = (jf_node){.types = JT_ANY, .max_len = -1, .max_items = -1, .min = -INFINITY,
+                                     .max = INFINITY};
     *out = c->n_nodes++;
     return STRATA_OK;
 }
@@ -244,6 +246,44 @@ static strata_status string_part(compiler *k, const json_t *schema, int node)
     return STRATA_OK;
 }
 
+/* minimum, maximum, exclusiveMinimum, exclusiveMaximum (numbers, as JSON Schema
+ * draft 6 on spells them); the tighter of an inclusive and an exclusive bound.
+ * Enforced on integers (exactly, json_fsm.c); a bounded "number" is refused, as a
+ * decimal's reachable values near its byte bound are not worth the risk of
+ * stranding one. */
+static strata_status number_part(compiler *k, const json_t *schema, int node)
+{
+    static const char *const KEYS[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    jf_node *n = &k->c->nodes[node];
+    for (int i = 0; i < 4; i++) {
+        const json_t *v = json_object_get(schema, KEYS[i]);
+        if (!v)
+            continue;
+        if (!json_is_number(v))
+            return strata_fail(k->err, STRATA_E_UNSUPPORTED, "JSON schema: '%s' must be a number", KEYS[i]);
+        double x = json_number_value(v);
+        int excl = i % 2, upper = i >= 2;
+        if (!upper && (x > n->min || (x == n->min && excl))) {
+            n->min = x;
+            n->min_excl = excl;
+        } else if (upper && (x < n->max || (x == n->max && excl))) {
+            n->max = x;
+            n->max_excl = excl;
+        }
+    }
+    if (n->min > n->max || (n->min == n->max && (n->min_excl || n->max_excl)))
+        return strata_fail(k->err, STRATA_E_INVALID, "JSON schema: no number lies within minimum .. maximum");
+    if ((n->min > -INFINITY || n->max < INFINITY) && (n->types & JT_NUM))
+        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "JSON schema: minimum and maximum are enforced on "
+                           "\"type\": \"integer\" only");
+    double lo = n->min_excl ? floor(n->min) + 1 : ceil(n->min), hi = n->max_excl ? ceil(n->max) - 1 : floor(n->max);
+    if ((isfinite(lo) && fabs(lo) >= 1e17) || (isfinite(hi) && fabs(hi) >= 1e17))
+        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "JSON schema: integer bounds beyond 10^17 are not supported");
+    if (lo > hi)
+        return strata_fail(k->err, STRATA_E_INVALID, "JSON schema: no integer lies within minimum .. maximum");
+    return STRATA_OK;
+}
+
 /* A literal-only view of a branch: its literals, or "null" / "true" / "false" for
  * the types null and boolean; 0 when the branch admits other values. */
 static int literal_only(const jf_node *n)
@@ -339,8 +379,9 @@ static strata_status resolve(compiler *k, const json_t *ref, const json_t **out)
 static strata_status check_keywords(compiler *k, const json_t *schema)
 {
     static const char *const KNOWN[] = {"type", "enum", "const", "properties", "required", "additionalProperties",
-                                        "items", "minItems", "maxItems", "minLength", "maxLength", "anyOf", "oneOf",
-                                        "$ref", NULL};
+                                        "items", "minItems", "maxItems", "minLength", "maxLength", "minimum",
+                                        "maximum", "exclusiveMinimum", "exclusiveMaximum", "anyOf", "oneOf",
+                                        "allOf", "$ref", NULL};
     const char *key;
     const json_t *v;
     json_object_foreach((json_t *)schema, key, v) {
@@ -379,17 +420,23 @@ static strata_status compile_object(compiler *k, const json_t *schema, int node)
     if (en || cn)
         return literals(k, en ? en : cn, en != NULL, &k->c->nodes[node]);
     STRATA_TRY(string_part(k, schema, node));
+    STRATA_TRY(number_part(k, schema, node));
     STRATA_TRY(array_part(k, schema, node));
     return object_part(k, schema, node);
 }
 
-/* A $ref (with nothing but annotations beside it) is its target's node itself. */
-static strata_status compile_ref(compiler *k, const json_t *schema, const json_t *ref, int *out)
+/* A $ref, or an allOf of one schema (pydantic 1 wraps a described $ref so), with
+ * nothing but annotations beside it, is its target's node itself. */
+static strata_status compile_alias(compiler *k, const json_t *schema, const json_t *ref, const json_t *all, int *out)
 {
-    if (json_object_size(schema) != 1 + count_annotations(schema))
-        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "JSON schema: keywords beside $ref are not supported");
+    if (json_object_size(schema) != 1 + count_annotations(schema) || (all && json_array_size(all) != 1))
+        return strata_fail(k->err, STRATA_E_UNSUPPORTED, "JSON schema: keywords beside $ref, and allOf of more than "
+                           "one schema, are not supported");
     const json_t *target = NULL;
-    STRATA_TRY(resolve(k, ref, &target));
+    if (ref)
+        STRATA_TRY(resolve(k, ref, &target));
+    else
+        target = json_array_get(all, 0);
     k->depth++;
     strata_status st = compile(k, target, out);
     k->depth--;
@@ -412,9 +459,9 @@ static strata_status compile(compiler *k, const json_t *schema, int *out)
     if (k->depth >= MAX_SCHEMA_DEPTH)
         return strata_fail(k->err, STRATA_E_LIMIT, "JSON schema: nested deeper than %d", MAX_SCHEMA_DEPTH);
     STRATA_TRY(check_keywords(k, schema));
-    const json_t *ref = json_object_get(schema, "$ref");
-    if (ref)
-        return compile_ref(k, schema, ref, out);
+    const json_t *ref = json_object_get(schema, "$ref"), *all = json_object_get(schema, "allOf");
+    if (ref || all)
+        return compile_alias(k, schema, ref, all, out);
     STRATA_TRY(new_node(k, out));
     STRATA_TRY(remember(k, schema, *out));
     k->depth++;

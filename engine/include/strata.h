@@ -417,8 +417,10 @@ typedef struct strata_constraint strata_constraint;
 /* JSON output: schema is JSON Schema text (len bytes), or NULL for any JSON object
  * (OpenAI's json_object). Supported keywords: type (one or a list), enum, const,
  * properties, required, additionalProperties (bool or schema), items, minItems,
- * maxItems, minLength, maxLength, anyOf of branches of different types, $ref to
- * "#", "#/$defs/..." or "#/definitions/..."; annotations (title, description,
+ * maxItems, minLength, maxLength, minimum / maximum / exclusiveMinimum /
+ * exclusiveMaximum on integers, anyOf / oneOf of branches of different types (or all
+ * enums), allOf of one schema, $ref to "#", "#/$defs/..." or
+ * "#/definitions/..."; annotations (title, description,
  * default, examples, $schema, $id, strict, format) are ignored. Any other keyword
  * fails with STRATA_E_UNSUPPORTED naming it. end_ids (n_end >= 1): the tokens that
  * may end a whole text. Immutable: one constraint may serve several samplers. */
