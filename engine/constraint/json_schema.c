@@ -580,7 +580,7 @@ static strata_status new_constraint(const strata_vocab *v, const int32_t *end_id
     return new_node(k, &any);               /* node 0: any value */
 }
 
-/* The compiler's scratch goes; on failure the constraint too. */
+/* The compiler's scratch goes; on failure the constraint too (if there is one yet). */
 static strata_status finish(compiler *k, strata_status st, strata_constraint **out)
 {
     for (int i = 0; i < k->n_docs; i++)
@@ -600,7 +600,7 @@ strata_status strata_constraint_new_json(const strata_vocab *v, const char *sche
     compiler k;
     strata_status st = new_constraint(v, end_ids, n_end, out, &k, err);
     if (st != STRATA_OK)
-        return k.c ? finish(&k, st, out) : st;
+        return finish(&k, st, out);
     st = compile_text(&k, schema, len, &k.c->root);
     if (st == STRATA_OK)
         st = set_raws(&k, NULL, NULL, NULL);
@@ -615,7 +615,7 @@ strata_status strata_constraint_new_call(const strata_vocab *v, const strata_cal
     compiler k;
     strata_status st = new_constraint(v, end_ids, n_end, out, &k, err);
     if (st != STRATA_OK)
-        return k.c ? finish(&k, st, out) : st;
+        return finish(&k, st, out);
     k.c->xml = xml;
     st = calls ? compile_calls(&k, calls, n, xml, mid) : strata_fail(err, STRATA_E_INVALID, "constraint: no calls");
     if (st == STRATA_OK)
