@@ -773,6 +773,8 @@ static void apply(gen_job *job, event *e)
             snprintf(stem, sizeof stem, "%s_%d", strchr(job->id, '-') + 1, e->choice);
             cr->calls = tool_calls_parse((tool_syntax)srv->tool_syntax, job->p.tools, cr->text.data ? cr->text.data : "",
                                          cr->text.len, stem, &cr->content_len);
+            while (job->p.one_call && json_array_size(cr->calls) > 1)  /* parallel_tool_calls: false */
+                json_array_remove(cr->calls, json_array_size(cr->calls) - 1);
         }
         if (job->p.stream && job->p.tools)
             stream_tools_finish(job, e->choice, finish_name(e->finish));

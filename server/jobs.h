@@ -20,6 +20,7 @@ typedef struct gen_params {
     strata_sampling sampling;   /* bias arrays point into bias_ids / bias_values; constraint at constraint */
     strata_constraint *constraint; /* response_format (NULL: free text) */
     json_t *tools;              /* chat tools whose calls the answer reports (tool_choice auto); NULL: none */
+    int one_call;               /* parallel_tool_calls: false: report the first call only */
     int32_t *bias_ids;
     float *bias_values;
     char *stop[MAX_STOP];

@@ -526,6 +526,10 @@ static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error
         return 0;
     if (json_array_size(tools) && (!how || strcmp(how, "none")) && srv->tool_syntax != TOOL_SYNTAX_NONE)
         p->tools = json_incref(tools);
+    int parallel = 1;
+    if (!get_bool(body, "parallel_tool_calls", &parallel, e))
+        return 0;
+    p->one_call = !parallel;
     return 1;
 }
 

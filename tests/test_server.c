@@ -622,6 +622,7 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"xml\"}}", 400, "response_format"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\"}}", 400, "response_format"},
         {"/v1/completions", "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}}", 400, "response_format"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"parallel_tool_calls\":\"no\"}", 400, "parallel_tool_calls"},
         {"/tokenize", "{\"content\":5}", 400, "content"},
         {"/detokenize", "{\"tokens\":[999999]}", 400, "tokens"},
         {"/detokenize", "{\"tokens\":\"abc\"}", 400, "tokens"},
