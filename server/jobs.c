@@ -502,9 +502,9 @@ static void stream_content_so_far(gen_job *job, int c, const strata_sample *smp)
 {
     choice_result *cr = &job->cr[c];
     const char *text = cr->text.data ? cr->text.data : "";
-    size_t limit = tool_content_limit((tool_syntax)job->srv->tool_syntax, text, cr->text.len);
-    if (limit < cr->streamed)   /* never: a call's marker starts within the tail held back */
-        limit = cr->streamed;
+    /* a call's marker can only start within the tail held back: look from there on */
+    size_t limit = cr->streamed + tool_content_limit((tool_syntax)job->srv->tool_syntax, text + cr->streamed,
+                                                     cr->text.len - cr->streamed);
     stream_text_chunk(job, c, text + cr->streamed, limit - cr->streamed, smp, NULL);
     cr->streamed = limit;
 }

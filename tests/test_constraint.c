@@ -26,6 +26,8 @@ static strata_vocab *byte_vocab(void)
     v->blob = malloc(256 + 4);
     v->off = malloc(sizeof(uint32_t) * 260);
     v->by_first = malloc(sizeof(int32_t) * 259);
+    v->empty = malloc(sizeof(int32_t) * 259);
+    v->plain = calloc(259, 1);                  /* no shortcut: every token is walked */
     uint32_t at = 0;
     for (int id = 0; id < v->n; id++) {
         v->off[id] = at;
@@ -36,6 +38,9 @@ static strata_vocab *byte_vocab(void)
                 v->blob[at++] = *p;
     }
     v->off[v->n] = at;
+    for (int id = 0; id < v->n; id++)
+        if (v->off[id + 1] == v->off[id])
+            v->empty[v->n_empty++] = id;
     int k = 0;
     for (int b = 0; b < 256; b++) {
         v->first_at[b] = k;

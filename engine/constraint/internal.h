@@ -26,6 +26,8 @@ struct strata_vocab {
                                  * '"', '\\' or control byte (fits anywhere in a string: no walk
                                  * needed), 1..255; 0: any other token */
     int32_t first_at[257];      /* ids starting with byte b: by_first[first_at[b] .. first_at[b + 1]) */
+    int32_t *empty;             /* ids with no bytes (special tokens, ids past the tokenizer's) */
+    int n_empty;
 };
 
 /* The first byte of a UTF-8 character beyond ASCII: how many continuation bytes

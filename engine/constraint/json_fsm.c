@@ -806,9 +806,8 @@ int cons_mask(const cons_cursor *k, float *logits)
                 logits[id] = -INFINITY;
         }
     }
-    for (int32_t id = 0; id < v->n; id++)
-        if (v->off[id + 1] == v->off[id])
-            logits[id] = -INFINITY;
+    for (int i = 0; i < v->n_empty; i++)
+        logits[v->empty[i]] = -INFINITY;
     int finish = can_finish(k);
     for (int i = 0; i < c->n_end; i++) {
         int32_t id = c->end_ids[i];

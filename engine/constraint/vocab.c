@@ -16,6 +16,7 @@ void strata_vocab_free(strata_vocab *v)
     free(v->blob);
     free(v->off);
     free(v->by_first);
+    free(v->empty);
     free(v->plain);
     free(v);
 }
@@ -36,6 +37,8 @@ static void group_by_first(strata_vocab *v)
     for (int id = 0; id < v->n; id++)
         if (v->off[id + 1] > v->off[id])
             v->by_first[next[(unsigned char)v->blob[v->off[id]]]++] = id;
+        else
+            v->empty[v->n_empty++] = id;
 }
 
 /* plain[id] (see internal.h): the characters of s[0..n), or 0. */
@@ -72,6 +75,7 @@ strata_status strata_vocab_new(const strata_tokenizer *tok, int vocab_size, stra
     v->n = vocab_size;
     strata_status st = strata_tokenizer_token_bytes(tok, vocab_size, &v->blob, &v->off, err);
     if (st == STRATA_OK && (!(v->by_first = malloc(sizeof(int32_t) * (size_t)vocab_size)) ||
+                            !(v->empty = malloc(sizeof(int32_t) * (size_t)vocab_size)) ||
                             !(v->plain = malloc((size_t)vocab_size))))
         st = strata_fail(err, STRATA_E_NOMEM, "out of memory");
     if (st != STRATA_OK) {
