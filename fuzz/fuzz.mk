@@ -4,13 +4,14 @@
 # plus fixtures of $(SHARED) gathered at run time into build/fuzz/seeds. New inputs
 # go to build/fuzz/corpus/<target>, crashes to build/fuzz/crashes/<target>; the
 # executions per second of each run are collected in build/fuzz/report.txt.
-# `make -j fuzz` runs the targets in parallel.
+# `make -j fuzz` runs the targets in parallel; FUZZ_TARGETS="a b" runs a subset.
 
 FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
-FUZZ_TARGETS := safetensors config tokenizer_json encode chat_template completions chat activations \
+FUZZ_ALL     := safetensors config tokenizer_json encode chat_template completions chat activations \
                 sessions session_import json_schema
+FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -O1 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -Iengine/include -Iengine -Iserver \
                 $(PKG_CFLAGS) $(FUZZ_SAN)
@@ -35,7 +36,7 @@ $(FUZZ_DIR)/seed_session: fuzz/seed_session.c $(LIB)
 
 # Seeds: ours, then the fixtures (file names prefixed so that they do not collide).
 fuzz-seeds: $(FUZZ_DIR)/seed_session
-	@rm -rf $(FUZZ_DIR)/seeds && for t in $(FUZZ_TARGETS); do mkdir -p $(FUZZ_DIR)/seeds/$$t $(FUZZ_DIR)/corpus/$$t \
+	@rm -rf $(FUZZ_DIR)/seeds && for t in $(FUZZ_ALL); do mkdir -p $(FUZZ_DIR)/seeds/$$t $(FUZZ_DIR)/corpus/$$t \
 	  $(FUZZ_DIR)/crashes/$$t; cp fuzz/seeds/$$t/* $(FUZZ_DIR)/seeds/$$t/ 2>/dev/null || true; done
 	@$(FUZZ_DIR)/seed_session $(MODEL) $(FUZZ_DIR)/seeds/session_import
 	@cp $(FUZZ_DIR)/seeds/session_import/* $(FUZZ_DIR)/seeds/safetensors/
