@@ -8,6 +8,7 @@
 
 #include "jobs.h"
 #include "sessions.h"
+#include "tool_calls.h"
 
 enum MHD_Result route_health(http_req *r)
 {
@@ -39,6 +40,9 @@ static void model_object(const server *srv, strbuf *b)
         sb_printf(b, ",\"moe\":{\"experts\":%d,\"experts_per_tok\":%d,\"intermediate_size\":%d,"
                      "\"shared_intermediate_size\":%d}",
                   m->n_experts, m->experts_per_tok, m->moe_intermediate_size, m->shared_intermediate_size);
+    /* what a client may ask of the chat side: structured output, and calls in which syntax */
+    sb_printf(b, ",\"response_format\":%s,\"tool_calls\":\"%s\"", srv->vocab && srv->n_eos ? "true" : "false",
+              tool_syntax_name((tool_syntax)srv->tool_syntax));
     sb_puts(b, "}}");
 }
 

@@ -88,6 +88,8 @@ Test(server, service_routes)
     cr_assert_eq(json_array_size(json_object_get(meta, "layers_block_type")), 12);
     cr_assert_str_eq(json_string_value(json_array_get(json_object_get(meta, "layers_block_type"), 1)), "moe");
     cr_assert_gt(json_integer_value(json_object_get(meta, "state_bytes_fixed")), 0);
+    cr_assert(json_is_true(json_object_get(meta, "response_format")));
+    cr_assert_str_eq(json_string_value(json_object_get(meta, "tool_calls")), "xml", "the demo template's syntax");
     json_decref(j);
     j = call("GET", "/v1/models/strata-demo", NULL, 200);
     cr_assert_str_eq(json_string_value(json_object_get(j, "object")), "model");
