@@ -118,9 +118,13 @@ Test(constraint, json_object_takes_exactly_the_prefixes_of_json_objects)
                      first_refused(c, bad[i].text), bad[i].at);
     cr_expect_eq(first_refused(c, "{\"a\":12345678901234567890123."), 28, "no fraction the number bound would cut");
     cr_expect_eq(first_refused(c, "{\"a\":1234567890123456789012.5}"), -1);
-    char spaces[80] = "{";
-    memset(spaces + 1, ' ', JF_MAX_WS + 1);
-    cr_expect_eq(first_refused(c, spaces), 1 + JF_MAX_WS, "a run of whitespace is bounded");
+    char indent[80] = "{\n";
+    memset(indent + 2, ' ', JF_MAX_INDENT + 1);
+    cr_expect_eq(first_refused(c, indent), 2 + JF_MAX_INDENT, "indentation is bounded");
+    struct { const char *text; long at; } ws[] = {{"{  ", 2}, {"{\n\n", 2}, {"{\t", 1}, {"{\r\n", 1}, {" \n{", 1},
+                                                  {"{\n\t\t\"a\" : [\n  1,\n  2\n]}", -1}};
+    for (size_t i = 0; i < sizeof ws / sizeof *ws; i++)
+        cr_expect_eq(first_refused(c, ws[i].text), ws[i].at, "whitespace case %zu", i);
     strata_constraint_free(c);
 }
 

@@ -59,7 +59,7 @@ enum {
 #define JF_NONE (-1)            /* additionalProperties: false */
 #define JF_MAX_PROPS 64         /* properties of one object, literals of one enum */
 #define JF_MAX_DEPTH 64         /* nesting of objects and arrays */
-#define JF_MAX_WS 24            /* whitespace bytes in a row (indenting 12 levels by 2) */
+#define JF_MAX_INDENT 20        /* spaces or tabs after a newline between JSON tokens */
 #define JF_MAX_NUMBER 24        /* bytes of a number */
 #define JF_MAX_END 16           /* end ids of a constraint */
 

@@ -11,8 +11,10 @@
  * rarely pops more than two), so a mask over 131072 tokens copies a few frames per
  * token rather than the stack. Advancing is the same walk, then a commit.
  *
- * Bounds (internal.h): nesting JF_MAX_DEPTH, JF_MAX_WS whitespace bytes in a row
- * (JSON allows any number, and a model can loop on them), JF_MAX_NUMBER bytes of a
+ * Bounds (internal.h): nesting JF_MAX_DEPTH; whitespace between JSON tokens as
+ * llama.cpp's JSON grammar has it, nothing, one space, or a newline and up to
+ * JF_MAX_INDENT spaces or tabs (JSON allows any run, and a weak model spends its
+ * tokens on them); JF_MAX_NUMBER bytes of a
  * number, MAX_KEY bytes of a key, MAX_XML_NAME of an XML parameter's name.
  */
 #include <math.h>
@@ -51,7 +53,7 @@ typedef struct frame {
 
 typedef struct fsm {
     int depth;                  /* frames in use; 0 with done: the text is whole */
-    int done, ws;               /* ws: whitespace bytes in a row */
+    int done, ws;               /* ws: the whitespace run so far (take_ws) */
     frame f[MAX_FRAMES];
 } fsm;
 
@@ -119,9 +121,20 @@ static int is_ws(unsigned char b)
     return b == ' ' || b == '\n' || b == '\t' || b == '\r';
 }
 
+enum { WS_NONE, WS_SPACE, WS_NEWLINE };                 /* sim.ws: the run so far (+ indent after a newline) */
+
+/* Whitespace between JSON tokens: nothing, one space, or a newline and indentation. */
 static int take_ws(sim *s, unsigned char b)
 {
-    return is_ws(b) && s->ws < JF_MAX_WS && ++s->ws;
+    if (s->ws == WS_NONE && (b == ' ' || b == '\n')) {
+        s->ws = b == ' ' ? WS_SPACE : WS_NEWLINE;
+        return 1;
+    }
+    if (s->ws >= WS_NEWLINE && (b == ' ' || b == '\t') && s->ws - WS_NEWLINE < JF_MAX_INDENT) {
+        s->ws++;
+        return 1;
+    }
+    return 0;
 }
 
 static int step(sim *s, unsigned char b);
