@@ -420,31 +420,26 @@ static int32_t pick(strata_sampler *s, const float *adjusted)
  * Without truncation, drawing, and on a rejected token masking it alone and drawing
  * again, is exactly a draw from the restricted distribution (and the masked argmax
  * is the restricted one): the model mostly follows the format, so the first draw
- * usually stands. top_k / top_p / min_p must see the restricted distribution
- * whole, so they, and a run of rejections, mask every token first (cons_mask:
- * about 1–5 ms over 131072 tokens). */
+ * usually stands, and needs no copy of the logits. top_k / top_p / min_p must see
+ * the restricted distribution whole, so they, and a run of rejections, mask every
+ * token first (cons_mask: 0.2–0.5 ms over 131072 tokens). */
 static strata_status pick_constrained(strata_sampler *s, const float *adjusted, int32_t *token, strata_error *err)
 {
     float *m = s->masked;
-    if (!truncates(&s->p)) {
-        int32_t t = pick(s, adjusted);          /* the first draw needs no copy */
+    const float *from = adjusted;               /* m once a token is masked */
+    for (int i = 0; !truncates(&s->p) && i < CONSTRAINED_TRIES; i++) {
+        int32_t t = pick(s, from);
         if (cons_allows(s->cursor, t)) {
             *token = t;
             return STRATA_OK;
         }
-        memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
-        m[t] = -INFINITY;
-    } else {
-        memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
-    }
-    for (int i = 1; !truncates(&s->p) && i < CONSTRAINED_TRIES; i++) {
-        int32_t t = pick(s, m);
-        if (cons_allows(s->cursor, t)) {
-            *token = t;
-            return STRATA_OK;
-        }
+        if (from == adjusted)
+            memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
+        from = m;
         m[t] = -INFINITY;
     }
+    if (from == adjusted)
+        memcpy(m, adjusted, sizeof(float) * (size_t)s->vocab);
     if (cons_mask(s->cursor, m) == 0)
         return strata_fail(err, STRATA_E_UNSUPPORTED, "constraint: no token of the vocabulary can continue the "
                            "output");

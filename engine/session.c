@@ -117,7 +117,6 @@ void strata_session_sync(strata_session *s)
         drop_checkpoint(s, s->n_cps - 1);
 }
 
-/* Keep `cache` (owned) as the checkpoint at its position, in order. */
 /* Drop the oldest automatic checkpoints (explicit ones stay) until `extra` more
  * fit in the budget; *at keeps pointing at the same place. 0 when even with none
  * left they would not. */
@@ -147,6 +146,7 @@ void strata_session_set_checkpoint_budget(strata_session *s, uint64_t bytes)
     within_budget(s, 0, &at);
 }
 
+/* Keep `cache` (owned) as the checkpoint at its position, in order. */
 static strata_status insert_checkpoint(strata_session *s, strata_cache *cache, int automatic, strata_error *err)
 {
     int pos = strata_cache_n_tokens(cache), i = 0;
