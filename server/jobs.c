@@ -503,7 +503,7 @@ static void stream_content_so_far(gen_job *job, int c, const strata_sample *smp)
     choice_result *cr = &job->cr[c];
     const char *text = cr->text.data ? cr->text.data : "";
     /* a call's marker can only start within the tail held back: look from there on */
-    size_t limit = cr->streamed + tool_content_limit((tool_syntax)job->srv->tool_syntax, text + cr->streamed,
+    size_t limit = cr->streamed + tool_content_limit(job->srv->tool_syntax, text + cr->streamed,
                                                      cr->text.len - cr->streamed);
     stream_text_chunk(job, c, text + cr->streamed, limit - cr->streamed, smp, NULL);
     cr->streamed = limit;
@@ -771,7 +771,7 @@ static void apply(gen_job *job, event *e)
         if (job->p.tools && e->finish != STRATA_FINISH_ERROR) {
             char stem[64];
             snprintf(stem, sizeof stem, "%s_%d", strchr(job->id, '-') + 1, e->choice);
-            cr->calls = tool_calls_parse((tool_syntax)srv->tool_syntax, job->p.tools, cr->text.data ? cr->text.data : "",
+            cr->calls = tool_calls_parse(srv->tool_syntax, job->p.tools, cr->text.data ? cr->text.data : "",
                                          cr->text.len, stem, &cr->content_len);
             while (job->p.one_call && json_array_size(cr->calls) > 1)  /* parallel_tool_calls: false */
                 json_array_remove(cr->calls, json_array_size(cr->calls) - 1);

@@ -169,7 +169,7 @@ static int load(server *srv)
     log_line(srv, "info", "model %s: %d layers (%s), %.1f M parameters, context %d, tokenizer %s, chat template %s "
              "(tool calls: %s)", srv->cfg.model_name, m->n_layers, m->pattern, (double)m->n_params / 1e6,
              srv->context_limit, srv->tok ? "yes" : "no", srv->chat ? "yes" : "no",
-             tool_syntax_name((tool_syntax)srv->tool_syntax));
+             tool_syntax_name(srv->tool_syntax));
     strata_scheduler_limits lim = {.max_running = srv->cfg.max_running, .max_queued = srv->cfg.max_queued,
                                    .max_step_tokens = srv->cfg.max_step_tokens, .max_context = srv->context_limit};
     if (strata_scheduler_new(srv->model, &lim, &srv->sched, &err) != STRATA_OK) {

@@ -479,7 +479,7 @@ static int force_call(const server *srv, json_t **tools, int n, gen_params *p, a
                                         texts[i] ? strlen(texts[i]) : 0};
     }
     strata_error err;
-    int s = srv->tool_syntax;
+    tool_syntax s = srv->tool_syntax;
     strata_status st = strata_constraint_new_call(srv->vocab, calls, n, s == TOOL_SYNTAX_XML, CALL_TEXT[s].prefix,
                                                   CALL_TEXT[s].mid, CALL_TEXT[s].suffix, srv->eos_ids, srv->n_eos,
                                                   &p->constraint, &err);

@@ -42,7 +42,7 @@ static void model_object(const server *srv, strbuf *b)
                   m->n_experts, m->experts_per_tok, m->moe_intermediate_size, m->shared_intermediate_size);
     /* what a client may ask of the chat side: structured output, and calls in which syntax */
     sb_printf(b, ",\"response_format\":%s,\"tool_calls\":\"%s\"", srv->vocab && srv->n_eos ? "true" : "false",
-              tool_syntax_name((tool_syntax)srv->tool_syntax));
+              tool_syntax_name(srv->tool_syntax));
     sb_puts(b, "}}");
 }
 

@@ -11,6 +11,7 @@
 
 #include "strata.h"
 #include "strbuf.h"
+#include "tool_calls.h"
 
 typedef struct settings {
     char model[4096];
@@ -60,7 +61,7 @@ typedef struct server {
     strata_tokenizer *tok;      /* NULL: token-id prompts only */
     strata_template *chat;      /* NULL: no chat endpoint */
     strata_vocab *vocab;        /* token bytes for response_format (NULL: no tokenizer) */
-    int tool_syntax;            /* tool_syntax (tool_calls.h) the chat template writes calls in */
+    tool_syntax tool_syntax;    /* how the chat template writes tool calls */
     int32_t *eos_ids;           /* generation stops at these */
     int n_eos;
     int32_t bos_id;
