@@ -56,12 +56,14 @@ typedef struct act_job {
     out_run out[MAX_RUNS];
     out_stream *stream;
     struct act_job *next_done;
-    /* continuing a session: each run goes on from a fork of its state (dry run), or
-     * the one run goes on in the session itself ("commit": true) */
-    session_entry *session;
+    /* continuing a session: the one run goes on in the session itself ("commit":
+     * true: the session is busy until then), or each run from a fork of `base`, a copy
+     * of the session's state taken when the request came (dry run: the request holds
+     * nothing of the session, which may meanwhile change, move to disk or go) */
+    session_entry *session;     /* committing only */
     int commit, origin;
     int saving;                 /* the committed session is being written (the answer waits) */
-    strata_cache *fork;
+    strata_cache *base, *fork;
 } act_job;
 
 static struct {
@@ -172,6 +174,7 @@ static void unref(act_job *job)
         return;
     release_session(job, 0, 0);
     strata_cache_free(job->fork);
+    strata_cache_free(job->base);
     for (int i = 0; i < job->n_runs; i++)
         run_free(&job->runs[i]);
     out_stream_free(job->stream);
@@ -345,10 +348,15 @@ static int parse_session(server *srv, act_job *job, api_error *e)
     job->commit = json_is_true(commit);
     if (job->commit && json_object_get(job->body, "runs"))
         return api_fail(e, 400, "commit", "invalid_value", "commit applies to a single run, not to runs");
-    job->session = se;
     job->origin = strata_session_n_tokens(se->s);
-    if (job->commit)
-        se->busy = 1;
+    if (!job->commit) {
+        strata_error err;
+        if (strata_cache_copy(strata_session_cache(se->s), &job->base, &err) != STRATA_OK)
+            return api_fail(e, 500, NULL, "internal_error", "%s", err.message);
+        return 1;
+    }
+    job->session = se;
+    se->busy = 1;
     return 1;
 }
 
@@ -498,14 +506,15 @@ static int submit_run(act_job *job, api_error *e)
     }
     strata_request q = {.prompt = run->ids, .n_prompt = run->n, .max_tokens = 0, .n = 1, .capture = run->cap,
                         .interventions = run->iv, .user = job, .on_finish = on_finish, .on_done = on_done};
-    if (job->session) {
+    if (job->session)
+        q.cache = strata_session_cache(job->session->s);
+    if (job->base) {    /* the last run may take the base itself */
         strata_error ferr;
         strata_cache_free(job->fork);
         job->fork = NULL;
-        strata_cache *live = strata_session_cache(job->session->s);
-        if (!job->commit && strata_cache_copy(live, &job->fork, &ferr) != STRATA_OK)
+        if (job->cur + 1 < job->n_runs && strata_cache_copy(job->base, &job->fork, &ferr) != STRATA_OK)
             return api_fail(e, 500, NULL, "internal_error", "%s", ferr.message);
-        q.cache = job->commit ? live : job->fork;
+        q.cache = job->fork ? job->fork : job->base;
     }
     strata_sampling_default(&q.sampling);
     q.sampling.temperature = 0;

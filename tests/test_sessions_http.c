@@ -455,3 +455,31 @@ Test(sessions, automatic_checkpoints_stay_within_their_byte_budget)
     json_decref(j);
     free(id);
 }
+
+/* A read-only activations request on a session runs from the state the session had
+ * when it arrived, whatever happens to the session meanwhile: deleting it (or its
+ * eviction) between the request's runs leaves the request and the server whole. */
+Test(sessions, a_session_deleted_during_a_read_only_activations_request)
+{
+    char *id = new_session("\"In the beginning God created the heaven and the earth.\"");
+    char body[16384], path[256];
+    int n = snprintf(body, sizeof body, "{\"session\":\"%s\",\"runs\":[", id);
+    for (int i = 0; i < 16; i++)
+        n += snprintf(body + n, sizeof body - (size_t)n, "%s{\"prompt\":\"And the earth was without form, and void; "
+                      "and darkness was upon the face of the deep.\",\"hooks\":[\"logits\"]}", i ? "," : "");
+    snprintf(body + n, sizeof body - (size_t)n, "]}");
+    int fd = http_send_only(S.port, "POST", "/v1/activations", body);
+    cr_assert_geq(fd, 0);
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    json_decref(req("DELETE", path, NULL, 200));
+    char buf[65536];
+    size_t got = 0;
+    ssize_t k;
+    while ((k = read(fd, buf + got, sizeof buf - 1 - got)) > 0 && got < sizeof buf - 1)
+        got += (size_t)k;
+    buf[got] = '\0';
+    close(fd);
+    cr_assert(strstr(buf, "HTTP/1.1 200"), "the request ran to the end: %.300s", buf);
+    json_decref(req("GET", "/health", NULL, 200));
+    free(id);
+}
