@@ -659,7 +659,7 @@ static void session_finish(gen_job *job)
         strata_session_adopt_checkpoint(s, job->snapshots[i], 1, &err);
     job->n_snapshots = 0;
     strata_session_checkpoint(s, 1, &err);
-    e->last_used = (double)time(NULL);
+    sessions_touch(e);
     e->last_reprocessed = job->reprocessed + job->p.replayed;
 }
 
@@ -999,7 +999,7 @@ static int take_session(http_req *r, gen_job *job, enum MHD_Result *ret)
         *ret = http_send_error(r, 500, "session", "internal_error", "%s", err.message);
         return 0;
     }
-    e->busy = 1;
+    sessions_claim(e);
     job->session = e;
     return 1;
 }

@@ -155,7 +155,7 @@ static void release_session(act_job *job, int ran, int wait)
         strata_session_sync(se->s);
         if (ran)
             strata_session_checkpoint(se->s, 1, &err);
-        se->last_used = (double)time(NULL);
+        sessions_touch(se);
         if (wait && sessions_persist_async(job->srv, se, session_saved, job)) {
             job->saving = 1;
             job->refs++;
@@ -356,7 +356,7 @@ static int parse_session(server *srv, act_job *job, api_error *e)
         return 1;
     }
     job->session = se;
-    se->busy = 1;
+    sessions_claim(se);
     return 1;
 }
 

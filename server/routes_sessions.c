@@ -65,7 +65,7 @@ static enum MHD_Result answer_when_saved(http_req *r, session_entry *e, int stat
         *ps = (pending_save){.req = r, .e = e, .status = status};
         if (body)
             ps->body = *body, *body = (strbuf){0};
-        e->busy = 1;
+        sessions_claim(e);
         if (sessions_persist_async(r->srv, e, saved, ps)) {
             r->save = ps;
             http_suspend(r);

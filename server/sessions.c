@@ -5,8 +5,9 @@
  * at its last persisted state or absent, never corrupt. A request's save (after a
  * generation, create, fork, checkpoint, rewind or import) runs on libuv's thread
  * pool while its session stays busy, and its answer waits for it: an answer still
- * means the session is on disk. Ids are validated before they are ever joined to a
- * path.
+ * means the session is on disk. An idle session evicted to make room is therefore
+ * already on disk, and only dropped from memory (written first only when its last
+ * save failed). Ids are validated before they are ever joined to a path.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -73,7 +74,7 @@ int sessions_make_room(server *srv)
         for (session_entry *e = all; e && *srv->cfg.state_dir; e = e->next)
             if (e->s && !e->busy && (!victim || e->last_used < victim->last_used))
                 victim = e;
-        if (!victim || sessions_persist(srv, victim) != 0)
+        if (!victim || (!victim->on_disk && sessions_persist(srv, victim) != 0))
             return 0;
         strata_session_free(victim->s);
         victim->s = NULL;
@@ -112,6 +113,7 @@ session_entry *sessions_find(server *srv, const char *id)
         return NULL;
     }
     strata_session_set_checkpoint_budget(e->s, (uint64_t)srv->cfg.session_checkpoint_bytes);
+    e->on_disk = 1;
     return e;
 }
 
@@ -161,7 +163,8 @@ session_entry *sessions_add(server *srv, strata_session *s, const char *id)
     strata_session_set_checkpoint_budget(s, (uint64_t)srv->cfg.session_checkpoint_bytes);
     e->n_tokens = strata_session_n_tokens(s);
     e->state_bytes = strata_session_state_bytes(s);
-    e->created = e->last_used = (double)time(NULL);
+    sessions_touch(e);
+    e->created = e->last_used;
     e->next = all;
     all = e;
     n_sessions++;
@@ -207,11 +210,25 @@ int sessions_persist(server *srv, session_entry *e)
     char path[4200];
     file_path(srv, e->id, path, sizeof path);
     strata_error err;
-    if (strata_session_save(e->s, path, &err) != STRATA_OK) {
+    e->on_disk = strata_session_save(e->s, path, &err) == STRATA_OK;
+    if (!e->on_disk) {
         log_line(srv, "error", "session %s not persisted: %s", e->id, err.message);
         return -1;
     }
     return 0;
+}
+
+void sessions_touch(session_entry *e)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    e->last_used = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void sessions_claim(session_entry *e)
+{
+    e->busy = 1;
+    e->on_disk = 0;
 }
 
 /* A save on libuv's thread pool: serializing, writing and fsync-ing a session file
@@ -239,7 +256,8 @@ static void persist_work(uv_work_t *w)
 static void persist_after(uv_work_t *w, int status)
 {
     persist_req *p = w->data;
-    if (status != 0 || p->status != STRATA_OK)
+    p->e->on_disk = status == 0 && p->status == STRATA_OK;
+    if (!p->e->on_disk)
         log_line(p->srv, "error", "session %s not persisted: %s", p->e->id,
                  status != 0 ? uv_strerror(status) : p->err.message);
     persists_pending--;
@@ -304,7 +322,8 @@ void sessions_init(server *srv)
             break;
         snprintf(e->id, sizeof e->id, "%s", id);
         e->n_tokens = -1;
-        e->created = e->last_used = (double)time(NULL);
+        sessions_touch(e);
+        e->created = e->last_used;
         e->next = all;
         all = e;
         n_sessions++;

@@ -13,7 +13,10 @@ typedef struct session_entry {
     int n_tokens;               /* as of the last change (for listing evicted sessions) */
     uint64_t state_bytes;
     int busy;                   /* a request is running on it */
-    double created, last_used;
+    int on_disk;                /* the state directory's file holds exactly this state
+                                   (an eviction then writes nothing) */
+    double created, last_used;  /* seconds since the epoch, to the nanosecond: the
+                                   LRU order of evictions holds within a second */
     int last_reprocessed;       /* tokens re-processed by the last request */
     struct session_entry *next;
 } session_entry;
@@ -36,6 +39,11 @@ void sessions_expire(server *srv);
  * reached (s is then still the caller's). */
 session_entry *sessions_add(server *srv, strata_session *s, const char *id);
 void sessions_remove(server *srv, session_entry *e);
+/* The session was used now. */
+void sessions_touch(session_entry *e);
+/* A request takes the session (single writer): busy, and no longer known to match
+ * its file until its save. */
+void sessions_claim(session_entry *e);
 /* Write the session to the state directory (no-op without one); logs failures. */
 int sessions_persist(server *srv, session_entry *e);
 /* The same on libuv's thread pool, then done(arg) on the loop thread; the session must

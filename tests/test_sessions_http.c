@@ -366,13 +366,28 @@ Test(session_limits, idle_sessions_move_to_disk_and_come_back, .timeout = 60)
     cr_assert_eq(server_start(&S, demo(), args), 0);
     char *a = new_session("\"In the beginning\"");
     char *b = new_session("\"And God said\"");
+    char file[2][4200];
+    struct stat saved[2], now;
+    for (int k = 0; k < 2; k++) {
+        snprintf(file[k], sizeof file[k], "%s/%s.safetensors", state_dir, k ? b : a);
+        cr_assert_eq(stat(file[k], &saved[k]), 0);
+    }
     char *c = new_session("\"The LORD is\"");
     json_t *list = req("GET", "/v1/sessions", NULL, 200);
     int resident = 0;
     size_t i;
     json_t *s;
-    json_array_foreach(json_object_get(list, "data"), i, s)
+    json_array_foreach(json_object_get(list, "data"), i, s) {
         resident += json_is_true(json_object_get(s, "resident"));
+        int k = !strcmp(json_string_value(json_object_get(s, "id")), a) ? 0 : 1;
+        if (json_is_true(json_object_get(s, "resident")))
+            continue;
+        cr_assert_eq(k, 0, "the least recently used (created first, the same second) went to disk");
+        cr_assert_eq(stat(file[k], &now), 0);
+        cr_assert(now.st_ino == saved[k].st_ino && now.st_mtim.tv_sec == saved[k].st_mtim.tv_sec &&
+                      now.st_mtim.tv_nsec == saved[k].st_mtim.tv_nsec,
+                  "the evicted session was on disk already: its file was not written again");
+    }
     cr_assert_eq(json_array_size(json_object_get(list, "data")), 3);
     cr_assert_eq(resident, 2, "the least recently used went to disk");
     json_decref(list);
