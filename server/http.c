@@ -294,6 +294,21 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     return srv->http->open_connections < srv->cfg.connection_limit ? MHD_YES : MHD_NO;
 }
 
+/* libmicrohttpd's own messages, into the server's log: a client gone before its
+ * answer was sent (a dropped stream) is routine, at debug level; the rest warn. */
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+        msg[--n] = '\0';
+    int gone = strstr(msg, "closed by remote") || strstr(msg, "closed when reading") ||
+               strstr(msg, "no longer available") || strstr(msg, "not connected") ||
+               strstr(msg, "disconnected") || strstr(msg, "reset by peer") || strstr(msg, "Broken pipe");
+    log_line(cls, gone ? "debug" : "warn", "http: %s", msg);
+}
+
 int http_start(server *srv)
 {
     http *h = calloc(1, sizeof *h);
@@ -306,7 +321,8 @@ int http_start(server *srv)
         return -1;
     }
     h->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, on_accept, srv,
-                            on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+                            on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.connection_timeout_s,
