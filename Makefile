@@ -31,7 +31,7 @@ CLI := $(BUILD)/strata
 SERVER := $(BUILD)/strata-server
 TESTS := $(BUILD)/strata-tests
 
-.PHONY: all deps test asan bench clean valgrind run loadtest fuzz
+.PHONY: all deps test asan bench clean valgrind run loadtest chaos fuzz
 MODEL ?= models/strata-demo
 PORT  ?= 8080
 all: $(LIB) $(CLI) $(SERVER)
@@ -75,12 +75,12 @@ test: deps
 	$(TEST_ENV) /usr/bin/python3 tests/python/test_client.py
 
 # AddressSanitizer + UndefinedBehaviorSanitizer build of everything, in its own tree.
+ASAN_OPTFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+ASAN_ENV := ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0
 asan: deps
-	@$(MAKE) --no-print-directory BUILD=build/asan \
-	  OPTFLAGS="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
-	  all build/asan/strata-tests
+	@$(MAKE) --no-print-directory BUILD=build/asan OPTFLAGS="$(ASAN_OPTFLAGS)" all build/asan/strata-tests
 	STRATA_SHARED=$(SHARED) STRATA_CLI=$(abspath build/asan/strata) STRATA_SERVER=$(abspath build/asan/strata-server) STRATA_ROOT=$(CURDIR) \
-	  ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 build/asan/strata-tests $(TEST_ARGS)
+	  $(ASAN_ENV) build/asan/strata-tests $(TEST_ARGS)
 
 # Leak check of the engine's tests (the HTTP suites start servers: see make asan).
 VALGRIND_SUITES ?= error checkpoints hooks cache session prefix_cache scheduler sampler constraint tool_calls rank interventions hybrid_small moe_small tied_small
@@ -101,6 +101,12 @@ $(BUILD)/loadtest: loadtest/loadtest.c $(LIB) $(BUILD)/obj/tests/http_client.o
 loadtest: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/loadtest
 	STRATA_SERVER=$(abspath $(SERVER)) $(BUILD)/loadtest
+
+# Races on one server with tight limits, built with ASan + UBSan (see loadtest/chaos.py).
+CHAOS_SECONDS ?= 60
+chaos: deps
+	@$(MAKE) --no-print-directory BUILD=build/asan OPTFLAGS="$(ASAN_OPTFLAGS)" all
+	$(ASAN_ENV) /usr/bin/python3 loadtest/chaos.py build/asan/strata-server --seconds $(CHAOS_SECONDS) --model $(MODEL)
 
 # libFuzzer harnesses (fuzz/): the engine and the server's parsers built with clang and
 # ASan + UBSan into build/fuzz, one binary per target, each run FUZZ_SECONDS.
