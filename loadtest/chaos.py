@@ -12,7 +12,7 @@ Passes when the server answers /health at the end, never answers 5xx (503 while
 shutting down aside), stops cleanly on SIGINT, and its log holds no sanitizer
 report: `make chaos` runs it on the ASan + UBSan build.
 
-usage: chaos.py SERVER_BINARY [--seconds 60] [--seed 1] [--model DIR]
+usage: chaos.py SERVER_BINARY [--seconds 60] [--seed 1] [--model DIR] [--stop-midway] [-- SERVER_ARGS...]
 """
 import argparse, http.client, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -138,13 +138,16 @@ def main():
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="models/strata-demo")
-    a = ap.parse_args()
+    ap.add_argument("--stop-midway", action="store_true", help="send SIGINT halfway through, under load")
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
     state = tempfile.mkdtemp(prefix="strata-chaos-")
     log = open(os.path.join(state, "server.log"), "w+")
     args = [a.server, "--model", a.model, "--port", "0", "--state-dir", state, "--max-sessions", "2",
             "--session-ttl", "2", "--max-running", "3", "--max-queued", "2", "--max-step-tokens", "16",
             "--checkpoint-every", "4", "--session-checkpoint-bytes", "100000", "--prefix-cache-bytes", "200000",
-            "--connection-timeout", "5"]
+            "--connection-timeout", "5"] + extra
     srv = subprocess.Popen(args, stderr=log, stdout=log)
     port = None
     for _ in range(600):
@@ -161,10 +164,13 @@ def main():
     clients = [threading.Thread(target=chaos.client, args=(a.seed * 100 + i, deadline)) for i in range(8)]
     for t in clients:
         t.start()
+    if a.stop_midway:   # SIGINT in the thick of it: the grace period, then a clean exit
+        time.sleep(a.seconds / 2)
+        srv.send_signal(signal.SIGINT)
     for t in clients:
         t.join()
     try:
-        health = chaos.call("GET", "/health")[0]
+        health = 200 if a.stop_midway else chaos.call("GET", "/health")[0]
     except OSError as e:
         health = f"nothing ({e})"
     if srv.poll() is None:
