@@ -56,6 +56,9 @@ static const struct option_def {
      "largest session file POST /v1/sessions/import accepts"},
     {"prefix-cache-bytes", T_LONG, offsetof(settings, prefix_cache_bytes), sizeof(long), "268435456",
      "memory for state snapshots of repeated prompt prefixes (0: no prefix cache)"},
+    STR(reasoning_format, "reasoning-format", "none",
+        "chat answers' <think> blocks: none (left in the content) or deepseek (apart, in reasoning_content); "
+        "a request may choose with reasoning_format"),
     STR(log_level, "log-level", "info", "error, warn, info or debug"),
 #undef STR
 #undef INT

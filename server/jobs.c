@@ -20,6 +20,7 @@
 #include "activations.h"
 #include "jobs.h"
 #include "sessions.h"
+#include "reasoning.h"
 #include "tool_calls.h"
 
 enum ev_kind { EV_TOKEN, EV_FINISH, EV_PROMPT_LOGPROB, EV_PROGRESS, EV_CHECKPOINT, EV_DONE };
@@ -66,9 +67,12 @@ typedef struct choice_result {  /* loop thread only */
     strbuf lp_content;          /* chat logprobs entries */
     int role_sent;              /* chat stream: the role chunk went out */
     int echo_sent;              /* completions stream with echo: the prompt chunk went out */
-    size_t streamed;            /* with tools: bytes of text streamed as content so far */
-    json_t *calls;              /* with tools: the finished text's tool_calls, or NULL */
-    size_t content_len;         /* with calls: the bytes of text before them */
+    size_t streamed;            /* with tools or reasoning: bytes of the content streamed so far */
+    size_t reasoning_streamed;  /* with reasoning: bytes of the reasoning streamed so far */
+    reasoning_split parts;      /* where the finished text's reasoning and content are (no
+                                   reasoning: all content) */
+    json_t *calls;              /* with tools: the finished content's tool_calls, or NULL */
+    size_t content_len;         /* with calls: the bytes of content before them */
 } choice_result;
 
 struct gen_job {
@@ -497,25 +501,57 @@ static void tool_calls_json(strbuf *b, json_t *calls, int indexed)
     sb_puts(b, "]");
 }
 
-/* With tools, a choice's content streams only up to where a call may begin. */
-static void stream_content_so_far(gen_job *job, int c, const strata_sample *smp)
+/* A chat delta of reasoning text: {"reasoning_content": ...}. */
+static void stream_reasoning_chunk(gen_job *job, int c, const char *text, size_t len)
+{
+    stream_text_chunk(job, c, "", 0, NULL, NULL);  /* the role first */
+    chunk_head(&job->out, job);
+    sb_printf(&job->out, "{\"index\":%d,\"delta\":{\"reasoning_content\":", c);
+    sb_json_string(&job->out, text, len);
+    sb_puts(&job->out, "},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+}
+
+/* The reasoning in parts (with reasoning_format "deepseek"): what is new of it. */
+static void stream_reasoning_so_far(gen_job *job, int c, const reasoning_split *parts)
+{
+    choice_result *cr = &job->cr[c];
+    size_t have = parts->r_end - parts->r_begin;
+    if (have > cr->reasoning_streamed)
+        stream_reasoning_chunk(job, c, cr->text.data + parts->r_begin + cr->reasoning_streamed,
+                               have - cr->reasoning_streamed);
+    cr->reasoning_streamed = have > cr->reasoning_streamed ? have : cr->reasoning_streamed;
+}
+
+/* With tools or reasoning, a choice streams as its text settles: the reasoning as
+ * far as it cannot be the start of </think>, the content only up to where a call
+ * may begin. */
+static void stream_so_far(gen_job *job, int c, const strata_sample *smp)
 {
     choice_result *cr = &job->cr[c];
     const char *text = cr->text.data ? cr->text.data : "";
+    reasoning_split parts = {0, 0, 0};
+    if (job->p.reasoning) {
+        reasoning_split_text(text, cr->text.len, job->p.think_open, 0, &parts);
+        stream_reasoning_so_far(job, c, &parts);
+    }
+    const char *content = text + parts.c_begin;
+    size_t len = cr->text.len - parts.c_begin, limit = len;
     /* a call's marker can only start within the tail held back: look from there on */
-    size_t limit = cr->streamed + tool_content_limit(job->srv->tool_syntax, text + cr->streamed,
-                                                     cr->text.len - cr->streamed);
-    stream_text_chunk(job, c, text + cr->streamed, limit - cr->streamed, smp, NULL);
+    if (job->p.tools)
+        limit = cr->streamed + tool_content_limit(job->srv->tool_syntax, content + cr->streamed, len - cr->streamed);
+    stream_text_chunk(job, c, content + cr->streamed, limit - cr->streamed, smp, NULL);
     cr->streamed = limit;
 }
 
-/* The end of a choice with tools: the content before its calls, the calls as one
- * delta, then finish_reason "tool_calls" (or, without calls, the rest as text). */
-static void stream_tools_finish(gen_job *job, int c, const char *finish)
+/* The end of a choice streamed as it settled: the rest of its reasoning, its content
+ * up to its calls, the calls as one delta, then finish_reason "tool_calls" (or,
+ * without calls, the rest as text and the finish reason). */
+static void stream_settled_finish(gen_job *job, int c, const char *finish)
 {
     choice_result *cr = &job->cr[c];
-    size_t end = cr->calls ? cr->content_len : cr->text.len;
-    const char *text = cr->text.data ? cr->text.data : "";
+    stream_reasoning_so_far(job, c, &cr->parts);
+    const char *text = (cr->text.data ? cr->text.data : "") + cr->parts.c_begin;
+    size_t end = cr->calls ? cr->content_len : cr->text.len - cr->parts.c_begin;
     if (!cr->calls) {
         stream_text_chunk(job, c, text + cr->streamed, end > cr->streamed ? end - cr->streamed : 0, NULL, finish);
         return;
@@ -549,12 +585,20 @@ static void final_json(gen_job *job, strbuf *b)
         choice_result *cr = &job->cr[c];
         sb_printf(b, "%s{\"index\":%d,", c ? "," : "", c);
         if (p->chat) {
+            const char *text = cr->text.data ? cr->text.data : "";
             sb_puts(b, "\"message\":{\"role\":\"assistant\",\"content\":");
-            size_t n = cr->calls ? cr->content_len : cr->text.len;
+            size_t n = cr->calls ? cr->content_len : cr->text.len - cr->parts.c_begin;
             if (cr->calls && !n)
                 sb_puts(b, "null");
             else
-                sb_json_string(b, cr->text.data ? cr->text.data : "", n);
+                sb_json_string(b, text + cr->parts.c_begin, n);
+            if (p->reasoning) {
+                sb_puts(b, ",\"reasoning_content\":");
+                if (cr->parts.r_end > cr->parts.r_begin)
+                    sb_json_string(b, text + cr->parts.r_begin, cr->parts.r_end - cr->parts.r_begin);
+                else
+                    sb_puts(b, "null");
+            }
             if (cr->calls) {
                 sb_puts(b, ",");
                 tool_calls_json(b, cr->calls, 0);
@@ -756,8 +800,8 @@ static void apply(gen_job *job, event *e)
         cr->n_tokens++;
         job->completion_tokens++;
         sb_append(&cr->text, e->text, e->len);
-        if (job->p.stream && job->p.tools)
-            stream_content_so_far(job, e->choice, &e->sample);
+        if (job->p.stream && (job->p.tools || job->p.reasoning))
+            stream_so_far(job, e->choice, &e->sample);
         else if (job->p.stream)
             stream_text_chunk(job, e->choice, e->text, e->len, &e->sample, NULL);
         else
@@ -768,16 +812,18 @@ static void apply(gen_job *job, event *e)
     case EV_FINISH:
         cr->finish = e->finish;
         sb_append(&cr->text, e->text, e->len);
+        if (job->p.reasoning)
+            reasoning_split_text(cr->text.data ? cr->text.data : "", cr->text.len, job->p.think_open, 1, &cr->parts);
         if (job->p.tools && e->finish != STRATA_FINISH_ERROR) {
             char stem[64];
             snprintf(stem, sizeof stem, "%s_%d", strchr(job->id, '-') + 1, e->choice);
-            cr->calls = tool_calls_parse(srv->tool_syntax, job->p.tools, cr->text.data ? cr->text.data : "",
-                                         cr->text.len, stem, &cr->content_len);
+            cr->calls = tool_calls_parse(srv->tool_syntax, job->p.tools, (cr->text.data ? cr->text.data : "") +
+                                         cr->parts.c_begin, cr->text.len - cr->parts.c_begin, stem, &cr->content_len);
             while (job->p.one_call && json_array_size(cr->calls) > 1)  /* parallel_tool_calls: false */
                 json_array_remove(cr->calls, json_array_size(cr->calls) - 1);
         }
-        if (job->p.stream && job->p.tools)
-            stream_tools_finish(job, e->choice, finish_name(e->finish));
+        if (job->p.stream && (job->p.tools || job->p.reasoning))
+            stream_settled_finish(job, e->choice, finish_name(e->finish));
         else if (job->p.stream)
             stream_text_chunk(job, e->choice, e->text, e->len, NULL, finish_name(e->finish));
         if (e->finish == STRATA_FINISH_ERROR && job->p.stream && !job->error_sent) {

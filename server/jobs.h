@@ -20,6 +20,8 @@ typedef struct gen_params {
     strata_sampling sampling;   /* bias arrays point into bias_ids / bias_values; constraint at constraint */
     strata_constraint *constraint; /* response_format (NULL: free text) */
     json_t *tools;              /* chat tools whose calls the answer reports (tool_choice auto); NULL: none */
+    int reasoning;              /* reasoning_format "deepseek": <think> blocks go to reasoning_content */
+    int think_open;             /* the prompt left a <think> block open: the answer starts in it */
     int one_call;               /* parallel_tool_calls: false: report the first call only */
     int32_t *bias_ids;
     float *bias_values;

@@ -146,6 +146,10 @@ static int load(server *srv)
         srv->chat = NULL;
     }
     srv->tool_syntax = tool_syntax_detect(srv->chat);
+    if (strcmp(srv->cfg.reasoning_format, "none") && strcmp(srv->cfg.reasoning_format, "deepseek")) {
+        log_line(srv, "error", "--reasoning-format %s: none or deepseek", srv->cfg.reasoning_format);
+        return -1;
+    }
     strata_runner *probe;
     if (strata_runner_new(srv->model, &probe, &err) == STRATA_OK) {
         log_line(srv, "info", "compute: %s kernels, %d threads, %s matmuls, %s weights", strata_runner_kernel(probe),

@@ -14,6 +14,7 @@
 #include "jobs.h"
 #include "parse.h"
 #include "sessions.h"
+#include "reasoning.h"
 #include "tool_calls.h"
 
 #define BAD(param, ...) api_fail(e, 400, param, "invalid_value", __VA_ARGS__)
@@ -533,12 +534,25 @@ static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error
     return 1;
 }
 
+/* reasoning_format: "none" (thinking stays in the content) or "deepseek" (apart, in
+ * reasoning_content); the server's --reasoning-format by default. An answer under a
+ * response_format or a forced call is that JSON or call alone: nothing to split. */
+static int parse_reasoning(json_t *body, const server *srv, gen_params *p, api_error *e)
+{
+    json_t *v = json_object_get(body, "reasoning_format");
+    const char *f = !v || json_is_null(v) ? srv->cfg.reasoning_format : json_string_value(v);
+    if (!f || (strcmp(f, "none") && strcmp(f, "deepseek")))
+        return BAD("reasoning_format", "reasoning_format must be \"none\" or \"deepseek\"");
+    p->reasoning = !strcmp(f, "deepseek");
+    return 1;
+}
+
 static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error *e)
 {
     json_t *msgs = json_object_get(body, "messages");
     if (!srv->chat || !srv->tok)
         return api_fail(e, 400, "messages", "no_chat_template", "this model has no chat template");
-    if (!check_messages(msgs, e) || !parse_tools(body, srv, p, e))
+    if (!check_messages(msgs, e) || !parse_tools(body, srv, p, e) || !parse_reasoning(body, srv, p, e))
         return 0;
     json_t *flat = messages_for_template(msgs, e);
     if (!flat)
@@ -560,6 +574,7 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error 
     int ok = render(srv, vars, !agp || json_is_true(agp), &out, &len, &err) == STRATA_OK
                  ? encode_chat(srv, out, len, flat, p, e)
                  : api_fail(e, 400, "messages", "invalid_messages", "chat template: %s", err.message);
+    p->think_open = ok && p->reasoning && reasoning_opens(out, len);
     free(out);
     if (ok && (*p->session_id || srv->prefix)) {
         p->checkpoint_at = history_length(srv, vars, p, 0);
@@ -627,6 +642,8 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
         else if (*p->session_id && p->echo && p->logprobs >= 0)
             ok = BAD("echo", "echo with logprobs scores the whole prompt, which a session has partly processed "
                              "already; ask without session");
+        if (p->constraint)  /* the answer is that JSON or call alone */
+            p->reasoning = p->think_open = 0;
     }
     json_decref(body);
     if (!ok)

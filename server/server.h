@@ -41,6 +41,7 @@ typedef struct settings {
     long session_checkpoint_bytes; /* per session: automatic checkpoints' state bytes (0: no bound) */
     long max_import_bytes;      /* largest session file accepted by import */
     long prefix_cache_bytes;    /* budget of the prefix cache (0: off) */
+    char reasoning_format[16];  /* the default of chat requests' reasoning_format: none, deepseek */
     char log_level[16];         /* error, warn, info, debug */
     char weights[16];           /* native, int8 (strata_weights_parse) */
 } settings;

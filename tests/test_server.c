@@ -352,6 +352,92 @@ static char *streamed_content(const char *body, int *tool_deltas, char *finish, 
     return text;
 }
 
+/* The content and reasoning deltas of a streamed chat answer, each concatenated. */
+static void streamed_parts(const char *body, char **content, char **reasoning)
+{
+    http_response r;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/chat/completions", body, strlen(body), NULL, &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    *content = calloc(1, r.body_len + 1);
+    *reasoning = calloc(1, r.body_len + 1);
+    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
+        json_t *c = strncmp(line, "data: {", 7) ? NULL : json_loads(line + 6, 0, NULL);
+        json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
+        if (json_is_string(json_object_get(delta, "content")))
+            strcat(*content, json_string_value(json_object_get(delta, "content")));
+        if (json_is_string(json_object_get(delta, "reasoning_content")))
+            strcat(*reasoning, json_string_value(json_object_get(delta, "reasoning_content")));
+        json_decref(c);
+    }
+    http_response_free(&r);
+}
+
+static json_t *chat_message(int max_tokens, const char *extra)
+{
+    char body[1024];
+    snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],"
+             "\"max_tokens\":%d,\"temperature\":0%s}", max_tokens, extra);
+    json_t *j = call("POST", "/v1/chat/completions", body, 200);
+    json_t *m = json_deep_copy(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message"));
+    json_decref(j);
+    return m;
+}
+
+/* reasoning_format "deepseek": the answer's <think> block (opened by the template's
+ * generation prompt when thinking is on) comes apart in reasoning_content, the rest
+ * is the content; the same answer as with "none", only split, and streamed the same.
+ * With thinking off there is no block; by default nothing changes. */
+Test(server, reasoning_format_deepseek_puts_the_think_block_apart)
+{
+    json_t *none = chat_message(40, ""), *split = chat_message(40, ",\"reasoning_format\":\"deepseek\"");
+    cr_assert_null(json_object_get(none, "reasoning_content"), "by default the text stays whole");
+    const char *whole = json_string_value(json_object_get(none, "content"));
+    const char *reasoning = json_string_value(json_object_get(split, "reasoning_content"));
+    const char *content = json_string_value(json_object_get(split, "content"));
+    cr_assert(reasoning && content);
+    const char *close = strstr(whole, "</think>");
+    if (close) {
+        cr_assert_eq(strlen(reasoning), (size_t)(close - whole));
+        cr_assert_eq(strncmp(whole, reasoning, strlen(reasoning)), 0);
+        cr_assert_str_eq(content, close + 8 + strspn(close + 8, " \n\r\t"));
+    } else {
+        cr_assert_str_eq(reasoning, whole, "the block never closed: all of it is reasoning");
+        cr_assert_str_eq(content, "");
+    }
+    char *sc, *sr;
+    streamed_parts("{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":40,"
+                   "\"temperature\":0,\"reasoning_format\":\"deepseek\",\"stream\":true}", &sc, &sr);
+    cr_assert_str_eq(sr, reasoning, "the streamed reasoning");
+    cr_assert_str_eq(sc, content, "the streamed content");
+    free(sc);
+    free(sr);
+    /* the block closed at once (</think>, id 13, made certain): no reasoning, the rest is content */
+    json_t *closed = chat_message(3, ",\"reasoning_format\":\"deepseek\",\"logit_bias\":{\"13\":100}");
+    cr_assert(json_is_null(json_object_get(closed, "reasoning_content")));
+    cr_assert_str_eq(json_string_value(json_object_get(closed, "content")), "</think></think>");
+    streamed_parts("{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":3,"
+                   "\"temperature\":0,\"reasoning_format\":\"deepseek\",\"logit_bias\":{\"13\":100},\"stream\":true}",
+                   &sc, &sr);
+    cr_assert_str_eq(sc, "</think></think>");
+    cr_assert_str_eq(sr, "");
+    free(sc);
+    free(sr);
+    json_decref(closed);
+    json_t *off = chat_message(40, ",\"reasoning_format\":\"deepseek\",\"chat_template_kwargs\":{\"enable_thinking\":false}");
+    json_t *off_none = chat_message(40, ",\"chat_template_kwargs\":{\"enable_thinking\":false}");
+    cr_assert(json_is_null(json_object_get(off, "reasoning_content")), "thinking off: no block");
+    cr_assert_str_eq(json_string_value(json_object_get(off, "content")),
+                     json_string_value(json_object_get(off_none, "content")));
+    json_t *e = call("POST", "/v1/chat/completions",
+                     "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":\"auto\"}", 400);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(e, "error"), "param")), "reasoning_format");
+    json_decref(e);
+    json_decref(none);
+    json_decref(split);
+    json_decref(off);
+    json_decref(off_none);
+}
+
 /* A multi-turn tool conversation as the openai SDKs send it (arguments as JSON
  * text, a tool message) renders through the checkpoint's template; an answer with
  * no call is plain content, streamed the same; a bad tool_choice is a 400. */
