@@ -201,7 +201,8 @@ static tv select_items(tpl_render *r, const tpl_node *at, tv v, tpl_args *args, 
             tpl_fail(r, at, "test '%s' is not supported", name);
     } else if (tname.kind != TV_NONE)
         tpl_fail(r, at, "the test name must be a string");
-    tpl_args rest = {.n = args->n > first + 1 ? args->n - first - 1 : 0, .pos = args->pos + first + 1};
+    tpl_args rest = {.n = args->n > first + 1 ? args->n - first - 1 : 0};
+    rest.pos = rest.n ? args->pos + first + 1 : NULL;  /* no arguments: no array to point into */
     tv out = tv_list(A, 0);
     for (size_t i = 0; i < items->n; i++) {
         tv x = by_attr ? lookup_path(r, at, items->items[i], attr) : items->items[i];
