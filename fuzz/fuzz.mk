@@ -10,7 +10,7 @@ FUZZ_CC      ?= clang-14
 FUZZ_SECONDS ?= 60
 FUZZ_DIR     := build/fuzz
 FUZZ_ALL     := safetensors config tokenizer_json encode chat_template completions chat activations \
-                sessions session_import json_schema
+                sessions session_import json_schema reasoning
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS  := -O1 -g -std=c11 -Wall -Wextra -D_GNU_SOURCE -pthread -Iengine/include -Iengine -Iserver \

@@ -15,6 +15,7 @@
 #include "model/safetensors.h"
 #include "parse.h"
 #include "targets.h"
+#include "reasoning.h"
 #include "tool_calls.h"
 
 static const char *model_dir(void)
@@ -271,13 +272,38 @@ static int json_schema(const uint8_t *data, size_t size)
     return 0;
 }
 
+/* A chat answer's reasoning split (server/reasoning.c), checked against its own
+ * promise: byte 0's low bit says whether the block opened in the prompt, the rest is
+ * the answer; every prefix's split stays within the final one and never shrinks. */
+static int reasoning(const uint8_t *data, size_t size)
+{
+    if (!size)
+        return 0;
+    const char *text = (const char *)data + 1;
+    size_t n = size - 1;
+    int opened = data[0] & 1;
+    reasoning_split fin, prev = {0, 0, 0}, s;
+    reasoning_split_text(text, n, opened, 1, &fin);
+    if (fin.r_begin > fin.r_end || fin.r_end > fin.c_begin || fin.c_begin > n)
+        abort();
+    for (size_t len = 0; len <= n; len++) {
+        reasoning_split_text(text, len, opened, 0, &s);
+        size_t r = s.r_end - s.r_begin, c = len - s.c_begin;
+        if (s.r_begin > s.r_end || s.c_begin > len || r > fin.r_end - fin.r_begin || r < prev.r_end - prev.r_begin ||
+            (r && s.r_begin != fin.r_begin) || (c && s.c_begin != fin.c_begin))
+            abort();
+        prev = s;
+    }
+    return 0;
+}
+
 const fuzz_target fuzz_targets[] = {
     {"safetensors", safetensors_header},   {"config", config_json},
     {"tokenizer_json", tokenizer_json},    {"encode", encode},
     {"chat_template", chat_template},      {"completions", completions_body},
     {"chat", chat_body},                   {"activations", activations_body},
     {"sessions", sessions_body},           {"session_import", session_import},
-    {"json_schema", json_schema},
+    {"json_schema", json_schema},         {"reasoning", reasoning},
 };
 const int fuzz_n_targets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 
