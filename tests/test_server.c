@@ -331,45 +331,33 @@ static const char *WEATHER_TOOLS =
     "\"required\":[\"city\"]}}}]";
 
 /* The streamed content of a chat answer, and whether a delta carried tool_calls. */
-static char *streamed_content(const char *body, int *tool_deltas, char *finish, size_t finish_len)
+/* A streamed chat answer: its content deltas concatenated (returned), and optionally
+ * its reasoning deltas concatenated, the number of tool-call deltas, the finish reason. */
+static char *streamed_content(const char *body, char **reasoning, int *tool_deltas, char *finish, size_t finish_len)
 {
     http_response r;
     cr_assert_eq(http_do(S.port, "POST", "/v1/chat/completions", body, strlen(body), NULL, &r), 0);
     cr_assert_eq(r.status, 200, "%s", r.body);
     char *text = calloc(1, r.body_len + 1);
-    *tool_deltas = 0;
+    if (reasoning)
+        *reasoning = calloc(1, r.body_len + 1);
+    if (tool_deltas)
+        *tool_deltas = 0;
     for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
         json_t *c = strncmp(line, "data: {", 7) ? NULL : json_loads(line + 6, 0, NULL);
         json_t *ch = json_array_get(json_object_get(c, "choices"), 0), *delta = json_object_get(ch, "delta");
         if (json_is_string(json_object_get(delta, "content")))
             strcat(text, json_string_value(json_object_get(delta, "content")));
-        *tool_deltas += json_object_get(delta, "tool_calls") != NULL;
-        if (json_is_string(json_object_get(ch, "finish_reason")))
+        if (reasoning && json_is_string(json_object_get(delta, "reasoning_content")))
+            strcat(*reasoning, json_string_value(json_object_get(delta, "reasoning_content")));
+        if (tool_deltas)
+            *tool_deltas += json_object_get(delta, "tool_calls") != NULL;
+        if (finish && json_is_string(json_object_get(ch, "finish_reason")))
             snprintf(finish, finish_len, "%s", json_string_value(json_object_get(ch, "finish_reason")));
         json_decref(c);
     }
     http_response_free(&r);
     return text;
-}
-
-/* The content and reasoning deltas of a streamed chat answer, each concatenated. */
-static void streamed_parts(const char *body, char **content, char **reasoning)
-{
-    http_response r;
-    cr_assert_eq(http_do(S.port, "POST", "/v1/chat/completions", body, strlen(body), NULL, &r), 0);
-    cr_assert_eq(r.status, 200, "%s", r.body);
-    *content = calloc(1, r.body_len + 1);
-    *reasoning = calloc(1, r.body_len + 1);
-    for (char *line = strtok(r.body, "\n"); line; line = strtok(NULL, "\n")) {
-        json_t *c = strncmp(line, "data: {", 7) ? NULL : json_loads(line + 6, 0, NULL);
-        json_t *delta = json_object_get(json_array_get(json_object_get(c, "choices"), 0), "delta");
-        if (json_is_string(json_object_get(delta, "content")))
-            strcat(*content, json_string_value(json_object_get(delta, "content")));
-        if (json_is_string(json_object_get(delta, "reasoning_content")))
-            strcat(*reasoning, json_string_value(json_object_get(delta, "reasoning_content")));
-        json_decref(c);
-    }
-    http_response_free(&r);
 }
 
 static json_t *chat_message(int max_tokens, const char *extra)
@@ -404,9 +392,8 @@ Test(server, reasoning_format_deepseek_puts_the_think_block_apart)
         cr_assert_str_eq(reasoning, whole, "the block never closed: all of it is reasoning");
         cr_assert_str_eq(content, "");
     }
-    char *sc, *sr;
-    streamed_parts("{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":40,"
-                   "\"temperature\":0,\"reasoning_format\":\"deepseek\",\"stream\":true}", &sc, &sr);
+    char *sr, *sc = streamed_content("{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":40,"
+                   "\"temperature\":0,\"reasoning_format\":\"deepseek\",\"stream\":true}", &sr, NULL, NULL, 0);
     cr_assert_str_eq(sr, reasoning, "the streamed reasoning");
     cr_assert_str_eq(sc, content, "the streamed content");
     free(sc);
@@ -415,9 +402,9 @@ Test(server, reasoning_format_deepseek_puts_the_think_block_apart)
     json_t *closed = chat_message(3, ",\"reasoning_format\":\"deepseek\",\"logit_bias\":{\"13\":100}");
     cr_assert(json_is_null(json_object_get(closed, "reasoning_content")));
     cr_assert_str_eq(json_string_value(json_object_get(closed, "content")), "</think></think>");
-    streamed_parts("{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":3,"
+    sc = streamed_content("{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":3,"
                    "\"temperature\":0,\"reasoning_format\":\"deepseek\",\"logit_bias\":{\"13\":100},\"stream\":true}",
-                   &sc, &sr);
+                          &sr, NULL, NULL, 0);
     cr_assert_str_eq(sc, "</think></think>");
     cr_assert_str_eq(sr, "");
     free(sc);
@@ -464,7 +451,7 @@ Test(server, tool_conversations_render_and_answers_without_calls_stay_content)
                  "the tools, the call and its result are in the prompt");
     int tool_deltas;
     char finish[32] = "";
-    char *text = streamed_content(streamed, &tool_deltas, finish, sizeof finish);
+    char *text = streamed_content(streamed, NULL, &tool_deltas, finish, sizeof finish);
     cr_assert_str_eq(text, json_string_value(json_object_get(msg, "content")));
     cr_assert_eq(tool_deltas, 0);
     cr_assert_str_eq(finish, json_string_value(json_object_get(ch, "finish_reason")));
@@ -549,7 +536,7 @@ Test(server, a_forced_tool_call_is_written_in_the_templates_syntax_and_reported)
     json_t *msg = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
     int tool_deltas;
     char finish[32] = "";
-    char *text = streamed_content(streamed, &tool_deltas, finish, sizeof finish);
+    char *text = streamed_content(streamed, NULL, &tool_deltas, finish, sizeof finish);
     cr_assert_str_eq(text, "", "no content streams before the call");
     cr_assert_eq(tool_deltas, 1);
     cr_assert_str_eq(finish, "tool_calls");
