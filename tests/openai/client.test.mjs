@@ -66,6 +66,26 @@ test('chat: JSON and streamed agree', async () => {
   assert.equal(text, r.choices[0].message.content);
 });
 
+test('chat: reasoning_format deepseek reads as reasoning_content, streamed or not', async () => {
+  const ask = { model, messages: [{ role: 'user', content: 'Who made the heaven?' }], max_tokens: 16, temperature: 0,
+                reasoning_format: 'deepseek' };
+  const whole = await client.chat.completions.create({ ...ask, reasoning_format: 'none' });
+  const r = await client.chat.completions.create(ask);
+  const m = r.choices[0].message;
+  const text = whole.choices[0].message.content;
+  assert.ok(m.reasoning_content.length > 0 && text.startsWith(m.reasoning_content) && text.endsWith(m.content),
+            'the same answer, split');
+  const stream = await client.chat.completions.create({ ...ask, stream: true });
+  let reasoning = '', content = '';
+  for await (const chunk of stream) {
+    const d = chunk.choices[0]?.delta ?? {};
+    reasoning += d.reasoning_content ?? '';
+    content += d.content ?? '';
+  }
+  assert.equal(reasoning, m.reasoning_content);
+  assert.equal(content, m.content);
+});
+
 test('errors arrive as the client\'s own error type', async () => {
   await assert.rejects(client.completions.create({ model, prompt: 'x', max_tokens: -1 }),
                        (e) => e.status === 400 && e.error?.param === 'max_tokens');
