@@ -83,7 +83,7 @@ asan: deps
 	  $(ASAN_ENV) build/asan/strata-tests $(TEST_ARGS)
 
 # Leak check of the engine's tests (the HTTP suites start servers: see make asan).
-VALGRIND_SUITES ?= error checkpoints hooks cache session prefix_cache scheduler sampler constraint tool_calls rank interventions hybrid_small moe_small tied_small
+VALGRIND_SUITES ?= error checkpoints hooks cache session prefix_cache scheduler sampler constraint tool_calls reasoning rank interventions hybrid_small moe_small tied_small
 valgrind: all $(TESTS)
 	@for s in $(VALGRIND_SUITES); do \
 	  $(TEST_ENV) valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect --error-exitcode=1 \
