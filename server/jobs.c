@@ -19,8 +19,8 @@
 
 #include "activations.h"
 #include "jobs.h"
-#include "sessions.h"
 #include "reasoning.h"
+#include "sessions.h"
 #include "tool_calls.h"
 
 enum ev_kind { EV_TOKEN, EV_FINISH, EV_PROMPT_LOGPROB, EV_PROGRESS, EV_CHECKPOINT, EV_DONE };

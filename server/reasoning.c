@@ -12,11 +12,7 @@
 
 static const char *find(const char *s, size_t len, const char *what)
 {
-    size_t n = strlen(what);
-    for (size_t i = 0; i + n <= len; i++)
-        if (!memcmp(s + i, what, n))
-            return s + i;
-    return NULL;
+    return memmem(s, len, what, strlen(what));
 }
 
 int reasoning_opens(const char *prompt, size_t len)
