@@ -108,6 +108,7 @@ chaos: deps
 	@$(MAKE) --no-print-directory BUILD=build/asan OPTFLAGS="$(ASAN_OPTFLAGS)" all
 	$(ASAN_ENV) /usr/bin/python3 loadtest/chaos.py build/asan/strata-server --seconds $(CHAOS_SECONDS) --model $(MODEL)
 	$(ASAN_ENV) /usr/bin/python3 loadtest/chaos.py build/asan/strata-server --seconds 20 --model $(MODEL) --stop-midway
+	$(ASAN_ENV) /usr/bin/python3 loadtest/chaos.py build/asan/strata-server --seconds 20 --model $(MODEL) --kill-midway
 
 # libFuzzer harnesses (fuzz/): the engine and the server's parsers built with clang and
 # ASan + UBSan into build/fuzz, one binary per target, each run FUZZ_SECONDS.

@@ -12,7 +12,12 @@ Passes when the server answers /health at the end, never answers 5xx (503 while
 shutting down aside), stops cleanly on SIGINT, and its log holds no sanitizer
 report: `make chaos` runs it on the ASan + UBSan build.
 
-usage: chaos.py SERVER_BINARY [--seconds 60] [--seed 1] [--model DIR] [--stop-midway] [-- SERVER_ARGS...]
+With --kill-midway the server gets SIGKILL halfway through instead, and a new one on
+the same state directory must load every session file written until then (saves are
+atomic: a kill leaves each session at its last save, never a corrupt file).
+
+usage: chaos.py SERVER_BINARY [--seconds 60] [--seed 1] [--model DIR] [--stop-midway | --kill-midway]
+                [-- SERVER_ARGS...]
 """
 import argparse, http.client, json, os, random, re, shutil, signal, socket, subprocess, sys, tempfile, threading, time
 
@@ -132,6 +137,41 @@ class Chaos:
                 self.count("client error " + type(e).__name__)
 
 
+def start(args, log):
+    """the server and its port (None when it did not come up)"""
+    srv = subprocess.Popen(args, stderr=log, stdout=log)
+    for _ in range(600):
+        log.seek(0)
+        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read())
+        if m or srv.poll() is not None:
+            return srv, m and int(m.group(1))
+        time.sleep(0.1)
+    return srv, None
+
+
+def reload_all(args, log_path):
+    """After a kill -9: a new server on the same state directory loads every session
+    file (each GET loads one); problems found."""
+    log = open(log_path, "w+")
+    srv, port = start(args, log)
+    if not port:
+        return ["the server did not restart"]
+    chaos, problems = Chaos(port), []
+    status, out = chaos.call("GET", "/v1/sessions")
+    ids = [s["id"] for s in json.loads(out)["data"]] if status == 200 else []
+    for sid in ids:
+        status, _ = chaos.call("GET", f"/v1/sessions/{sid}")
+        if status != 200:
+            problems.append(f"session {sid} did not come back after kill -9: {status}")
+    srv.send_signal(signal.SIGINT)
+    if srv.wait(timeout=60) != 0:
+        problems.append("the restarted server did not stop cleanly")
+    log.seek(0)
+    problems += [l for l in log.read().splitlines() if " lost: " in l or "Sanitizer" in l or "runtime error" in l]
+    print(f"chaos: {len(ids)} sessions on disk after kill -9, all reloaded" if not problems else "")
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("server")
@@ -139,6 +179,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="models/strata-demo")
     ap.add_argument("--stop-midway", action="store_true", help="send SIGINT halfway through, under load")
+    ap.add_argument("--kill-midway", action="store_true",
+                    help="send SIGKILL halfway through, then restart on the same state directory and load every session")
     argv = sys.argv[1:]
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     a = ap.parse_args(argv[:argv.index("--")] if "--" in argv else argv)
@@ -148,15 +190,7 @@ def main():
             "--session-ttl", "2", "--max-running", "3", "--max-queued", "2", "--max-step-tokens", "16",
             "--checkpoint-every", "4", "--session-checkpoint-bytes", "100000", "--prefix-cache-bytes", "200000",
             "--connection-timeout", "5"] + extra
-    srv = subprocess.Popen(args, stderr=log, stdout=log)
-    port = None
-    for _ in range(600):
-        log.seek(0)
-        m = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read())
-        if m or srv.poll() is not None:
-            port = m and int(m.group(1))
-            break
-        time.sleep(0.1)
+    srv, port = start(args, log)
     if not port:
         sys.exit("chaos: the server did not start:\n" + open(log.name).read())
     chaos = Chaos(port)
@@ -164,13 +198,13 @@ def main():
     clients = [threading.Thread(target=chaos.client, args=(a.seed * 100 + i, deadline)) for i in range(8)]
     for t in clients:
         t.start()
-    if a.stop_midway:   # SIGINT in the thick of it: the grace period, then a clean exit
+    if a.stop_midway or a.kill_midway:   # in the thick of it
         time.sleep(a.seconds / 2)
-        srv.send_signal(signal.SIGINT)
+        srv.send_signal(signal.SIGKILL if a.kill_midway else signal.SIGINT)
     for t in clients:
         t.join()
     try:
-        health = 200 if a.stop_midway else chaos.call("GET", "/health")[0]
+        health = 200 if a.stop_midway or a.kill_midway else chaos.call("GET", "/health")[0]
     except OSError as e:
         health = f"nothing ({e})"
     if srv.poll() is None:
@@ -184,8 +218,10 @@ def main():
     problems = chaos.failures[:20] + reports[:20]
     if health != 200:
         problems.append(f"/health answered {health}")
-    if code != 0:
+    if code != 0 and not (a.kill_midway and code == -signal.SIGKILL):
         problems.append(f"the server exited with {code}")
+    if a.kill_midway:
+        problems += reload_all(args, os.path.join(state, "restart.log"))
     for p in problems:
         print("chaos: " + p)
     if problems:
