@@ -1021,7 +1021,7 @@ Test(config, file_settings_and_flags, .timeout = 60)
     char *dir = make_temp_dir(), path[4200];
     snprintf(path, sizeof path, "%s/strata.conf", dir);
     FILE *f = fopen(path, "w");
-    fputs("# test\nmodel_name = kjv\nmax-n = 2\nport = 1\n", f);
+    fputs("# test\nmodel_name = kjv\nmax-n = 2\nport = 1\nreasoning-format = deepseek\n", f);
     fclose(f);
     const char *args[] = {"--config", path, "--port", "0", NULL}; /* the flag overrides the file */
     cr_assert_eq(server_start(&S, demo_dir(), args), 0);
@@ -1029,6 +1029,15 @@ Test(config, file_settings_and_flags, .timeout = 60)
     cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "data"), 0), "id")), "kjv");
     json_decref(j);
     json_decref(call("POST", "/v1/completions", "{\"prompt\":\"x\",\"n\":3}", 400));
+    /* the server's reasoning_format is the default a request may override */
+    for (int none = 0; none < 2; none++) {
+        j = call("POST", "/v1/chat/completions", none ? "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                 "\"max_tokens\":2,\"reasoning_format\":\"none\"}" : "{\"messages\":[{\"role\":\"user\","
+                 "\"content\":\"x\"}],\"max_tokens\":2}", 200);
+        json_t *m = json_object_get(json_array_get(json_object_get(j, "choices"), 0), "message");
+        cr_assert_eq(json_object_get(m, "reasoning_content") != NULL, !none);
+        json_decref(j);
+    }
     cr_assert_eq(server_stop(&S), 0);
     f = fopen(path, "w");
     fputs("no_such_setting = 1\n", f);
