@@ -14,8 +14,8 @@
 #include "model/config.h"
 #include "model/safetensors.h"
 #include "parse.h"
-#include "targets.h"
 #include "reasoning.h"
+#include "targets.h"
 #include "tool_calls.h"
 
 static const char *model_dir(void)

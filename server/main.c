@@ -17,6 +17,7 @@
 
 #include "activations.h"
 #include "jobs.h"
+#include "reasoning.h"
 #include "sessions.h"
 #include "tool_calls.h"
 
@@ -146,7 +147,7 @@ static int load(server *srv)
         srv->chat = NULL;
     }
     srv->tool_syntax = tool_syntax_detect(srv->chat);
-    if (strcmp(srv->cfg.reasoning_format, "none") && strcmp(srv->cfg.reasoning_format, "deepseek")) {
+    if (reasoning_format_parse(srv->cfg.reasoning_format) < 0) {
         log_line(srv, "error", "--reasoning-format %s: none or deepseek", srv->cfg.reasoning_format);
         return -1;
     }

@@ -15,6 +15,11 @@ static const char *find(const char *s, size_t len, const char *what)
     return memmem(s, len, what, strlen(what));
 }
 
+int reasoning_format_parse(const char *name)
+{
+    return !name ? -1 : !strcmp(name, "none") ? 0 : !strcmp(name, "deepseek") ? 1 : -1;
+}
+
 int reasoning_opens(const char *prompt, size_t len)
 {
     const char *last = NULL;
@@ -47,7 +52,7 @@ void reasoning_split_text(const char *text, size_t len, int opened, int final, r
         size_t n = strlen(OPEN), rest = len - at;
         if (rest >= n && !memcmp(text + at, OPEN, n)) {
             at += n;
-        } else if (!final && (rest < n ? !memcmp(text + at, OPEN, rest) : 0)) {
+        } else if (!final && rest < n && !memcmp(text + at, OPEN, rest)) {
             *out = (reasoning_split){len, len, len};     /* may still become <think>: wait */
             return;
         } else {

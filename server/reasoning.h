@@ -10,6 +10,9 @@
 
 #include <stddef.h>
 
+/* A reasoning_format's name: "none" (0) or "deepseek" (1); -1 for anything else. */
+int reasoning_format_parse(const char *name);
+
 /* Whether a rendered prompt leaves a <think> block open: the answer starts inside. */
 int reasoning_opens(const char *prompt, size_t len);
 

@@ -13,8 +13,8 @@
 #include "activations.h"
 #include "jobs.h"
 #include "parse.h"
-#include "sessions.h"
 #include "reasoning.h"
+#include "sessions.h"
 #include "tool_calls.h"
 
 #define BAD(param, ...) api_fail(e, 400, param, "invalid_value", __VA_ARGS__)
@@ -540,11 +540,8 @@ static int parse_tools(json_t *body, const server *srv, gen_params *p, api_error
 static int parse_reasoning(json_t *body, const server *srv, gen_params *p, api_error *e)
 {
     json_t *v = json_object_get(body, "reasoning_format");
-    const char *f = !v || json_is_null(v) ? srv->cfg.reasoning_format : json_string_value(v);
-    if (!f || (strcmp(f, "none") && strcmp(f, "deepseek")))
-        return BAD("reasoning_format", "reasoning_format must be \"none\" or \"deepseek\"");
-    p->reasoning = !strcmp(f, "deepseek");
-    return 1;
+    p->reasoning = reasoning_format_parse(!v || json_is_null(v) ? srv->cfg.reasoning_format : json_string_value(v));
+    return p->reasoning >= 0 ? 1 : BAD("reasoning_format", "reasoning_format must be \"none\" or \"deepseek\"");
 }
 
 static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error *e)
