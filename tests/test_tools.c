@@ -12,7 +12,7 @@
 
 #include "util.h"
 
-static void run_tiny_step(const char *dir)
+static void run_tiny_step(const char *dir, const char *pattern)
 {
     strata_error err;
     strata_model *model;
@@ -20,7 +20,7 @@ static void run_tiny_step(const char *dir)
     strata_cache *cache;
     cr_assert_eq(strata_model_load(dir, &model, &err), STRATA_OK, "%s", err.message);
     const strata_model_info *m = strata_model_get_info(model);
-    cr_assert_str_eq(m->pattern, "M-M*-M-");
+    cr_assert_str_eq(m->pattern, pattern);
     cr_assert_eq(m->hidden_size, 64);
     cr_assert_eq(strata_runner_new(model, &run, &err), STRATA_OK);
     cr_assert_eq(strata_cache_new(model, &cache, &err), STRATA_OK);
@@ -51,17 +51,75 @@ Test(tools, make_checkpoint_tiny_loads_and_runs_in_every_dtype, .timeout = 120)
         free(out);
         char path[4200];
         snprintf(path, sizeof path, "%s/ckpt", dir);
-        run_tiny_step(path);
+        run_tiny_step(path, "M-M*-M-");
         remove_tree(dir);
         free(dir);
     }
 }
 
+/* bench --json's decode_bytes_per_token for the checkpoint in dir. */
+static double bench_decode_bytes(const char *dir)
+{
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s bench %s --prompt-tokens 4 --gen-tokens 2 --sessions 2 --repeat 1 --json",
+             cli_path(), dir);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    json_error_t jerr;
+    json_t *r = json_loads(out, 0, &jerr);
+    cr_assert(r, "bench --json is not JSON (%s): %s", jerr.text, out);
+    double bytes = json_number_value(json_object_get(r, "decode_bytes_per_token"));
+    json_decref(r);
+    free(out);
+    return bytes;
+}
+
+/* E layers: the routed experts, their router and the shared expert under the
+ * released names, the routing keys in config.json; a token's decode bytes in the
+ * bench count k of the E experts (a dense model's, every matrix). */
+Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
+{
+    char *dir = make_temp_dir(), cmd[8192], *out = NULL, path[4200];
+    snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/moe --preset tiny --layers-pattern 'ME*E-' --experts 4 "
+             "--experts-per-token 1 --moe-intermediate 32 --dtype f32", cli_path(), dir);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    cr_assert(strstr(out, "active per token"), "%s", out);
+    free(out);
+    snprintf(path, sizeof path, "%s/moe", dir);
+    run_tiny_step(path, "ME*E-");
+    strata_error err;
+    strata_model *model;
+    cr_assert_eq(strata_model_load(path, &model, &err), STRATA_OK, "%s", err.message);
+    const strata_model_info *m = strata_model_get_info(model);
+    cr_assert_eq(m->n_experts, 4);
+    cr_assert_eq(m->experts_per_tok, 1);
+    cr_assert_eq(m->moe_intermediate_size, 32);
+    cr_assert_eq(m->shared_intermediate_size, 48);
+    cr_assert_float_eq(m->routed_scaling_factor, 2.5f, 0);
+    cr_assert_eq(m->expert_params, 2u * 4u * 2u * 32u * 64u);     /* 2 E layers, 4 experts, up + down */
+    cr_assert_eq(m->expert_bytes, 4 * m->expert_params);           /* F32: used as stored */
+    double want = (double)m->matmul_bytes - 0.75 * (double)m->expert_bytes;
+    cr_assert_float_eq(bench_decode_bytes(path), want, 0.5, "decode bytes: want %.0f", want);
+    strata_model_free(model);
+    snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/dense --preset tiny >/dev/null", cli_path(), dir);
+    cr_assert_eq(run_capture(cmd, &out), 0);
+    free(out);
+    snprintf(path, sizeof path, "%s/dense", dir);
+    cr_assert_eq(strata_model_load(path, &model, &err), STRATA_OK, "%s", err.message);
+    m = strata_model_get_info(model);
+    cr_assert_eq(m->expert_bytes, 0);
+    cr_assert_float_eq(bench_decode_bytes(path), (double)m->matmul_bytes, 0.5);
+    strata_model_free(model);
+    remove_tree(dir);
+    free(dir);
+}
+
 Test(tools, make_checkpoint_refuses_bad_options)
 {
     char *dir = make_temp_dir(), cmd[8192], *out = NULL;
-    const char *bad[] = {"--preset huge", "--dtype int4", "--layers-pattern MXM", "--hidden 0"};
-    for (int i = 0; i < 4; i++) {
+    const char *bad[] = {"--preset huge", "--dtype int4", "--layers-pattern MXM", "--hidden 0",
+                         "--layers-pattern ME --experts 4 --experts-per-token 5",
+                         "--layers-pattern ME --experts 6 --expert-groups 4"};
+    for (int i = 0; i < 6; i++) {
         snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/x %s 2>&1", cli_path(), dir, bad[i]);
         cr_assert_neq(run_capture(cmd, &out), 0, "%s succeeded", bad[i]);
         free(out);

@@ -58,7 +58,8 @@ typedef struct bench_result {
     const char *blas_core;
     double peak_rss_mib;
     double load_start, load_end;  /* 1-minute load average: other work on the machine */
-    uint64_t weight_bytes, decode_bytes;
+    uint64_t weight_bytes, decode_bytes;    /* decode_bytes: what one token reads */
+    double expert_bytes, expert_share;  /* all routed experts' bytes; the part a token uses (k / E) */
     double prefill_flops;   /* per prefill step */
     double decode_flops;    /* per decoded token: the matmuls' multiply-adds × 2 */
     double state_bytes;     /* per session: conv + SSM state (read and written each step) */
@@ -546,17 +547,21 @@ static strata_status run_engine(strata_model *model, strata_runner *run, const b
     return s;
 }
 
-/* Bytes a decode step streams (every matrix but the embedding table, which is only
- * gathered) and a prefill step's matmul FLOPs. */
+/* Bytes a one-token decode step streams (every matrix but the embedding table,
+ * which is only gathered; of the routed experts, the k of E a token uses) and a
+ * prefill step's matmul FLOPs. */
 static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
 {
     uint64_t embed = (uint64_t)m->vocab_size * (uint64_t)m->hidden_size;
     r->weights = m->weights;
     r->weight_bytes = m->weight_bytes;
-    r->decode_bytes = m->matmul_bytes;
-    /* every non-embedding parameter is a multiply-add per prompt token, except the
-     * LM head, which runs for the last token only */
-    double body = (double)(m->n_params - (m->tie_word_embeddings ? 1 : 2) * embed);
+    r->expert_bytes = (double)m->expert_bytes;
+    r->expert_share = m->expert_bytes ? (double)m->experts_per_tok / m->n_experts : 0;
+    double idle = m->expert_bytes ? 1.0 - r->expert_share : 0;
+    r->decode_bytes = m->matmul_bytes - (uint64_t)(idle * (double)m->expert_bytes);
+    /* every parameter a token uses but the embedding's is a multiply-add per prompt
+     * token, except the LM head, which runs for the last token only */
+    double body = (double)(m->n_params - (m->tie_word_embeddings ? 1 : 2) * embed) - idle * (double)m->expert_params;
     double attn = 0;
     for (int i = 0; i < m->n_layers; i++)
         if (m->pattern[i] == '*')
@@ -572,12 +577,14 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
 }
 
 /* Bytes a decode step of S sessions moves (run_sessions: a 16-token prompt, then
- * `gen` steps; K/V at the mean context): the weights once, each session's
- * recurrent state read and written, its K/V read. */
+ * `gen` steps; K/V at the mean context): the weights once — of the routed experts,
+ * the share S tokens touch when each picks k of E independently, 1 - (1 - k/E)^S —
+ * each session's recurrent state read and written, its K/V read. */
 static double step_bytes(const bench_result *r, int S, int gen)
 {
-    double ctx = 16.0 + gen / 2.0;
-    return (double)r->decode_bytes + S * (2.0 * r->state_bytes + ctx * r->kv_bytes_per_token);
+    double ctx = 16.0 + gen / 2.0, touched = 1.0 - pow(1.0 - r->expert_share, S);
+    return (double)r->decode_bytes + (touched - r->expert_share) * r->expert_bytes +
+           S * (2.0 * r->state_bytes + ctx * r->kv_bytes_per_token);
 }
 
 /* Tokens/s that S sessions could reach on this machine: S over the longer of the

@@ -22,17 +22,42 @@
 typedef struct ckpt_shape {
     int hidden, vocab, mamba_heads, mamba_head_dim, ssm_state, groups, conv_kernel;
     int attn_heads, kv_heads, head_dim, intermediate;
+    int experts, experts_per_tok, moe_intermediate, shared_intermediate, expert_groups, topk_groups; /* E layers */
     char pattern[512];
 } ckpt_shape;
 
 /* hidden 1024; the 8B's M / - / * mix over 24 layers; 470 M parameters. */
-static const ckpt_shape preset_470m = {1024, 131072, 32, 64, 128, 8, 4, 8, 2, 128, 4608,
-                                       "M-M-M-M*-M-M-M-M*-M-M-M-"};
+static const ckpt_shape preset_470m = {
+    .hidden = 1024, .vocab = 131072, .mamba_heads = 32, .mamba_head_dim = 64, .ssm_state = 128, .groups = 8,
+    .conv_kernel = 4, .attn_heads = 8, .kv_heads = 2, .head_dim = 128, .intermediate = 4608,
+    .experts = 8, .experts_per_tok = 2, .moe_intermediate = 1024, .shared_intermediate = 2048, .expert_groups = 1,
+    .topk_groups = 1, .pattern = "M-M-M-M*-M-M-M-M*-M-M-M-"};
 /* Nemotron-H 8B's published shape. */
-static const ckpt_shape preset_8b = {4096, 131072, 128, 64, 128, 8, 4, 32, 8, 128, 21504,
-                                     "M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-"};
+static const ckpt_shape preset_8b = {
+    .hidden = 4096, .vocab = 131072, .mamba_heads = 128, .mamba_head_dim = 64, .ssm_state = 128, .groups = 8,
+    .conv_kernel = 4, .attn_heads = 32, .kv_heads = 8, .head_dim = 128, .intermediate = 21504,
+    .experts = 8, .experts_per_tok = 2, .moe_intermediate = 4096, .shared_intermediate = 8192, .expert_groups = 1,
+    .topk_groups = 1, .pattern = "M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-"};
+/* Nemotron 3 Nano 30B-A3B's published shape (31.6 B parameters, 3.6 B active with
+ * the embedding). */
+static const ckpt_shape preset_30b_a3b = {
+    .hidden = 2688, .vocab = 131072, .mamba_heads = 64, .mamba_head_dim = 64, .ssm_state = 128, .groups = 8,
+    .conv_kernel = 4, .attn_heads = 32, .kv_heads = 2, .head_dim = 128, .intermediate = 1856,
+    .experts = 128, .experts_per_tok = 6, .moe_intermediate = 1856, .shared_intermediate = 3712, .expert_groups = 1,
+    .topk_groups = 1, .pattern = "MEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEM*EMEMEMEM*EMEMEMEME"};
+/* The same mix and routing (128 experts, top 6, one shared) at hidden 1024 over 24
+ * layers, the 470m's Mamba and attention: 2.4 B parameters, 0.49 B active. */
+static const ckpt_shape preset_moe_2b = {
+    .hidden = 1024, .vocab = 131072, .mamba_heads = 32, .mamba_head_dim = 64, .ssm_state = 128, .groups = 8,
+    .conv_kernel = 4, .attn_heads = 8, .kv_heads = 2, .head_dim = 128, .intermediate = 704,
+    .experts = 128, .experts_per_tok = 6, .moe_intermediate = 704, .shared_intermediate = 1408, .expert_groups = 1,
+    .topk_groups = 1, .pattern = "MEMEM*EMEMEMEM*EMEMEMEME"};
 /* A few-hundred-kilobyte model for tests. */
-static const ckpt_shape preset_tiny = {64, 512, 8, 16, 16, 2, 4, 4, 2, 16, 128, "M-M*-M-"};
+static const ckpt_shape preset_tiny = {
+    .hidden = 64, .vocab = 512, .mamba_heads = 8, .mamba_head_dim = 16, .ssm_state = 16, .groups = 2,
+    .conv_kernel = 4, .attn_heads = 4, .kv_heads = 2, .head_dim = 16, .intermediate = 128,
+    .experts = 8, .experts_per_tok = 2, .moe_intermediate = 32, .shared_intermediate = 48, .expert_groups = 1,
+    .topk_groups = 1, .pattern = "M-M*-M-"};
 
 typedef enum init_kind { INIT_NORMAL, INIT_ONES, INIT_A_LOG, INIT_D, INIT_DT_BIAS, INIT_UNIFORM } init_kind;
 
@@ -107,6 +132,20 @@ static int build_plan(const ckpt_shape *s, ckpt_plan *p)
                  ADD("mixer.o_proj.weight", 2, d, s->attn_heads * s->head_dim, 0, 0, INIT_NORMAL, out_std) &&
                  ADD("mixer.q_proj.weight", 2, s->attn_heads * s->head_dim, d, 0, 0, INIT_NORMAL, std) &&
                  ADD("mixer.v_proj.weight", 2, s->kv_heads * s->head_dim, d, 0, 0, INIT_NORMAL, std);
+            break;
+        case 'E':
+            ok = ok && ADD("mixer.gate.e_score_correction_bias", 1, s->experts, 0, 0, 1, INIT_UNIFORM, 0.01f) &&
+                 ADD("mixer.gate.weight", 2, s->experts, d, 0, 0, INIT_NORMAL, std);
+            for (int e = 0; ok && e < s->experts; e++) {
+                char ex[64];
+                snprintf(ex, sizeof ex, "mixer.experts.%d.down_proj.weight", e);
+                ok = ADD(ex, 2, d, s->moe_intermediate, 0, 0, INIT_NORMAL, out_std);
+                snprintf(ex, sizeof ex, "mixer.experts.%d.up_proj.weight", e);
+                ok = ok && ADD(ex, 2, s->moe_intermediate, d, 0, 0, INIT_NORMAL, std);
+            }
+            ok = ok && ADD("mixer.shared_experts.down_proj.weight", 2, d, s->shared_intermediate, 0, 0, INIT_NORMAL,
+                           out_std) &&
+                 ADD("mixer.shared_experts.up_proj.weight", 2, s->shared_intermediate, d, 0, 0, INIT_NORMAL, std);
             break;
         default:
             ok = ok && ADD("mixer.down_proj.weight", 2, d, s->intermediate, 0, 0, INIT_NORMAL, out_std) &&
@@ -270,10 +309,19 @@ static int write_config(const char *path, const ckpt_opts *o)
             "  \"tie_word_embeddings\": false,\n  \"time_step_floor\": 0.0001,\n  \"time_step_max\": 0.1,\n"
             "  \"time_step_min\": 0.001,\n  \"torch_dtype\": \"%s\",\n  \"use_bias\": false,\n"
             "  \"use_cache\": true,\n  \"use_conv_bias\": true,\n  \"use_mamba_kernels\": true,\n"
-            "  \"vocab_size\": %d\n}\n",
+            "  \"vocab_size\": %d",
             s->conv_kernel, s->head_dim, s->hidden, s->pattern, s->intermediate, s->mamba_head_dim,
             s->mamba_heads, s->groups, s->attn_heads, (int)strlen(s->pattern), s->kv_heads, s->ssm_state,
             !strcmp(o->dtype, "BF16") ? "bfloat16" : !strcmp(o->dtype, "F16") ? "float16" : "float32", s->vocab);
+    if (strchr(s->pattern, 'E'))    /* Nemotron 3 Nano's routing: sigmoid scores, top-k renormalised, × 2.5 */
+        fprintf(f,
+                ",\n  \"moe_intermediate_size\": %d,\n  \"moe_shared_expert_intermediate_size\": %d,\n"
+                "  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n  \"n_shared_experts\": 1,\n"
+                "  \"norm_topk_prob\": true,\n  \"num_experts_per_tok\": %d,\n  \"routed_scaling_factor\": 2.5,\n"
+                "  \"topk_group\": %d",
+                s->moe_intermediate, s->shared_intermediate, s->expert_groups, s->experts, s->experts_per_tok,
+                s->topk_groups);
+    fprintf(f, "\n}\n");
     return fclose(f) == 0;
 }
 
@@ -333,7 +381,7 @@ static int valid_pattern(const char *p)
     if (!*p || strlen(p) >= sizeof preset_8b.pattern)
         return 0;
     for (; *p; p++)
-        if (!strchr("M*-", *p))
+        if (!strchr("M*-E", *p))
             return 0;
     return 1;
 }
@@ -347,6 +395,9 @@ int cli_make_checkpoint(int argc, char **argv)
         {"--mamba-head-dim", &o.shape.mamba_head_dim}, {"--ssm-state", &o.shape.ssm_state},
         {"--groups", &o.shape.groups}, {"--attn-heads", &o.shape.attn_heads}, {"--kv-heads", &o.shape.kv_heads},
         {"--head-dim", &o.shape.head_dim}, {"--intermediate", &o.shape.intermediate},
+        {"--experts", &o.shape.experts}, {"--experts-per-token", &o.shape.experts_per_tok},
+        {"--moe-intermediate", &o.shape.moe_intermediate}, {"--shared-intermediate", &o.shape.shared_intermediate},
+        {"--expert-groups", &o.shape.expert_groups}, {"--topk-groups", &o.shape.topk_groups},
     };
     enum { N_INTS = sizeof ints / sizeof ints[0] };
     int given[N_INTS] = {0};
@@ -379,20 +430,22 @@ int cli_make_checkpoint(int argc, char **argv)
     }
     if (!out)
         return cli_fail(cmd, "missing OUT_DIR");
-    if (!strcmp(preset, "470m"))
-        o.shape = preset_470m;
-    else if (!strcmp(preset, "8b"))
-        o.shape = preset_8b;
-    else if (!strcmp(preset, "tiny"))
-        o.shape = preset_tiny;
-    else
-        return cli_fail(cmd, "unknown preset '%s' (470m, 8b, tiny)", preset);
+    static const struct { const char *name; const ckpt_shape *shape; } presets[] = {
+        {"470m", &preset_470m}, {"8b", &preset_8b}, {"30b-a3b", &preset_30b_a3b}, {"moe-2b", &preset_moe_2b},
+        {"tiny", &preset_tiny},
+    };
+    const ckpt_shape *chosen = NULL;
+    for (size_t k = 0; k < sizeof presets / sizeof presets[0] && !chosen; k++)
+        chosen = !strcmp(preset, presets[k].name) ? presets[k].shape : NULL;
+    if (!chosen)
+        return cli_fail(cmd, "unknown preset '%s' (470m, 8b, 30b-a3b, moe-2b, tiny)", preset);
+    o.shape = *chosen;
     for (int k = 0; k < N_INTS; k++)
         if (given[k])
             *ints[k].field = given[k];
     if (pattern) {
         if (!valid_pattern(pattern))
-            return cli_fail(cmd, "--layers-pattern needs 1..511 characters of M, *, -");
+            return cli_fail(cmd, "--layers-pattern needs 1..511 characters of M, *, -, E");
         snprintf(o.shape.pattern, sizeof o.shape.pattern, "%s", pattern);
     }
     o.dtype = !strcmp(dtype, "bf16") ? "BF16" : !strcmp(dtype, "f16") ? "F16" : !strcmp(dtype, "f32") ? "F32" : NULL;
@@ -401,6 +454,10 @@ int cli_make_checkpoint(int argc, char **argv)
     const ckpt_shape *s = &o.shape;
     if (s->mamba_heads % s->groups || s->attn_heads % s->kv_heads)
         return cli_fail(cmd, "mamba heads must be a multiple of groups, attention heads of kv heads");
+    if (s->experts_per_tok > s->experts || s->experts % s->expert_groups || s->topk_groups > s->expert_groups ||
+        s->experts_per_tok > s->topk_groups * (s->experts / s->expert_groups))
+        return cli_fail(cmd, "experts must be a multiple of expert groups, and the top-k groups must hold at least "
+                             "experts-per-token experts");
     if (!make_dirs(out))
         return cli_fail(cmd, "%s: %s", out, strerror(errno));
     ckpt_plan plan = {0};
@@ -416,7 +473,15 @@ int cli_make_checkpoint(int argc, char **argv)
     free(plan.t);
     if (!ok)
         return cli_fail(cmd, "%s: could not write the checkpoint: %s", out, strerror(errno));
-    printf("wrote %s: %s, %d layers (%s), hidden %d, vocab %d, %.1f M parameters\n", out, o.dtype,
+    printf("wrote %s: %s, %d layers (%s), hidden %d, vocab %d, %.1f M parameters", out, o.dtype,
            (int)strlen(s->pattern), s->pattern, s->hidden, s->vocab, (double)params / 1e6);
+    int moe_layers = 0;
+    for (const char *c = s->pattern; *c; c++)
+        moe_layers += *c == 'E';
+    if (moe_layers) {   /* a token reads experts_per_tok of each E layer's experts */
+        double idle = (double)moe_layers * (s->experts - s->experts_per_tok) * 2.0 * s->moe_intermediate * s->hidden;
+        printf(" (%.1f M active per token)", ((double)params - idle) / 1e6);
+    }
+    printf("\n");
     return 0;
 }

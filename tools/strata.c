@@ -25,7 +25,7 @@ static const struct {
     {"chat-template", cli_chat_template, "chat-template PATH < vars.json  (PATH: checkpoint dir or .jinja)"},
     {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--repeat 3] [--threads N] [--compute fp32|bf16|int8] [--weights native|int8] [--json]"},
     {"make-checkpoint", cli_make_checkpoint,
-     "make-checkpoint OUT_DIR [--preset 470m|8b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
+     "make-checkpoint OUT_DIR [--preset 470m|8b|30b-a3b|moe-2b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
      "[--dtype bf16|f16|f32] [--seed S]"},
 };
 

@@ -85,6 +85,9 @@ typedef struct strata_model_info {
                                  after load: int8 blocks + scales for --weights int8) */
     uint64_t matmul_bytes;    /* bytes of the matrices the matmuls read, every expert and
                                  the LM head included: what a decode step streams */
+    uint64_t expert_bytes;    /* the routed experts' part of matmul_bytes: a token reads
+                                 experts_per_tok of every n_experts */
+    uint64_t expert_params;   /* the routed experts' part of n_params */
     const char *weights;      /* "native" (as stored) or "int8" (strata_weights_name) */
     uint64_t state_bytes_fixed;     /* per session: conv + SSM state of all Mamba layers */
     uint64_t state_bytes_per_token; /* per session and token: K + V of all attention layers */

@@ -629,6 +629,7 @@ const char *strata_weights_name(strata_weights weights)
 }
 
 static strata_status pack_panels(strata_model *m, strata_error *err);
+static void count_experts(strata_model *m);
 
 static strata_status compute_mode_known(const char *mode, strata_error *err)
 {
@@ -678,6 +679,8 @@ strata_status strata_model_load_with(const char *dir, const strata_load_opts *op
     strata_status s = load(&L, dir);
     if (s == STRATA_OK)
         s = pack_panels(m, err);
+    if (s == STRATA_OK)
+        count_experts(m);
     if (s == STRATA_OK && !int8_compute)
         s = strata_model_set_compute(m, compute, err);
     if (s != STRATA_OK) {
@@ -791,6 +794,30 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
     w->data = J.dst;
     w->dtype = ST_BF16_PANELS;
     *next = J.dst + panel_slot(w);
+}
+
+/* Bytes a matmul reads of W as held now: stored, int8 blocks + scales, or panels. */
+static uint64_t mat_bytes(const strata_mat *w)
+{
+    size_t kp = q8_padded(w->cols);
+    switch (w->dtype) {
+    case ST_BF16_PANELS: return (uint64_t)bf16_panels_elems(w->rows, w->cols) * 2;
+    case ST_I8_PANELS: return q8_panels_bytes(w->rows, w->cols);
+    case ST_I8: return (uint64_t)w->rows * (kp + kp / Q8_BLOCK * 2);
+    default: return (uint64_t)w->rows * (uint64_t)w->cols * st_dtype_size(w->dtype);
+    }
+}
+
+/* expert_bytes / expert_params of the info, once the weights are in their final form. */
+static void count_experts(strata_model *m)
+{
+    strata_model_info *info = &m->cfg.info;
+    for (int i = 0; i < info->n_layers; i++)
+        for (int e = 0; m->layers[i].kind == 'E' && e < info->n_experts; e++) {
+            const mlp_weights *x = &m->layers[i].moe.experts[e];
+            info->expert_bytes += mat_bytes(&x->up) + mat_bytes(&x->down);
+            info->expert_params += (uint64_t)x->up.rows * (uint64_t)x->up.cols + (uint64_t)x->down.rows * (uint64_t)x->down.cols;
+        }
 }
 
 int panels_fit(size_t packed, size_t phys)
