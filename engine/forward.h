@@ -48,7 +48,7 @@ void moe_forward(step *s, int li, const float *h, float *out);
 size_t mamba2_scratch(const strata_model *m, int R, int n_threads);
 size_t attention_scratch(const strata_model *m, int R, int max_keys, int n_threads);
 size_t mlp_scratch(const strata_model *m, int R);
-size_t moe_scratch(const strata_model *m, int R);
+size_t moe_scratch(const strata_model *m, int R, int n_threads);
 
 /* y (n, W.rows) = x·Wᵀ, then relu² in place; shared by the MLP and MoE experts. */
 void mlp_apply(step *s, const mlp_weights *w, const float *x, int n, float *hidden, float *y,

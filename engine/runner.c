@@ -95,7 +95,7 @@ strata_status strata_runner_set_threads(strata_runner *r, int n_threads, strata_
     if (s == STRATA_OK)
         s = exec_set_int8(&fresh, r->ex.q8x, err);
     if (s == STRATA_OK)
-        s = exec_reserve(&fresh, r->ex.rows_cap, err);
+        s = exec_reserve(&fresh, r->ex.room.rows_cap, err);
     if (s != STRATA_OK) {
         exec_destroy(&fresh);
         return s;
@@ -207,7 +207,7 @@ static size_t workspace_need(const strata_model *model, strata_seq *seqs, int n,
     size_t layer = mlp_scratch(model, R);
     size_t cand[] = {model->n_mamba ? mamba2_scratch(model, R, n_threads) : 0,
                      model->n_attn ? attention_scratch(model, R, max_keys, n_threads) : 0,
-                     strchr(m->pattern, 'E') ? moe_scratch(model, R) : 0};
+                     strchr(m->pattern, 'E') ? moe_scratch(model, R, n_threads) : 0};
     for (size_t i = 0; i < 3; i++)
         layer = cand[i] > layer ? cand[i] : layer;
     size_t head = (size_t)lrows * ((size_t)m->hidden_size + (size_t)m->vocab_size) + 64;

@@ -507,3 +507,62 @@ FIXTURE_TESTS(moe_small, 1, 0.07, 2)
 FIXTURE_TESTS(tied_small, 2, 0.26, 2)
 FIXTURE_TESTS(nano_like, 3, 0.26, 12)
 FIXTURE_TESTS(strata_demo, 4, 0.03, 2)
+
+/* Logit rows of a T-token prompt on moe-small in one step, pass_rows rows at a
+ * time; with the expert indices of layer 1 when cap is given. */
+static float *moe_prompt_logits(strata_model *model, const int32_t *ids, int T, int pass_rows, strata_capture *cap)
+{
+    strata_error err;
+    strata_runner *run;
+    strata_cache *cache;
+    int V = strata_model_get_info(model)->vocab_size;
+    float *logits = malloc(sizeof(float) * (size_t)T * (size_t)V);
+    cr_assert_eq(strata_runner_new(model, &run, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_runner_set_pass_rows(run, pass_rows, &err), STRATA_OK);
+    cr_assert_eq(strata_cache_new(model, &cache, &err), STRATA_OK);
+    strata_seq seq = {.cache = cache, .tokens = ids, .n_tokens = T, .logits = logits, .all_logits = 1, .capture = cap};
+    cr_assert_eq(strata_runner_step(run, &seq, 1, &err), STRATA_OK, "%s", err.message);
+    strata_cache_free(cache);
+    strata_runner_free(run);
+    return logits;
+}
+
+/* A long prompt sends more rows to an expert than a thread takes through it at
+ * once (EXPERT_ROWS, moe.c): its rows go in parts, and every logit row keeps the
+ * bits of the same prompt run one row per pass (each expert then sees one row),
+ * in both compute modes. */
+Test(moe_small, long_prompt_experts_take_rows_in_parts, .timeout = 120)
+{
+    strata_error err;
+    strata_model *model;
+    cr_assert_eq(strata_model_load(shared_path("fixtures/models/moe-small"), &model, &err), STRATA_OK, "%s",
+                 err.message);
+    enum { T = 300 };
+    int32_t ids[T];
+    for (int i = 0; i < T; i++)
+        ids[i] = (int32_t)((i * 7919 + 13) % 500);
+    const char *modes[] = {"fp32", "bf16"};
+    for (int m = 0; m < 2; m++) {
+        cr_assert_eq(strata_model_set_compute(model, modes[m], &err), STRATA_OK);
+        strata_capture *cap;
+        cr_assert_eq(strata_capture_new(model, &cap, &err), STRATA_OK);
+        cr_assert_eq(strata_capture_add(cap, "blocks.1.mixer.hook_expert_indices", &err), STRATA_OK, "%s", err.message);
+        float *whole = moe_prompt_logits(model, ids, T, 1 << 20, cap), *rows = moe_prompt_logits(model, ids, T, 1, NULL);
+        strata_tensor_view v;
+        cr_assert_eq(strata_capture_get(cap, 0, &v, &err), STRATA_OK);
+        int per_expert[64] = {0}, most = 0, E = strata_model_get_info(model)->n_experts;
+        for (int64_t i = 0; i < v.shape[0] * v.shape[1]; i++) {
+            int e = ((const int32_t *)v.data)[i];
+            cr_assert(e >= 0 && e < E && E <= 64);
+            most = ++per_expert[e] > most ? per_expert[e] : most;
+        }
+        cr_assert_gt(most, 64, "the busiest expert of layer 1 got %d rows: not several parts", most);
+        size_t n = (size_t)T * (size_t)strata_model_get_info(model)->vocab_size;
+        cr_assert(!memcmp(whole, rows, sizeof(float) * n), "%s: the prompt in one pass differs from a row per pass",
+                  modes[m]);
+        free(whole);
+        free(rows);
+        strata_capture_free(cap);
+    }
+    strata_model_free(model);
+}

@@ -140,13 +140,19 @@ static void check_batches_match_solo(const strata_mat *m, const float *x, const 
             matmul(batch, x + (size_t)r0 * (size_t)K, n, m, es[ei]);
             cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
                       "%s K=%d rows=%d: batch of %d on %d threads differs from solo rows", what, K, rows, n, ei + 1);
+            memset(batch, 0xff, sizeof(float) * (size_t)n * (size_t)rows);
+            matmul_local(batch, x + (size_t)r0 * (size_t)K, n, m, es[ei], es[ei]->n_threads - 1);
+            cr_assert(!memcmp(batch, solo + (size_t)r0 * (size_t)rows, sizeof(float) * (size_t)n * (size_t)rows),
+                      "%s K=%d rows=%d: matmul_local of %d rows (exec of %d threads) differs from solo rows", what, K,
+                      rows, n, ei + 1);
         }
     free(batch);
 }
 
 /* Within one path and compute mode: row r of a batch of n equals row r alone, bit
  * for bit, whatever n (1..9 and 37, which takes the widening route and, in the bf16
- * mode, is rounded in two parts), and whatever the thread count. */
+ * mode, is rounded in two parts), and whatever the thread count — split over the
+ * threads or on one of them (matmul_local, 37 rows in two parts). */
 Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
 {
     for (int p = 0; p < 6; p++) {
@@ -165,7 +171,7 @@ Test(kernels, batch_invariance_is_bitwise, .timeout = 180)
                     test_exec_with(&e1, test_all_paths[p % 3], 1, K, bf16);
                     test_exec_with(&e2, test_all_paths[p % 3], 2, K, bf16);
                     test_exec_with(&e3, test_all_paths[p % 3], 3, K, bf16);
-                    e3.rows_cap = bf16 ? 20 : 0;    /* 37 rows: two parts (buffers hold 40) */
+                    e3.room.rows_cap = bf16 ? 20 : 0;    /* 37 rows: two parts (buffers hold 40) */
                     for (int r = 0; r < BATCH_ROWS; r++)
                         matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &w.m, &e1);
                     exec *es[] = {&e1, &e2, &e3};
@@ -439,7 +445,7 @@ Test(kernels, panels_match_and_keep_batch_invariance, .timeout = 240)
                 test_exec_with(&e1, isa, 1, K, bf16);
                 test_exec_with(&e2, isa, 2, K, bf16);
                 test_exec_with(&e3, isa, 3, K, bf16);
-                e3.rows_cap = bf16 ? 20 : e3.rows_cap;
+                e3.room.rows_cap = bf16 ? 20 : e3.room.rows_cap;
                 for (int r = 0; r < nmax; r++)
                     matmul(solo + (size_t)r * (size_t)rows, x + (size_t)r * (size_t)K, 1, &pm, &e1);
                 check_panels_values(&w, solo, x, nmax, bf16, bf16 ? "bf16" : "fp32");

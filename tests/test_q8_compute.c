@@ -152,7 +152,8 @@ static void exact_int8(const pmat *t, int rows, int K, const float *x, int n, do
 
 /* matmul in the int8 mode on `threads` threads of the AVX-512 path (whose exec
  * takes the VNNI kernel where the CPU has it) or the portable one; on 3 threads
- * with room for 16 rows of x only, so larger n goes in parts. */
+ * with room for 16 rows of x only, so larger n goes in parts. matmul_local on
+ * the last thread gives the same bits (in parts of MATMUL_LOCAL_ROWS). */
 static void int8_matmul(float *y, const float *x, int n, const pmat *t, const kernel_isa *isa, int threads)
 {
     exec e;
@@ -164,6 +165,11 @@ static void int8_matmul(float *y, const float *x, int n, const pmat *t, const ke
     if (isa != &kernel_avx512)
         cr_assert_eq((void *)e.q8p, (void *)q8_panels_block_portable);
     matmul(y, x, n, &t->m, &e);
+    float *alone = malloc(sizeof(float) * (size_t)n * (size_t)t->m.rows);
+    matmul_local(alone, x, n, &t->m, &e, threads - 1);
+    cr_assert(!memcmp(alone, y, sizeof(float) * (size_t)n * (size_t)t->m.rows),
+              "%s: matmul_local of %d rows differs from matmul on %d threads", isa->name, n, threads);
+    free(alone);
     exec_destroy(&e);
 }
 

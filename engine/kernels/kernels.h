@@ -29,6 +29,21 @@ struct q8p_block;   /* kernels/q8.h */
 
 /* Where the numeric work runs: the kernel path, the thread pool and each thread's
  * widening panel. A runner owns one. */
+/* Room for rows_cap rows of x (widest_k each) made ready for the compute mode's
+ * kernels: rounded to BF16 (xb for the dot product, else xr in fp32) or quantized
+ * to int8 (xq, xs, xc). Empty in the fp32 mode. */
+typedef struct x_room {
+    uint16_t *xb;           /* (rows_cap, widest_k rounded up to even) */
+    float *xr;              /* (rows_cap, widest_k) */
+    int8_t *xq;             /* (rows_cap, widest_k padded to 32) */
+    float *xs;              /* (rows_cap, blocks of widest_k) the int8 rows' scales */
+    int32_t *xc;            /* (rows_cap, blocks of widest_k) their corrections */
+    int rows_cap;
+} x_room;
+
+/* Rows of x a matmul_local prepares at a time (a thread's own x_room). */
+#define MATMUL_LOCAL_ROWS 32
+
 typedef struct exec {
     const kernel_isa *isa;
     pool *pool;             /* NULL when single-threaded */
@@ -38,15 +53,11 @@ typedef struct exec {
     int widest_k;
     int bf16;               /* the bf16 compute mode (isa.h) */
     void (*dot)(const mm_block *b); /* in that mode, the CPU's BF16 dot product over panels, or NULL */
-    uint16_t *xb;           /* (rows_cap, widest_k rounded up to even) x rounded to BF16, for dot */
-    float *xr;              /* (rows_cap, widest_k) the same as fp32, for every other kernel */
     int q8x;                /* the int8 compute mode (kernels/q8.h) */
     void (*q8p)(const struct q8p_block *b); /* its panel kernel: VNNI where the CPU has it, else portable */
     void (*q8x_quantize)(const float *x, int k, int8_t *xq, float *xs, int32_t *xc); /* its quantizer of x */
-    int8_t *xq;             /* (rows_cap, widest_k padded to 32) x quantized, in that mode */
-    float *xs;              /* (rows_cap, blocks of widest_k) its scales */
-    int32_t *xc;            /* (rows_cap, blocks of widest_k) its corrections */
-    int rows_cap;
+    x_room room;            /* x of the matmuls split over the threads */
+    x_room *local;          /* (n_threads) MATMUL_LOCAL_ROWS rows each: x of matmul_local */
     struct exec_span *spans; /* (n_threads) what is left of each thread's share (exec_span_next) */
 } exec;
 
@@ -86,6 +97,10 @@ int exec_span_next(exec *e, int ti, int nt, int group, int *lo, int *hi, int *af
  * Each output element is summed in the fixed order of isa.h, so results do not
  * depend on n, on the threads, or on what else shares the step. */
 void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e);
+/* The same on the calling thread alone, thread ti of a region of e's pool (its
+ * own panel and x_room): the same bits as matmul. For work split over the threads
+ * in pieces bigger than one matmul (a step's MoE experts). */
+void matmul_local(float *y, const float *x, int n, const strata_mat *w, exec *e, int ti);
 
 float dot_f32(const float *a, const float *b, int n);
 

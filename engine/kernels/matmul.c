@@ -56,7 +56,8 @@ strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
     e->panel_floats = need > MATMUL_PANEL_FLOATS + 64 ? need : MATMUL_PANEL_FLOATS + 64;
     e->panels = malloc(sizeof(float) * e->panel_floats * (size_t)n_threads);
     e->spans = aligned_alloc(64, sizeof *e->spans * (size_t)n_threads);
-    if (!e->panels || !e->spans) {
+    e->local = calloc((size_t)n_threads, sizeof *e->local);
+    if (!e->panels || !e->spans || !e->local) {
         exec_destroy(e);
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     }
@@ -70,61 +71,70 @@ strata_status exec_init(exec *e, int n_threads, int widest_k, strata_error *err)
     return STRATA_OK;
 }
 
+static void room_free(x_room *r)
+{
+    free(r->xb);
+    free(r->xr);
+    free(r->xq);
+    free(r->xs);
+    free(r->xc);
+    *r = (x_room){0};
+}
+
 void exec_destroy(exec *e)
 {
     pool_free(e->pool);
     free(e->panels);
     free(e->spans);
-    free(e->xb);
-    free(e->xr);
-    free(e->xq);
-    free(e->xs);
-    free(e->xc);
+    room_free(&e->room);
+    for (int t = 0; e->local && t < e->n_threads; t++)
+        room_free(&e->local[t]);
+    free(e->local);
     *e = (exec){0};
 }
 
-/* The int8 mode's room for `rows` rows of x quantized (xq, xs, xc). */
-static strata_status reserve_int8(exec *e, int rows, strata_error *err)
+/* *r replaced by room for `rows` rows in e's compute mode (none in fp32). */
+static strata_status room_alloc(const exec *e, x_room *r, int rows, strata_error *err)
 {
-    size_t kp = q8_padded(e->widest_k), nb = kp / Q8_BLOCK;
-    int8_t *xq = malloc((size_t)rows * kp);
-    float *xs = malloc(sizeof *xs * (size_t)rows * nb);
-    int32_t *xc = malloc(sizeof *xc * (size_t)rows * nb);
-    if (!xq || !xs || !xc) {
-        free(xq);
-        free(xs);
-        free(xc);
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory: quantizing %d rows of x to int8", rows);
+    x_room fresh = {.rows_cap = rows};
+    int ok = 1;
+    if (e->q8x) {
+        size_t kp = q8_padded(e->widest_k), nb = kp / Q8_BLOCK;
+        fresh.xq = malloc((size_t)rows * kp);
+        fresh.xs = malloc(sizeof *fresh.xs * (size_t)rows * nb);
+        fresh.xc = malloc(sizeof *fresh.xc * (size_t)rows * nb);
+        ok = fresh.xq && fresh.xs && fresh.xc;
+    } else if (e->bf16) {
+        size_t n = (size_t)rows * (size_t)(e->widest_k + 1);   /* rows padded to even for the panels */
+        fresh.xb = e->dot ? malloc(n * sizeof *fresh.xb) : NULL;  /* panels, where the CPU has dot */
+        fresh.xr = malloc(n * sizeof *fresh.xr);                  /* everything else (never touched if unused) */
+        ok = fresh.xr && (!e->dot || fresh.xb);
+    } else {
+        fresh.rows_cap = 0;
     }
-    free(e->xq);
-    free(e->xs);
-    free(e->xc);
-    e->xq = xq;
-    e->xs = xs;
-    e->xc = xc;
-    e->rows_cap = rows;
+    if (!ok) {
+        room_free(&fresh);
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory: preparing %d rows of x for the %s mode", rows,
+                           e->q8x ? "int8" : "bf16");
+    }
+    room_free(r);
+    *r = fresh;
     return STRATA_OK;
 }
 
 strata_status exec_reserve(exec *e, int rows, strata_error *err)
 {
-    if (e->q8x && rows > e->rows_cap)
-        return reserve_int8(e, rows, err);
-    if (!e->bf16 || rows <= e->rows_cap)
+    if ((!e->q8x && !e->bf16) || rows <= e->room.rows_cap)
         return STRATA_OK;
-    size_t n = (size_t)rows * (size_t)(e->widest_k + 1);   /* rows padded to even for the panels */
-    uint16_t *xb = e->dot ? malloc(n * sizeof *xb) : NULL;     /* panels, where the CPU has dot */
-    float *xr = malloc(n * sizeof *xr);                        /* everything else (never touched if unused) */
-    if (!xr || (e->dot && !xb)) {
-        free(xb);
-        free(xr);
-        return strata_fail(err, STRATA_E_NOMEM, "out of memory: rounding %d rows of x to BF16", rows);
-    }
-    free(e->xb);
-    free(e->xr);
-    e->xb = xb;
-    e->xr = xr;
-    e->rows_cap = rows;
+    return room_alloc(e, &e->room, rows, err);
+}
+
+/* After a change of mode: the shared room for 16 rows, each thread's for matmul_local. */
+static strata_status rooms_for_mode(exec *e, strata_error *err)
+{
+    STRATA_TRY(room_alloc(e, &e->room, 16, err));
+    for (int t = 0; t < e->n_threads; t++)
+        STRATA_TRY(room_alloc(e, &e->local[t], MATMUL_LOCAL_ROWS, err));
     return STRATA_OK;
 }
 
@@ -132,19 +142,17 @@ strata_status exec_set_bf16(exec *e, int on, strata_error *err)
 {
     e->bf16 = on != 0;
     e->dot = e->bf16 ? kernel_bf16_dot(e->isa) : NULL;
-    return exec_reserve(e, 16, err);
+    return e->q8x ? STRATA_OK : rooms_for_mode(e, err);
 }
 
 strata_status exec_set_int8(exec *e, int on, strata_error *err)
 {
     int fast = e->isa == &kernel_avx512 && q8_panels_kernel() && q8_quantize_x_kernel();
+    int was = e->q8x;
     e->q8x = on != 0;
     e->q8p = fast ? q8_panels_kernel() : q8_panels_block_portable;
     e->q8x_quantize = fast ? q8_quantize_x_kernel() : q8_quantize_x_portable;
-    if (!e->q8x)
-        return STRATA_OK;
-    e->rows_cap = 0;
-    return reserve_int8(e, 16, err);
+    return e->q8x || was ? rooms_for_mode(e, err) : STRATA_OK;
 }
 
 void exec_parallel(exec *e, pool_fn fn, void *arg)
@@ -255,9 +263,11 @@ typedef struct mm_job {
     const strata_mat *w;
     exec *e;
     int nt;                 /* threads taking part */
-    const float *x_prep;    /* x to round into xb (the bf16 dot mode) or to quantize into xq
-                               (the int8 mode) in the region first, or NULL */
+    const float *x_prep;    /* x to round into room->xb (the bf16 dot mode) or to quantize into
+                               room->xq (the int8 mode) in the region first, or NULL */
     atomic_int prepared;    /* threads done with their rows of x_prep */
+    const x_room *room;     /* where x is prepared */
+    int ti;                 /* matmul_local: the one thread it runs on; -1: e's threads */
 } mm_job;
 
 /* W rows [ja, jb) for every x row. */
@@ -331,16 +341,16 @@ static void round_rows_bf16(const exec *e, uint16_t *xb, size_t ldx, const float
     }
 }
 
-/* Rows [lo, hi) of x (k) quantized into the exec's int8 buffers. */
-static void quantize_rows_int8(exec *e, const float *x, int lo, int hi, int k)
+/* Rows [lo, hi) of x (k) quantized into room's int8 buffers. */
+static void quantize_rows_int8(const exec *e, const x_room *room, const float *x, int lo, int hi, int k)
 {
     size_t kp = q8_padded(k), nb = kp / Q8_BLOCK;
     for (int r = lo; r < hi; r++)
-        e->q8x_quantize(x + (size_t)r * (size_t)k, k, e->xq + (size_t)r * kp, e->xs + (size_t)r * nb,
-                        e->xc + (size_t)r * nb);
+        e->q8x_quantize(x + (size_t)r * (size_t)k, k, room->xq + (size_t)r * kp, room->xs + (size_t)r * nb,
+                        room->xc + (size_t)r * nb);
 }
 
-/* Thread ti's rows of J->x_prep rounded into the exec's xb (the bf16 dot mode) or
+/* Thread ti's rows of J->x_prep rounded into the room's xb (the bf16 dot mode) or
  * quantized into its xq (the int8 mode), then a wait until every thread's are: the
  * work runs split over the threads, inside the matmul's own region, instead of on
  * the caller before it while the workers wait. */
@@ -350,23 +360,23 @@ static void prep_share(mm_job *J, int ti)
     size_t ldx = (size_t)K + (size_t)(K & 1);
     exec_share(J->n, ti, J->nt, &lo, &hi);
     if (J->w->dtype == ST_I8_PANELS)
-        quantize_rows_int8(J->e, J->x_prep, lo, hi, K);
+        quantize_rows_int8(J->e, J->room, J->x_prep, lo, hi, K);
     else
-        round_rows_bf16(J->e, J->e->xb + (size_t)lo * ldx, ldx, J->x_prep + (size_t)lo * (size_t)K, hi - lo, K);
+        round_rows_bf16(J->e, J->room->xb + (size_t)lo * ldx, ldx, J->x_prep + (size_t)lo * (size_t)K, hi - lo, K);
     atomic_fetch_add_explicit(&J->prepared, 1, memory_order_release);
     while (atomic_load_explicit(&J->prepared, memory_order_acquire) < J->nt)
         spin_pause();
 }
 
-/* W in int8 panels: rows [ja, jb) from panel ja / 32 on, x quantized in the exec's
- * buffers; then panel `after` is prefetched (-1: none). */
+/* W in int8 panels: rows [ja, jb) from panel ja / 32 on, x quantized in the job's
+ * room; then panel `after` is prefetched (-1: none). */
 static void matmul_int8_panels(const mm_job *J, int ja, int jb, int after)
 {
     const strata_mat *w = J->w;
     const exec *e = J->e;
     size_t kp = q8_padded(w->cols), panel = kp / Q8_BLOCK * Q8P_BLOCK_BYTES;
     const uint8_t *base = w->data;
-    q8p_block b = {.y = J->y + (size_t)ja, .ldy = (size_t)w->rows, .xq = e->xq, .xs = e->xs, .xc = e->xc,
+    q8p_block b = {.y = J->y + (size_t)ja, .ldy = (size_t)w->rows, .xq = J->room->xq, .xs = J->room->xs, .xc = J->room->xc,
                    .ldx = kp, .lds = kp / Q8_BLOCK, .w = base + (size_t)(ja / Q8P_ROWS) * panel,
                    .bias = w->bias ? w->bias + ja : NULL, .m = J->n, .nw = jb - ja, .k = w->cols,
                    .pf_after = after < 0 ? NULL : base + (size_t)after * panel};
@@ -448,9 +458,29 @@ static void matmul_panels_portable(float *y, const float *x, int n, const strata
         }
 }
 
-/* J on the exec's threads, or on the caller alone when it is small. */
+/* J on thread J->ti alone, every W row in order (no spans: the other threads may
+ * be running matmuls of their own). */
+static void matmul_alone(mm_job *J)
+{
+    int rows = J->w->rows;
+    if (J->x_prep)
+        prep_share(J, 0);
+    if (J->w->dtype == ST_I8_PANELS)
+        matmul_int8_panels(J, 0, rows, -1);
+    else if (J->w->dtype == ST_BF16_PANELS)
+        matmul_panels(J, 0, rows, -1);
+    else
+        matmul_range(J, 0, rows, J->e->panels + (size_t)J->ti * J->e->panel_floats, J->e->panel_floats);
+}
+
+/* J on the exec's threads, or on the caller alone when it is small (or local). */
 static void matmul_run(mm_job *J)
 {
+    if (J->ti >= 0) {
+        J->nt = 1;
+        matmul_alone(J);
+        return;
+    }
     double work = (double)J->n * (double)J->w->rows * (double)J->w->cols;
     if (J->e->n_threads == 1 || work < MATMUL_PARALLEL_MIN)
         J->nt = 1;
@@ -464,29 +494,31 @@ static void matmul_run(mm_job *J)
         exec_parallel(J->e, matmul_thread, J);
 }
 
-/* The bf16 compute mode: x rounded in parts of at most rows_cap rows. */
-static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, exec *e)
+/* The bf16 compute mode: x rounded in parts of at most the room's rows. */
+static void matmul_bf16(float *y, const float *x, int n, const strata_mat *w, exec *e, const x_room *room, int ti)
 {
     size_t K = (size_t)w->cols;
     int dot = w->dtype == ST_BF16_PANELS && e->dot;    /* else x rounded in fp32, through the fp32 kernels */
-    for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
-        int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
+    for (int r0 = 0; r0 < n; r0 += room->rows_cap) {
+        int m = n - r0 < room->rows_cap ? n - r0 : room->rows_cap;
         if (!dot)
-            round_bf16(e, NULL, e->xr, x + (size_t)r0 * K, (size_t)m * K);
-        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = e->xr, .xb = dot ? e->xb : NULL, .n = m, .w = w,
-                    .e = e, .nt = e->n_threads, .x_prep = dot ? x + (size_t)r0 * K : NULL};
+            round_bf16(e, NULL, room->xr, x + (size_t)r0 * K, (size_t)m * K);
+        mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .x = room->xr, .xb = dot ? room->xb : NULL, .n = m,
+                    .w = w, .e = e, .nt = e->n_threads, .x_prep = dot ? x + (size_t)r0 * K : NULL, .room = room,
+                    .ti = ti};
         matmul_run(&J);
     }
 }
 
-/* The int8 compute mode: x quantized in parts of at most rows_cap rows. */
-static void matmul_int8(float *y, const float *x, int n, const strata_mat *w, exec *e)
+/* The int8 compute mode: x quantized in parts of at most the room's rows. */
+static void matmul_int8(float *y, const float *x, int n, const strata_mat *w, exec *e, const x_room *room, int ti)
 {
-    if (!e->xq || w->cols > e->widest_k) {  /* no room: a row at a time on the caller, quantized in
-                                               its panel (≥ 32768 floats: rows up to 100k columns) */
+    if (!room->xq || w->cols > e->widest_k) {  /* no room: a row at a time on the thread, quantized in
+                                                  its panel (≥ 32768 floats: rows up to 100k columns) */
         size_t kp = q8_padded(w->cols), nb = kp / Q8_BLOCK;
-        int8_t *xq = (int8_t *)(void *)e->panels;
-        float *xs = e->panels + kp / 4;
+        float *panel = e->panels + (size_t)(ti < 0 ? 0 : ti) * e->panel_floats;
+        int8_t *xq = (int8_t *)(void *)panel;
+        float *xs = panel + kp / 4;
         int32_t *xc = (int32_t *)(void *)(xs + nb);
         for (int r = 0; r < n; r++) {
             q8_quantize_x_portable(x + (size_t)r * (size_t)w->cols, w->cols, xq, xs, xc);
@@ -497,33 +529,44 @@ static void matmul_int8(float *y, const float *x, int n, const strata_mat *w, ex
         }
         return;
     }
-    for (int r0 = 0; r0 < n; r0 += e->rows_cap) {
-        int m = n - r0 < e->rows_cap ? n - r0 : e->rows_cap;
+    for (int r0 = 0; r0 < n; r0 += room->rows_cap) {
+        int m = n - r0 < room->rows_cap ? n - r0 : room->rows_cap;
         mm_job J = {.y = y + (size_t)r0 * (size_t)w->rows, .n = m, .w = w, .e = e, .nt = e->n_threads,
-                    .x_prep = x + (size_t)r0 * (size_t)w->cols};
+                    .x_prep = x + (size_t)r0 * (size_t)w->cols, .room = room, .ti = ti};
         matmul_run(&J);
     }
 }
 
-void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
+/* matmul with x prepared in `room`, split over e's threads (ti = -1) or on thread ti alone. */
+static void matmul_in(float *y, const float *x, int n, const strata_mat *w, exec *e, const x_room *room, int ti)
 {
     if (n <= 0)
         return;
     if (w->dtype == ST_I8_PANELS) {
-        matmul_int8(y, x, n, w, e);
+        matmul_int8(y, x, n, w, e, room, ti);
         return;
     }
-    int bf16_ready = e->bf16 && (e->xb || e->xr) && w->cols <= e->widest_k;
+    int bf16_ready = e->bf16 && (room->xb || room->xr) && w->cols <= e->widest_k;
     if (w->dtype == ST_BF16_PANELS && !e->isa->block_panels_f32) {
         matmul_panels_portable(y, x, n, w);
         return;
     }
     if (bf16_ready && (w->dtype == ST_BF16 || w->dtype == ST_BF16_PANELS)) {
-        matmul_bf16(y, x, n, w, e);
+        matmul_bf16(y, x, n, w, e, room, ti);
         return;
     }
-    mm_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .nt = e->n_threads};
+    mm_job J = {.y = y, .x = x, .n = n, .w = w, .e = e, .nt = e->n_threads, .room = room, .ti = ti};
     matmul_run(&J);
+}
+
+void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
+{
+    matmul_in(y, x, n, w, e, &e->room, -1);
+}
+
+void matmul_local(float *y, const float *x, int n, const strata_mat *w, exec *e, int ti)
+{
+    matmul_in(y, x, n, w, e, &e->local[ti], ti);
 }
 
 #if defined(__SSE2__)

@@ -27,11 +27,15 @@ static moe_dims moe_dims_of(const strata_model *model)
                       .Fs = m->shared_intermediate_size};
 }
 
-size_t moe_scratch(const strata_model *model, int R)
+/* Rows a thread runs through an expert at a time (its matmul_local room). */
+#define EXPERT_ROWS MATMUL_LOCAL_ROWS
+
+size_t moe_scratch(const strata_model *model, int R, int n_threads)
 {
     moe_dims D = moe_dims_of(model);
-    size_t r = (size_t)R;
-    return r * (size_t)(D.E + 2 * D.k + 4 * D.d_moe + D.F + D.Fs + 2 * D.d + 1) + 256;
+    size_t r = (size_t)R, k = (size_t)D.k, dm = (size_t)D.d_moe;
+    return r * ((size_t)D.E + 3 * k + 2 * dm + (size_t)D.Fs + (size_t)D.d + k * dm) + 2 * (size_t)D.E + 1 +
+           (size_t)n_threads * EXPERT_ROWS * (2 * dm + (size_t)D.F) + 512;
 }
 
 /* Sum of the two largest of n values. */
@@ -96,32 +100,97 @@ static void route(const strata_model_info *m, const float *bias, const float *lo
     }
 }
 
-/* acc (R, d_moe) += Σ over experts of their weighted outputs, one expert at a time. */
+/* The step's experts, each on one thread: its rows gathered, the relu² MLP on
+ * them by matmul_local, each output row to its slot (row r's j-th choice). One
+ * region for the layer instead of two matmul regions per expert; threads take
+ * experts by work stealing (an expert's weights are read once, by one thread). */
+typedef struct expert_job {
+    step *s;
+    const moe_weights *w;
+    const moe_dims *D;
+    const float *u;         /* (R, d_moe) expert input */
+    const int *used;        /* (n_used) experts with rows, ascending */
+    const int *first;       /* (E + 1) expert e's slots are slot[first[e] .. first[e + 1]) */
+    const int *slot;        /* (R·k) r·k + j, by expert, rows ascending */
+    float *ys;              /* (R·k, d_moe) each slot's expert output */
+    float *scratch;         /* (threads, EXPERT_ROWS · (2·d_moe + F)) */
+} expert_job;
+
+static void expert_rows(const expert_job *J, int e, int ti)
+{
+    const moe_dims *D = J->D;
+    size_t dm = (size_t)D->d_moe, F = (size_t)D->F;
+    float *xe = J->scratch + (size_t)ti * EXPERT_ROWS * (2 * dm + F);  // (EXPERT_ROWS, d_moe)
+    float *hid = xe + EXPERT_ROWS * dm;                                // (EXPERT_ROWS, F)
+    float *ye = hid + EXPERT_ROWS * F;                                 // (EXPERT_ROWS, d_moe)
+    for (int a = J->first[e]; a < J->first[e + 1]; a += EXPERT_ROWS) {
+        int n = J->first[e + 1] - a < EXPERT_ROWS ? J->first[e + 1] - a : EXPERT_ROWS;
+        for (int i = 0; i < n; i++)
+            memcpy(xe + (size_t)i * dm, J->u + (size_t)(J->slot[a + i] / D->k) * dm, sizeof(float) * dm);
+        matmul_local(hid, xe, n, &J->w->experts[e].up, J->s->ex, ti);
+        relu2_inplace(hid, (size_t)n * F);
+        matmul_local(ye, hid, n, &J->w->experts[e].down, J->s->ex, ti);
+        for (int i = 0; i < n; i++)
+            memcpy(J->ys + (size_t)J->slot[a + i] * dm, ye + (size_t)i * dm, sizeof(float) * dm);
+    }
+}
+
+static void experts_thread(void *arg, int ti, int nt)
+{
+    const expert_job *J = arg;
+    int lo, hi, after;
+    while (exec_span_next(J->s->ex, ti, nt, 1, &lo, &hi, &after))
+        for (int i = lo; i < hi; i++)
+            expert_rows(J, J->used[i], ti);
+}
+
+typedef struct combine_job {
+    const float *ys, *weight;
+    float *acc;
+    size_t k, dm;
+} combine_job;
+
+/* acc rows [lo, hi) = Σ_j weight[r, j] · ys[r·k + j], j ascending: the experts'
+ * ascending order, as one expert at a time would add them. */
+static void combine_rows(void *arg, int lo, int hi)
+{
+    const combine_job *J = arg;
+    for (size_t r = (size_t)lo; r < (size_t)hi; r++)
+        for (size_t j = 0; j < J->k; j++)
+            for (size_t c = 0; c < J->dm; c++)
+                J->acc[r * J->dm + c] += J->weight[r * J->k + j] * J->ys[(r * J->k + j) * J->dm + c];
+}
+
+/* acc (R, d_moe) += Σ over the chosen experts of their weighted outputs. */
 static void run_experts(step *s, const moe_weights *w, const moe_dims *D, const float *u, const int32_t *idx,
                         const float *weight, float *acc)
 {
-    size_t R = (size_t)s->R, dm = (size_t)D->d_moe;
-    int *rows = (int *)step_alloc(s, R);                // rows routed to expert e
-    float *slot_w = step_alloc(s, R);                   // their weights
-    float *xe = step_alloc(s, R * dm);                  // (n_e, d_moe) gathered inputs
-    float *hid = step_alloc(s, R * (size_t)D->F);       // (n_e, F)
-    float *ye = step_alloc(s, R * dm);                  // (n_e, d_moe)
+    size_t R = (size_t)s->R, k = (size_t)D->k, dm = (size_t)D->d_moe;
+    int *first = (int *)step_alloc(s, (size_t)D->E + 1);     // (E + 1)
+    int *used = (int *)step_alloc(s, (size_t)D->E);          // (n_used)
+    int *slot = (int *)step_alloc(s, R * k);                 // (R·k)
+    float *ys = step_alloc(s, R * k * dm);                   // (R·k, d_moe)
+    float *scratch = step_alloc(s, (size_t)s->ex->n_threads * EXPERT_ROWS * (2 * dm + (size_t)D->F));
+    memset(first, 0, sizeof *first * ((size_t)D->E + 1));
+    for (size_t i = 0; i < R * k; i++)
+        first[idx[i] + 1]++;
+    int n_used = 0;
     for (int e = 0; e < D->E; e++) {
-        int n = 0;
-        for (size_t r = 0; r < R; r++)
-            for (int j = 0; j < D->k; j++)
-                if (idx[r * (size_t)D->k + (size_t)j] == e) {
-                    rows[n] = (int)r;
-                    slot_w[n] = weight[r * (size_t)D->k + (size_t)j];
-                    memcpy(xe + (size_t)n++ * dm, u + r * dm, sizeof(float) * dm);
-                }
-        if (!n)
-            continue;
-        mlp_apply(s, &w->experts[e], xe, n, hid, ye, -1, 0);
-        for (int i = 0; i < n; i++)
-            for (size_t c = 0; c < dm; c++)
-                acc[(size_t)rows[i] * dm + c] += slot_w[i] * ye[(size_t)i * dm + c];
+        if (first[e + 1])
+            used[n_used++] = e;
+        first[e + 1] += first[e];
     }
+    for (size_t i = 0; i < R * k; i++)      /* expert e's fill point: first[e] moves up to first[e + 1] */
+        slot[first[idx[i]]++] = (int)i;
+    for (int e = D->E; e > 0; e--)          /* back to the starts */
+        first[e] = first[e - 1];
+    first[0] = 0;
+    expert_job J = {.s = s, .w = w, .D = D, .u = u, .used = used, .first = first, .slot = slot, .ys = ys,
+                    .scratch = scratch};
+    exec_spans_reset(s->ex, n_used, s->ex->n_threads);
+    exec_parallel(s->ex, experts_thread, &J);
+    combine_job C = {ys, weight, acc, k, dm};
+    exec_for(s->ex, (int)R, (double)R * (double)(k * dm), combine_rows, &C);
 }
 
 void moe_forward(step *s, int li, const float *h, float *out)
