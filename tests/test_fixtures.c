@@ -529,8 +529,9 @@ static float *moe_prompt_logits(strata_model *model, const int32_t *ids, int T, 
 
 /* A long prompt sends more rows to an expert than a thread takes through it at
  * once (EXPERT_ROWS, moe.c): its rows go in parts, and every logit row keeps the
- * bits of the same prompt run one row per pass (each expert then sees one row),
- * in both compute modes. */
+ * bits of the same prompt run one row per pass (each expert then sees one row,
+ * and with top-2 routing on 2 threads the experts take turns on all threads
+ * instead of one thread each), in both compute modes. */
 Test(moe_small, long_prompt_experts_take_rows_in_parts, .timeout = 120)
 {
     strata_error err;

@@ -99,7 +99,7 @@ int exec_span_next(exec *e, int ti, int nt, int group, int *lo, int *hi, int *af
 void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e);
 /* The same on the calling thread alone, thread ti of a region of e's pool (its
  * own panel and x_room): the same bits as matmul. For work split over the threads
- * in pieces bigger than one matmul (a step's MoE experts). */
+ * in pieces bigger than one matmul (a step's MoE experts). ti < 0: matmul. */
 void matmul_local(float *y, const float *x, int n, const strata_mat *w, exec *e, int ti);
 
 float dot_f32(const float *a, const float *b, int n);

@@ -566,7 +566,7 @@ void matmul(float *y, const float *x, int n, const strata_mat *w, exec *e)
 
 void matmul_local(float *y, const float *x, int n, const strata_mat *w, exec *e, int ti)
 {
-    matmul_in(y, x, n, w, e, &e->local[ti], ti);
+    matmul_in(y, x, n, w, e, ti < 0 ? &e->room : &e->local[ti], ti < 0 ? -1 : ti);
 }
 
 #if defined(__SSE2__)

@@ -103,7 +103,10 @@ static void route(const strata_model_info *m, const float *bias, const float *lo
 /* The step's experts, each on one thread: its rows gathered, the relu² MLP on
  * them by matmul_local, each output row to its slot (row r's j-th choice). One
  * region for the layer instead of two matmul regions per expert; threads take
- * experts by work stealing (an expert's weights are read once, by one thread). */
+ * experts by work stealing (an expert's weights are read once, by one thread).
+ * With fewer than two experts per thread (one token on many cores) threads would
+ * idle: then each expert in turn, its matmuls split over all of them. Either way
+ * the same bits. */
 typedef struct expert_job {
     step *s;
     const moe_weights *w;
@@ -116,11 +119,12 @@ typedef struct expert_job {
     float *scratch;         /* (threads, EXPERT_ROWS · (2·d_moe + F)) */
 } expert_job;
 
+/* Expert e's rows on thread ti, or (ti < 0) split over the threads. */
 static void expert_rows(const expert_job *J, int e, int ti)
 {
     const moe_dims *D = J->D;
     size_t dm = (size_t)D->d_moe, F = (size_t)D->F;
-    float *xe = J->scratch + (size_t)ti * EXPERT_ROWS * (2 * dm + F);  // (EXPERT_ROWS, d_moe)
+    float *xe = J->scratch + (size_t)(ti < 0 ? 0 : ti) * EXPERT_ROWS * (2 * dm + F); // (EXPERT_ROWS, d_moe)
     float *hid = xe + EXPERT_ROWS * dm;                                // (EXPERT_ROWS, F)
     float *ye = hid + EXPERT_ROWS * F;                                 // (EXPERT_ROWS, d_moe)
     for (int a = J->first[e]; a < J->first[e + 1]; a += EXPERT_ROWS) {
@@ -187,8 +191,13 @@ static void run_experts(step *s, const moe_weights *w, const moe_dims *D, const 
     first[0] = 0;
     expert_job J = {.s = s, .w = w, .D = D, .u = u, .used = used, .first = first, .slot = slot, .ys = ys,
                     .scratch = scratch};
-    exec_spans_reset(s->ex, n_used, s->ex->n_threads);
-    exec_parallel(s->ex, experts_thread, &J);
+    if (n_used >= 2 * s->ex->n_threads) {
+        exec_spans_reset(s->ex, n_used, s->ex->n_threads);
+        exec_parallel(s->ex, experts_thread, &J);
+    } else {
+        for (int i = 0; i < n_used; i++)
+            expert_rows(&J, used[i], -1);
+    }
     combine_job C = {ys, weight, acc, k, dm};
     exec_for(s->ex, (int)R, (double)R * (double)(k * dm), combine_rows, &C);
 }
