@@ -74,8 +74,9 @@ static double bench_decode_bytes(const char *dir)
 }
 
 /* E layers: the routed experts, their router and the shared expert under the
- * released names, the routing keys in config.json; a token's decode bytes in the
- * bench count k of the E experts (a dense model's, every matrix). */
+ * released names, the routing keys in config.json (experts on a latent too, and a
+ * tied LM head); a token's decode bytes in the bench count k of the E experts (a
+ * dense model's, every matrix). */
 Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
 {
     char *dir = make_temp_dir(), cmd[8192], *out = NULL, path[4200];
@@ -99,6 +100,18 @@ Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
     cr_assert_eq(m->expert_bytes, 4 * m->expert_params);           /* F32: used as stored */
     double want = (double)m->matmul_bytes - 0.75 * (double)m->expert_bytes;
     cr_assert_float_eq(bench_decode_bytes(path), want, 0.5, "decode bytes: want %.0f", want);
+    strata_model_free(model);
+    /* experts on a latent (Nemotron 3 Super's fc1/fc2_latent_proj), the LM head tied */
+    snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/latent --preset tiny --layers-pattern 'ME*E' --moe-latent 24 "
+             "--tied --dtype f32 >/dev/null", cli_path(), dir);
+    cr_assert_eq(run_capture(cmd, &out), 0);
+    free(out);
+    snprintf(path, sizeof path, "%s/latent", dir);
+    run_tiny_step(path, "ME*E");
+    cr_assert_eq(strata_model_load(path, &model, &err), STRATA_OK, "%s", err.message);
+    m = strata_model_get_info(model);
+    cr_assert(m->tie_word_embeddings);
+    cr_assert_eq(m->expert_params, 2u * 8u * 2u * 32u * 24u);     /* the tiny preset's 8 experts of width 32 on 24 */
     strata_model_free(model);
     snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/dense --preset tiny >/dev/null", cli_path(), dir);
     cr_assert_eq(run_capture(cmd, &out), 0);

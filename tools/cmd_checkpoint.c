@@ -23,6 +23,8 @@ typedef struct ckpt_shape {
     int hidden, vocab, mamba_heads, mamba_head_dim, ssm_state, groups, conv_kernel;
     int attn_heads, kv_heads, head_dim, intermediate;
     int experts, experts_per_tok, moe_intermediate, shared_intermediate, expert_groups, topk_groups; /* E layers */
+    int moe_latent;         /* experts on a latent of this width (Nemotron 3 Super), 0: on the hidden state */
+    int tied;               /* the LM head is the embedding (no lm_head.weight) */
     char pattern[512];
 } ckpt_shape;
 
@@ -109,7 +111,7 @@ static int build_plan(const ckpt_shape *s, ckpt_plan *p)
 {
     int L = (int)strlen(s->pattern), d = s->hidden;
     int d_inner = s->mamba_heads * s->mamba_head_dim, conv_dim = d_inner + 2 * s->groups * s->ssm_state;
-    int in_proj = d_inner + conv_dim + s->mamba_heads;
+    int in_proj = d_inner + conv_dim + s->mamba_heads, dm = s->moe_latent ? s->moe_latent : d;
     float std = 0.02f, out_std = 0.02f / sqrtf(2.0f * (float)L);
     char n[128];
     int ok = plan_add(p, "backbone.embeddings.weight", 2, s->vocab, d, 0, 0, INIT_NORMAL, std);
@@ -139,10 +141,13 @@ static int build_plan(const ckpt_shape *s, ckpt_plan *p)
             for (int e = 0; ok && e < s->experts; e++) {
                 char ex[64];
                 snprintf(ex, sizeof ex, "mixer.experts.%d.down_proj.weight", e);
-                ok = ADD(ex, 2, d, s->moe_intermediate, 0, 0, INIT_NORMAL, out_std);
+                ok = ADD(ex, 2, dm, s->moe_intermediate, 0, 0, INIT_NORMAL, out_std);
                 snprintf(ex, sizeof ex, "mixer.experts.%d.up_proj.weight", e);
-                ok = ok && ADD(ex, 2, s->moe_intermediate, d, 0, 0, INIT_NORMAL, std);
+                ok = ok && ADD(ex, 2, s->moe_intermediate, dm, 0, 0, INIT_NORMAL, std);
             }
+            if (ok && s->moe_latent)
+                ok = ADD("mixer.fc1_latent_proj.weight", 2, dm, d, 0, 0, INIT_NORMAL, std) &&
+                     ADD("mixer.fc2_latent_proj.weight", 2, d, dm, 0, 0, INIT_NORMAL, std);
             ok = ok && ADD("mixer.shared_experts.down_proj.weight", 2, d, s->shared_intermediate, 0, 0, INIT_NORMAL,
                            out_std) &&
                  ADD("mixer.shared_experts.up_proj.weight", 2, s->shared_intermediate, d, 0, 0, INIT_NORMAL, std);
@@ -155,7 +160,7 @@ static int build_plan(const ckpt_shape *s, ckpt_plan *p)
 #undef ADD
     }
     return ok && plan_add(p, "backbone.norm_f.weight", 1, d, 0, 0, 1, INIT_ONES, 0) &&
-           plan_add(p, "lm_head.weight", 2, s->vocab, d, 0, 0, INIT_NORMAL, std);
+           (s->tied || plan_add(p, "lm_head.weight", 2, s->vocab, d, 0, 0, INIT_NORMAL, std));
 }
 
 /* ---------------------------------------------------------------- numbers */
@@ -306,12 +311,13 @@ static int write_config(const char *path, const ckpt_opts *o)
             "  \"num_attention_heads\": %d,\n  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n"
             "  \"num_logits_to_keep\": 1,\n  \"pad_token_id\": 0,\n  \"rescale_prenorm_residual\": true,\n"
             "  \"residual_in_fp32\": false,\n  \"sliding_window\": null,\n  \"ssm_state_size\": %d,\n"
-            "  \"tie_word_embeddings\": false,\n  \"time_step_floor\": 0.0001,\n  \"time_step_max\": 0.1,\n"
+            "  \"tie_word_embeddings\": %s,\n  \"time_step_floor\": 0.0001,\n  \"time_step_max\": 0.1,\n"
             "  \"time_step_min\": 0.001,\n  \"torch_dtype\": \"%s\",\n  \"use_bias\": false,\n"
             "  \"use_cache\": true,\n  \"use_conv_bias\": true,\n  \"use_mamba_kernels\": true,\n"
             "  \"vocab_size\": %d",
             s->conv_kernel, s->head_dim, s->hidden, s->pattern, s->intermediate, s->mamba_head_dim,
             s->mamba_heads, s->groups, s->attn_heads, (int)strlen(s->pattern), s->kv_heads, s->ssm_state,
+            s->tied ? "true" : "false",
             !strcmp(o->dtype, "BF16") ? "bfloat16" : !strcmp(o->dtype, "F16") ? "float16" : "float32", s->vocab);
     if (strchr(s->pattern, 'E'))    /* Nemotron 3 Nano's routing: sigmoid scores, top-k renormalised, × 2.5 */
         fprintf(f,
@@ -321,6 +327,8 @@ static int write_config(const char *path, const ckpt_opts *o)
                 "  \"topk_group\": %d",
                 s->moe_intermediate, s->shared_intermediate, s->expert_groups, s->experts, s->experts_per_tok,
                 s->topk_groups);
+    if (strchr(s->pattern, 'E') && s->moe_latent)
+        fprintf(f, ",\n  \"moe_latent_size\": %d", s->moe_latent);
     fprintf(f, "\n}\n");
     return fclose(f) == 0;
 }
@@ -398,10 +406,12 @@ int cli_make_checkpoint(int argc, char **argv)
         {"--experts", &o.shape.experts}, {"--experts-per-token", &o.shape.experts_per_tok},
         {"--moe-intermediate", &o.shape.moe_intermediate}, {"--shared-intermediate", &o.shape.shared_intermediate},
         {"--expert-groups", &o.shape.expert_groups}, {"--topk-groups", &o.shape.topk_groups},
+        {"--moe-latent", &o.shape.moe_latent},
     };
     enum { N_INTS = sizeof ints / sizeof ints[0] };
     int given[N_INTS] = {0};
     const char *pattern = NULL;
+    int tied = 0;
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         int has = i + 1 < argc, matched = 0;
@@ -419,6 +429,8 @@ int cli_make_checkpoint(int argc, char **argv)
             dtype = argv[++i];
         else if (!strcmp(f, "--layers-pattern") && has)
             pattern = argv[++i];
+        else if (!strcmp(f, "--tied"))
+            tied = 1;
         else if (!strcmp(f, "--seed") && has)
             o.seed = strtoull(argv[++i], NULL, 10);
         else if (f[0] == '-')
@@ -443,6 +455,7 @@ int cli_make_checkpoint(int argc, char **argv)
     for (int k = 0; k < N_INTS; k++)
         if (given[k])
             *ints[k].field = given[k];
+    o.shape.tied |= tied;
     if (pattern) {
         if (!valid_pattern(pattern))
             return cli_fail(cmd, "--layers-pattern needs 1..511 characters of M, *, -, E");
@@ -479,7 +492,8 @@ int cli_make_checkpoint(int argc, char **argv)
     for (const char *c = s->pattern; *c; c++)
         moe_layers += *c == 'E';
     if (moe_layers) {   /* a token reads experts_per_tok of each E layer's experts */
-        double idle = (double)moe_layers * (s->experts - s->experts_per_tok) * 2.0 * s->moe_intermediate * s->hidden;
+        double idle = (double)moe_layers * (s->experts - s->experts_per_tok) * 2.0 * s->moe_intermediate *
+                      (s->moe_latent ? s->moe_latent : s->hidden);
         printf(" (%.1f M active per token)", ((double)params - idle) / 1e6);
     }
     printf("\n");

@@ -26,7 +26,7 @@ static const struct {
     {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--repeat 3] [--threads N] [--compute fp32|bf16|int8] [--weights native|int8] [--json]"},
     {"make-checkpoint", cli_make_checkpoint,
      "make-checkpoint OUT_DIR [--preset 470m|8b|30b-a3b|moe-2b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
-     "[--dtype bf16|f16|f32] [--seed S]"},
+     "[--experts N --experts-per-token K --moe-intermediate N --moe-latent N ...] [--tied] [--dtype bf16|f16|f32] [--seed S]"},
 };
 
 double cli_now(void)
