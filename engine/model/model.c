@@ -290,6 +290,18 @@ static strata_status quant_pack_rows(void *arg, int r0, int r1, strata_error *er
     return q8_quantize_panels(J->w->data, J->w->dtype, J->w->rows, J->w->cols, r0, r1, J->dst, J->name, err);
 }
 
+/* Bytes a matmul reads of W as held now: stored, int8 blocks + scales, or panels. */
+static uint64_t mat_bytes(const strata_mat *w)
+{
+    size_t kp = q8_padded(w->cols);
+    switch (w->dtype) {
+    case ST_BF16_PANELS: return (uint64_t)bf16_panels_elems(w->rows, w->cols) * 2;
+    case ST_I8_PANELS: return q8_panels_bytes(w->rows, w->cols);
+    case ST_I8: return (uint64_t)w->rows * (kp + kp / Q8_BLOCK * 2);
+    default: return (uint64_t)w->rows * (uint64_t)w->cols * st_dtype_size(w->dtype);
+    }
+}
+
 /* W as stored → int8 panels (kernels/q8.h: the int8 compute mode), as quantize_mat. */
 static strata_status quantize_mat_panels(loader *L, strata_mat *w, const char *name, int release)
 {
@@ -300,8 +312,8 @@ static strata_status quantize_mat_panels(loader *L, strata_mat *w, const char *n
     panel_quant_job J = {.w = w, .dst = p, .name = name};
     STRATA_TRY(convert_in_parts(w, Q8P_ROWS, release, quant_pack_rows, &J, L->err));
     *w = (strata_mat){.data = p, .dtype = ST_I8_PANELS, .rows = w->rows, .cols = w->cols, .bias = w->bias};
-    L->m->cfg.info.weight_bytes += bytes;
-    L->m->cfg.info.matmul_bytes += bytes;
+    L->m->cfg.info.weight_bytes += mat_bytes(w);
+    L->m->cfg.info.matmul_bytes += mat_bytes(w);
     return STRATA_OK;
 }
 
@@ -320,8 +332,8 @@ static strata_status quantize_mat(loader *L, strata_mat *w, const char *name, in
     quant_job J = {w, q, s, name};
     STRATA_TRY(convert_in_parts(w, 1, release, quant_rows, &J, L->err));
     *w = (strata_mat){.data = q, .dtype = ST_I8, .rows = w->rows, .cols = w->cols, .bias = w->bias, .scales = s};
-    L->m->cfg.info.weight_bytes += qbytes + sbytes;
-    L->m->cfg.info.matmul_bytes += qbytes + sbytes;
+    L->m->cfg.info.weight_bytes += mat_bytes(w);
+    L->m->cfg.info.matmul_bytes += mat_bytes(w);
     return STRATA_OK;
 }
 
@@ -784,28 +796,16 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
     if (w->dtype != ST_BF16)
         return;
     uint16_t **next = arg;
-    size_t stored = (size_t)w->rows * (size_t)w->cols * 2;
+    uint64_t stored = mat_bytes(w);
     int release = w->data != m->embed.data;
     pack_job J = {*next, w, 0};
     convert_in_parts(w, BF16_PANEL_ROWS, release, pack_rows, &J, NULL);
-    size_t packed = bf16_panels_elems(w->rows, w->cols) * 2;
-    m->cfg.info.matmul_bytes += packed - stored;
-    m->cfg.info.weight_bytes += release ? packed - stored : packed;
     w->data = J.dst;
     w->dtype = ST_BF16_PANELS;
+    uint64_t packed = mat_bytes(w);
+    m->cfg.info.matmul_bytes += packed - stored;
+    m->cfg.info.weight_bytes += release ? packed - stored : packed;
     *next = J.dst + panel_slot(w);
-}
-
-/* Bytes a matmul reads of W as held now: stored, int8 blocks + scales, or panels. */
-static uint64_t mat_bytes(const strata_mat *w)
-{
-    size_t kp = q8_padded(w->cols);
-    switch (w->dtype) {
-    case ST_BF16_PANELS: return (uint64_t)bf16_panels_elems(w->rows, w->cols) * 2;
-    case ST_I8_PANELS: return q8_panels_bytes(w->rows, w->cols);
-    case ST_I8: return (uint64_t)w->rows * (kp + kp / Q8_BLOCK * 2);
-    default: return (uint64_t)w->rows * (uint64_t)w->cols * st_dtype_size(w->dtype);
-    }
 }
 
 /* expert_bytes / expert_params of the info, once the weights are in their final form. */
