@@ -100,6 +100,13 @@ Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
     cr_assert_eq(m->expert_bytes, 4 * m->expert_params);           /* F32: used as stored */
     double want = (double)m->matmul_bytes - 0.75 * (double)m->expert_bytes;
     cr_assert_float_eq(bench_decode_bytes(path), want, 0.5, "decode bytes: want %.0f", want);
+    snprintf(cmd, sizeof cmd, "%s info %s", cli_path(), path);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    const char *line = strstr(out, "active per token: ");
+    double active = 0;
+    cr_assert(line && sscanf(line, "active per token: %lf M", &active) == 1, "%s", out);
+    cr_assert_float_eq(active, ((double)m->n_params - 0.75 * (double)m->expert_params) / 1e6, 0.006, "%s", line);
+    free(out);
     strata_model_free(model);
     /* experts on a latent (Nemotron 3 Super's fc1/fc2_latent_proj), the LM head tied */
     snprintf(cmd, sizeof cmd, "%s make-checkpoint %s/latent --preset tiny --layers-pattern 'ME*E' --moe-latent 24 "
