@@ -38,8 +38,9 @@ static void model_object(const server *srv, strbuf *b)
               (unsigned long long)m->weight_bytes);
     if (strchr(m->pattern, 'E'))
         sb_printf(b, ",\"moe\":{\"experts\":%d,\"experts_per_tok\":%d,\"intermediate_size\":%d,"
-                     "\"shared_intermediate_size\":%d}",
-                  m->n_experts, m->experts_per_tok, m->moe_intermediate_size, m->shared_intermediate_size);
+                     "\"shared_intermediate_size\":%d,\"active_params\":%llu}",
+                  m->n_experts, m->experts_per_tok, m->moe_intermediate_size, m->shared_intermediate_size,
+                  (unsigned long long)m->active_params);
     /* what a client may ask of the chat side: structured output, and calls in which syntax */
     sb_printf(b, ",\"response_format\":%s,\"tool_calls\":\"%s\"", srv->vocab && srv->n_eos ? "true" : "false",
               tool_syntax_name(srv->tool_syntax));

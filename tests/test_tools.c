@@ -98,6 +98,7 @@ Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
     cr_assert_float_eq(m->routed_scaling_factor, 2.5f, 0);
     cr_assert_eq(m->expert_params, 2u * 4u * 2u * 32u * 64u);     /* 2 E layers, 4 experts, up + down */
     cr_assert_eq(m->expert_bytes, 4 * m->expert_params);           /* F32: used as stored */
+    cr_assert_eq(m->active_params, m->n_params - m->expert_params / 4 * 3);     /* 1 of 4 experts */
     double want = (double)m->matmul_bytes - 0.75 * (double)m->expert_bytes;
     cr_assert_float_eq(bench_decode_bytes(path), want, 0.5, "decode bytes: want %.0f", want);
     snprintf(cmd, sizeof cmd, "%s info %s", cli_path(), path);
@@ -105,7 +106,7 @@ Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
     const char *line = strstr(out, "active per token: ");
     double active = 0;
     cr_assert(line && sscanf(line, "active per token: %lf M", &active) == 1, "%s", out);
-    cr_assert_float_eq(active, ((double)m->n_params - 0.75 * (double)m->expert_params) / 1e6, 0.006, "%s", line);
+    cr_assert_float_eq(active, (double)m->active_params / 1e6, 0.006, "%s", line);
     free(out);
     strata_model_free(model);
     /* experts on a latent (Nemotron 3 Super's fc1/fc2_latent_proj), the LM head tied */
@@ -127,6 +128,7 @@ Test(tools, make_checkpoint_writes_moe_layers, .timeout = 120)
     cr_assert_eq(strata_model_load(path, &model, &err), STRATA_OK, "%s", err.message);
     m = strata_model_get_info(model);
     cr_assert_eq(m->expert_bytes, 0);
+    cr_assert_eq(m->active_params, m->n_params);
     cr_assert_float_eq(bench_decode_bytes(path), (double)m->matmul_bytes, 0.5);
     strata_model_free(model);
     remove_tree(dir);

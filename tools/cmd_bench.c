@@ -561,7 +561,7 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
     r->decode_bytes = m->matmul_bytes - (uint64_t)(idle * (double)m->expert_bytes);
     /* every parameter a token uses but the embedding's is a multiply-add per prompt
      * token, except the LM head, which runs for the last token only */
-    double body = (double)(m->n_params - (m->tie_word_embeddings ? 1 : 2) * embed) - idle * (double)m->expert_params;
+    double body = (double)(m->active_params - (m->tie_word_embeddings ? 1 : 2) * embed);
     double attn = 0;
     for (int i = 0; i < m->n_layers; i++)
         if (m->pattern[i] == '*')

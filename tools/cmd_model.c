@@ -151,11 +151,9 @@ int cli_info(int argc, char **argv)
                m->n_experts, m->experts_per_tok, m->moe_intermediate_size, m->shared_intermediate_size,
                m->n_group, m->topk_group, m->norm_topk_prob ? "yes" : "no", (double)m->routed_scaling_factor);
     printf("parameters: %llu (%.2f M)\n", (unsigned long long)m->n_params, (double)m->n_params / 1e6);
-    if (m->expert_params) {     /* a token uses experts_per_tok of every n_experts */
-        double idle = (double)m->expert_params * (1.0 - (double)m->experts_per_tok / m->n_experts);
-        printf("active per token: %.2f M (routed experts %.2f M in all)\n", ((double)m->n_params - idle) / 1e6,
+    if (m->expert_params)
+        printf("active per token: %.2f M (routed experts %.2f M in all)\n", (double)m->active_params / 1e6,
                (double)m->expert_params / 1e6);
-    }
     printf("weight bytes: %llu (%.2f MiB)\n", (unsigned long long)m->weight_bytes,
            (double)m->weight_bytes / (1 << 20));
     printf("state bytes per session: %llu fixed + %llu per token\n", (unsigned long long)m->state_bytes_fixed,

@@ -88,6 +88,8 @@ typedef struct strata_model_info {
     uint64_t expert_bytes;    /* the routed experts' part of matmul_bytes: a token reads
                                  experts_per_tok of every n_experts */
     uint64_t expert_params;   /* the routed experts' part of n_params */
+    uint64_t active_params;   /* what a token uses: n_params less the routed experts it skips
+                                 (all of n_params in a dense model) */
     const char *weights;      /* "native" (as stored) or "int8" (strata_weights_name) */
     uint64_t state_bytes_fixed;     /* per session: conv + SSM state of all Mamba layers */
     uint64_t state_bytes_per_token; /* per session and token: K + V of all attention layers */

@@ -808,16 +808,21 @@ static void pack_mat(strata_model *m, strata_mat *w, void *arg)
     *next = J.dst + panel_slot(w);
 }
 
-/* expert_bytes / expert_params of the info, once the weights are in their final form. */
+/* expert_bytes / expert_params / active_params of the info, once the weights are
+ * in their final form. */
 static void count_experts(strata_model *m)
 {
     strata_model_info *info = &m->cfg.info;
+    info->active_params = info->n_params;
     for (int i = 0; i < info->n_layers; i++)
         for (int e = 0; m->layers[i].kind == 'E' && e < info->n_experts; e++) {
             const mlp_weights *x = &m->layers[i].moe.experts[e];
             info->expert_bytes += mat_bytes(&x->up) + mat_bytes(&x->down);
             info->expert_params += (uint64_t)x->up.rows * (uint64_t)x->up.cols + (uint64_t)x->down.rows * (uint64_t)x->down.cols;
         }
+    if (info->expert_params)    /* a token uses experts_per_tok of every n_experts */
+        info->active_params -= (uint64_t)((double)info->expert_params *
+                                          (1.0 - (double)info->experts_per_tok / info->n_experts));
 }
 
 int panels_fit(size_t packed, size_t phys)
