@@ -165,6 +165,28 @@ static void combine_rows(void *arg, int lo, int hi)
                 J->acc[r * J->dm + c] += J->weight[r * J->k + j] * J->ys[(r * J->k + j) * J->dm + c];
 }
 
+/* The n slots of idx (each an expert < E) grouped by expert, in order within each
+ * (a counting sort): expert e's are slot[first[e] .. first[e + 1]). Returns the
+ * number of experts with slots, listed ascending in used. */
+static int group_by_expert(const int32_t *idx, size_t n, int E, int *first, int *slot, int *used)
+{
+    memset(first, 0, sizeof *first * ((size_t)E + 1));
+    for (size_t i = 0; i < n; i++)
+        first[idx[i] + 1]++;
+    int n_used = 0;
+    for (int e = 0; e < E; e++) {
+        if (first[e + 1])
+            used[n_used++] = e;
+        first[e + 1] += first[e];
+    }
+    for (size_t i = 0; i < n; i++)      /* expert e's fill point: first[e] moves up to first[e + 1] */
+        slot[first[idx[i]]++] = (int)i;
+    for (int e = E; e > 0; e--)         /* back to the starts */
+        first[e] = first[e - 1];
+    first[0] = 0;
+    return n_used;
+}
+
 /* acc (R, d_moe) += Σ over the chosen experts of their weighted outputs. */
 static void run_experts(step *s, const moe_weights *w, const moe_dims *D, const float *u, const int32_t *idx,
                         const float *weight, float *acc)
@@ -175,20 +197,7 @@ static void run_experts(step *s, const moe_weights *w, const moe_dims *D, const 
     int *slot = (int *)step_alloc(s, R * k);                 // (R·k)
     float *ys = step_alloc(s, R * k * dm);                   // (R·k, d_moe)
     float *scratch = step_alloc(s, (size_t)s->ex->n_threads * EXPERT_ROWS * (2 * dm + (size_t)D->F));
-    memset(first, 0, sizeof *first * ((size_t)D->E + 1));
-    for (size_t i = 0; i < R * k; i++)
-        first[idx[i] + 1]++;
-    int n_used = 0;
-    for (int e = 0; e < D->E; e++) {
-        if (first[e + 1])
-            used[n_used++] = e;
-        first[e + 1] += first[e];
-    }
-    for (size_t i = 0; i < R * k; i++)      /* expert e's fill point: first[e] moves up to first[e + 1] */
-        slot[first[idx[i]]++] = (int)i;
-    for (int e = D->E; e > 0; e--)          /* back to the starts */
-        first[e] = first[e - 1];
-    first[0] = 0;
+    int n_used = group_by_expert(idx, R * k, D->E, first, slot, used);
     expert_job J = {.s = s, .w = w, .D = D, .u = u, .used = used, .first = first, .slot = slot, .ys = ys,
                     .scratch = scratch};
     if (n_used >= 2 * s->ex->n_threads) {
