@@ -66,10 +66,11 @@ static int argmax_free(const float *v, const unsigned char *taken, int n)
 /* Route one token: logits (E) → idx (k, ascending) and weights (k). */
 /* banned (E) or NULL: experts an intervention removed; the rest are chosen from. */
 static void route(const strata_model_info *m, const float *bias, const float *logits, const unsigned char *banned,
-                  float *choice, int32_t *idx, float *weight)
+                  int32_t *idx, float *weight)
 {
     int E = m->n_experts, k = m->experts_per_tok, per_group = E / m->n_group;
     unsigned char taken[E > 0 ? E : 1];
+    float choice[E > 0 ? E : 1];        /* selection scores */
     for (int e = 0; e < E; e++)
         choice[e] = banned && banned[e] ? -INFINITY : sigmoidf(logits[e]) + bias[e];
     if (m->n_group > 1) {
@@ -97,6 +98,31 @@ static void route(const strata_model_info *m, const float *bias, const float *lo
         if (m->norm_topk_prob)
             weight[j] /= sum + 1e-20f;
         weight[j] *= m->routed_scaling_factor;
+    }
+}
+
+typedef struct route_job {
+    const step *s;
+    int li;
+    const float *logits;    /* (R, E) */
+    int32_t *idx;           /* (R, k) */
+    float *weight;          /* (R, k) */
+} route_job;
+
+/* Rows [lo, hi) routed, each with its sequence's expert ablations at its position. */
+static void route_rows(void *arg, int lo, int hi)
+{
+    const route_job *J = arg;
+    const strata_model_info *m = &J->s->model->cfg.info;
+    const moe_weights *w = &J->s->model->layers[J->li].moe;
+    size_t E = (size_t)m->n_experts, k = (size_t)m->experts_per_tok;
+    unsigned char banned[E];
+    for (int r = lo; r < hi; r++) {
+        int pos;
+        const strata_interventions *iv = J->s->hooked ? step_row_interventions(J->s, r, &pos) : NULL;
+        int ablate = iv && interventions_ablated(iv, J->li, pos, banned, (int)E);
+        route(m, w->score_bias, J->logits + (size_t)r * E, ablate ? banned : NULL, J->idx + (size_t)r * k,
+              J->weight + (size_t)r * k);
     }
 }
 
@@ -214,14 +240,12 @@ static void run_experts(step *s, const moe_weights *w, const moe_dims *D, const 
 void moe_forward(step *s, int li, const float *h, float *out)
 {
     const strata_model *model = s->model;
-    const strata_model_info *m = &model->cfg.info;
     const moe_weights *w = &model->layers[li].moe;
     moe_dims D = moe_dims_of(model);
     size_t R = (size_t)s->R, k = (size_t)D.k;
     float *logits = step_alloc(s, R * (size_t)D.E);         // (R, E) router logits, fp32
     int32_t *idx = (int32_t *)step_alloc(s, R * k);         // (R, k) chosen experts, ascending
     float *weight = step_alloc(s, R * k);                   // (R, k) their final weights
-    float *choice = step_alloc(s, (size_t)D.E);             // (E) selection scores of one token
     float *u = step_alloc(s, R * (size_t)D.d_moe);          // (R, d_moe) expert input
     float *acc = step_alloc(s, R * (size_t)D.d_moe);        // (R, d_moe) routed sum
     float *shared_hid = step_alloc(s, R * (size_t)D.Fs);    // (R, Fs)
@@ -230,13 +254,8 @@ void moe_forward(step *s, int li, const float *h, float *out)
     strata_mat router = {.data = w->router, .dtype = ST_F32, .rows = D.E, .cols = D.d};
     matmul(logits, h, s->R, &router, s->ex);
     hook_rows(s, HOOK_ROUTER_LOGITS, li, logits);
-    unsigned char banned[D.E > 0 ? D.E : 1];
-    for (size_t r = 0; r < R; r++) {
-        int pos;
-        const strata_interventions *iv = s->hooked ? step_row_interventions(s, (int)r, &pos) : NULL;
-        int ablate = iv && interventions_ablated(iv, li, pos, banned, D.E);
-        route(m, w->score_bias, logits + r * (size_t)D.E, ablate ? banned : NULL, choice, idx + r * k, weight + r * k);
-    }
+    route_job rj = {s, li, logits, idx, weight};
+    exec_for(s->ex, s->R, (double)R * (double)D.E * 8.0, route_rows, &rj);
     hook_rows(s, HOOK_EXPERT_INDICES, li, idx);
     hook_rows(s, HOOK_EXPERT_WEIGHTS, li, weight);
 
