@@ -284,6 +284,19 @@ static void norm_all(step *s, float *out, const float *x, const float *w)
     exec_for(s->ex, s->R, (double)s->R * m->hidden_size, norm_rows, &J);
 }
 
+typedef struct add_job {
+    float *x;
+    const float *v;
+    size_t d;
+} add_job;
+
+static void add_rows(void *arg, int lo, int hi)
+{
+    const add_job *J = arg;
+    for (size_t i = (size_t)lo * J->d; i < (size_t)hi * J->d; i++)
+        J->x[i] += J->v[i];
+}
+
 static void run_layer(step *s, int li, float *x, float *h, float *mix)
 {
     const strata_model *model = s->model;
@@ -300,8 +313,8 @@ static void run_layer(step *s, int li, float *x, float *h, float *mix)
     default: moe_forward(s, li, h, mix); break;
     }
     hook_rows(s, HOOK_MIXER_OUT, li, mix);
-    for (size_t i = 0; i < (size_t)s->R * (size_t)d; i++)
-        x[i] += mix[i];
+    add_job add = {x, mix, (size_t)d};     /* the residual stream, rows split over the threads */
+    exec_for(s->ex, s->R, (double)s->R * d, add_rows, &add);
     hook_rows(s, HOOK_BLOCK_OUT, li, x);
     s->ws_used = mark;
 }
