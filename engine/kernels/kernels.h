@@ -27,8 +27,6 @@
 
 struct q8p_block;   /* kernels/q8.h */
 
-/* Where the numeric work runs: the kernel path, the thread pool and each thread's
- * widening panel. A runner owns one. */
 /* Room for rows_cap rows of x (widest_k each) made ready for the compute mode's
  * kernels: rounded to BF16 (xb for the dot product, else xr in fp32) or quantized
  * to int8 (xq, xs, xc). Empty in the fp32 mode. */
@@ -44,6 +42,8 @@ typedef struct x_room {
 /* Rows of x a matmul_local prepares at a time (a thread's own x_room). */
 #define MATMUL_LOCAL_ROWS 32
 
+/* Where the numeric work runs: the kernel path, the thread pool and each thread's
+ * widening panel. A runner owns one. */
 typedef struct exec {
     const kernel_isa *isa;
     pool *pool;             /* NULL when single-threaded */
