@@ -33,6 +33,9 @@ static inline float *step_alloc(step *s, size_t n)
     return p;
 }
 
+/* x (R, width) += v (R, width), rows split over the threads (on the caller when small). */
+void step_add_rows(step *s, float *x, const float *v, int width);
+
 /* Rows (R, width) at hook point p of layer li (-1: global): each sequence's
  * interventions edit its rows in place, then its capture copies them. */
 void hook_rows(step *s, hook_point p, int li, void *rows);

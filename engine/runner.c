@@ -297,6 +297,12 @@ static void add_rows(void *arg, int lo, int hi)
         J->x[i] += J->v[i];
 }
 
+void step_add_rows(step *s, float *x, const float *v, int width)
+{
+    add_job J = {x, v, (size_t)width};
+    exec_for(s->ex, s->R, (double)s->R * width, add_rows, &J);
+}
+
 static void run_layer(step *s, int li, float *x, float *h, float *mix)
 {
     const strata_model *model = s->model;
@@ -313,8 +319,7 @@ static void run_layer(step *s, int li, float *x, float *h, float *mix)
     default: moe_forward(s, li, h, mix); break;
     }
     hook_rows(s, HOOK_MIXER_OUT, li, mix);
-    add_job add = {x, mix, (size_t)d};     /* the residual stream, rows split over the threads */
-    exec_for(s->ex, s->R, (double)s->R * d, add_rows, &add);
+    step_add_rows(s, x, mix, d);       /* the residual stream */
     hook_rows(s, HOOK_BLOCK_OUT, li, x);
     s->ws_used = mark;
 }

@@ -272,6 +272,5 @@ void moe_forward(step *s, int li, const float *h, float *out)
 
     mlp_apply(s, &w->shared, h, s->R, shared_hid, shared, li, 0);
     hook_rows(s, HOOK_SHARED_OUT, li, shared);
-    for (size_t i = 0; i < R * (size_t)D.d; i++)
-        out[i] += shared[i];
+    step_add_rows(s, out, shared, D.d);
 }
