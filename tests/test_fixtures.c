@@ -567,3 +567,84 @@ Test(moe_small, long_prompt_experts_take_rows_in_parts, .timeout = 120)
     }
     strata_model_free(model);
 }
+
+/* Every hook view of capture a equals b's, bit for bit. */
+static void check_same_captures(const strata_capture *a, const strata_capture *b, const char *what)
+{
+    strata_error err;
+    cr_assert_eq(strata_capture_count(a), strata_capture_count(b));
+    for (int i = 0; i < strata_capture_count(a); i++) {
+        strata_tensor_view va, vb;
+        cr_assert_eq(strata_capture_get(a, i, &va, &err), STRATA_OK, "%s", err.message);
+        cr_assert_eq(strata_capture_get(b, i, &vb, &err), STRATA_OK, "%s", err.message);
+        size_t n = 1;
+        for (int d = 0; d < va.ndim; d++) {
+            cr_assert_eq(va.shape[d], vb.shape[d], "%s: %s axis %d", what, va.name, d);
+            n *= (size_t)va.shape[d];
+        }
+        cr_assert_gt(n, 0);
+        cr_assert(!memcmp(va.data, vb.data, sizeof(float) * n), "%s: %s differs", what, va.name);
+    }
+}
+
+/* Attention takes a whole kv group's query heads per work unit when the step has
+ * a unit for every thread, else fewer (attention.c, heads_per_unit). nano-like
+ * has 5 query heads on 1 kv head: a sequence alone goes one head per unit (on 2+
+ * threads), 8 sequences at once 5 heads per unit (up to 8 threads). Both give the
+ * same bits — logits, and the attention patterns and outputs captured — over a
+ * decode step and a 3-token step. */
+Test(nano_like, attention_by_kv_group_keeps_each_heads_bits, .timeout = 120)
+{
+    fixture f;
+    fixture_open(3, &f);
+    enum { S = 8 };
+    strata_error err;
+    strata_runner *run;
+    strata_cache *alone[S], *batched[S];
+    strata_capture *ca[S], *cb[S];
+    strata_seq seqs[S];
+    float *la = malloc(sizeof(float) * 3 * S * (size_t)f.V), *lb = malloc(sizeof(float) * 3 * S * (size_t)f.V);
+    cr_assert(f.T >= 2 * S + 8);
+    cr_assert_eq(strata_runner_new(f.model, &run, &err), STRATA_OK, "%s", err.message);
+    for (int q = 0; q < S; q++) {
+        cr_assert_eq(strata_cache_new(f.model, &alone[q], &err), STRATA_OK);
+        strata_seq prompt = {.cache = alone[q], .tokens = f.ids + q, .n_tokens = 6 + q, .logits = la};
+        cr_assert_eq(strata_runner_step(run, &prompt, 1, &err), STRATA_OK, "%s", err.message);
+        cr_assert_eq(strata_cache_copy(alone[q], &batched[q], &err), STRATA_OK);
+        cr_assert_eq(strata_capture_new(f.model, &ca[q], &err), STRATA_OK);
+        cr_assert_eq(strata_capture_new(f.model, &cb[q], &err), STRATA_OK);
+        const char *hooks[] = {"blocks.*.mixer.hook_pattern", "blocks.*.mixer.hook_z"};
+        for (int h = 0; h < 2; h++) {
+            cr_assert_eq(strata_capture_add(ca[q], hooks[h], &err), STRATA_OK, "%s", err.message);
+            cr_assert_eq(strata_capture_add(cb[q], hooks[h], &err), STRATA_OK, "%s", err.message);
+        }
+    }
+    for (int n = 1; n <= 3; n += 2) {
+        for (int q = 0; q < S; q++) {
+            const int32_t *tok = f.ids + 2 * S + q - n + 1;
+            size_t at = (size_t)q * 3 * (size_t)f.V;
+            strata_seq one = {.cache = alone[q], .tokens = tok, .n_tokens = n, .logits = la + at, .all_logits = 1,
+                              .capture = ca[q]};
+            cr_assert_eq(strata_runner_step(run, &one, 1, &err), STRATA_OK, "%s", err.message);
+            seqs[q] = (strata_seq){.cache = batched[q], .tokens = tok, .n_tokens = n, .logits = lb + at,
+                                   .all_logits = 1, .capture = cb[q]};
+        }
+        cr_assert_eq(strata_runner_step(run, seqs, S, &err), STRATA_OK, "%s", err.message);
+        for (int q = 0; q < S; q++) {
+            size_t at = (size_t)q * 3 * (size_t)f.V;
+            cr_assert(!memcmp(la + at, lb + at, sizeof(float) * (size_t)n * (size_t)f.V),
+                      "%d-token step, sequence %d: logits differ alone and batched", n, q);
+            check_same_captures(ca[q], cb[q], "alone against batched");
+        }
+    }
+    for (int q = 0; q < S; q++) {
+        strata_cache_free(alone[q]);
+        strata_cache_free(batched[q]);
+        strata_capture_free(ca[q]);
+        strata_capture_free(cb[q]);
+    }
+    free(la);
+    free(lb);
+    strata_runner_free(run);
+    fixture_close(&f);
+}

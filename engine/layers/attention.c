@@ -12,10 +12,11 @@
 
 #include "forward.h"
 
-/* Query rows attended together, and the keys of one sub-run: QB rows share each
- * sub-run of KB keys (16 KiB of K or V rows at head_dim 128) while it sits in L1,
- * instead of each row streaming the whole history from L3 (a 4096-token prompt
- * read 2 MiB of K and 2 MiB of V per row and head). */
+/* Query rows attended together, and the keys of one sub-run: QB rows of every
+ * head of a unit share each sub-run of KB keys (16 KiB of K or V rows at head_dim
+ * 128) while it sits in L1, instead of each row and head streaming the whole
+ * history from L3 or DRAM (a 4096-token history is 2 MiB of K and 2 MiB of V per
+ * kv head, read once per unit instead of once per query head). */
 #define QB 8
 #define KB 32
 
@@ -23,7 +24,8 @@ size_t attention_scratch(const strata_model *model, int R, int max_keys, int n_t
 {
     const strata_model_info *m = &model->cfg.info;
     size_t q = (size_t)m->attn_heads * (size_t)m->head_dim, kv = (size_t)m->kv_heads * (size_t)m->head_dim;
-    return (size_t)R * (2 * q + 2 * kv + 4) + (size_t)n_threads * QB * ((size_t)max_keys + 16) + 128;
+    size_t group = (size_t)(m->attn_heads / m->kv_heads);
+    return (size_t)R * (2 * q + 2 * kv + 4) + (size_t)n_threads * QB * group * ((size_t)max_keys + 16) + 128;
 }
 
 /* Append the sequence's new keys/values (n rows) at positions p0.. of its cache. */
@@ -70,77 +72,117 @@ static int keys_of_row(int t0, int run, int last)
     return run < last + 1 - t0 ? run : last + 1 - t0;
 }
 
-/* nb consecutive query rows of one head: row b (q + b·ldq) attends keys
- * 0..last0 + b, its probabilities to p + b·ldp, its output to z + b·ldz. Keys and
- * values of a head are contiguous within a cache block (head-major); each sub-run
- * serves every row before the next is read. Every score is the path's attn_scores
- * of its key, and every output element adds its values in increasing key order
- * (attn_mix, sub-run after sub-run): the bits of one row at a time (attend.c). */
-static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int kvh, const float *q, size_t ldq,
-                        int last0, int nb, float scale, float *p, size_t ldp, float *z, size_t ldz)
+/* A block of nb consecutive query rows of G query heads that share one kv head:
+ * row b of head g reads its query at q + b·ldq + g·hd, attends keys 0..last0 + b,
+ * writes its probabilities to row b·G + g of p (ldp apart) and its output to
+ * z + b·ldz + g·hd. */
+typedef struct rows_block {
+    const float *q;
+    float *p, *z;
+    size_t ldq, ldp, ldz;
+    int last0, nb, G;
+} rows_block;
+
+static float *prob_row(const rows_block *B, int b, int g)
 {
-    int hd = c->model->cfg.info.head_dim, end = last0 + nb;
+    return B->p + ((size_t)b * (size_t)B->G + (size_t)g) * B->ldp;
+}
+
+/* Block B against kv head kvh of cache layer j. Keys and values of a head are
+ * contiguous within a cache block (head-major); each sub-run serves every row and
+ * head before the next is read. Every score is the path's attn_scores of its key,
+ * and every output element adds its values in increasing key order (attn_mix,
+ * sub-run after sub-run): the bits of one row of one head at a time (attend.c). */
+static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int kvh, const rows_block *B,
+                        float scale)
+{
+    int hd = c->model->cfg.info.head_dim, end = B->last0 + B->nb;
     for (int t0 = 0, run; t0 < end; t0 += run) {
         run = kv_run(t0, end);
-        for (int b = first_row(t0, last0); b < nb; b++)
-            isa->attn_scores(p + (size_t)b * ldp + t0, q + (size_t)b * ldq, cache_k(c, j, kvh, t0),
-                             keys_of_row(t0, run, last0 + b), hd, scale);
+        for (int b = first_row(t0, B->last0); b < B->nb; b++)
+            for (int g = 0; g < B->G; g++)
+                isa->attn_scores(prob_row(B, b, g) + t0, B->q + (size_t)b * B->ldq + (size_t)g * (size_t)hd,
+                                 cache_k(c, j, kvh, t0), keys_of_row(t0, run, B->last0 + b), hd, scale);
     }
-    for (int b = 0; b < nb; b++) {
-        softmax(p + (size_t)b * ldp, last0 + b + 1);
-        memset(z + (size_t)b * ldz, 0, sizeof(float) * (size_t)hd);
-    }
+    for (int b = 0; b < B->nb; b++)
+        for (int g = 0; g < B->G; g++) {
+            softmax(prob_row(B, b, g), B->last0 + b + 1);
+            memset(B->z + (size_t)b * B->ldz + (size_t)g * (size_t)hd, 0, sizeof(float) * (size_t)hd);
+        }
     for (int t0 = 0, run; t0 < end; t0 += run) {
         run = kv_run(t0, end);
-        for (int b = first_row(t0, last0); b < nb; b++)
-            isa->attn_mix(z + (size_t)b * ldz, p + (size_t)b * ldp + t0, cache_v(c, j, kvh, t0),
-                          keys_of_row(t0, run, last0 + b), hd);
+        for (int b = first_row(t0, B->last0); b < B->nb; b++)
+            for (int g = 0; g < B->G; g++)
+                isa->attn_mix(B->z + (size_t)b * B->ldz + (size_t)g * (size_t)hd, prob_row(B, b, g) + t0,
+                              cache_v(c, j, kvh, t0), keys_of_row(t0, run, B->last0 + b), hd);
     }
 }
 
-/* The (sequence, query head) pairs of a step, taken by the threads by work
- * stealing (exec_span_next); each thread has its own row of scores. */
+/* The step's work units — a sequence and G query heads of one kv group — taken by
+ * the threads by work stealing (exec_span_next); each thread has its own rows of
+ * scores. */
 typedef struct attn_job {
     step *s;
-    int li;
+    int li, G;              /* G query heads per unit */
     const float *q;         /* (R, nh, hd) */
     float *z;               /* (R, nh, hd) */
     float **pattern;        /* (n_seqs) capture slot (nh, rows, keys) or NULL */
     size_t *pattern_stride; /* (n_seqs) floats between heads in the slot */
-    float *scores;          /* (n_threads, QB, score_stride) */
+    float *scores;          /* (n_threads, QB · G, score_stride) */
     size_t score_stride;
 } attn_job;
 
-static void attend_pair(const attn_job *J, int q_idx, int h, float *scores)
+/* Query heads per unit: a whole kv group, so its K and V are read once for all of
+ * its heads, unless that leaves a thread without a unit; then the largest divisor
+ * of the group that does not. */
+static int heads_per_unit(const strata_model_info *m, int n_seqs, int n_threads)
+{
+    int group = m->attn_heads / m->kv_heads, G = group;
+    while (G > 1 && (long long)n_seqs * (m->attn_heads / G) < n_threads)
+        do
+            G--;
+        while (group % G);
+    return G;
+}
+
+/* The probabilities of block B's rows (positions t0 .. t0 + nb - 1 of the step's
+ * n) for heads h0 .. h0 + G - 1 into the sequence's capture slot. */
+static void keep_pattern(const attn_job *J, int q_idx, int h0, const rows_block *B, int t0, int n)
+{
+    float *pattern = J->pattern[q_idx];         // (nh, rows, keys), heads pattern_stride[q_idx] apart
+    int keys = B->last0 - t0 + n;
+    for (int b = 0, t = t0; pattern && b < B->nb; b++, t++)
+        for (int g = 0; g < B->G; g++) {
+            float *row = pattern + (size_t)(h0 + g) * J->pattern_stride[q_idx] + (size_t)t * (size_t)keys;
+            memcpy(row, prob_row(B, b, g), sizeof(float) * (size_t)(B->last0 + b + 1));
+            memset(row + B->last0 + b + 1, 0, sizeof(float) * (size_t)(n - t - 1));
+        }
+}
+
+static void attend_unit(const attn_job *J, int q_idx, int h0, float *scores)
 {
     const step *s = J->s;
     const strata_model_info *m = &s->model->cfg.info;
     strata_cache *c = s->seqs[q_idx].cache;
     int j = s->model->layers[J->li].state_index, r0 = s->off[q_idx], n = s->off[q_idx + 1] - r0, p0 = c->n_tokens;
-    int keys = p0 + n, group = m->attn_heads / m->kv_heads;
     size_t hd = (size_t)m->head_dim, qw = (size_t)m->attn_heads * hd;
     float scale = 1.0f / sqrtf((float)m->head_dim);
-    float *pattern = J->pattern[q_idx];         // (nh, rows, keys), heads pattern_stride[q_idx] apart
     for (int t0 = 0; t0 < n; t0 += QB) {
-        int nb = n - t0 < QB ? n - t0 : QB;
-        size_t at = (size_t)(r0 + t0) * qw + (size_t)h * hd;
-        attend_rows(s->ex->isa, c, j, h / group, J->q + at, qw, p0 + t0, nb, scale, scores, J->score_stride,
-                    J->z + at, qw);
-        for (int b = 0, t = t0; pattern && b < nb; b++, t++) {
-            float *row = pattern + (size_t)h * J->pattern_stride[q_idx] + (size_t)t * (size_t)keys;
-            memcpy(row, scores + (size_t)b * J->score_stride, sizeof(float) * (size_t)(p0 + t + 1));
-            memset(row + p0 + t + 1, 0, sizeof(float) * (size_t)(n - t - 1));
-        }
+        size_t at = (size_t)(r0 + t0) * qw + (size_t)h0 * hd;
+        rows_block B = {.q = J->q + at, .p = scores, .z = J->z + at, .ldq = qw, .ldp = J->score_stride, .ldz = qw,
+                        .last0 = p0 + t0, .nb = n - t0 < QB ? n - t0 : QB, .G = J->G};
+        attend_rows(s->ex->isa, c, j, h0 / (m->attn_heads / m->kv_heads), &B, scale);
+        keep_pattern(J, q_idx, h0, &B, t0, n);
     }
 }
 
 static void attend_thread(void *arg, int ti, int nt)
 {
     const attn_job *J = arg;
-    int nh = J->s->model->cfg.info.attn_heads, lo, hi, after;
+    int units = J->s->model->cfg.info.attn_heads / J->G, lo, hi, after;
     while (exec_span_next(J->s->ex, ti, nt, 1, &lo, &hi, &after))
         for (int i = lo; i < hi; i++)
-            attend_pair(J, i / nh, i % nh, J->scores + (size_t)ti * QB * J->score_stride);
+            attend_unit(J, i / units, i % units * J->G, J->scores + (size_t)ti * QB * (size_t)J->G * J->score_stride);
 }
 
 void attention_forward(step *s, int li, const float *h, float *out)
@@ -160,7 +202,8 @@ void attention_forward(step *s, int li, const float *h, float *out)
     float *v = step_alloc(s, R * kvw);          // (R, nkv, hd)
     float *z = step_alloc(s, R * qw);           // (R, nh, hd)
     size_t score_stride = ((size_t)max_keys + 16) & ~(size_t)15;
-    float *scores = step_alloc(s, (size_t)s->ex->n_threads * QB * score_stride); // (threads, QB, keys)
+    int G = heads_per_unit(m, s->n_seqs, s->ex->n_threads);
+    float *scores = step_alloc(s, (size_t)s->ex->n_threads * QB * (size_t)G * score_stride); // (threads, QB·G, keys)
     float **pattern = (float **)step_alloc(s, 2 * (size_t)s->n_seqs);      // (n_seqs) capture slots
     size_t *pattern_stride = (size_t *)step_alloc(s, 2 * (size_t)s->n_seqs); // (n_seqs)
 
@@ -177,9 +220,9 @@ void attention_forward(step *s, int li, const float *h, float *out)
         pattern[i] = pe >= 0 ? capture_pattern_slot(seq->capture, pe, n, seq->cache->n_tokens + n, &pattern_stride[i])
                              : NULL;
     }
-    attn_job job = {.s = s, .li = li, .q = q, .z = z, .pattern = pattern, .pattern_stride = pattern_stride,
+    attn_job job = {.s = s, .li = li, .G = G, .q = q, .z = z, .pattern = pattern, .pattern_stride = pattern_stride,
                     .scores = scores, .score_stride = score_stride};
-    exec_spans_reset(s->ex, s->n_seqs * m->attn_heads, s->ex->n_threads);
+    exec_spans_reset(s->ex, s->n_seqs * (m->attn_heads / G), s->ex->n_threads);
     exec_parallel(s->ex, attend_thread, &job);
     hook_rows(s, HOOK_Z, li, z);
     matmul(out, z, s->R, &w->o, s->ex);
