@@ -91,6 +91,26 @@ int api_fail(api_error *e, int status, const char *param, const char *code, cons
     return 0;
 }
 
+int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out, api_error *e)
+{
+    size_t n = json_array_size(arr);
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (!json_is_integer(v))
+            return api_fail(e, 400, param, "invalid_value", "%s[%zu] is not an integer token id", param, i);
+        if (json_integer_value(v) < 0 || json_integer_value(v) >= vocab)
+            return api_fail(e, 400, param, "invalid_value", "%s[%zu] is %lld, not a token id in [0, %d)", param, i,
+                            (long long)json_integer_value(v), vocab);
+    }
+    int32_t *ids = malloc(sizeof *ids * (n + 1));
+    if (!ids)
+        return api_fail(e, 500, NULL, "internal_error", "out of memory");
+    for (size_t i = 0; i < n; i++)
+        ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    *out = ids;
+    return 1;
+}
+
 enum MHD_Result http_send_api_error(http_req *r, const api_error *e)
 {
     return http_send_error(r, e->status, e->param, e->code, "%s", e->message);

@@ -5,7 +5,9 @@
 #ifndef STRATA_SERVER_HTTP_H
 #define STRATA_SERVER_HTTP_H
 
+#include <jansson.h>
 #include <microhttpd.h>
+#include <stdint.h>
 
 #include "server.h"
 
@@ -51,6 +53,10 @@ typedef struct api_error {
 
 int api_fail(api_error *e, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* The elements of JSON array arr as token ids in [0, vocab), into a new array with
+ * room for one more (*out: the caller frees it); else 0, nothing allocated, and a
+ * 400 on `param` naming the first element that is not one. */
+int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out, api_error *e);
 enum MHD_Result http_send_api_error(http_req *r, const api_error *e);
 
 enum MHD_Result http_send(http_req *r, int status, const char *content_type, const char *body, size_t len);

@@ -216,16 +216,8 @@ static int prompt_ids(const server *srv, json_t *v, act_run *run, api_error *e)
         run->n = (int)n;
     } else if (json_is_array(v)) {
         run->n = (int)json_array_size(v);
-        run->ids = malloc(sizeof(int32_t) * ((size_t)run->n + 1));
-        if (!run->ids)
-            return api_fail(e, 500, NULL, "internal_error", "out of memory");
-        for (int i = 0; i < run->n; i++) {
-            json_t *x = json_array_get(v, (size_t)i);
-            if (!json_is_integer(x) || json_integer_value(x) < 0 || json_integer_value(x) >= vocab)
-                return api_fail(e, 400, "prompt", "invalid_value", "prompt token %d is not a token id in [0, %d)", i,
-                                vocab);
-            run->ids[i] = (int32_t)json_integer_value(x);
-        }
+        if (!api_token_ids(v, vocab, "prompt", &run->ids, e))
+            return 0;
     } else {
         return api_fail(e, 400, "prompt", "invalid_value", "prompt must be a string or a list of token ids");
     }

@@ -208,19 +208,10 @@ static int add_prompt(gen_params *p, int32_t *ids, int n, char *text, api_error 
 
 static int prompt_from_ids(json_t *arr, gen_params *p, int vocab, api_error *e)
 {
-    size_t n = json_array_size(arr);
-    int32_t *ids = malloc(sizeof(int32_t) * (n + 1));
-    if (!ids)
-        return api_fail(e, 500, NULL, "internal_error", "out of memory");
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(arr, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
-            free(ids);
-            return BAD("prompt", "prompt token %zu is not a token id in [0, %d)", i, vocab);
-        }
-        ids[i] = (int32_t)json_integer_value(v);
-    }
-    return add_prompt(p, ids, (int)n, NULL, e);
+    int32_t *ids;
+    if (!api_token_ids(arr, vocab, "prompt", &ids, e))
+        return 0;
+    return add_prompt(p, ids, (int)json_array_size(arr), NULL, e);
 }
 
 static int prompt_from_text(const server *srv, const char *text, size_t len, unsigned flags, gen_params *p,
@@ -655,7 +646,7 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
         p->max_tokens = room < srv->cfg.max_tokens_limit ? room : srv->cfg.max_tokens_limit;
     }
     if (p->max_tokens == 0 && !p->echo)
-        return BAD("max_tokens", "max_tokens must be at least 1");
+        return BAD("max_tokens", "max_tokens must be at least 1 (0 only with echo, to score the prompt)");
     if (longest + p->max_tokens > srv->context_limit)
         return api_fail(e, 400, "max_tokens", "context_length_exceeded",
                     "this model's context is %d tokens; the prompt has %d and max_tokens asks for %d more",

@@ -161,18 +161,8 @@ int session_prompt_parse(const server *srv, json_t *prompt, int32_t **ids, int *
         *n = (int)len;
     } else if (json_is_array(prompt) && json_array_size(prompt) > 0) {
         *n = (int)json_array_size(prompt);
-        *ids = malloc(sizeof **ids * (size_t)*n);
-        if (!*ids)
-            return api_fail(e, 500, NULL, "internal_error", "out of memory");
-        for (int i = 0; i < *n; i++) {
-            json_t *v = json_array_get(prompt, (size_t)i);
-            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) >= vocab) {
-                free(*ids);
-                *ids = NULL;
-                return api_fail(e, 400, "prompt", "invalid_value", "prompt[%d] is not a token id in [0, %d)", i, vocab);
-            }
-            (*ids)[i] = (int32_t)json_integer_value(v);
-        }
+        if (!api_token_ids(prompt, vocab, "prompt", ids, e))
+            return 0;
     } else {
         return api_fail(e, 400, "prompt", "invalid_value", "prompt must be a string or a non-empty array of token ids");
     }

@@ -534,7 +534,8 @@ Test(activations, bad_input_is_a_clear_4xx)
     expect_error(A, "{\"prompt\":[1,2,3],\"hooks\":[\"logits\"],\"format\":\"xml\"}", 400, "format");
     expect_error(A, "{\"prompt\":[1,2,3],\"session\":\"abc\"}", 404, "session");
     expect_error(A, "{\"prompt\":[],\"hooks\":[\"logits\"]}", 400, "empty");
-    expect_error(A, "{\"prompt\":[1,2,99999]}", 400, "token");
+    expect_error(A, "{\"prompt\":[1,2,99999]}", 400, "prompt[2] is 99999, not a token id");
+    expect_error(A, "{\"prompt\":[1,\"a\"]}", 400, "prompt[1] is not an integer token id");
     expect_error(A, "[1,2]", 400, "JSON object");
     expect_error(A, "{\"runs\":[]}", 400, "runs");
     /* a response over --max-activation-bytes: 413 with the size and advice */
