@@ -387,6 +387,50 @@ Test(kernels, silu_is_accurate_and_consistent)
     free(first);
 }
 
+/* Attention's softmax (activation.c): every path gives the portable path's bits
+ * at every length around its vector widths, with scores spread from a few units
+ * to past where e^x underflows; each probability is within rounding — (n + 3)
+ * float ulps, relative — of the double-precision softmax of the same float
+ * differences p − max, and they sum to 1. */
+Test(kernels, softmax_is_accurate_and_consistent)
+{
+    enum { N = 70 };
+    float *r = test_vec_random(N);
+    const double spreads[] = {1.0, 30.0, 200.0};
+    for (size_t si = 0; si < sizeof spreads / sizeof spreads[0]; si++)
+        for (int n = 0; n <= N; n++) {
+            float want[N], got[N];
+            for (int t = 0; t < n; t++)
+                want[t] = (float)(spreads[si] * r[t]);
+            double m = -HUGE_VAL, sum = 0.0;
+            for (int t = 0; t < n; t++)
+                m = want[t] > m ? want[t] : m;
+            for (int t = 0; t < n; t++)
+                sum += exp((double)(want[t] - (float)m));
+            float scores[N];
+            memcpy(scores, want, sizeof want);
+            kernel_portable.softmax(want, n);
+            double total = 0.0;
+            for (int t = 0; t < n; t++) {
+                double ref = exp((double)(scores[t] - (float)m)) / sum;
+                cr_assert(fabs(want[t] - ref) <= (n + 3) * 0x1p-24 * ref + 1e-37, "n %d spread %g: p[%d] %g vs %g",
+                          n, spreads[si], t, want[t], ref);
+                total += want[t];
+            }
+            cr_assert(n == 0 || fabs(total - 1.0) < 1e-5, "n %d: the probabilities sum to %g", n, total);
+            for (int path = 0; path < 3; path++) {
+                const kernel_isa *isa = test_all_paths[path];
+                if (!test_path_supported(isa))
+                    continue;
+                memcpy(got, scores, sizeof scores);
+                isa->softmax(got, n);
+                cr_assert(!memcmp(want, got, sizeof(float) * (size_t)n), "%s: softmax of %d scores differs",
+                          isa->name, n);
+            }
+        }
+    free(r);
+}
+
 /* Every output of y = x (n rows of K) times W (in panels) within rounding of the
  * double-precision dot product of W and x (rounded to BF16 first when `rounded`). */
 static void check_panels_values(const test_mat *w, const float *y, const float *x, int n, int rounded,

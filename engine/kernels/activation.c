@@ -12,10 +12,14 @@
  * it differs on 277 (0.03 %), and on every one of them ours is the one over the
  * correctly rounded e^x (tests/test_kernels.c).
  *
+ * Attention's softmax takes its e^x from here too (softmax_*), for the same reason:
+ * libm's expf was the largest part of a long context's attention.
+ *
  * Every path does the same IEEE operations in the same order (multiplies and adds,
  * never fused), and tails go through the scalar path, so the bits depend on neither
  * the kernel path nor where a value sits in the array.
  */
+#include <float.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -69,6 +73,34 @@ void silu_mul_portable(float *y, const float *z, size_t n)
 {
     for (size_t i = 0; i < n; i++)
         y[i] *= silu_scalar(z[i]);
+}
+
+/* p[0..n) ← softmax: m = the largest p (NaNs skipped), e = e^(p − m) (the float
+ * difference, this file's e^x rounded to float), each e divided by their sum, which
+ * adds them in increasing index one after another on every path. */
+static void softmax_rest(float *p, int n, float m, int t)
+{
+    for (; t < n; t++)
+        p[t] = (float)exp_scalar((double)(p[t] - m));
+}
+
+static float softmax_sum(const float *p, int n)
+{
+    float sum = 0.0f;
+    for (int t = 0; t < n; t++)
+        sum += p[t];
+    return sum;
+}
+
+void softmax_portable(float *p, int n)
+{
+    float m = -FLT_MAX;
+    for (int t = 0; t < n; t++)
+        m = p[t] > m ? p[t] : m;
+    softmax_rest(p, n, m, 0);
+    float sum = softmax_sum(p, n);
+    for (int t = 0; t < n; t++)
+        p[t] /= sum;
 }
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -131,4 +163,48 @@ static inline __attribute__((always_inline, target("avx2"))) __m128 silu_avx2_4(
 
 SILU_LOOPS(avx512, "avx512f", 8, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_mul_ps, silu_avx512_8)
 SILU_LOOPS(avx2, "avx2", 4, _mm_loadu_ps, _mm_storeu_ps, _mm_mul_ps, silu_avx2_4)
+
+/* softmax_portable's steps, W floats at a time: the largest by vector max (its
+ * second operand on a NaN, as the scalar compare skips one; which zero wins does not
+ * matter, p − (±0) being the same), e^x by the path's exp, the sum as there, the
+ * quotients by vector division (correctly rounded: the same bits). */
+#define SOFTMAX(ISA, TARGET, W, VF, PF, EXP_STEP, EXPS)                                            \
+    __attribute__((target(TARGET))) void softmax_##ISA(float *p, int n)                            \
+    {                                                                                               \
+        int t = 0;                                                                                  \
+        VF mv = PF##_set1_ps(-FLT_MAX);                                                             \
+        for (; t + (W) <= n; t += (W))                                                              \
+            mv = PF##_max_ps(PF##_loadu_ps(p + t), mv);                                             \
+        float lanes[W], m = -FLT_MAX;                                                               \
+        PF##_storeu_ps(lanes, mv);                                                                  \
+        for (int i = 0; i < (W); i++)                                                               \
+            m = lanes[i] > m ? lanes[i] : m;                                                        \
+        for (; t < n; t++)                                                                          \
+            m = p[t] > m ? p[t] : m;                                                                \
+        for (t = 0; t + (EXPS) <= n; t += (EXPS))                                                   \
+            EXP_STEP(p + t, m);                                                                     \
+        softmax_rest(p, n, m, t);                                                                   \
+        float sum = softmax_sum(p, n);                                                              \
+        VF sv = PF##_set1_ps(sum);                                                                  \
+        for (t = 0; t + (W) <= n; t += (W))                                                         \
+            PF##_storeu_ps(p + t, PF##_div_ps(PF##_loadu_ps(p + t), sv));                           \
+        for (; t < n; t++)                                                                          \
+            p[t] /= sum;                                                                            \
+    }
+
+/* e^(p − m) for the 8 (AVX-512) or 4 (AVX2) floats at p, in place */
+static inline __attribute__((always_inline, target("avx512f"))) void softmax_exp_avx512(float *p, float m)
+{
+    __m256 x = _mm256_sub_ps(_mm256_loadu_ps(p), _mm256_set1_ps(m));
+    _mm256_storeu_ps(p, _mm512_cvtpd_ps(exp_avx512(_mm512_cvtps_pd(x))));
+}
+
+static inline __attribute__((always_inline, target("avx2"))) void softmax_exp_avx2(float *p, float m)
+{
+    __m128 x = _mm_sub_ps(_mm_loadu_ps(p), _mm_set1_ps(m));
+    _mm_storeu_ps(p, _mm256_cvtpd_ps(exp_avx2(_mm256_cvtps_pd(x))));
+}
+
+SOFTMAX(avx512, "avx512f", 16, __m512, _mm512, softmax_exp_avx512, 8)
+SOFTMAX(avx2, "avx2", 8, __m256, _mm256, softmax_exp_avx2, 4)
 #endif

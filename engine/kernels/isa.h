@@ -84,6 +84,8 @@ typedef struct kernel_isa {
      * paths all give the same bits */
     void (*attn_scores)(float *p, const float *q, const float *k, int n, int hd, float scale);
     void (*attn_mix)(float *z, const float *p, const float *v, int n, int hd);
+    /* p[0..n) ← softmax(p) — activation.c, whose paths all give the same bits */
+    void (*softmax)(float *p, int n);
     /* One Mamba head over n tokens from state S (P, N):
      *   S = a_t·S + (dt_t·x_t) ⊗ B_t ;  y_t = S·C_t + Dh·x_t
      * x rows are ldx apart, B/C rows ldbc apart, y rows ldy apart; dt and a (n). */
@@ -108,6 +110,9 @@ void silu_avx2(float *v, size_t n);
 void silu_mul_avx2(float *y, const float *z, size_t n);
 void silu_avx512(float *v, size_t n);
 void silu_mul_avx512(float *y, const float *z, size_t n);
+void softmax_portable(float *p, int n);
+void softmax_avx2(float *p, int n);
+void softmax_avx512(float *p, int n);
 
 /* conv.c's conv_taps, one per path */
 void conv_taps_portable(float *restrict o, const float *restrict b, const float *restrict wT,

@@ -220,7 +220,7 @@ static TARGET void ssm_head(float *S, int P, int N, int n, const float *x, size_
 const kernel_isa kernel_avx2 = {
     .name = "avx2", .lanes = 8, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .silu = silu_avx2, .silu_mul = silu_mul_avx2, .conv_taps = conv_taps_avx2,
-    .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx2,
+    .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx2, .softmax = softmax_avx2,
     .vocab = &vocab_avx2,
 };
 #else

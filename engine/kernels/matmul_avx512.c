@@ -565,7 +565,7 @@ const kernel_isa kernel_avx512 = {
     .name = "avx512", .lanes = 16, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .ssm_head_bf16 = ssm_head_bf16_fused, .to_bf16 = to_bf16,
     .silu = silu_avx512, .silu_mul = silu_mul_avx512, .conv_taps = conv_taps_avx512,
-    .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx512,
+    .attn_scores = attn_scores_avx2, .attn_mix = attn_mix_avx512, .softmax = softmax_avx512,
     .block_panels = block_panels, .block_panels_f32 = block_panels_f32,
     .vocab = &vocab_avx512,
 };

@@ -89,6 +89,6 @@ static void ssm_head(float *S, int P, int N, int n, const float *x, size_t ldx, 
 const kernel_isa kernel_portable = {
     .name = "portable", .lanes = LANES, .mr = MR, .nr = NR, .block = block, .widen = widen, .ssm_head = ssm_head,
     .silu = silu_portable, .silu_mul = silu_mul_portable, .conv_taps = conv_taps_portable,
-    .attn_scores = attn_scores_portable, .attn_mix = attn_mix_portable,
+    .attn_scores = attn_scores_portable, .attn_mix = attn_mix_portable, .softmax = softmax_portable,
     .vocab = &vocab_portable,
 };

@@ -7,7 +7,6 @@
  *   z[t, j] = Σ_τ≤pos(t) softmax_τ(q[t,j]·K[τ, j/(nh/nkv)] / √hd) · V[τ, ...]
  *   out = z · W_oᵀ
  */
-#include <float.h>
 #include <string.h>
 
 #include "forward.h"
@@ -46,18 +45,6 @@ static int kv_run(int t0, int end)
 {
     int in_block = KV_BLOCK - t0 % KV_BLOCK, run = in_block < end - t0 ? in_block : end - t0;
     return run < KB ? run : KB;
-}
-
-/* p[0..n) ← softmax(p[0..n)) */
-static void softmax(float *p, int n)
-{
-    float mx = -FLT_MAX, sum = 0.0f;
-    for (int tau = 0; tau < n; tau++)
-        mx = p[tau] > mx ? p[tau] : mx;
-    for (int tau = 0; tau < n; tau++)
-        sum += (p[tau] = expf(p[tau] - mx));
-    for (int tau = 0; tau < n; tau++)
-        p[tau] /= sum;
 }
 
 /* The first of a block's rows (row b attends keys 0..last0 + b) that sees key t0,
@@ -106,7 +93,7 @@ static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int
     }
     for (int b = 0; b < B->nb; b++)
         for (int g = 0; g < B->G; g++) {
-            softmax(prob_row(B, b, g), B->last0 + b + 1);
+            isa->softmax(prob_row(B, b, g), B->last0 + b + 1);
             memset(B->z + (size_t)b * B->ldz + (size_t)g * (size_t)hd, 0, sizeof(float) * (size_t)hd);
         }
     for (int t0 = 0, run; t0 < end; t0 += run) {
