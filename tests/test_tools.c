@@ -228,3 +228,45 @@ Test(tools, compute_mode_option, .timeout = 120)
     remove_tree(dir);
     free(dir);
 }
+
+/* bench --json's aggregate_step_bytes for S sessions on dir, each from `context`
+ * tokens (0: the default); checks the report names that context. */
+static double bench_step_bytes(const char *dir, int S, int context)
+{
+    char cmd[8192], extra[64] = "", *out = NULL;
+    if (context)
+        snprintf(extra, sizeof extra, " --session-context %d", context);
+    snprintf(cmd, sizeof cmd, "%s bench %s --prompt-tokens 4 --gen-tokens 2 --sessions %d --repeat 1 --json%s",
+             cli_path(), dir, S, extra);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    json_error_t jerr;
+    json_t *r = json_loads(out, 0, &jerr);
+    cr_assert(r, "bench --json is not JSON (%s): %s", jerr.text, out);
+    cr_assert_eq(json_integer_value(json_object_get(r, "session_context")), context ? context : 16, "%s", out);
+    char key[16];
+    snprintf(key, sizeof key, "%d", S);
+    double bytes = json_number_value(json_object_get(json_object_get(r, "aggregate_step_bytes"), key));
+    json_decref(r);
+    free(out);
+    return bytes;
+}
+
+/* --session-context sets the context each aggregate session decodes from (default
+ * 16 tokens): a step's bytes then read that much more K/V per session — on the tiny
+ * preset one attention layer, 2 kv heads of 16: 256 bytes per token. */
+Test(tools, bench_session_context_sets_the_aggregate_runs_context, .timeout = 120)
+{
+    char *dir = make_temp_dir(), cmd[8192], path[4200], *out = NULL;
+    snprintf(path, sizeof path, "%s/ckpt", dir);
+    snprintf(cmd, sizeof cmd, "%s make-checkpoint %s --preset tiny >/dev/null", cli_path(), path);
+    cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
+    free(out);
+    double base = bench_step_bytes(path, 2, 0), longer = bench_step_bytes(path, 2, 40);
+    cr_assert_float_eq(longer - base, 2.0 * (40 - 16) * 256, 0.01, "step bytes %g at 16, %g at 40", base, longer);
+    snprintf(cmd, sizeof cmd, "%s bench %s --session-context 0 2>&1", cli_path(), path);
+    cr_assert_eq(run_capture(cmd, &out), 1, "%s", out ? out : "");
+    cr_assert(strstr(out, "--session-context needs a positive integer"), "%s", out);
+    free(out);
+    remove_tree(dir);
+    free(dir);
+}

@@ -4,7 +4,8 @@
  *
  *   engine:  prefill tok/s (one step of --prompt-tokens), time to first token,
  *            single-stream decode tok/s, aggregate decode tok/s with S sessions
- *            (one strata_runner_step of S one-token sequences per step, the next
+ *            (each prefilled with --session-context tokens, default 16; then one
+ *            strata_runner_step of S one-token sequences per step, the next
  *            tokens picked greedily by strata_runner_sample as the server does):
  *            each the best of --repeat 3 interleaved rounds; peak RSS
  *   machine: memory bandwidth (STREAM-style triad on the engine's thread count, and
@@ -42,6 +43,7 @@ typedef struct bench_opts {
     const char *model_dir;
     const char *compute;    /* "fp32", "bf16" or "int8" (strata_load_opts.compute) */
     int prompt, gen, threads, json, repeat;
+    int context;            /* --session-context: each aggregate session's prompt */
     int sessions[MAX_SESSIONS], n_sessions;
     strata_load_opts load;  /* --weights native|int8 */
 } bench_opts;
@@ -62,6 +64,7 @@ typedef struct bench_result {
     double expert_bytes, expert_share;  /* all routed experts' bytes; the part a token uses (k / E) */
     double prefill_flops;   /* per prefill step */
     double decode_flops;    /* per decoded token: the matmuls' multiply-adds × 2 */
+    double attn_flops_per_key;  /* per decoded token and key in its context: scores and sums × 2 */
     double state_bytes;     /* per session: conv + SSM state (read and written each step) */
     double kv_bytes_per_token;  /* per session and context token: K + V (read each step) */
 } bench_result;
@@ -82,7 +85,8 @@ static int parse_sessions(const char *s, bench_opts *o)
 
 static int parse_opts(int argc, char **argv, bench_opts *o)
 {
-    *o = (bench_opts){.prompt = 512, .gen = 128, .sessions = {1, 4, 16}, .n_sessions = 3, .repeat = 3, .compute = "fp32"};
+    *o = (bench_opts){.prompt = 512, .gen = 128, .context = 16, .sessions = {1, 4, 16}, .n_sessions = 3, .repeat = 3,
+                      .compute = "fp32"};
     for (int i = 0; i < argc; i++) {
         const char *f = argv[i];
         int has = i + 1 < argc;
@@ -92,6 +96,9 @@ static int parse_opts(int argc, char **argv, bench_opts *o)
         } else if (!strcmp(f, "--gen-tokens") && has) {
             if (!cli_parse_int(argv[++i], 1, 1 << 20, &o->gen))
                 return cli_fail("bench", "--gen-tokens needs a positive integer"), 0;
+        } else if (!strcmp(f, "--session-context") && has) {
+            if (!cli_parse_int(argv[++i], 1, 1 << 20, &o->context))
+                return cli_fail("bench", "--session-context needs a positive integer"), 0;
         } else if (!strcmp(f, "--repeat") && has) {
             if (!cli_parse_int(argv[++i], 1, 100, &o->repeat))
                 return cli_fail("bench", "--repeat needs an integer in [1, 100]"), 0;
@@ -537,7 +544,7 @@ static strata_status run_engine(strata_model *model, strata_runner *run, const b
         keep_range(o->prompt / t_prefill, rep, &r->prefill_tok_s, &r->prefill_worst);
         keep_range(o->gen / t_decode, rep, &r->decode_tok_s, &r->decode_worst);
         for (int i = 0; s == STRATA_OK && i < o->n_sessions; i++) {
-            s = run_sessions(model, run, o->sessions[i], 16, o->gen, &tmp, err);
+            s = run_sessions(model, run, o->sessions[i], o->context, o->gen, &tmp, err);
             keep_range(tmp, rep, &r->aggregate[i], &r->aggregate_worst[i]);
         }
     }
@@ -564,8 +571,10 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
     double body = (double)(m->active_params - (m->tie_word_embeddings ? 1 : 2) * embed);
     double attn = 0;
     for (int i = 0; i < m->n_layers; i++)
-        if (m->pattern[i] == '*')
+        if (m->pattern[i] == '*') {
             attn += 2.0 * (double)m->attn_heads * m->head_dim * (double)prompt * (prompt + 1) / 2.0;
+            r->attn_flops_per_key += 4.0 * (double)m->attn_heads * m->head_dim;
+        }
     r->prefill_flops = 2.0 * body * prompt + 2.0 * (double)embed + 2.0 * attn;
     r->decode_flops = 2.0 * (body + (double)embed);
     r->state_bytes = (double)m->state_bytes_fixed;
@@ -576,24 +585,38 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
             r->state_bytes -= 2.0 * (double)m->d_inner * (double)m->ssm_state_size;
 }
 
-/* Bytes a decode step of S sessions moves (run_sessions: a 16-token prompt, then
- * `gen` steps; K/V at the mean context): the weights once — of the routed experts,
- * the share S tokens touch when each picks k of E independently, 1 - (1 - k/E)^S —
- * each session's recurrent state read and written, its K/V read. */
-static double step_bytes(const bench_result *r, int S, int gen)
+/* The mean context of an aggregate run's decode steps: --session-context, then
+ * `gen` tokens. */
+static double mean_context(const bench_opts *o)
 {
-    double ctx = 16.0 + gen / 2.0, touched = 1.0 - pow(1.0 - r->expert_share, S);
+    return o->context + o->gen / 2.0;
+}
+
+/* Bytes a decode step of S sessions moves (K/V at the mean context): the weights
+ * once — of the routed experts, the share S tokens touch when each picks k of E
+ * independently, 1 - (1 - k/E)^S — each session's recurrent state read and
+ * written, its K/V read. */
+static double step_bytes(const bench_result *r, const bench_opts *o, int S)
+{
+    double ctx = mean_context(o), touched = 1.0 - pow(1.0 - r->expert_share, S);
     return (double)r->decode_bytes + (touched - r->expert_share) * r->expert_bytes +
            S * (2.0 * r->state_bytes + ctx * r->kv_bytes_per_token);
+}
+
+/* FLOPs of one session's decode step: its matmuls, and attention at the mean
+ * context. */
+static double step_flops(const bench_result *r, const bench_opts *o)
+{
+    return r->decode_flops + r->attn_flops_per_key * mean_context(o);
 }
 
 /* Tokens/s that S sessions could reach on this machine: S over the longer of the
  * step's traffic at the read-only bandwidth and its FLOPs at the peak (the
  * traffic alone where no peak was measured). */
-static double aggregate_bound(const bench_result *r, int S, int gen)
+static double aggregate_bound(const bench_result *r, const bench_opts *o, int S)
 {
-    double t_mem = step_bytes(r, S, gen) / r->read_bandwidth;
-    double t_flop = r->fma_peak > 0 ? S * r->decode_flops / r->fma_peak : 0;
+    double t_mem = step_bytes(r, o, S) / r->read_bandwidth;
+    double t_flop = r->fma_peak > 0 ? S * step_flops(r, o) / r->fma_peak : 0;
     return S / (t_mem > t_flop ? t_mem : t_flop);
 }
 
@@ -627,8 +650,8 @@ static void print_text(const bench_opts *o, const bench_result *r)
            r->prefill_worst, r->ttft_ms);
     printf("decode: %.2f tok/s [%.2f] single stream (%d tokens)\n", r->decode_tok_s, r->decode_worst, o->gen);
     for (int i = 0; i < o->n_sessions; i++)
-        printf("aggregate decode, %d sessions: %.2f tok/s [%.2f] (%.2fx single)\n", o->sessions[i], r->aggregate[i],
-               r->aggregate_worst[i], r->aggregate[i] / r->decode_tok_s);
+        printf("aggregate decode, %d sessions: %.2f tok/s [%.2f] (%.2fx single; each from %d tokens of context)\n",
+               o->sessions[i], r->aggregate[i], r->aggregate_worst[i], r->aggregate[i] / r->decode_tok_s, o->context);
     printf("peak RSS: %.1f MiB; weights %.1f MiB, %.1f MiB streamed per decode step\n", r->peak_rss_mib,
            (double)r->weight_bytes / 1048576.0, (double)r->decode_bytes / 1048576.0);
     printf("machine: triad bandwidth %.2f GB/s, read-only %.2f GB/s (%d threads)\n", r->bandwidth / 1e9,
@@ -643,13 +666,13 @@ static void print_text(const bench_opts *o, const bench_result *r)
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_ours,
            r->prefill_flops * r->prefill_tok_s / o->prompt / 1e9,
            r->prefill_flops * r->prefill_tok_s / o->prompt / r->gemm_blas);
-    double one = aggregate_bound(r, 1, o->gen);
+    double one = aggregate_bound(r, o, 1);
     for (int i = 0; i < o->n_sessions; i++) {
         int S = o->sessions[i];
-        double b = aggregate_bound(r, S, o->gen);
+        double b = aggregate_bound(r, o, S);
         printf("ratio: aggregate decode, %d sessions / its roofline %.1f tok/s = %.3f (the roofline allows %.2fx "
                "one session's; %.1f MiB moved and %.2f GFLOP per step)\n", S, b, r->aggregate[i] / b, b / one,
-               step_bytes(r, S, o->gen) / 1048576.0, S * r->decode_flops / 1e9);
+               step_bytes(r, o, S) / 1048576.0, S * step_flops(r, o) / 1e9);
     }
     if (r->fma_peak > 0)
         printf("ratio: vs the %s peak %.1f GFLOP/s (%s, %d threads): prefill %.3f, our GEMM %.3f, OpenBLAS %.3f\n",
@@ -669,16 +692,20 @@ static void print_by_sessions(const bench_opts *o, const char *key, const double
 static void print_json(const bench_opts *o, const bench_result *r)
 {
     double pf = r->prefill_flops * r->prefill_tok_s / o->prompt, ratio[MAX_SESSIONS], bound[MAX_SESSIONS];
+    double bytes[MAX_SESSIONS];
     for (int i = 0; i < o->n_sessions; i++) {
         ratio[i] = r->aggregate[i] / r->decode_tok_s;
-        bound[i] = aggregate_bound(r, o->sessions[i], o->gen);
+        bound[i] = aggregate_bound(r, o, o->sessions[i]);
+        bytes[i] = step_bytes(r, o, o->sessions[i]);
     }
     printf("{\"model_dir\":\"%s\",\"kernel\":\"%s\",\"weights\":\"%s\",\"threads\":%d,\"compute\":\"%s\",\"prompt_tokens\":%d,\"gen_tokens\":%d,"
-           "\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f",
-           o->model_dir, r->kernel, r->weights, r->threads, o->compute, o->prompt, o->gen, r->prefill_tok_s, r->ttft_ms, r->decode_tok_s);
+           "\"session_context\":%d,\"prefill_tok_s\":%.3f,\"ttft_ms\":%.3f,\"decode_tok_s\":%.3f",
+           o->model_dir, r->kernel, r->weights, r->threads, o->compute, o->prompt, o->gen, o->context, r->prefill_tok_s,
+           r->ttft_ms, r->decode_tok_s);
     print_by_sessions(o, "aggregate_decode_tok_s", r->aggregate);
     print_by_sessions(o, "aggregate_vs_single", ratio);
     print_by_sessions(o, "aggregate_roofline_tok_s", bound);
+    print_by_sessions(o, "aggregate_step_bytes", bytes);
     printf(",\"repeat\":%d,\"prefill_tok_s_worst\":%.3f,\"decode_tok_s_worst\":%.3f", o->repeat, r->prefill_worst,
            r->decode_worst);
     print_by_sessions(o, "aggregate_decode_tok_s_worst", r->aggregate_worst);

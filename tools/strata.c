@@ -23,7 +23,7 @@ static const struct {
     {"tokenize", cli_tokenize, "tokenize PATH [--add-special] [--parse-special]  (text on stdin)"},
     {"detokenize", cli_detokenize, "detokenize PATH [--skip-special]  (JSON array of ids on stdin)"},
     {"chat-template", cli_chat_template, "chat-template PATH < vars.json  (PATH: checkpoint dir or .jinja)"},
-    {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--repeat 3] [--threads N] [--compute fp32|bf16|int8] [--weights native|int8] [--json]"},
+    {"bench", cli_bench, "bench MODEL_DIR [--prompt-tokens 512] [--gen-tokens 128] [--sessions 1,4,16] [--session-context 16] [--repeat 3] [--threads N] [--compute fp32|bf16|int8] [--weights native|int8] [--json]"},
     {"make-checkpoint", cli_make_checkpoint,
      "make-checkpoint OUT_DIR [--preset 470m|8b|30b-a3b|moe-2b|tiny] [--hidden N --layers-pattern STR --vocab N ...] "
      "[--experts N --experts-per-token K --moe-intermediate N --moe-latent N ...] [--tied] [--dtype bf16|f16|f32] [--seed S]"},
