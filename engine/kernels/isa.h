@@ -79,9 +79,9 @@ typedef struct kernel_isa {
      * the Mamba conv — conv.c, whose paths all give the same bits */
     void (*conv_taps)(float *restrict o, const float *restrict b, const float *restrict wT,
                       const float *const *win, size_t cd, int K, int c0, int c1);
-    /* p[t] = dot_f32(q, k_t) · scale for n keys k_t (rows of hd, hd apart); and
-     * z[i] += Σ_t p[t]·v_t[i] over n values in increasing t — attend.c, whose
-     * paths all give the same bits */
+    /* p[t] = (q · k_t) · scale for n keys k_t (rows of hd, hd apart); and
+     * z[i] += Σ_t p[t]·v_t[i] over n values in increasing t — fused multiply-adds in
+     * attend.c's order, whose paths all give the same bits */
     void (*attn_scores)(float *p, const float *q, const float *k, int n, int hd, float scale);
     void (*attn_mix)(float *z, const float *p, const float *v, int n, int hd);
     /* p[0..n) ← softmax(p) — activation.c, whose paths all give the same bits */
