@@ -76,20 +76,33 @@ void silu_mul_portable(float *y, const float *z, size_t n)
 }
 
 /* p[0..n) ← softmax: m = the largest p (NaNs skipped), e = e^(p − m) (the float
- * difference, this file's e^x rounded to float), each e divided by their sum, which
- * adds them in increasing index one after another on every path. */
+ * difference, this file's e^x rounded to float), each e divided by their sum. The
+ * sum keeps 8 running sums (element t in sum t mod 8, in increasing t), folds them
+ * ((s0+s4) + (s1+s5)) + ((s2+s6) + (s3+s7)) and adds the elements past the last 8
+ * in order: on the vector paths the 8 sums are the lanes of one vector. */
 static void softmax_rest(float *p, int n, float m, int t)
 {
     for (; t < n; t++)
         p[t] = (float)exp_scalar((double)(p[t] - m));
 }
 
-static float softmax_sum(const float *p, int n)
+/* The sum from its 8 running sums s, the elements from t on after them. */
+static float softmax_fold(const float s[8], const float *p, int t, int n)
 {
-    float sum = 0.0f;
-    for (int t = 0; t < n; t++)
+    float sum = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    for (; t < n; t++)
         sum += p[t];
     return sum;
+}
+
+static float softmax_sum(const float *p, int n)
+{
+    float s[8] = {0};
+    int t = 0;
+    for (; t + 8 <= n; t += 8)
+        for (int j = 0; j < 8; j++)
+            s[j] += p[t + j];
+    return softmax_fold(s, p, t, n);
 }
 
 void softmax_portable(float *p, int n)
@@ -184,13 +197,25 @@ SILU_LOOPS(avx2, "avx2", 4, _mm_loadu_ps, _mm_storeu_ps, _mm_mul_ps, silu_avx2_4
         for (t = 0; t + (EXPS) <= n; t += (EXPS))                                                   \
             EXP_STEP(p + t, m);                                                                     \
         softmax_rest(p, n, m, t);                                                                   \
-        float sum = softmax_sum(p, n);                                                              \
+        float sum = softmax_sum_vec(p, n);                                                          \
         VF sv = PF##_set1_ps(sum);                                                                  \
         for (t = 0; t + (W) <= n; t += (W))                                                         \
             PF##_storeu_ps(p + t, PF##_div_ps(PF##_loadu_ps(p + t), sv));                           \
         for (; t < n; t++)                                                                          \
             p[t] /= sum;                                                                            \
     }
+
+/* softmax_sum with its 8 running sums the lanes of an AVX vector */
+static inline __attribute__((always_inline, target("avx"))) float softmax_sum_vec(const float *p, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= n; t += 8)
+        acc = _mm256_add_ps(acc, _mm256_loadu_ps(p + t));
+    float s[8];
+    _mm256_storeu_ps(s, acc);
+    return softmax_fold(s, p, t, n);
+}
 
 /* e^(p − m) for the 8 (AVX-512) or 4 (AVX2) floats at p, in place */
 static inline __attribute__((always_inline, target("avx512f"))) void softmax_exp_avx512(float *p, float m)
