@@ -80,6 +80,14 @@ void silu_mul_portable(float *y, const float *z, size_t n)
  * sum keeps 8 running sums (element t in sum t mod 8, in increasing t), folds them
  * ((s0+s4) + (s1+s5)) + ((s2+s6) + (s3+s7)) and adds the elements past the last 8
  * in order: on the vector paths the 8 sums are the lanes of one vector. */
+/* The larger of m and p[t..n) (a NaN never wins the compare). */
+static float softmax_max(const float *p, int t, int n, float m)
+{
+    for (; t < n; t++)
+        m = p[t] > m ? p[t] : m;
+    return m;
+}
+
 static void softmax_rest(float *p, int n, float m, int t)
 {
     for (; t < n; t++)
@@ -107,9 +115,7 @@ static float softmax_sum(const float *p, int n)
 
 void softmax_portable(float *p, int n)
 {
-    float m = -FLT_MAX;
-    for (int t = 0; t < n; t++)
-        m = p[t] > m ? p[t] : m;
+    float m = softmax_max(p, 0, n, -FLT_MAX);
     softmax_rest(p, n, m, 0);
     float sum = softmax_sum(p, n);
     for (int t = 0; t < n; t++)
@@ -188,12 +194,9 @@ SILU_LOOPS(avx2, "avx2", 4, _mm_loadu_ps, _mm_storeu_ps, _mm_mul_ps, silu_avx2_4
         VF mv = PF##_set1_ps(-FLT_MAX);                                                             \
         for (; t + (W) <= n; t += (W))                                                              \
             mv = PF##_max_ps(PF##_loadu_ps(p + t), mv);                                             \
-        float lanes[W], m = -FLT_MAX;                                                               \
+        float lanes[W];                                                                             \
         PF##_storeu_ps(lanes, mv);                                                                  \
-        for (int i = 0; i < (W); i++)                                                               \
-            m = lanes[i] > m ? lanes[i] : m;                                                        \
-        for (; t < n; t++)                                                                          \
-            m = p[t] > m ? p[t] : m;                                                                \
+        float m = softmax_max(p, t, n, softmax_max(lanes, 0, (W), -FLT_MAX));                       \
         for (t = 0; t + (EXPS) <= n; t += (EXPS))                                                   \
             EXP_STEP(p + t, m);                                                                     \
         softmax_rest(p, n, m, t);                                                                   \

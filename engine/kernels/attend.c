@@ -14,13 +14,19 @@
 
 #include "kernels/kernels.h"
 
-/* Key k's score: the fold of the 8 sums, then the tail from element i on. */
-static float score_finish(const float s[8], const float *q, const float *k, int i, int hd, float scale)
+/* Key k's score from d, the fold of its 8 sums: the tail from element i on, fused
+ * in order, then the scale. */
+static inline __attribute__((always_inline)) float score_tail(float d, const float *q, const float *k, int i, int hd,
+                                                              float scale)
 {
-    float d = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
     for (; i < hd; i++)
         d = fmaf(q[i], k[i], d);
     return d * scale;
+}
+
+static float score_finish(const float s[8], const float *q, const float *k, int i, int hd, float scale)
+{
+    return score_tail(((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])), q, k, i, hd, scale);
 }
 
 void attn_scores_portable(float *p, const float *q, const float *k, int n, int hd, float scale)
@@ -63,14 +69,11 @@ static inline __attribute__((always_inline)) AVX2 float fold8(__m256 s)
     return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehl_ps(b, b)));
 }
 
-/* score_finish from the sums in s: the fold, then the tail by scalar FMAs. */
+/* score_finish from the sums in the lanes of s */
 static inline __attribute__((always_inline)) AVX2 float score_lanes(__m256 s, const float *q, const float *k, int i,
                                                                      int hd, float scale)
 {
-    float d = fold8(s);
-    for (; i < hd; i++)
-        d = _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(q[i]), _mm_set_ss(k[i]), _mm_set_ss(d)));
-    return d * scale;
+    return score_tail(fold8(s), q, k, i, hd, scale);
 }
 
 /* SCORE_KEYS keys at once, each in the order above (the 8 running sums the 8 lanes
