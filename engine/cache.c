@@ -10,6 +10,13 @@
 #include "core/huge.h"
 #include "kernels/kernels.h"
 
+/* Whether a cache made now keeps its SSM state and KV in BF16: in the faster
+ * compute modes. */
+static int state_bf16(const strata_model *model)
+{
+    return model->compute_bf16 || model->compute_int8;
+}
+
 static size_t conv_elems(const strata_model_info *m)
 {
     return (size_t)(m->conv_kernel - 1) * (size_t)m->conv_dim;
@@ -39,10 +46,38 @@ static void ssm_put(strata_cache *c, int i, size_t k, float v)
         ((float *)c->ssm[i])[k] = v;
 }
 
-static size_t block_floats(const strata_model *model)
+/* Bytes of a KV block's data: fp32 or BF16 elements. */
+static size_t block_bytes(const strata_cache *c)
 {
-    const strata_model_info *m = &model->cfg.info;
-    return (size_t)model->n_attn * 2 * (size_t)m->kv_heads * KV_BLOCK * (size_t)m->head_dim;
+    const strata_model_info *m = &c->model->cfg.info;
+    return (size_t)c->model->n_attn * 2 * (size_t)m->kv_heads * KV_BLOCK * (size_t)m->head_dim *
+           (c->kv_bf16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+void cache_kv_get(const strata_cache *c, int j, int kv, int h, int t, float *out)
+{
+    const void *row = cache_kv_row(c, j, kv, h, t);
+    int hd = c->model->cfg.info.head_dim;
+    if (!c->kv_bf16)
+        memcpy(out, row, sizeof(float) * (size_t)hd);
+    else
+        for (int i = 0; i < hd; i++)
+            out[i] = bf16_widen(((const uint16_t *)row)[i]);
+}
+
+void cache_kv_put(strata_cache *c, int j, int kv, int h, int t, const void *in)
+{
+    void *row = cache_kv_row(c, j, kv, h, t);
+    int hd = c->model->cfg.info.head_dim;
+    if (!c->kv_bf16) {
+        memcpy(row, in, sizeof(float) * (size_t)hd);
+        return;
+    }
+    for (int i = 0; i < hd; i++) {
+        float v;
+        memcpy(&v, (const char *)in + sizeof v * (size_t)i, sizeof v);
+        ((uint16_t *)row)[i] = bf16_round(v);
+    }
 }
 
 static void block_release(kv_block *b)
@@ -82,7 +117,7 @@ strata_status strata_cache_new(const strata_model *model, strata_cache **out, st
     if (!c)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     c->model = model;
-    c->ssm_bf16 = model->compute_bf16 || model->compute_int8;   /* the faster modes keep it in BF16 */
+    c->ssm_bf16 = c->kv_bf16 = state_bf16(model);
     int ok = (c->conv = calloc((size_t)model->n_mamba + 1, sizeof *c->conv)) &&
              (c->ssm = calloc((size_t)model->n_mamba + 1, sizeof *c->ssm));
     /* on huge pages (core/huge.h): a 16-session decode step of the 470m shape
@@ -110,8 +145,8 @@ strata_status strata_cache_new(const strata_model *model, strata_cache **out, st
 /* A writable block: fresh, or a private copy of a shared one. */
 static kv_block *block_for_writing(const strata_cache *c, kv_block *shared)
 {
-    size_t bytes = sizeof(float) * block_floats(c->model);
-    kv_block *b = malloc(sizeof *b + bytes);
+    size_t bytes = block_bytes(c);
+    kv_block *b = aligned_alloc(_Alignof(kv_block), (sizeof *b + bytes + 63) & ~(size_t)63);
     if (!b)
         return NULL;
     b->refs = 1;
@@ -175,10 +210,31 @@ int strata_cache_n_tokens(const strata_cache *c)
     return c->n_tokens;
 }
 
+/* Bytes of the recurrent state, and of one position's K and V, with the SSM
+ * state and the KV in BF16 or not. */
+static uint64_t fixed_bytes(const strata_model *model, int ssm_bf16)
+{
+    const strata_model_info *m = &model->cfg.info;
+    return (uint64_t)model->n_mamba *
+           (sizeof(float) * conv_elems(m) + (ssm_bf16 ? sizeof(uint16_t) : sizeof(float)) * ssm_elems(m));
+}
+
+static uint64_t token_bytes(const strata_model *model, int kv_bf16)
+{
+    const strata_model_info *m = &model->cfg.info;
+    return (uint64_t)model->n_attn * 2 * (uint64_t)m->kv_heads * (uint64_t)m->head_dim *
+           (kv_bf16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+void cache_set_sizes(strata_model *model)
+{
+    model->cfg.info.state_bytes_fixed = fixed_bytes(model, state_bf16(model));
+    model->cfg.info.state_bytes_per_token = token_bytes(model, state_bf16(model));
+}
+
 uint64_t strata_cache_state_bytes(const strata_cache *c)
 {
-    const strata_model_info *m = &c->model->cfg.info;
-    return m->state_bytes_fixed + m->state_bytes_per_token * (uint64_t)c->n_tokens;
+    return fixed_bytes(c->model, c->ssm_bf16) + token_bytes(c->model, c->kv_bf16) * (uint64_t)c->n_tokens;
 }
 
 void cache_copy_ssm(const strata_cache *c, int i, float *out)
@@ -219,8 +275,7 @@ int cache_copy_kv(const strata_cache *c, int j, int keys, float *out)
     size_t hd = (size_t)m->head_dim;
     for (int t = 0; t < c->n_tokens; t++)
         for (int h = 0; h < m->kv_heads; h++)
-            memcpy(out + ((size_t)t * (size_t)m->kv_heads + (size_t)h) * hd,
-                   keys ? cache_k(c, j, h, t) : cache_v(c, j, h, t), sizeof(float) * hd);
+            cache_kv_get(c, j, !keys, h, t, out + ((size_t)t * (size_t)m->kv_heads + (size_t)h) * hd);
     return c->n_tokens;
 }
 
@@ -231,6 +286,7 @@ strata_status cache_share_prefix(const strata_cache *src, int position, strata_c
     *out = NULL;
     strata_cache *c;
     STRATA_TRY(strata_cache_new(src->model, &c, err));
+    c->kv_bf16 = src->kv_bf16;  /* the blocks' own, whatever the mode is now */
     int used = (position + KV_BLOCK - 1) / KV_BLOCK;
     used = used < src->n_blocks ? used : src->n_blocks;
     if (used) {

@@ -408,7 +408,7 @@ static int add_kv(tensor_list *l, const strata_session *s)
                 return 0;
             for (int h = 0; h < m->kv_heads; h++)
                 for (size_t t = 0; t < T; t++)
-                    memcpy(buf + ((size_t)h * T + t) * hd, cache_kv_row(s->cache, j, kv, h, (int)t), sizeof(float) * hd);
+                    cache_kv_get(s->cache, j, kv, h, (int)t, buf + ((size_t)h * T + t) * hd);
             char name[64];
             snprintf(name, sizeof name, "state.%s.%d", kv ? "v" : "k", j);
             if (!list_add(l, name, STRATA_F32, 3, (int64_t[]){m->kv_heads, (int64_t)T, m->head_dim}, buf))
@@ -503,8 +503,7 @@ static strata_status read_kv(const st_file *f, strata_session *s, strata_error *
                 return STRATA_E_FORMAT;
             for (int h = 0; h < m->kv_heads; h++)
                 for (size_t p = 0; p < T; p++)
-                    memcpy(cache_kv_row(s->cache, j, kv, h, (int)p), (const float *)t->data + ((size_t)h * T + p) * hd,
-                           sizeof(float) * hd);
+                    cache_kv_put(s->cache, j, kv, h, (int)p, (const float *)t->data + ((size_t)h * T + p) * hd);
         }
     s->cache->n_tokens = s->n;
     return STRATA_OK;

@@ -230,12 +230,14 @@ Test(tools, compute_mode_option, .timeout = 120)
 }
 
 /* bench --json's aggregate_step_bytes for S sessions on dir, each from `context`
- * tokens (0: the default); checks the report names that context. */
-static double bench_step_bytes(const char *dir, int S, int context)
+ * tokens (0: the default), in compute mode `compute`; checks the report names that
+ * context. */
+static double bench_step_bytes(const char *dir, int S, int context, const char *compute)
 {
-    char cmd[8192], extra[64] = "", *out = NULL;
+    char cmd[8192], extra[96], *out = NULL;
+    int n = snprintf(extra, sizeof extra, " --compute %s", compute);
     if (context)
-        snprintf(extra, sizeof extra, " --session-context %d", context);
+        snprintf(extra + n, sizeof extra - (size_t)n, " --session-context %d", context);
     snprintf(cmd, sizeof cmd, "%s bench %s --prompt-tokens 4 --gen-tokens 2 --sessions %d --repeat 1 --json%s",
              cli_path(), dir, S, extra);
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
@@ -253,7 +255,8 @@ static double bench_step_bytes(const char *dir, int S, int context)
 
 /* --session-context sets the context each aggregate session decodes from (default
  * 16 tokens): a step's bytes then read that much more K/V per session — on the tiny
- * preset one attention layer, 2 kv heads of 16: 256 bytes per token. */
+ * preset one attention layer, 2 kv heads of 16: 256 bytes per token, 128 in the
+ * bf16 mode (BF16 K/V). */
 Test(tools, bench_session_context_sets_the_aggregate_runs_context, .timeout = 120)
 {
     char *dir = make_temp_dir(), cmd[8192], path[4200], *out = NULL;
@@ -261,8 +264,10 @@ Test(tools, bench_session_context_sets_the_aggregate_runs_context, .timeout = 12
     snprintf(cmd, sizeof cmd, "%s make-checkpoint %s --preset tiny >/dev/null", cli_path(), path);
     cr_assert_eq(run_capture(cmd, &out), 0, "%s", out ? out : "");
     free(out);
-    double base = bench_step_bytes(path, 2, 0), longer = bench_step_bytes(path, 2, 40);
+    double base = bench_step_bytes(path, 2, 0, "fp32"), longer = bench_step_bytes(path, 2, 40, "fp32");
     cr_assert_float_eq(longer - base, 2.0 * (40 - 16) * 256, 0.01, "step bytes %g at 16, %g at 40", base, longer);
+    base = bench_step_bytes(path, 2, 0, "bf16"), longer = bench_step_bytes(path, 2, 40, "bf16");
+    cr_assert_float_eq(longer - base, 2.0 * (40 - 16) * 128, 0.01, "bf16: step bytes %g at 16, %g at 40", base, longer);
     snprintf(cmd, sizeof cmd, "%s bench %s --session-context 0 2>&1", cli_path(), path);
     cr_assert_eq(run_capture(cmd, &out), 1, "%s", out ? out : "");
     cr_assert(strstr(out, "--session-context needs a positive integer"), "%s", out);

@@ -577,12 +577,8 @@ static void model_costs(const strata_model_info *m, int prompt, bench_result *r)
         }
     r->prefill_flops = 2.0 * body * prompt + 2.0 * (double)embed + 2.0 * attn;
     r->decode_flops = 2.0 * (body + (double)embed);
-    r->state_bytes = (double)m->state_bytes_fixed;
+    r->state_bytes = (double)m->state_bytes_fixed;              /* as the compute mode keeps it */
     r->kv_bytes_per_token = (double)m->state_bytes_per_token;
-    /* the bf16 mode's caches keep the SSM state in BF16 */
-    for (int i = 0; r->bf16 && i < m->n_layers; i++)
-        if (m->pattern[i] == 'M')
-            r->state_bytes -= 2.0 * (double)m->d_inner * (double)m->ssm_state_size;
 }
 
 /* The mean context of an aggregate run's decode steps: --session-context, then

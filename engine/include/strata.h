@@ -91,6 +91,8 @@ typedef struct strata_model_info {
     uint64_t active_params;   /* what a token uses: n_params less the routed experts it skips
                                  (all of n_params in a dense model) */
     const char *weights;      /* "native" (as stored) or "int8" (strata_weights_name) */
+    /* A session's state as the current compute mode keeps it (the SSM state and K/V
+     * in fp32, or BF16 in the bf16 and int8 modes): */
     uint64_t state_bytes_fixed;     /* per session: conv + SSM state of all Mamba layers */
     uint64_t state_bytes_per_token; /* per session and token: K + V of all attention layers */
 } strata_model_info;
@@ -147,7 +149,9 @@ const char *strata_model_compute(const strata_model *model);
 /* ---------------------------------------------------------------- cache */
 
 /* The unified per-sequence state: conv window + SSM state per Mamba layer, K/V per
- * attention layer, and the number of tokens consumed. */
+ * attention layer, and the number of tokens consumed. A cache keeps the SSM state and
+ * K/V in fp32, or in BF16 if made in the bf16 or int8 compute mode (its copies keep
+ * its K/V's form). */
 typedef struct strata_cache strata_cache;
 
 strata_status strata_cache_new(const strata_model *model, strata_cache **out, strata_error *err);

@@ -24,19 +24,33 @@ size_t attention_scratch(const strata_model *model, int R, int max_keys, int n_t
     const strata_model_info *m = &model->cfg.info;
     size_t q = (size_t)m->attn_heads * (size_t)m->head_dim, kv = (size_t)m->kv_heads * (size_t)m->head_dim;
     size_t group = (size_t)(m->attn_heads / m->kv_heads);
-    return (size_t)R * (2 * q + 2 * kv + 4) + (size_t)n_threads * QB * group * ((size_t)max_keys + 16) + 128;
+    return (size_t)R * (2 * q + 2 * kv + 4) +
+           (size_t)n_threads * (QB * group * ((size_t)max_keys + 16) + KB * (size_t)m->head_dim) + 128;
 }
 
-/* Append the sequence's new keys/values (n rows) at positions p0.. of its cache. */
+/* Append the sequence's new keys/values (n rows) at positions p0.. of its cache
+ * (rounded to BF16 in a cache that keeps them so, before any query reads them). */
 static void append_kv(strata_cache *c, int j, const float *k, const float *v, int n, int p0)
 {
     const strata_model_info *m = &c->model->cfg.info;
     size_t hd = (size_t)m->head_dim, kvw = (size_t)m->kv_heads * hd;
     for (int t = 0; t < n; t++)
         for (int h = 0; h < m->kv_heads; h++) {
-            memcpy(cache_k(c, j, h, p0 + t), k + (size_t)t * kvw + (size_t)h * hd, sizeof(float) * hd);
-            memcpy(cache_v(c, j, h, p0 + t), v + (size_t)t * kvw + (size_t)h * hd, sizeof(float) * hd);
+            cache_kv_put(c, j, 0, h, p0 + t, k + (size_t)t * kvw + (size_t)h * hd);
+            cache_kv_put(c, j, 1, h, p0 + t, v + (size_t)t * kvw + (size_t)h * hd);
         }
+}
+
+/* Keys (kv 0) or values (kv 1) t0 .. t0 + run - 1 of head kvh, rows hd apart, in
+ * fp32: the block's own rows, or its BF16 rows widened exactly into tmp (KB, hd). */
+static const float *kv_rows(const kernel_isa *isa, const strata_cache *c, int j, int kv, int kvh, int t0, int run,
+                            float *tmp)
+{
+    const void *rows = cache_kv_row(c, j, kv, kvh, t0);
+    if (!c->kv_bf16)
+        return rows;
+    isa->widen(tmp, rows, ST_BF16, (size_t)run * (size_t)c->model->cfg.info.head_dim);
+    return tmp;
 }
 
 /* Keys (or values) from position t0 on that one cache block holds contiguously
@@ -62,10 +76,10 @@ static int keys_of_row(int t0, int run, int last)
 /* A block of nb consecutive query rows of G query heads that share one kv head:
  * row b of head g reads its query at q + b·ldq + g·hd, attends keys 0..last0 + b,
  * writes its probabilities to row b·G + g of p (ldp apart) and its output to
- * z + b·ldz + g·hd. */
+ * z + b·ldz + g·hd; kv_tmp (KB, hd) holds a sub-run of BF16 keys or values widened. */
 typedef struct rows_block {
     const float *q;
-    float *p, *z;
+    float *p, *z, *kv_tmp;
     size_t ldq, ldp, ldz;
     int last0, nb, G;
 } rows_block;
@@ -86,10 +100,11 @@ static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int
     int hd = c->model->cfg.info.head_dim, end = B->last0 + B->nb;
     for (int t0 = 0, run; t0 < end; t0 += run) {
         run = kv_run(t0, end);
+        const float *k = kv_rows(isa, c, j, 0, kvh, t0, run, B->kv_tmp);
         for (int b = first_row(t0, B->last0); b < B->nb; b++)
             for (int g = 0; g < B->G; g++)
-                isa->attn_scores(prob_row(B, b, g) + t0, B->q + (size_t)b * B->ldq + (size_t)g * (size_t)hd,
-                                 cache_k(c, j, kvh, t0), keys_of_row(t0, run, B->last0 + b), hd, scale);
+                isa->attn_scores(prob_row(B, b, g) + t0, B->q + (size_t)b * B->ldq + (size_t)g * (size_t)hd, k,
+                                 keys_of_row(t0, run, B->last0 + b), hd, scale);
     }
     for (int b = 0; b < B->nb; b++)
         for (int g = 0; g < B->G; g++) {
@@ -98,10 +113,11 @@ static void attend_rows(const kernel_isa *isa, const strata_cache *c, int j, int
         }
     for (int t0 = 0, run; t0 < end; t0 += run) {
         run = kv_run(t0, end);
+        const float *v = kv_rows(isa, c, j, 1, kvh, t0, run, B->kv_tmp);
         for (int b = first_row(t0, B->last0); b < B->nb; b++)
             for (int g = 0; g < B->G; g++)
-                isa->attn_mix(B->z + (size_t)b * B->ldz + (size_t)g * (size_t)hd, prob_row(B, b, g) + t0,
-                              cache_v(c, j, kvh, t0), keys_of_row(t0, run, B->last0 + b), hd);
+                isa->attn_mix(B->z + (size_t)b * B->ldz + (size_t)g * (size_t)hd, prob_row(B, b, g) + t0, v,
+                              keys_of_row(t0, run, B->last0 + b), hd);
     }
 }
 
@@ -117,6 +133,7 @@ typedef struct attn_job {
     size_t *pattern_stride; /* (n_seqs) floats between heads in the slot */
     float *scores;          /* (n_threads, QB · G, score_stride) */
     size_t score_stride;
+    float *kv_tmp;          /* (n_threads, KB, hd) */
 } attn_job;
 
 /* Query heads per unit: a whole kv group, so its K and V are read once for all of
@@ -146,7 +163,7 @@ static void keep_pattern(const attn_job *J, int q_idx, int h0, const rows_block 
         }
 }
 
-static void attend_unit(const attn_job *J, int q_idx, int h0, float *scores)
+static void attend_unit(const attn_job *J, int q_idx, int h0, float *scores, float *kv_tmp)
 {
     const step *s = J->s;
     const strata_model_info *m = &s->model->cfg.info;
@@ -156,8 +173,9 @@ static void attend_unit(const attn_job *J, int q_idx, int h0, float *scores)
     float scale = 1.0f / sqrtf((float)m->head_dim);
     for (int t0 = 0; t0 < n; t0 += QB) {
         size_t at = (size_t)(r0 + t0) * qw + (size_t)h0 * hd;
-        rows_block B = {.q = J->q + at, .p = scores, .z = J->z + at, .ldq = qw, .ldp = J->score_stride, .ldz = qw,
-                        .last0 = p0 + t0, .nb = n - t0 < QB ? n - t0 : QB, .G = J->G};
+        rows_block B = {.q = J->q + at, .p = scores, .z = J->z + at, .kv_tmp = kv_tmp, .ldq = qw,
+                        .ldp = J->score_stride, .ldz = qw, .last0 = p0 + t0, .nb = n - t0 < QB ? n - t0 : QB,
+                        .G = J->G};
         attend_rows(s->ex->isa, c, j, h0 / (m->attn_heads / m->kv_heads), &B, scale);
         keep_pattern(J, q_idx, h0, &B, t0, n);
     }
@@ -166,10 +184,13 @@ static void attend_unit(const attn_job *J, int q_idx, int h0, float *scores)
 static void attend_thread(void *arg, int ti, int nt)
 {
     const attn_job *J = arg;
-    int units = J->s->model->cfg.info.attn_heads / J->G, lo, hi, after;
+    const strata_model_info *m = &J->s->model->cfg.info;
+    int units = m->attn_heads / J->G, lo, hi, after;
+    float *scores = J->scores + (size_t)ti * QB * (size_t)J->G * J->score_stride;
+    float *kv_tmp = J->kv_tmp + (size_t)ti * KB * (size_t)m->head_dim;
     while (exec_span_next(J->s->ex, ti, nt, 1, &lo, &hi, &after))
         for (int i = lo; i < hi; i++)
-            attend_unit(J, i / units, i % units * J->G, J->scores + (size_t)ti * QB * (size_t)J->G * J->score_stride);
+            attend_unit(J, i / units, i % units * J->G, scores, kv_tmp);
 }
 
 void attention_forward(step *s, int li, const float *h, float *out)
@@ -191,6 +212,7 @@ void attention_forward(step *s, int li, const float *h, float *out)
     size_t score_stride = ((size_t)max_keys + 16) & ~(size_t)15;
     int G = heads_per_unit(m, s->n_seqs, s->ex->n_threads);
     float *scores = step_alloc(s, (size_t)s->ex->n_threads * QB * (size_t)G * score_stride); // (threads, QB·G, keys)
+    float *kv_tmp = step_alloc(s, (size_t)s->ex->n_threads * KB * (size_t)m->head_dim);   // (threads, KB, hd)
     float **pattern = (float **)step_alloc(s, 2 * (size_t)s->n_seqs);      // (n_seqs) capture slots
     size_t *pattern_stride = (size_t *)step_alloc(s, 2 * (size_t)s->n_seqs); // (n_seqs)
 
@@ -208,7 +230,7 @@ void attention_forward(step *s, int li, const float *h, float *out)
                              : NULL;
     }
     attn_job job = {.s = s, .li = li, .G = G, .q = q, .z = z, .pattern = pattern, .pattern_stride = pattern_stride,
-                    .scores = scores, .score_stride = score_stride};
+                    .scores = scores, .score_stride = score_stride, .kv_tmp = kv_tmp};
     exec_spans_reset(s->ex, s->n_seqs * (m->attn_heads / G), s->ex->n_threads);
     exec_parallel(s->ex, attend_thread, &job);
     hook_rows(s, HOOK_Z, li, z);

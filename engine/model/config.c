@@ -238,10 +238,6 @@ static strata_status check_consistency(const char *p, model_config *c, strata_er
     m->d_inner = m->mamba_heads * m->mamba_head_dim;
     m->conv_dim = m->d_inner + 2 * m->n_groups * m->ssm_state_size;
     m->in_proj_dim = 2 * c->d_mlp + m->d_inner + m->conv_dim + m->mamba_heads;
-    uint64_t K1 = (uint64_t)(m->conv_kernel - 1);
-    m->state_bytes_fixed = (uint64_t)count_kind(c, 'M') * 4 *
-                           ((uint64_t)m->conv_dim * K1 + (uint64_t)m->d_inner * m->ssm_state_size);
-    m->state_bytes_per_token = (uint64_t)count_kind(c, '*') * 4 * 2 * (uint64_t)m->kv_heads * m->head_dim;
     return STRATA_OK;
 }
 

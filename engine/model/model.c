@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "core/error.h"
 #include "core/huge.h"
 #include "core/json.h"
@@ -695,6 +696,8 @@ strata_status strata_model_load_with(const char *dir, const strata_load_opts *op
         count_experts(m);
     if (s == STRATA_OK && !int8_compute)
         s = strata_model_set_compute(m, compute, err);
+    if (s == STRATA_OK)
+        cache_set_sizes(m);     /* the int8 mode's too */
     if (s != STRATA_OK) {
         strata_model_free(m);
         return s;
@@ -864,6 +867,7 @@ strata_status strata_model_set_compute(strata_model *model, const char *mode, st
                            "compute mode int8 is chosen when the model loads (strata_load_opts.compute; "
                            "--compute int8 with --weights int8)");
     model->compute_bf16 = !strcmp(mode, "bf16");
+    cache_set_sizes(model);
     return STRATA_OK;
 }
 
