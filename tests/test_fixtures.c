@@ -455,8 +455,8 @@ static void check_bf16_error(int index, double max_diff, int max_moved)
     fixture_close(&f);
 }
 
-/* The bf16 mode's decode: a cache made in the mode keeps its SSM state in BF16
- * between steps (every captured state value is a BF16 value, not all zero), and
+/* The bf16 mode's decode: a cache made in the mode keeps its SSM state and its K/V
+ * in BF16 between steps (every captured state value is a BF16 value, not all zero), and
  * prefill then step-by-step decode stays within the bounds of the mode's full
  * forward (check_bf16_error) against the reference decode.logits. */
 static void check_bf16_decode(int index, double max_diff, int max_moved)
@@ -468,6 +468,8 @@ static void check_bf16_decode(int index, double max_diff, int max_moved)
     cr_assert_eq(strata_model_set_compute(f.model, "bf16", &err), STRATA_OK);
     cr_assert_eq(strata_capture_new(f.model, &cap, &err), STRATA_OK);
     cr_assert_eq(strata_capture_add(cap, "blocks.*.mixer.ssm_state", &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_capture_add(cap, "blocks.*.mixer.k_cache", &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_capture_add(cap, "blocks.*.mixer.v_cache", &err), STRATA_OK, "%s", err.message);
     float *logits = decode_logits(&f, cap);
     check_bf16_bounds(&f, logits, expect(&f, "decode.logits")->data, f.T - f.T0, max_diff, max_moved, "decode");
     cr_assert_gt(strata_capture_count(cap), 0);
