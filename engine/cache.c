@@ -29,7 +29,21 @@ static size_t ssm_elems(const strata_model_info *m)
 
 static size_t ssm_bytes(const strata_cache *c)
 {
-    return ssm_elems(&c->model->cfg.info) * (c->ssm_bf16 ? sizeof(uint16_t) : sizeof(float));
+    return ssm_elems(&c->model->cfg.info) * cache_elem_size(c->ssm_bf16);
+}
+
+/* Bytes of the recurrent state (conv + SSM of every Mamba layer), and of one
+ * position's K and V, with the SSM state and the KV in BF16 or not. */
+static uint64_t fixed_bytes(const strata_model *model, int ssm_bf16)
+{
+    const strata_model_info *m = &model->cfg.info;
+    return (uint64_t)model->n_mamba * (sizeof(float) * conv_elems(m) + cache_elem_size(ssm_bf16) * ssm_elems(m));
+}
+
+static uint64_t token_bytes(const strata_model *model, int kv_bf16)
+{
+    const strata_model_info *m = &model->cfg.info;
+    return (uint64_t)model->n_attn * 2 * (uint64_t)m->kv_heads * (uint64_t)m->head_dim * cache_elem_size(kv_bf16);
 }
 
 /* Element k of layer i's SSM state as fp32, and set from fp32. */
@@ -46,12 +60,10 @@ static void ssm_put(strata_cache *c, int i, size_t k, float v)
         ((float *)c->ssm[i])[k] = v;
 }
 
-/* Bytes of a KV block's data: fp32 or BF16 elements. */
+/* Bytes of a KV block's data: KV_BLOCK positions. */
 static size_t block_bytes(const strata_cache *c)
 {
-    const strata_model_info *m = &c->model->cfg.info;
-    return (size_t)c->model->n_attn * 2 * (size_t)m->kv_heads * KV_BLOCK * (size_t)m->head_dim *
-           (c->kv_bf16 ? sizeof(uint16_t) : sizeof(float));
+    return KV_BLOCK * (size_t)token_bytes(c->model, c->kv_bf16);
 }
 
 void cache_kv_get(const strata_cache *c, int j, int kv, int h, int t, float *out)
@@ -208,22 +220,6 @@ void strata_cache_reset(strata_cache *c)
 int strata_cache_n_tokens(const strata_cache *c)
 {
     return c->n_tokens;
-}
-
-/* Bytes of the recurrent state, and of one position's K and V, with the SSM
- * state and the KV in BF16 or not. */
-static uint64_t fixed_bytes(const strata_model *model, int ssm_bf16)
-{
-    const strata_model_info *m = &model->cfg.info;
-    return (uint64_t)model->n_mamba *
-           (sizeof(float) * conv_elems(m) + (ssm_bf16 ? sizeof(uint16_t) : sizeof(float)) * ssm_elems(m));
-}
-
-static uint64_t token_bytes(const strata_model *model, int kv_bf16)
-{
-    const strata_model_info *m = &model->cfg.info;
-    return (uint64_t)model->n_attn * 2 * (uint64_t)m->kv_heads * (uint64_t)m->head_dim *
-           (kv_bf16 ? sizeof(uint16_t) : sizeof(float));
 }
 
 void cache_set_sizes(strata_model *model)

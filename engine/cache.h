@@ -46,6 +46,12 @@ struct strata_cache {
 /* Make positions [n_tokens, n_total) writable (done before a step changes anything). */
 strata_status cache_reserve(strata_cache *c, int n_total, strata_error *err);
 
+/* Bytes of one state element: fp32, or BF16 where the cache keeps that part so. */
+static inline size_t cache_elem_size(int bf16)
+{
+    return bf16 ? sizeof(uint16_t) : sizeof(float);
+}
+
 /* Row t of head h of attention layer j's keys (kv 0) or values (kv 1): hd floats,
  * or hd BF16 values where kv_bf16. */
 static inline void *cache_kv_row(const strata_cache *c, int j, int kv, int h, int t)
@@ -53,7 +59,7 @@ static inline void *cache_kv_row(const strata_cache *c, int j, int kv, int h, in
     const strata_model_info *m = &c->model->cfg.info;
     size_t hd = (size_t)m->head_dim, nkv = (size_t)m->kv_heads;
     size_t row = (((size_t)j * 2 + (size_t)kv) * nkv + (size_t)h) * KV_BLOCK + (size_t)(t % KV_BLOCK);
-    return c->blocks[t / KV_BLOCK]->data + row * hd * (c->kv_bf16 ? sizeof(uint16_t) : sizeof(float));
+    return c->blocks[t / KV_BLOCK]->data + row * hd * cache_elem_size(c->kv_bf16);
 }
 
 /* That row as fp32 (exact), and set from fp32 (rounded where kv_bf16; in: any alignment). */

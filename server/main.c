@@ -151,16 +151,15 @@ static int load(server *srv)
         log_line(srv, "error", "--reasoning-format %s: none or deepseek", srv->cfg.reasoning_format);
         return -1;
     }
+    const strata_model_info *m = strata_model_get_info(srv->model);
     strata_runner *probe;
     if (strata_runner_new(srv->model, &probe, &err) == STRATA_OK) {
-        const strata_model_info *mi = strata_model_get_info(srv->model);
         log_line(srv, "info",
                  "compute: %s kernels, %d threads, %s matmuls, %s weights; a session's state %.1f MiB + %.1f KiB a token",
-                 strata_runner_kernel(probe), strata_runner_threads(probe), strata_model_compute(srv->model), mi->weights,
-                 (double)mi->state_bytes_fixed / 1048576.0, (double)mi->state_bytes_per_token / 1024.0);
+                 strata_runner_kernel(probe), strata_runner_threads(probe), strata_model_compute(srv->model), m->weights,
+                 (double)m->state_bytes_fixed / 1048576.0, (double)m->state_bytes_per_token / 1024.0);
         strata_runner_free(probe);
     }
-    const strata_model_info *m = strata_model_get_info(srv->model);
     srv->context_limit = srv->cfg.context_limit > 0 && srv->cfg.context_limit < m->max_position_embeddings
                              ? srv->cfg.context_limit : m->max_position_embeddings;
     find_eos(srv);

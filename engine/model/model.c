@@ -695,9 +695,9 @@ strata_status strata_model_load_with(const char *dir, const strata_load_opts *op
     if (s == STRATA_OK)
         count_experts(m);
     if (s == STRATA_OK && !int8_compute)
-        s = strata_model_set_compute(m, compute, err);
-    if (s == STRATA_OK)
-        cache_set_sizes(m);     /* the int8 mode's too */
+        s = strata_model_set_compute(m, compute, err);  /* which sets the state sizes */
+    else if (s == STRATA_OK)
+        cache_set_sizes(m);
     if (s != STRATA_OK) {
         strata_model_free(m);
         return s;
