@@ -29,7 +29,7 @@ typedef struct choice {
 typedef struct request {
     uint64_t id;
     strata_request r;           /* prompt / stop_ids point at the copies below */
-    int32_t *prompt, *stop_ids;
+    int32_t *prompt, *history, *stop_ids;
     int *checkpoint_at;
     uint64_t base_bytes;        /* state the given cache held before this request */
     int32_t *bias_ids;
@@ -112,6 +112,7 @@ static void request_free(request *q)
         strata_sampler_free(q->ch[i].sampler);
     }
     free(q->prompt);
+    free(q->history);
     free(q->checkpoint_at);
     free(q->stop_ids);
     free(q->bias_ids);
@@ -158,6 +159,12 @@ static strata_status check_request(const strata_scheduler *s, const strata_reque
         if (r->prompt[i] < 0 || r->prompt[i] >= vocab)
             return strata_fail(err, STRATA_E_RANGE, "prompt token %d at position %d is outside the vocabulary "
                                "[0, %d)", r->prompt[i], i, vocab);
+    if (r->n_history < 0 || (r->n_history && !r->history))
+        return strata_fail(err, STRATA_E_INVALID, "history tokens missing");
+    for (int i = 0; i < r->n_history; i++)
+        if (r->history[i] < 0 || r->history[i] >= vocab)
+            return strata_fail(err, STRATA_E_RANGE, "history token %d at position %d is outside the vocabulary "
+                               "[0, %d)", r->history[i], i, vocab);
     if (r->n_stop_ids < 0 || (r->n_stop_ids && !r->stop_ids))
         return strata_fail(err, STRATA_E_INVALID, "stop ids missing");
     if (r->cache && r->cache->model != s->model)
@@ -191,6 +198,7 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
     q->r = *r;
     const strata_sampling *sp = &r->sampling;
     q->prompt = dup_array(r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
+    q->history = dup_array(r->history, sizeof(int32_t) * (size_t)r->n_history);
     q->stop_ids = dup_array(r->stop_ids, sizeof(int32_t) * (size_t)r->n_stop_ids);
     q->checkpoint_at = dup_array(r->checkpoint_at, sizeof(int) * (size_t)r->n_checkpoint_at);
     q->r.checkpoint_at = q->checkpoint_at;
@@ -198,9 +206,10 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
     q->base_bytes = r->cache ? strata_cache_state_bytes(r->cache) : 0;
     q->bias_ids = dup_array(sp->bias_ids, sizeof(int32_t) * (size_t)sp->n_bias);
     q->bias_values = dup_array(sp->bias_values, sizeof(float) * (size_t)sp->n_bias);
-    strata_status st = q->prompt && q->stop_ids && q->bias_ids && q->bias_values && q->checkpoint_at
+    strata_status st = q->prompt && q->history && q->stop_ids && q->bias_ids && q->bias_values && q->checkpoint_at
                            ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     q->r.prompt = q->prompt;
+    q->r.history = q->history;
     q->r.stop_ids = q->stop_ids;
     q->r.sampling.bias_ids = q->bias_ids;
     q->r.sampling.bias_values = q->bias_values;
@@ -208,6 +217,8 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
         strata_sampling p = q->r.sampling;
         p.seed += (uint64_t)i;
         st = strata_sampler_new(&p, s->model->cfg.info.vocab_size, &q->ch[i].sampler, err);
+        for (int t = 0; st == STRATA_OK && t < r->n_history; t++)
+            strata_sampler_accept(q->ch[i].sampler, q->history[t], 0);
         for (int t = 0; st == STRATA_OK && t < r->n_prompt; t++)
             strata_sampler_accept(q->ch[i].sampler, q->prompt[t], 0);
     }

@@ -945,6 +945,8 @@ static void continue_from(strata_request *q, strata_cache *cache, int reused, co
         if (marks[m] > reused && marks[m] < q->n_prompt)
             rel[k++] = marks[m] - reused;
     q->cache = cache;
+    q->history = q->prompt;     /* the repetition penalty sees the whole prompt */
+    q->n_history = reused;
     q->prompt += reused;
     q->n_prompt -= reused;
     q->checkpoint_at = rel;

@@ -156,6 +156,60 @@ Test(scheduler, concurrent_requests_equal_solo_runs, .timeout = 60)
     harness_stop(&h);
 }
 
+/* Greedy with a strong repetition penalty, `n` generated tokens, from `prompt` on
+ * top of `cache` (NULL: fresh) whose state holds `history`. */
+static void penalised_run(harness *h, strata_cache *cache, const int32_t *history, int n_history,
+                          const int32_t *prompt, int n_prompt, int n, collected *c)
+{
+    strata_error err;
+    strata_request r = greedy_request(prompt, n_prompt, n, c);
+    r.sampling.repetition_penalty = 3.0f;
+    r.cache = cache;
+    r.history = history;
+    r.n_history = n_history;
+    cr_assert_eq(strata_scheduler_submit(h->sched, &r, NULL, &err), STRATA_OK, "%s", err.message);
+    wait_done(c);
+    cr_assert_eq(c->n[0], n);
+}
+
+/* A request that continues a cache holding the prompt's first part samples as a
+ * fresh run over the whole prompt, given that part as its history: the repetition
+ * penalty counts the tokens the cache already holds. */
+Test(scheduler, a_continued_cache_samples_as_a_fresh_run_of_history_and_prompt, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 64);
+    enum { HEAD = 300, N = 306, GEN = 24 };
+    int32_t prompt[N];
+    for (int t = 0; t < N; t++)
+        prompt[t] = (int32_t)((t * 7 + 3) % 512);   /* the head: 300 distinct ids of the 512 */
+    collected fresh = {0}, head = {0}, with = {0}, without = {0};
+    penalised_run(&h, NULL, NULL, 0, prompt, N, GEN, &fresh);
+    strata_error err;
+    strata_cache *c1, *c2;
+    cr_assert_eq(strata_cache_new(h.model, &c1, &err), STRATA_OK);
+    penalised_run(&h, c1, NULL, 0, prompt, HEAD, 0, &head);    /* the cache holds prompt[0..HEAD) */
+    cr_assert_eq(strata_cache_n_tokens(c1), HEAD);
+    cr_assert_eq(strata_cache_copy(c1, &c2, &err), STRATA_OK);
+    penalised_run(&h, c1, prompt, HEAD, prompt + HEAD, N - HEAD, GEN, &with);
+    cr_assert_eq(memcmp(with.tokens[0], fresh.tokens[0], sizeof(int32_t) * GEN), 0,
+                 "the continued request samples as the fresh one");
+    penalised_run(&h, c2, NULL, 0, prompt + HEAD, N - HEAD, GEN, &without);
+    cr_assert_neq(memcmp(without.tokens[0], fresh.tokens[0], sizeof(int32_t) * GEN), 0,
+                  "without its history the penalty sees another context (so the case above can fail)");
+    int32_t bad = 9999;
+    collected none = {0};
+    strata_request r = greedy_request(prompt, 2, 1, &none);
+    r.history = &bad;
+    r.n_history = 1;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_E_RANGE);
+    r.history = NULL;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_E_INVALID);
+    strata_cache_free(c1);
+    strata_cache_free(c2);
+    harness_stop(&h);
+}
+
 Test(scheduler, choices_share_the_prompt_and_stop_callbacks_stop, .timeout = 60)
 {
     harness h;

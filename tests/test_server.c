@@ -1138,6 +1138,33 @@ Test(server, a_repeated_system_prompt_is_processed_once)
         free(texts[i]);
 }
 
+/* A prompt continued from a prefix-cache snapshot samples as a cold run of it: the
+ * repetition penalty counts the cached tokens too. */
+Test(server, a_prefix_cache_hit_samples_as_a_cold_run)
+{
+    const char *head = "Now the serpent was more subtil than any beast of the field which the LORD God had made. "
+                       "And he said unto the woman, Yea, hath God said";
+    char body[1024];
+    char *text[2];
+    int cached[2];
+    for (int i = 0; i < 3; i++) {   /* head + tail cold, the head alone, head + tail again */
+        snprintf(body, sizeof body, "{\"prompt\":\"%s%s\",\"max_tokens\":16,\"temperature\":0,"
+                 "\"repetition_penalty\":1.6}", head, i == 1 ? "" : ", Ye shall not eat of every tree");
+        json_t *j = call("POST", "/v1/completions", body, 200);
+        if (i != 1) {
+            text[i / 2] = strdup(text_of(j, 0));
+            cached[i / 2] = (int)json_integer_value(json_object_get(
+                json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+        }
+        json_decref(j);
+    }
+    cr_assert_eq(cached[0], 0);
+    cr_assert_geq(cached[1], 25, "the head came from the prefix cache");
+    cr_assert_str_eq(text[1], text[0]);
+    free(text[0]);
+    free(text[1]);
+}
+
 Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
 {
     const char *args[] = {"--max-running", "1", "--max-queued", "0", NULL};

@@ -68,13 +68,15 @@ static char *new_session(const char *prompt_json)
     return id;
 }
 
-/* A greedy completion with logprobs, on a session or not; returns the choice JSON
- * (text + logprobs) as a string for exact comparison. */
-static char *complete(const char *session, const char *prompt_json, int max_tokens, int *cached)
+/* A greedy completion with logprobs and `extra` fields (",..." or ""), on a session
+ * or not; returns the choice JSON (text + logprobs) as a string for exact comparison. */
+static char *complete_with(const char *session, const char *prompt_json, int max_tokens, const char *extra,
+                           int *cached)
 {
     char body[8192];
-    snprintf(body, sizeof body, "{\"prompt\":%s,\"max_tokens\":%d,\"temperature\":0,\"logprobs\":5%s%s%s}", prompt_json,
-             max_tokens, session ? ",\"session\":\"" : "", session ? session : "", session ? "\"" : "");
+    snprintf(body, sizeof body, "{\"prompt\":%s,\"max_tokens\":%d,\"temperature\":0,\"logprobs\":5%s%s%s%s}",
+             prompt_json, max_tokens, extra, session ? ",\"session\":\"" : "", session ? session : "",
+             session ? "\"" : "");
     json_t *j = req("POST", "/v1/completions", body, 200);
     json_t *c = json_array_get(json_object_get(j, "choices"), 0);
     if (cached)
@@ -84,6 +86,11 @@ static char *complete(const char *session, const char *prompt_json, int max_toke
     char *s = json_dumps(c, JSON_SORT_KEYS | JSON_COMPACT);
     json_decref(j);
     return s;
+}
+
+static char *complete(const char *session, const char *prompt_json, int max_tokens, int *cached)
+{
+    return complete_with(session, prompt_json, max_tokens, "", cached);
 }
 
 TestSuite(sessions, .init = setup, .fini = teardown, .timeout = 120);
@@ -96,6 +103,25 @@ Test(sessions, a_continued_session_equals_a_stateless_run)
     char *off = complete(NULL, "\"In the beginning God created the heaven and the earth.\"", 12, NULL);
     cr_assert_str_eq(on, off, "same text and logprobs");
     cr_assert_geq(cached, 5, "the prefilled prompt was reused");
+    free(on);
+    free(off);
+    free(id);
+}
+
+/* The repetition penalty counts the tokens the session already holds, as a
+ * stateless run counts its whole prompt. */
+Test(sessions, a_continued_session_samples_with_penalties_as_a_stateless_run)
+{
+    const char *prompt = "\"And God said, Let there be light: and there was light. And God saw the light, that it was "
+                         "good: and God divided the light from the darkness. And God called\"";
+    const char *penalty = ",\"repetition_penalty\":1.6";
+    char *id = new_session("\"And God said, Let there be light: and there was light. And God saw the light, that it "
+                           "was good: and God divided\"");
+    int cached;
+    char *on = complete_with(id, prompt, 16, penalty, &cached);
+    char *off = complete_with(NULL, prompt, 16, penalty, NULL);
+    cr_assert_str_eq(on, off, "same text and logprobs");
+    cr_assert_geq(cached, 20, "the session's tokens were reused");
     free(on);
     free(off);
     free(id);

@@ -554,6 +554,11 @@ typedef struct strata_request {
      * its state (choice 0 goes on in it, other choices in copies), and the cache is
      * left to the caller, who must not touch it until on_done. */
     strata_cache *cache;
+    /* The tokens `cache` already holds before `prompt` (copied at submit; none: NULL,
+     * 0). They count for the repetition penalty as prompt tokens do, so a request that
+     * continues a cache samples exactly as a fresh run over history + prompt would. */
+    const int32_t *history;
+    int n_history;
     /* Positions (counted in prompt tokens) where prefill pauses to call on_checkpoint,
      * and every checkpoint_every tokens (0: never); the end of the prompt always. */
     const int *checkpoint_at;
