@@ -4,8 +4,10 @@
  * exactly the tokens on the path to them.
  *
  * Invariants: a node's depth is the number of tokens from the root; every snapshot
- * sits at the node whose depth equals its n_tokens; children of a node start with
- * distinct tokens; `bytes` is the sum of the snapshots' accounted sizes.
+ * sits at the node whose depth equals its n_tokens; logits are held only beside a
+ * snapshot (the logits after its last token: a prompt that ends there needs no step);
+ * children of a node start with distinct tokens; `bytes` is the sum of the
+ * snapshots' accounted sizes, their logits included.
  *
  * Eviction (Marconi): utility = recency + ALPHA · efficiency, both normalized to
  * [0, 1] over the snapshots held, where efficiency = prefill FLOPs the snapshot
@@ -29,7 +31,8 @@ typedef struct node {
     struct node **kids;
     int n_kids;
     strata_cache *snap;     /* state after `depth` tokens, or NULL */
-    uint64_t snap_bytes;
+    float *logits;          /* (vocab) the logits after those tokens, or NULL */
+    uint64_t snap_bytes;    /* the snapshot's and its logits' */
     uint64_t last_use;      /* logical clock */
 } node;
 
@@ -62,6 +65,7 @@ static void free_subtree(node *n)
     free(n->kids);
     free(n->edge);
     strata_cache_free(n->snap);
+    free(n->logits);
 }
 
 void strata_prefix_cache_free(strata_prefix_cache *pc)
@@ -105,19 +109,30 @@ static node *walk(strata_prefix_cache *pc, const int32_t *p, int n, int limit, i
 }
 
 strata_status strata_prefix_cache_lookup(strata_prefix_cache *pc, const int32_t *prompt, int n,
-                                         strata_cache **fork, int *reused, int *branch, strata_error *err)
+                                         strata_cache **fork, int *reused, int *branch, const float **logits,
+                                         strata_error *err)
 {
     *fork = NULL;
     *reused = 0;
     *branch = 0;
     if (!pc || n < 1)
         return STRATA_OK;
-    node *snap;
-    walk(pc, prompt, n, n - 1, branch, &snap);
+    if (logits)
+        *logits = NULL;
+    node *snap, *at = walk(pc, prompt, n, n - 1, branch, &snap);
     pc->stats.lookups++;
+    if (logits && at->depth == n && at->snap && at->logits) {
+        snap = at;          /* the whole prompt, its last logits kept too */
+        *logits = at->logits;
+    }
     if (!snap)
         return STRATA_OK;
-    STRATA_TRY(strata_cache_copy(snap->snap, fork, err));
+    strata_status st = strata_cache_copy(snap->snap, fork, err);
+    if (st != STRATA_OK) {
+        if (logits)
+            *logits = NULL;
+        return st;
+    }
     snap->last_use = ++pc->clock;
     *reused = snap->depth;
     pc->stats.hits++;
@@ -261,7 +276,9 @@ static void evict_until_within_budget(strata_prefix_cache *pc)
         if (!p.worst)
             break;
         strata_cache_free(p.worst->snap);
+        free(p.worst->logits);
         p.worst->snap = NULL;
+        p.worst->logits = NULL;
         pc->stats.bytes -= p.worst->snap_bytes;
         pc->stats.snapshots--;
         pc->stats.evictions++;
@@ -269,17 +286,20 @@ static void evict_until_within_budget(strata_prefix_cache *pc)
 }
 
 strata_status strata_prefix_cache_insert(strata_prefix_cache *pc, const int32_t *prompt, int n,
-                                         strata_cache *snapshot, strata_error *err)
+                                         strata_cache *snapshot, float *logits, strata_error *err)
 {
     int depth = snapshot ? strata_cache_n_tokens(snapshot) : 0;
     if (!pc || !snapshot || depth < 1 || depth > n || snapshot->model != pc->model) {
         strata_cache_free(snapshot);
+        free(logits);
         return strata_fail(err, STRATA_E_INVALID, "prefix cache: snapshot does not fit the prompt");
     }
     uint64_t bytes = strata_cache_state_bytes(snapshot);
-    node *at = bytes <= pc->budget ? node_at(pc, prompt, depth) : NULL;
+    uint64_t logit_bytes = sizeof(float) * (uint64_t)pc->model->cfg.info.vocab_size;
+    node *at = bytes + logit_bytes <= pc->budget ? node_at(pc, prompt, depth) : NULL;
     if (!at) {
         strata_cache_free(snapshot);
+        free(logits);
         return STRATA_OK; /* over budget or the tree is full: simply not cached */
     }
     if (at->snap) {
@@ -289,6 +309,13 @@ strata_status strata_prefix_cache_insert(strata_prefix_cache *pc, const int32_t 
         at->snap_bytes = bytes;
         pc->stats.bytes += bytes;
         pc->stats.snapshots++;
+    }
+    if (logits && !at->logits) {
+        at->logits = logits;
+        at->snap_bytes += logit_bytes;
+        pc->stats.bytes += logit_bytes;
+    } else {
+        free(logits);   /* the same logits already held, or not wanted */
     }
     at->last_use = ++pc->clock;
     evict_until_within_budget(pc);

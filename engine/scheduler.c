@@ -30,11 +30,13 @@ typedef struct request {
     uint64_t id;
     strata_request r;           /* prompt / stop_ids point at the copies below */
     int32_t *prompt, *history, *stop_ids;
+    float *prompt_logits;       /* n_prompt = 0: the given logits after the cached prompt */
     int *checkpoint_at;
     uint64_t base_bytes;        /* state the given cache held before this request */
     int32_t *bias_ids;
     float *bias_values;
     int prefilled;              /* prompt tokens in choice 0's cache */
+    int started;                /* the choices have drawn their first tokens */
     int admitted;
     int cancelled;              /* set under the mutex */
     int n_finished;
@@ -113,6 +115,7 @@ static void request_free(request *q)
     }
     free(q->prompt);
     free(q->history);
+    free(q->prompt_logits);
     free(q->checkpoint_at);
     free(q->stop_ids);
     free(q->bias_ids);
@@ -148,7 +151,7 @@ void strata_scheduler_free(strata_scheduler *s)
 static strata_status check_request(const strata_scheduler *s, const strata_request *r, strata_error *err)
 {
     int vocab = s->model->cfg.info.vocab_size;
-    if (!r->prompt || r->n_prompt < 1)
+    if (r->n_prompt < 0 || (r->n_prompt && !r->prompt) || (r->n_prompt == 0 && !(r->cache && r->prompt_logits)))
         return strata_fail(err, STRATA_E_INVALID, "the prompt is empty");
     if (r->n < 1 || r->n > STRATA_MAX_CHOICES)
         return strata_fail(err, STRATA_E_INVALID, "n must be in [1, %d]", STRATA_MAX_CHOICES);
@@ -199,6 +202,8 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
     const strata_sampling *sp = &r->sampling;
     q->prompt = dup_array(r->prompt, sizeof(int32_t) * (size_t)r->n_prompt);
     q->history = dup_array(r->history, sizeof(int32_t) * (size_t)r->n_history);
+    size_t V = (size_t)s->model->cfg.info.vocab_size;
+    q->prompt_logits = r->n_prompt == 0 ? dup_array(r->prompt_logits, sizeof(float) * V) : NULL;
     q->stop_ids = dup_array(r->stop_ids, sizeof(int32_t) * (size_t)r->n_stop_ids);
     q->checkpoint_at = dup_array(r->checkpoint_at, sizeof(int) * (size_t)r->n_checkpoint_at);
     q->r.checkpoint_at = q->checkpoint_at;
@@ -206,10 +211,12 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
     q->base_bytes = r->cache ? strata_cache_state_bytes(r->cache) : 0;
     q->bias_ids = dup_array(sp->bias_ids, sizeof(int32_t) * (size_t)sp->n_bias);
     q->bias_values = dup_array(sp->bias_values, sizeof(float) * (size_t)sp->n_bias);
-    strata_status st = q->prompt && q->history && q->stop_ids && q->bias_ids && q->bias_values && q->checkpoint_at
+    strata_status st = q->prompt && q->history && (r->n_prompt || q->prompt_logits) && q->stop_ids && q->bias_ids &&
+                               q->bias_values && q->checkpoint_at
                            ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     q->r.prompt = q->prompt;
     q->r.history = q->history;
+    q->r.prompt_logits = q->prompt_logits;
     q->r.stop_ids = q->stop_ids;
     q->r.sampling.bias_ids = q->bias_ids;
     q->r.sampling.bias_values = q->bias_values;
@@ -334,6 +341,7 @@ static void advance_choice(strata_scheduler *s, request *q, int i, const float *
  * each choice's first token from the prompt's last logits. */
 static void start_choices(strata_scheduler *s, request *q, const float *last_logits)
 {
+    q->started = 1;
     for (int i = 1; i < q->r.n; i++)
         if (strata_cache_copy(q->ch[0].cache, &q->ch[i].cache, NULL) != STRATA_OK)
             finish_choice(q, i, STRATA_FINISH_ERROR);
@@ -509,6 +517,8 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
             *n_prefill_rows += chunk;
             continue;
         }
+        if (!q->started)    /* the cache held the whole prompt: draw from the given logits */
+            start_choices(s, q, q->prompt_logits);
         for (int i = 0; i < q->r.n; i++) {
             if (q->ch[i].finished)
                 continue;
@@ -587,14 +597,14 @@ static void consume_step(strata_scheduler *s, int n)
         int due = next_checkpoint(q);
         q->prefilled += seq->n_tokens;
         s->stats.prompt_tokens += (uint64_t)seq->n_tokens;
+        int end = q->prefilled == q->r.n_prompt;
+        const float *last = seq->logits + (seq->all_logits ? (size_t)(seq->n_tokens - 1) * (size_t)m->vocab_size : 0);
         if (q->r.on_checkpoint && q->prefilled == due)
-            q->r.on_checkpoint(q->r.user, q->ch[0].cache, q->prefilled);
+            q->r.on_checkpoint(q->r.user, q->ch[0].cache, q->prefilled, end ? last : NULL);
         if (q->r.on_progress)
             q->r.on_progress(q->r.user, q->prefilled, q->r.n_prompt);
-        if (q->prefilled == q->r.n_prompt) {
-            const float *last = seq->logits + (seq->all_logits ? (size_t)(seq->n_tokens - 1) * (size_t)m->vocab_size : 0);
+        if (end)
             start_choices(s, q, last);
-        }
     }
 }
 

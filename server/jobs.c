@@ -34,6 +34,7 @@ typedef struct event {
     strata_finish finish;
     strata_sample sample;
     strata_cache *snapshot;     /* EV_CHECKPOINT */
+    float *logits;              /* EV_CHECKPOINT at the end of a prompt: the logits after it, or NULL */
     size_t len;
     char text[];
 } event;
@@ -111,15 +112,16 @@ static struct {
 /* ---------------------------------------------------------------- engine thread */
 
 static void post_snapshot(gen_job *job, enum ev_kind kind, int choice, const char *text, size_t len,
-                          const strata_sample *smp, strata_finish finish, int pos, strata_cache *snap)
+                          const strata_sample *smp, strata_finish finish, int pos, strata_cache *snap, float *logits)
 {
     event *e = calloc(1, sizeof *e + len + 1);
     if (!e) { /* the response will miss this piece; the DONE event is what matters */
         strata_cache_free(snap);
+        free(logits);
         return;
     }
     *e = (event){.job = job, .kind = kind, .choice = choice, .pos = pos, .finish = finish, .len = len,
-                 .snapshot = snap};
+                 .snapshot = snap, .logits = logits};
     if (smp)
         e->sample = *smp;
     if (len)
@@ -137,7 +139,7 @@ static void post_snapshot(gen_job *job, enum ev_kind kind, int choice, const cha
 static void post(gen_job *job, enum ev_kind kind, int choice, const char *text, size_t len,
                  const strata_sample *smp, strata_finish finish, int pos)
 {
-    post_snapshot(job, kind, choice, text, len, smp, finish, pos, NULL);
+    post_snapshot(job, kind, choice, text, len, smp, finish, pos, NULL, NULL);
 }
 
 /* Length of the longest suffix of s that is a proper prefix of a stop string. */
@@ -225,14 +227,20 @@ static void on_progress(void *user, int done, int total)
         post(sb->job, EV_PROGRESS, sb->index, NULL, 0, NULL, 0, done);
 }
 
-static void on_checkpoint(void *user, const strata_cache *cache, int n_prefilled)
+/* A snapshot for the session's checkpoints or the prefix cache; the latter keeps
+ * the end of a prompt's logits too, so the same prompt again needs no step. */
+static void on_checkpoint(void *user, const strata_cache *cache, int n_prefilled, const float *logits)
 {
     (void)n_prefilled;
     sub *sb = user;
     strata_cache *snap;
     if (strata_cache_copy(cache, &snap, NULL) != STRATA_OK)
         return;
-    post_snapshot(sb->job, EV_CHECKPOINT, sb->index, NULL, 0, NULL, 0, 0, snap);
+    size_t bytes = sizeof(float) * (size_t)strata_model_get_info(sb->job->srv->model)->vocab_size;
+    float *kept = logits && !sb->job->session ? malloc(bytes) : NULL;
+    if (kept)
+        memcpy(kept, logits, bytes);
+    post_snapshot(sb->job, EV_CHECKPOINT, sb->index, NULL, 0, NULL, 0, 0, snap, kept);
 }
 
 static void on_done(void *user)
@@ -838,7 +846,7 @@ static void apply(gen_job *job, event *e)
     case EV_CHECKPOINT:
         if (!job->session) {
             strata_prefix_cache_insert(srv->prefix, job->p.prompts[e->choice], job->p.prompt_len[e->choice], e->snapshot,
-                                       NULL);
+                                       e->logits, NULL);
         } else if (job->n_snapshots < STRATA_SESSION_MAX_CHECKPOINTS)
             job->snapshots[job->n_snapshots++] = e->snapshot;
         else
@@ -974,7 +982,8 @@ static strata_request request_of(gen_job *job, int i)
         /* (a snapshot holds unsteered state and no logits: runs that steer, capture or
          * score the prompt start fresh) */
         int branch = 0;
-        strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch, NULL);
+        strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch,
+                                   &q.prompt_logits, NULL);
         int marks[3] = {branch, p->checkpoint_at, p->checkpoint_at2};
         continue_from(&q, sb->cache, sb->reused, marks, 3, sb->checkpoints);
     }

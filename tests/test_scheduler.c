@@ -15,6 +15,7 @@ typedef struct collected {
     int n[STRATA_MAX_CHOICES];
     strata_finish finish[STRATA_MAX_CHOICES];
     int progress_calls, done, stop_after;
+    void *user;                 /* a test's own state for its callbacks */
 } collected;
 
 static int on_token(void *user, int choice, const strata_sample *smp)
@@ -207,6 +208,77 @@ Test(scheduler, a_continued_cache_samples_as_a_fresh_run_of_history_and_prompt, 
     cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_E_INVALID);
     strata_cache_free(c1);
     strata_cache_free(c2);
+    harness_stop(&h);
+}
+
+typedef struct prompt_end {
+    float logits[512];
+    int calls, at, with_logits;
+} prompt_end;
+
+static void keep_prompt_end(void *user, const strata_cache *cache, int n_prefilled, const float *logits)
+{
+    (void)cache;
+    prompt_end *pe = ((collected *)user)->user;
+    pe->calls++;
+    pe->at = n_prefilled;
+    pe->with_logits = logits != NULL;
+    if (logits)
+        memcpy(pe->logits, logits, sizeof pe->logits);
+}
+
+/* A cache that holds the whole prompt, with the logits after it (as the end-of-prompt
+ * checkpoint reports them), starts without a step and draws what a fresh run draws. */
+Test(scheduler, a_whole_cached_prompt_starts_from_its_last_logits, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 8);
+    int32_t prompt[20];
+    for (int t = 0; t < 20; t++)
+        prompt[t] = (int32_t)((t * 13 + 5) % 512);
+    strata_error err;
+    collected fresh = {0}, head = {0}, cached = {0};
+    strata_request r = greedy_request(prompt, 20, 12, &fresh);
+    r.n = 2;
+    r.sampling.temperature = 0.9f;
+    r.sampling.seed = 7;
+    r.sampling.repetition_penalty = 1.5f;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+    wait_done(&fresh);
+    strata_cache *c;
+    cr_assert_eq(strata_cache_new(h.model, &c, &err), STRATA_OK);
+    prompt_end pe = {0};
+    head.user = &pe;
+    strata_request fill = greedy_request(prompt, 20, 0, &head);
+    fill.cache = c;
+    fill.on_checkpoint = keep_prompt_end;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &fill, NULL, &err), STRATA_OK);
+    wait_done(&head);
+    cr_assert_eq(pe.calls, 1, "the end of the prompt only (chunks of 8 pause nowhere else)");
+    cr_assert_eq(pe.at, 20);
+    cr_assert(pe.with_logits);
+    strata_request whole = r;
+    whole.user = &cached;
+    whole.prompt = NULL;
+    whole.n_prompt = 0;
+    whole.cache = c;
+    whole.history = prompt;
+    whole.n_history = 20;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &whole, NULL, &err), STRATA_E_INVALID,
+                 "no logits: nothing to start from");
+    whole.prompt_logits = pe.logits;
+    strata_scheduler_stats before, after;
+    strata_scheduler_get_stats(h.sched, &before);
+    cr_assert_eq(strata_scheduler_submit(h.sched, &whole, NULL, &err), STRATA_OK, "%s", err.message);
+    wait_done(&cached);
+    strata_scheduler_get_stats(h.sched, &after);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(cached.n[i], 12);
+        cr_assert_eq(memcmp(cached.tokens[i], fresh.tokens[i], sizeof(int32_t) * 12), 0, "choice %d", i);
+    }
+    cr_assert_eq(after.prompt_tokens, before.prompt_tokens, "no prompt token was processed");
+    cr_assert_eq(after.steps - before.steps, 11, "one step per token after the first");
+    strata_cache_free(c);
     harness_stop(&h);
 }
 

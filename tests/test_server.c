@@ -53,6 +53,12 @@ static const char *text_of(json_t *resp, int choice)
     return json_string_value(json_object_get(msg ? msg : c, msg ? "content" : "text"));
 }
 
+static int cached_of(json_t *resp)
+{
+    return (int)json_integer_value(
+        json_object_get(json_object_get(json_object_get(resp, "usage"), "prompt_tokens_details"), "cached_tokens"));
+}
+
 static char *expected_greedy_text(const char *dir_in_shared, const char *model_dir, int32_t **prompt, int *n_prompt)
 {
     strata_error err;
@@ -1116,8 +1122,7 @@ Test(server, a_repeated_system_prompt_is_processed_once)
                  "thou answerest in the words of the book.\"},{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":6,"
                  "\"temperature\":0}", questions[i]);
         json_t *j = call("POST", "/v1/chat/completions", body, 200);
-        cached[i] = (int)json_integer_value(json_object_get(
-            json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+        cached[i] = cached_of(j);
         texts[i] = strdup(text_of(j, 0));
         json_decref(j);
     }
@@ -1131,6 +1136,8 @@ Test(server, a_repeated_system_prompt_is_processed_once)
              "\"temperature\":0}", questions[2]);
     json_t *j = call("POST", "/v1/chat/completions", body, 200);
     cr_assert_str_eq(text_of(j, 0), texts[2]);
+    cr_assert_eq(cached_of(j), json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")),
+                 "all of it");
     json_decref(j);
     cr_assert_gt(metric("strata_prefix_cache_hits_total"), 1);
     cr_assert_gt(metric("strata_prefix_cache_bytes"), 0);
@@ -1153,8 +1160,7 @@ Test(server, a_prefix_cache_hit_samples_as_a_cold_run)
         json_t *j = call("POST", "/v1/completions", body, 200);
         if (i != 1) {
             text[i / 2] = strdup(text_of(j, 0));
-            cached[i / 2] = (int)json_integer_value(json_object_get(
-                json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+            cached[i / 2] = cached_of(j);
         }
         json_decref(j);
     }
@@ -1163,6 +1169,39 @@ Test(server, a_prefix_cache_hit_samples_as_a_cold_run)
     cr_assert_str_eq(text[1], text[0]);
     free(text[0]);
     free(text[1]);
+}
+
+/* The same prompt again is served whole from the prefix cache: its snapshot keeps the
+ * logits after the prompt, so no prompt token is processed, and every choice draws
+ * what a cold run draws (seeded, with a repetition penalty, n = 2, streamed too). */
+Test(server, the_same_prompt_again_needs_no_prefill)
+{
+    const char *body = "{\"prompt\":\"And the LORD God planted a garden eastward in Eden; and there he put the man\","
+                       "\"max_tokens\":10,\"temperature\":0.9,\"seed\":11,\"n\":2,\"repetition_penalty\":1.3}";
+    json_t *cold = call("POST", "/v1/completions", body, 200);
+    cr_assert_eq(cached_of(cold), 0);
+    long prompt_tokens = metric("strata_prompt_tokens_total");
+    json_t *again = call("POST", "/v1/completions", body, 200);
+    json_t *usage = json_object_get(again, "usage");
+    cr_assert_eq(cached_of(again), json_integer_value(json_object_get(usage, "prompt_tokens")), "all of it");
+    cr_assert_eq(metric("strata_prompt_tokens_total"), prompt_tokens, "no prompt token went through the engine");
+    for (int i = 0; i < 2; i++)
+        cr_assert_str_eq(text_of(again, i), text_of(cold, i), "choice %d", i);
+    json_decref(cold);
+    json_decref(again);
+    const char *chat = "{\"messages\":[{\"role\":\"user\",\"content\":\"Who planted the garden?\"}],\"max_tokens\":8,"
+                       "\"temperature\":0.9,\"seed\":3}";
+    const char *chat_streamed = "{\"messages\":[{\"role\":\"user\",\"content\":\"Who planted the garden?\"}],"
+                                "\"max_tokens\":8,\"temperature\":0.9,\"seed\":3,\"stream\":true}";
+    cold = call("POST", "/v1/chat/completions", chat, 200);
+    prompt_tokens = metric("strata_prompt_tokens_total");
+    char finish[16];
+    char *streamed = streamed_content(chat_streamed, NULL, NULL, finish, sizeof finish);
+    cr_assert_str_eq(streamed, text_of(cold, 0), "streamed from the cache as sent cold");
+    cr_assert_str_eq(finish, "length");
+    cr_assert_eq(metric("strata_prompt_tokens_total"), prompt_tokens);
+    free(streamed);
+    json_decref(cold);
 }
 
 Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)

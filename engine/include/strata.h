@@ -394,15 +394,21 @@ strata_status strata_prefix_cache_new(const strata_model *model, uint64_t budget
                                       strata_prefix_cache **out, strata_error *err);
 void strata_prefix_cache_free(strata_prefix_cache *pc);
 /* For a prompt of n tokens: *fork = a copy of the snapshot with the longest prefix
- * of the prompt (at most n - 1 tokens), or NULL; *reused = its length (0 without);
- * *branch = how many leading tokens of the prompt the cache has seen before (a
- * checkpoint position worth taking). */
+ * of the prompt, or NULL; *reused = its length (0 without); *branch = how many
+ * leading tokens of the prompt the cache has seen before (a checkpoint position
+ * worth taking). The prefix is at most n - 1 tokens (the last token must give
+ * logits) unless `logits` is given and a snapshot of the whole prompt holds its
+ * last logits: then *reused = n and *logits points at them ((vocab) floats, valid
+ * until the next insert or free); else *logits = NULL. */
 strata_status strata_prefix_cache_lookup(strata_prefix_cache *pc, const int32_t *prompt, int n,
-                                         strata_cache **fork, int *reused, int *branch, strata_error *err);
+                                         strata_cache **fork, int *reused, int *branch, const float **logits,
+                                         strata_error *err);
 /* Remember prompt[0..n) and keep snapshot (owned: freed on failure too) as the state
- * after its first strata_cache_n_tokens(snapshot) tokens of it. */
+ * after its first strata_cache_n_tokens(snapshot) tokens of it; logits (owned the
+ * same way, or NULL): the logits after that last token, (vocab) floats from malloc,
+ * kept with it so that the same prompt again needs no step at all. */
 strata_status strata_prefix_cache_insert(strata_prefix_cache *pc, const int32_t *prompt, int n,
-                                         strata_cache *snapshot, strata_error *err);
+                                         strata_cache *snapshot, float *logits, strata_error *err);
 void strata_prefix_cache_get_stats(const strata_prefix_cache *pc, strata_prefix_stats *out);
 
 /* ---------------------------------------------------------------- constrained output */
@@ -559,6 +565,10 @@ typedef struct strata_request {
      * continues a cache samples exactly as a fresh run over history + prompt would. */
     const int32_t *history;
     int n_history;
+    /* With n_prompt = 0 (the cache holds the whole prompt, e.g. a prefix-cache hit of
+     * all of it): the logits after its last token, (vocab) floats copied at submit;
+     * each choice's first token is drawn from them, without a step. */
+    const float *prompt_logits;
     /* Positions (counted in prompt tokens) where prefill pauses to call on_checkpoint,
      * and every checkpoint_every tokens (0: never); the end of the prompt always. */
     const int *checkpoint_at;
@@ -578,8 +588,10 @@ typedef struct strata_request {
     /* n_prefilled of n_prompt tokens are in the cache (after each prefill chunk). */
     void (*on_progress)(void *user, int n_prefilled, int n_prompt);
     /* Prefill reached a checkpoint position: cache holds exactly the prompt's first
-     * n_prefilled tokens on top of what it held before. Fork it to keep a snapshot. */
-    void (*on_checkpoint)(void *user, const strata_cache *cache, int n_prefilled);
+     * n_prefilled tokens on top of what it held before. Fork it to keep a snapshot.
+     * At the end of the prompt `logits` are the logits after its last token ((vocab)
+     * floats, valid during the call), elsewhere NULL. */
+    void (*on_checkpoint)(void *user, const strata_cache *cache, int n_prefilled, const float *logits);
     void (*on_finish)(void *user, int choice, strata_finish reason);
     /* Last call for this request: the scheduler holds no reference to user after it. */
     void (*on_done)(void *user);
