@@ -6,8 +6,10 @@
  *   3. aggregate decode tokens/s with 8 concurrent streams vs 1, greedy and
  *      sampling (temperature 1, top_p 0.9: the sampler's costliest common setting);
  *   4. time to first token of turn 10 of a chat, with a session vs with no reuse;
- *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts.
- * Model for 1-3: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
+ *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts;
+ *   6. one token for a 1024-token prompt, cold and then the very same prompt again
+ *      (served whole by the prefix cache: no prefill step).
+ * Model for 1-3 and 6: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
  * generated it (the performance issue's reference shape), else the built-in
  * models/strata-demo; 4-5 need a chat template and run on models/strata-demo.
  * Streams ask for logprobs so that every token is a chunk, with or without a
@@ -248,6 +250,25 @@ static double prefix_hit_rate(int port)
     return rate;
 }
 
+/* 6. seconds for a one-token completion of a PROMPT_6-token prompt (token ids every
+ * vocabulary of 4096 or more has); *cached = the prompt tokens the server reused */
+#define PROMPT_6 1024
+static double one_token_seconds(int port, int *cached)
+{
+    json_t *ids = json_array();
+    for (int i = 0; i < PROMPT_6; i++)
+        json_array_append_new(ids, json_integer((i * 7919) % 4000 + 5));
+    json_t *body = json_pack("{s:o,s:i,s:f}", "prompt", ids, "max_tokens", 1, "temperature", 0.0);
+    double t0 = now();
+    json_t *j = post(port, "/v1/completions", body);
+    double t = now() - t0;
+    *cached = (int)json_integer_value(
+        json_object_get(json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
+    json_decref(j);
+    json_decref(body);
+    return t;
+}
+
 static void start(test_server *s, const char *model, const char *const *args)
 {
     if (!getenv("STRATA_SERVER"))
@@ -290,6 +311,10 @@ int main(void)
     double sampled = aggregate(s.port, 8, "\"temperature\":1,\"top_p\":0.9,\"seed\":7", &per8);
     printf("HTTP+SSE decode, 8 streams sampling: %7.1f tokens/s total with temperature 1, top_p 0.9 (%.2f of "
            "greedy's)\n", sampled, sampled / eight);
+    int cold_cached, again_cached;
+    double cold = one_token_seconds(s.port, &cold_cached), again = one_token_seconds(s.port, &again_cached);
+    printf("prefix cache, the same %d-token prompt again: %.1f ms for one token cold (%d cached), %.1f ms again (%d "
+           "cached; %.0fx)\n", PROMPT_6, cold * 1e3, cold_cached, again * 1e3, again_cached, cold / again);
     server_stop(&s);
     start(&s, DEMO, args);
     double with = turn10_ttft(s.port, 1);
