@@ -35,6 +35,7 @@ typedef struct request {
     uint64_t base_bytes;        /* state the given cache held before this request */
     int32_t *bias_ids;
     float *bias_values;
+    uint64_t prompt_hash;       /* of the prompt's tokens: finds twins quickly */
     int prefilled;              /* prompt tokens in choice 0's cache */
     int started;                /* the choices have drawn their first tokens */
     int admitted;
@@ -191,6 +192,16 @@ static void *dup_array(const void *src, size_t bytes)
     return p;
 }
 
+/* FNV-1a over the tokens' bytes. */
+static uint64_t tokens_hash(const int32_t *t, int n)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const unsigned char *b = (const unsigned char *)t;
+    for (size_t i = 0; t && i < sizeof *t * (size_t)n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
 /* The request's own copies and one sampler per choice. */
 static strata_status request_build(const strata_scheduler *s, const strata_request *r, request **out,
                                    strata_error *err)
@@ -215,6 +226,7 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
                                q->bias_values && q->checkpoint_at
                            ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     q->r.prompt = q->prompt;
+    q->prompt_hash = tokens_hash(q->prompt, r->n_prompt);
     q->r.history = q->history;
     q->r.prompt_logits = q->prompt_logits;
     q->r.stop_ids = q->stop_ids;
@@ -482,6 +494,53 @@ static int next_checkpoint(const request *q)
     return best;
 }
 
+/* Twin prompts: requests that start from nothing (no cache given, no capture, no
+ * interventions, no prompt logprobs) with the same prompt compute it once. While
+ * an earlier twin is prefilling, a later one that has not begun waits; when the
+ * earlier one's prompt is done, every waiting twin takes a copy of its state and
+ * draws from the same last logits (adopt_twins) — bit for bit what its own prefill
+ * would have given, the engine's results depending on neither batch nor chunks.
+ * A leader cancelled or failed leaves the next twin to prefill itself. */
+static int twin_able(const request *q)
+{
+    return !q->r.cache && !q->r.capture && !q->r.interventions && !q->r.prompt_logprobs && q->r.n_prompt > 0 &&
+           q->n_finished < q->r.n;
+}
+
+static int twins(const request *a, const request *b)
+{
+    return a->prompt_hash == b->prompt_hash && a->r.n_prompt == b->r.n_prompt &&
+           !memcmp(a->prompt, b->prompt, sizeof *a->prompt * (size_t)a->r.n_prompt);
+}
+
+/* q, not begun, has an earlier twin still prefilling in `running`. */
+static int waits_for_twin(const strata_scheduler *s, const request *q)
+{
+    if (q->prefilled || q->ch[0].cache || !twin_able(q))
+        return 0;
+    for (const request *p = s->running; p && p != q; p = p->next)
+        if (twin_able(p) && p->prefilled < p->r.n_prompt && twins(p, q))
+            return 1;
+    return 0;
+}
+
+/* q's prompt is done (last: the logits after it): start every waiting twin from it. */
+static void adopt_twins(strata_scheduler *s, request *q, const float *last)
+{
+    if (!twin_able(q))
+        return;
+    for (request *f = q->next; f; f = f->next) {
+        if (f->prefilled || f->ch[0].cache || !twin_able(f) || !twins(q, f))
+            continue;
+        if (strata_cache_copy(q->ch[0].cache, &f->ch[0].cache, NULL) != STRATA_OK)
+            continue;   /* it will prefill on its own */
+        f->prefilled = f->r.n_prompt;
+        if (f->r.on_progress)
+            f->r.on_progress(f->r.user, f->prefilled, f->r.n_prompt);
+        start_choices(s, f, last);
+    }
+}
+
 /* Lay out this step: decode rows first, then prefill chunks within the budget. */
 static int plan_step(strata_scheduler *s, int *n_prefill_rows)
 {
@@ -492,6 +551,8 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
         if (q->n_finished == q->r.n)
             continue;
         if (q->prefilled < q->r.n_prompt) {
+            if (waits_for_twin(s, q))
+                continue;
             int chunk = q->r.n_prompt - q->prefilled;
             int room = budget - n; /* decode rows of later requests still fit: they are few */
             if (room < 1)
@@ -603,8 +664,10 @@ static void consume_step(strata_scheduler *s, int n)
             q->r.on_checkpoint(q->r.user, q->ch[0].cache, q->prefilled, end ? last : NULL);
         if (q->r.on_progress)
             q->r.on_progress(q->r.user, q->prefilled, q->r.n_prompt);
-        if (end)
+        if (end) {
+            adopt_twins(s, q, last);
             start_choices(s, q, last);
+        }
     }
 }
 

@@ -282,6 +282,90 @@ Test(scheduler, a_whole_cached_prompt_starts_from_its_last_logits, .timeout = 60
     harness_stop(&h);
 }
 
+/* A request whose first token holds the scheduler's thread until `open` is set:
+ * whatever is submitted meanwhile is admitted together, in submission order. */
+static int gate_token(void *user, int choice, const strata_sample *smp)
+{
+    (void)choice;
+    (void)smp;
+    int *open = ((collected *)user)->user;
+    while (!__atomic_load_n(open, __ATOMIC_SEQ_CST))
+        sched_yield();
+    return 0;
+}
+
+static strata_request sampled_request(const int32_t *prompt, int n_prompt, int n, uint64_t seed, collected *c)
+{
+    strata_request r = greedy_request(prompt, n_prompt, 10, c);
+    r.n = n;
+    r.sampling.temperature = 0.9f;
+    r.sampling.seed = seed;
+    return r;
+}
+
+/* Requests with the same prompt that arrive together compute it once: the later
+ * ones start from a copy of the first one's state and draw exactly what each draws
+ * alone (seeded, n = 2 too); a first one cancelled leaves the next to prefill. */
+Test(scheduler, twin_prompts_are_prefilled_once, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 256);  /* room for every prompt in one step */
+    int32_t prompt[37], other[37];
+    for (int t = 0; t < 37; t++) {
+        prompt[t] = (int32_t)((t * 17 + 3) % 512);
+        other[t] = (int32_t)((t * 19 + 1) % 512);
+    }
+    strata_error err;
+    enum { T = 4 };
+    collected solo[T], together[T];
+    memset(solo, 0, sizeof solo);
+    memset(together, 0, sizeof together);
+    for (int k = 0; k < T; k++) {   /* k = 3: another prompt between the twins */
+        strata_request r = sampled_request(k == 3 ? other : prompt, 37, k == 1 ? 2 : 1, (uint64_t)k, &solo[k]);
+        cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+        wait_done(&solo[k]);
+    }
+    for (int round = 0; round < 2; round++) {   /* round 1: the first twin is cancelled */
+        int open = 0;
+        collected gate = {.user = &open};
+        strata_request g = greedy_request(other, 3, 2, &gate);
+        g.on_token = gate_token;
+        strata_scheduler_stats before, after;
+        strata_scheduler_get_stats(h.sched, &before);
+        uint64_t base = before.prompt_tokens;
+        cr_assert_eq(strata_scheduler_submit(h.sched, &g, NULL, &err), STRATA_OK);
+        do      /* until the gate's prompt is in: its first token holds the thread */
+            strata_scheduler_get_stats(h.sched, &before);
+        while (before.prompt_tokens < base + 3);
+        uint64_t ids[T];
+        memset(together, 0, sizeof together);
+        int order[T] = {0, 3, 1, 2};
+        for (int i = 0; i < T; i++) {
+            int k = order[i];
+            strata_request r = sampled_request(k == 3 ? other : prompt, 37, k == 1 ? 2 : 1, (uint64_t)k, &together[k]);
+            cr_assert_eq(strata_scheduler_submit(h.sched, &r, &ids[k], &err), STRATA_OK);
+        }
+        if (round == 1)
+            strata_scheduler_cancel(h.sched, ids[0]);
+        __atomic_store_n(&open, 1, __ATOMIC_SEQ_CST);
+        wait_done(&gate);
+        for (int k = 0; k < T; k++)
+            wait_done(&together[k]);
+        strata_scheduler_get_stats(h.sched, &after);
+        cr_assert_eq(after.prompt_tokens - before.prompt_tokens, 2 * 37, "round %d: each prompt once, not %llu",
+                     round, (unsigned long long)(after.prompt_tokens - before.prompt_tokens));
+        for (int k = round; k < T; k++)
+            for (int c = 0; c < (k == 1 ? 2 : 1); c++) {
+                cr_assert_eq(together[k].n[c], 10);
+                cr_assert_eq(memcmp(together[k].tokens[c], solo[k].tokens[c], sizeof(int32_t) * 10), 0,
+                             "round %d, request %d, choice %d: as alone", round, k, c);
+            }
+        if (round == 1)
+            cr_assert_eq(together[0].finish[0], STRATA_FINISH_CANCELLED);
+    }
+    harness_stop(&h);
+}
+
 Test(scheduler, choices_share_the_prompt_and_stop_callbacks_stop, .timeout = 60)
 {
     harness h;
