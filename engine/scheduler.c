@@ -2,6 +2,8 @@
  * scheduler.c — continuous batching. Requests wait in a bounded queue, are admitted
  * up to max_running, and advance together: every step carries one decode row per
  * running choice plus prefill chunks of admitted prompts within max_step_tokens.
+ * Requests with the same prompt prefill it once (twins, below); a request whose
+ * cache already holds its whole prompt starts from the logits it brings, stepless.
  *
  * Threads: submit / cancel / stop / get_stats take the mutex from any thread; the
  * run loop (one thread) owns every request's caches and samplers, and calls the
