@@ -979,8 +979,8 @@ static strata_request request_of(gen_job *job, int i)
         continue_from(&q, strata_session_cache(job->session->s), job->reused, marks, 2, sb->checkpoints);
         q.checkpoint_every = srv->cfg.checkpoint_every;
     } else if (srv->prefix && !p->iv[i] && !p->capture && !q.prompt_logprobs) {
-        /* (a snapshot holds unsteered state and no logits: runs that steer, capture or
-         * score the prompt start fresh) */
+        /* (a snapshot holds unsteered state and at most the logits after its last
+         * token: runs that steer, capture or score the prompt start fresh) */
         int branch = 0;
         strata_prefix_cache_lookup(srv->prefix, q.prompt, q.n_prompt, &sb->cache, &sb->reused, &branch,
                                    &q.prompt_logits, NULL);
