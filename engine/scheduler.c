@@ -37,7 +37,6 @@ typedef struct request {
     uint64_t base_bytes;        /* state the given cache held before this request */
     int32_t *bias_ids;
     float *bias_values;
-    uint64_t prompt_hash;       /* of the prompt's tokens: finds twins quickly */
     int prefilled;              /* prompt tokens in choice 0's cache */
     int started;                /* the choices have drawn their first tokens */
     int admitted;
@@ -194,16 +193,6 @@ static void *dup_array(const void *src, size_t bytes)
     return p;
 }
 
-/* FNV-1a over the tokens' bytes. */
-static uint64_t tokens_hash(const int32_t *t, int n)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    const unsigned char *b = (const unsigned char *)t;
-    for (size_t i = 0; t && i < sizeof *t * (size_t)n; i++)
-        h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 /* The request's own copies and one sampler per choice. */
 static strata_status request_build(const strata_scheduler *s, const strata_request *r, request **out,
                                    strata_error *err)
@@ -228,7 +217,6 @@ static strata_status request_build(const strata_scheduler *s, const strata_reque
                                q->bias_values && q->checkpoint_at
                            ? STRATA_OK : strata_fail(err, STRATA_E_NOMEM, "out of memory");
     q->r.prompt = q->prompt;
-    q->prompt_hash = tokens_hash(q->prompt, r->n_prompt);
     q->r.history = q->history;
     q->r.prompt_logits = q->prompt_logits;
     q->r.stop_ids = q->stop_ids;
@@ -511,8 +499,7 @@ static int twin_able(const request *q)
 
 static int twins(const request *a, const request *b)
 {
-    return a->prompt_hash == b->prompt_hash && a->r.n_prompt == b->r.n_prompt &&
-           !memcmp(a->prompt, b->prompt, sizeof *a->prompt * (size_t)a->r.n_prompt);
+    return a->r.n_prompt == b->r.n_prompt && !memcmp(a->prompt, b->prompt, sizeof *a->prompt * (size_t)a->r.n_prompt);
 }
 
 /* q, not begun, has an earlier twin still prefilling in `running`. */
