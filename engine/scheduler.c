@@ -2,8 +2,9 @@
  * scheduler.c — continuous batching. Requests wait in a bounded queue, are admitted
  * up to max_running, and advance together: every step carries one decode row per
  * running choice plus prefill chunks of admitted prompts within max_step_tokens.
- * Requests with the same prompt prefill it once (twins, below); a request whose
- * cache already holds its whole prompt starts from the logits it brings, stepless.
+ * Requests that arrive together sharing a prompt, or a long start of one, prefill it
+ * once (shared prefills, below); a request whose cache already holds its whole
+ * prompt starts from the logits it brings, stepless.
  *
  * Threads: submit / cancel / stop / get_stats take the mutex from any thread; the
  * run loop (one thread) owns every request's caches and samplers, and calls the
@@ -38,6 +39,7 @@ typedef struct request {
     int32_t *bias_ids;
     float *bias_values;
     int prefilled;              /* prompt tokens in choice 0's cache */
+    int share_stop;             /* where this step's chunk stops for a follower (0: none) */
     int started;                /* the choices have drawn their first tokens */
     int admitted;
     int cancelled;              /* set under the mutex */
@@ -484,14 +486,23 @@ static int next_checkpoint(const request *q)
     return best;
 }
 
-/* Twin prompts: requests that start from nothing (no cache given, no capture, no
- * interventions, no prompt logprobs) with the same prompt compute it once. While
- * an earlier twin is prefilling, a later one that has not begun waits; when the
- * earlier one's prompt is done, every waiting twin takes a copy of its state and
- * draws from the same last logits (adopt_twins) — bit for bit what its own prefill
- * would have given, the engine's results depending on neither batch nor chunks.
- * A leader cancelled or failed leaves the next twin to prefill itself. */
-static int twin_able(const request *q)
+/* Shared prefills. Requests that start from nothing (no cache given, no capture, no
+ * interventions, no prompt logprobs) and arrive together compute what their prompts
+ * share once. A request that has not begun waits on an earlier one still prefilling
+ * (its lead) when their prompts are the same (twins) or share at least SHARE_MIN
+ * tokens the lead has not yet passed:
+ *  - twins: when the lead's prompt is done, each takes a copy of its state and draws
+ *    from the same last logits (adopt_twins);
+ *  - a shared start of L tokens (at most all but the follower's last, whose logits it
+ *    computes itself): the lead's chunks stop at L (also reported as a checkpoint
+ *    there: where the prompts part is worth a prefix-cache snapshot), and at the next
+ *    step the follower takes a copy of its state and prefills the rest itself.
+ * Bit for bit what each would have computed alone: the engine's results depend on
+ * neither batch nor chunks. A lead cancelled or failed leaves the follower to
+ * prefill on its own. */
+#define SHARE_MIN 64
+
+static int shareable(const request *q)
 {
     return !q->r.cache && !q->r.capture && !q->r.interventions && !q->r.prompt_logprobs && q->r.n_prompt > 0 &&
            q->n_finished < q->r.n;
@@ -502,24 +513,73 @@ static int twins(const request *a, const request *b)
     return a->r.n_prompt == b->r.n_prompt && !memcmp(a->prompt, b->prompt, sizeof *a->prompt * (size_t)a->r.n_prompt);
 }
 
-/* q, not begun, has an earlier twin still prefilling in `running`. */
-static int waits_for_twin(const strata_scheduler *s, const request *q)
+/* Prompt tokens q can take from p: all for twins, else the start they share (up to
+ * q's last token) when it is SHARE_MIN long and p has not passed it; 0: none. */
+static int share_with(const request *p, const request *q)
 {
-    if (q->prefilled || q->ch[0].cache || !twin_able(q))
+    if (twins(p, q))
+        return q->r.n_prompt;
+    int n = p->r.n_prompt < q->r.n_prompt - 1 ? p->r.n_prompt : q->r.n_prompt - 1, L = 0;
+    while (L < n && p->prompt[L] == q->prompt[L])
+        L++;
+    return L >= SHARE_MIN && p->prefilled <= L ? L : 0;
+}
+
+/* For q, not begun: the earlier request still prefilling it shares the most with
+ * (*lead), and how many tokens; 0: none. */
+static int share_point(const strata_scheduler *s, const request *q, request **lead)
+{
+    *lead = NULL;
+    if (q->prefilled || q->ch[0].cache || !shareable(q))
         return 0;
-    for (const request *p = s->running; p && p != q; p = p->next)
-        if (twin_able(p) && p->prefilled < p->r.n_prompt && twins(p, q))
-            return 1;
+    int best = 0;
+    for (request *p = s->running; p && p != q; p = p->next) {
+        int L = shareable(p) && p->prefilled < p->r.n_prompt ? share_with(p, q) : 0;
+        if (L > best) {
+            best = L;
+            *lead = p;
+        }
+    }
+    return best;
+}
+
+/* Where p's next chunk must stop for a follower that shares a start with it (the
+ * nearest such point past p->prefilled), or 0. */
+static int share_stop(const strata_scheduler *s, const request *p)
+{
+    int stop = 0;
+    for (const request *f = p->next; f; f = f->next) {
+        request *lead;
+        int L = share_point(s, f, &lead);
+        if (lead == p && L < f->r.n_prompt && L > p->prefilled && (!stop || L < stop))
+            stop = L;
+    }
+    return stop;
+}
+
+/* q, not begun, may start from its lead's state: now, when the lead stands at their
+ * shared start (q then prefills the rest this step); returns 1 while q must wait. */
+static int wait_or_take_share(strata_scheduler *s, request *q)
+{
+    request *lead;
+    int L = share_point(s, q, &lead);
+    if (!L)
+        return 0;
+    if (L == q->r.n_prompt || lead->prefilled < L)
+        return 1;       /* a twin, or the lead is not there yet */
+    if (strata_cache_copy(lead->ch[0].cache, &q->ch[0].cache, NULL) != STRATA_OK)
+        return 0;       /* it prefills on its own */
+    q->prefilled = L;
     return 0;
 }
 
 /* q's prompt is done (last: the logits after it): start every waiting twin from it. */
 static void adopt_twins(strata_scheduler *s, request *q, const float *last)
 {
-    if (!twin_able(q))
+    if (!shareable(q))
         return;
     for (request *f = q->next; f; f = f->next) {
-        if (f->prefilled || f->ch[0].cache || !twin_able(f) || !twins(q, f))
+        if (f->prefilled || f->ch[0].cache || !shareable(f) || !twins(q, f))
             continue;
         if (strata_cache_copy(q->ch[0].cache, &f->ch[0].cache, NULL) != STRATA_OK)
             continue;   /* it will prefill on its own */
@@ -540,7 +600,7 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
         if (q->n_finished == q->r.n)
             continue;
         if (q->prefilled < q->r.n_prompt) {
-            if (waits_for_twin(s, q))
+            if (wait_or_take_share(s, q))
                 continue;
             int chunk = q->r.n_prompt - q->prefilled;
             int room = budget - n; /* decode rows of later requests still fit: they are few */
@@ -550,6 +610,9 @@ static int plan_step(strata_scheduler *s, int *n_prefill_rows)
             int stop_at = next_checkpoint(q);
             if (stop_at > q->prefilled && stop_at - q->prefilled < chunk)
                 chunk = stop_at - q->prefilled;
+            q->share_stop = share_stop(s, q);
+            if (q->share_stop && q->share_stop - q->prefilled < chunk)
+                chunk = q->share_stop - q->prefilled;
             if (!q->ch[0].cache && strata_cache_new(s->model, &q->ch[0].cache, NULL) != STRATA_OK) {
                 finish_choice(q, 0, STRATA_FINISH_ERROR);
                 continue;
@@ -649,7 +712,7 @@ static void consume_step(strata_scheduler *s, int n)
         s->stats.prompt_tokens += (uint64_t)seq->n_tokens;
         int end = q->prefilled == q->r.n_prompt;
         const float *last = seq->logits + (seq->all_logits ? (size_t)(seq->n_tokens - 1) * (size_t)m->vocab_size : 0);
-        if (q->r.on_checkpoint && q->prefilled == due)
+        if (q->r.on_checkpoint && (q->prefilled == due || q->prefilled == q->share_stop))
             q->r.on_checkpoint(q->r.user, q->ch[0].cache, q->prefilled, end ? last : NULL);
         if (q->r.on_progress)
             q->r.on_progress(q->r.user, q->prefilled, q->r.n_prompt);

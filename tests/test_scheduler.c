@@ -366,6 +366,80 @@ Test(scheduler, twin_prompts_are_prefilled_once, .timeout = 60)
     harness_stop(&h);
 }
 
+typedef struct positions {
+    int at[8], n;
+} positions;
+
+static void note_checkpoint(void *user, const strata_cache *cache, int n_prefilled, const float *logits)
+{
+    (void)cache;
+    (void)logits;
+    positions *p = ((collected *)user)->user;
+    if (p->n < 8)
+        p->at[p->n++] = n_prefilled;
+}
+
+/* Requests arriving together whose prompts share a long start compute it once: the
+ * first stops there (a checkpoint) and the others continue from copies of its state;
+ * a start shorter than the scheduler's minimum is not shared. Each draws what it
+ * draws alone. */
+Test(scheduler, a_shared_start_is_prefilled_once, .timeout = 60)
+{
+    harness h;
+    harness_start(&h, "fixtures/models/hybrid-small", 256);
+    enum { HEAD = 100, TAIL = 12, T = 5 };
+    static int32_t prompts[T][HEAD + TAIL];
+    int len[T] = {HEAD + TAIL, HEAD + TAIL, 40 + TAIL, HEAD + TAIL, HEAD};
+    for (int k = 0; k < T; k++)
+        for (int t = 0; t < HEAD + TAIL; t++)   /* 0, 1: the head then their own tails; 2: 40 of it; */
+            prompts[k][t] = t < (k == 2 ? 40 : HEAD) ? (int32_t)((t * 17 + 3) % 512)     /* 3: 0's twin; */
+                                                     : (int32_t)((t * 5 + 11 * (k == 3 ? 0 : k)) % 512); /* 4: the head */
+    strata_error err;
+    collected solo[T], together[T];
+    memset(solo, 0, sizeof solo);
+    for (int k = 0; k < T; k++) {
+        strata_request r = sampled_request(prompts[k], len[k], 1, (uint64_t)k, &solo[k]);
+        cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+        wait_done(&solo[k]);
+    }
+    int open = 0;
+    collected gate = {.user = &open};
+    strata_request g = greedy_request(prompts[2], 3, 2, &gate);
+    g.on_token = gate_token;
+    strata_scheduler_stats before, after;
+    strata_scheduler_get_stats(h.sched, &before);
+    uint64_t base = before.prompt_tokens;
+    cr_assert_eq(strata_scheduler_submit(h.sched, &g, NULL, &err), STRATA_OK);
+    do
+        strata_scheduler_get_stats(h.sched, &before);
+    while (before.prompt_tokens < base + 3);
+    memset(together, 0, sizeof together);
+    positions first = {0};
+    together[0].user = &first;
+    for (int k = 0; k < T; k++) {
+        strata_request r = sampled_request(prompts[k], len[k], 1, (uint64_t)k, &together[k]);
+        if (k == 0)
+            r.on_checkpoint = note_checkpoint;
+        cr_assert_eq(strata_scheduler_submit(h.sched, &r, NULL, &err), STRATA_OK);
+    }
+    __atomic_store_n(&open, 1, __ATOMIC_SEQ_CST);
+    wait_done(&gate);
+    for (int k = 0; k < T; k++)
+        wait_done(&together[k]);
+    strata_scheduler_get_stats(h.sched, &after);
+    /* 0 all of its prompt; 1 its tail; 2 all (40 < the minimum); 3 nothing; 4 its last token */
+    cr_assert_eq(after.prompt_tokens - before.prompt_tokens, (HEAD + TAIL) + TAIL + (40 + TAIL) + 0 + 1,
+                 "not %llu", (unsigned long long)(after.prompt_tokens - before.prompt_tokens));
+    for (int k = 0; k < T; k++)
+        cr_assert_eq(memcmp(together[k].tokens[0], solo[k].tokens[0], sizeof(int32_t) * 10), 0, "request %d", k);
+    cr_assert_eq(first.n, 3, "the first stopped where the others part: at %d, %d, %d", first.at[0], first.at[1],
+                 first.at[2]);
+    cr_assert_eq(first.at[0], HEAD - 1, "4 takes all of its prompt but the last token");
+    cr_assert_eq(first.at[1], HEAD, "1 takes the head");
+    cr_assert_eq(first.at[2], HEAD + TAIL, "and the end of the prompt");
+    harness_stop(&h);
+}
+
 Test(scheduler, choices_share_the_prompt_and_stop_callbacks_stop, .timeout = 60)
 {
     harness h;
