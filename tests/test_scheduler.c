@@ -294,6 +294,22 @@ static int gate_token(void *user, int choice, const strata_sample *smp)
     return 0;
 }
 
+/* Submit a gate request (3 tokens of ids) and wait, yielding, until its prompt is in
+ * and its first token holds the scheduler's thread; *at: the stats then. */
+static void gate_close(harness *h, const int32_t *ids, collected *gate, int *open, strata_scheduler_stats *at)
+{
+    strata_error err;
+    memset(gate, 0, sizeof *gate);
+    gate->user = open;
+    strata_request g = greedy_request(ids, 3, 2, gate);
+    g.on_token = gate_token;
+    strata_scheduler_get_stats(h->sched, at);
+    uint64_t base = at->prompt_tokens;
+    cr_assert_eq(strata_scheduler_submit(h->sched, &g, NULL, &err), STRATA_OK);
+    for (strata_scheduler_get_stats(h->sched, at); at->prompt_tokens < base + 3; strata_scheduler_get_stats(h->sched, at))
+        sched_yield();
+}
+
 static strata_request sampled_request(const int32_t *prompt, int n_prompt, int n, uint64_t seed, collected *c)
 {
     strata_request r = greedy_request(prompt, n_prompt, 10, c);
@@ -327,16 +343,9 @@ Test(scheduler, twin_prompts_are_prefilled_once, .timeout = 60)
     }
     for (int round = 0; round < 2; round++) {   /* round 1: the first twin is cancelled */
         int open = 0;
-        collected gate = {.user = &open};
-        strata_request g = greedy_request(other, 3, 2, &gate);
-        g.on_token = gate_token;
+        static collected gate;
         strata_scheduler_stats before, after;
-        strata_scheduler_get_stats(h.sched, &before);
-        uint64_t base = before.prompt_tokens;
-        cr_assert_eq(strata_scheduler_submit(h.sched, &g, NULL, &err), STRATA_OK);
-        do      /* until the gate's prompt is in: its first token holds the thread */
-            strata_scheduler_get_stats(h.sched, &before);
-        while (before.prompt_tokens < base + 3);
+        gate_close(&h, other, &gate, &open, &before);
         uint64_t ids[T];
         memset(together, 0, sizeof together);
         int order[T] = {0, 3, 1, 2};
@@ -403,16 +412,9 @@ Test(scheduler, a_shared_start_is_prefilled_once, .timeout = 60)
         wait_done(&solo[k]);
     }
     int open = 0;
-    collected gate = {.user = &open};
-    strata_request g = greedy_request(prompts[2], 3, 2, &gate);
-    g.on_token = gate_token;
+    static collected gate;
     strata_scheduler_stats before, after;
-    strata_scheduler_get_stats(h.sched, &before);
-    uint64_t base = before.prompt_tokens;
-    cr_assert_eq(strata_scheduler_submit(h.sched, &g, NULL, &err), STRATA_OK);
-    do
-        strata_scheduler_get_stats(h.sched, &before);
-    while (before.prompt_tokens < base + 3);
+    gate_close(&h, prompts[2], &gate, &open, &before);
     memset(together, 0, sizeof together);
     positions first = {0};
     together[0].user = &first;
