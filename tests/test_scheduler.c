@@ -399,10 +399,13 @@ Test(scheduler, a_shared_start_is_prefilled_once, .timeout = 60)
     enum { HEAD = 100, TAIL = 12, T = 5 };
     static int32_t prompts[T][HEAD + TAIL];
     int len[T] = {HEAD + TAIL, HEAD + TAIL, 40 + TAIL, HEAD + TAIL, HEAD};
+    /* 0 and 1: the head, then each its own tail; 2: 40 tokens of the head, then its
+     * own; 3: 0's twin; 4: the head alone */
     for (int k = 0; k < T; k++)
-        for (int t = 0; t < HEAD + TAIL; t++)   /* 0, 1: the head then their own tails; 2: 40 of it; */
-            prompts[k][t] = t < (k == 2 ? 40 : HEAD) ? (int32_t)((t * 17 + 3) % 512)     /* 3: 0's twin; */
-                                                     : (int32_t)((t * 5 + 11 * (k == 3 ? 0 : k)) % 512); /* 4: the head */
+        for (int t = 0; t < HEAD + TAIL; t++) {
+            int shared = k == 2 ? 40 : HEAD, own = k == 3 ? 0 : k;
+            prompts[k][t] = (int32_t)(t < shared ? (t * 17 + 3) % 512 : (t * 5 + 11 * own) % 512);
+        }
     strata_error err;
     collected solo[T], together[T];
     memset(solo, 0, sizeof solo);
