@@ -8,7 +8,9 @@
  *   4. time to first token of turn 10 of a chat, with a session vs with no reuse;
  *   5. the prefix cache's hit rate on 50 requests sharing 5 system prompts;
  *   6. one token for a 1024-token prompt, cold and then the very same prompt again
- *      (served whole by the prefix cache: no prefill step).
+ *      (served whole by the prefix cache: no prefill step);
+ *   7. one token each for 16 concurrent requests sharing a 512-token start, with 16
+ *      tokens of their own: the wall time and the prompt tokens the engine processed.
  * Model for 1-3 and 6: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
  * generated it (the performance issue's reference shape), else the built-in
  * models/strata-demo; 4-5 need a chat template and run on models/strata-demo.
@@ -269,6 +271,56 @@ static double one_token_seconds(int port, int *cached)
     return t;
 }
 
+/* 7. */
+#define SHARED_START 512
+typedef struct shared_req {
+    int port, index;
+} shared_req;
+
+static void *shared_one(void *arg)
+{
+    const shared_req *q = arg;
+    json_t *ids = json_array();
+    for (int i = 0; i < SHARED_START + 16; i++)
+        json_array_append_new(ids, json_integer(i < SHARED_START ? (i * 6007 + 17) % 4000 + 5
+                                                                 : (i * 31 + q->index * 977) % 4000 + 5));
+    json_t *body = json_pack("{s:o,s:i,s:f}", "prompt", ids, "max_tokens", 1, "temperature", 0.0);
+    json_decref(post(q->port, "/v1/completions", body));
+    json_decref(body);
+    return NULL;
+}
+
+static long prompt_tokens_total(int port)
+{
+    http_response r;
+    long v = -1;
+    if (http_do(port, "GET", "/metrics", NULL, 0, NULL, &r) == 0) {
+        const char *key = "\nstrata_prompt_tokens_total ";
+        char *at = strstr(r.body, key);
+        v = at ? atol(at + strlen(key)) : -1;
+        http_response_free(&r);
+    }
+    return v;
+}
+
+/* Seconds for all 16; *tokens = prompt tokens the engine processed for them. */
+static double shared_start_seconds(int port, long *tokens)
+{
+    shared_req q[16];
+    pthread_t th[16];
+    long before = prompt_tokens_total(port);
+    double t0 = now();
+    for (int i = 0; i < 16; i++) {
+        q[i] = (shared_req){port, i};
+        pthread_create(&th[i], NULL, shared_one, &q[i]);
+    }
+    for (int i = 0; i < 16; i++)
+        pthread_join(th[i], NULL);
+    double t = now() - t0;
+    *tokens = prompt_tokens_total(port) - before;
+    return t;
+}
+
 static void start(test_server *s, const char *model, const char *const *args)
 {
     if (!getenv("STRATA_SERVER"))
@@ -315,6 +367,10 @@ int main(void)
     double cold = one_token_seconds(s.port, &cold_cached), again = one_token_seconds(s.port, &again_cached);
     printf("prefix cache, the same %d-token prompt again: %.1f ms for one token cold (%d cached), %.1f ms again (%d "
            "cached; %.0fx)\n", PROMPT_6, cold * 1e3, cold_cached, again * 1e3, again_cached, cold / again);
+    long shared_tokens;
+    double shared = shared_start_seconds(s.port, &shared_tokens);
+    printf("16 concurrent requests sharing a %d-token start (+16 own tokens), one token each: %.2f s, %ld prompt "
+           "tokens through the engine (of %d)\n", SHARED_START, shared, shared_tokens, 16 * (SHARED_START + 16));
     server_stop(&s);
     start(&s, DEMO, args);
     double with = turn10_ttft(s.port, 1);
