@@ -508,20 +508,34 @@ static int shareable(const request *q)
            q->n_finished < q->r.n;
 }
 
+/* q has not begun and may still start from another request's state. */
+static int not_begun(const request *q)
+{
+    return !q->prefilled && !q->ch[0].cache && shareable(q);
+}
+
+/* How many leading prompt tokens a and b have in common. */
+static int common_start(const request *a, const request *b)
+{
+    int n = a->r.n_prompt < b->r.n_prompt ? a->r.n_prompt : b->r.n_prompt, L = 0;
+    while (L < n && a->prompt[L] == b->prompt[L])
+        L++;
+    return L;
+}
+
 static int twins(const request *a, const request *b)
 {
-    return a->r.n_prompt == b->r.n_prompt && !memcmp(a->prompt, b->prompt, sizeof *a->prompt * (size_t)a->r.n_prompt);
+    return a->r.n_prompt == b->r.n_prompt && common_start(a, b) == a->r.n_prompt;
 }
 
 /* Prompt tokens q can take from p: all for twins, else the start they share (up to
  * q's last token) when it is SHARE_MIN long and p has not passed it; 0: none. */
 static int share_with(const request *p, const request *q)
 {
-    if (twins(p, q))
-        return q->r.n_prompt;
-    int n = p->r.n_prompt < q->r.n_prompt - 1 ? p->r.n_prompt : q->r.n_prompt - 1, L = 0;
-    while (L < n && p->prompt[L] == q->prompt[L])
-        L++;
+    int common = common_start(p, q), n = q->r.n_prompt;
+    if (common == n && p->r.n_prompt == n)
+        return n;
+    int L = common < n - 1 ? common : n - 1;
     return L >= SHARE_MIN && p->prefilled <= L ? L : 0;
 }
 
@@ -530,7 +544,7 @@ static int share_with(const request *p, const request *q)
 static int share_point(const strata_scheduler *s, const request *q, request **lead)
 {
     *lead = NULL;
-    if (q->prefilled || q->ch[0].cache || !shareable(q))
+    if (!not_begun(q))
         return 0;
     int best = 0;
     for (request *p = s->running; p && p != q; p = p->next) {
@@ -557,6 +571,18 @@ static int share_stop(const strata_scheduler *s, const request *p)
     return stop;
 }
 
+/* f, not begun, takes a copy of lead's state, which holds their first L prompt
+ * tokens; 0 when it cannot (f then prefills on its own). */
+static int follow(const request *lead, request *f, int L)
+{
+    if (strata_cache_copy(lead->ch[0].cache, &f->ch[0].cache, NULL) != STRATA_OK)
+        return 0;
+    f->prefilled = L;
+    if (f->r.on_progress)
+        f->r.on_progress(f->r.user, f->prefilled, f->r.n_prompt);
+    return 1;
+}
+
 /* q, not begun, may start from its lead's state: now, when the lead stands at their
  * shared start (q then prefills the rest this step); returns 1 while q must wait. */
 static int wait_or_take_share(strata_scheduler *s, request *q)
@@ -567,9 +593,7 @@ static int wait_or_take_share(strata_scheduler *s, request *q)
         return 0;
     if (L == q->r.n_prompt || lead->prefilled < L)
         return 1;       /* a twin, or the lead is not there yet */
-    if (strata_cache_copy(lead->ch[0].cache, &q->ch[0].cache, NULL) != STRATA_OK)
-        return 0;       /* it prefills on its own */
-    q->prefilled = L;
+    follow(lead, q, L);
     return 0;
 }
 
@@ -578,16 +602,9 @@ static void adopt_twins(strata_scheduler *s, request *q, const float *last)
 {
     if (!shareable(q))
         return;
-    for (request *f = q->next; f; f = f->next) {
-        if (f->prefilled || f->ch[0].cache || !shareable(f) || !twins(q, f))
-            continue;
-        if (strata_cache_copy(q->ch[0].cache, &f->ch[0].cache, NULL) != STRATA_OK)
-            continue;   /* it will prefill on its own */
-        f->prefilled = f->r.n_prompt;
-        if (f->r.on_progress)
-            f->r.on_progress(f->r.user, f->prefilled, f->r.n_prompt);
-        start_choices(s, f, last);
-    }
+    for (request *f = q->next; f; f = f->next)
+        if (not_begun(f) && twins(q, f) && follow(q, f, f->r.n_prompt))
+            start_choices(s, f, last);
 }
 
 /* Lay out this step: decode rows first, then prefill chunks within the budget. */
