@@ -11,7 +11,7 @@
  *      (served whole by the prefix cache: no prefill step);
  *   7. one token each for 16 concurrent requests sharing a 512-token start, with 16
  *      tokens of their own: the wall time and the prompt tokens the engine processed.
- * Model for 1-3 and 6: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
+ * Model for 1-3 and 6-7: $STRATA_BENCH_MODEL, else build/models/470m when `make bench` has
  * generated it (the performance issue's reference shape), else the built-in
  * models/strata-demo; 4-5 need a chat template and run on models/strata-demo.
  * Streams ask for logprobs so that every token is a chunk, with or without a
@@ -229,6 +229,21 @@ static double turn10_ttft(int port, int with_session)
     return t;
 }
 
+/* The value of the server's metric `name` (/metrics), or -1. */
+static double metric(int port, const char *name)
+{
+    http_response r;
+    double v = -1;
+    if (http_do(port, "GET", "/metrics", NULL, 0, NULL, &r) == 0) {
+        char key[128];
+        snprintf(key, sizeof key, "\n%s ", name);
+        char *at = strstr(r.body, key);
+        v = at ? atof(at + strlen(key)) : -1;
+        http_response_free(&r);
+    }
+    return v;
+}
+
 static double prefix_hit_rate(int port)
 {
     const char *systems[5] = {"Thou art a scribe of Israel.", "Thou art a prophet in the land of Judah.",
@@ -242,36 +257,38 @@ static double prefix_hit_rate(int port)
         json_decref(post(port, "/v1/chat/completions", body));
         json_decref(body);
     }
-    http_response r;
-    double rate = 0;
-    if (http_do(port, "GET", "/metrics", NULL, 0, NULL, &r) == 0) {
-        char *at = strstr(r.body, "\nstrata_prefix_cache_hit_rate ");
-        rate = at ? atof(at + 30) : 0;
-        http_response_free(&r);
-    }
-    return rate;
+    double rate = metric(port, "strata_prefix_cache_hit_rate");
+    return rate < 0 ? 0 : rate;
 }
 
-/* 6. seconds for a one-token completion of a PROMPT_6-token prompt (token ids every
- * vocabulary of 4096 or more has); *cached = the prompt tokens the server reused */
+/* A greedy one-token completion of the token ids (the reference is taken); its
+ * response. Ids stay under 4005: every vocabulary of 4096 or more has them. */
+static json_t *one_token(int port, json_t *ids)
+{
+    json_t *body = json_pack("{s:o,s:i,s:f}", "prompt", ids, "max_tokens", 1, "temperature", 0.0);
+    json_t *j = post(port, "/v1/completions", body);
+    json_decref(body);
+    return j;
+}
+
+/* 6. seconds for one token of a PROMPT_6-token prompt; *cached = the prompt tokens
+ * the server reused */
 #define PROMPT_6 1024
 static double one_token_seconds(int port, int *cached)
 {
     json_t *ids = json_array();
     for (int i = 0; i < PROMPT_6; i++)
         json_array_append_new(ids, json_integer((i * 7919) % 4000 + 5));
-    json_t *body = json_pack("{s:o,s:i,s:f}", "prompt", ids, "max_tokens", 1, "temperature", 0.0);
     double t0 = now();
-    json_t *j = post(port, "/v1/completions", body);
+    json_t *j = one_token(port, ids);
     double t = now() - t0;
     *cached = (int)json_integer_value(
         json_object_get(json_object_get(json_object_get(j, "usage"), "prompt_tokens_details"), "cached_tokens"));
     json_decref(j);
-    json_decref(body);
     return t;
 }
 
-/* 7. */
+/* 7. one of 16 requests: SHARED_START ids they all share, then 16 of its own */
 #define SHARED_START 512
 typedef struct shared_req {
     int port, index;
@@ -284,23 +301,8 @@ static void *shared_one(void *arg)
     for (int i = 0; i < SHARED_START + 16; i++)
         json_array_append_new(ids, json_integer(i < SHARED_START ? (i * 6007 + 17) % 4000 + 5
                                                                  : (i * 31 + q->index * 977) % 4000 + 5));
-    json_t *body = json_pack("{s:o,s:i,s:f}", "prompt", ids, "max_tokens", 1, "temperature", 0.0);
-    json_decref(post(q->port, "/v1/completions", body));
-    json_decref(body);
+    json_decref(one_token(q->port, ids));
     return NULL;
-}
-
-static long prompt_tokens_total(int port)
-{
-    http_response r;
-    long v = -1;
-    if (http_do(port, "GET", "/metrics", NULL, 0, NULL, &r) == 0) {
-        const char *key = "\nstrata_prompt_tokens_total ";
-        char *at = strstr(r.body, key);
-        v = at ? atol(at + strlen(key)) : -1;
-        http_response_free(&r);
-    }
-    return v;
 }
 
 /* Seconds for all 16; *tokens = prompt tokens the engine processed for them. */
@@ -308,7 +310,7 @@ static double shared_start_seconds(int port, long *tokens)
 {
     shared_req q[16];
     pthread_t th[16];
-    long before = prompt_tokens_total(port);
+    double before = metric(port, "strata_prompt_tokens_total");
     double t0 = now();
     for (int i = 0; i < 16; i++) {
         q[i] = (shared_req){port, i};
@@ -317,7 +319,7 @@ static double shared_start_seconds(int port, long *tokens)
     for (int i = 0; i < 16; i++)
         pthread_join(th[i], NULL);
     double t = now() - t0;
-    *tokens = prompt_tokens_total(port) - before;
+    *tokens = (long)(metric(port, "strata_prompt_tokens_total") - before);
     return t;
 }
 
