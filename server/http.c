@@ -56,27 +56,28 @@ enum MHD_Result http_send_json(http_req *r, int status, const strbuf *json)
     return http_send(r, status, "application/json", json->data ? json->data : "", json->len);
 }
 
+void api_error_json(strbuf *b, const api_error *e)
+{
+    sb_puts(b, "{\"error\":{\"message\":");
+    sb_json_string(b, e->message, strlen(e->message));
+    sb_printf(b, ",\"type\":\"%s\",\"param\":", status_type(e->status));
+    if (e->param)
+        sb_json_string(b, e->param, strlen(e->param));
+    else
+        sb_puts(b, "null");
+    sb_puts(b, ",\"code\":");
+    sb_json_string(b, e->code, strlen(e->code));
+    sb_puts(b, "}}");
+}
+
 enum MHD_Result http_send_error(http_req *r, int status, const char *param, const char *code, const char *fmt, ...)
 {
-    char msg[1024];
+    api_error e = {.status = status, .param = param, .code = code};
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vsnprintf(e.message, sizeof e.message, fmt, ap);
     va_end(ap);
-    strbuf b = {0};
-    sb_puts(&b, "{\"error\":{\"message\":");
-    sb_json_string(&b, msg, strlen(msg));
-    sb_printf(&b, ",\"type\":\"%s\",\"param\":", status_type(status));
-    if (param)
-        sb_json_string(&b, param, strlen(param));
-    else
-        sb_puts(&b, "null");
-    sb_puts(&b, ",\"code\":");
-    sb_json_string(&b, code, strlen(code));
-    sb_puts(&b, "}}");
-    enum MHD_Result ret = b.failed ? MHD_NO : http_send(r, status, "application/json", b.data, b.len);
-    sb_free(&b);
-    return ret;
+    return http_send_api_error(r, &e);
 }
 
 int api_fail(api_error *e, int status, const char *param, const char *code, const char *fmt, ...)
@@ -113,7 +114,11 @@ int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out
 
 enum MHD_Result http_send_api_error(http_req *r, const api_error *e)
 {
-    return http_send_error(r, e->status, e->param, e->code, "%s", e->message);
+    strbuf b = {0};
+    api_error_json(&b, e);
+    enum MHD_Result ret = b.failed ? MHD_NO : http_send(r, e->status, "application/json", b.data, b.len);
+    sb_free(&b);
+    return ret;
 }
 
 void http_suspend(http_req *r)

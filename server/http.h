@@ -58,6 +58,8 @@ int api_fail(api_error *e, int status, const char *param, const char *code, cons
  * 400 on `param` naming the first element that is not one. */
 int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out, api_error *e);
 enum MHD_Result http_send_api_error(http_req *r, const api_error *e);
+/* e as the OpenAI error object: {"error": {"message", "type", "param", "code"}}. */
+void api_error_json(strbuf *b, const api_error *e);
 
 enum MHD_Result http_send(http_req *r, int status, const char *content_type, const char *body, size_t len);
 enum MHD_Result http_send_json(http_req *r, int status, const strbuf *json);

@@ -90,7 +90,8 @@ struct gen_job {
     lp_fragments prompt_lp[MAX_PROMPTS]; /* echo + logprobs: the prompt's entries */
     strbuf out;                 /* response bytes not yet handed to MHD */
     int complete;               /* every prompt is done and the last bytes are in out */
-    int error_sent;
+    int error_sent;             /* stream: the error event went out */
+    const char *cut;            /* why the server cancelled it: "timeout", "shutting_down" or NULL */
     int prompt_tokens, completion_tokens;
     double t0, last_write;
     gen_job *next_live;
@@ -254,6 +255,42 @@ static void on_done(void *user)
 static const char *finish_name(strata_finish f)
 {
     return f == STRATA_FINISH_STOP ? "stop" : "length";
+}
+
+/* A choice cancelled by the server (request timeout, shutdown) or failed in the
+ * engine ends the request with an error, never a "length" answer that could not be
+ * told from a finished one: 1 and e filled when some choice ended so. */
+static int job_failure(const gen_job *job, api_error *e)
+{
+    const char *session = *job->p.session_id ? "; the session keeps what was generated before the cut" : "";
+    for (int c = 0; c < job->n_choices; c++) {
+        if (job->cr[c].finish == STRATA_FINISH_ERROR) {
+            api_fail(e, 500, NULL, "engine_error", "the engine failed while generating%s", session);
+            return 1;
+        }
+        if (job->cr[c].finish != STRATA_FINISH_CANCELLED)
+            continue;
+        if (job->cut && !strcmp(job->cut, "timeout"))
+            api_fail(e, 503, NULL, "timeout", "the request ran past the server's request timeout (%d s)%s",
+                     job->srv->cfg.request_timeout_s, session);
+        else
+            api_fail(e, 503, NULL, job->cut ? job->cut : "cancelled",
+                     "the server is shutting down and the request did not finish within its grace period%s", session);
+        return 1;
+    }
+    return 0;
+}
+
+/* Stream: the request's error as an event (once); respond() then ends with [DONE]. */
+static void stream_failure(gen_job *job)
+{
+    api_error e;
+    if (job->error_sent || !job_failure(job, &e))
+        return;
+    job->error_sent = 1;
+    sb_puts(&job->out, "data: ");
+    api_error_json(&job->out, &e);
+    sb_puts(&job->out, "\n\n");
 }
 
 static int cached_tokens(const gen_job *job)
@@ -756,7 +793,7 @@ static void respond(gen_job *job, const session_entry *se)
     if (job->p.response == RESP_SESSION) {
         session_json(se, &job->out);
     } else if (job->p.stream) {
-        if (job->p.include_usage || job->p.capture) {
+        if (!job->error_sent && (job->p.include_usage || job->p.capture)) {
             chunk_head(&job->out, job);
             sb_puts(&job->out, "]");
             if (job->p.include_usage) {
@@ -768,7 +805,13 @@ static void respond(gen_job *job, const session_entry *se)
         }
         sb_puts(&job->out, "data: [DONE]\n\n");
     } else {
-        final_json(job, &job->out);
+        api_error e;
+        if (job_failure(job, &e)) {
+            job->p.status = e.status;
+            api_error_json(&job->out, &e);
+        } else {
+            final_json(job, &job->out);
+        }
     }
     job->complete = 1;
 }
@@ -820,9 +863,14 @@ static void apply(gen_job *job, event *e)
     case EV_FINISH:
         cr->finish = e->finish;
         sb_append(&cr->text, e->text, e->len);
+        if (e->finish == STRATA_FINISH_CANCELLED || e->finish == STRATA_FINISH_ERROR) {
+            if (job->p.stream)
+                stream_failure(job);
+            break;
+        }
         if (job->p.reasoning)
             reasoning_split_text(cr->text.data ? cr->text.data : "", cr->text.len, job->p.think_open, 1, &cr->parts);
-        if (job->p.tools && e->finish != STRATA_FINISH_ERROR) {
+        if (job->p.tools) {
             char stem[64];
             snprintf(stem, sizeof stem, "%s_%d", strchr(job->id, '-') + 1, e->choice);
             cr->calls = tool_calls_parse(srv->tool_syntax, job->p.tools, (cr->text.data ? cr->text.data : "") +
@@ -834,11 +882,6 @@ static void apply(gen_job *job, event *e)
             stream_settled_finish(job, e->choice, finish_name(e->finish));
         else if (job->p.stream)
             stream_text_chunk(job, e->choice, e->text, e->len, NULL, finish_name(e->finish));
-        if (e->finish == STRATA_FINISH_ERROR && job->p.stream && !job->error_sent) {
-            job->error_sent = 1;
-            sb_puts(&job->out, "data: {\"error\":{\"message\":\"the engine failed while generating\","
-                               "\"type\":\"server_error\",\"param\":null,\"code\":\"engine_error\"}}\n\n");
-        }
         break;
     case EV_PROMPT_LOGPROB:
         prompt_logprob(job, e->choice, e->pos, &e->sample);
@@ -1150,6 +1193,8 @@ void jobs_sweep(server *srv)
             continue;
         int expired = srv->cfg.request_timeout_s > 0 && now - job->t0 > srv->cfg.request_timeout_s;
         int gone = job->req && job->req->suspended && !job->p.stream && client_gone(job->req);
+        if (expired && !job->cut)
+            job->cut = "timeout";
         if (expired || gone)
             for (int i = 0; i < job->p.n_prompts; i++)
                 if (!job->subs[i].done)
@@ -1160,6 +1205,14 @@ void jobs_sweep(server *srv)
             wake_client(job);
         }
     }
+}
+
+void jobs_cut(server *srv, const char *why)
+{
+    (void)srv;
+    for (gen_job *job = Q.live; job; job = job->next_live)
+        if (!job->complete && !job->cut)
+            job->cut = why;
 }
 
 int jobs_active(const server *srv)

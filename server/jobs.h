@@ -55,6 +55,9 @@ enum MHD_Result job_start(http_req *r, gen_params *p);
 void jobs_drain(server *srv);
 /* Every second: cancel jobs past the request timeout or whose client went away. */
 void jobs_sweep(server *srv);
+/* Shutdown: the jobs still running are about to be cancelled for reason `why`
+ * ("shutting_down"), which their error responses will name. */
+void jobs_cut(server *srv, const char *why);
 /* Jobs still running (for shutdown). */
 int jobs_active(const server *srv);
 

@@ -225,8 +225,10 @@ static void on_sweep(uv_timer_t *t)
     int busy = jobs_active(srv);
     if (busy && now_seconds() < shutdown_deadline)
         return;
-    if (busy)
+    if (busy) {
         log_line(srv, "warn", "grace period over: cancelling %d requests", busy);
+        jobs_cut(srv, "shutting_down");
+    }
     strata_scheduler_stop(srv->sched);
     if (jobs_active(srv) == 0 && http_open_connections(srv) == 0)
         finish_shutdown();

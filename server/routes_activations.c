@@ -201,7 +201,9 @@ static void on_finish(void *user, int choice, strata_finish reason)
 
 /* ---------------------------------------------------------------- parsing */
 
-static int prompt_ids(const server *srv, json_t *v, act_run *run, api_error *e)
+/* A text prompt gets the tokenizer's BOS only where it starts a sequence: one that
+ * continues a session's `origin` tokens goes on from them as they are. */
+static int prompt_ids(const server *srv, json_t *v, int origin, act_run *run, api_error *e)
 {
     int vocab = strata_model_get_info(srv->model)->vocab_size;
     if (json_is_string(v)) {
@@ -210,8 +212,8 @@ static int prompt_ids(const server *srv, json_t *v, act_run *run, api_error *e)
         size_t n;
         strata_error err;
         if (strata_tokenizer_encode(srv->tok, json_string_value(v), json_string_length(v),
-                                    STRATA_TOKENIZE_ADD_SPECIAL | STRATA_TOKENIZE_PARSE_SPECIAL, &run->ids, &n,
-                                    &err) != STRATA_OK)
+                                    (origin ? 0 : STRATA_TOKENIZE_ADD_SPECIAL) | STRATA_TOKENIZE_PARSE_SPECIAL,
+                                    &run->ids, &n, &err) != STRATA_OK)
             return api_fail(e, 400, "prompt", "invalid_value", "%s", err.message);
         run->n = (int)n;
     } else if (json_is_array(v)) {
@@ -261,7 +263,7 @@ static int parse_run(act_job *job, int k, api_error *e)
     json_t *prompt = json_object_get(run->spec, "prompt");
     if (!prompt)
         return api_fail(e, 400, "prompt", "invalid_value", "prompt is required");
-    if (!prompt_ids(srv, prompt, run, e))
+    if (!prompt_ids(srv, prompt, job->origin, run, e))
         return 0;
     strata_error err;
     if (strata_capture_new(srv->model, &run->cap, &err) != STRATA_OK)

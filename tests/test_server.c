@@ -966,18 +966,80 @@ Test(api_keys, keys_guard_everything_but_health, .timeout = 60)
     free(dir);
 }
 
-typedef struct inflight { int status; char text[4096]; } inflight;
+typedef struct inflight { const char *body; int status; char text[8192]; } inflight;
 
+/* POST a->body (default: 40 greedy tokens) to /v1/completions; the status and the
+ * end of the response body land in a. */
 static void *one_request(void *p)
 {
     inflight *a = p;
-    const char *body = "{\"prompt\":\"And\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true}";
+    const char *body = a->body ? a->body : "{\"prompt\":\"And\",\"max_tokens\":40,\"temperature\":0,\"ignore_eos\":true}";
     http_response r;
     if (http_do(S.port, "POST", "/v1/completions", body, strlen(body), NULL, &r) == 0) {
         a->status = r.status;
+        size_t keep = r.body_len < sizeof a->text ? r.body_len : sizeof a->text - 1;
+        memcpy(a->text, r.body + r.body_len - keep, keep);     /* the end: where a stream's last events are */
+        a->text[keep] = '\0';
         http_response_free(&r);
     }
     return NULL;
+}
+
+static const char *const LONG_RUN = "{\"prompt\":\"And\",\"max_tokens\":4000,\"n\":4,\"ignore_eos\":true}";
+static const char *const LONG_STREAM = "{\"prompt\":\"And\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true,"
+                                       "\"stream_options\":{\"include_usage\":true}}";
+
+/* A request the server cut is an error naming why: a 503 object, or in a stream an
+ * error event then [DONE] with no finish_reason "length" (the cut is not a finish). */
+static void assert_cut(const inflight *a, int stream, const char *code)
+{
+    char want[64];
+    snprintf(want, sizeof want, "\"code\":\"%s\"", code);
+    cr_assert_eq(a->status, stream ? 200 : 503, "%s", a->text);
+    cr_assert(strstr(a->text, "{\"error\":{\"message\":"), "%s", a->text);
+    cr_assert(strstr(a->text, want), "%s", a->text);
+    cr_assert_null(strstr(a->text, "\"length\""), "a cut is not a finish by length: %s", a->text);
+    if (stream)
+        cr_assert(strstr(a->text, "}\n\ndata: [DONE]\n\n"), "%s", a->text);
+}
+
+/* --request-timeout cuts a running request and one still queued behind it (one
+ * runs at a time); both answer with the error, and the server goes on serving. */
+Test(timeouts, a_request_cut_by_the_timeout_is_an_error_not_an_answer, .timeout = 60)
+{
+    const char *args[] = {"--request-timeout", "1", "--max-running", "1", NULL};
+    cr_assert_eq(server_start(&S, demo_dir(), args), 0);
+    inflight a[2] = {{.body = LONG_RUN}, {.body = LONG_STREAM}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, one_request, &a[i]);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_cut(&a[0], 0, "timeout");
+    assert_cut(&a[1], 1, "timeout");
+    json_t *j = call("POST", "/v1/completions", "{\"prompt\":\"And\",\"max_tokens\":4}", 200);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0),
+                                                       "finish_reason")), "length");
+    json_decref(j);
+    cr_assert_eq(server_stop(&S), 0);
+}
+
+/* A request still running when SIGTERM's grace period ends is cut with 503
+ * "shutting_down", and the server still exits 0. */
+Test(shutdown, a_request_cut_at_the_end_of_the_grace_period_is_an_error, .timeout = 60)
+{
+    const char *args[] = {"--grace-period", "1", NULL};
+    cr_assert_eq(server_start(&S, demo_dir(), args), 0);
+    inflight a[2] = {{.body = LONG_RUN}, {.body = LONG_STREAM}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&th[i], NULL, one_request, &a[i]);
+    usleep(300000);
+    cr_assert_eq(server_stop(&S), 0, "exit status 0");
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    assert_cut(&a[0], 0, "shutting_down");
+    assert_cut(&a[1], 1, "shutting_down");
 }
 
 Test(shutdown, sigterm_lets_in_flight_requests_finish, .timeout = 60)

@@ -524,3 +524,44 @@ Test(sessions, a_session_deleted_during_a_read_only_activations_request)
     json_decref(req("GET", "/health", NULL, 200));
     free(id);
 }
+
+/* The last-position logits of an activations run, from `body`. */
+static json_t *last_logits(const char *body, json_t **ids)
+{
+    json_t *j = req("POST", "/v1/activations", body, 200);
+    *ids = json_incref(json_object_get(json_object_get(j, "tokens"), "ids"));
+    json_t *d = json_incref(json_object_get(json_object_get(json_object_get(j, "activations"), "logits"), "data"));
+    json_decref(j);
+    return d;
+}
+
+/* A text prompt continuing a session goes on from the session's tokens: the
+ * tokenizer's BOS starts a sequence, never the middle of one. Its logits equal a
+ * stateless run of the session's tokens followed by the new ones. */
+Test(sessions, a_text_prompt_continues_a_session_without_a_bos)
+{
+    char *id = new_session("\"In the beginning\"");
+    char body[1024];
+    snprintf(body, sizeof body, "{\"session\":\"%s\",\"prompt\":\" God created\",\"hooks\":[\"logits\"],"
+             "\"positions\":\"last\"}", id);
+    json_t *ids, *on = last_logits(body, &ids);
+    cr_assert_eq(json_array_size(ids), 2, "' God created' alone, no BOS");
+    json_t *head = req("POST", "/tokenize", "{\"content\":\"In the beginning\",\"add_special\":true}", 200);
+    json_t *all = json_copy(json_object_get(head, "tokens"));
+    json_array_extend(all, ids);
+    char *prompt = json_dumps(all, JSON_COMPACT);
+    snprintf(body, sizeof body, "{\"prompt\":%s,\"hooks\":[\"logits\"],\"positions\":\"last\"}", prompt);
+    json_t *ids2, *off = last_logits(body, &ids2);
+    cr_assert_eq(json_array_size(on), json_array_size(off));
+    for (size_t i = 0; i < json_array_size(on); i++)
+        cr_assert_float_eq(json_number_value(json_array_get(on, i)), json_number_value(json_array_get(off, i)), 1e-6,
+                           "logit %zu", i);
+    free(prompt);
+    json_decref(all);
+    json_decref(head);
+    json_decref(ids);
+    json_decref(ids2);
+    json_decref(on);
+    json_decref(off);
+    free(id);
+}
