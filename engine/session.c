@@ -5,7 +5,8 @@
  *
  * Invariants: tokens[0..n) are exactly what the cache consumed (n == cache's
  * n_tokens); checkpoints are sorted by position, distinct, all <= n and on the
- * path of tokens (their KV is a prefix of the live cache's).
+ * path of tokens (their KV is a prefix of the live cache's). A checkpoint may keep
+ * the logits after its last token: the prompt that ends there needs no step.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +24,7 @@ typedef struct checkpoint {
     int pos;
     int automatic;
     strata_cache *cache;
+    float *logits;              /* (vocab) after tokens[pos-1], or NULL */
 } checkpoint;
 
 struct strata_session {
@@ -51,9 +53,15 @@ strata_status strata_session_new(const strata_model *model, strata_session **out
     return STRATA_OK;
 }
 
+static size_t logits_bytes(const strata_model *model)
+{
+    return sizeof(float) * (size_t)model->cfg.info.vocab_size;
+}
+
 static void drop_checkpoint(strata_session *s, int i)
 {
     strata_cache_free(s->cps[i].cache);
+    free(s->cps[i].logits);
     memmove(&s->cps[i], &s->cps[i + 1], sizeof s->cps[0] * (size_t)(s->n_cps - i - 1));
     s->n_cps--;
 }
@@ -86,7 +94,10 @@ strata_cache *strata_session_cache(strata_session *s)
 
 uint64_t strata_session_state_bytes(const strata_session *s)
 {
-    return strata_cache_state_bytes(s->cache) + (uint64_t)s->n_cps * cache_recurrent_bytes(s->model);
+    uint64_t b = strata_cache_state_bytes(s->cache) + (uint64_t)s->n_cps * cache_recurrent_bytes(s->model);
+    for (int i = 0; i < s->n_cps; i++)
+        b += s->cps[i].logits ? logits_bytes(s->model) : 0;
+    return b;
 }
 
 strata_status strata_session_append(strata_session *s, const int32_t *tokens, int n, strata_error *err)
@@ -146,19 +157,26 @@ void strata_session_set_checkpoint_budget(strata_session *s, uint64_t bytes)
     within_budget(s, 0, &at);
 }
 
-/* Keep `cache` (owned) as the checkpoint at its position, in order. */
-static strata_status insert_checkpoint(strata_session *s, strata_cache *cache, int automatic, strata_error *err)
+/* Keep `cache` and `logits` (owned; logits may be NULL) as the checkpoint at the
+ * cache's position, in order; one already there keeps its state and gains the logits
+ * it lacked. */
+static strata_status insert_checkpoint(strata_session *s, strata_cache *cache, float *logits, int automatic,
+                                       strata_error *err)
 {
     int pos = strata_cache_n_tokens(cache), i = 0;
     if (pos > s->n) {
         strata_cache_free(cache);
+        free(logits);
         return strata_fail(err, STRATA_E_INVALID, "checkpoint at %d is past the session's %d tokens", pos, s->n);
     }
     while (i < s->n_cps && s->cps[i].pos < pos)
         i++;
     if (i < s->n_cps && s->cps[i].pos == pos) {
         s->cps[i].automatic &= automatic;
+        if (!s->cps[i].logits)
+            s->cps[i].logits = logits, logits = NULL;
         strata_cache_free(cache);
+        free(logits);
         return STRATA_OK;
     }
     if (s->n_cps == STRATA_SESSION_MAX_CHECKPOINTS) {
@@ -171,10 +189,11 @@ static strata_status insert_checkpoint(strata_session *s, strata_cache *cache, i
     }
     if (automatic && !within_budget(s, 1, &i)) {
         strata_cache_free(cache);               /* one alone passes the budget: none is taken */
+        free(logits);
         return STRATA_OK;
     }
     memmove(&s->cps[i + 1], &s->cps[i], sizeof s->cps[0] * (size_t)(s->n_cps - i));
-    s->cps[i] = (checkpoint){.pos = pos, .automatic = automatic, .cache = cache};
+    s->cps[i] = (checkpoint){.pos = pos, .automatic = automatic, .cache = cache, .logits = logits};
     s->n_cps++;
     return STRATA_OK;
 }
@@ -183,15 +202,17 @@ strata_status strata_session_checkpoint(strata_session *s, int automatic, strata
 {
     strata_cache *snap;
     STRATA_TRY(strata_cache_copy(s->cache, &snap, err));
-    return insert_checkpoint(s, snap, automatic, err);
+    return insert_checkpoint(s, snap, NULL, automatic, err);
 }
 
-strata_status strata_session_adopt_checkpoint(strata_session *s, strata_cache *cache, int automatic,
+strata_status strata_session_adopt_checkpoint(strata_session *s, strata_cache *cache, float *logits, int automatic,
                                               strata_error *err)
 {
-    if (!cache)
+    if (!cache) {
+        free(logits);
         return strata_fail(err, STRATA_E_INVALID, "no checkpoint cache");
-    return insert_checkpoint(s, cache, automatic, err);
+    }
+    return insert_checkpoint(s, cache, logits, automatic, err);
 }
 
 int strata_session_checkpoint_count(const strata_session *s)
@@ -236,16 +257,33 @@ static void reset(strata_session *s)
         drop_checkpoint(s, s->n_cps - 1);
 }
 
-strata_status strata_session_prepare(strata_session *s, const int32_t *prompt, int n, int *reused,
-                                     int *reprocessed, strata_error *err)
+/* The checkpoint at exactly pos that keeps its logits, or -1. */
+static int checkpoint_with_logits(const strata_session *s, int pos)
 {
+    int i = checkpoint_before(s, pos);
+    return i >= 0 && s->cps[i].pos == pos && s->cps[i].logits ? i : -1;
+}
+
+strata_status strata_session_prepare(strata_session *s, const int32_t *prompt, int n, int *reused,
+                                     int *reprocessed, const float **logits, strata_error *err)
+{
+    if (logits)
+        *logits = NULL;
     if (!prompt || n < 1)
         return strata_fail(err, STRATA_E_INVALID, "empty prompt");
     int common = 0;
     while (common < s->n && common < n && s->tokens[common] == prompt[common])
         common++;
-    int target = common < n - 1 ? common : n - 1;
     *reprocessed = 0;
+    int whole = logits && common == n ? checkpoint_with_logits(s, n) : -1;
+    if (whole >= 0) {       /* a prompt the session has seen end to end, logits kept */
+        if (n < s->n)
+            STRATA_TRY(restore(s, whole, err));
+        *logits = s->cps[whole].logits;
+        *reused = n;
+        return STRATA_OK;
+    }
+    int target = common < n - 1 ? common : n - 1;
     if (target < s->n) {
         int i = checkpoint_before(s, target);
         if (i >= 0) {
@@ -301,6 +339,8 @@ strata_status strata_session_fork(const strata_session *s, strata_session **out,
         st = strata_session_append(f, s->tokens, s->n, err);
     for (int i = 0; st == STRATA_OK && i < s->n_cps; i++) {
         st = strata_cache_copy(s->cps[i].cache, &f->cps[i].cache, err);
+        if (st == STRATA_OK && s->cps[i].logits && (f->cps[i].logits = malloc(logits_bytes(s->model))))
+            memcpy(f->cps[i].logits, s->cps[i].logits, logits_bytes(s->model));
         f->cps[i].pos = s->cps[i].pos;
         f->cps[i].automatic = s->cps[i].automatic;
         f->n_cps += st == STRATA_OK;
@@ -426,6 +466,9 @@ strata_status strata_session_serialize(const strata_session *s, void **bytes, si
     for (int i = 0; ok && i < s->n_cps; i++) {
         snprintf(prefix, sizeof prefix, "checkpoint.%d.", i);
         ok = add_recurrent(&l, s->model, s->cps[i].cache, prefix);
+        snprintf(prefix, sizeof prefix, "checkpoint.%d.logits", i);
+        if (ok && s->cps[i].logits)
+            ok = list_add(&l, prefix, STRATA_F32, 1, (int64_t[]){s->model->cfg.info.vocab_size}, s->cps[i].logits);
     }
     if (!ok) {
         list_free(&l);
@@ -533,6 +576,19 @@ static strata_status check_header(const st_file *f, const strata_model *model, j
     return STRATA_OK;
 }
 
+/* Checkpoint i's logits (optional: a malloc'd copy, or NULL). */
+static float *read_logits(const st_file *f, const strata_model *model, size_t i)
+{
+    char name[48];
+    snprintf(name, sizeof name, "checkpoint.%zu.logits", i);
+    const st_tensor *t = st_find(f, name);
+    float *logits = t && t->dtype == ST_F32 && t->numel == model->cfg.info.vocab_size ? malloc(logits_bytes(model))
+                                                                                      : NULL;
+    if (logits)
+        memcpy(logits, t->data, logits_bytes(model));
+    return logits;
+}
+
 static strata_status read_checkpoints(const st_file *f, strata_session *s, json_t *meta, strata_error *err)
 {
     json_t *cps = json_loads(json_string_value(json_object_get(meta, "checkpoints")), 0, NULL);
@@ -553,7 +609,7 @@ static strata_status read_checkpoints(const st_file *f, strata_session *s, json_
         char prefix[48];
         snprintf(prefix, sizeof prefix, "checkpoint.%zu.", i);
         if (st == STRATA_OK && (st = read_recurrent(f, s->model, c, prefix, err)) == STRATA_OK)
-            st = insert_checkpoint(s, c, json_is_true(json_array_get(cp, 1)), err);
+            st = insert_checkpoint(s, c, read_logits(f, s->model, i), json_is_true(json_array_get(cp, 1)), err);
         else if (st == STRATA_OK)
             strata_cache_free(c);
     }

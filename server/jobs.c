@@ -98,9 +98,11 @@ struct gen_job {
     /* on a session */
     session_entry *session;
     int reused, reprocessed;    /* prompt tokens already in the cache; tokens done again */
+    const float *session_logits; /* a session checkpoint's logits when the prompt ends there */
     int32_t *generated;         /* choice 0's tokens, in order */
     int n_generated;
     strata_cache *snapshots[STRATA_SESSION_MAX_CHECKPOINTS]; /* taken during prefill */
+    float *snapshot_logits[STRATA_SESSION_MAX_CHECKPOINTS];  /* the end of the prompt's, or NULL */
     int n_snapshots;
 };
 
@@ -238,7 +240,7 @@ static void on_checkpoint(void *user, const strata_cache *cache, int n_prefilled
     if (strata_cache_copy(cache, &snap, NULL) != STRATA_OK)
         return;
     size_t bytes = sizeof(float) * (size_t)strata_model_get_info(sb->job->srv->model)->vocab_size;
-    float *kept = logits && !sb->job->session ? malloc(bytes) : NULL;
+    float *kept = logits ? malloc(bytes) : NULL;
     if (kept)
         memcpy(kept, logits, bytes);
     post_snapshot(sb->job, EV_CHECKPOINT, sb->index, NULL, 0, NULL, 0, 0, snap, kept);
@@ -698,8 +700,10 @@ static void job_free(gen_job *job)
     }
     for (int i = 0; i < MAX_PROMPTS; i++)
         lp_free(&job->prompt_lp[i]);
-    for (int i = 0; i < job->n_snapshots; i++)
+    for (int i = 0; i < job->n_snapshots; i++) {
         strata_cache_free(job->snapshots[i]);
+        free(job->snapshot_logits[i]);
+    }
     for (int i = 0; i < job->p.n_prompts; i++)
         strata_cache_free(job->subs[i].cache);
     free(job->generated);
@@ -745,7 +749,7 @@ static void session_finish(gen_job *job)
     strata_session_append(s, job->generated, job->n_generated, &err);
     strata_session_sync(s);
     for (int i = 0; i < job->n_snapshots; i++)
-        strata_session_adopt_checkpoint(s, job->snapshots[i], 1, &err);
+        strata_session_adopt_checkpoint(s, job->snapshots[i], job->snapshot_logits[i], 1, &err);
     job->n_snapshots = 0;
     strata_session_checkpoint(s, 1, &err);
     sessions_touch(e);
@@ -890,10 +894,13 @@ static void apply(gen_job *job, event *e)
         if (!job->session) {
             strata_prefix_cache_insert(srv->prefix, job->p.prompts[e->choice], job->p.prompt_len[e->choice], e->snapshot,
                                        e->logits, NULL);
-        } else if (job->n_snapshots < STRATA_SESSION_MAX_CHECKPOINTS)
+        } else if (job->n_snapshots < STRATA_SESSION_MAX_CHECKPOINTS) {
+            job->snapshot_logits[job->n_snapshots] = e->logits;
             job->snapshots[job->n_snapshots++] = e->snapshot;
-        else
+        } else {
             strata_cache_free(e->snapshot);
+            free(e->logits);
+        }
         break;
     case EV_PROGRESS:
         if (job->p.stream && now_seconds() - job->last_write > 1.0) {
@@ -1021,6 +1028,7 @@ static strata_request request_of(gen_job *job, int i)
         int marks[2] = {p->checkpoint_at, p->checkpoint_at2};
         continue_from(&q, strata_session_cache(job->session->s), job->reused, marks, 2, sb->checkpoints);
         q.checkpoint_every = srv->cfg.checkpoint_every;
+        q.prompt_logits = job->session_logits;
     } else if (srv->prefix && !p->iv[i] && !p->capture && !q.prompt_logprobs) {
         /* (a snapshot holds unsteered state and at most the logits after its last
          * token: runs that steer, capture or score the prompt start fresh) */
@@ -1095,7 +1103,7 @@ static int take_session(http_req *r, gen_job *job, enum MHD_Result *ret)
         return 0;
     }
     if (strata_session_prepare(e->s, job->p.prompts[0], job->p.prompt_len[0], &job->reused, &job->reprocessed,
-                               &err) != STRATA_OK) {
+                               &job->session_logits, &err) != STRATA_OK) {
         *ret = http_send_error(r, 500, "session", "internal_error", "%s", err.message);
         return 0;
     }

@@ -130,14 +130,14 @@ Test(session, a_divergent_prompt_restores_the_newest_checkpoint_before_it)
     memcpy(prompt, ids, 50 * 4);
     memcpy(prompt + 50, ids + 130, 20 * 4);
     int reused, reprocessed;
-    cr_assert_eq(strata_session_prepare(s, prompt, 70, &reused, &reprocessed, &err), STRATA_OK);
+    cr_assert_eq(strata_session_prepare(s, prompt, 70, &reused, &reprocessed, NULL, &err), STRATA_OK);
     cr_assert_eq(reused, 40);
     cr_assert_eq(reprocessed, 10);
     feed(s, prompt + reused, 70 - reused, a);
     fresh_logits(prompt, 70, b);
     cr_assert_eq(memcmp(a, b, sizeof a), 0);
     /* an extension reuses everything; the same prompt again reprocesses only its last token */
-    cr_assert_eq(strata_session_prepare(s, prompt, 70, &reused, &reprocessed, &err), STRATA_OK);
+    cr_assert_eq(strata_session_prepare(s, prompt, 70, &reused, &reprocessed, NULL, &err), STRATA_OK);
     cr_assert_eq(reused, 40, "back to the checkpoint before the last token");
     strata_session_free(s);
 }
@@ -252,4 +252,61 @@ Test(session, a_checkpoint_budget_keeps_the_newest_automatic_ones)
     cr_assert_eq(strata_session_checkpoint(s, 1, &err), STRATA_OK);
     cr_assert_eq(strata_session_checkpoint_count(s), 1, "an automatic one is not taken");
     strata_session_free(s);
+}
+
+/* A copy of the logits the session's current state gives after its last token,
+ * adopted with a snapshot of that state as a checkpoint. */
+static void checkpoint_with_logits(strata_session *s, const float *logits)
+{
+    strata_error err;
+    strata_cache *snap;
+    float *kept = malloc(sizeof(float) * V);
+    memcpy(kept, logits, sizeof(float) * V);
+    cr_assert_eq(strata_cache_copy(strata_session_cache(s), &snap, &err), STRATA_OK);
+    cr_assert_eq(strata_session_adopt_checkpoint(s, snap, kept, 1, &err), STRATA_OK);
+}
+
+/* A prompt that ends where a checkpoint kept its logits is reused whole: those
+ * logits are the ones a fresh run ends with, also after the session went on (the
+ * checkpoint is restored), in a fork, and after serialization. Elsewhere the old
+ * rule holds (the last token is processed). */
+Test(session, a_prompt_ending_at_a_checkpoint_with_logits_is_reused_whole)
+{
+    strata_error err;
+    strata_session *s, *f, *t;
+    float a[V], b[V], c[V];
+    const float *kept;
+    int reused, reprocessed;
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 60, a);
+    checkpoint_with_logits(s, a);
+    fresh_logits(ids, 60, b);
+    fresh_logits(ids, 65, c);
+    cr_assert_eq(strata_session_prepare(s, ids, 60, &reused, &reprocessed, &kept, &err), STRATA_OK);
+    cr_assert(kept && reused == 60 && reprocessed == 0);
+    cr_assert_eq(memcmp(kept, b, sizeof b), 0);
+    feed(s, ids + 60, 20, a);                                   /* the session goes on */
+    cr_assert_eq(strata_session_fork(s, &f, &err), STRATA_OK);
+    void *bytes;
+    size_t len;
+    cr_assert_eq(strata_session_serialize(s, &bytes, &len, &err), STRATA_OK);
+    cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_OK, "%s", err.message);
+    free(bytes);
+    strata_session *each[3] = {s, f, t};
+    for (int k = 0; k < 3; k++) {
+        cr_assert_eq(strata_session_prepare(each[k], ids, 60, &reused, &reprocessed, &kept, &err), STRATA_OK);
+        cr_assert(kept && reused == 60 && reprocessed == 0, "session %d", k);
+        cr_assert_eq(memcmp(kept, b, sizeof b), 0, "session %d", k);
+        cr_assert_eq(strata_session_n_tokens(each[k]), 60, "back at the checkpoint");
+        feed(each[k], ids + 60, 5, a);                          /* and from there as a fresh run */
+        cr_assert_eq(memcmp(a, c, sizeof a), 0, "session %d", k);
+    }
+    /* a prompt ending elsewhere, or without asking for logits: the last token is processed */
+    cr_assert_eq(strata_session_prepare(t, ids, 65, &reused, &reprocessed, &kept, &err), STRATA_OK);
+    cr_assert(!kept && reused == 60);
+    cr_assert_eq(strata_session_prepare(s, ids, 60, &reused, &reprocessed, NULL, &err), STRATA_OK);
+    cr_assert_eq(reused, 0, "no checkpoint before the last token");
+    strata_session_free(s);
+    strata_session_free(f);
+    strata_session_free(t);
 }

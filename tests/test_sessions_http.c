@@ -565,3 +565,32 @@ Test(sessions, a_text_prompt_continues_a_session_without_a_bos)
     json_decref(off);
     free(id);
 }
+
+/* The prompt a session was created with, sent again on it (and again after an
+ * answer: a regenerate), is served from the checkpoint at its end with the logits
+ * kept there: nothing reprocessed, the answer a stateless run gives. */
+Test(sessions, the_same_prompt_again_on_a_session_needs_no_step)
+{
+    const char *prompt = "\"And God said, Let there be light: and there was light.\"";
+    char *id = new_session(prompt);
+    char *off = complete(NULL, prompt, 8, NULL);
+    for (int round = 0; round < 2; round++) {
+        char body[1024];
+        snprintf(body, sizeof body, "{\"session\":\"%s\",\"prompt\":%s,\"max_tokens\":8,\"temperature\":0,"
+                 "\"logprobs\":5}", id, prompt);
+        json_t *j = req("POST", "/v1/completions", body, 200);
+        json_t *sess = json_object_get(j, "session");
+        json_t *usage = json_object_get(j, "usage");
+        cr_assert_eq(json_integer_value(json_object_get(sess, "tokens_reprocessed")), 0, "round %d", round);
+        cr_assert_eq(json_integer_value(json_object_get(sess, "tokens_reused")),
+                     json_integer_value(json_object_get(usage, "prompt_tokens")), "round %d: reused whole", round);
+        json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+        json_object_del(c, "index");
+        char *on = json_dumps(c, JSON_SORT_KEYS | JSON_COMPACT);
+        cr_assert_str_eq(on, off, "round %d", round);
+        free(on);
+        json_decref(j);
+    }
+    free(off);
+    free(id);
+}

@@ -327,9 +327,13 @@ uint64_t strata_session_state_bytes(const strata_session *s);
  * is processed and gives logits); if the session holds more than that, restore the
  * newest checkpoint at or before it. *reused = prompt tokens already in the cache
  * (process prompt[*reused..n)); *reprocessed = tokens the session had seen that
- * must be processed again (0 when nothing diverged). */
+ * must be processed again (0 when nothing diverged). With logits (may be NULL): a
+ * prompt on the session's path that ends at a checkpoint keeping its logits is
+ * reused whole (*reused = n, that checkpoint restored if the session went on) and
+ * *logits points at them (valid until the session changes: strata_request's
+ * prompt_logits); else *logits = NULL. */
 strata_status strata_session_prepare(strata_session *s, const int32_t *prompt, int n, int *reused,
-                                     int *reprocessed, strata_error *err);
+                                     int *reprocessed, const float **logits, strata_error *err);
 /* Record that the cache consumed these tokens (after a step on its cache). */
 strata_status strata_session_append(strata_session *s, const int32_t *tokens, int n, strata_error *err);
 /* Bring the token list in line with a cache that consumed fewer tokens than were
@@ -341,8 +345,10 @@ void strata_session_sync(strata_session *s);
  * checkpoint goes first. */
 strata_status strata_session_checkpoint(strata_session *s, int automatic, strata_error *err);
 /* Keep a snapshot taken elsewhere (e.g. by on_checkpoint during prefill) as the
- * checkpoint at its position; the session takes ownership of cache. */
-strata_status strata_session_adopt_checkpoint(strata_session *s, strata_cache *cache, int automatic,
+ * checkpoint at its position; the session takes ownership of cache and of logits
+ * (NULL, or the (vocab) logits after the snapshot's last token, which let the same
+ * prompt again start without a step: strata_session_prepare). */
+strata_status strata_session_adopt_checkpoint(strata_session *s, strata_cache *cache, float *logits, int automatic,
                                               strata_error *err);
 /* Keep automatic checkpoints within bytes of recurrent state (0: no bound, the
  * default), from now on: the oldest automatic ones go first, and one that alone
