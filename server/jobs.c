@@ -1088,14 +1088,19 @@ static gen_job *job_new(http_req *r, gen_params *p)
 /* Claim the job's session (single writer) and line its cache up with the prompt. */
 static int take_session(http_req *r, gen_job *job, enum MHD_Result *ret)
 {
-    session_entry *e = sessions_find(r->srv, job->p.session_id);
+    api_error ae;
+    session_entry *e = sessions_find(r->srv, job->p.session_id, &ae);
     strata_error err;
     if (!e) {
-        *ret = http_send_error(r, 404, "session", "session_not_found", "no session '%s'", job->p.session_id);
+        *ret = http_send_api_error(r, &ae);
         return 0;
     }
     if (e->busy) {
         *ret = http_send_error(r, 409, "session", "session_busy", "session '%s' is busy with another request", e->id);
+        return 0;
+    }
+    if (!sessions_fit(r->srv, e, &ae)) {
+        *ret = http_send_api_error(r, &ae);
         return 0;
     }
     if (job->p.n != 1 || job->p.n_prompts != 1) {

@@ -334,9 +334,9 @@ static int parse_session(server *srv, act_job *job, api_error *e)
     if (!session || json_is_null(session))
         return 1;
     const char *id = json_string_value(session);
-    session_entry *se = id ? sessions_find(srv, id) : NULL;
+    session_entry *se = sessions_find(srv, id, e);
     if (!se)
-        return api_fail(e, 404, "session", "session_not_found", "no session '%.64s'", id ? id : "(not a string)");
+        return 0;
     if (se->busy)
         return api_fail(e, 409, "session", "session_busy", "session '%s' is busy with another request", se->id);
     job->commit = json_is_true(commit);
@@ -349,6 +349,8 @@ static int parse_session(server *srv, act_job *job, api_error *e)
             return api_fail(e, 500, NULL, "internal_error", "%s", err.message);
         return 1;
     }
+    if (!sessions_fit(srv, se, e))
+        return 0;
     job->session = se;
     sessions_claim(se);
     return 1;

@@ -118,8 +118,9 @@ static enum MHD_Result busy(http_req *r, const session_entry *e)
 
 static enum MHD_Result full(http_req *r)
 {
-    return http_send_error(r, 429, NULL, "too_many_sessions", "the server holds its maximum of %d sessions",
-                           r->srv->cfg.max_sessions);
+    api_error e;
+    sessions_no_room(r->srv, &e);
+    return http_send_api_error(r, &e);
 }
 
 /* Run `tokens` through the session's cache (no generation), answering with the
@@ -374,9 +375,10 @@ enum MHD_Result route_sessions(http_req *r, const char *rest)
     if (len >= sizeof id)
         return not_found(r, rest + 1);
     memcpy(id, rest + 1, len);
-    session_entry *e = sessions_find(r->srv, id);
+    api_error ae;
+    session_entry *e = sessions_find(r->srv, id, &ae);
     if (!e)
-        return not_found(r, id);
+        return http_send_api_error(r, &ae);
     const char *action = slash ? slash : "";
     if (!*action && get)
         return send_session(r, 200, e);

@@ -65,21 +65,60 @@ static uint64_t resident_bytes(void)
     return b;
 }
 
+static int total_cap(const server *srv)
+{
+    return *srv->cfg.state_dir ? srv->cfg.max_sessions * 16 : srv->cfg.max_sessions;
+}
+
+int sessions_no_room(const server *srv, api_error *e)
+{
+    if (n_sessions >= total_cap(srv) || resident() >= srv->cfg.max_sessions)
+        return api_fail(e, 429, NULL, "too_many_sessions", "the server holds its maximum of %d sessions%s",
+                        n_sessions >= total_cap(srv) ? total_cap(srv) : srv->cfg.max_sessions,
+                        n_sessions >= total_cap(srv) ? "" : " in memory, none of them idle");
+    return api_fail(e, 429, NULL, "session_memory_full",
+                    "sessions hold %llu bytes of state, over the cap of %ld (session-memory-bytes)%s; delete "
+                    "sessions or retry later", (unsigned long long)resident_bytes(), srv->cfg.session_memory_bytes,
+                    *srv->cfg.state_dir ? " with none idle to move to disk" : " and there is no --state-dir for idle ones");
+}
+
+/* Move the least recently used idle resident session (not `keep`) to the state
+ * directory; 0 when there is none (or no state directory). */
+static int evict_one(server *srv, const session_entry *keep)
+{
+    session_entry *victim = NULL;
+    for (session_entry *e = all; e && *srv->cfg.state_dir; e = e->next)
+        if (e->s && !e->busy && e != keep && (!victim || e->last_used < victim->last_used))
+            victim = e;
+    if (!victim || (!victim->on_disk && sessions_persist(srv, victim) != 0))
+        return 0;
+    strata_session_free(victim->s);
+    victim->s = NULL;
+    log_line(srv, "debug", "session %s evicted to disk", victim->id);
+    return 1;
+}
+
 int sessions_make_room(server *srv)
 {
-    for (;;) {
-        if (resident() < srv->cfg.max_sessions && resident_bytes() < (uint64_t)srv->cfg.session_memory_bytes)
-            return 1;
-        session_entry *victim = NULL;
-        for (session_entry *e = all; e && *srv->cfg.state_dir; e = e->next)
-            if (e->s && !e->busy && (!victim || e->last_used < victim->last_used))
-                victim = e;
-        if (!victim || (!victim->on_disk && sessions_persist(srv, victim) != 0))
+    while (resident() >= srv->cfg.max_sessions || resident_bytes() >= (uint64_t)srv->cfg.session_memory_bytes)
+        if (!evict_one(srv, NULL))
             return 0;
-        strata_session_free(victim->s);
-        victim->s = NULL;
-        log_line(srv, "debug", "session %s evicted to disk", victim->id);
-    }
+    return 1;
+}
+
+int sessions_fit(server *srv, const session_entry *self, api_error *e)
+{
+    while (resident_bytes() > (uint64_t)srv->cfg.session_memory_bytes)
+        if (!evict_one(srv, self))
+            return resident() == 1 ? 1 : sessions_no_room(srv, e);
+    return 1;
+}
+
+/* After a session changed: back under the byte cap, moving idle ones to disk. */
+static void trim(server *srv)
+{
+    while (resident_bytes() > (uint64_t)srv->cfg.session_memory_bytes && evict_one(srv, NULL))
+        ;
 }
 
 static void forget(session_entry *e)
@@ -94,17 +133,22 @@ static void forget(session_entry *e)
     n_sessions--;
 }
 
-session_entry *sessions_find(server *srv, const char *id)
+session_entry *sessions_find(server *srv, const char *id, api_error *ae)
 {
     session_entry *e = session_id_valid(id) ? lookup(id) : NULL;
+    if (!e)
+        api_fail(ae, 404, "session", "session_not_found", "no session '%.64s'", id ? id : "(not a string)");
     if (!e || e->s)
         return e;
     char path[4200];
     strata_error err;
     file_path(srv, e->id, path, sizeof path);
-    if (!sessions_make_room(srv))
+    if (!sessions_make_room(srv)) {
+        sessions_no_room(srv, ae);
         return NULL; /* no room now; the file stays */
+    }
     if (strata_session_load(srv->model, path, &e->s, &err) != STRATA_OK) {
+        api_fail(ae, 404, "session", "session_not_found", "session '%s' was lost: %s", e->id, err.message);
         log_line(srv, "error", "session %s lost: %s", e->id, err.message);
         char bad[4300];
         snprintf(bad, sizeof bad, "%s.corrupt", path);
@@ -147,8 +191,7 @@ static void fresh_id(char *buf, size_t len)
 
 session_entry *sessions_add(server *srv, strata_session *s, const char *id)
 {
-    int total_cap = *srv->cfg.state_dir ? srv->cfg.max_sessions * 16 : srv->cfg.max_sessions;
-    if (n_sessions >= total_cap || !sessions_make_room(srv))
+    if (n_sessions >= total_cap(srv) || !sessions_make_room(srv))
         return NULL;
     session_entry *e = calloc(1, sizeof *e);
     if (!e)
@@ -158,7 +201,7 @@ session_entry *sessions_add(server *srv, strata_session *s, const char *id)
     else
         do
             fresh_id(e->id, sizeof e->id);
-        while (sessions_find(srv, e->id));
+        while (lookup(e->id));
     e->s = s;
     strata_session_set_checkpoint_budget(s, (uint64_t)srv->cfg.session_checkpoint_bytes);
     e->n_tokens = strata_session_n_tokens(s);
@@ -262,6 +305,7 @@ static void persist_after(uv_work_t *w, int status)
                  status != 0 ? uv_strerror(status) : p->err.message);
     persists_pending--;
     p->done(p->arg);
+    trim(p->srv);
     free(p);
 }
 

@@ -5,7 +5,7 @@
 #ifndef STRATA_SERVER_SESSIONS_H
 #define STRATA_SERVER_SESSIONS_H
 
-#include "server.h"
+#include "http.h"
 
 typedef struct session_entry {
     char id[72];
@@ -25,14 +25,22 @@ typedef struct session_entry {
  * and skipped). */
 void sessions_init(server *srv);
 void sessions_free(server *srv);
-/* The session, loaded back from the state directory if it was evicted; NULL for
- * unknown or malformed ids (and for a file found corrupt: that session is lost). */
-session_entry *sessions_find(server *srv, const char *id);
+/* The session, loaded back from the state directory if it was evicted; else NULL
+ * and the error in e: 404 for unknown or malformed ids (and for a file found
+ * corrupt: that session is lost), 429 when there is no room to load it back. */
+session_entry *sessions_find(server *srv, const char *id, api_error *e);
 /* Whether a session has this id (resident or evicted; nothing is loaded). */
 int sessions_exists(const char *id);
 /* Make room for one more resident session: evict idle ones to disk (LRU) while the
  * caps on resident sessions and state bytes are exceeded. 0: cannot (-> 429). */
 int sessions_make_room(server *srv);
+/* Before a request grows resident session `self`: evict idle others while the
+ * sessions' state is over --session-memory-bytes (every change is followed by the
+ * same trim, self included). 1: go on (also when self is the only one resident);
+ * 0 with the 429 in e. */
+int sessions_fit(server *srv, const session_entry *self, api_error *e);
+/* The 429 for a full server, naming the cap that is reached; returns 0. */
+int sessions_no_room(const server *srv, api_error *e);
 /* Drop sessions idle for longer than the TTL (memory and disk). */
 void sessions_expire(server *srv);
 /* Register s under a fresh id (or `id` when given and free); NULL when the cap is

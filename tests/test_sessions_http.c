@@ -594,3 +594,77 @@ Test(sessions, the_same_prompt_again_on_a_session_needs_no_step)
     free(off);
     free(id);
 }
+
+/* The value of a /metrics line "name value". */
+static double metric(const char *name)
+{
+    http_response r;
+    cr_assert_eq(http_do(S.port, "GET", "/metrics", NULL, 0, NULL, &r), 0);
+    char want[128];
+    snprintf(want, sizeof want, "\n%s ", name);
+    const char *at = strstr(r.body, want);
+    cr_assert(at, "no %s in /metrics", name);
+    double v = strtod(at + strlen(want), NULL);
+    http_response_free(&r);
+    return v;
+}
+
+/* A completion on `id` of its tokens followed by 900 more: a session that grows
+ * past 3 MB of state. */
+static void grow(const char *id, int want_status)
+{
+    static char body[16384];
+    int n = snprintf(body, sizeof body, "{\"session\":\"%s\",\"max_tokens\":1,\"prompt\":[1,2", id);
+    for (int i = 0; i < 900; i++)
+        n += snprintf(body + n, sizeof body - (size_t)n, ",%d", 40 + i * 7 % 3000);
+    snprintf(body + n, sizeof body - (size_t)n, "]}");
+    json_t *j = req("POST", "/v1/completions", body, want_status);
+    if (want_status == 429)
+        cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+                         "session_memory_full");
+    json_decref(j);
+}
+
+/* --session-memory-bytes holds as sessions grow, not only when they are created:
+ * without a state directory, a session alone may grow past it, but then no other
+ * session grows or is created (429 naming the byte cap) until room is made; with
+ * one, idle sessions move to disk after every change until the resident state is
+ * back under the cap. */
+Test(session_limits, the_state_byte_cap_holds_as_sessions_grow, .timeout = 60)
+{
+    const char *args[] = {"--session-memory-bytes", "3000000", NULL};
+    cr_assert_eq(server_start(&S, demo(), args), 0);
+    char *a = new_session("[1,2]"), *b = new_session("[1,3]");
+    grow(a, 200);
+    cr_assert_gt(metric("strata_session_state_bytes"), 3000000, "a grew past the cap");
+    grow(b, 429);
+    json_t *j = req("POST", "/v1/sessions", "{}", 429);
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "session_memory_full");
+    json_decref(j);
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s", b);
+    json_decref(req("DELETE", path, NULL, 200));
+    grow(a, 200);                                   /* alone, it may use what it needs */
+    cr_assert_eq(server_stop(&S), 0);
+    free(a);
+    free(b);
+
+    state_dir = make_temp_dir();
+    const char *args2[] = {"--session-memory-bytes", "3000000", "--state-dir", state_dir, NULL};
+    cr_assert_eq(server_start(&S, demo(), args2), 0);
+    a = new_session("[1,2]");
+    b = new_session("[1,3]");
+    grow(a, 200);
+    cr_assert_leq(metric("strata_session_state_bytes"), 3000000, "idle sessions moved to disk");
+    grow(b, 200);
+    cr_assert_leq(metric("strata_session_state_bytes"), 3000000);
+    snprintf(path, sizeof path, "/v1/sessions/%s", a);
+    j = req("GET", path, NULL, 200);                /* comes back from disk */
+    cr_assert_gt(json_integer_value(json_object_get(j, "n_tokens")), 900);
+    json_decref(j);
+    cr_assert_eq(server_stop(&S), 0);
+    free(a);
+    free(b);
+    remove_tree(state_dir);
+    free(state_dir);
+}
