@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -35,6 +37,7 @@ struct strata_session {
     checkpoint cps[STRATA_SESSION_MAX_CHECKPOINTS];
     int n_cps;
     uint64_t cp_budget;         /* bytes automatic checkpoints may hold (0: no bound) */
+    int64_t created;            /* seconds since the epoch (a fork: when forked) */
 };
 
 strata_status strata_session_new(const strata_model *model, strata_session **out, strata_error *err)
@@ -44,6 +47,7 @@ strata_status strata_session_new(const strata_model *model, strata_session **out
     if (!s)
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     s->model = model;
+    s->created = (int64_t)time(NULL);
     strata_status st = strata_cache_new(model, &s->cache, err);
     if (st != STRATA_OK) {
         free(s);
@@ -92,11 +96,22 @@ strata_cache *strata_session_cache(strata_session *s)
     return s->cache;
 }
 
+int64_t strata_session_created(const strata_session *s)
+{
+    return s->created;
+}
+
+/* The bytes checkpoint i holds beyond the KV it shares with the live state. */
+static uint64_t checkpoint_bytes(const strata_session *s, int i)
+{
+    return cache_recurrent_bytes(s->model) + (s->cps[i].logits ? logits_bytes(s->model) : 0);
+}
+
 uint64_t strata_session_state_bytes(const strata_session *s)
 {
-    uint64_t b = strata_cache_state_bytes(s->cache) + (uint64_t)s->n_cps * cache_recurrent_bytes(s->model);
+    uint64_t b = strata_cache_state_bytes(s->cache);
     for (int i = 0; i < s->n_cps; i++)
-        b += s->cps[i].logits ? logits_bytes(s->model) : 0;
+        b += checkpoint_bytes(s, i);
     return b;
 }
 
@@ -223,7 +238,7 @@ int strata_session_checkpoint_count(const strata_session *s)
 void strata_session_checkpoint_info(const strata_session *s, int i, int *position, uint64_t *bytes)
 {
     *position = s->cps[i].pos;
-    *bytes = cache_recurrent_bytes(s->model);
+    *bytes = checkpoint_bytes(s, i);
 }
 
 /* Replace the live state with checkpoint i's (checkpoints past it are dropped). */
@@ -334,6 +349,7 @@ strata_status strata_session_fork(const strata_session *s, strata_session **out,
         return strata_fail(err, STRATA_E_NOMEM, "out of memory");
     f->model = s->model;
     f->cp_budget = s->cp_budget;
+    f->created = (int64_t)time(NULL);
     strata_status st = strata_cache_copy(s->cache, &f->cache, err);
     if (st == STRATA_OK)
         st = strata_session_append(f, s->tokens, s->n, err);
@@ -484,12 +500,17 @@ strata_status strata_session_serialize(const strata_session *s, void **bytes, si
     char fp[256];
     fingerprint(s->model, fp, sizeof fp);
     json_t *cps = json_array();
-    for (int i = 0; i < s->n_cps; i++)
-        json_array_append_new(cps, json_pack("[i,b]", s->cps[i].pos, s->cps[i].automatic));
+    for (int i = 0; i < s->n_cps; i++)     /* [position, automatic, bytes] */
+        json_array_append_new(cps, json_pack("[i,b,I]", s->cps[i].pos, s->cps[i].automatic,
+                                             (json_int_t)checkpoint_bytes(s, i)));
     char *cps_text = json_dumps(cps, JSON_COMPACT);
     json_decref(cps);
-    json_t *meta = json_pack("{s:s,s:s,s:s,s:s,s:s}", "format", "strata-session", "version", "1", "model", fp,
-                             "checkpoints", cps_text ? cps_text : "[]", "crc32", "");
+    char created[24], bytes_text[24];
+    snprintf(created, sizeof created, "%lld", (long long)s->created);
+    snprintf(bytes_text, sizeof bytes_text, "%llu", (unsigned long long)strata_session_state_bytes(s));
+    json_t *meta = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "format", "strata-session", "version", "1", "model", fp,
+                             "checkpoints", cps_text ? cps_text : "[]", "crc32", "", "created", created,
+                             "state_bytes", bytes_text);
     char crc_text[16];
     snprintf(crc_text, sizeof crc_text, "%08x", crc);
     json_object_set_new(meta, "crc32", json_string(crc_text));
@@ -642,6 +663,9 @@ strata_status strata_session_deserialize(const strata_model *model, const void *
         st = read_kv(f, s, err);
     if (st == STRATA_OK)
         st = read_checkpoints(f, s, meta, err);
+    const char *created = json_string_value(json_object_get(meta, "created"));
+    if (st == STRATA_OK && created)     /* files written before it was kept: the time of loading */
+        s->created = strtoll(created, NULL, 10);
     json_decref(meta);
     st_close(f);
     if (st != STRATA_OK) {
@@ -691,5 +715,38 @@ strata_status strata_session_load(const strata_model *model, const char *path, s
     st_close(f);
     if (st != STRATA_OK)
         strata_fail_prefix(err, st, "%s: ", path);
+    return st;
+}
+
+strata_status strata_session_peek(const char *path, strata_session_summary *out, strata_error *err)
+{
+    memset(out, 0, sizeof *out);
+    st_file *f;
+    STRATA_TRY(st_open(path, &f, err));
+    json_t *meta = f->metadata_json ? json_loads(f->metadata_json, 0, NULL) : NULL;
+    json_t *cps = json_loads(json_string_value(json_object_get(meta, "checkpoints")), 0, NULL);
+    const st_tensor *tokens = st_find(f, "tokens");
+    const char *format = json_string_value(json_object_get(meta, "format"));
+    strata_status st = STRATA_OK;
+    if (!format || strcmp(format, "strata-session") || !tokens || tokens->ndim != 1 || !json_is_array(cps) ||
+        json_array_size(cps) > STRATA_SESSION_MAX_CHECKPOINTS)
+        st = strata_fail(err, STRATA_E_FORMAT, "%s: not a strata session file", path);
+    if (st == STRATA_OK) {
+        struct stat sb;
+        out->n_tokens = (int)tokens->numel;
+        out->created = strtoll(json_string_value(json_object_get(meta, "created")) ?: "0", NULL, 10);
+        out->saved = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
+        out->state_bytes = strtoull(json_string_value(json_object_get(meta, "state_bytes")) ?: "0", NULL, 10);
+        size_t i;
+        json_t *cp;
+        json_array_foreach(cps, i, cp) {
+            out->checkpoint_position[i] = (int)json_integer_value(json_array_get(cp, 0));
+            out->checkpoint_bytes[i] = (uint64_t)json_integer_value(json_array_get(cp, 2));
+        }
+        out->n_checkpoints = (int)json_array_size(cps);
+    }
+    json_decref(cps);
+    json_decref(meta);
+    st_close(f);
     return st;
 }

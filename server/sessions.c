@@ -175,6 +175,37 @@ void sessions_expire(server *srv)
     }
 }
 
+/* The entry's figures for listing it while evicted. */
+static void note_sizes(session_entry *e)
+{
+    e->n_tokens = strata_session_n_tokens(e->s);
+    e->state_bytes = strata_session_state_bytes(e->s);
+    e->n_cps = strata_session_checkpoint_count(e->s);
+    for (int i = 0; i < e->n_cps; i++)
+        strata_session_checkpoint_info(e->s, i, &e->cp_position[i], &e->cp_bytes[i]);
+}
+
+/* The same for a file found at start-up, from its header. */
+static void note_file(const server *srv, session_entry *e)
+{
+    char path[4200];
+    strata_session_summary sum;
+    file_path(srv, e->id, path, sizeof path);
+    sessions_touch(e);
+    e->created = e->last_used;
+    if (strata_session_peek(path, &sum, NULL) != STRATA_OK) {
+        e->n_tokens = -1;       /* unreadable: loading it will say why */
+        return;
+    }
+    e->n_tokens = sum.n_tokens;
+    e->state_bytes = sum.state_bytes;
+    e->n_cps = sum.n_checkpoints;
+    memcpy(e->cp_position, sum.checkpoint_position, sizeof e->cp_position);
+    memcpy(e->cp_bytes, sum.checkpoint_bytes, sizeof e->cp_bytes);
+    e->created = sum.created ? (double)sum.created : e->created;
+    e->last_used = sum.saved ? (double)sum.saved : e->last_used;
+}
+
 static void fresh_id(char *buf, size_t len)
 {
     static uint64_t counter;
@@ -204,10 +235,9 @@ session_entry *sessions_add(server *srv, strata_session *s, const char *id)
         while (lookup(e->id));
     e->s = s;
     strata_session_set_checkpoint_budget(s, (uint64_t)srv->cfg.session_checkpoint_bytes);
-    e->n_tokens = strata_session_n_tokens(s);
-    e->state_bytes = strata_session_state_bytes(s);
+    note_sizes(e);
     sessions_touch(e);
-    e->created = e->last_used;
+    e->created = (double)strata_session_created(s);
     e->next = all;
     all = e;
     n_sessions++;
@@ -236,12 +266,6 @@ void sessions_remove(server *srv, session_entry *e)
     n_sessions--;
 }
 
-/* The entry's figures for listing it while evicted. */
-static void note_sizes(session_entry *e)
-{
-    e->n_tokens = strata_session_n_tokens(e->s);
-    e->state_bytes = strata_session_state_bytes(e->s);
-}
 
 int sessions_persist(server *srv, session_entry *e)
 {
@@ -365,9 +389,7 @@ void sessions_init(server *srv)
         if (!e)
             break;
         snprintf(e->id, sizeof e->id, "%s", id);
-        e->n_tokens = -1;
-        sessions_touch(e);
-        e->created = e->last_used;
+        note_file(srv, e);
         e->next = all;
         all = e;
         n_sessions++;
@@ -411,10 +433,12 @@ void session_json(const session_entry *e, strbuf *b)
               e->s ? strata_session_n_tokens(e->s) : e->n_tokens,
               (unsigned long long)(e->s ? strata_session_state_bytes(e->s) : e->state_bytes), e->busy ? "true" : "false",
               e->s ? "true" : "false", (long)e->created, (long)e->last_used, e->last_reprocessed);
-    for (int i = 0; e->s && i < strata_session_checkpoint_count(e->s); i++) {
-        int pos;
-        uint64_t bytes;
-        strata_session_checkpoint_info(e->s, i, &pos, &bytes);
+    int n = e->s ? strata_session_checkpoint_count(e->s) : e->n_cps;
+    for (int i = 0; i < n; i++) {
+        int pos = e->cp_position[i];
+        uint64_t bytes = e->cp_bytes[i];
+        if (e->s)
+            strata_session_checkpoint_info(e->s, i, &pos, &bytes);
         sb_printf(b, "%s{\"id\":\"cp-%d\",\"position\":%d,\"bytes\":%llu}", i ? "," : "", pos, pos,
                   (unsigned long long)bytes);
     }

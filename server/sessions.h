@@ -12,6 +12,9 @@ typedef struct session_entry {
     strata_session *s;          /* NULL while evicted to the state directory */
     int n_tokens;               /* as of the last change (for listing evicted sessions) */
     uint64_t state_bytes;
+    int n_cps;                  /* the checkpoints, likewise */
+    int cp_position[STRATA_SESSION_MAX_CHECKPOINTS];
+    uint64_t cp_bytes[STRATA_SESSION_MAX_CHECKPOINTS];
     int busy;                   /* a request is running on it */
     int on_disk;                /* the state directory's file holds exactly this state
                                    (an eviction then writes nothing) */

@@ -668,3 +668,48 @@ Test(session_limits, the_state_byte_cap_holds_as_sessions_grow, .timeout = 60)
     remove_tree(state_dir);
     free(state_dir);
 }
+
+/* The listing's object of session id (NULL: not listed). */
+static json_t *listed(const char *id)
+{
+    json_t *list = req("GET", "/v1/sessions", NULL, 200), *found = NULL;
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(list, "data"), i, s)
+        if (!strcmp(json_string_value(json_object_get(s, "id")), id))
+            found = json_deep_copy(s);
+    json_decref(list);
+    return found;
+}
+
+/* After a restart, sessions still on disk are listed with what they hold (tokens,
+ * state bytes, checkpoints, when they were created) before anything loads them;
+ * loading one gives the same figures. */
+Test(sessions, a_restart_lists_sessions_on_disk_as_they_were)
+{
+    char *id = new_session("\"In the beginning God created the heaven and the earth.\"");
+    char path[256];
+    snprintf(path, sizeof path, "/v1/sessions/%s/checkpoints", id);
+    json_decref(req("POST", path, "{}", 201));
+    json_t *before = listed(id);
+    cr_assert(before);
+    sleep(1);                       /* a reset `created` would show */
+    cr_assert_eq(server_stop(&S), 0);
+    start();
+    json_t *after = listed(id);
+    cr_assert(after);
+    cr_assert(json_is_false(json_object_get(after, "resident")), "not loaded yet");
+    const char *same[] = {"n_tokens", "state_bytes", "created", "checkpoints"};
+    for (int k = 0; k < 4; k++)
+        cr_assert(json_equal(json_object_get(before, same[k]), json_object_get(after, same[k])), "%s: %s vs %s",
+                  same[k], json_dumps(json_object_get(before, same[k]), JSON_ENCODE_ANY),
+                  json_dumps(json_object_get(after, same[k]), JSON_ENCODE_ANY));
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    json_t *loaded = req("GET", path, NULL, 200);
+    for (int k = 0; k < 4; k++)
+        cr_assert(json_equal(json_object_get(before, same[k]), json_object_get(loaded, same[k])), "%s", same[k]);
+    json_decref(loaded);
+    json_decref(before);
+    json_decref(after);
+    free(id);
+}

@@ -321,6 +321,9 @@ const int32_t *strata_session_tokens(const strata_session *s);
 strata_cache *strata_session_cache(strata_session *s);
 /* Bytes held: the live state plus what checkpoints hold beyond shared KV. */
 uint64_t strata_session_state_bytes(const strata_session *s);
+/* When the session was created (a fork: forked), seconds since the epoch; kept by
+ * serialize / save. */
+int64_t strata_session_created(const strata_session *s);
 
 /* Make the session ready to consume `prompt` (n tokens, the whole sequence): keep
  * the longest common prefix (at most n - 1 tokens, so that the prompt's last token
@@ -375,6 +378,19 @@ strata_status strata_session_deserialize(const strata_model *model, const void *
                                          strata_session **out, strata_error *err);
 /* serialize to path atomically (temporary file, fsync, rename); load it back. */
 strata_status strata_session_save(const strata_session *s, const char *path, strata_error *err);
+/* What a saved session holds, from its file's header alone (nothing loaded or
+ * verified): for listing sessions that are on disk. Files written before a figure
+ * was kept give 0 for it. */
+typedef struct strata_session_summary {
+    int n_tokens;
+    uint64_t state_bytes;       /* strata_session_state_bytes when saved */
+    int64_t created;            /* strata_session_created */
+    int64_t saved;              /* the file's modification time */
+    int n_checkpoints;
+    int checkpoint_position[STRATA_SESSION_MAX_CHECKPOINTS];
+    uint64_t checkpoint_bytes[STRATA_SESSION_MAX_CHECKPOINTS];
+} strata_session_summary;
+strata_status strata_session_peek(const char *path, strata_session_summary *out, strata_error *err);
 strata_status strata_session_load(const strata_model *model, const char *path, strata_session **out,
                                   strata_error *err);
 
