@@ -332,20 +332,19 @@ static size_t token_text(const gen_job *job, int32_t id, strbuf *b)
     return n;
 }
 
-/* Chat logprobs entry: {"token","logprob","bytes","top_logprobs":[...]} */
+/* Chat logprobs entry: {"token","logprob","bytes","top_logprobs":[...]}; `bytes`
+ * are the token's own (a byte token's part of a character, which the token text
+ * can only show as U+FFFD), so a client can join a character split over tokens. */
 static void chat_lp_entry(const gen_job *job, strbuf *b, int32_t id, float lp, const strata_sample *smp, int top)
 {
-    char *t = NULL;
-    size_t n = 0;
-    if (job->srv->tok)
-        strata_tokenizer_decode(job->srv->tok, &id, 1, 0, &t, &n, NULL);
     sb_puts(b, "{\"token\":");
-    sb_json_string(b, t ? t : "", n);
+    token_text(job, id, b);
+    size_t n;
+    const char *raw = token_piece(job->srv, id, &n);
     sb_printf(b, ",\"logprob\":%.6g,\"bytes\":[", (double)lp);
     for (size_t i = 0; i < n; i++)
-        sb_printf(b, i ? ",%u" : "%u", (unsigned char)t[i]);
+        sb_printf(b, i ? ",%u" : "%u", (unsigned char)raw[i]);
     sb_puts(b, "]");
-    free(t);
     if (top) {
         sb_puts(b, ",\"top_logprobs\":[");
         for (int k = 0; k < smp->n_top && k < job->p.logprobs; k++) {
@@ -844,6 +843,16 @@ static void prompt_logprob(gen_job *job, int prompt, int pos, const strata_sampl
     lp_add(job, f, ids[pos], smp->logprob, smp, echoed_len(job, prompt, ids[pos]));
 }
 
+/* A token that ends the answer (EOS) is not part of a chat message: OpenAI lists
+ * no logprobs for it. */
+static int ends_answer(const gen_job *job, int32_t id)
+{
+    for (int i = 0; !job->p.ignore_eos && i < job->srv->n_eos; i++)
+        if (job->srv->eos_ids[i] == id)
+            return 1;
+    return 0;
+}
+
 static void apply(gen_job *job, event *e)
 {
     server *srv = job->srv;
@@ -855,12 +864,13 @@ static void apply(gen_job *job, event *e)
         cr->n_tokens++;
         job->completion_tokens++;
         sb_append(&cr->text, e->text, e->len);
+        const strata_sample *lp = job->p.chat && ends_answer(job, e->sample.token) ? NULL : &e->sample;
         if (job->p.stream && (job->p.tools || job->p.reasoning))
-            stream_so_far(job, e->choice, &e->sample);
+            stream_so_far(job, e->choice, lp);
         else if (job->p.stream)
-            stream_text_chunk(job, e->choice, e->text, e->len, &e->sample, NULL);
-        else
-            record_logprobs(job, cr, &e->sample, e->len);
+            stream_text_chunk(job, e->choice, e->text, e->len, lp, NULL);
+        else if (lp)
+            record_logprobs(job, cr, lp, e->len);
         if (job->req)
             job->req->tokens++;
         break;

@@ -164,6 +164,11 @@ static int load(server *srv)
                              ? srv->cfg.context_limit : m->max_position_embeddings;
     find_eos(srv);
     find_specials(srv);
+    if (srv->tok && (srv->n_token_ids = strata_tokenizer_vocab_size(srv->tok)) > 0 &&
+        strata_tokenizer_token_bytes(srv->tok, srv->n_token_ids, &srv->token_blob, &srv->token_off, &err) != STRATA_OK) {
+        log_line(srv, "error", "token bytes: %s", err.message);
+        return -1;
+    }
     if (srv->tok && strata_vocab_new(srv->tok, m->vocab_size, &srv->vocab, &err) != STRATA_OK) {
         log_line(srv, "error", "token bytes for structured output: %s", err.message);
         return -1;
@@ -289,6 +294,8 @@ int main(int argc, char **argv)
     strata_scheduler_free(S.sched);
     strata_template_free(S.chat);
     strata_vocab_free(S.vocab);
+    free(S.token_blob);
+    free(S.token_off);
     strata_tokenizer_free(S.tok);
     strata_model_free(S.model);
     for (int i = 0; i < S.n_api_keys; i++)

@@ -79,6 +79,36 @@ static json_t *body_object(http_req *r)
     return body;
 }
 
+const char *token_piece(const server *srv, int32_t id, size_t *len)
+{
+    *len = 0;
+    if (!srv->token_off || id < 0 || id >= srv->n_token_ids)
+        return "";
+    *len = srv->token_off[id + 1] - srv->token_off[id];
+    if (*len)
+        return srv->token_blob + srv->token_off[id];
+    const char *t = strata_tokenizer_id_to_token(srv->tok, id, len);
+    return t && strata_tokenizer_is_special(srv->tok, id) ? t : (*len = 0, "");
+}
+
+/* A token's piece as llama.cpp gives it: a string when its bytes are valid UTF-8,
+ * else the list of its bytes (part of a character). */
+static void piece_json(const server *srv, int32_t id, strbuf *b)
+{
+    size_t n;
+    const char *raw = token_piece(srv, id, &n);
+    json_t *text = json_stringn(raw, n);     /* NULL: not valid UTF-8 */
+    if (text) {
+        sb_json_string(b, raw, n);
+        json_decref(text);
+        return;
+    }
+    sb_puts(b, "[");
+    for (size_t i = 0; i < n; i++)
+        sb_printf(b, i ? ",%u" : "%u", (unsigned char)raw[i]);
+    sb_puts(b, "]");
+}
+
 enum MHD_Result route_tokenize(http_req *r)
 {
     server *srv = r->srv;
@@ -93,11 +123,15 @@ enum MHD_Result route_tokenize(http_req *r)
         ret = http_send_error(r, 400, NULL, "no_tokenizer", "this model has no tokenizer.json");
     } else if (!json_is_string(content)) {
         ret = http_send_error(r, 400, "content", "invalid_value", "content must be a string");
-    } else if ((add && !json_is_boolean(add)) || (parse && !json_is_boolean(parse)) || (pieces && !json_is_boolean(pieces))) {
-        ret = http_send_error(r, 400, NULL, "invalid_value", "add_special, parse_special and with_pieces are booleans");
-    } else {
+    } else if (add && !json_is_boolean(add)) {
+        ret = http_send_error(r, 400, "add_special", "invalid_value", "add_special must be true or false");
+    } else if (parse && !json_is_boolean(parse)) {
+        ret = http_send_error(r, 400, "parse_special", "invalid_value", "parse_special must be true or false");
+    } else if (pieces && !json_is_boolean(pieces)) {
+        ret = http_send_error(r, 400, "with_pieces", "invalid_value", "with_pieces must be true or false");
+    } else {    /* llama.cpp's defaults: add_special false, parse_special true */
         unsigned flags = (json_is_true(add) ? STRATA_TOKENIZE_ADD_SPECIAL : 0) |
-                         (json_is_true(parse) ? STRATA_TOKENIZE_PARSE_SPECIAL : 0);
+                         (!parse || json_is_true(parse) ? STRATA_TOKENIZE_PARSE_SPECIAL : 0);
         int32_t *ids;
         size_t n;
         strata_error err;
@@ -111,13 +145,9 @@ enum MHD_Result route_tokenize(http_req *r)
                 if (i)
                     sb_puts(&b, ",");
                 if (json_is_true(pieces)) {
-                    char *t = NULL;
-                    size_t tl = 0;
-                    strata_tokenizer_decode(srv->tok, &ids[i], 1, 0, &t, &tl, NULL);
                     sb_printf(&b, "{\"id\":%d,\"piece\":", ids[i]);
-                    sb_json_string(&b, t ? t : "", tl);
+                    piece_json(srv, ids[i], &b);
                     sb_puts(&b, "}");
-                    free(t);
                 } else {
                     sb_printf(&b, "%d", ids[i]);
                 }

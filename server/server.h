@@ -66,6 +66,9 @@ typedef struct server {
     int32_t *eos_ids;           /* generation stops at these */
     int n_eos;
     int32_t bos_id;
+    char *token_blob;           /* every token's bytes (strata_tokenizer_token_bytes), or NULL */
+    uint32_t *token_off;        /* (n_token_ids + 1) where each id's bytes start in token_blob */
+    int32_t n_token_ids;
     const char **specials;      /* the text of every special added token (tokenizer-owned) */
     int n_specials;
     int context_limit;
@@ -82,6 +85,10 @@ typedef struct server {
 } server;
 
 double now_seconds(void);
+/* The bytes token id stands for: raw, so a byte token gives its part of a UTF-8
+ * character (OpenAI's logprobs `bytes`, llama.cpp's pieces); a special token, its
+ * text. Empty for ids without a token. */
+const char *token_piece(const server *srv, int32_t id, size_t *len);
 void log_line(const server *srv, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -110,10 +110,27 @@ Test(server, service_routes)
     for (int i = 0; i < 4; i++)
         cr_assert_eq(json_integer_value(json_array_get(t, (size_t)i)), want[i]);
     json_decref(j);
+    /* llama.cpp's defaults and pieces: special tokens parsed unless parse_special is
+     * false; a piece is its token's text, or its bytes where they are part of a
+     * character (é is 0xC3 0xA9 in two byte tokens here) */
     j = call("POST", "/tokenize", "{\"content\":\"<s>In\",\"with_pieces\":true}", 200);
-    cr_assert_gt(json_array_size(json_object_get(j, "tokens")), 1, "special tokens are text unless parse_special");
-    cr_assert(json_is_string(json_object_get(json_array_get(json_object_get(j, "tokens"), 0), "piece")));
+    t = json_object_get(j, "tokens");
+    cr_assert_eq(json_array_size(t), 2, "<s> parsed as the special token");
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(t, 0), "piece")), "<s>");
     json_decref(j);
+    j = call("POST", "/tokenize", "{\"content\":\"<s>In\",\"parse_special\":false}", 200);
+    cr_assert_gt(json_array_size(json_object_get(j, "tokens")), 2, "special tokens are text when parse_special is off");
+    json_decref(j);
+    j = call("POST", "/tokenize", "{\"content\":\"\u00e9\",\"with_pieces\":true}", 200);
+    t = json_object_get(j, "tokens");
+    cr_assert_eq(json_array_size(t), 2);
+    for (int i = 0; i < 2; i++) {
+        json_t *piece = json_object_get(json_array_get(t, (size_t)i), "piece");
+        cr_assert(json_is_array(piece) && json_array_size(piece) == 1, "piece %d is its byte", i);
+        cr_assert_eq(json_integer_value(json_array_get(piece, 0)), i ? 0xa9 : 0xc3);
+    }
+    json_decref(j);
+    json_decref(call("POST", "/tokenize", "{\"content\":\"a\",\"add_special\":\"yes\"}", 400));
     j = call("POST", "/detokenize", "{\"tokens\":[1165,276,2102]}", 200);
     cr_assert_str_eq(json_string_value(json_object_get(j, "content")), "In the beginning");
     json_decref(j);
@@ -1283,4 +1300,44 @@ Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
     json_t *j = call("POST", "/v1/completions", body, 200);
     json_decref(j);
     cr_assert_eq(server_stop(&S), 0);
+}
+
+/* Chat logprobs as OpenAI gives them: each entry's `bytes` are its token's own, so
+ * joined they spell the content (also across a character split over byte tokens,
+ * whose token text can only be U+FFFD), and the EOS that ends the answer has no
+ * entry. */
+Test(server, chat_logprobs_bytes_spell_the_content_and_skip_the_eos)
+{
+    start_demo();
+    const char *bodies[] = {
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":200,"
+        "\"temperature\":0,\"logprobs\":true,\"top_logprobs\":2}",
+        /* 0xC3 0xA9 (é) forced as two byte tokens */
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,\"temperature\":0,"
+        "\"logit_bias\":{\"213\":100},\"logprobs\":true}",
+        /* <|im_end|> (11) at once */
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_tokens\":2,\"temperature\":0,"
+        "\"logit_bias\":{\"11\":100},\"logprobs\":true}"};
+    for (int k = 0; k < 3; k++) {
+        json_t *j = call("POST", "/v1/chat/completions", bodies[k], 200);
+        json_t *c = json_array_get(json_object_get(j, "choices"), 0);
+        const char *content = json_string_value(json_object_get(json_object_get(c, "message"), "content"));
+        if (k == 2)
+            cr_assert_str_eq(json_string_value(json_object_get(c, "finish_reason")), "stop", "ends at EOS");
+        char joined[8192];
+        size_t n = 0, i, b;
+        json_t *entry, *byte;
+        json_array_foreach(json_object_get(json_object_get(c, "logprobs"), "content"), i, entry) {
+            cr_assert(strcmp(json_string_value(json_object_get(entry, "token")), "<|im_end|>"), "no EOS entry");
+            json_array_foreach(json_object_get(entry, "bytes"), b, byte)
+                joined[n++] = (char)json_integer_value(byte);
+        }
+        joined[n] = '\0';
+        if (k == 1)
+            cr_assert_str_eq(joined, "\xc3\xc3", "the raw bytes, where the content has U+FFFD for each");
+        else
+            cr_assert_str_eq(joined, content);
+        json_decref(j);
+    }
+    stop_server();
 }
