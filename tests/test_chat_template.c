@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "strata.h"
+#include "util.h"
 
 static const char *shared(void)
 {
@@ -553,4 +554,26 @@ Test(chat_template, cli)
     cr_expect_neq(pclose(p), 0);
     cr_expect(strstr(buf, "Conversation roles must alternate user/assistant/user/assistant/...") != NULL, "%s", buf);
     free(tpl);
+}
+
+/* tokenizer_config.json as HF ships it: model_max_length = 1e30 as an integer too
+ * big for 64 bits, which must not stop the template from loading (nor such an
+ * integer in the variables, e.g. a tool schema's example). */
+Test(chat_template, loader_takes_huge_integers_as_python_writes_them)
+{
+    char *dir = make_temp_dir(), path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    cr_assert_eq(copy_file(shared_path("fixtures/tokenizers/nemotron_h_proxy/tokenizer_config.json"), path), 0);
+    write_file(dir, "chat_template.jinja", "{{ bos_token }} {{ x > 1 }}");
+    strata_template *t = NULL;
+    strata_error err = {0};
+    char *out = NULL;
+    cr_assert_eq(strata_template_load(dir, &t, &err), STRATA_OK, "%s", err.message);
+    cr_assert_eq(strata_template_render(t, "{\"x\": 123456789012345678901234567890}", NULL, &out, NULL, &err),
+                 STRATA_OK, "%s", err.message);
+    cr_expect_str_eq(out, "<s> True");
+    free(out);
+    strata_template_free(t);
+    remove_tree(dir);
+    free(dir);
 }

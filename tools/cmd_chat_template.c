@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "core/json.h"
 
 static const char *const CMD = "chat-template";
 
@@ -17,11 +18,18 @@ int cli_chat_template(int argc, char **argv)
 {
     if (argc != 1)
         return cli_fail(CMD, "usage: strata chat-template PATH < vars.json");
-    json_error_t je;
-    json_t *vars = json_loadf(stdin, JSON_ALLOW_NUL, &je);
-    if (!vars || !json_is_object(vars)) {
+    json_t *vars = NULL;
+    char *text;
+    size_t len;
+    strata_error rerr;
+    strata_status st = file_read_all("/dev/stdin", &text, &len, &rerr);
+    if (st == STRATA_OK) {
+        st = json_parse_python(text, len, "stdin", &vars, &rerr);   /* as Python writes JSON */
+        free(text);
+    }
+    if (st != STRATA_OK || !json_is_object(vars)) {
         json_decref(vars);
-        return cli_fail(CMD, "stdin: expected a JSON object (%s)", vars ? "not an object" : je.text);
+        return cli_fail(CMD, "stdin: expected a JSON object (%s)", st != STRATA_OK ? rerr.message : "not an object");
     }
     char *now = NULL;
     json_t *jnow = json_object_get(vars, "now");

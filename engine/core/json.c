@@ -46,8 +46,20 @@ strata_status file_read_all(const char *path, char **out, size_t *len, strata_er
     return STRATA_OK;
 }
 
-/* Copy `text`, replacing Infinity / -Infinity / NaN outside strings. The longest
- * replacement is 24 bytes for the 8-byte "Infinity", so 3x + 1 always suffices. */
+/* Digits of an integer literal at text[i] (0 if a fraction or exponent follows:
+ * not an integer). */
+static size_t integer_digits(const char *text, size_t len, size_t i)
+{
+    size_t n = 0;
+    while (i + n < len && text[i + n] >= '0' && text[i + n] <= '9')
+        n++;
+    return i + n < len && (text[i + n] == '.' || text[i + n] == 'e' || text[i + n] == 'E') ? 0 : n;
+}
+
+/* Copy `text`, replacing Infinity / -Infinity / NaN outside strings, and making
+ * integers too big for 64 bits (HF's model_max_length = 1e30 in tokenizer_config.json)
+ * reals by a ".0", as jansson refuses them. The longest replacement is 24 bytes for
+ * the 8-byte "Infinity", so 3x + 1 always suffices. */
 static char *replace_python_literals(const char *text, size_t len, size_t *out_len)
 {
     static const char big[] = "1.7976931348623157e308";
@@ -65,8 +77,16 @@ static char *replace_python_literals(const char *text, size_t len, size_t *out_l
                 in_string = 0;
             continue;
         }
+        size_t digits = c >= '0' && c <= '9' && (i == 0 || !strchr("0123456789.eE+-", text[i - 1]))
+                            ? integer_digits(text, len, i) : 0;
         if (c == '"') {
             in_string = 1;
+        } else if (digits > 18) {
+            memcpy(o, text + i, digits);
+            memcpy(o + digits, ".0", 2);
+            o += digits + 2;
+            i += digits - 1;
+            continue;
         } else if (len - i >= 8 && !memcmp(text + i, "Infinity", 8)) {
             memcpy(o, big, sizeof big - 1);
             o += sizeof big - 1;

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json.h"
 #include "tokenizer/template_internal.h"
 
 static tv from_json(tpl_arena *a, json_t *j)
@@ -44,10 +45,10 @@ static tv from_json(tpl_arena *a, json_t *j)
 
 tv tpl_json_parse(tpl_arena *a, const char *text, const char *what)
 {
-    json_error_t je;
-    json_t *j = json_loads(text ? text : "{}", JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
-    if (!j)
-        tpl_throw(a, STRATA_E_INVALID, "%s: invalid JSON at line %d: %s", what, je.line, je.text);
+    json_t *j;
+    strata_error err;
+    if (json_parse_python(text ? text : "{}", text ? strlen(text) : 2, what, &j, &err) != STRATA_OK)
+        tpl_throw(a, STRATA_E_INVALID, "%s", err.message);
     if (!json_is_object(j)) {
         json_decref(j);
         tpl_throw(a, STRATA_E_INVALID, "%s: expected a JSON object", what);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/json.h"
 #include "tokenizer/template_loader.h"
 #include "core/error.h"
 
@@ -55,10 +56,7 @@ static int exists(const char *path)
 
 static strata_status load_json(const char *path, json_t **out, strata_error *err)
 {
-    json_error_t je;
-    *out = json_load_file(path, 0, &je);
-    if (!*out)
-        return strata_fail(err, STRATA_E_FORMAT, "%s: invalid JSON at line %d: %s", path, je.line, je.text);
+    STRATA_TRY(json_load_python(path, out, err));   /* as Python wrote it: 1e30-sized ints, NaN */
     if (!json_is_object(*out)) {
         json_decref(*out);
         return strata_fail(err, STRATA_E_FORMAT, "%s: expected a JSON object", path);
