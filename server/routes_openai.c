@@ -73,8 +73,9 @@ static int parse_stop(json_t *body, gen_params *p, api_error *e)
         return BAD("stop", "at most %d stop sequences", MAX_STOP);
     for (size_t i = 0; i < n; i++) {
         json_t *s = one ? one : json_array_get(v, i);
-        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 256)
-            return BAD("stop", "each stop sequence must be a non-empty string of at most 256 bytes");
+        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 256 ||
+            memchr(json_string_value(s), 0, json_string_length(s)))
+            return BAD("stop", "each stop sequence must be a non-empty string of at most 256 bytes, without U+0000");
         p->stop[p->n_stop++] = strdup(json_string_value(s));
     }
     return 1;
@@ -326,18 +327,20 @@ static json_t *messages_for_template(json_t *msgs, api_error *e)
     return copy;
 }
 
-/* Whether some user-supplied content contains a special token's text. */
+/* Whether some user-supplied content contains a special token's text (content may
+ * hold U+0000: lengths, never C-string ends). */
 static int content_has_special(const server *srv, json_t *msgs)
 {
     size_t i;
     json_t *m;
     json_array_foreach(msgs, i, m) {
-        const char *c = json_string_value(json_object_get(m, "content"));
+        json_t *content = json_object_get(m, "content");
+        const char *c = json_string_value(content);
         const char *role = json_string_value(json_object_get(m, "role"));
         if (!c || !role || !strcmp(role, "assistant"))
             continue;
         for (int k = 0; k < srv->n_specials; k++)
-            if (strstr(c, srv->specials[k]))
+            if (memmem(c, json_string_length(content), srv->specials[k], strlen(srv->specials[k])))
                 return 1;
     }
     return 0;
@@ -355,13 +358,15 @@ static int encode_chat(const server *srv, const char *text, size_t len, json_t *
     json_t *m;
     int ok = 1;
     json_array_foreach(msgs, i, m) {
-        const char *c = json_string_value(json_object_get(m, "content"));
+        json_t *content = json_object_get(m, "content");
+        const char *c = json_string_value(content);
+        size_t clen = json_string_length(content);
         const char *role = json_string_value(json_object_get(m, "role"));
-        const char *at = c && *c && strcmp(role, "assistant") ? strstr(text + pos, c) : NULL;
+        const char *at = c && clen && strcmp(role, "assistant") ? memmem(text + pos, len - pos, c, clen) : NULL;
         if (!at)
             continue;
         for (int trusted = 1; trusted >= 0 && ok; trusted--) {
-            size_t from = trusted ? pos : (size_t)(at - text), to = trusted ? (size_t)(at - text) : from + strlen(c);
+            size_t from = trusted ? pos : (size_t)(at - text), to = trusted ? (size_t)(at - text) : from + clen;
             int32_t *part;
             size_t n;
             ok = strata_tokenizer_encode(srv->tok, text + from, to - from, trusted ? STRATA_TOKENIZE_PARSE_SPECIAL : 0,
@@ -371,7 +376,7 @@ static int encode_chat(const server *srv, const char *text, size_t len, json_t *
             if (ok)
                 free(part);
         }
-        pos = (size_t)(at - text) + strlen(c);
+        pos = (size_t)(at - text) + clen;
     }
     int32_t *tail;
     size_t n;
@@ -578,7 +583,7 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error 
 int completions_parse(server *srv, const char *data, size_t len, int chat, gen_params *p, api_error *e)
 {
     json_error_t jerr;
-    json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!json_is_object(body)) {
         json_decref(body);
         return api_fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",

@@ -71,7 +71,7 @@ enum MHD_Result route_model(http_req *r, const char *id)
 
 static json_t *body_object(http_req *r)
 {
-    json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, 0, NULL);
+    json_t *body = json_loadb(r->body.data ? r->body.data : "", r->body.len, JSON_ALLOW_NUL, NULL);
     if (!json_is_object(body)) {
         json_decref(body);
         return NULL;

@@ -41,7 +41,7 @@ static json_t *call(const char *method, const char *path, const char *body, int 
     http_response r;
     cr_assert_eq(http_do(S.port, method, path, body, body ? strlen(body) : 0, NULL, &r), 0, "%s %s", method, path);
     cr_assert_eq(r.status, want_status, "%s %s %s -> %d: %s", method, path, body ? body : "", r.status, r.body);
-    json_t *j = json_loadb(r.body, r.body_len, 0, NULL);
+    json_t *j = json_loadb(r.body, r.body_len, JSON_ALLOW_NUL, NULL);
     http_response_free(&r);
     return j;
 }
@@ -1339,5 +1339,39 @@ Test(server, chat_logprobs_bytes_spell_the_content_and_skip_the_eos)
             cr_assert_str_eq(joined, content);
         json_decref(j);
     }
+    stop_server();
+}
+
+/* U+0000 is valid JSON text and kept as the tokenizer keeps it (the CLI and the
+ * fixtures' corpus do): /tokenize, prompts and chat content take it, and a NUL in
+ * chat content does not hide a special token's text from the guard that keeps it
+ * text. A stop string cannot hold one (stops are matched as C strings). */
+Test(server, u0000_is_text_like_any_other)
+{
+    start_demo();
+    json_t *j = call("POST", "/tokenize", "{\"content\":\"a\\u0000b\"}", 200);
+    json_t *t = json_object_get(j, "tokens");
+    cr_assert_eq(json_array_size(t), 3);
+    char body[256];
+    snprintf(body, sizeof body, "{\"tokens\":[%lld]}", (long long)json_integer_value(json_array_get(t, 1)));
+    json_decref(j);
+    j = call("POST", "/detokenize", body, 200);
+    json_t *content = json_object_get(j, "content");
+    cr_assert(json_string_length(content) == 1 && json_string_value(content)[0] == '\0', "the NUL token");
+    json_decref(j);
+    j = call("POST", "/v1/completions", "{\"prompt\":\"a\\u0000b\",\"max_tokens\":1}", 200);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens")), 4, "<s> a NUL b");
+    json_decref(j);
+    int counts[2];
+    const char *contents[2] = {"a<|im_start|>b", "a\\u0000<|im_start|>b"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(body, sizeof body, "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":1}",
+                 contents[k]);
+        j = call("POST", "/v1/chat/completions", body, 200);
+        counts[k] = (int)json_integer_value(json_object_get(json_object_get(j, "usage"), "prompt_tokens"));
+        json_decref(j);
+    }
+    cr_assert_eq(counts[1], counts[0] + 1, "the same text plus the NUL: <|im_start|> stays text in both");
+    json_decref(call("POST", "/v1/completions", "{\"prompt\":\"ab\",\"stop\":[\"a\\u0000\"]}", 400));
     stop_server();
 }
