@@ -73,9 +73,8 @@ static int parse_stop(json_t *body, gen_params *p, api_error *e)
         return BAD("stop", "at most %d stop sequences", MAX_STOP);
     for (size_t i = 0; i < n; i++) {
         json_t *s = one ? one : json_array_get(v, i);
-        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 256 ||
-            memchr(json_string_value(s), 0, json_string_length(s)))
-            return BAD("stop", "each stop sequence must be a non-empty string of at most 256 bytes, without U+0000");
+        if (!json_is_string(s) || json_string_length(s) == 0 || json_string_length(s) > 256)
+            return BAD("stop", "each stop sequence must be a non-empty string of at most 256 bytes");
         p->stop[p->n_stop++] = strdup(json_string_value(s));
     }
     return 1;
@@ -580,6 +579,49 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error 
 
 /* ---------------------------------------------------------------- the route */
 
+/* Whether any string in v holds U+0000. */
+static int has_nul(json_t *v)
+{
+    if (json_is_string(v))
+        return memchr(json_string_value(v), 0, json_string_length(v)) != NULL;
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_array(v))
+        json_array_foreach(v, i, x) if (has_nul(x)) return 1;
+    if (json_is_object(v))
+        json_object_foreach(v, k, x) if (has_nul(x)) return 1;
+    return 0;
+}
+
+/* U+0000 is text only where text goes to the tokenizer (prompts, message content);
+ * anywhere else (ids, names, roles) a C string would end at it: the field that
+ * holds one, or NULL. */
+static const char *nul_outside_text(json_t *body)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (!strcmp(k, "prompt"))
+            continue;
+        if (strcmp(k, "messages") || !json_is_array(v)) {
+            if (has_nul(v))
+                return k;
+            continue;
+        }
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m) {
+            const char *mk;
+            json_t *mv;
+            json_object_foreach(m, mk, mv)
+                if (strcmp(mk, "content") && has_nul(mv))
+                    return k;
+        }
+    }
+    return NULL;
+}
+
 int completions_parse(server *srv, const char *data, size_t len, int chat, gen_params *p, api_error *e)
 {
     json_error_t jerr;
@@ -590,8 +632,14 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
                     body ? "got another JSON value" : jerr.text);
     }
     json_t *model = json_object_get(body, "model");
+    const char *nul = nul_outside_text(body);
     int ok = 1;
-    if (model && !json_is_string(model))
+    static _Thread_local char nul_field[64];    /* e->param outlives body: a copy of the key */
+    if (nul) {
+        snprintf(nul_field, sizeof nul_field, "%s", nul);
+        ok = BAD(nul_field, "%s holds U+0000, which only prompt and message content may", nul_field);
+    }
+    else if (model && !json_is_string(model))
         ok = BAD("model", "model must be a string");
     else if (model && strcmp(json_string_value(model), srv->cfg.model_name))
         ok = api_fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
