@@ -21,18 +21,10 @@ struct http {
     int quiesced;
 };
 
+/* The error object's type, as OpenAI's API names them (the code says more). */
 static const char *status_type(int status)
 {
-    switch (status) {
-    case 401: return "authentication_error";
-    case 403: return "permission_error";
-    case 404: return "not_found_error";
-    case 409: return "conflict_error";
-    case 413: return "request_too_large";
-    case 429: return "rate_limit_error";
-    case 503: return "service_unavailable";
-    default: return status >= 500 ? "server_error" : "invalid_request_error";
-    }
+    return status == 429 ? "rate_limit_error" : status >= 500 ? "server_error" : "invalid_request_error";
 }
 
 enum MHD_Result http_send(http_req *r, int status, const char *content_type, const char *body, size_t len)
@@ -43,6 +35,10 @@ enum MHD_Result http_send(http_req *r, int status, const char *content_type, con
     MHD_add_response_header(resp, "Content-Type", content_type);
     if (status == 429)
         MHD_add_response_header(resp, "Retry-After", "1");
+    if (status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer");
+    if (status == 405 && r->allow)
+        MHD_add_response_header(resp, "Allow", r->allow);
     r->status = status;
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -172,12 +168,18 @@ static long body_limit(const http_req *r)
     return strcmp(r->url, "/v1/sessions/import") ? r->srv->cfg.max_body_bytes : r->srv->cfg.max_import_bytes;
 }
 
+enum MHD_Result http_not_allowed(http_req *r, const char *allow)
+{
+    r->allow = allow;
+    return http_send_error(r, 405, NULL, "method_not_allowed", "%s %s: use %s", r->method, r->url, allow);
+}
+
 static enum MHD_Result dispatch(http_req *r)
 {
     const char *m = r->method, *u = r->url;
-    int get = !strcmp(m, "GET"), post = !strcmp(m, "POST");
+    int get = !strcmp(m, "GET") || !strcmp(m, "HEAD"), post = !strcmp(m, "POST");  /* MHD sends HEAD no body */
     if (!strcmp(u, "/health"))
-        return get ? route_health(r) : http_send_error(r, 405, NULL, "method_not_allowed", "use GET /health");
+        return get ? route_health(r) : http_not_allowed(r, "GET, HEAD");
     if (r->srv->shutting_down)
         return http_send_error(r, 503, NULL, "shutting_down", "the server is shutting down");
     if (!authorized(r))
@@ -194,7 +196,7 @@ static enum MHD_Result dispatch(http_req *r)
         if (strcmp(u, routes[i].path))
             continue;
         if (routes[i].post ? !post : !get)
-            return http_send_error(r, 405, NULL, "method_not_allowed", "use %s %s", routes[i].post ? "POST" : "GET", u);
+            return http_not_allowed(r, routes[i].post ? "POST" : "GET, HEAD");
         switch (i) {
         case 0: return route_models(r);
         case 1: return route_tokenize(r);

@@ -27,6 +27,7 @@ typedef struct http_req {
     struct act_job *act;        /* an activations run in flight (routes_activations.c) */
     struct pending_save *save;  /* a session route's answer waiting for its save (routes_sessions.c) */
     int suspended;
+    const char *allow;          /* a 405's Allow header */
 } http_req;
 
 typedef struct http http;
@@ -66,6 +67,8 @@ enum MHD_Result http_send_json(http_req *r, int status, const strbuf *json);
 /* The OpenAI error object: {"error": {"message", "type", "param", "code"}}. */
 enum MHD_Result http_send_error(http_req *r, int status, const char *param, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
+/* 405 with the Allow header: the methods the route takes ("GET, HEAD", "POST"). */
+enum MHD_Result http_not_allowed(http_req *r, const char *allow);
 void http_suspend(http_req *r);
 void http_resume(http_req *r);
 

@@ -59,9 +59,13 @@ static int load_api_keys(server *srv)
         log_line(srv, "error", "--api-key-file %s: %s", srv->cfg.api_key_file, strerror(errno));
         return -1;
     }
-    char line[1024];
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\r\n")] = '\0';
+    char buf[1024];
+    while (fgets(buf, sizeof buf, f)) {
+        char *line = buf + strspn(buf, " \t");        /* a key is the line without surrounding blanks */
+        size_t n = strcspn(line, "\r\n");
+        while (n && (line[n - 1] == ' ' || line[n - 1] == '\t'))
+            n--;
+        line[n] = '\0';
         if (!*line || *line == '#')
             continue;
         char **grown = realloc(srv->api_keys, sizeof *grown * (size_t)(srv->n_api_keys + 1));

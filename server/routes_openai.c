@@ -270,10 +270,12 @@ static int check_messages(json_t *msgs, api_error *e)
             known |= !strcmp(json_string_value(role), roles[k]);
         if (!json_is_object(m) || !known)
             return BAD("messages", "messages[%zu] needs a role of system, developer, user, assistant or tool", i);
+        int assistant = !strcmp(json_string_value(role), "assistant");
         if (content && !json_is_string(content) && !json_is_array(content) && !json_is_null(content))
             return BAD("messages", "messages[%zu].content must be a string, an array of parts or null", i);
-        if (!content && !json_object_get(m, "tool_calls"))
-            return BAD("messages", "messages[%zu] has no content", i);
+        if ((!content || json_is_null(content)) && !(assistant && json_object_get(m, "tool_calls")))
+            return BAD("messages", "messages[%zu] has no content (only an assistant turn with tool_calls may omit it)",
+                       i);
     }
     return 1;
 }
@@ -641,6 +643,9 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
     }
     else if (model && !json_is_string(model))
         ok = BAD("model", "model must be a string");
+    else if (json_object_get(body, "user") && !json_is_string(json_object_get(body, "user")) &&
+             !json_is_null(json_object_get(body, "user")))
+        ok = BAD("user", "user must be a string");
     else if (model && strcmp(json_string_value(model), srv->cfg.model_name))
         ok = api_fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
                   json_string_value(model), srv->cfg.model_name);
@@ -651,6 +656,7 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
         else
             snprintf(p->session_id, sizeof p->session_id, "%s", json_string_value(sess));
     }
+    const char *max_field = "max_tokens";     /* the field max_tokens came from */
     p->chat = chat;
     p->n = 1;
     p->logprobs = -1;
@@ -658,10 +664,13 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
     ok = ok && parse_sampling(body, p, srv, e) && parse_stream(body, p, e);
     if (ok && chat) {
         int lp = 0, top = 0;
+        /* max_completion_tokens replaces the deprecated max_tokens: it wins when both come */
         ok = get_bool(body, "logprobs", &lp, e) && get_int(body, "top_logprobs", 0, 20, &top, e) &&
-             get_int(body, "max_completion_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
              get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
+             get_int(body, "max_completion_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
              parse_chat(body, srv, p, e);
+        if (json_object_get(body, "max_completion_tokens"))
+            max_field = "max_completion_tokens";
         if (ok && top && !lp)
             ok = BAD("top_logprobs", "top_logprobs needs logprobs: true");
         p->logprobs = lp ? top : -1;
@@ -694,16 +703,21 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
     int longest = 0;
     for (int i = 0; i < p->n_prompts; i++)
         longest = p->prompt_len[i] > longest ? p->prompt_len[i] : longest;
+    const char *prompt_field = chat ? "messages" : "prompt";
+    if (longest > srv->context_limit || (longest == srv->context_limit && p->max_tokens != 0))
+        return api_fail(e, 400, prompt_field, "context_length_exceeded",
+                        "this model's context is %d tokens and the prompt alone has %d, leaving none to generate",
+                        srv->context_limit, longest);
     if (p->max_tokens < 0) {
         int room = srv->context_limit - longest;
         p->max_tokens = room < srv->cfg.max_tokens_limit ? room : srv->cfg.max_tokens_limit;
     }
     if (p->max_tokens == 0 && !p->echo)
-        return BAD("max_tokens", "max_tokens must be at least 1 (0 only with echo, to score the prompt)");
+        return BAD(max_field, "%s must be at least 1 (0 only with echo, to score the prompt)", max_field);
     if (longest + p->max_tokens > srv->context_limit)
-        return api_fail(e, 400, "max_tokens", "context_length_exceeded",
-                    "this model's context is %d tokens; the prompt has %d and max_tokens asks for %d more",
-                    srv->context_limit, longest, p->max_tokens);
+        return api_fail(e, 400, max_field, "context_length_exceeded",
+                    "this model's context is %d tokens; the prompt has %d and %s asks for %d more",
+                    srv->context_limit, longest, max_field, p->max_tokens);
     return 1;
 }
 

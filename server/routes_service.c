@@ -221,6 +221,7 @@ enum MHD_Result route_metrics(http_req *r)
     strbuf b = {0};
     sb_printf(&b, "# HELP strata_requests_total HTTP requests served.\n# TYPE strata_requests_total counter\n"
                   "strata_requests_total %llu\n", (unsigned long long)srv->m.requests_total);
+    sb_puts(&b, "# HELP strata_responses_total HTTP responses by status class.\n# TYPE strata_responses_total counter\n");
     for (int h = 1; h <= 5; h++)
         sb_printf(&b, "strata_responses_total{status=\"%dxx\"} %llu\n", h, (unsigned long long)srv->m.http_status[h]);
     sb_printf(&b, "# TYPE strata_prompt_tokens_total counter\nstrata_prompt_tokens_total %llu\n"

@@ -364,11 +364,12 @@ static enum MHD_Result import_session(http_req *r)
 /* /v1/sessions[/...]: `rest` is what follows "/v1/sessions". */
 enum MHD_Result route_sessions(http_req *r, const char *rest)
 {
-    int get = !strcmp(r->method, "GET"), post = !strcmp(r->method, "POST"), del = !strcmp(r->method, "DELETE");
+    int get = !strcmp(r->method, "GET") || !strcmp(r->method, "HEAD"), post = !strcmp(r->method, "POST"),
+        del = !strcmp(r->method, "DELETE");
     if (!*rest)
-        return post ? create(r) : get ? list(r) : http_send_error(r, 405, NULL, "method_not_allowed", "use GET or POST");
+        return post ? create(r) : get ? list(r) : http_not_allowed(r, "GET, HEAD, POST");
     if (!strcmp(rest, "/import"))
-        return post ? import_session(r) : http_send_error(r, 405, NULL, "method_not_allowed", "use POST");
+        return post ? import_session(r) : http_not_allowed(r, "POST");
     char id[72] = "";
     const char *slash = strchr(rest + 1, '/');
     size_t len = slash ? (size_t)(slash - rest - 1) : strlen(rest + 1);
@@ -400,5 +401,11 @@ enum MHD_Result route_sessions(http_req *r, const char *rest)
         return rewind_session(r, e);
     if (!strcmp(action, "/export") && get)
         return export_session(r, e);
+    if (!*action)
+        return http_not_allowed(r, "GET, HEAD, DELETE");
+    if (!strcmp(action, "/fork") || !strcmp(action, "/checkpoints") || !strcmp(action, "/rewind"))
+        return http_not_allowed(r, "POST");
+    if (!strcmp(action, "/export"))
+        return http_not_allowed(r, "GET, HEAD");
     return http_send_error(r, 404, NULL, "not_found", "no route %s /v1/sessions/%s%s", r->method, id, action);
 }

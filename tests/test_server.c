@@ -730,6 +730,11 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_schema\"}}", 400, "response_format"},
         {"/v1/completions", "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"s\",\"schema\":{\"type\":\"string\",\"pattern\":\"a\"}}}}", 400, "response_format"},
         {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"parallel_tool_calls\":\"no\"}", 400, "parallel_tool_calls"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"max_completion_tokens\":0}", 400, "max_completion_tokens"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":null}]}", 400, "messages"},
+        {"/v1/chat/completions", "{\"messages\":[{\"role\":\"assistant\",\"content\":null}]}", 400, "messages"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"user\":5}", 400, "user"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"model\":\"strata-demo\\u0000\"}", 400, "model"},
         {"/tokenize", "{\"content\":5}", 400, "content"},
         {"/detokenize", "{\"tokens\":[999999]}", 400, "tokens"},
         {"/detokenize", "{\"tokens\":\"abc\"}", 400, "tokens"},
@@ -761,7 +766,18 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
     http_response_free(&r);
     free(huge);
     json_decref(call("GET", "/v2/nothing", NULL, 404));
-    json_decref(call("DELETE", "/v1/completions", NULL, 405));
+    /* a 405 says what the route takes (Allow); HEAD is GET without the body */
+    cr_assert_eq(http_do(S.port, "DELETE", "/v1/completions", NULL, 0, NULL, &r), 0);
+    cr_assert_eq(r.status, 405);
+    cr_assert(strstr(r.headers, "Allow: POST\r\n"), "%s", r.headers);
+    http_response_free(&r);
+    cr_assert_eq(http_do(S.port, "PUT", "/v1/sessions/none", NULL, 0, NULL, &r), 0);
+    cr_assert_eq(r.status, 404, "an unknown session first");
+    http_response_free(&r);
+    cr_assert_eq(http_do(S.port, "HEAD", "/health", NULL, 0, NULL, &r), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(r.body_len, 0);
+    http_response_free(&r);
     json_decref(call("GET", "/health", NULL, 200));
     json_t *ok = call("POST", "/v1/completions", "{\"prompt\":\"In\",\"max_tokens\":2}", 200);
     cr_assert_eq(json_array_size(json_object_get(ok, "choices")), 1);
@@ -959,7 +975,7 @@ Test(api_keys, keys_guard_everything_but_health, .timeout = 60)
     char *dir = make_temp_dir(), path[4200];
     snprintf(path, sizeof path, "%s/keys", dir);
     FILE *f = fopen(path, "w");
-    fputs("# keys\nsecret-one\nsecret-two\n", f);
+    fputs("# keys\nsecret-one\nsecret-two\n  secret-three \t\r\n", f);     /* blanks around a key are not part of it */
     fclose(f);
     const char *args[] = {"--api-key-file", path, NULL};
     cr_assert_eq(server_start(&S, demo_dir(), args), 0);
@@ -968,6 +984,12 @@ Test(api_keys, keys_guard_everything_but_health, .timeout = 60)
     cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "error"), "code")), "invalid_api_key");
     json_decref(j);
     http_response r;
+    cr_assert_eq(http_do(S.port, "GET", "/v1/models", NULL, 0, NULL, &r), 0);
+    cr_assert(strstr(r.headers, "WWW-Authenticate: Bearer\r\n"), "%s", r.headers);
+    http_response_free(&r);
+    cr_assert_eq(http_do(S.port, "GET", "/v1/models", NULL, 0, "Authorization: Bearer secret-three\r\n", &r), 0);
+    cr_assert_eq(r.status, 200);
+    http_response_free(&r);
     cr_assert_eq(http_do(S.port, "GET", "/v1/models", NULL, 0, "Authorization: Bearer secret-two\r\n", &r), 0);
     cr_assert_eq(r.status, 200);
     http_response_free(&r);
@@ -1308,7 +1330,6 @@ Test(queue, a_full_queue_answers_429_with_retry_after, .timeout = 60)
  * entry. */
 Test(server, chat_logprobs_bytes_spell_the_content_and_skip_the_eos)
 {
-    start_demo();
     const char *bodies[] = {
         "{\"messages\":[{\"role\":\"user\",\"content\":\"Who made the heaven?\"}],\"max_tokens\":200,"
         "\"temperature\":0,\"logprobs\":true,\"top_logprobs\":2}",
@@ -1339,7 +1360,6 @@ Test(server, chat_logprobs_bytes_spell_the_content_and_skip_the_eos)
             cr_assert_str_eq(joined, content);
         json_decref(j);
     }
-    stop_server();
 }
 
 /* U+0000 is valid JSON text and kept as the tokenizer keeps it (the CLI and the
@@ -1348,7 +1368,6 @@ Test(server, chat_logprobs_bytes_spell_the_content_and_skip_the_eos)
  * text. A stop string cannot hold one (stops are matched as C strings). */
 Test(server, u0000_is_text_like_any_other)
 {
-    start_demo();
     json_t *j = call("POST", "/tokenize", "{\"content\":\"a\\u0000b\"}", 200);
     json_t *t = json_object_get(j, "tokens");
     cr_assert_eq(json_array_size(t), 3);
@@ -1373,5 +1392,27 @@ Test(server, u0000_is_text_like_any_other)
     }
     cr_assert_eq(counts[1], counts[0] + 1, "the same text plus the NUL: <|im_start|> stays text in both");
     json_decref(call("POST", "/v1/completions", "{\"prompt\":\"ab\",\"stop\":[\"a\\u0000\"]}", 400));
-    stop_server();
+}
+
+/* The token budget of a chat: max_completion_tokens (OpenAI's current name) wins
+ * over the deprecated max_tokens, errors name the field that was sent, and a prompt
+ * that fills the context alone is refused on "messages". */
+Test(server, chat_token_budget_fields)
+{
+    json_t *j = call("POST", "/v1/chat/completions", "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                     "\"max_completion_tokens\":3,\"max_tokens\":5,\"ignore_eos\":true}", 200);
+    cr_assert_eq(json_integer_value(json_object_get(json_object_get(j, "usage"), "completion_tokens")), 3);
+    json_decref(j);
+    size_t cap = 64 * 1024;
+    char *body = malloc(cap);
+    int n = snprintf(body, cap, "{\"messages\":[{\"role\":\"user\",\"content\":\"");
+    for (int i = 0; i < 1500; i++)
+        n += snprintf(body + n, cap - (size_t)n, "And God said ");
+    snprintf(body + n, cap - (size_t)n, "\"}]}");
+    j = call("POST", "/v1/chat/completions", body, 400);
+    json_t *e = json_object_get(j, "error");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "param")), "messages");
+    cr_assert_str_eq(json_string_value(json_object_get(e, "code")), "context_length_exceeded");
+    json_decref(j);
+    free(body);
 }
