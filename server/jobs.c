@@ -310,12 +310,19 @@ static void usage_json(strbuf *b, const gen_job *job)
               job->prompt_tokens, job->completion_tokens, job->prompt_tokens + job->completion_tokens, cached_tokens(job));
 }
 
-static void chunk_head(strbuf *b, const gen_job *job)
+/* An SSE chunk up to its choices array. With include_usage, OpenAI gives every
+ * chunk but the last a "usage": null (the last carries the usage: last = 1). */
+static void chunk_open(strbuf *b, const gen_job *job, int last)
 {
     sb_printf(b, "data: {\"id\":\"%s\",\"object\":\"%s\",\"created\":%ld,\"model\":", job->id,
               job->p.chat ? "chat.completion.chunk" : "text_completion", job->created);
     sb_json_string(b, job->srv->cfg.model_name, strlen(job->srv->cfg.model_name));
-    sb_puts(b, ",\"choices\":[");
+    sb_puts(b, job->p.include_usage && !last ? ",\"usage\":null,\"choices\":[" : ",\"choices\":[");
+}
+
+static void chunk_head(strbuf *b, const gen_job *job)
+{
+    chunk_open(b, job, 0);
 }
 
 /* A token's text for logprobs: the decode of that id alone. */
@@ -797,7 +804,7 @@ static void respond(gen_job *job, const session_entry *se)
         session_json(se, &job->out);
     } else if (job->p.stream) {
         if (!job->error_sent && (job->p.include_usage || job->p.capture)) {
-            chunk_head(&job->out, job);
+            chunk_open(&job->out, job, 1);
             sb_puts(&job->out, "]");
             if (job->p.include_usage) {
                 sb_puts(&job->out, ",");

@@ -173,14 +173,16 @@ Test(server, greedy_completion_equals_the_fixture_streamed_or_not)
         json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
         if (choice)
             strcat(text, json_string_value(json_object_get(choice, "text")));
-        usage_seen |= json_object_get(c, "usage") != NULL;
+        json_t *u = json_object_get(c, "usage");   /* as OpenAI: null on every chunk but the last */
+        cr_assert(u && (json_is_null(u) || !choice), "%s", line);
+        usage_seen += json_is_object(u);
         chunks++;
         json_decref(c);
     }
     cr_assert(strstr(strrchr(r.headers, '\n') ? r.body : r.body, "") != NULL);
     cr_assert_str_eq(text, want);
     cr_assert_gt(chunks, 10);
-    cr_assert(usage_seen);
+    cr_assert_eq(usage_seen, 1);
     http_response_free(&r);
     free(want);
     free(prompt);
