@@ -252,6 +252,34 @@ Test(tokenizer, streaming_holds_back_split_emoji)
     strata_tokenizer_free(tok);
 }
 
+/* A byte-level stream of lead bytes that never complete: each U+FFFD goes out as
+ * soon as the next byte proves it broken (UTF-8 resynchronises there), not held
+ * with the rest; only the last waits for the flush. The pieces still add up to the
+ * whole decode. */
+Test(tokenizer, streaming_emits_broken_utf8_once_it_is_broken)
+{
+    strata_tokenizer *tok = load("fixtures/tokenizers/nemotron_h_proxy/tokenizer.json");
+    int32_t lead = strata_tokenizer_token_to_id(tok, "\xC3\x83", 2), ids[5];  /* byte 0xC3 (é's lead) as "Ã" */
+    strata_error err = {0};
+    cr_assert_geq(lead, 0);
+    for (int i = 0; i < 5; i++)
+        ids[i] = lead;
+    cr_assert(stream_matches(tok, ids, 5, 0));
+    strata_detok *d;
+    const char *piece;
+    size_t len;
+    cr_assert_eq(strata_detok_new(tok, 0, &d, &err), STRATA_OK);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(strata_detok_push(d, ids[i], &piece, &len, &err), STRATA_OK);
+        cr_assert_eq(len, i ? 3u : 0u, "push %d", i);
+        cr_assert(!i || !memcmp(piece, "\xEF\xBF\xBD", 3));
+    }
+    cr_assert_eq(strata_detok_flush(d, &piece, &len, &err), STRATA_OK);
+    cr_assert_eq(len, 3u);
+    strata_detok_free(d);
+    strata_tokenizer_free(tok);
+}
+
 /* ---- untrusted text, accessors */
 
 Test(tokenizer, parse_special_off_keeps_control_tokens_out)

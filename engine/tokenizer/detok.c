@@ -2,7 +2,10 @@
  * detok.c — streaming decode (HF's DecodeStream): the ids since the last emitted
  * piece are kept with one batch of context before them; each push decodes that
  * window and emits what extends the previous decode of the context, unless the
- * result ends in U+FFFD (an incomplete UTF-8 character, held back). Because the
+ * result ends in U+FFFD (an incomplete UTF-8 character, held back; what comes
+ * before that last U+FFFD cannot change, as UTF-8 decoding resynchronises at the
+ * next character, so it is emitted: a stream of broken UTF-8 is not held back
+ * whole). Because the
  * context is decoded the same way both times, decoder rules for the stream start
  * (Strip, Metaspace) cancel out, and the pieces concatenate to the whole decode.
  * One decoder is not monotone: ByteFallback turns a whole run of <0xNN> tokens into
@@ -29,6 +32,7 @@ struct strata_detok {
     tk_buf prefix;              /* decode of the context */
     tk_buf text;                /* decode of the window */
     tk_buf piece;               /* what the last call returned */
+    size_t sent;                /* bytes of the window's decode past the context's already emitted */
     tk_scratch sc;
 };
 
@@ -93,6 +97,24 @@ static int holds_back(const strata_detok *d, int32_t id)
            (d->byte_runs && tk_is_byte_token(tok->tok_str[id], tok->tok_len[id]));
 }
 
+/* Of n new bytes, those emitted already (settled_text). */
+static size_t sent_of(const strata_detok *d, size_t n)
+{
+    return d->sent < n ? d->sent : n;
+}
+
+/* A window whose decode ends in U+FFFD: emit what precedes that U+FFFD (past what
+ * was emitted), when the window's decode still extends the context's. */
+static strata_status settled_text(strata_detok *d, const char **text, size_t *len, strata_error *err)
+{
+    size_t settled = d->text.len - 3;
+    if (settled <= d->prefix.len + d->sent || memcmp(d->text.p, d->prefix.p, d->prefix.len))
+        return STRATA_OK;
+    size_t from = d->prefix.len + d->sent;
+    d->sent = settled - d->prefix.len;
+    return set_piece(d, d->text.p + from, settled - from, text, len, err);
+}
+
 /* The window's decode past the context's. Past the common part, should a forced
  * emission have let the context change (see DETOK_MAX_PENDING). */
 static void new_text(const strata_detok *d, const char **s, size_t *n)
@@ -138,12 +160,15 @@ strata_status strata_detok_push(strata_detok *d, int32_t id, const char **text, 
     if (holds_back(d, id) && !forced)
         return STRATA_OK;
     STRATA_TRY(decode_into(d, d->ids, d->n, &d->text, err));
-    if ((d->text.len <= d->prefix.len || ends_in_fffd(&d->text)) && !forced)
+    if (ends_in_fffd(&d->text) && !forced)
+        return settled_text(d, text, len, err);
+    if (d->text.len <= d->prefix.len && !forced)
         return STRATA_OK;
     const char *s = NULL;
     size_t n = 0;
     new_text(d, &s, &n);
-    STRATA_TRY(set_piece(d, s, n, text, len, err));
+    STRATA_TRY(set_piece(d, s + sent_of(d, n), n - sent_of(d, n), text, len, err));
+    d->sent = 0;
     /* the ids since the old context become the new context */
     size_t keep = d->n - d->prefix_index;
     memmove(d->ids, d->ids + d->prefix_index, keep * sizeof *d->ids);
@@ -165,9 +190,10 @@ strata_status strata_detok_flush(strata_detok *d, const char **text, size_t *len
         st = decode_into(d, d->ids, d->n, &d->text, err);
         if (st == STRATA_OK && d->text.len > d->prefix.len) {
             new_text(d, &s, &n);
-            st = set_piece(d, s, n, text, len, err);
+            st = set_piece(d, s + sent_of(d, n), n - sent_of(d, n), text, len, err);
         }
     }
+    d->sent = 0;
     d->n = 0;
     d->prefix_index = 0;
     d->prefix.len = 0;
