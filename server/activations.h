@@ -79,6 +79,9 @@ void out_json_object(strbuf *b, const out_tensor *t, int n_t);
 /* The JSON object {name: {shape, dtype, positions, data}} of a generation's capture,
  * per-position hooks narrowed to rows first .. first + n - 1. */
 void activations_json(strbuf *b, const strata_capture *cap, int first, int n);
+/* A generation's captures (JSON, `generated` rows of a sequence of n_tokens) within
+ * --max-activation-bytes; else 0 and the 413. */
+int generation_capture_fits(const server *srv, const strata_capture *cap, int n_tokens, int generated, api_error *e);
 /* The "interventions" and "activations" fields of /v1/completions and chat. */
 int generation_hooks_parse(const server *srv, json_t *body, const int *prompt_len, int n_prompts, int n,
                            strata_interventions **iv, strata_capture **cap, api_error *e);

@@ -440,9 +440,9 @@ static void token_pieces(const server *srv, act_run *run)
 }
 
 /* The 413 for a response of `bytes` over --max-activation-bytes, with advice. */
-static int within_limit(const act_job *job, uint64_t bytes, api_error *e)
+static int within_limit(const server *srv, uint64_t bytes, api_error *e)
 {
-    uint64_t limit = (uint64_t)job->srv->cfg.max_activation_bytes;
+    uint64_t limit = (uint64_t)srv->cfg.max_activation_bytes;
     if (bytes > limit)
         return api_fail(e, 413, "hooks", "response_too_large", "the response would be about %.1f MiB, over this "
                         "server's limit of %.1f MiB (--max-activation-bytes); ask for fewer hooks, fewer positions "
@@ -453,7 +453,35 @@ static int within_limit(const act_job *job, uint64_t bytes, api_error *e)
 
 static int check_size(act_job *job, api_error *e)
 {
-    return within_limit(job, out_size(job->out, job->n_runs, job->format), e);
+    return within_limit(job->srv, out_size(job->out, job->n_runs, job->format), e);
+}
+
+/* Values a capture returns for P positions of a run of n tokens (shapes are known
+ * before running): a pattern row spans every key, caches every token, states one
+ * value set. */
+static uint64_t capture_elems(const strata_model_info *m, const strata_capture *cap, uint64_t n, uint64_t P)
+{
+    uint64_t elems = 0;
+    for (int i = 0; i < strata_capture_count(cap); i++) {
+        strata_tensor_view v;
+        strata_capture_get(cap, i, &v, NULL);
+        uint64_t per = 1;
+        if (strstr(v.name, "hook_pattern"))
+            per = (uint64_t)m->attn_heads * n;
+        else if (strstr(v.name, "_cache"))
+            per = n * (uint64_t)m->kv_heads * (uint64_t)m->head_dim / (P ? P : 1) + 1;
+        else
+            for (int d = strstr(v.name, "_state") ? 0 : 1; d < v.ndim; d++)
+                per *= (uint64_t)v.shape[d];
+        elems += strstr(v.name, "_state") ? per : per * P;
+    }
+    return elems;
+}
+
+int generation_capture_fits(const server *srv, const strata_capture *cap, int n_tokens, int generated, api_error *e)
+{
+    const strata_model_info *m = strata_model_get_info(srv->model);
+    return within_limit(srv, capture_elems(m, cap, (uint64_t)n_tokens, (uint64_t)generated) * 13, e);
 }
 
 /* Capture shapes are known before running; the size check uses a dry layout. */
@@ -468,22 +496,9 @@ static int precheck_size(act_job *job, api_error *e)
     uint64_t elems = 0;
     for (int k = 0; k < job->n_runs; k++) {
         act_run *run = &job->runs[k];
-        uint64_t P = run->sel ? (uint64_t)run->n_sel : (uint64_t)run->n;
-        for (int i = 0; i < strata_capture_count(run->cap); i++) {
-            strata_tensor_view v;
-            strata_capture_get(run->cap, i, &v, NULL);
-            uint64_t per = 1;
-            if (strstr(v.name, "hook_pattern"))
-                per = (uint64_t)m->attn_heads * (uint64_t)run->n;
-            else if (strstr(v.name, "_cache"))
-                per = (uint64_t)run->n * (uint64_t)m->kv_heads * (uint64_t)m->head_dim / (P ? P : 1) + 1;
-            else
-                for (int d = strstr(v.name, "_state") ? 0 : 1; d < v.ndim; d++)
-                    per *= (uint64_t)v.shape[d];
-            elems += strstr(v.name, "_state") ? per : per * P;
-        }
+        elems += capture_elems(m, run->cap, (uint64_t)run->n, run->sel ? (uint64_t)run->n_sel : (uint64_t)run->n);
     }
-    return within_limit(job, elems * (job->format == OUT_JSON ? 13 : 4), e);
+    return within_limit(job->srv, elems * (job->format == OUT_JSON ? 13 : 4), e);
 }
 
 /* ---------------------------------------------------------------- running */

@@ -718,7 +718,7 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
         return api_fail(e, 400, max_field, "context_length_exceeded",
                     "this model's context is %d tokens; the prompt has %d and %s asks for %d more",
                     srv->context_limit, longest, max_field, p->max_tokens);
-    return 1;
+    return !p->capture || generation_capture_fits(srv, p->capture, longest + p->max_tokens, p->max_tokens, e);
 }
 
 enum MHD_Result route_completions(http_req *r, int chat)
