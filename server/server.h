@@ -28,7 +28,7 @@ typedef struct settings {
     int max_n;                  /* bound on n */
     long max_body_bytes;
     long max_activation_bytes;  /* largest /v1/activations response */
-    int request_timeout_s;      /* a generation longer than this is cut ("length") */
+    int request_timeout_s;      /* a generation longer than this is cut (503 "timeout") */
     int connection_timeout_s;   /* idle / slow clients */
     int connection_limit;
     int grace_period_s;         /* SIGTERM: time for in-flight requests */
