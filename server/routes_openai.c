@@ -40,11 +40,12 @@ static int get_int(json_t *body, const char *key, long lo, long hi, int *out, ap
     json_t *v = json_object_get(body, key);
     if (!v || json_is_null(v))
         return 1;
-    if (!json_is_integer(v))
+    double r = json_is_real(v) ? json_real_value(v) : 0;      /* 4.0 and 1e3 are integers too (as pydantic's lax mode) */
+    if (!json_is_integer(v) && !(json_is_real(v) && r == (double)(long long)r && r >= -1e15 && r <= 1e15))
         return BAD(key, "%s must be an integer", key);
-    json_int_t x = json_integer_value(v);
+    long long x = json_is_integer(v) ? (long long)json_integer_value(v) : (long long)r;
     if (x < lo || x > hi)
-        return BAD(key, "%s must be between %ld and %ld, got %lld", key, lo, hi, (long long)x);
+        return BAD(key, "%s must be between %ld and %ld, got %lld", key, lo, hi, x);
     *out = (int)x;
     return 1;
 }

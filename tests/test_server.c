@@ -701,6 +701,8 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
         {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1e9}", 400, "max_tokens"},
         {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":99999999999}", 400, "max_tokens"},
         {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":\"5\"}", 400, "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":2.5}", 400, "max_tokens"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"max_tokens\":1e9}", 400, "max_tokens"},
         {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":-1}", 400, "temperature"},
         {"/v1/completions", "{\"prompt\":\"x\",\"temperature\":\"hot\"}", 400, "temperature"},
         {"/v1/completions", "{\"prompt\":\"x\",\"top_p\":0}", 400, "top_p"},
@@ -781,7 +783,7 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
     cr_assert_eq(r.body_len, 0);
     http_response_free(&r);
     json_decref(call("GET", "/health", NULL, 200));
-    json_t *ok = call("POST", "/v1/completions", "{\"prompt\":\"In\",\"max_tokens\":2}", 200);
+    json_t *ok = call("POST", "/v1/completions", "{\"prompt\":\"In\",\"max_tokens\":2.0}", 200);  /* 2.0 is 2 */
     cr_assert_eq(json_array_size(json_object_get(ok, "choices")), 1);
     json_decref(ok);
 }
