@@ -183,3 +183,16 @@ int server_stop(test_server *s)
     close(s->log_fd);
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+double server_metric(int port, const char *name)
+{
+    http_response r;
+    if (http_do(port, "GET", "/metrics", NULL, 0, NULL, &r) != 0)
+        return -1;
+    char key[128];
+    snprintf(key, sizeof key, "\n%s ", name);
+    const char *at = strstr(r.body, key);
+    double v = at ? strtod(at + strlen(key), NULL) : -1;
+    http_response_free(&r);
+    return v;
+}

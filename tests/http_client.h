@@ -31,6 +31,9 @@ typedef struct test_server {
     int log_fd;         /* the server's stderr */
 } test_server;
 
+/* The value of the server's /metrics line "name value", or -1 when there is none. */
+double server_metric(int port, const char *name);
+
 /* Start build/strata-server with --port 0 and extra args (NULL-terminated). */
 int server_start(test_server *s, const char *model_dir, const char *const *extra_args);
 /* SIGTERM and wait; returns the exit status. */

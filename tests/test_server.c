@@ -629,14 +629,7 @@ Test(server, sixteen_concurrent_streams_equal_solo_runs)
 
 static long metric(const char *name)
 {
-    http_response r;
-    cr_assert_eq(http_do(S.port, "GET", "/metrics", NULL, 0, NULL, &r), 0);
-    char key[128];
-    snprintf(key, sizeof key, "\n%s ", name);
-    char *at = strstr(r.body, key);
-    long v = at ? atol(at + strlen(key)) : -1;
-    http_response_free(&r);
-    return v;
+    return (long)server_metric(S.port, name);
 }
 
 /* A streamed completion of `body`, read up to its first token: admitted and running

@@ -595,17 +595,10 @@ Test(sessions, the_same_prompt_again_on_a_session_needs_no_step)
     free(id);
 }
 
-/* The value of a /metrics line "name value". */
 static double metric(const char *name)
 {
-    http_response r;
-    cr_assert_eq(http_do(S.port, "GET", "/metrics", NULL, 0, NULL, &r), 0);
-    char want[128];
-    snprintf(want, sizeof want, "\n%s ", name);
-    const char *at = strstr(r.body, want);
-    cr_assert(at, "no %s in /metrics", name);
-    double v = strtod(at + strlen(want), NULL);
-    http_response_free(&r);
+    double v = server_metric(S.port, name);
+    cr_assert_geq(v, 0, "no %s in /metrics", name);
     return v;
 }
 
