@@ -23,8 +23,9 @@ typedef struct st_tensor {
     int ndim;
     int64_t shape[8];
     int64_t numel;
-    const void *data;    /* inside the mapping */
+    const void *data;    /* inside the mapping, or `copy` where the mapping is off alignment */
     size_t nbytes;
+    void *copy;          /* owned: the tensor's bytes aligned, for a file whose header is not padded */
 } st_tensor;
 
 typedef struct st_file {
