@@ -1175,6 +1175,7 @@ enum MHD_Result job_start(http_req *r, gen_params *p)
         job->refs++;
     }
     r->job = job;
+    srv->m.request_prompt_tokens += (uint64_t)job->prompt_tokens;
     if (job->p.stream)
         return start_stream(r, job);
     http_suspend(r);

@@ -224,7 +224,11 @@ enum MHD_Result route_metrics(http_req *r)
     sb_puts(&b, "# HELP strata_responses_total HTTP responses by status class.\n# TYPE strata_responses_total counter\n");
     for (int h = 1; h <= 5; h++)
         sb_printf(&b, "strata_responses_total{status=\"%dxx\"} %llu\n", h, (unsigned long long)srv->m.http_status[h]);
-    sb_printf(&b, "# TYPE strata_prompt_tokens_total counter\nstrata_prompt_tokens_total %llu\n"
+    sb_printf(&b, "# HELP strata_request_prompt_tokens_total Prompt tokens of the completions and chats asked for.\n"
+                  "# TYPE strata_request_prompt_tokens_total counter\nstrata_request_prompt_tokens_total %llu\n",
+              (unsigned long long)srv->m.request_prompt_tokens);
+    sb_printf(&b, "# HELP strata_prompt_tokens_total Prompt tokens the engine processed (cached and shared ones are "
+                  "not).\n# TYPE strata_prompt_tokens_total counter\nstrata_prompt_tokens_total %llu\n"
                   "# TYPE strata_generated_tokens_total counter\nstrata_generated_tokens_total %llu\n"
                   "# TYPE strata_engine_steps_total counter\nstrata_engine_steps_total %llu\n"
                   "# TYPE strata_prefill_tokens_per_second gauge\nstrata_prefill_tokens_per_second %.3f\n"

@@ -54,6 +54,7 @@ void settings_usage(FILE *f);
 typedef struct metrics {
     uint64_t requests_total;
     uint64_t http_status[6];    /* by hundreds: 1xx..5xx */
+    uint64_t request_prompt_tokens; /* of every generation request admitted */
 } metrics;
 
 typedef struct server {

@@ -1278,11 +1278,13 @@ Test(server, the_same_prompt_again_needs_no_prefill)
                        "\"max_tokens\":10,\"temperature\":0.9,\"seed\":11,\"n\":2,\"repetition_penalty\":1.3}";
     json_t *cold = call("POST", "/v1/completions", body, 200);
     cr_assert_eq(cached_of(cold), 0);
-    long prompt_tokens = metric("strata_prompt_tokens_total");
+    long prompt_tokens = metric("strata_prompt_tokens_total"), asked = metric("strata_request_prompt_tokens_total");
     json_t *again = call("POST", "/v1/completions", body, 200);
     json_t *usage = json_object_get(again, "usage");
     cr_assert_eq(cached_of(again), json_integer_value(json_object_get(usage, "prompt_tokens")), "all of it");
     cr_assert_eq(metric("strata_prompt_tokens_total"), prompt_tokens, "no prompt token went through the engine");
+    cr_assert_eq(metric("strata_request_prompt_tokens_total"),
+                 asked + json_integer_value(json_object_get(usage, "prompt_tokens")), "but the request's count");
     for (int i = 0; i < 2; i++)
         cr_assert_str_eq(text_of(again, i), text_of(cold, i), "choice %d", i);
     json_decref(cold);
