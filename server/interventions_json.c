@@ -87,8 +87,8 @@ static void flatten(json_t *v, float *out, size_t *k)
         flatten(x, out, k);
 }
 
-/* A number array field, flattened (row-major). */
-static int get_floats(json_t *obj, const char *key, float **out, size_t *n, api_error *e)
+/* Field `key` of intervention i, a number array, flattened (row-major). */
+static int get_floats(json_t *obj, const char *key, int i, float **out, size_t *n, api_error *e)
 {
     json_t *v = json_object_get(obj, key);
     *out = NULL;
@@ -97,14 +97,16 @@ static int get_floats(json_t *obj, const char *key, float **out, size_t *n, api_
         return 1;
     long c = count_numbers(v, 0);
     if (c <= 0)
-        return api_fail(e, 400, key, "invalid_value", "%s must be a number array (nested lists allowed)", key);
+        return api_fail(e, 400, "interventions", "invalid_value",
+                        "interventions[%d].%s must be a number array (nested lists allowed)", i, key);
     *out = malloc(sizeof(float) * (size_t)c);
     if (!*out)
         return api_fail(e, 500, NULL, "internal_error", "out of memory");
     flatten(v, *out, n);
-    for (size_t i = 0; i < *n; i++)
-        if (!isfinite((*out)[i]))
-            return api_fail(e, 400, key, "invalid_value", "%s[%zu] is not a finite float32 number", key, i);
+    for (size_t k = 0; k < *n; k++)
+        if (!isfinite((*out)[k]))
+            return api_fail(e, 400, "interventions", "invalid_value",
+                            "interventions[%d].%s[%zu] is not a finite float32 number", i, key, k);
     return 1;
 }
 
@@ -251,7 +253,7 @@ static int add_item(const server *srv, strata_interventions *iv, json_t *it, int
     spec.n_positions = n_pos;
     const char *vkey = spec.op == STRATA_OP_PROJECT_OUT ? "direction" : "value";
     if (ok && (spec.op == STRATA_OP_ADD || spec.op == STRATA_OP_SET || spec.op == STRATA_OP_PROJECT_OUT)) {
-        ok = get_floats(it, vkey, &value, &n_value, e);
+        ok = get_floats(it, vkey, i, &value, &n_value, e);
         if (ok && !value)
             ok = api_fail(e, 400, "interventions", "invalid_value", "interventions[%d]: %s needs \"%s\"", i,
                           json_string_value(op), vkey);

@@ -97,8 +97,8 @@ static int parse_logit_bias(json_t *body, gen_params *p, int vocab, api_error *e
     json_t *val;
     json_object_foreach(v, key, val) {
         char *end;
-        long id = strtol(key, &end, 10);
-        if (!*key || *end || id < 0 || id >= vocab)
+        long id = strtol(key, &end, 10);     /* the id as written: digits, no sign, blank or leading zero */
+        if (!*key || *end || id < 0 || id >= vocab || *key < '0' || *key > '9' || (*key == '0' && key[1]))
             return BAD("logit_bias", "logit_bias key '%s' is not a token id in [0, %d)", key, vocab);
         if (!json_is_number(val) || !(json_number_value(val) >= -100 && json_number_value(val) <= 100))
             return BAD("logit_bias", "logit_bias values must be numbers in [-100, 100]");
