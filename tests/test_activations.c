@@ -520,7 +520,7 @@ Test(activations, bad_input_is_a_clear_4xx)
     expect_error(A, "{\"prompt\":[1,2,3],\"interventions\":[{\"hook\":\"blocks.0.hook_out\",\"op\":\"scale\",\"factor\":1e999}]}",
                  400, "");
     expect_error(A, "{\"prompt\":[1,2,3],\"interventions\":[{\"hook\":\"blocks.0.hook_out\",\"op\":\"add\",\"value\":[1e39]}]}",
-                 400, "finite");
+                 400, "interventions[0].value[0] is not a finite");
     expect_error(A, "{\"prompt\":[1,2,3],\"interventions\":[{\"hook\":\"blocks.0.hook_out\",\"op\":\"explode\"}]}", 400, "op");
     expect_error(A, "{\"prompt\":[1,2,3],\"interventions\":[{\"hook\":\"blocks.3.mixer.hook_pattern\",\"op\":\"zero\"}]}",
                  422, "cannot be intervened");

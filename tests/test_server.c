@@ -709,6 +709,8 @@ Test(server, malformed_requests_get_4xx_and_the_server_keeps_serving)
         {"/v1/completions", "{\"prompt\":\"x\",\"logprobs\":9}", 400, "logprobs"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"-1\":5}}", 400, "logit_bias"},
         {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"5\":500}}", 400, "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\" 5\":1}}", 400, "logit_bias"},
+        {"/v1/completions", "{\"prompt\":\"x\",\"logit_bias\":{\"05\":1}}", 400, "logit_bias"},
         {"/v1/completions", "{\"prompt\":\"x\",\"presence_penalty\":3}", 400, "presence_penalty"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream\":\"yes\"}", 400, "stream"},
         {"/v1/completions", "{\"prompt\":\"x\",\"stream_options\":{\"include_usage\":true}}", 400, "stream_options"},
