@@ -272,12 +272,15 @@ static int job_failure(const gen_job *job, api_error *e)
         }
         if (job->cr[c].finish != STRATA_FINISH_CANCELLED)
             continue;
-        if (job->cut && !strcmp(job->cut, "timeout"))
-            api_fail(e, 503, NULL, "timeout", "the request ran past the server's request timeout (%d s)%s",
+        const char *cut = job->cut ? job->cut : "cancelled";
+        if (!strcmp(cut, "timeout"))
+            api_fail(e, 503, NULL, cut, "the request ran past the server's request timeout (%d s)%s",
                      job->srv->cfg.request_timeout_s, session);
+        else if (!strcmp(cut, "shutting_down"))
+            api_fail(e, 503, NULL, cut, "the server is shutting down and the request did not finish within its "
+                     "grace period%s", session);
         else
-            api_fail(e, 503, NULL, job->cut ? job->cut : "cancelled",
-                     "the server is shutting down and the request did not finish within its grace period%s", session);
+            api_fail(e, 503, NULL, cut, "the request was cancelled before it finished%s", session);
         return 1;
     }
     return 0;
