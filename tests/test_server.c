@@ -1024,7 +1024,7 @@ static void *one_request(void *p)
 }
 
 static const char *const LONG_RUN = "{\"prompt\":\"And\",\"max_tokens\":4000,\"n\":4,\"ignore_eos\":true}";
-static const char *const LONG_STREAM = "{\"prompt\":\"And\",\"max_tokens\":3000,\"ignore_eos\":true,\"stream\":true,"
+static const char *const LONG_STREAM = "{\"prompt\":\"And\",\"max_tokens\":4000,\"n\":4,\"ignore_eos\":true,\"stream\":true,"
                                        "\"stream_options\":{\"include_usage\":true}}";
 
 /* A request the server cut is an error naming why: a 503 object, or in a stream an
@@ -1049,8 +1049,10 @@ Test(timeouts, a_request_cut_by_the_timeout_is_an_error_not_an_answer, .timeout 
     cr_assert_eq(server_start(&S, demo_dir(), args), 0);
     inflight a[2] = {{.body = LONG_RUN}, {.body = LONG_STREAM}};
     pthread_t th[2];
-    for (int i = 0; i < 2; i++)
-        pthread_create(&th[i], NULL, one_request, &a[i]);
+    pthread_create(&th[0], NULL, one_request, &a[0]);
+    for (int i = 0; i < 200 && metric("strata_running_requests") < 1; i++)   /* running, so the stream queues */
+        usleep(10000);
+    pthread_create(&th[1], NULL, one_request, &a[1]);
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
     assert_cut(&a[0], 0, "timeout");
