@@ -44,10 +44,12 @@ static void saved(void *arg)
     pending_save *ps = arg;
     ps->e->busy = 0;
     ps->done = 1;
-    if (ps->req)
+    if (ps->req) {
         http_resume(ps->req);  /* route_sessions_resumed answers */
-    else
+        http_kick(ps->req->srv);   /* now, not at MHD's next timeout (up to a second) */
+    } else {
         pending_free(ps);
+    }
 }
 
 static enum MHD_Result answer(http_req *r, int status, const session_entry *e, const strbuf *body)
