@@ -3,14 +3,27 @@
  * epoll fd is watched by a uv_poll_t and its timeout by a uv_timer_t, so the whole
  * HTTP side runs on the loop thread and MHD has no threads of its own. This file
  * also owns request plumbing: body accumulation with a size bound, API keys,
- * dispatch to the routes, error objects, and the one log line per request.
+ * dispatch to the routes, error objects, and the one log line per request; and the
+ * bound on how long a client may take to send a request (MHD's own timeout only
+ * sees idleness, so a slowloris trickling a byte a second would hold a slot).
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 
 #include "activations.h"
+
+/* A connection, for the time its client takes to send a request: from its
+ * accept, or the end of its previous request, until its request's body is in. */
+typedef struct conn_clock {
+    struct conn_clock *next;
+    MHD_socket fd;
+    double since;
+    int receiving;              /* a request is awaited or coming in */
+} conn_clock;
 
 struct http {
     struct MHD_Daemon *d;
@@ -19,6 +32,7 @@ struct http {
     int open_connections;
     int port;
     int quiesced;
+    conn_clock *clocks;
 };
 
 /* The error object's type, as OpenAI's API names them (the code says more). */
@@ -151,7 +165,7 @@ static int authorized(http_req *r)
     if (srv->n_api_keys == 0)
         return 1;
     const char *h = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7))
+    if (!h || strncasecmp(h, "Bearer ", 7))     /* the scheme is case-insensitive (RFC 9110) */
         return 0;
     const char *key = h + 7;
     int ok = 0;
@@ -214,6 +228,46 @@ static enum MHD_Result dispatch(http_req *r)
     return http_send_error(r, 404, NULL, "not_found", "no route %s %s", m, u);
 }
 
+/* The clock of a connection (its socket context), now awaiting a request or not. */
+static void clock_of(struct MHD_Connection *conn, int receiving)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    conn_clock *c = ci ? ci->socket_context : NULL;
+    if (c) {
+        c->receiving = receiving;
+        c->since = now_seconds();
+    }
+}
+
+static enum MHD_Result count_content_length(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    (void)value;
+    *(int *)cls += !strcasecmp(key, "Content-Length");
+    return MHD_YES;
+}
+
+/* Framing refused before any body is read (so `Expect: 100-continue` gets no 100):
+ * two Content-Lengths (smuggling), a transfer coding other than chunked, a declared
+ * body over the limit. */
+static enum MHD_Result refuse_framing(http_req *r)
+{
+    int lengths = 0;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_content_length, &lengths);
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    if (lengths > 1)
+        return http_send_error(r, 400, NULL, "invalid_request", "more than one Content-Length header");
+    if (te && strcasecmp(te, "chunked") && strcasecmp(te, "identity"))
+        return http_send_error(r, 501, NULL, "not_implemented", "Transfer-Encoding %.40s is not supported (chunked is)",
+                               te);
+    if (cl && strtoull(cl, NULL, 10) > (unsigned long long)body_limit(r)) {
+        r->body_too_large = 1;
+        return http_send_error(r, 413, NULL, "request_too_large", "the request body exceeds %ld bytes", body_limit(r));
+    }
+    return MHD_YES;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **con_cls)
 {
@@ -226,6 +280,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             return MHD_NO;
         *r = (http_req){.srv = srv, .conn = conn, .method = method, .url = url, .t0 = now_seconds()};
         *con_cls = r;
+        return refuse_framing(r);
+    }
+    if (r->status && !r->job && !r->act && !r->save) {     /* answered already (refused framing): drop the rest */
+        *upload_size = 0;
         return MHD_YES;
     }
     if (r->job)
@@ -242,6 +300,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *upload_size = 0;
         return MHD_YES;
     }
+    clock_of(conn, 0);      /* the request is in: from here the route takes its time */
     return dispatch(r);
 }
 
@@ -260,6 +319,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         route_sessions_closed(r);
     if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && r->status < 400)
         r->status = 499; /* the client went away */
+    clock_of(conn, 1);      /* the connection awaits its next request */
     srv->m.requests_total++;
     int hundreds = r->status / 100;
     srv->m.http_status[hundreds >= 1 && hundreds <= 5 ? hundreds : 0]++;
@@ -272,10 +332,39 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx, enum MHD_ConnectionNotificationCode code)
 {
-    (void)conn;
-    (void)socket_ctx;
     server *srv = cls;
-    srv->http->open_connections += code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1;
+    http *h = srv->http;
+    h->open_connections += code == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        conn_clock *c = ci ? calloc(1, sizeof *c) : NULL;
+        if (c) {
+            *c = (conn_clock){.next = h->clocks, .fd = ci->connect_fd, .since = now_seconds(), .receiving = 1};
+            h->clocks = c;
+        }
+        *socket_ctx = c;
+        return;
+    }
+    for (conn_clock **pp = &h->clocks; *pp; pp = &(*pp)->next)
+        if (*pp == *socket_ctx) {
+            conn_clock *c = *pp;
+            *pp = c->next;
+            free(c);
+            break;
+        }
+    *socket_ctx = NULL;
+}
+
+void http_sweep(server *srv)
+{
+    double now = now_seconds(), limit = srv->cfg.connection_timeout_s;
+    for (conn_clock *c = srv->http ? srv->http->clocks : NULL; c; c = c->next)
+        if (c->receiving && now - c->since > limit) {
+            shutdown(c->fd, SHUT_RDWR);     /* MHD sees the end of the stream and closes the connection */
+            c->receiving = 0;
+        }
+    if (srv->http)
+        http_kick(srv);
 }
 
 /* ---------------------------------------------------------------- the uv glue */
@@ -321,6 +410,16 @@ static enum MHD_Result on_accept(void *cls, const struct sockaddr *addr, socklen
     return srv->http->open_connections < srv->cfg.connection_limit ? MHD_YES : MHD_NO;
 }
 
+/* URL unescaping, except that a %00 stays as written: a NUL would end the path as
+ * a C string, so "/v1/sessions/ID%00/../x" would act on ID. Such a URL then names
+ * nothing (404). */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    return strstr(s, "%00") ? strlen(s) : MHD_http_unescape(s);
+}
+
 /* libmicrohttpd's own messages, into the server's log: a client gone before its
  * answer was sent (a dropped stream) is routine, at debug level; the rest warn. */
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -352,6 +451,7 @@ int http_start(server *srv)
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
                             MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, srv,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)srv->cfg.connection_timeout_s,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)srv->cfg.connection_limit + 8,
                             MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, MHD_OPTION_END);

@@ -43,6 +43,10 @@ int http_open_connections(const server *srv);
 void http_stop(server *srv);
 /* Let MHD process what is ready now (after resuming a connection). */
 void http_kick(server *srv);
+/* Every second: close connections whose client has taken longer than
+ * --connection-timeout to send its request (headers and body), however slowly it
+ * trickles; MHD's own timeout only closes idle ones. */
+void http_sweep(server *srv);
 
 /* An error to send: HTTP status, the parameter and code of the OpenAI error object.
  * Parsers fill one with api_fail (which returns 0, so `return api_fail(...)`). */

@@ -228,6 +228,7 @@ static void on_sweep(uv_timer_t *t)
 {
     server *srv = t->data;
     jobs_sweep(srv);
+    http_sweep(srv);
     sessions_expire(srv);
     if (!srv->shutting_down)
         return;

@@ -35,7 +35,7 @@ int http_connect(int port)
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);     /* a server that answered early and closed: EPIPE, no signal */
         if (w <= 0) {
             if (w < 0 && errno == EINTR)
                 continue;
@@ -97,10 +97,7 @@ int http_do(int port, const char *method, const char *path, const char *body, si
     int fd = connect_local(port);
     if (fd < 0)
         return -1;
-    if (send_request(fd, method, path, body, body_len, extra_headers) != 0) {
-        close(fd);
-        return -1;
-    }
+    int unsent = send_request(fd, method, path, body, body_len, extra_headers);  /* the answer may have come early */
     size_t cap = 1 << 16, len = 0;
     char *buf = malloc(cap);
     for (;;) {
@@ -114,6 +111,10 @@ int http_do(int port, const char *method, const char *path, const char *body, si
         len += (size_t)r;
     }
     close(fd);
+    if (unsent && !len) {
+        free(buf);
+        return -1;
+    }
     buf[len] = '\0';
     char *sep = strstr(buf, "\r\n\r\n");
     if (!sep || sscanf(buf, "HTTP/1.%*d %d", &out->status) != 1) {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -295,4 +296,25 @@ Test(faults, a_full_disk_is_logged_and_loses_nothing_persisted, .init = setup, .
     mount_small(state_dir, 0);
     free(a);
     free(b);
+}
+
+/* A client that trickles its headers or body, a byte now and then, never idle for
+ * the timeout, is still cut once sending its request has taken longer than it. */
+Test(faults, slowloris_trickling_is_cut_too, .init = setup, .fini = teardown, .timeout = 60)
+{
+    const char *args[] = {"--connection-timeout", "1", NULL};
+    start(args);
+    int fd = http_connect(S.port);
+    cr_assert_geq(fd, 0);
+    const char *h = "GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+    cr_assert_eq(write(fd, h, strlen(h)), (ssize_t)strlen(h));
+    int closed = 0;
+    for (int i = 0; i < 40 && !closed; i++) {       /* a header line every 0.3 s, for up to 12 s */
+        closed = closed_within(fd, 300);
+        if (!closed)
+            closed = send(fd, "X: y\r\n", 6, MSG_NOSIGNAL) != 6;
+    }
+    cr_expect(closed, "a trickling client is closed");
+    close(fd);
+    cr_expect_eq(status_of("GET", "/health", NULL), 200, "the server keeps serving");
 }

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "http_client.h"
 #include "util.h"
@@ -138,4 +139,51 @@ Test(security, body_session_ids_with_path_tricks_are_refused, .init = setup, .fi
     }
     struct stat st;
     cr_assert_eq(stat(victim, &st), 0, "the file outside the state directory survives");
+}
+
+/* The head of the answer to raw request bytes (what a client library would not send). */
+static void raw_answer(const char *request, char *out, size_t cap)
+{
+    int fd = http_connect(S.port);
+    cr_assert_geq(fd, 0);
+    cr_assert_eq(write(fd, request, strlen(request)), (ssize_t)strlen(request));
+    size_t got = 0;
+    ssize_t k;
+    while (got + 1 < cap && (k = read(fd, out + got, cap - 1 - got)) > 0)
+        got += (size_t)k;
+    out[got] = '\0';
+    close(fd);
+}
+
+/* A %00 in the URL is not decoded into a NUL that would end the path early (and
+ * make "/v1/sessions/ID%00/../x" act on ID): such a URL names nothing. Framing that
+ * could smuggle or stall is refused before any body is read: two Content-Lengths,
+ * a transfer coding other than chunked, a declared body over the limit (no
+ * "100 Continue" first). The Bearer scheme is case-insensitive. */
+Test(security, nul_urls_and_request_framing, .init = setup, .fini = teardown, .timeout = 60)
+{
+    json_t *j = NULL;
+    http_response r;
+    cr_assert_eq(http_do(S.port, "POST", "/v1/sessions", "{}", 2, NULL, &r), 0);
+    j = json_loads(r.body, 0, NULL);
+    char id[96], path[256];
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(j, "id")));
+    json_decref(j);
+    http_response_free(&r);
+    snprintf(path, sizeof path, "/v1/sessions/%s%%00/../../victim", id);
+    cr_expect_eq(status_of("DELETE", path, NULL), 404);
+    cr_expect_eq(status_of("POST", "/v1/completions%00x", "{\"prompt\":\"a\"}"), 404);
+    snprintf(path, sizeof path, "/v1/sessions/%s", id);
+    cr_expect_eq(status_of("GET", path, NULL), 200, "the session is still there");
+    char answer[2048];
+    raw_answer("POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Length: 16\r\nContent-Length: 3\r\nConnection: close\r\n"
+               "\r\n{\"content\":\"a\"}", answer, sizeof answer);
+    cr_expect_eq(strncmp(answer, "HTTP/1.1 400", 12), 0, "%s", answer);
+    raw_answer("POST /tokenize HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n", answer,
+               sizeof answer);
+    cr_expect_eq(strncmp(answer, "HTTP/1.1 501", 12), 0, "%s", answer);
+    raw_answer("POST /tokenize HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\nExpect: 100-continue\r\n"
+               "Connection: close\r\n\r\n", answer, sizeof answer);
+    cr_expect_eq(strncmp(answer, "HTTP/1.1 413", 12), 0, "at once, no 100 Continue: %s", answer);
+    cr_expect_eq(status_of("GET", "/health", NULL), 200);
 }
