@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -523,13 +524,24 @@ strata_status strata_session_serialize(const strata_session *s, void **bytes, si
     return st;
 }
 
-static const st_tensor *expect_tensor(const st_file *f, const char *name, size_t numel, strata_error *err)
+/* State tensor `name`: F32 of exactly this model's shape (ndim dims), finite. */
+static const st_tensor *expect_tensor(const st_file *f, const char *name, int ndim, const int64_t *shape,
+                                      strata_error *err)
 {
     const st_tensor *t = st_find(f, name);
-    if (!t || (size_t)t->numel != numel || (t->dtype != ST_F32 && t->dtype != ST_I32)) {
-        strata_fail(err, STRATA_E_FORMAT, "session file: tensor %s is missing or has the wrong size", name);
+    int ok = t && t->dtype == ST_F32 && t->ndim == ndim;
+    for (int d = 0; ok && d < ndim; d++)
+        ok = t->shape[d] == shape[d];
+    if (!ok) {      /* present but of other shapes: a file of another model (as a wrong fingerprint is) */
+        strata_fail(err, t && t->dtype == ST_F32 ? STRATA_E_INVALID : STRATA_E_FORMAT,
+                    "session file: tensor %s is missing or not of this model's shape", name);
         return NULL;
     }
+    for (int64_t i = 0; i < t->numel; i++)
+        if (!isfinite(((const float *)t->data)[i])) {
+            strata_fail(err, STRATA_E_FORMAT, "session file: tensor %s holds a value that is not finite", name);
+            return NULL;
+        }
     return t;
 }
 
@@ -537,16 +549,16 @@ static strata_status read_recurrent(const st_file *f, const strata_model *model,
                                     strata_error *err)
 {
     const strata_model_info *m = &model->cfg.info;
-    size_t conv = (size_t)(m->conv_kernel - 1) * (size_t)m->conv_dim, ssm = (size_t)m->d_inner * (size_t)m->ssm_state_size;
+    size_t conv = (size_t)(m->conv_kernel - 1) * (size_t)m->conv_dim;
     for (int i = 0; i < model->n_mamba; i++) {
         char name[64];
         snprintf(name, sizeof name, "%sconv.%d", prefix, i);
-        const st_tensor *t = expect_tensor(f, name, conv, err);
+        const st_tensor *t = expect_tensor(f, name, 2, (int64_t[]){m->conv_kernel - 1, m->conv_dim}, err);
         if (!t)
             return STRATA_E_FORMAT;
         memcpy(c->conv[i], t->data, conv * 4);
         snprintf(name, sizeof name, "%sssm.%d", prefix, i);
-        if (!(t = expect_tensor(f, name, ssm, err)))
+        if (!(t = expect_tensor(f, name, 3, (int64_t[]){m->mamba_heads, m->mamba_head_dim, m->ssm_state_size}, err)))
             return STRATA_E_FORMAT;
         cache_set_ssm(c, i, t->data);
     }
@@ -562,7 +574,7 @@ static strata_status read_kv(const st_file *f, strata_session *s, strata_error *
         for (int kv = 0; kv < 2; kv++) {
             char name[64];
             snprintf(name, sizeof name, "state.%s.%d", kv ? "v" : "k", j);
-            const st_tensor *t = expect_tensor(f, name, (size_t)m->kv_heads * T * hd, err);
+            const st_tensor *t = expect_tensor(f, name, 3, (int64_t[]){m->kv_heads, (int64_t)T, (int64_t)hd}, err);
             if (!t)
                 return STRATA_E_FORMAT;
             for (int h = 0; h < m->kv_heads; h++)
@@ -579,11 +591,14 @@ static strata_status check_header(const st_file *f, const strata_model *model, j
     const char *format = json_string_value(json_object_get(meta, "format"));
     const char *fp = json_string_value(json_object_get(meta, "model"));
     const char *crc = json_string_value(json_object_get(meta, "crc32"));
+    const char *version = json_string_value(json_object_get(meta, "version"));
     char want[256];
     fingerprint(model, want, sizeof want);
     strata_status st = STRATA_OK;
     if (!format || strcmp(format, "strata-session"))
         st = strata_fail(err, STRATA_E_FORMAT, "not a strata session file");
+    else if (!version || strcmp(version, "1"))
+        st = strata_fail(err, STRATA_E_FORMAT, "session file version %.16s (this build reads 1)", version ? version : "?");
     else if (!fp || strcmp(fp, want))
         st = strata_fail(err, STRATA_E_INVALID, "the session belongs to another model (%s, this is %s)", fp ? fp : "?", want);
     else if (!crc || strtoul(crc, NULL, 16) != st_crc32(0, (const uint8_t *)f->map + f->data_offset,
@@ -621,6 +636,10 @@ static strata_status read_checkpoints(const st_file *f, strata_session *s, json_
         if (st != STRATA_OK)
             break;
         json_int_t pos = json_integer_value(json_array_get(cp, 0));
+        if (!json_is_integer(json_array_get(cp, 0)) || !json_is_boolean(json_array_get(cp, 1))) {
+            st = strata_fail(err, STRATA_E_FORMAT, "session file: checkpoint %zu is not [position, automatic, ...]", i);
+            break;
+        }
         if (pos < 0 || pos > s->n) {
             st = strata_fail(err, STRATA_E_FORMAT, "session file: checkpoint position %lld out of range", (long long)pos);
             break;
@@ -650,6 +669,9 @@ strata_status strata_session_deserialize(const strata_model *model, const void *
     const st_tensor *tokens = st == STRATA_OK ? st_find(f, "tokens") : NULL;
     if (st == STRATA_OK && (!tokens || tokens->dtype != ST_I32 || tokens->ndim != 1))
         st = strata_fail(err, STRATA_E_FORMAT, "session file: no tokens");
+    else if (st == STRATA_OK && tokens->numel > model->cfg.info.max_position_embeddings)
+        st = strata_fail(err, STRATA_E_FORMAT, "session file: %lld tokens, over this model's context of %d",
+                         (long long)tokens->numel, model->cfg.info.max_position_embeddings);
     if (st == STRATA_OK)
         st = strata_session_new(model, &s, err);
     if (st == STRATA_OK)
@@ -664,7 +686,7 @@ strata_status strata_session_deserialize(const strata_model *model, const void *
     if (st == STRATA_OK)
         st = read_checkpoints(f, s, meta, err);
     const char *created = json_string_value(json_object_get(meta, "created"));
-    if (st == STRATA_OK && created)     /* files written before it was kept: the time of loading */
+    if (st == STRATA_OK && created && strtoll(created, NULL, 10) > 0)  /* else (older files): the time of loading */
         s->created = strtoll(created, NULL, 10);
     json_decref(meta);
     st_close(f);
@@ -735,6 +757,7 @@ strata_status strata_session_peek(const char *path, strata_session_summary *out,
         struct stat sb;
         out->n_tokens = (int)tokens->numel;
         out->created = strtoll(json_string_value(json_object_get(meta, "created")) ?: "0", NULL, 10);
+        out->created = out->created > 0 ? out->created : 0;
         out->saved = stat(path, &sb) == 0 ? (int64_t)sb.st_mtime : 0;
         out->state_bytes = strtoull(json_string_value(json_object_get(meta, "state_bytes")) ?: "0", NULL, 10);
         size_t i;

@@ -4,6 +4,7 @@
  * over, and a session survives serialization (and refuses corruption).
  */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -309,4 +310,64 @@ Test(session, a_prompt_ending_at_a_checkpoint_with_logits_is_reused_whole)
     strata_session_free(s);
     strata_session_free(f);
     strata_session_free(t);
+}
+
+/* The bytes of a session file whose header `edit` changed, the data section (and so
+ * its checksum) as it was: the header is written back at its old length. */
+static void *edited_header(const void *bytes, size_t len, void (*edit)(json_t *header))
+{
+    uint64_t hl;
+    memcpy(&hl, bytes, 8);
+    json_t *h = json_loadb((const char *)bytes + 8, (size_t)hl, 0, NULL);
+    cr_assert(h);
+    edit(h);
+    char *text = json_dumps(h, JSON_COMPACT);
+    cr_assert_leq(strlen(text), hl);
+    char *out = malloc(len);
+    memcpy(out, bytes, len);
+    memset(out + 8, ' ', (size_t)hl);
+    memcpy(out + 8, text, strlen(text));
+    free(text);
+    json_decref(h);
+    return out;
+}
+
+static void flatten_ssm(json_t *h)      /* (H, P, N) → (H, P·N): the same bytes, another shape */
+{
+    json_t *shape = json_object_get(json_object_get(h, "state.ssm.0"), "shape");
+    json_int_t pn = json_integer_value(json_array_get(shape, 1)) * json_integer_value(json_array_get(shape, 2));
+    json_array_remove(shape, 2);
+    json_array_set_new(shape, 1, json_integer(pn));
+}
+
+static void later_version(json_t *h)
+{
+    json_object_set_new(json_object_get(h, "__metadata__"), "version", json_string("2"));
+}
+
+/* An imported file must hold this model's shapes, not only its byte counts, and be
+ * of the version this build writes. */
+Test(session, a_file_of_other_shapes_or_version_is_refused)
+{
+    strata_error err;
+    strata_session *s, *t;
+    float a[V];
+    cr_assert_eq(strata_session_new(M, &s, &err), STRATA_OK);
+    feed(s, ids, 20, a);
+    void *bytes;
+    size_t len;
+    cr_assert_eq(strata_session_serialize(s, &bytes, &len, &err), STRATA_OK);
+    void (*edits[2])(json_t *) = {flatten_ssm, later_version};
+    const char *says[2] = {"shape", "version"};
+    strata_status status[2] = {STRATA_E_INVALID, STRATA_E_FORMAT};      /* another model's file; not one we read */
+    for (int k = 0; k < 2; k++) {
+        void *bad = edited_header(bytes, len, edits[k]);
+        cr_assert_eq(strata_session_deserialize(M, bad, len, &t, &err), status[k], "edit %d", k);
+        cr_assert(strstr(err.message, says[k]), "%s", err.message);
+        free(bad);
+    }
+    cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_OK, "the file as written loads");
+    strata_session_free(t);
+    free(bytes);
+    strata_session_free(s);
 }
