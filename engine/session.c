@@ -525,24 +525,21 @@ strata_status strata_session_serialize(const strata_session *s, void **bytes, si
 }
 
 /* State tensor `name`: F32 of exactly this model's shape (ndim dims), finite. */
-static const st_tensor *expect_tensor(const st_file *f, const char *name, int ndim, const int64_t *shape,
-                                      strata_error *err)
+static strata_status expect_tensor(const st_file *f, const char *name, int ndim, const int64_t *shape,
+                                   const st_tensor **out, strata_error *err)
 {
     const st_tensor *t = st_find(f, name);
     int ok = t && t->dtype == ST_F32 && t->ndim == ndim;
     for (int d = 0; ok && d < ndim; d++)
         ok = t->shape[d] == shape[d];
-    if (!ok) {      /* present but of other shapes: a file of another model (as a wrong fingerprint is) */
-        strata_fail(err, t && t->dtype == ST_F32 ? STRATA_E_INVALID : STRATA_E_FORMAT,
-                    "session file: tensor %s is missing or not of this model's shape", name);
-        return NULL;
-    }
+    if (!ok)        /* present but of other shapes: a file of another model (as a wrong fingerprint is) */
+        return strata_fail(err, t && t->dtype == ST_F32 ? STRATA_E_INVALID : STRATA_E_FORMAT,
+                           "session file: tensor %s is missing or not of this model's shape", name);
     for (int64_t i = 0; i < t->numel; i++)
-        if (!isfinite(((const float *)t->data)[i])) {
-            strata_fail(err, STRATA_E_FORMAT, "session file: tensor %s holds a value that is not finite", name);
-            return NULL;
-        }
-    return t;
+        if (!isfinite(((const float *)t->data)[i]))
+            return strata_fail(err, STRATA_E_FORMAT, "session file: tensor %s holds a value that is not finite", name);
+    *out = t;
+    return STRATA_OK;
 }
 
 static strata_status read_recurrent(const st_file *f, const strata_model *model, strata_cache *c, const char *prefix,
@@ -553,13 +550,12 @@ static strata_status read_recurrent(const st_file *f, const strata_model *model,
     for (int i = 0; i < model->n_mamba; i++) {
         char name[64];
         snprintf(name, sizeof name, "%sconv.%d", prefix, i);
-        const st_tensor *t = expect_tensor(f, name, 2, (int64_t[]){m->conv_kernel - 1, m->conv_dim}, err);
-        if (!t)
-            return STRATA_E_FORMAT;
+        const st_tensor *t;
+        STRATA_TRY(expect_tensor(f, name, 2, (int64_t[]){m->conv_kernel - 1, m->conv_dim}, &t, err));
         memcpy(c->conv[i], t->data, conv * 4);
         snprintf(name, sizeof name, "%sssm.%d", prefix, i);
-        if (!(t = expect_tensor(f, name, 3, (int64_t[]){m->mamba_heads, m->mamba_head_dim, m->ssm_state_size}, err)))
-            return STRATA_E_FORMAT;
+        STRATA_TRY(expect_tensor(f, name, 3, (int64_t[]){m->mamba_heads, m->mamba_head_dim, m->ssm_state_size}, &t,
+                                 err));
         cache_set_ssm(c, i, t->data);
     }
     return STRATA_OK;
@@ -574,9 +570,8 @@ static strata_status read_kv(const st_file *f, strata_session *s, strata_error *
         for (int kv = 0; kv < 2; kv++) {
             char name[64];
             snprintf(name, sizeof name, "state.%s.%d", kv ? "v" : "k", j);
-            const st_tensor *t = expect_tensor(f, name, 3, (int64_t[]){m->kv_heads, (int64_t)T, (int64_t)hd}, err);
-            if (!t)
-                return STRATA_E_FORMAT;
+            const st_tensor *t;
+            STRATA_TRY(expect_tensor(f, name, 3, (int64_t[]){m->kv_heads, (int64_t)T, (int64_t)hd}, &t, err));
             for (int h = 0; h < m->kv_heads; h++)
                 for (size_t p = 0; p < T; p++)
                     cache_kv_put(s->cache, j, kv, h, (int)p, (const float *)t->data + ((size_t)h * T + p) * hd);

@@ -362,7 +362,7 @@ Test(session, a_file_of_other_shapes_or_version_is_refused)
     strata_status status[2] = {STRATA_E_INVALID, STRATA_E_FORMAT};      /* another model's file; not one we read */
     for (int k = 0; k < 2; k++) {
         void *bad = edited_header(bytes, len, edits[k]);
-        cr_assert_eq(strata_session_deserialize(M, bad, len, &t, &err), status[k], "edit %d", k);
+        cr_assert_eq(strata_session_deserialize(M, bad, len, &t, &err), status[k], "edit %d: %s", k, err.message);
         cr_assert(strstr(err.message, says[k]), "%s", err.message);
         free(bad);
     }
