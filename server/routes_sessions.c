@@ -257,9 +257,12 @@ static enum MHD_Result create(http_req *r)
         free(ids);
         return full(r);
     }
-    if (ids)
-        return prefill(r, e, ids, n, 201, 0);
-    return answer_when_saved(r, e, 201, NULL);
+    if (!ids)
+        return answer_when_saved(r, e, 201, NULL);
+    ret = prefill(r, e, ids, n, 201, 0);
+    if (!r->job)                /* the prefill was refused (the answer says why): no session was made */
+        sessions_remove(r->srv, e);
+    return ret;
 }
 
 static enum MHD_Result list(http_req *r)

@@ -98,9 +98,10 @@ static int evict_one(server *srv, const session_entry *keep)
     return 1;
 }
 
-int sessions_make_room(server *srv)
+int sessions_make_room(server *srv, uint64_t incoming)
 {
-    while (resident() >= srv->cfg.max_sessions || resident_bytes() >= (uint64_t)srv->cfg.session_memory_bytes)
+    uint64_t cap = (uint64_t)srv->cfg.session_memory_bytes;
+    while (resident() >= srv->cfg.max_sessions || (resident() > 0 && resident_bytes() + incoming > cap))
         if (!evict_one(srv, NULL))
             return 0;
     return 1;
@@ -143,12 +144,12 @@ session_entry *sessions_find(server *srv, const char *id, api_error *ae)
     char path[4200];
     strata_error err;
     file_path(srv, e->id, path, sizeof path);
-    if (!sessions_make_room(srv)) {
+    if (!sessions_make_room(srv, e->state_bytes)) {
         sessions_no_room(srv, ae);
         return NULL; /* no room now; the file stays */
     }
     if (strata_session_load(srv->model, path, &e->s, &err) != STRATA_OK) {
-        api_fail(ae, 404, "session", "session_not_found", "session '%s' was lost: %s", e->id, err.message);
+        api_fail(ae, 404, "session", "session_not_found", "session '%s' was lost: its file is unreadable", e->id);
         log_line(srv, "error", "session %s lost: %s", e->id, err.message);
         char bad[4300];
         snprintf(bad, sizeof bad, "%s.corrupt", path);
@@ -222,7 +223,7 @@ static void fresh_id(char *buf, size_t len)
 
 session_entry *sessions_add(server *srv, strata_session *s, const char *id)
 {
-    if (n_sessions >= total_cap(srv) || !sessions_make_room(srv))
+    if (n_sessions >= total_cap(srv) || !sessions_make_room(srv, strata_session_state_bytes(s)))
         return NULL;
     session_entry *e = calloc(1, sizeof *e);
     if (!e)

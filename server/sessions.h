@@ -34,9 +34,10 @@ void sessions_free(server *srv);
 session_entry *sessions_find(server *srv, const char *id, api_error *e);
 /* Whether a session has this id (resident or evicted; nothing is loaded). */
 int sessions_exists(const char *id);
-/* Make room for one more resident session: evict idle ones to disk (LRU) while the
- * caps on resident sessions and state bytes are exceeded. 0: cannot (-> 429). */
-int sessions_make_room(server *srv);
+/* Make room for one more resident session of `incoming` state bytes: evict idle
+ * ones to disk (LRU) while the caps on resident sessions and state bytes would be
+ * exceeded (one alone may pass the byte cap). 0: cannot (-> 429). */
+int sessions_make_room(server *srv, uint64_t incoming);
 /* Before a request grows resident session `self`: evict idle others while the
  * sessions' state is over --session-memory-bytes (every change is followed by the
  * same trim, self included). 1: go on (also when self is the only one resident);

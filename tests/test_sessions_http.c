@@ -638,6 +638,9 @@ Test(session_limits, the_state_byte_cap_holds_as_sessions_grow, .timeout = 60)
     snprintf(path, sizeof path, "/v1/sessions/%s", b);
     json_decref(req("DELETE", path, NULL, 200));
     grow(a, 200);                                   /* alone, it may use what it needs */
+    j = req("POST", "/v1/sessions", "{\"prompt\":[1,2,3]}", 429);
+    json_decref(j);
+    cr_assert_eq(metric("strata_live_sessions"), 1, "a refused create leaves no session behind");
     cr_assert_eq(server_stop(&S), 0);
     free(a);
     free(b);
