@@ -99,6 +99,7 @@ struct gen_job {
     session_entry *session;
     int reused, reprocessed;    /* prompt tokens already in the cache; tokens done again */
     const float *session_logits; /* a session checkpoint's logits when the prompt ends there */
+    int persisted;              /* the session's save after it worked */
     int32_t *generated;         /* choice 0's tokens, in order */
     int n_generated;
     strata_cache *snapshots[STRATA_SESSION_MAX_CHECKPOINTS]; /* taken during prefill */
@@ -682,9 +683,13 @@ static void final_json(gen_job *job, strbuf *b)
     }
     sb_puts(b, "],");
     usage_json(b, job);
-    if (*job->p.session_id)
-        sb_printf(b, ",\"session\":{\"id\":\"%s\",\"tokens_reused\":%d,\"tokens_reprocessed\":%d}",
+    if (*job->p.session_id) {
+        sb_printf(b, ",\"session\":{\"id\":\"%s\",\"tokens_reused\":%d,\"tokens_reprocessed\":%d",
                   job->p.session_id, job->reused, job->reprocessed);
+        if (*job->srv->cfg.state_dir)  /* whether the save after it worked (the log says why not) */
+            sb_printf(b, ",\"persisted\":%s", job->persisted ? "true" : "false");
+        sb_puts(b, "}");
+    }
     generated_activations(job, b);
     sb_puts(b, "}");
 }
@@ -773,6 +778,7 @@ static void session_saved(void *arg)
     gen_job *job = arg;
     session_entry *se = job->session;
     se->busy = 0;
+    job->persisted = se->on_disk;
     job->session = NULL;
     respond(job, se);
     wake_client(job);

@@ -391,7 +391,9 @@ enum MHD_Result route_sessions(http_req *r, const char *rest)
     if (e->busy && !(!*action && get))
         return busy(r, e);
     if (!*action && del) {
-        sessions_remove(r->srv, e);
+        if (sessions_remove(r->srv, e) != 0)
+            return http_send_error(r, 500, "session", "session_not_deleted", "session '%s' could not be deleted: its "
+                                   "file in the state directory cannot be removed (see the server log)", id);
         strbuf b = {0};
         sb_printf(&b, "{\"id\":\"%s\",\"object\":\"session.deleted\",\"deleted\":true}", id);
         enum MHD_Result ret = http_send_json(r, 200, &b);

@@ -10,6 +10,7 @@
  * save failed). Ids are validated before they are ever joined to a path.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,7 @@
 
 static session_entry *all;
 static int n_sessions;
+static int persisting;          /* there is a state directory */
 
 int session_id_valid(const char *id)
 {
@@ -170,8 +172,8 @@ void sessions_expire(server *srv)
     for (session_entry *e = all, *next; e; e = next) {
         next = e->next;
         if (!e->busy && e->last_used < cutoff) {
-            log_line(srv, "info", "session %s expired", e->id);
-            sessions_remove(srv, e);
+            if (sessions_remove(srv, e) == 0)     /* else logged; the next sweep tries again */
+                log_line(srv, "info", "session %s expired", e->id);
         }
     }
 }
@@ -250,21 +252,25 @@ static void file_path(const server *srv, const char *id, char *buf, size_t len)
     snprintf(buf, len, "%s/%s.safetensors", srv->cfg.state_dir, id);
 }
 
-void sessions_remove(server *srv, session_entry *e)
+int sessions_remove(server *srv, session_entry *e)
 {
+    if (*srv->cfg.state_dir) {  /* the file first: one left behind would bring the session back at the next start */
+        char path[4200];
+        file_path(srv, e->id, path, sizeof path);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            log_line(srv, "error", "session %s not deleted: %s", e->id, strerror(errno));
+            return -1;
+        }
+    }
     for (session_entry **pp = &all; *pp; pp = &(*pp)->next)
         if (*pp == e) {
             *pp = e->next;
             break;
         }
-    if (*srv->cfg.state_dir) {
-        char path[4200];
-        file_path(srv, e->id, path, sizeof path);
-        unlink(path);
-    }
     strata_session_free(e->s);
     free(e);
     n_sessions--;
+    return 0;
 }
 
 
@@ -364,7 +370,8 @@ void sessions_flush(server *srv)
 
 void sessions_init(server *srv)
 {
-    if (!*srv->cfg.state_dir)
+    persisting = *srv->cfg.state_dir != '\0';
+    if (!persisting)
         return;
     mkdir(srv->cfg.state_dir, 0700);
     DIR *d = opendir(srv->cfg.state_dir);
@@ -429,6 +436,8 @@ void session_json(const session_entry *e, strbuf *b)
 {
     sb_puts(b, "{\"id\":");
     sb_json_string(b, e->id, strlen(e->id));
+    if (persisting)     /* with a state directory: whether its file holds this state (a save can fail) */
+        sb_printf(b, ",\"persisted\":%s", e->on_disk ? "true" : "false");
     sb_printf(b, ",\"object\":\"session\",\"n_tokens\":%d,\"state_bytes\":%llu,\"busy\":%s,\"resident\":%s,"
                  "\"created\":%ld,\"last_used\":%ld,\"tokens_reprocessed\":%d,\"checkpoints\":[",
               e->s ? strata_session_n_tokens(e->s) : e->n_tokens,

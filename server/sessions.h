@@ -50,7 +50,9 @@ void sessions_expire(server *srv);
 /* Register s under a fresh id (or `id` when given and free); NULL when the cap is
  * reached (s is then still the caller's). */
 session_entry *sessions_add(server *srv, strata_session *s, const char *id);
-void sessions_remove(server *srv, session_entry *e);
+/* Forget the session and delete its file; -1 (logged, the session kept) when the
+ * file cannot be deleted, as it would bring the session back at the next start. */
+int sessions_remove(server *srv, session_entry *e);
 /* The session was used now. */
 void sessions_touch(session_entry *e);
 /* A request takes the session (single writer): busy, and no longer known to match

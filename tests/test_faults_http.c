@@ -80,7 +80,9 @@ static char *server_log(void)
     return buf;
 }
 
-static char *create_session(const char *prompt)
+/* A new session prefilled with prompt; *persisted (may be NULL): what the answer says
+ * of its save. */
+static char *create_session_saved(const char *prompt, int *persisted)
 {
     char body[256];
     snprintf(body, sizeof body, "{\"prompt\":\"%s\"}", prompt);
@@ -89,9 +91,16 @@ static char *create_session(const char *prompt)
     cr_assert_eq(r.status, 201, "%s", r.body);
     json_t *j = json_loads(r.body, 0, NULL);
     char *id = strdup(json_string_value(json_object_get(j, "id")));
+    if (persisted)
+        *persisted = json_is_true(json_object_get(j, "persisted"));
     json_decref(j);
     http_response_free(&r);
     return id;
+}
+
+static char *create_session(const char *prompt)
+{
+    return create_session_saved(prompt, NULL);
 }
 
 static int continue_session(const char *id)
@@ -199,10 +208,17 @@ Test(faults, a_read_only_state_dir_is_logged_and_loses_nothing_persisted, .init 
         free(a);
         cr_skip_test("cannot make a directory read-only here (no chattr, running as root)");
     }
-    /* writes fail: the server says so, and goes on serving from memory */
-    char *b = create_session("And God said");
+    /* writes fail: the server says so (the log, and "persisted": false in the answers),
+     * and goes on serving from memory; a delete that cannot remove the file is refused */
+    int persisted = 1;
+    char *b = create_session_saved("And God said", &persisted);
+    cr_expect(!persisted, "the answer says the session is not on disk");
     cr_expect_eq(continue_session(a), 200);
     cr_expect_eq(continue_session(b), 200);
+    char sp[256];
+    snprintf(sp, sizeof sp, "/v1/sessions/%s", a);
+    cr_expect_eq(status_of("DELETE", sp, NULL), 500, "its file cannot go: the session stays");
+    cr_expect_eq(status_of("GET", sp, NULL), 200);
     cr_expect_eq(status_of("GET", "/health", NULL), 200);
     cr_expect(strstr(server_log(), "not persisted") != NULL, "a clear error is logged:\n%s", server_log());
     cr_assert_eq(stat(path, &after), 0, "the persisted file is still there");
