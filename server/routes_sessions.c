@@ -314,9 +314,11 @@ static enum MHD_Result rewind_session(http_req *r, session_entry *e)
 {
     int bad;
     json_t *body = optional_body(r, &bad);
+    if (bad)
+        return http_send_error(r, 400, NULL, "invalid_json", "the body must be a JSON object");
     json_t *pos = json_object_get(body, "position");
     int n = strata_session_n_tokens(e->s);
-    if (bad || !json_is_integer(pos) || json_integer_value(pos) < 0 || json_integer_value(pos) > n) {
+    if (!json_is_integer(pos) || json_integer_value(pos) < 0 || json_integer_value(pos) > n) {
         json_decref(body);
         return http_send_error(r, 400, "position", "invalid_value", "position must be an integer in [0, %d]", n);
     }
