@@ -22,8 +22,13 @@ typedef struct conn_clock {
     struct conn_clock *next;
     MHD_socket fd;
     double since;
+    size_t received;            /* body bytes in since then */
     int receiving;              /* a request is awaited or coming in */
 } conn_clock;
+
+/* A body that keeps coming at this rate or more is given the time it needs (a large
+ * session import over a slow link); a trickle earns next to nothing. */
+#define UPLOAD_MIN_RATE (64.0 * 1024)
 
 struct http {
     struct MHD_Daemon *d;
@@ -228,14 +233,20 @@ static enum MHD_Result dispatch(http_req *r)
     return http_send_error(r, 404, NULL, "not_found", "no route %s %s", m, u);
 }
 
+static conn_clock *clock_get(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
 /* The clock of a connection (its socket context), now awaiting a request or not. */
 static void clock_of(struct MHD_Connection *conn, int receiving)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    conn_clock *c = ci ? ci->socket_context : NULL;
+    conn_clock *c = clock_get(conn);
     if (c) {
         c->receiving = receiving;
         c->since = now_seconds();
+        c->received = 0;
     }
 }
 
@@ -293,6 +304,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->save)
         return route_sessions_resumed(r);
     if (*upload_size) {
+        conn_clock *c = clock_get(conn);
+        if (c)
+            c->received += *upload_size;
         if ((long)(r->body.len + *upload_size) > body_limit(r))
             r->body_too_large = 1;
         else
@@ -359,7 +373,7 @@ void http_sweep(server *srv)
 {
     double now = now_seconds(), limit = srv->cfg.connection_timeout_s;
     for (conn_clock *c = srv->http ? srv->http->clocks : NULL; c; c = c->next)
-        if (c->receiving && now - c->since > limit) {
+        if (c->receiving && now - c->since > limit + (double)c->received / UPLOAD_MIN_RATE) {
             shutdown(c->fd, SHUT_RDWR);     /* MHD sees the end of the stream and closes the connection */
             c->receiving = 0;
         }

@@ -334,3 +334,36 @@ Test(faults, slowloris_trickling_is_cut_too, .init = setup, .fini = teardown, .t
     close(fd);
     cr_expect_eq(status_of("GET", "/health", NULL), 200, "the server keeps serving");
 }
+
+/* A body that keeps coming at a useful rate (here 100 KB/s for 3 s, with a 1 s
+ * timeout) is given the time it needs: a large session import over a slow link is
+ * not a slowloris. */
+Test(faults, a_steady_upload_outlasts_the_connection_timeout, .init = setup, .fini = teardown, .timeout = 60)
+{
+    const char *args[] = {"--connection-timeout", "1", NULL};
+    start(args);
+    size_t n = 300000;
+    char *body = malloc(n + 32);
+    int len = snprintf(body, 32, "{\"content\":\"");
+    memset(body + len, 'a', n);
+    len += (int)n;
+    len += snprintf(body + len, 32, "\"}");
+    int fd = http_connect(S.port);
+    char head[256];
+    snprintf(head, sizeof head, "POST /tokenize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %d\r\n"
+             "Connection: close\r\n\r\n", len);
+    cr_assert_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+    int sent_all = 1;
+    for (int off = 0; off < len && sent_all; off += 10000) {
+        int k = len - off < 10000 ? len - off : 10000;
+        sent_all = send(fd, body + off, (size_t)k, MSG_NOSIGNAL) == k;
+        usleep(100000);
+    }
+    cr_expect(sent_all, "the upload was not cut");
+    char answer[64] = "";
+    ssize_t got = read(fd, answer, sizeof answer - 1);
+    answer[got > 0 ? got : 0] = '\0';
+    cr_expect_eq(strncmp(answer, "HTTP/1.1 200", 12), 0, "answered: %s", answer);
+    close(fd);
+    free(body);
+}
