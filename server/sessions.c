@@ -172,8 +172,10 @@ void sessions_expire(server *srv)
     for (session_entry *e = all, *next; e; e = next) {
         next = e->next;
         if (!e->busy && e->last_used < cutoff) {
+            char id[sizeof e->id];
+            memcpy(id, e->id, sizeof id);
             if (sessions_remove(srv, e) == 0)     /* else logged; the next sweep tries again */
-                log_line(srv, "info", "session %s expired", e->id);
+                log_line(srv, "info", "session %s expired", id);
         }
     }
 }
