@@ -608,16 +608,20 @@ static strata_status check_header(const st_file *f, const strata_model *model, j
 }
 
 /* Checkpoint i's logits (optional: a malloc'd copy, or NULL). */
-static float *read_logits(const st_file *f, const strata_model *model, size_t i)
+static strata_status read_logits(const st_file *f, const strata_model *model, size_t i, float **out,
+                                 strata_error *err)
 {
     char name[48];
     snprintf(name, sizeof name, "checkpoint.%zu.logits", i);
-    const st_tensor *t = st_find(f, name);
-    float *logits = t && t->dtype == ST_F32 && t->numel == model->cfg.info.vocab_size ? malloc(logits_bytes(model))
-                                                                                      : NULL;
-    if (logits)
-        memcpy(logits, t->data, logits_bytes(model));
-    return logits;
+    const st_tensor *t;
+    *out = NULL;
+    if (!st_find(f, name))
+        return STRATA_OK;       /* optional */
+    STRATA_TRY(expect_tensor(f, name, 1, (int64_t[]){model->cfg.info.vocab_size}, &t, err));
+    if (!(*out = malloc(logits_bytes(model))))
+        return strata_fail(err, STRATA_E_NOMEM, "out of memory");
+    memcpy(*out, t->data, logits_bytes(model));
+    return STRATA_OK;
 }
 
 static strata_status read_checkpoints(const st_file *f, strata_session *s, json_t *meta, strata_error *err)
@@ -639,13 +643,15 @@ static strata_status read_checkpoints(const st_file *f, strata_session *s, json_
             st = strata_fail(err, STRATA_E_FORMAT, "session file: checkpoint position %lld out of range", (long long)pos);
             break;
         }
-        strata_cache *c;
+        strata_cache *c = NULL;
         st = cache_share_prefix(s->cache, (int)pos, &c, err);
         char prefix[48];
         snprintf(prefix, sizeof prefix, "checkpoint.%zu.", i);
-        if (st == STRATA_OK && (st = read_recurrent(f, s->model, c, prefix, err)) == STRATA_OK)
-            st = insert_checkpoint(s, c, read_logits(f, s->model, i), json_is_true(json_array_get(cp, 1)), err);
-        else if (st == STRATA_OK)
+        float *logits = NULL;
+        if (st == STRATA_OK && (st = read_recurrent(f, s->model, c, prefix, err)) == STRATA_OK &&
+            (st = read_logits(f, s->model, i, &logits, err)) == STRATA_OK)
+            st = insert_checkpoint(s, c, logits, json_is_true(json_array_get(cp, 1)), err);
+        else if (c)
             strata_cache_free(c);
     }
     json_decref(cps);

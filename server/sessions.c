@@ -202,6 +202,7 @@ static void note_file(const server *srv, session_entry *e)
         e->n_tokens = -1;       /* unreadable: loading it will say why */
         return;
     }
+    e->on_disk = 1;             /* its file is all there is of it */
     e->n_tokens = sum.n_tokens;
     e->state_bytes = sum.state_bytes;
     e->n_cps = sum.n_checkpoints;

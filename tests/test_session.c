@@ -5,6 +5,7 @@
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -368,6 +369,13 @@ Test(session, a_file_of_other_shapes_or_version_is_refused)
     }
     cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_OK, "the file as written loads");
     strata_session_free(t);
+    free(bytes);
+    /* logits kept with a checkpoint are checked as the state is: a NaN is refused */
+    a[7] = NAN;
+    checkpoint_with_logits(s, a);
+    cr_assert_eq(strata_session_serialize(s, &bytes, &len, &err), STRATA_OK);
+    cr_assert_eq(strata_session_deserialize(M, bytes, len, &t, &err), STRATA_E_FORMAT);
+    cr_assert(strstr(err.message, "not finite"), "%s", err.message);
     free(bytes);
     strata_session_free(s);
 }

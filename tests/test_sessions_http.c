@@ -695,6 +695,7 @@ Test(sessions, a_restart_lists_sessions_on_disk_as_they_were)
     json_t *after = listed(id);
     cr_assert(after);
     cr_assert(json_is_false(json_object_get(after, "resident")), "not loaded yet");
+    cr_assert(json_is_true(json_object_get(after, "persisted")), "its file holds it");
     const char *same[] = {"n_tokens", "state_bytes", "created", "checkpoints"};
     for (int k = 0; k < 4; k++)
         cr_assert(json_equal(json_object_get(before, same[k]), json_object_get(after, same[k])), "%s: %s vs %s",
