@@ -107,22 +107,38 @@ int api_fail(api_error *e, int status, const char *param, const char *code, cons
     return 0;
 }
 
+int api_integer(const json_t *v, long long *out)
+{
+    if (json_is_integer(v)) {
+        *out = (long long)json_integer_value(v);
+        return 1;
+    }
+    double r = json_is_real(v) ? json_real_value(v) : 0.5;
+    if (!(r >= -9.2e18 && r <= 9.2e18) || r != (double)(long long)r)
+        return 0;
+    *out = (long long)r;
+    return 1;
+}
+
 int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out, api_error *e)
 {
     size_t n = json_array_size(arr);
     for (size_t i = 0; i < n; i++) {
-        json_t *v = json_array_get(arr, i);
-        if (!json_is_integer(v))
+        long long id;
+        if (!api_integer(json_array_get(arr, i), &id))
             return api_fail(e, 400, param, "invalid_value", "%s[%zu] is not an integer token id", param, i);
-        if (json_integer_value(v) < 0 || json_integer_value(v) >= vocab)
+        if (id < 0 || id >= vocab)
             return api_fail(e, 400, param, "invalid_value", "%s[%zu] is %lld, not a token id in [0, %d)", param, i,
-                            (long long)json_integer_value(v), vocab);
+                            id, vocab);
     }
     int32_t *ids = malloc(sizeof *ids * (n + 1));
     if (!ids)
         return api_fail(e, 500, NULL, "internal_error", "out of memory");
-    for (size_t i = 0; i < n; i++)
-        ids[i] = (int32_t)json_integer_value(json_array_get(arr, i));
+    for (size_t i = 0; i < n; i++) {
+        long long id;
+        api_integer(json_array_get(arr, i), &id);
+        ids[i] = (int32_t)id;
+    }
     *out = ids;
     return 1;
 }

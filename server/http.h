@@ -62,6 +62,9 @@ int api_fail(api_error *e, int status, const char *param, const char *code, cons
  * room for one more (*out: the caller frees it); else 0, nothing allocated, and a
  * 400 on `param` naming the first element that is not one. */
 int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out, api_error *e);
+/* v as an integer: a JSON integer, or a real with an integral value that fits
+ * (4.0, 1e3: pydantic's lax mode reads them so). 0 for anything else. */
+int api_integer(const json_t *v, long long *out);
 enum MHD_Result http_send_api_error(http_req *r, const api_error *e);
 /* e as the OpenAI error object: {"error": {"message", "type", "param", "code"}}. */
 void api_error_json(strbuf *b, const api_error *e);

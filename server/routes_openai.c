@@ -40,10 +40,9 @@ static int get_int(json_t *body, const char *key, long lo, long hi, int *out, ap
     json_t *v = json_object_get(body, key);
     if (!v || json_is_null(v))
         return 1;
-    double r = json_is_real(v) ? json_real_value(v) : 0;      /* 4.0 and 1e3 are integers too (as pydantic's lax mode) */
-    if (!json_is_integer(v) && !(json_is_real(v) && r == (double)(long long)r && r >= -1e15 && r <= 1e15))
+    long long x;
+    if (!api_integer(v, &x))
         return BAD(key, "%s must be an integer", key);
-    long long x = json_is_integer(v) ? (long long)json_integer_value(v) : (long long)r;
     if (x < lo || x > hi)
         return BAD(key, "%s must be between %ld and %ld, got %lld", key, lo, hi, x);
     *out = (int)x;
@@ -116,9 +115,10 @@ static int parse_sampling(json_t *body, gen_params *p, const server *srv, api_er
     strata_sampling_default(s);
     json_t *seed = json_object_get(body, "seed");
     if (seed && !json_is_null(seed)) {
-        if (!json_is_integer(seed))
+        long long x;
+        if (!api_integer(seed, &x))
             return BAD("seed", "seed must be an integer");
-        s->seed = (uint64_t)json_integer_value(seed) * 0x9e3779b97f4a7c15ULL + 1;
+        s->seed = (uint64_t)x * 0x9e3779b97f4a7c15ULL + 1;
     }
     float top_k = 0;
     int ok = get_number(body, "temperature", 0, 2, &s->temperature, e) &&
@@ -666,21 +666,21 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
     if (ok && chat) {
         int lp = 0, top = 0;
         /* max_completion_tokens replaces the deprecated max_tokens: it wins when both come */
-        ok = get_bool(body, "logprobs", &lp, e) && get_int(body, "top_logprobs", 0, 20, &top, e) &&
-             get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
-             get_int(body, "max_completion_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) &&
-             parse_chat(body, srv, p, e);
-        if (json_object_get(body, "max_completion_tokens"))
+        json_t *mct = json_object_get(body, "max_completion_tokens");
+        if (mct && !json_is_null(mct))     /* then max_tokens, deprecated, is not read at all */
             max_field = "max_completion_tokens";
+        ok = get_bool(body, "logprobs", &lp, e) && get_int(body, "top_logprobs", 0, 20, &top, e) &&
+             get_int(body, max_field, 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) && parse_chat(body, srv, p, e);
         if (ok && top && !lp)
             ok = BAD("top_logprobs", "top_logprobs needs logprobs: true");
         p->logprobs = lp ? top : -1;
     } else if (ok) {
         json_t *lp = json_object_get(body, "logprobs");
-        if (lp && !json_is_null(lp) && (!json_is_integer(lp) || json_integer_value(lp) < 0 || json_integer_value(lp) > 5))
+        long long x = -1;
+        if (lp && !json_is_null(lp) && (!api_integer(lp, &x) || x < 0 || x > 5))
             ok = BAD("logprobs", "logprobs must be an integer between 0 and 5");
-        else if (lp && json_is_integer(lp))
-            p->logprobs = (int)json_integer_value(lp);
+        else if (lp && !json_is_null(lp))
+            p->logprobs = (int)x;
         ok = ok && get_bool(body, "echo", &p->echo, e) &&
              get_int(body, "max_tokens", 0, srv->cfg.max_tokens_limit, &p->max_tokens, e) && parse_prompt(body, srv, p, e);
     }
