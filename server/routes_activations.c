@@ -440,20 +440,22 @@ static void token_pieces(const server *srv, act_run *run)
 }
 
 /* The 413 for a response of `bytes` over --max-activation-bytes, with advice. */
-static int within_limit(const server *srv, uint64_t bytes, api_error *e)
+static int within_limit(const server *srv, uint64_t bytes, const char *advice, api_error *e)
 {
     uint64_t limit = (uint64_t)srv->cfg.max_activation_bytes;
     if (bytes > limit)
         return api_fail(e, 413, "hooks", "response_too_large", "the response would be about %.1f MiB, over this "
-                        "server's limit of %.1f MiB (--max-activation-bytes); ask for fewer hooks, fewer positions "
-                        "(\"positions\": \"last\" or a list), or a binary format (safetensors is ~3x smaller than json)",
-                        (double)bytes / 1048576.0, (double)limit / 1048576.0);
+                        "server's limit of %.1f MiB (--max-activation-bytes); %s", (double)bytes / 1048576.0,
+                        (double)limit / 1048576.0, advice);
     return 1;
 }
 
+static const char *const RUN_ADVICE = "ask for fewer hooks, fewer positions (\"positions\": \"last\" or a list), or "
+                                      "a binary format (safetensors is ~3x smaller than json)";
+
 static int check_size(act_job *job, api_error *e)
 {
-    return within_limit(job->srv, out_size(job->out, job->n_runs, job->format), e);
+    return within_limit(job->srv, out_size(job->out, job->n_runs, job->format), RUN_ADVICE, e);
 }
 
 /* Values a capture returns for P positions of a run of n tokens (shapes are known
@@ -481,7 +483,8 @@ static uint64_t capture_elems(const strata_model_info *m, const strata_capture *
 int generation_capture_fits(const server *srv, const strata_capture *cap, int n_tokens, int generated, api_error *e)
 {
     const strata_model_info *m = strata_model_get_info(srv->model);
-    return within_limit(srv, capture_elems(m, cap, (uint64_t)n_tokens, (uint64_t)generated) * 13, e);
+    return within_limit(srv, capture_elems(m, cap, (uint64_t)n_tokens, (uint64_t)generated) * 13,
+                        "ask for fewer hooks, or a smaller max_tokens (the size counts every token it allows)", e);
 }
 
 /* Capture shapes are known before running; the size check uses a dry layout. */
@@ -498,7 +501,7 @@ static int precheck_size(act_job *job, api_error *e)
         act_run *run = &job->runs[k];
         elems += capture_elems(m, run->cap, (uint64_t)run->n, run->sel ? (uint64_t)run->n_sel : (uint64_t)run->n);
     }
-    return within_limit(job->srv, elems * (job->format == OUT_JSON ? 13 : 4), e);
+    return within_limit(job->srv, elems * (job->format == OUT_JSON ? 13 : 4), RUN_ADVICE, e);
 }
 
 /* ---------------------------------------------------------------- running */

@@ -552,7 +552,7 @@ Test(activations, bad_input_is_a_clear_4xx)
     expect_error("/v1/completions", "{\"prompt\":[1,2],\"activations\":{\"hooks\":\"logits\"}}", 400, "activations");
     /* a generation's captures answer within the same limit, checked before it runs */
     expect_error("/v1/completions", "{\"prompt\":[1,2],\"max_tokens\":2000,\"activations\":{\"hooks\":"
-                 "[\"logits\",\"blocks.*.hook_out\"]}}", 413, "MiB");
+                 "[\"logits\",\"blocks.*.hook_out\"]}}", 413, "a smaller max_tokens");
     /* the server is unharmed */
     json_t *ok = post_json("{\"prompt\":[1,2,3],\"hooks\":[\"logits\"],\"positions\":\"last\"}", 200);
     json_decref(ok);
