@@ -14,16 +14,10 @@
 #include "strata.h"
 #include "util.h"
 
-static const char *shared(void)
-{
-    const char *s = getenv("STRATA_SHARED");
-    return s ? s : "../shared";
-}
-
 static char *path_of(const char *rel)
 {
-    char *p = NULL;
-    cr_assert(asprintf(&p, "%s/%s", shared(), rel) > 0);
+    char *p = strdup(shared_path(rel));
+    cr_assert(p);
     return p;
 }
 
