@@ -107,6 +107,48 @@ int api_fail(api_error *e, int status, const char *param, const char *code, cons
     return 0;
 }
 
+/* Whether any string in v holds U+0000. */
+static int has_nul(json_t *v)
+{
+    if (json_is_string(v))
+        return memchr(json_string_value(v), 0, json_string_length(v)) != NULL;
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_array(v))
+        json_array_foreach(v, i, x) if (has_nul(x)) return 1;
+    if (json_is_object(v))
+        json_object_foreach(v, k, x) if (has_nul(x)) return 1;
+    return 0;
+}
+
+int api_nul_only_in(json_t *body, const char *text, const char *list, const char *list_text, api_error *e)
+{
+    static _Thread_local char field[64];        /* e->param outlives body: a copy of the key */
+    const char *k, *bad = NULL;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (bad || !strcmp(k, text))
+            continue;
+        if (!list || strcmp(k, list) || !json_is_array(v)) {
+            bad = has_nul(v) ? k : NULL;
+            continue;
+        }
+        size_t i;
+        json_t *item, *x;
+        const char *ik;
+        json_array_foreach(v, i, item) {
+            if (!json_is_object(item) && has_nul(item))
+                bad = k;
+            json_object_foreach(item, ik, x) if (strcmp(ik, list_text) && has_nul(x)) bad = k;
+        }
+    }
+    if (!bad)
+        return 1;
+    snprintf(field, sizeof field, "%s", bad);
+    return api_fail(e, 400, field, "invalid_value", "%s holds U+0000, which only the text to tokenize may", field);
+}
+
 int api_integer(const json_t *v, long long *out)
 {
     if (json_is_integer(v)) {

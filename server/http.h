@@ -62,6 +62,10 @@ int api_fail(api_error *e, int status, const char *param, const char *code, cons
  * room for one more (*out: the caller frees it); else 0, nothing allocated, and a
  * 400 on `param` naming the first element that is not one. */
 int api_token_ids(const json_t *arr, int vocab, const char *param, int32_t **out, api_error *e);
+/* U+0000 is text only where text goes to the tokenizer: body field `text`, and
+ * field `list_text` of the objects in array `list` (NULL: none); anywhere else (ids,
+ * names, roles) a C string would end at it. 1, or 0 and a 400 naming the field. */
+int api_nul_only_in(json_t *body, const char *text, const char *list, const char *list_text, api_error *e);
 /* v as an integer: a JSON integer, or a real with an integral value that fits
  * (4.0, 1e3: pydantic's lax mode reads them so). 0 for anything else. */
 int api_integer(const json_t *v, long long *out);

@@ -360,10 +360,12 @@ static int parse_request(const char *data, size_t len, const char *accept, act_j
 {
     server *srv = job->srv;
     json_error_t jerr;
-    job->body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES, &jerr);
+    job->body = json_loadb(data ? data : "", len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
     if (!json_is_object(job->body))
         return api_fail(e, 400, NULL, "invalid_json", "the body must be a JSON object: %s",
                         job->body ? "got another JSON value" : jerr.text);
+    if (!api_nul_only_in(job->body, "prompt", "runs", "prompt", e))
+        return 0;
     json_t *model = json_object_get(job->body, "model");
     if (model && (!json_is_string(model) || strcmp(json_string_value(model), srv->cfg.model_name)))
         return api_fail(e, 404, "model", "model_not_found", "this server serves '%s'", srv->cfg.model_name);

@@ -582,49 +582,6 @@ static int parse_chat(json_t *body, const server *srv, gen_params *p, api_error 
 
 /* ---------------------------------------------------------------- the route */
 
-/* Whether any string in v holds U+0000. */
-static int has_nul(json_t *v)
-{
-    if (json_is_string(v))
-        return memchr(json_string_value(v), 0, json_string_length(v)) != NULL;
-    size_t i;
-    const char *k;
-    json_t *x;
-    if (json_is_array(v))
-        json_array_foreach(v, i, x) if (has_nul(x)) return 1;
-    if (json_is_object(v))
-        json_object_foreach(v, k, x) if (has_nul(x)) return 1;
-    return 0;
-}
-
-/* U+0000 is text only where text goes to the tokenizer (prompts, message content);
- * anywhere else (ids, names, roles) a C string would end at it: the field that
- * holds one, or NULL. */
-static const char *nul_outside_text(json_t *body)
-{
-    const char *k;
-    json_t *v;
-    json_object_foreach(body, k, v) {
-        if (!strcmp(k, "prompt"))
-            continue;
-        if (strcmp(k, "messages") || !json_is_array(v)) {
-            if (has_nul(v))
-                return k;
-            continue;
-        }
-        size_t i;
-        json_t *m;
-        json_array_foreach(v, i, m) {
-            const char *mk;
-            json_t *mv;
-            json_object_foreach(m, mk, mv)
-                if (strcmp(mk, "content") && has_nul(mv))
-                    return k;
-        }
-    }
-    return NULL;
-}
-
 int completions_parse(server *srv, const char *data, size_t len, int chat, gen_params *p, api_error *e)
 {
     json_error_t jerr;
@@ -635,19 +592,13 @@ int completions_parse(server *srv, const char *data, size_t len, int chat, gen_p
                     body ? "got another JSON value" : jerr.text);
     }
     json_t *model = json_object_get(body, "model");
-    const char *nul = nul_outside_text(body);
-    int ok = 1;
-    static _Thread_local char nul_field[64];    /* e->param outlives body: a copy of the key */
-    if (nul) {
-        snprintf(nul_field, sizeof nul_field, "%s", nul);
-        ok = BAD(nul_field, "%s holds U+0000, which only prompt and message content may", nul_field);
-    }
-    else if (model && !json_is_string(model))
+    json_t *user = json_object_get(body, "user");
+    int ok = api_nul_only_in(body, "prompt", "messages", "content", e);
+    if (ok && model && !json_is_string(model))
         ok = BAD("model", "model must be a string");
-    else if (json_object_get(body, "user") && !json_is_string(json_object_get(body, "user")) &&
-             !json_is_null(json_object_get(body, "user")))
+    else if (ok && user && !json_is_string(user) && !json_is_null(user))
         ok = BAD("user", "user must be a string");
-    else if (model && strcmp(json_string_value(model), srv->cfg.model_name))
+    else if (ok && model && strcmp(json_string_value(model), srv->cfg.model_name))
         ok = api_fail(e, 404, "model", "model_not_found", "the model '%s' does not exist; this server serves '%s'",
                   json_string_value(model), srv->cfg.model_name);
     json_t *sess = json_object_get(body, "session");

@@ -192,8 +192,9 @@ json_t *session_body_object(const char *data, size_t len, int *bad)
     *bad = 0;
     if (!len)
         return json_object();
-    json_t *j = json_loadb(data, len, 0, NULL);
-    if (!json_is_object(j)) {
+    json_t *j = json_loadb(data, len, JSON_ALLOW_NUL, NULL);
+    api_error e;
+    if (!json_is_object(j) || !api_nul_only_in(j, "prompt", NULL, NULL, &e)) {    /* a NUL only in the prompt */
         json_decref(j);
         *bad = 1;
         return NULL;

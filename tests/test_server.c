@@ -1367,7 +1367,8 @@ Test(server, chat_logprobs_bytes_spell_the_content_and_skip_the_eos)
 }
 
 /* U+0000 is valid JSON text and kept as the tokenizer keeps it (the CLI and the
- * fixtures' corpus do): /tokenize, prompts and chat content take it, and a NUL in
+ * fixtures' corpus do): /tokenize, prompts (completions, activations, sessions) and
+ * chat content take it, and a NUL in
  * chat content does not hide a special token's text from the guard that keeps it
  * text. A stop string cannot hold one (stops are matched as C strings). */
 Test(server, u0000_is_text_like_any_other)
@@ -1396,6 +1397,14 @@ Test(server, u0000_is_text_like_any_other)
     }
     cr_assert_eq(counts[1], counts[0] + 1, "the same text plus the NUL: <|im_start|> stays text in both");
     json_decref(call("POST", "/v1/completions", "{\"prompt\":\"ab\",\"stop\":[\"a\\u0000\"]}", 400));
+    /* the same on /v1/activations and a session's prompt */
+    j = call("POST", "/v1/activations", "{\"prompt\":\"a\\u0000b\",\"hooks\":[\"logits\"],\"positions\":\"last\"}", 200);
+    cr_assert_eq(json_array_size(json_object_get(json_object_get(j, "tokens"), "ids")), 4, "<s> a NUL b");
+    json_decref(j);
+    j = call("POST", "/v1/sessions", "{\"prompt\":\"a\\u0000b\"}", 201);
+    cr_assert_eq(json_integer_value(json_object_get(j, "n_tokens")), 4);
+    json_decref(j);
+    json_decref(call("POST", "/v1/activations", "{\"prompt\":\"a\",\"hooks\":[\"logits\\u0000x\"]}", 400));
 }
 
 /* The token budget of a chat: max_completion_tokens (OpenAI's current name) wins
