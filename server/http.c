@@ -430,12 +430,14 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 void http_sweep(server *srv)
 {
     double now = now_seconds(), limit = srv->cfg.connection_timeout_s;
+    int cut = 0;
     for (conn_clock *c = srv->http ? srv->http->clocks : NULL; c; c = c->next)
         if (c->receiving && now - c->since > limit + (double)c->received / UPLOAD_MIN_RATE) {
             shutdown(c->fd, SHUT_RDWR);     /* MHD sees the end of the stream and closes the connection */
             c->receiving = 0;
+            cut = 1;
         }
-    if (srv->http)
+    if (cut)
         http_kick(srv);
 }
 
